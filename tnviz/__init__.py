@@ -1,0 +1,36 @@
+"""tnviz: design, cost, decompose and run tensorized neural-network layers.
+
+The core (network model, builders, costs, stack views, decompositions) needs only numpy and
+opt_einsum at import time; torch, plotly, graphviz and streamlit are imported where used.
+
+>>> import tnviz
+>>> net = tnviz.mpo([8, 8, 8, 8], [8, 8, 8, 8], ranks=4)
+>>> tnviz.cost(net, batch=1024).flops < tnviz.cost(net, batch=1024).dense_flops
+True
+"""
+from __future__ import annotations
+
+from .builders import TEMPLATES, build_template, conv_cp, conv_tucker, cp, from_einsum, mpo, tensor_ring, tucker
+from .contract import forward, random_tensors, to_dense, to_tensor
+from .cost import OPTIMIZERS, LayerCost, batch_sweep, check_budget, cost, max_useful_ranks
+from .errors import (
+    BudgetError,
+    DecompositionError,
+    InvalidNetworkError,
+    ModelFileError,
+    RankError,
+    TnvizError,
+)
+from .factorize import auto_legs, balanced_factors, propose_legs
+from .network import Tensor, TensorNetwork, load_network, save_network
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "TEMPLATES", "OPTIMIZERS", "Tensor", "TensorNetwork", "LayerCost",
+    "TnvizError", "InvalidNetworkError", "RankError", "DecompositionError", "ModelFileError", "BudgetError",
+    "load_network", "save_network", "mpo", "tensor_ring", "tucker", "cp", "conv_tucker", "conv_cp",
+    "from_einsum", "build_template", "auto_legs", "balanced_factors", "propose_legs",
+    "cost", "batch_sweep", "check_budget", "max_useful_ranks",
+    "to_dense", "to_tensor", "forward", "random_tensors",
+]

@@ -1,0 +1,423 @@
+"""What a layer costs, from shapes alone: parameters, FLOPs (forward, backward, rebuild),
+memory, the contraction path step by step, useful ranks, and the batch crossover.
+
+FLOPs are counted as opt_einsum's ``opt_cost`` counts them: a pairwise step over the index
+set ``U`` costs ``prod(U)``, doubled when an index is summed.  The dense layer therefore costs
+``2·B·in·out``.
+
+>>> from tnviz.builders import mpo
+>>> c = cost(mpo([8, 8], [8, 8], ranks=4), batch=1)
+>>> c.dense_flops, c.params, c.dense_params
+(8192, 512, 4096)
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from typing import Any, Callable, Sequence
+
+import opt_einsum as oe
+from opt_einsum.helpers import flop_count
+
+from .errors import BudgetError, InvalidNetworkError
+from .network import BATCH_INDEX, TensorNetwork
+
+INPUT_NAME = "x"
+
+DTYPE_BYTES = {"float64": 8, "float32": 4, "bfloat16": 2, "float16": 2}
+
+
+def _left_to_right(n_operands: int) -> list[tuple[int, ...]]:
+    """x with the first tensor, then the running result with each next tensor in order."""
+    if n_operands < 2:
+        return [(0,)] if n_operands == 1 else []
+    path = [(0, 1)]
+    remaining = n_operands - 1
+    while remaining > 1:
+        path.append((0, remaining - 1))
+        remaining -= 1
+    return path
+
+
+#: Path optimizers by name (feeds the CLI choices, the app's select boxes and the tests).
+#: A string is handed to opt_einsum; a callable returns an explicit path for n operands.
+OPTIMIZERS: dict[str, str | Callable[[int], list[tuple[int, ...]]]] = {
+    "optimal": "optimal",
+    "dp": "dp",
+    "greedy": "greedy",
+    "auto": "auto",
+    "left-to-right": _left_to_right,
+}
+
+#: opt_einsum's exhaustive search grows factorially; refuse it beyond this many operands.
+MAX_OPTIMAL_OPERANDS = 10
+
+
+@dataclass(frozen=True)
+class Step:
+    """One pairwise contraction of a path."""
+
+    operands: tuple[str, ...]  # names: tensor names, 'x', or '#k' for the k-th intermediate
+    operand_indices: tuple[tuple[str, ...], ...]
+    result: str
+    result_indices: tuple[str, ...]
+    summed: tuple[str, ...]
+    flops: int
+    size: int  # elements of the intermediate
+    backward_flops: int
+
+
+@dataclass(frozen=True)
+class PathCost:
+    """The path of one contraction (with or without the input)."""
+
+    path: tuple[tuple[int, ...], ...]
+    steps: tuple[Step, ...]
+    flops: int
+    backward_flops: int
+    largest_intermediate: int
+    peak_elements: int
+
+
+def _check_optimizer(optimize: str, n_operands: int) -> Any:
+    if optimize not in OPTIMIZERS:
+        raise InvalidNetworkError(f"unknown path optimizer {optimize!r}; choose one of {list(OPTIMIZERS)}")
+    if optimize == "optimal" and n_operands > MAX_OPTIMAL_OPERANDS:
+        raise InvalidNetworkError(
+            f"the 'optimal' optimizer is limited to {MAX_OPTIMAL_OPERANDS} operands (its search grows "
+            f"factorially); this contraction has {n_operands}: use 'dp' or 'auto'"
+        )
+    return OPTIMIZERS[optimize]
+
+
+def _grad_flops(operand: set[str], others: set[str], result: set[str], sizes: dict[str, int]) -> int:
+    """FLOPs of d(result)/d(operand): contract grad(result) with the other operand(s) onto operand."""
+    union = result | others
+    return flop_count(union | operand, bool(union - operand), 2, sizes)
+
+
+@lru_cache(maxsize=1024)
+def _path_cost(
+    operand_names: tuple[str, ...],
+    operand_indices: tuple[tuple[str, ...], ...],
+    output: tuple[str, ...],
+    size_items: tuple[tuple[str, int], ...],
+    optimize: str,
+) -> PathCost:
+    sizes = dict(size_items)
+    opt = _check_optimizer(optimize, len(operand_names))
+    symbols = {name: oe.get_symbol(k) for k, name in enumerate(sizes)}
+    eq = ",".join("".join(symbols[i] for i in ix) for ix in operand_indices) + "->" + "".join(symbols[i] for i in output)
+    shapes = [tuple(sizes[i] for i in ix) for ix in operand_indices]
+    if callable(opt):
+        path = opt(len(shapes))
+    elif len(shapes) == 1:
+        path = [(0,)]
+    else:
+        path, _ = oe.contract_path(eq, *shapes, shapes=True, optimize=opt)
+    names = list(operand_names)
+    indices = [tuple(ix) for ix in operand_indices]
+    live = [math.prod(sh) for sh in shapes]
+    peak = sum(live)
+    steps: list[Step] = []
+    largest = 0
+    for k, pair in enumerate(path):
+        # pop from the back so positions stay valid, then restore left-to-right order
+        picked = [(names.pop(p), indices.pop(p), live.pop(p)) for p in sorted(pair, reverse=True)][::-1]
+        ops_idx = [set(ix) for _, ix, _ in picked]
+        union: set[str] = set().union(*ops_idx)
+        still_needed = set(output).union(*[set(ix) for ix in indices])
+        keep = [i for i in dict.fromkeys(itertools.chain(*[ix for _, ix, _ in picked])) if i in still_needed]
+        if not indices:  # last step: result in output order
+            keep = list(output)
+        summed = tuple(i for i in dict.fromkeys(itertools.chain(*[ix for _, ix, _ in picked])) if i not in keep)
+        flops = flop_count(union, bool(summed), len(picked), sizes)
+        size = math.prod(sizes[i] for i in keep)
+        result_set = set(keep)
+        bwd = 0
+        if len(picked) == 2:
+            bwd = _grad_flops(ops_idx[0], ops_idx[1], result_set, sizes) + _grad_flops(ops_idx[1], ops_idx[0], result_set, sizes)
+        else:  # a lone operand reduced (sum/transpose): its gradient is a broadcast
+            bwd = math.prod(sizes[i] for i in union)
+        result_name = f"#{k + 1}"
+        # Memory: the result is allocated while its operands are still alive.
+        peak = max(peak, sum(live) + sum(p[2] for p in picked) + size)
+        largest = max(largest, size)
+        steps.append(Step(
+            operands=tuple(p[0] for p in picked),
+            operand_indices=tuple(p[1] for p in picked),
+            result=result_name,
+            result_indices=tuple(keep),
+            summed=summed,
+            flops=int(flops),
+            size=int(size),
+            backward_flops=int(bwd),
+        ))
+        names.append(result_name)
+        indices.append(tuple(keep))
+        live.append(size)
+    return PathCost(
+        path=tuple(tuple(p) for p in path),
+        steps=tuple(steps),
+        flops=sum(s.flops for s in steps),
+        backward_flops=sum(s.backward_flops for s in steps),
+        largest_intermediate=largest,
+        peak_elements=peak,
+    )
+
+
+def forward_path(net: TensorNetwork, batch: int, optimize: str = "auto") -> PathCost:
+    """The path of ``x[batch, inputs] * tensors -> y[batch, outputs]`` (input as an operand)."""
+    _check_batch(batch)
+    sizes = {BATCH_INDEX: batch, **net.sizes}
+    return _path_cost(
+        (INPUT_NAME, *net.tensor_names),
+        ((BATCH_INDEX, *net.inputs), *[t.indices for t in net.tensors]),
+        (BATCH_INDEX, *net.outputs),
+        tuple(sizes.items()),
+        optimize,
+    )
+
+
+def rebuild_path(net: TensorNetwork, optimize: str = "auto") -> PathCost:
+    """The path that contracts the tensors alone into the dense weight ``W[outputs, inputs]``."""
+    return _path_cost(
+        net.tensor_names,
+        tuple(t.indices for t in net.tensors),
+        (*net.outputs, *net.inputs),
+        net.size_items,
+        optimize,
+    )
+
+
+def _check_batch(batch: Any) -> None:
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+        raise InvalidNetworkError(f"the batch size must be a positive integer; got {batch!r}")
+
+
+# ---------------------------------------------------------------------- useful ranks
+def max_useful_ranks(net: TensorNetwork, *, exhaustive_limit: int = 12) -> dict[str, int]:
+    """For each bond, the largest size that can carry information.
+
+    Cutting the network into a part ``S`` holding one end of the bond, the bond's rank cannot
+    exceed ``prod(open legs in S) * prod(other indices crossing the cut)``: above that the part
+    ``S``, seen as a matrix from the bond to everything else, is rank-deficient and the bond
+    could be shrunk without changing the layer.  For a chain this is ``min(prod left, prod
+    right)``.  All parts are tried for networks up to ``exhaustive_limit`` tensors; larger ones
+    use single tensors and the two sides of each bridge.  Hyperedges (CP ranks) have no such
+    bound and are left out.
+    """
+    sizes = net.sizes
+    names = net.tensor_names
+    idx_of = {t.name: set(t.indices) for t in net.tensors}
+    counts = net.index_counts
+    internal = [i for i, c in counts.items() if c >= 2]
+    open_set = {i for i, c in counts.items() if c == 1}
+
+    def bound(part: frozenset[str], bond: str) -> int:
+        inside: set[str] = set().union(*(idx_of[n] for n in part))
+        value = 1
+        for i in inside:
+            if i == bond:
+                continue
+            if i in open_set:
+                value *= sizes[i]
+            elif any(n not in part for n in net.tensors_on(i)):
+                value *= sizes[i]
+        return value
+
+    def candidate_parts(bond: str):
+        a, b = net.tensors_on(bond)
+        rest = [n for n in names if n not in (a, b)]
+        if len(names) <= exhaustive_limit:
+            for k in range(len(rest) + 1):
+                for combo in itertools.combinations(rest, k):
+                    yield frozenset((a, *combo))
+                    yield frozenset((b, *combo))
+        else:
+            yield frozenset((a,))
+            yield frozenset((b,))
+            side = _component_without(net, a, bond)
+            if b not in side:
+                yield frozenset(side)
+                yield frozenset(set(names) - side)
+
+    out = {}
+    for bond in internal:
+        if counts[bond] != 2:
+            continue
+        out[bond] = min(bound(p, bond) for p in candidate_parts(bond))
+    return out
+
+
+def _component_without(net: TensorNetwork, start: str, cut_index: str) -> set[str]:
+    """Tensors reachable from ``start`` without crossing ``cut_index``."""
+    seen, todo = {start}, [start]
+    while todo:
+        cur = net.tensor(todo.pop())
+        for i in cur.indices:
+            if i == cut_index:
+                continue
+            for n in net.tensors_on(i):
+                if n not in seen:
+                    seen.add(n)
+                    todo.append(n)
+    return seen
+
+
+def rank_warnings(net: TensorNetwork) -> list[str]:
+    sizes = net.sizes
+    return [
+        f"bond {bond!r} has size {sizes[bond]} but at most {useful} is useful "
+        f"(the tensors on one side of it have only {useful} other dimensions, open legs and other "
+        f"bonds, to span); the rest is wasted"
+        for bond, useful in max_useful_ranks(net).items()
+        if sizes[bond] > useful
+    ]
+
+
+# ---------------------------------------------------------------------- the report
+@dataclass(frozen=True)
+class LayerCost:
+    """Every cost of a layer at one batch size (SPEC 2.2 ``tnviz cost --json``)."""
+
+    name: str
+    batch: int
+    optimize: str
+    params: int
+    dense_params: int
+    flops: int
+    dense_flops: int
+    backward_flops: int
+    dense_backward_flops: int
+    reconstruct_flops: int
+    rebuild_flops: int
+    peak_elements: int
+    largest_intermediate: int
+    path: tuple[tuple[int, ...], ...]
+    steps: tuple[Step, ...]
+    max_useful_ranks: dict[str, int] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def compression(self) -> float:
+        return self.dense_params / self.params
+
+    @property
+    def best_strategy(self) -> str:
+        """'factorized' when contracting x through the tensors is cheapest, else 'rebuilt'."""
+        return "factorized" if self.flops <= self.rebuild_flops else "rebuilt"
+
+    def peak_bytes(self, dtype: str = "float32") -> int:
+        return self.peak_elements * DTYPE_BYTES[dtype]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = [list(p) for p in self.path]
+        d["steps"] = [
+            {**asdict(s), "operands": list(s.operands), "operand_indices": [list(i) for i in s.operand_indices],
+             "result_indices": list(s.result_indices), "summed": list(s.summed)}
+            for s in self.steps
+        ]
+        d["warnings"] = list(self.warnings)
+        d["compression"] = self.compression
+        d["best_strategy"] = self.best_strategy
+        d["peak_bytes_float32"] = self.peak_bytes("float32")
+        return d
+
+
+def cost(net: TensorNetwork, batch: int = 1, optimize: str = "auto") -> LayerCost:
+    """All the costs of ``net`` as a layer applied to a batch of ``batch`` inputs."""
+    fwd = forward_path(net, batch, optimize)
+    rebuild = rebuild_path(net, optimize)
+    dense = 2 * batch * net.in_features * net.out_features
+    return LayerCost(
+        name=net.name,
+        batch=batch,
+        optimize=optimize,
+        params=net.params,
+        dense_params=net.dense_params,
+        flops=fwd.flops,
+        dense_flops=dense,
+        # dense backward: grad_x = g W and grad_W = g^T x, each as costly as the forward
+        backward_flops=fwd.backward_flops,
+        dense_backward_flops=2 * dense,
+        reconstruct_flops=rebuild.flops,
+        rebuild_flops=rebuild.flops + dense,
+        peak_elements=fwd.peak_elements,
+        largest_intermediate=fwd.largest_intermediate,
+        path=fwd.path,
+        steps=fwd.steps,
+        max_useful_ranks=max_useful_ranks(net),
+        warnings=tuple(rank_warnings(net)),
+    )
+
+
+# ---------------------------------------------------------------------- batch sweep
+@dataclass(frozen=True)
+class BatchSweep:
+    batches: tuple[int, ...]
+    factorized: tuple[int, ...]
+    rebuilt: tuple[int, ...]
+    dense: tuple[int, ...]
+    crossovers: tuple[tuple[int, str], ...]  # (first batch where the winner changes, new winner)
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [
+            {"batch": b, "factorized": f, "rebuilt": r, "dense": d, "best": "factorized" if f <= r else "rebuilt"}
+            for b, f, r, d in zip(self.batches, self.factorized, self.rebuilt, self.dense)
+        ]
+
+
+def batch_sweep(net: TensorNetwork, batches: Sequence[int] | None = None, optimize: str = "auto") -> BatchSweep:
+    """FLOPs of the factorized and the rebuilt strategy (and a stored dense weight) per batch,
+    with every batch size where the cheaper of factorized/rebuilt changes, found exactly."""
+    if batches is None:
+        batches = [2**k for k in range(17)]
+    batches = sorted(set(batches))
+    for b in batches:
+        _check_batch(b)
+    reconstruct = rebuild_path(net, optimize).flops
+    io = net.in_features * net.out_features
+
+    def fact(b: int) -> int:
+        return forward_path(net, b, optimize).flops
+
+    def winner(b: int) -> str:
+        return "factorized" if fact(b) <= reconstruct + 2 * b * io else "rebuilt"
+
+    crossovers = []
+    for lo, hi in zip(batches, batches[1:]):
+        w_lo, w_hi = winner(lo), winner(hi)
+        if w_lo != w_hi:
+            while hi - lo > 1:  # bisect to the first batch with the new winner
+                mid = (lo + hi) // 2
+                if winner(mid) == w_lo:
+                    lo = mid
+                else:
+                    hi = mid
+            crossovers.append((hi, w_hi))
+    return BatchSweep(
+        batches=tuple(batches),
+        factorized=tuple(fact(b) for b in batches),
+        rebuilt=tuple(reconstruct + 2 * b * io for b in batches),
+        dense=tuple(2 * b * io for b in batches),
+        crossovers=tuple(crossovers),
+    )
+
+
+# ---------------------------------------------------------------------- guard
+def check_budget(net: TensorNetwork, batch: int | None, budget: int, *, optimize: str = "auto") -> None:
+    """Refuse (``BudgetError``) when a contraction's largest intermediate would exceed ``budget``
+    elements.  ``batch=None`` checks rebuilding the dense weight."""
+    pc = rebuild_path(net, optimize) if batch is None else forward_path(net, batch, optimize)
+    largest = max(pc.largest_intermediate, net.in_features * net.out_features if batch is None else 0)
+    if largest > budget:
+        what = "rebuilding the dense weight" if batch is None else f"the forward pass at batch {batch}"
+        raise BudgetError(
+            f"contractions are limited to {budget:,} elements per intermediate; {what} of "
+            f"{net.name or 'this network'!r} needs {largest:,} ({largest / budget:.1f}x the budget, "
+            f"{largest * 4 / 2**30:.2f} GiB in float32)"
+        )
