@@ -29,26 +29,82 @@ INPUT_NAME = "x"
 DTYPE_BYTES = {"float64": 8, "float32": 4, "bfloat16": 2, "float16": 2}
 
 
-def _left_to_right(n_operands: int) -> list[tuple[int, ...]]:
-    """x with the first tensor, then the running result with each next tensor in order."""
-    if n_operands < 2:
-        return [(0,)] if n_operands == 1 else []
-    path = [(0, 1)]
-    remaining = n_operands - 1
-    while remaining > 1:
-        path.append((0, remaining - 1))
-        remaining -= 1
+def _sequence_to_path(order: Sequence[int]) -> list[tuple[int, ...]]:
+    """Turn "absorb operand order[1], then order[2], ... into operand order[0]" into an
+    opt_einsum path (each pairwise result goes to the end of the operand list)."""
+    if len(order) < 2:
+        return [(0,)] if order else []
+    remaining = list(range(len(order)))
+    path = []
+    first, rest = order[0], list(order[1:])
+    a, b = remaining.index(first), remaining.index(rest[0])
+    path.append(tuple(sorted((a, b))))
+    remaining = [r for r in remaining if r not in (first, rest[0])] + [-1]
+    for nxt in rest[1:]:
+        pos = remaining.index(nxt)
+        path.append((pos, len(remaining) - 1))
+        remaining = [r for r in remaining if r != nxt][:-1] + [-1]
     return path
 
 
+def _left_to_right(operand_indices, output, sizes) -> list[tuple[int, ...]]:
+    """x with the first tensor, then the running result with each next tensor in order."""
+    return _sequence_to_path(list(range(len(operand_indices))))
+
+
+def _input_first(operand_indices, output, sizes, *, exhaustive_limit: int = 12) -> list[tuple[int, ...]]:
+    """The cheapest path that absorbs one tensor at a time into the running intermediate of the
+    first operand (the input): "contracting the input through the cores".  Exact by dynamic
+    programming over subsets up to ``exhaustive_limit`` tensors, greedy beyond."""
+    n = len(operand_indices)
+    if n < 2:
+        return _sequence_to_path(list(range(n)))
+    sets = [frozenset(ix) for ix in operand_indices]
+    out = frozenset(output)
+
+    def running(absorbed: frozenset[int]) -> frozenset[str]:
+        held = set(sets[0]).union(*(sets[t] for t in absorbed))
+        needed = set(out).union(*(sets[t] for t in range(1, n) if t not in absorbed))
+        return frozenset(held & needed)
+
+    def step(absorbed: frozenset[int], t: int) -> int:
+        cur = running(absorbed)
+        union = cur | sets[t]
+        return flop_count(union, bool(union - running(absorbed | {t})), 2, sizes)
+
+    tensors = list(range(1, n))
+    if len(tensors) <= exhaustive_limit:
+        best: dict[frozenset[int], tuple[int, list[int]]] = {frozenset(): (0, [])}
+        for k in range(len(tensors)):
+            layer: dict[frozenset[int], tuple[int, list[int]]] = {}
+            for absorbed, (c, order) in best.items():
+                for t in tensors:
+                    if t in absorbed:
+                        continue
+                    nxt = absorbed | {t}
+                    total = c + step(absorbed, t)
+                    if nxt not in layer or total < layer[nxt][0]:
+                        layer[nxt] = (total, order + [t])
+            best = layer
+        order = next(iter(best.values()))[1]
+    else:
+        order, absorbed = [], frozenset()
+        for _ in tensors:
+            t = min((t for t in tensors if t not in absorbed), key=lambda t: step(absorbed, t))
+            order.append(t)
+            absorbed = absorbed | {t}
+    return _sequence_to_path([0, *order])
+
+
 #: Path optimizers by name (feeds the CLI choices, the app's select boxes and the tests).
-#: A string is handed to opt_einsum; a callable returns an explicit path for n operands.
-OPTIMIZERS: dict[str, str | Callable[[int], list[tuple[int, ...]]]] = {
+#: A string is handed to opt_einsum; a callable gets (operand_indices, output, sizes) and returns a path.
+OPTIMIZERS: dict[str, str | Callable[..., list[tuple[int, ...]]]] = {
     "optimal": "optimal",
     "dp": "dp",
     "greedy": "greedy",
     "auto": "auto",
     "left-to-right": _left_to_right,
+    "input-first": _input_first,
 }
 
 #: opt_einsum's exhaustive search grows factorially; refuse it beyond this many operands.
@@ -112,7 +168,7 @@ def _path_cost(
     eq = ",".join("".join(symbols[i] for i in ix) for ix in operand_indices) + "->" + "".join(symbols[i] for i in output)
     shapes = [tuple(sizes[i] for i in ix) for ix in operand_indices]
     if callable(opt):
-        path = opt(len(shapes))
+        path = opt(operand_indices, output, sizes)
     elif len(shapes) == 1:
         path = [(0,)]
     else:
@@ -289,6 +345,7 @@ class LayerCost:
     params: int
     dense_params: int
     flops: int
+    factorized_flops: int  # the input contracted through the tensors one at a time ("input-first")
     dense_flops: int
     backward_flops: int
     dense_backward_flops: int
@@ -307,8 +364,9 @@ class LayerCost:
 
     @property
     def best_strategy(self) -> str:
-        """'factorized' when contracting x through the tensors is cheapest, else 'rebuilt'."""
-        return "factorized" if self.flops <= self.rebuild_flops else "rebuilt"
+        """'factorized' when contracting x through the tensors costs no more than rebuilding the
+        dense weight and doing one matmul, else 'rebuilt'."""
+        return "factorized" if self.factorized_flops <= self.rebuild_flops else "rebuilt"
 
     def peak_bytes(self, dtype: str = "float32") -> int:
         return self.peak_elements * DTYPE_BYTES[dtype]
@@ -340,6 +398,7 @@ def cost(net: TensorNetwork, batch: int = 1, optimize: str = "auto") -> LayerCos
         params=net.params,
         dense_params=net.dense_params,
         flops=fwd.flops,
+        factorized_flops=forward_path(net, batch, "input-first").flops,
         dense_flops=dense,
         # dense backward: grad_x = g W and grad_W = g^T x, each as costly as the forward
         backward_flops=fwd.backward_flops,
@@ -358,22 +417,33 @@ def cost(net: TensorNetwork, batch: int = 1, optimize: str = "auto") -> LayerCos
 # ---------------------------------------------------------------------- batch sweep
 @dataclass(frozen=True)
 class BatchSweep:
+    """FLOPs per batch size of three ways to run a layer:
+
+    * ``factorized``: the input contracted through the tensors one at a time ("input-first" path);
+    * ``rebuilt``: rebuild the dense weight from the tensors, then one matmul;
+    * ``best``: the best path of the chosen optimizer (it may mix both);
+    plus ``dense`` (a stored dense weight: one matmul) for reference.
+    """
+
     batches: tuple[int, ...]
     factorized: tuple[int, ...]
     rebuilt: tuple[int, ...]
+    best: tuple[int, ...]
     dense: tuple[int, ...]
-    crossovers: tuple[tuple[int, str], ...]  # (first batch where the winner changes, new winner)
+    crossovers: tuple[tuple[int, str], ...]  # (first batch where the cheaper of factorized/rebuilt changes, new winner)
 
     def rows(self) -> list[dict[str, Any]]:
         return [
-            {"batch": b, "factorized": f, "rebuilt": r, "dense": d, "best": "factorized" if f <= r else "rebuilt"}
-            for b, f, r, d in zip(self.batches, self.factorized, self.rebuilt, self.dense)
+            {"batch": b, "factorized": f, "rebuilt": r, "best_path": p, "dense": d,
+             "cheaper": "factorized" if f <= r else "rebuilt"}
+            for b, f, r, p, d in zip(self.batches, self.factorized, self.rebuilt, self.best, self.dense)
         ]
 
 
 def batch_sweep(net: TensorNetwork, batches: Sequence[int] | None = None, optimize: str = "auto") -> BatchSweep:
-    """FLOPs of the factorized and the rebuilt strategy (and a stored dense weight) per batch,
-    with every batch size where the cheaper of factorized/rebuilt changes, found exactly."""
+    """FLOPs of the factorized and the rebuilt strategy (and the optimizer's best path and a
+    stored dense weight) per batch, with every batch size where the cheaper of factorized and
+    rebuilt changes, found exactly by bisection."""
     if batches is None:
         batches = [2**k for k in range(17)]
     batches = sorted(set(batches))
@@ -383,7 +453,7 @@ def batch_sweep(net: TensorNetwork, batches: Sequence[int] | None = None, optimi
     io = net.in_features * net.out_features
 
     def fact(b: int) -> int:
-        return forward_path(net, b, optimize).flops
+        return forward_path(net, b, "input-first").flops
 
     def winner(b: int) -> str:
         return "factorized" if fact(b) <= reconstruct + 2 * b * io else "rebuilt"
@@ -403,6 +473,7 @@ def batch_sweep(net: TensorNetwork, batches: Sequence[int] | None = None, optimi
         batches=tuple(batches),
         factorized=tuple(fact(b) for b in batches),
         rebuilt=tuple(reconstruct + 2 * b * io for b in batches),
+        best=tuple(forward_path(net, b, optimize).flops for b in batches),
         dense=tuple(2 * b * io for b in batches),
         crossovers=tuple(crossovers),
     )
