@@ -1,0 +1,246 @@
+"""Diagrams and charts: the scene of every template, its DOT text, SVG rendering, plotly charts."""
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+
+import tnviz
+from tnviz.render import PALETTE, build_scene, edge_width, network_shape, to_dot, to_svg
+from tnviz.render.charts import flops_vs_batch, step_bars
+from tnviz.render.dot import quote
+from tnviz.render.scene import LEG_LENGTH, TENSOR_SPACING, auto_layout, leg_id, positions, tensor_id
+from tnviz.testing import template_networks
+
+NETWORKS = template_networks()
+IDS = [name for name, _ in NETWORKS]
+EXPECTED_SHAPE = {
+    "MPO / tensor train": "chain",
+    "Tensor ring": "ring",
+    "Tucker": "star",
+    "CP": "hyperstar",
+    "MPO 3 in / 5 out (Fig. 1)": "chain",
+    "Tucker conv kernel (Fig. 3 iv)": "star",
+    "CP conv kernel (Fig. 3 v)": "hyperstar",
+    "generic 2x2 grid": "ring",  # four tensors bonded in a cycle
+}
+
+has_neato = shutil.which("neato") is not None
+
+
+def test_every_template_has_an_expected_shape():
+    assert set(EXPECTED_SHAPE) >= set(IDS)
+    assert set(tnviz.TEMPLATES) <= set(EXPECTED_SHAPE)
+
+
+@pytest.mark.parametrize("name,net", NETWORKS, ids=IDS)
+def test_scene_draws_every_tensor_index_and_leg(name, net):
+    scene = build_scene(net)
+    assert scene.shape == EXPECTED_SHAPE[name]
+    assert {n.label for n in scene.tensor_nodes} == set(net.tensor_names)
+    sizes = net.sizes
+    # bonds: one red line between their two tensors, labelled with name and size
+    for bond in net.bonds:
+        (edge,) = scene.edges_of(bond)
+        assert edge.kind == "bond" and edge.color == PALETTE["bond"]
+        assert {edge.source, edge.target} == {tensor_id(t) for t in net.tensors_on(bond)}
+        assert edge.label == f"{bond}={sizes[bond]}"
+    # hyperedges: one red line from each tensor to a delta dot
+    for hyper in net.hyperedges:
+        lines = scene.edges_of(hyper)
+        assert len(lines) == len(net.tensors_on(hyper)) >= 3
+        assert {e.source for e in lines} == {tensor_id(t) for t in net.tensors_on(hyper)}
+        assert {e.target for e in lines} == {f"d:{hyper}"}
+        assert all(e.color == PALETTE["bond"] for e in lines)
+        dot = scene.node(f"d:{hyper}")
+        assert dot.kind == "delta" and dot.shape == "point" and str(sizes[hyper]) in dot.label
+    # open legs: dangling (to a label-only node), labelled with name and size, marked input/output
+    for index in net.open_indices:
+        (edge,) = scene.edges_of(index)
+        assert edge.kind == ("input" if index in net.inputs else "output")
+        assert edge.color == PALETTE["leg"]
+        end = scene.node(leg_id(index))
+        assert end.kind == "leg" and end.label == f"{index}={sizes[index]}"
+        owner = scene.node(edge.source)
+        assert math.isclose(math.dist((owner.x, owner.y), (end.x, end.y)), LEG_LENGTH, rel_tol=1e-3)
+    # no drawn line for an index that is not in the network, and every index drawn
+    assert {e.index for e in scene.edges} == set(net.index_counts)
+
+
+@pytest.mark.parametrize("name,net", NETWORKS, ids=IDS)
+def test_tensors_are_spread_out(name, net):
+    pos = positions(net)
+    pts = list(pos.values())
+    closest = min(math.dist(a, b) for k, a in enumerate(pts) for b in pts[k + 1:])
+    assert math.isclose(closest, TENSOR_SPACING, rel_tol=1e-3)
+
+
+def test_widths_grow_with_log_size():
+    assert edge_width(1) == 1.0
+    widths = [edge_width(2**k) for k in range(0, 12)]
+    assert widths == sorted(widths) and len(set(widths)) == len(widths)
+    assert math.isclose(edge_width(16) - edge_width(4), edge_width(4) - edge_width(1))  # linear in log
+    net = tnviz.mpo([2, 64], [2, 64], ranks=[16])
+    scene = build_scene(net)
+    (small,) = scene.edges_of("i1")
+    (big,) = scene.edges_of("i2")
+    (bond,) = scene.edges_of("b1")
+    assert small.width < bond.width < big.width
+
+
+def test_size_one_bond_is_dashed():
+    scene = build_scene(tnviz.mpo([4, 4], [4, 4], ranks=1))
+    (bond,) = scene.edges_of("b1")
+    assert bond.style == "dashed"
+    assert build_scene(tnviz.mpo([4, 4], [4, 4], ranks=2)).edges_of("b1")[0].style == "solid"
+
+
+def test_chain_puts_outputs_up_and_inputs_down():
+    net = tnviz.mpo([4, 4, 4], [2, 2, 2, 2, 4], ranks=3)
+    scene = build_scene(net)
+    for t in net.tensors:
+        node = scene.node(tensor_id(t.name))
+        for index in t.indices:
+            if index in net.outputs:
+                assert scene.node(leg_id(index)).y > node.y
+            if index in net.inputs:
+                assert scene.node(leg_id(index)).y < node.y
+    xs = [scene.node(tensor_id(n)).x for n in net.tensor_names]
+    assert xs == sorted(xs)
+
+
+def test_star_and_ring_layouts_point_legs_outward():
+    for net in (tnviz.tucker([8, 8], [8, 8], ranks=3), tnviz.tensor_ring([4, 4, 4], [4, 4, 4], ranks=2)):
+        scene = build_scene(net)
+        for index in net.open_indices:
+            (edge,) = scene.edges_of(index)
+            t, end = scene.node(edge.source), scene.node(edge.target)
+            assert math.hypot(end.x, end.y) > math.hypot(t.x, t.y)  # farther from the centre
+
+
+def test_layout_of_the_network_is_used_and_auto_layout_without_it():
+    net = tnviz.mpo([4, 4], [4, 4], ranks=2)
+    moved = net.__class__.build(net.tensors, net.sizes, net.inputs, net.outputs, net.name, {"A": [0, 0], "B": [0, 10]})
+    scene = build_scene(moved)
+    a, b = scene.node("t:A"), scene.node("t:B")
+    assert math.isclose(a.x, b.x) and b.y - a.y == pytest.approx(TENSOR_SPACING)
+    bare = net.__class__.build(net.tensors, net.sizes, net.inputs, net.outputs, net.name)
+    assert bare.layout == {}
+    assert auto_layout(bare) == {"A": (0.0, 0.0), "B": (1.0, 0.0)}
+    assert build_scene(bare) == build_scene(bare)  # deterministic
+
+
+def test_auto_layouts_for_each_shape():
+    ring = tnviz.tensor_ring([2] * 5, [2] * 5, ranks=2)
+    bare = ring.__class__.build(ring.tensors, ring.sizes, ring.inputs, ring.outputs)
+    pts = list(auto_layout(bare).values())
+    radii = [math.hypot(*p) for p in pts]
+    assert max(radii) - min(radii) < 1e-9
+    tucker = tnviz.tucker([4, 4], [4, 4], ranks=2)
+    bare = tucker.__class__.build(tucker.tensors, tucker.sizes, tucker.inputs, tucker.outputs)
+    assert network_shape(bare) == "star" and auto_layout(bare)["G"] == (0.0, 0.0)
+    general = tnviz.from_einsum("iabe,jbc,kcde,lda->ijkl", 2, inputs="ij")
+    assert network_shape(general) == "general"
+
+
+def test_highlight_marks_and_fades():
+    net = tnviz.mpo([4, 4, 4], [4, 4, 4], ranks=3)
+    plain = build_scene(net)
+    assert not any(n.highlighted or n.faded for n in plain.nodes)
+    scene = build_scene(net, highlight_tensors={"A", "B", "nope"}, highlight_indices={"b1"})
+    assert scene.highlight_tensors == {"A", "B"} and scene.highlight_indices == {"b1"}
+    assert scene.node("t:A").highlighted and scene.node("t:B").highlighted
+    assert scene.node("t:C").faded and not scene.node("t:C").highlighted
+    (b1,) = scene.edges_of("b1")
+    (b2,) = scene.edges_of("b2")
+    assert b1.highlighted and b1.color == PALETTE["highlight"]
+    assert b2.faded and b2.color == PALETTE["faded"]
+    kept = build_scene(net, highlight_tensors={"A"}, fade_others=False)
+    assert not kept.node("t:C").faded and kept.edges_of("b2")[0].color == PALETTE["bond"]
+
+
+def test_dot_text_pins_positions_and_carries_labels():
+    net = tnviz.cp([4, 4], [4, 4], rank=5)
+    text = to_dot(net)
+    assert text.startswith("graph tnviz {") and text.rstrip().endswith("}")
+    assert 'layout="neato"' in text
+    scene = build_scene(net)
+    for node in scene.nodes:
+        assert f'{quote(node.id)} [pos="{node.x},{node.y}!"' in text
+    assert text.count(" -- ") == len(scene.edges)
+    assert 'xlabel="r=5"' in text and 'label="i1=4"' in text
+    assert to_dot(net, title=True).count(f'label="{net.name}"') == 1
+
+
+def test_dot_quotes_odd_names():
+    net = tnviz.TensorNetwork.build([('A "x"', ["i\\1", "o1"])], {"i\\1": 2, "o1": 3}, ["i\\1"], ["o1"])
+    text = to_dot(net)
+    assert '"t:A \\"x\\""' in text and '"l:i\\\\1"' in text
+
+
+def test_dot_changes_with_sizes_but_positions_stay():
+    a, b = tnviz.mpo([8, 8], [8, 8], ranks=4), tnviz.mpo([8, 8], [8, 8], ranks=16)
+    da, db = to_dot(a), to_dot(b)
+    assert da != db and "b1=16" in db and "b1=4" in da
+    assert re.findall(r'pos="[^"]+"', da) == re.findall(r'pos="[^"]+"', db)
+
+
+@pytest.mark.skipif(not has_neato, reason="Graphviz 'neato' is not installed")
+@pytest.mark.parametrize("name,net", NETWORKS, ids=IDS)
+def test_svg_renders_every_template(name, net):
+    svg = to_svg(net, title=True)
+    root = ET.fromstring(svg.encode())
+    assert root.tag.endswith("svg")
+    texts = {t.text for t in root.iter("{http://www.w3.org/2000/svg}text")}
+    assert set(net.tensor_names) <= texts
+    assert {f"{i}={net.sizes[i]}" for i in net.open_indices} <= texts
+    # red bond strokes present exactly when the network has bonds or hyperedges
+    assert (PALETTE["bond"] in svg) == bool(net.internal_indices)
+
+
+@pytest.mark.skipif(not has_neato, reason="Graphviz 'neato' is not installed")
+def test_png_renders():
+    from tnviz.render import to_png
+
+    png = to_png(tnviz.mpo([4, 4], [4, 4], ranks=2))
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+
+
+def test_flops_chart_has_strategies_log_axes_and_crossover():
+    net = tnviz.mpo([8, 8], [8, 8], ranks=64)
+    sweep = tnviz.batch_sweep(net, optimize="left-to-right")
+    assert sweep.crossovers  # this layer has one: the chart must mark it
+    fig = flops_vs_batch(sweep, current_batch=64)
+    assert [t.name.split()[0] for t in fig.data] == ["factorized", "rebuilt", "dense"]
+    assert list(fig.data[0].y) == list(sweep.factorized) and list(fig.data[2].y) == list(sweep.dense)
+    assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "log"
+    xs = {shape.x0 for shape in fig.layout.shapes}
+    assert {b for b, _ in sweep.crossovers} | {64} == xs
+    assert any("crossover" in a.text for a in fig.layout.annotations)
+    no_cross = flops_vs_batch(tnviz.batch_sweep(net, [1, 2], optimize="auto"))
+    assert not no_cross.layout.shapes
+
+
+def test_step_bars_match_the_path():
+    c = tnviz.cost(tnviz.mpo([8, 8, 8], [8, 8, 8], ranks=4), batch=32)
+    fig = step_bars(c)
+    assert list(fig.data[0].y) == [s.flops for s in c.steps]
+    assert list(fig.data[1].y) == [s.size for s in c.steps]
+    assert len(fig.data[0].x) == len(c.steps) and fig.data[0].x[0].startswith("1: ")
+    assert fig.layout.yaxis.type == "log" and fig.layout.yaxis2.type == "log"
+
+
+def test_render_package_imports_without_plotly_graphviz_or_streamlit():
+    code = (
+        "import sys, tnviz.render, tnviz.render.charts, tnviz.render.dot\n"
+        "from tnviz.builders import mpo\n"
+        "tnviz.render.to_dot(mpo([2,2],[2,2],ranks=2))\n"
+        "bad = [m for m in ('plotly', 'graphviz', 'streamlit') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

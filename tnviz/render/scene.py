@@ -1,0 +1,394 @@
+"""A backend-neutral drawing of a network in Penrose (graphical) notation.
+
+:func:`build_scene` turns a :class:`~tnviz.network.TensorNetwork` into plain data: tensors as
+shapes at fixed positions, bonds (red, as in the paper), open legs dangling and labelled with
+their name and size, hyperedges drawn through a small delta dot, edge widths growing with
+``log2(size)``.  Backends (:mod:`tnviz.render.dot`, plotly) only translate this data.
+
+Positions come from the network's ``layout`` when it places every tensor (``y`` grows upward,
+any unit: the scene rescales so that the closest two tensors sit :data:`TENSOR_SPACING` apart);
+otherwise from a deterministic layout chosen by the network's shape: a chain (MPO), a ring
+(tensor ring), a star (Tucker: core in the middle) or a star around the delta (CP).
+
+>>> from tnviz.builders import mpo
+>>> scene = build_scene(mpo([4, 4], [4, 4], ranks=3))
+>>> [(e.index, e.kind, e.label) for e in scene.edges if e.kind == "bond"]
+[('b1', 'bond', 'b1=3')]
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+from ..network import TensorNetwork
+
+#: Colours shared by every backend.  Bonds are red as in the paper's figures.
+PALETTE: dict[str, str] = {
+    "bond": "#d62728",
+    "leg": "#222222",
+    "tensor_fill": "#dbe9f6",
+    "tensor_border": "#1f4e79",
+    "core_fill": "#c6dbef",
+    "delta": "#000000",
+    "highlight": "#f59e0b",
+    "highlight_fill": "#fde68a",
+    "faded": "#c8c8c8",
+    "faded_fill": "#f3f4f6",
+    "text": "#111111",
+}
+
+#: Distance (in inches, the unit of graphviz positions) between the two closest tensors.
+TENSOR_SPACING = 1.5
+#: Length of a dangling open leg, in the same unit.
+LEG_LENGTH = 0.85
+#: Diameter of a tensor shape.
+TENSOR_SIZE = 0.5
+
+LAYOUT_SHAPES = ("single", "chain", "ring", "star", "hyperstar", "general")
+
+
+def edge_width(size: int) -> float:
+    """Line width for an index of ``size``: ``1 + 0.6·log2(size)``, capped at 9.
+
+    >>> edge_width(1), edge_width(16)
+    (1.0, 3.4)
+    """
+    return round(min(9.0, 1.0 + 0.6 * math.log2(max(1, size))), 3)
+
+
+@dataclass(frozen=True)
+class Node:
+    """A drawn node: a tensor, a hyperedge's delta dot, or the free end of an open leg."""
+
+    id: str
+    kind: str  # "tensor" | "delta" | "leg"
+    label: str
+    x: float
+    y: float
+    shape: str  # "circle" | "box" (tensors), "point" (delta), "none" (leg end: text only)
+    fill: str = ""
+    border: str = ""
+    tooltip: str = ""
+    highlighted: bool = False
+    faded: bool = False
+
+
+@dataclass(frozen=True)
+class Edge:
+    """A drawn line: part of a bond, of a hyperedge (tensor -> delta) or an open leg."""
+
+    index: str
+    kind: str  # "bond" | "hyperedge" | "input" | "output"
+    source: str  # node ids
+    target: str
+    size: int
+    label: str
+    width: float
+    color: str
+    style: str = "solid"  # "dashed" for size-1 indices (no correlation, paper Fig. 3 iii)
+    highlighted: bool = False
+    faded: bool = False
+
+
+@dataclass(frozen=True)
+class Scene:
+    """Everything a backend needs to draw a network; positions in inches, y upward."""
+
+    title: str
+    shape: str
+    nodes: tuple[Node, ...]
+    edges: tuple[Edge, ...]
+    highlight_tensors: frozenset[str] = field(default_factory=frozenset)
+    highlight_indices: frozenset[str] = field(default_factory=frozenset)
+
+    def node(self, node_id: str) -> Node:
+        for n in self.nodes:
+            if n.id == node_id:
+                return n
+        raise KeyError(node_id)
+
+    def edges_of(self, index: str) -> tuple[Edge, ...]:
+        """The drawn lines of one index (one for a bond or leg, one per tensor for a hyperedge)."""
+        return tuple(e for e in self.edges if e.index == index)
+
+    @property
+    def tensor_nodes(self) -> tuple[Node, ...]:
+        return tuple(n for n in self.nodes if n.kind == "tensor")
+
+    def bounds(self) -> tuple[float, float, float, float]:
+        """``(xmin, ymin, xmax, ymax)`` over all nodes."""
+        xs = [n.x for n in self.nodes]
+        ys = [n.y for n in self.nodes]
+        return min(xs), min(ys), max(xs), max(ys)
+
+
+def tensor_id(name: str) -> str:
+    return f"t:{name}"
+
+
+def delta_id(index: str) -> str:
+    return f"d:{index}"
+
+
+def leg_id(index: str) -> str:
+    return f"l:{index}"
+
+
+# ---------------------------------------------------------------------- shapes and layouts
+def _bond_neighbours(net: TensorNetwork) -> dict[str, list[str]]:
+    """Tensor adjacency through bonds (indices shared by exactly two tensors), in network order."""
+    adj: dict[str, list[str]] = {n: [] for n in net.tensor_names}
+    for bond in net.bonds:
+        a, b = net.tensors_on(bond)
+        if b not in adj[a]:
+            adj[a].append(b)
+            adj[b].append(a)
+    return adj
+
+
+def _connected(adj: Mapping[str, list[str]]) -> bool:
+    names = list(adj)
+    seen, todo = {names[0]}, [names[0]]
+    while todo:
+        for m in adj[todo.pop()]:
+            if m not in seen:
+                seen.add(m)
+                todo.append(m)
+    return len(seen) == len(names)
+
+
+def network_shape(net: TensorNetwork) -> str:
+    """The drawing shape of a network, one of :data:`LAYOUT_SHAPES`.
+
+    ``hyperstar`` when it has a hyperedge (CP), ``chain`` / ``ring`` when the bonds form a path /
+    a cycle (MPO / tensor ring), ``star`` when one tensor is bonded to all others and they only
+    to it (Tucker), ``single`` for one tensor, else ``general``.
+    """
+    names = net.tensor_names
+    if len(names) == 1:
+        return "single"
+    if net.hyperedges:
+        return "hyperstar"
+    adj = _bond_neighbours(net)
+    if not _connected(adj):
+        return "general"
+    degrees = [len(v) for v in adj.values()]
+    n_links = sum(degrees) // 2
+    if len(names) >= 3 and max(degrees) == len(names) - 1 and sorted(degrees)[-2] == 1:
+        return "star"
+    if max(degrees) <= 2 and n_links == len(names) - 1:
+        return "chain"
+    if all(d == 2 for d in degrees) and n_links == len(names):
+        return "ring"
+    return "general"
+
+
+def _walk(adj: Mapping[str, list[str]], start: str) -> list[str]:
+    order, prev, cur = [start], None, start
+    while True:
+        nxt = [m for m in adj[cur] if m != prev and m not in order]
+        if not nxt:
+            return order
+        prev, cur = cur, nxt[0]
+        order.append(cur)
+
+
+def _circle(names: list[str], radius: float) -> dict[str, tuple[float, float]]:
+    """Names on a circle, the first at the top, going clockwise."""
+    n = len(names)
+    return {
+        name: (radius * math.cos(math.pi / 2 - 2 * math.pi * k / n), radius * math.sin(math.pi / 2 - 2 * math.pi * k / n))
+        for k, name in enumerate(names)
+    }
+
+
+def auto_layout(net: TensorNetwork) -> dict[str, tuple[float, float]]:
+    """A deterministic layout from the network's shape (unit: one tensor spacing)."""
+    shape = network_shape(net)
+    names = list(net.tensor_names)
+    adj = _bond_neighbours(net)
+    if shape == "single":
+        return {names[0]: (0.0, 0.0)}
+    if shape == "chain":
+        ends = [n for n in names if len(adj[n]) <= 1]
+        return {n: (float(k), 0.0) for k, n in enumerate(_walk(adj, ends[0]))}
+    if shape == "ring":
+        order = _walk(adj, names[0])
+        return _circle(order, 1.0 / (2 * math.sin(math.pi / len(order))))
+    if shape == "star":
+        centre = max(names, key=lambda n: len(adj[n]))
+        rest = [n for n in names if n != centre]
+        pos = _circle(rest, max(1.0, 1.0 / (2 * math.sin(math.pi / len(rest)))))
+        pos[centre] = (0.0, 0.0)
+        return pos
+    # hyperstar and general: a circle in network order (the delta dots go to the centroids)
+    return _circle(names, max(1.0, 1.0 / (2 * math.sin(math.pi / len(names)))))
+
+
+def positions(net: TensorNetwork) -> dict[str, tuple[float, float]]:
+    """Tensor positions in inches: the network's layout when complete, else :func:`auto_layout`,
+    scaled so that the closest two tensors are :data:`TENSOR_SPACING` apart and centred on 0."""
+    layout = net.layout
+    raw = layout if layout and all(n in layout for n in net.tensor_names) else auto_layout(net)
+    pts = {n: (float(raw[n][0]), float(raw[n][1])) for n in net.tensor_names}
+    names = list(pts)
+    closest = min(
+        (math.dist(pts[a], pts[b]) for k, a in enumerate(names) for b in names[k + 1:]),
+        default=0.0,
+    )
+    scale = TENSOR_SPACING / closest if closest > 1e-9 else 1.0
+    cx = sum(p[0] for p in pts.values()) / len(pts)
+    cy = sum(p[1] for p in pts.values()) / len(pts)
+    return {n: (round((x - cx) * scale, 4), round((y - cy) * scale, 4)) for n, (x, y) in pts.items()}
+
+
+def _unit(dx: float, dy: float) -> tuple[float, float]:
+    norm = math.hypot(dx, dy)
+    return (dx / norm, dy / norm) if norm > 1e-9 else (0.0, 1.0)
+
+
+def _fan(direction: tuple[float, float], count: int, spread_deg: float) -> list[tuple[float, float]]:
+    """``count`` unit vectors fanned counter-clockwise-first around ``direction``."""
+    if count == 1:
+        return [direction]
+    base = math.atan2(direction[1], direction[0])
+    total = math.radians(min(spread_deg * (count - 1), 150.0))
+    return [
+        (math.cos(base + total / 2 - total * k / (count - 1)), math.sin(base + total / 2 - total * k / (count - 1)))
+        for k in range(count)
+    ]
+
+
+def _leg_directions(
+    net: TensorNetwork, pos: Mapping[str, tuple[float, float]], shape: str
+) -> dict[str, tuple[float, float]]:
+    """Direction of each open leg from its tensor.
+
+    On a horizontal line (chain, single tensor) outputs point up and inputs down, as in the
+    paper's MPO figures; otherwise legs point away from the centre of the drawing, outputs
+    fanned before inputs.
+    """
+    inputs = set(net.inputs)
+    ys = [p[1] for p in pos.values()]
+    flat = shape in ("single", "chain") or max(ys) - min(ys) < 1e-6
+    cx = sum(p[0] for p in pos.values()) / len(pos)
+    cy = sum(p[1] for p in pos.values()) / len(pos)
+    out: dict[str, tuple[float, float]] = {}
+    for t in net.tensors:
+        legs = [i for i in t.indices if net.index_counts[i] == 1]
+        if not legs:
+            continue
+        outs = [i for i in legs if i not in inputs]
+        ins = [i for i in legs if i in inputs]
+        x, y = pos[t.name]
+        radial = _unit(x - cx, y - cy)
+        if flat or math.hypot(x - cx, y - cy) < 1e-6:
+            out.update(zip(outs, _fan((0.0, 1.0), len(outs), 28.0)))
+            out.update(zip(ins, _fan((0.0, -1.0), len(ins), 28.0)[::-1]))
+        else:
+            out.update(zip(outs + ins, _fan(radial, len(legs), 32.0)))
+    return out
+
+
+# ---------------------------------------------------------------------- the scene
+def build_scene(
+    net: TensorNetwork,
+    *,
+    highlight_tensors: Iterable[str] = (),
+    highlight_indices: Iterable[str] = (),
+    fade_others: bool = True,
+) -> Scene:
+    """The drawing of ``net``.
+
+    ``highlight_tensors`` / ``highlight_indices`` mark tensors and indices to emphasise (the
+    current pair of a contraction step, a bond under study); with ``fade_others`` everything
+    else is drawn in grey.  Unknown names are ignored, so a stale selection cannot break a page.
+    """
+    hl_t = frozenset(highlight_tensors) & set(net.tensor_names)
+    hl_i = frozenset(highlight_indices) & set(net.index_counts)
+    any_hl = bool(hl_t or hl_i)
+    shape = network_shape(net)
+    pos = positions(net)
+    sizes = net.sizes
+    counts = net.index_counts
+    inputs = set(net.inputs)
+
+    nodes: list[Node] = []
+    for t in net.tensors:
+        x, y = pos[t.name]
+        shape_t = "box" if all(counts[i] >= 2 for i in t.indices) and len(t.indices) > 2 else "circle"
+        dims = "x".join(str(sizes[i]) for i in t.indices)
+        hl = t.name in hl_t
+        faded = any_hl and fade_others and not hl
+        nodes.append(Node(
+            id=tensor_id(t.name), kind="tensor", label=t.name, x=x, y=y, shape=shape_t,
+            fill=PALETTE["highlight_fill"] if hl else PALETTE["faded_fill"] if faded
+            else PALETTE["core_fill"] if shape_t == "box" else PALETTE["tensor_fill"],
+            border=PALETTE["highlight"] if hl else PALETTE["faded"] if faded else PALETTE["tensor_border"],
+            tooltip=f"{t.name}[{', '.join(t.indices)}]  shape {dims}  ({math.prod(sizes[i] for i in t.indices):,} params)",
+            highlighted=hl, faded=faded,
+        ))
+
+    edges: list[Edge] = []
+
+    def style_of(index: str, base_color: str) -> tuple[str, bool, bool]:
+        hl = index in hl_i
+        faded = any_hl and fade_others and not hl
+        return (PALETTE["highlight"] if hl else PALETTE["faded"] if faded else base_color), hl, faded
+
+    for index in net.bonds:
+        a, b = net.tensors_on(index)
+        color, hl, faded = style_of(index, PALETTE["bond"])
+        edges.append(Edge(
+            index=index, kind="bond", source=tensor_id(a), target=tensor_id(b), size=sizes[index],
+            label=f"{index}={sizes[index]}", width=edge_width(sizes[index]), color=color,
+            style="dashed" if sizes[index] == 1 else "solid", highlighted=hl, faded=faded,
+        ))
+
+    for index in net.hyperedges:
+        owners = net.tensors_on(index)
+        dx = sum(pos[o][0] for o in owners) / len(owners)
+        dy = sum(pos[o][1] for o in owners) / len(owners)
+        if any(math.dist((dx, dy), pos[o]) < 0.3 for o in owners):
+            dy -= 0.6  # keep the dot off a tensor that happens to sit on the centroid
+        color, hl, faded = style_of(index, PALETTE["bond"])
+        nodes.append(Node(
+            id=delta_id(index), kind="delta", label=f"{index}={sizes[index]}", x=round(dx, 4), y=round(dy, 4),
+            shape="point", fill=color if any_hl else PALETTE["delta"], border=color if any_hl else PALETTE["delta"],
+            tooltip=f"hyperedge {index} (size {sizes[index]}) shared by {', '.join(owners)}: the delta tensor",
+            highlighted=hl, faded=faded,
+        ))
+        for o in owners:
+            edges.append(Edge(
+                index=index, kind="hyperedge", source=tensor_id(o), target=delta_id(index), size=sizes[index],
+                label="", width=edge_width(sizes[index]), color=color,
+                style="dashed" if sizes[index] == 1 else "solid", highlighted=hl, faded=faded,
+            ))
+
+    directions = _leg_directions(net, pos, shape)
+    for t in net.tensors:
+        for index in t.indices:
+            if counts[index] != 1:
+                continue
+            ux, uy = directions[index]
+            x, y = pos[t.name]
+            lx, ly = round(x + ux * LEG_LENGTH, 4), round(y + uy * LEG_LENGTH, 4)
+            role = "input" if index in inputs else "output"
+            color, hl, faded = style_of(index, PALETTE["leg"])
+            label = f"{index}={sizes[index]}"
+            nodes.append(Node(
+                id=leg_id(index), kind="leg", label=label, x=lx, y=ly, shape="none",
+                tooltip=f"open {role} leg {index} of {t.name}, size {sizes[index]}",
+                highlighted=hl, faded=faded,
+            ))
+            edges.append(Edge(
+                index=index, kind=role, source=tensor_id(t.name), target=leg_id(index), size=sizes[index],
+                label=label, width=edge_width(sizes[index]), color=color,
+                style="dashed" if sizes[index] == 1 else "solid", highlighted=hl, faded=faded,
+            ))
+
+    return Scene(
+        title=net.name, shape=shape, nodes=tuple(nodes), edges=tuple(edges),
+        highlight_tensors=hl_t, highlight_indices=hl_i,
+    )
