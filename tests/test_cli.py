@@ -1,0 +1,71 @@
+"""The CLI as a user runs it: a real subprocess, JSON output, exit codes, one-line errors."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import tnviz
+
+
+def run(*args: str):
+    return subprocess.run([sys.executable, "-m", "tnviz.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def spec(tmp_path):
+    return str(tnviz.save_network(tnviz.mpo([8, 8, 8, 8], [8, 8, 8, 8], 4), tmp_path / "mpo.json"))
+
+
+def test_cost_json_has_the_contract_keys_and_the_engine_values(spec):
+    out = run("cost", spec, "--batch", "1024", "--optimize", "dp", "--json")
+    assert out.returncode == 0, out.stderr
+    d = json.loads(out.stdout)
+    expected = tnviz.cost(tnviz.load_network(spec), batch=1024, optimize="dp")
+    for key in ("params", "dense_params", "flops", "dense_flops", "backward_flops", "reconstruct_flops",
+                "peak_elements"):
+        assert d[key] == getattr(expected, key), key
+    assert d["dense_flops"] == 2 * 1024 * 4096 * 4096
+    assert d["path"] == [list(p) for p in expected.path]
+    assert len(d["steps"]) == 4 and {"operands", "flops", "size"} <= set(d["steps"][0])
+    assert "crossovers" in d
+
+
+def test_cost_human_output(spec):
+    out = run("cost", spec, "--batch", "64")
+    assert out.returncode == 0
+    assert "parameters        2,560 (dense 16,777,216" in out.stdout
+    assert "path (auto):" in out.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (("cost", "/nonexistent/net.json"), "a network file must exist"),
+    (("cost", "SPEC", "--batch", "0"), "must be a positive integer; got 0"),
+    (("cost", "SPEC", "--batch", "abc"), "must be a positive integer; got 'abc'"),
+    (("cost", "SPEC", "--optimize", "fast"), "invalid choice: 'fast'"),
+    (("cost", "BAD"), "'version' field must be 1; got 7"),
+    (("cost", "NOTJSON"), "must be valid JSON"),
+    (("frobnicate",), "invalid choice: 'frobnicate'"),
+    (("compress", "SPEC", "-o", "x", "--rtol", "2"), "between 0 and 1"),
+    (("compress", "SPEC", "-o", "x", "--ratio", "0.5"), "must be above 1"),
+])
+def test_user_mistakes_are_one_line_with_exit_code_2(args, message, spec, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"format": "tnviz.network", "version": 7, "sizes": {}, "tensors": []}))
+    notjson = tmp_path / "x.json"
+    notjson.write_text("{ nope")
+    args = tuple({"SPEC": spec, "BAD": str(bad), "NOTJSON": str(notjson)}.get(a, a) for a in args)
+    out = run(*args)
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_help_lists_every_command():
+    out = run("--help")
+    assert out.returncode == 0
+    for command in ("app", "cost", "stack", "compress", "spectra"):
+        assert command in out.stdout
