@@ -244,3 +244,16 @@ def test_render_package_imports_without_plotly_graphviz_or_streamlit():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("name,net", NETWORKS, ids=IDS)
+def test_bond_labels_sit_beside_their_line(name, net):
+    scene = build_scene(net)
+    for e in scene.edges:
+        if e.kind != "bond":
+            assert e.label_pos is None
+            continue
+        a, b = scene.node(e.source), scene.node(e.target)
+        mid = ((a.x + b.x) / 2, (a.y + b.y) / 2)
+        assert 0.1 < math.dist(mid, e.label_pos) < 0.4
+        assert f'pos="{e.label_pos[0]},{e.label_pos[1]}!"' in to_dot(scene)

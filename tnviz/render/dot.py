@@ -65,7 +65,7 @@ def to_dot(
     lines = [
         "graph tnviz {",
         "  graph " + _attrs(
-            layout=ENGINE, splines="false", overlap="true", outputorder="edgesfirst", bgcolor="white",
+            layout=ENGINE, splines="false", overlap="true", forcelabels="true", outputorder="edgesfirst", bgcolor="white",
             pad="0.25", fontname=FONT, label=scene.title if title else None, labelloc="t" if title else None,
             fontsize="14",
         ) + ";",
@@ -97,12 +97,16 @@ def to_dot(
     for e in scene.edges:
         attrs = _attrs(
             penwidth=e.width, color=e.color, style=e.style,
-            label=e.label if e.kind == "bond" else None,
-            fontcolor=e.color if e.kind == "bond" else None,
             tooltip=f"{e.index} = {e.size} ({e.kind})", id=f"e:{e.kind}:{e.index}:{e.source}",
             **{"class": e.kind},
         )
         lines.append(f"  {quote(e.source)} -- {quote(e.target)} {attrs};")
+        if e.label_pos is not None:  # the label as a pinned text node, so no engine moves it
+            lx, ly = e.label_pos
+            lines.append(f"  {quote('lbl:' + e.index)} " + _attrs(
+                pos=f"{lx},{ly}!", shape="plaintext", label=e.label, width="0", height="0", margin="0.01",
+                fontsize="10", fontcolor=e.color, id=f"lbl:{e.index}", **{"class": "bond-label"},
+            ) + ";")
     lines.append("}")
     return "\n".join(lines) + "\n"
 

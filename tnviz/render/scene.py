@@ -89,6 +89,7 @@ class Edge:
     style: str = "solid"  # "dashed" for size-1 indices (no correlation, paper Fig. 3 iii)
     highlighted: bool = False
     faded: bool = False
+    label_pos: tuple[float, float] | None = None  # where a bond's label goes (beside the line)
 
 
 @dataclass(frozen=True)
@@ -291,6 +292,24 @@ def _leg_directions(
     return out
 
 
+def _label_position(
+    a: tuple[float, float], b: tuple[float, float], pos: Mapping[str, tuple[float, float]]
+) -> tuple[float, float]:
+    """Beside the middle of the line a-b, on the side away from the drawing's centre (above a
+    horizontal line, left of a vertical one when the line runs through the centre)."""
+    mx, my = (a[0] + b[0]) / 2, (a[1] + b[1]) / 2
+    nx, ny = _unit(-(b[1] - a[1]), b[0] - a[0])
+    cx = sum(p[0] for p in pos.values()) / len(pos)
+    cy = sum(p[1] for p in pos.values()) / len(pos)
+    side = (mx - cx) * nx + (my - cy) * ny
+    if abs(side) < 1e-6:
+        side = ny if abs(ny) > 1e-6 else -nx  # up, else left
+    if side < 0:
+        nx, ny = -nx, -ny
+    offset = 0.14 + 0.12 * abs(nx)  # labels are wider than tall: more room beside a steep line
+    return round(mx + nx * offset, 4), round(my + ny * offset, 4)
+
+
 # ---------------------------------------------------------------------- the scene
 def build_scene(
     net: TensorNetwork,
@@ -344,6 +363,7 @@ def build_scene(
             index=index, kind="bond", source=tensor_id(a), target=tensor_id(b), size=sizes[index],
             label=f"{index}={sizes[index]}", width=edge_width(sizes[index]), color=color,
             style="dashed" if sizes[index] == 1 else "solid", highlighted=hl, faded=faded,
+            label_pos=_label_position(pos[a], pos[b], pos),
         ))
 
     for index in net.hyperedges:
