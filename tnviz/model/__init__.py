@@ -1,0 +1,1 @@
+"""Models in: safe weight loading, bundled demos, calibration statistics and functional evaluation."""
