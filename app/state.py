@@ -1,0 +1,120 @@
+"""State shared by every page: the current network and the compute device.
+
+Pages read the network with :func:`get_network` and replace it with :func:`set_network`; the
+first visit loads a bundled example from ``assets/networks/`` (no download).  A failed edit or
+upload never calls ``set_network``, so the previous network stays.
+
+>>> from app.state import load_example, DEFAULT_EXAMPLE
+>>> load_example(DEFAULT_EXAMPLE).name
+'MPO 4096x4096'
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+
+import tnviz
+from tnviz import TensorNetwork
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES_DIR = ROOT / "assets" / "networks"
+DEFAULT_EXAMPLE = "mpo_4096x4096.json"
+
+NETWORK_KEY = "tnviz.network"
+SOURCE_KEY = "tnviz.network_source"
+
+#: Largest network JSON accepted from an upload (a network spec is a few kB).
+MAX_NETWORK_UPLOAD_BYTES = 1 << 20
+
+
+def list_examples() -> dict[str, str]:
+    """Bundled example networks: display name -> file name, sorted by file name."""
+    out: dict[str, str] = {}
+    for path in sorted(EXAMPLES_DIR.glob("*.json")):
+        try:
+            name = json.loads(path.read_text()).get("name") or path.stem
+        except (OSError, ValueError, AttributeError):
+            continue  # a broken example is reported by load_example when picked, not here
+        out[name] = path.name
+    return out
+
+
+@st.cache_data(show_spinner=False)
+def _example_text(filename: str) -> str:
+    return (EXAMPLES_DIR / filename).read_text()
+
+
+def load_example(filename: str) -> TensorNetwork:
+    """A bundled example by file name (``tnviz.InvalidNetworkError`` if it is not one)."""
+    if Path(filename).name != filename or not (EXAMPLES_DIR / filename).is_file():
+        raise tnviz.InvalidNetworkError(
+            f"examples are the files in {EXAMPLES_DIR.name}/; {filename!r} is not one of {sorted(list_examples().values())}"
+        )
+    return tnviz.load_network(_example_text(filename))
+
+
+def get_network() -> TensorNetwork:
+    """The current network of this session (the default example on first use)."""
+    if NETWORK_KEY not in st.session_state:
+        set_network(load_example(DEFAULT_EXAMPLE), f"example {DEFAULT_EXAMPLE}")
+    return st.session_state[NETWORK_KEY]
+
+
+def set_network(net: TensorNetwork, source: str = "") -> None:
+    """Make ``net`` the current network of this session; ``source`` says where it came from."""
+    if not isinstance(net, TensorNetwork):
+        raise TypeError(f"set_network takes a TensorNetwork; got {type(net).__name__}")
+    st.session_state[NETWORK_KEY] = net
+    st.session_state[SOURCE_KEY] = source
+
+
+def network_source() -> str:
+    """Where the current network came from (``'template MPO / tensor train'``, ``'upload x.json'``...)."""
+    get_network()
+    return st.session_state.get(SOURCE_KEY, "")
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """The compute device pages should use: ``type`` is a torch device string."""
+
+    type: str  # "cuda" or "cpu"
+    name: str
+    torch_version: str
+
+    @property
+    def label(self) -> str:
+        return f"CUDA · {self.name}" if self.type == "cuda" else f"CPU · {self.name}"
+
+
+@st.cache_resource(show_spinner=False)
+def device_info() -> DeviceInfo:
+    """CUDA (with its name) when torch sees a GPU, else the CPU.  Found once per server."""
+    import platform
+
+    try:
+        import torch
+    except ImportError:
+        return DeviceInfo("cpu", platform.processor() or platform.machine(), "torch not installed")
+    if torch.cuda.is_available():
+        return DeviceInfo("cuda", torch.cuda.get_device_name(0), torch.__version__)
+    import os
+
+    return DeviceInfo("cpu", f"{platform.machine()}, {os.cpu_count()} cores", torch.__version__)
+
+
+def render_sidebar() -> None:
+    """The sidebar shown on every page: the device found and the current network."""
+    dev = device_info()
+    net = get_network()
+    with st.sidebar:
+        st.markdown(f"**Device:** {dev.label}")
+        st.caption(f"torch {dev.torch_version}")
+        st.markdown(f"**Network:** {net.name or '(unnamed)'}")
+        st.caption(
+            f"{len(net.tensors)} tensors · {net.in_features:,} → {net.out_features:,} · "
+            f"{net.params:,} params ({net.compression:,.1f}x smaller than dense)"
+        )

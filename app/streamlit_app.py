@@ -1,0 +1,35 @@
+"""tnviz app entry point: routing only.  Run with ``tnviz app`` or
+``streamlit run app/streamlit_app.py``.
+
+Add a page with one ``st.Page(...)`` line in its section; empty sections are hidden.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+# `streamlit run` puts app/ on sys.path; pages import `app.*`, so the repo root must be there too.
+ROOT = str(Path(__file__).resolve().parents[1])
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from app.state import render_sidebar  # noqa: E402
+
+st.set_page_config(page_title="tnviz", page_icon=":material/hub:", layout="wide")
+
+SECTIONS: dict[str, list] = {
+    "Design": [
+        st.Page("pages/designer.py", title="Designer", icon=":material/hub:", default=True),
+        st.Page("pages/costs.py", title="Costs", icon=":material/functions:"),
+    ],
+    "Compress": [
+    ],
+    "Learn": [
+    ],
+}
+
+page = st.navigation({section: pages for section, pages in SECTIONS.items() if pages})
+render_sidebar()
+page.run()
