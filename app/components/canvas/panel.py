@@ -1,0 +1,99 @@
+"""The "Draw" section of the Designer: the canvas, live numbers beside it, export buttons.
+
+Numbers come from :func:`tnviz.cost` and snippets from :mod:`tnviz.export`; this module only
+lays them out.
+
+>>> from app.components.canvas.panel import draw_section   # in a page:
+>>> # result = draw_section(get_network(), key="designer.canvas")
+"""
+from __future__ import annotations
+
+import streamlit as st
+
+import tnviz
+from tnviz.contract import DEFAULT_BUDGET_ELEMENTS
+from tnviz.errors import TnvizError
+from tnviz.export import EXPORTS, export, export_filename
+from tnviz.network import TensorNetwork
+
+from . import CanvasResult, network_canvas
+
+BATCH_CHOICES = [1, 8, 32, 128, 512, 1024, 4096, 16384]
+
+
+def _count(n: int) -> str:
+    return f"{n:,}"
+
+
+def layer_warnings(net: TensorNetwork, layer_cost: tnviz.LayerCost, budget: int = DEFAULT_BUDGET_ELEMENTS) -> list[str]:
+    """The cost warnings (ranks above their useful maximum) plus an intermediate over ``budget``."""
+    out = list(layer_cost.warnings)
+    if layer_cost.largest_intermediate > budget:
+        out.append(
+            f"intermediates are limited to {budget:,} elements; the forward pass at batch {layer_cost.batch} "
+            f"makes one of {layer_cost.largest_intermediate:,}"
+        )
+    return out
+
+
+def live_numbers(net: TensorNetwork, *, batch: int, key: str) -> tnviz.LayerCost | None:
+    """Parameters vs dense, forward FLOPs at ``batch``, the einsum equation and the warnings."""
+    try:
+        c = tnviz.cost(net, batch=batch)
+    except TnvizError as exc:
+        st.error(str(exc))
+        return None
+    with st.container(key=f"{key}-numbers".replace(".", "-")):
+        st.metric("Parameters", _count(c.params), help=f"dense layer: {c.dense_params:,}")
+        st.caption(f"dense {c.dense_params:,} · {c.compression:,.2f}x smaller · {net.in_features:,} → {net.out_features:,}")
+        st.metric(f"Forward FLOPs (batch {batch:,})", _count(c.flops), help=f"dense layer: {c.dense_flops:,}")
+        st.caption(f"dense {c.dense_flops:,} · {c.dense_flops / c.flops:,.2f}x fewer · backward {c.backward_flops:,}")
+        st.caption(f"largest intermediate {c.largest_intermediate:,} elements · best: {c.best_strategy}")
+        st.markdown("**einsum** (x first, then the tensors)")
+        st.code(net.layer_equation(), language=None)
+        st.caption(net.named_equation())
+        for message in layer_warnings(net, c):
+            st.warning(message, icon=":material/warning:")
+    return c
+
+
+def export_buttons(net: TensorNetwork, *, batch: int, key: str) -> None:
+    """One download button per :data:`tnviz.export.EXPORTS` format (made when clicked)."""
+    cols = st.columns(len(EXPORTS))
+    for col, (fmt, spec) in zip(cols, EXPORTS.items()):
+        with col:
+            st.download_button(
+                spec.label,
+                data=lambda fmt=fmt: export(net, fmt, batch=batch),
+                file_name=export_filename(net, fmt),
+                mime=spec.mime,
+                key=f"{key}.export.{fmt}",
+                on_click="ignore",
+                icon=":material/download:",
+                width="stretch",
+            )
+    with st.expander("Snippets"):
+        tabs = st.tabs(["opt_einsum", "PyTorch"])
+        with tabs[0]:
+            st.code(export(net, "einsum", batch=batch), language="python")
+        with tabs[1]:
+            st.code(export(net, "torch", batch=batch), language="python")
+
+
+def draw_section(net: TensorNetwork, *, key: str = "designer.canvas", height: int = 540) -> CanvasResult:
+    """The canvas with the live numbers beside it and the exports below.
+
+    Returns the canvas result; the page decides what to do with ``result.network``
+    (normally ``app.state.set_network``).  The numbers describe the last valid network.
+    """
+    left, right = st.columns([3, 1], gap="medium")
+    with left:
+        result = network_canvas(net, key=key, height=height)
+        if result.error:
+            st.error(f"Canvas: {result.error} — the drawing is kept; the numbers show the last valid network.")
+    current = result.network or result.current
+    with right:
+        batch = st.selectbox("Batch", BATCH_CHOICES, index=BATCH_CHOICES.index(1024), key=f"{key}.batch")
+        live_numbers(current, batch=batch, key=key)
+    export_buttons(current, batch=batch, key=key)
+    return result
