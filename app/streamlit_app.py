@@ -23,10 +23,12 @@ SECTIONS: dict[str, list] = {
     "Design": [
         st.Page("pages/designer.py", title="Designer", icon=":material/hub:", default=True),
         st.Page("pages/costs.py", title="Costs", icon=":material/functions:"),
+        st.Page("pages/gallery.py", title="Gallery", icon=":material/photo_library:"),
     ],
     "Compress": [
     ],
     "Learn": [
+        st.Page("pages/teach.py", title="Teach", icon=":material/school:"),
     ],
 }
 

@@ -1,0 +1,215 @@
+"""Teach: the notation, a step-through contraction of an input with the current layer, and the
+gauge freedom on a bond.  Every number is computed here from the current network."""
+from __future__ import annotations
+
+import streamlit as st
+
+import tnviz
+from app.components.formatting import human
+from app.components.persist import remember, restore
+from app.state import get_network
+from tnviz.gallery import fig2_delta, fig2_matrix, fig2_matrix_product
+from tnviz.cost import rebuild_path
+from tnviz.network import TensorNetwork
+from tnviz.render import to_source
+from tnviz.teach import Walkthrough, contraction_walkthrough, gauge_bonds, gauge_demo, stage
+
+K_STEP, K_OPT, K_BATCH = "teach.step", "teach.optimize", "teach.batch"
+K_BOND, K_SEED = "teach.bond", "teach.seed"
+K_PREV, K_NEXT = "teach.previous", "teach.next"
+MAX_BATCH = 1 << 20
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def walkthrough(net_json: str, batch: int, optimize: str) -> Walkthrough:
+    return contraction_walkthrough(tnviz.load_network(net_json), batch, optimize)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def gauge_summary(net_json: str, bond: str, seed: int) -> dict:
+    demo = gauge_demo(tnviz.load_network(net_json), bond, seed)
+    return {
+        "left": demo.left, "right": demo.right, "condition": demo.condition,
+        "change": demo.change_norms, "relative": demo.relative_changes,
+        "max_abs_diff": demo.max_abs_diff, "max_abs_value": demo.max_abs_value, "compared": demo.compared,
+    }
+
+
+def _reset_step() -> None:
+    st.session_state[K_STEP] = 0
+
+
+def _move(delta: int, count: int) -> None:
+    st.session_state[K_STEP] = min(max(st.session_state.get(K_STEP, 0) + delta, 0), count - 1)
+
+
+# ---------------------------------------------------------------------- 1. notation
+def notation() -> None:
+    st.header("1. The notation")
+    st.markdown(
+        "A **tensor** is a shape; each of its indices is a line (a **leg**). Lines that end in the "
+        "open are the layer's inputs (below) and outputs (above), labelled `name=size`."
+    )
+    matrix, product, delta = fig2_matrix(), fig2_matrix_product(), fig2_delta()
+    contracted = TensorNetwork.build([("c", ["i", "j"])], {"i": 4, "j": 5}, ["j"], ["i"], "c = ab")
+    cols = st.columns(4)
+    with cols[0]:
+        st.markdown("**Leg**")
+        st.graphviz_chart(to_source(matrix, highlight_indices=["j"]), alt="a matrix with two legs")
+        st.caption("A matrix m_ij has two legs, i and j: one line per index. Highlighted: the input leg j=3.")
+    with cols[1]:
+        st.markdown("**Bond**")
+        st.graphviz_chart(to_source(product, highlight_indices=["k"]), alt="two tensors joined by a bond")
+        st.caption("A line joining two tensors is a **bond**: an index they share and that is summed. "
+                   "Bonds are red (here highlighted: k=3).")
+    with cols[2]:
+        st.markdown("**Contraction**")
+        st.graphviz_chart(to_source(contracted), alt="the result of contracting a and b")
+        st.caption(
+            f"Contracting a and b sums over their bond: c_ij = Σ_k a_ik b_kj. The pair becomes one tensor "
+            f"with the open legs left. Cost: {rebuild_path(product).flops:,} FLOPs (2·i·k·j)."
+        )
+    with cols[3]:
+        st.markdown("**Hyperedge**")
+        st.graphviz_chart(to_source(delta, highlight_indices=["r"]), alt="three tensors sharing one index")
+        st.caption("An index shared by three or more tensors is a **hyperedge**, drawn through a dot: "
+                   "the delta tensor δ_ijk (the core of a CP layer).")
+
+
+# ---------------------------------------------------------------------- 2. contraction
+def contraction(net: TensorNetwork) -> None:
+    st.header("2. Contract an input with the current layer")
+    st.markdown(
+        f"The current network **{net.name or '(unnamed)'}** ({net.in_features:,} → {net.out_features:,}) "
+        "acts on a batch of inputs x. The forward pass contracts x with the tensors one pair at a time; "
+        "the order (the *path*) decides the cost. Change it and step through."
+    )
+    optimizers = list(tnviz.OPTIMIZERS)
+    restore(K_OPT, "optimal")
+    restore(K_BATCH, 1)
+    c1, c2 = st.columns(2)
+    optimize = c1.selectbox(
+        "Path", optimizers, key=K_OPT, on_change=_reset_step,
+        help="optimal: exhaustive search; greedy: cheapest pair first; left-to-right: x with the first "
+             "tensor, then each next one in order; others from opt_einsum",
+    )
+    batch = int(c2.number_input("Batch size", min_value=1, max_value=MAX_BATCH, step=1, key=K_BATCH,
+                                on_change=_reset_step))
+    remember(K_OPT, K_BATCH)
+    try:
+        walk = walkthrough(net.to_json(), batch, optimize)
+    except tnviz.TnvizError as exc:
+        st.error(str(exc), icon=":material/error:")
+        return
+    count = len(walk.steps)
+    k = min(max(int(st.session_state.get(K_STEP, 0)), 0), count - 1)
+    st.session_state[K_STEP] = k
+    step = walk.steps[k]
+
+    b1, b2, b3 = st.columns([1, 1, 4])
+    b1.button("Previous", key=K_PREV, on_click=_move, args=(-1, count), disabled=k == 0,
+              icon=":material/arrow_back:")
+    b2.button("Next", key=K_NEXT, on_click=_move, args=(1, count), disabled=k == count - 1,
+              icon=":material/arrow_forward:")
+    b3.progress((k + 1) / count, text=f"Step {k + 1} of {count}")
+
+    st.subheader(f"Step {step.number} of {count}: {step.result} = {' · '.join(step.operands)}")
+    holds = [f"{op} holds {{{', '.join(m)}}}" for op, m in zip(step.operands, step.members) if op.startswith("#")]
+    st.markdown(
+        f"Merge **{step.operands[0]}** and **{step.operands[1] if len(step.operands) > 1 else ''}**"
+        f"{' (' + '; '.join(holds) + ')' if holds else ''}, summing over "
+        f"**{', '.join(step.summed) or 'nothing (an outer product)'}**."
+    )
+    shape = "x".join(str(d) for d in step.result_shape) or "scalar"
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric("New intermediate", f"{step.result}[{', '.join(step.result_indices)}]", border=True,
+              help="indices kept: those still needed by another operand or by the output")
+    m2.metric("Its size", f"{step.size:,}", f"shape {shape}", delta_color="off", delta_arrow="off", border=True)
+    m3.metric("FLOPs of this step", human(step.flops), f"{step.flops:,}", delta_color="off", delta_arrow="off",
+              border=True)
+    m4.metric("Running FLOPs", human(step.running_flops), f"of {human(walk.total_flops)} in total",
+              delta_color="off", delta_arrow="off", border=True,
+              help=f"dense layer: {walk.dense_flops:,} FLOPs (2·B·in·out)")
+
+    before = stage(walk, k)
+    d1, d2 = st.columns(2)
+    with d1:
+        st.markdown("**The layer and x** (this step's operands highlighted)")
+        st.graphviz_chart(
+            to_source(walk.display, highlight_tensors=step.highlight_tensors,
+                      highlight_indices=[walk.display_index(i) for i in step.summed]),
+            alt=f"layer with step {step.number} highlighted",
+        )
+    with d2:
+        st.markdown(f"**The contraction so far** (after {k} step{'s' if k != 1 else ''})")
+        st.graphviz_chart(
+            to_source(before.network, highlight_tensors=before.next_pair, highlight_indices=before.next_summed),
+            alt=f"operands before step {step.number}",
+        )
+    if k == count - 1:
+        st.success(
+            f"Done: y[{', '.join(step.result_indices)}] after {count} steps and {walk.total_flops:,} FLOPs "
+            f"({walk.total_flops / walk.dense_flops:.3g}x the dense layer's {walk.dense_flops:,}).",
+            icon=":material/check_circle:",
+        )
+    st.dataframe(
+        [
+            {"": "▶" if s.number == step.number else "", "step": s.number, "merge": " · ".join(s.operands),
+             "summed": ", ".join(s.summed), "result": f"{s.result}[{', '.join(s.result_indices)}]",
+             "size": s.size, "FLOPs": s.flops, "running FLOPs": s.running_flops}
+            for s in walk.steps
+        ],
+        hide_index=True,
+    )
+
+
+# ---------------------------------------------------------------------- 3. gauge
+def gauge(net: TensorNetwork) -> None:
+    st.header("3. Gauge freedom on a bond")
+    bonds = list(gauge_bonds(net))
+    if not bonds:
+        st.info(
+            "The current network has no bond (an index shared by exactly two tensors), so there is no "
+            "gauge to show; a CP hyperedge is not a bond. Open an MPO or a tensor ring in the Designer.",
+            icon=":material/info:",
+        )
+        return
+    st.markdown(
+        "Insert X X⁻¹ = 1 on a bond between tensors a and b, with X a random invertible matrix: "
+        "a → a X⁻¹ and b → X b. Both tensors change, the layer does not."
+    )
+    restore(K_SEED, 0)
+    if st.session_state.get(K_BOND) not in bonds:
+        st.session_state[K_BOND] = bonds[0]
+    c1, c2 = st.columns(2)
+    bond = c1.selectbox("Bond", bonds, key=K_BOND)
+    seed = int(c2.number_input("Seed of X", min_value=0, max_value=2**31 - 1, step=1, key=K_SEED))
+    remember(K_SEED)
+    try:
+        with st.spinner("Contracting..."):
+            g = gauge_summary(net.to_json(), bond, seed)
+    except tnviz.TnvizError as exc:
+        st.error(str(exc), icon=":material/error:")
+        return
+    left, right = g["left"], g["right"]
+    d, m = st.columns([1, 1])
+    with d:
+        st.graphviz_chart(to_source(net, highlight_tensors=[left, right], highlight_indices=[bond]),
+                          alt=f"bond {bond} between {left} and {right}")
+    with m:
+        st.metric(f"‖{left}' − {left}‖  ({left} → {left} X⁻¹)", f"{g['change'][left]:.4g}",
+                  f"{g['relative'][left]:.1%} of ‖{left}‖", delta_color="off", delta_arrow="off", border=True)
+        st.metric(f"‖{right}' − {right}‖  ({right} → X {right})", f"{g['change'][right]:.4g}",
+                  f"{g['relative'][right]:.1%} of ‖{right}‖", delta_color="off", delta_arrow="off", border=True)
+        st.metric("max |layer after − layer before|", f"{g['max_abs_diff']:.3g}",
+                  f"largest entry {g['max_abs_value']:.3g}", delta_color="off", delta_arrow="off", border=True,
+                  help=f"compared: {g['compared']}, float64, random tensors (seed 0)")
+        st.caption(f"Compared: {g['compared']}. X is {net.sizes[bond]}x{net.sizes[bond]} "
+                   f"with condition number {g['condition']:.3g}.")
+
+
+st.title("Teach")
+current = get_network()
+notation()
+contraction(current)
+gauge(current)
