@@ -1,0 +1,273 @@
+"""``TNLinear``: a fully-connected layer whose weight is a tensor network (any SPEC 2.1 network).
+
+>>> import torch, tnviz
+>>> from tnviz.nn import TNLinear
+>>> layer = TNLinear(tnviz.mpo([4, 4], [4, 4], ranks=3))
+>>> layer(torch.randn(5, 16)).shape
+torch.Size([5, 16])
+>>> torch.allclose(layer(torch.eye(16)), layer.to_dense().T + layer.bias, atol=1e-5)
+True
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from ..contract import DEFAULT_BUDGET_ELEMENTS
+from ..errors import InvalidNetworkError
+from ..network import TensorNetwork, load_network
+from . import strategies as S
+
+_SAFE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _parameter_keys(net: TensorNetwork) -> dict[str, str]:
+    """ParameterDict keys: the tensor names where torch accepts them, ``t<k>`` otherwise."""
+    keys, used = {}, set()
+    for k, name in enumerate(net.tensor_names):
+        key = name if _SAFE_KEY.match(name) and not hasattr(nn.ParameterDict, name) else f"t{k}"
+        while key in used:
+            key = f"{key}_"
+        keys[name] = key
+        used.add(key)
+    return keys
+
+
+class TNLinear(nn.Module):
+    """``y = x W^T + b`` with ``W`` (out_features, in_features) given by a tensor network.
+
+    ``strategy`` is one of ``"auto"`` or a name in :data:`tnviz.nn.STRATEGIES`; with ``"auto"``
+    the layer picks by the cost model for each batch size and records its choice in
+    ``last_strategy``.  Plans are made once per (batch, dtype, device, mode) and reused.
+    ``budget`` (elements) refuses any contraction whose largest intermediate is bigger
+    (:class:`tnviz.BudgetError`); ``None`` disables the guard.
+    """
+
+    def __init__(
+        self,
+        network: TensorNetwork | str | Mapping[str, Any],
+        bias: bool = True,
+        device: Any = None,
+        dtype: Any = None,
+        strategy: str = "auto",
+        *,
+        budget: int | None = DEFAULT_BUDGET_ELEMENTS,
+    ) -> None:
+        super().__init__()
+        net = load_network(network)
+        self.network = net
+        self.in_features = net.in_features
+        self.out_features = net.out_features
+        self._keys = _parameter_keys(net)
+        factory = {"device": device, "dtype": dtype}
+        self.tensors = nn.ParameterDict(
+            {self._keys[t.name]: nn.Parameter(torch.empty(shape, **factory)) for t, shape in zip(net.tensors, net.shapes)}
+        )
+        self.bias = nn.Parameter(torch.empty(net.out_features, **factory)) if bias else None
+        self.strategy = S.check_name(strategy)
+        self.budget = budget
+        self.last_strategy: str | None = None
+        self._choices: dict[Any, str] = {}
+        self._cache: dict[Any, tuple[Any, Any]] = {}
+        self.reset_parameters()
+
+    # ------------------------------------------------------------------ construction
+    def reset_parameters(self) -> None:
+        """Gaussian tensors scaled so that ``W`` has the variance of ``nn.Linear``'s init
+        (uniform in ``±1/sqrt(in_features)``: variance ``1/(3 in)``); each summed index of size
+        ``s`` on ``d`` tensors divides each tensor's variance by ``s**(1/d)``."""
+        net, sizes, counts = self.network, self.network.sizes, self.network.index_counts
+        target_var = 1.0 / (3.0 * self.in_features)
+        with torch.no_grad():
+            for t in net.tensors:
+                var = target_var ** (1.0 / len(net.tensors))
+                for index in t.indices:
+                    if counts[index] >= 2:
+                        var *= sizes[index] ** (-1.0 / counts[index])
+                self.tensors[self._keys[t.name]].normal_(0.0, math.sqrt(var))
+            if self.bias is not None:
+                bound = 1.0 / math.sqrt(self.in_features) if self.in_features > 0 else 0.0
+                self.bias.uniform_(-bound, bound)
+
+    @classmethod
+    def from_tensors(
+        cls,
+        network: TensorNetwork | str | Mapping[str, Any],
+        tensors: Mapping[str, Any],
+        bias: Any = None,
+        *,
+        device: Any = None,
+        dtype: Any = None,
+        strategy: str = "auto",
+        budget: int | None = DEFAULT_BUDGET_ELEMENTS,
+    ) -> "TNLinear":
+        """A layer holding the given tensors (numpy arrays or torch tensors, by tensor name)."""
+        net = load_network(network)
+        first = next(iter(tensors.values()), None) if isinstance(tensors, Mapping) else None
+        if dtype is None and isinstance(first, torch.Tensor):
+            dtype = first.dtype
+        if dtype is None and first is not None:
+            dtype = torch.as_tensor(first).dtype
+        if device is None and isinstance(first, torch.Tensor):
+            device = first.device
+        layer = cls(net, bias=bias is not None, device=device, dtype=dtype, strategy=strategy, budget=budget)
+        layer.load_tensors(tensors)
+        if bias is not None:
+            with torch.no_grad():
+                layer.bias.copy_(torch.as_tensor(bias))
+        return layer
+
+    @classmethod
+    def from_decomposition(cls, dec: Any, bias: Any = None, **kwargs: Any) -> "TNLinear":
+        """A layer from a :func:`tnviz.decompose.decompose` result (``.network``, ``.tensors``)."""
+        layer = cls.from_tensors(dec.network, dec.tensors, bias, **kwargs)
+        layer.decomposition_error = getattr(dec, "rel_error", None)
+        return layer
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, method: str = "mpo", *, strategy: str = "auto", **decompose_options: Any) -> "TNLinear":
+        """Decompose ``linear.weight`` with :func:`tnviz.decompose.decompose` and keep its bias.
+
+        ``decompose_options`` go to the decomposition (legs, ranks, truncation).  The relative
+        weight error is kept in ``decomposition_error``.
+        """
+        from ..decompose import decompose
+
+        weight = linear.weight.detach()
+        dec = decompose(weight, method, **decompose_options)
+        bias = None if linear.bias is None else linear.bias.detach()
+        layer = cls.from_decomposition(dec, bias, device=weight.device, dtype=weight.dtype, strategy=strategy)
+        layer.network.check_features(linear.in_features, linear.out_features)
+        return layer
+
+    def load_tensors(self, tensors: Mapping[str, Any]) -> None:
+        """Copy arrays (by tensor name) into the parameters, checking every shape."""
+        from ..contract import ordered_tensors
+
+        arrays = ordered_tensors(self.network, tensors)
+        with torch.no_grad():
+            for t, a in zip(self.network.tensors, arrays):
+                p = self.tensors[self._keys[t.name]]
+                p.copy_(torch.as_tensor(a).to(dtype=p.dtype, device=p.device))
+
+    # ------------------------------------------------------------------ what plans use
+    def ordered_tensors(self) -> list[torch.Tensor]:
+        """The parameters in network order."""
+        return [self.tensors[self._keys[n]] for n in self.network.tensor_names]
+
+    def named_network_tensors(self) -> dict[str, torch.Tensor]:
+        """The parameters keyed by the network's tensor names."""
+        return {n: self.tensors[self._keys[n]] for n in self.network.tensor_names}
+
+    def _caching_allowed(self) -> bool:
+        if self.training:
+            return False
+        return not (torch.is_grad_enabled() and any(p.requires_grad for p in self.tensors.values()))
+
+    def _version(self) -> tuple:
+        return tuple((p._version, p.data_ptr(), p.dtype, p.device) for p in self.tensors.values())
+
+    def cached(self, key: Any, compute):
+        """``compute()`` cached while the weights are unchanged (eval mode, no gradient needed);
+        any in-place change of a tensor (optimizer step, ``load_state_dict``) bumps its version
+        counter and invalidates the entry."""
+        if not self._caching_allowed():
+            return compute()
+        version = self._version()
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        value = compute()
+        self._cache[key] = (version, value)
+        return value
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    def train(self, mode: bool = True) -> "TNLinear":
+        if mode:
+            self.clear_cache()
+        return super().train(mode)
+
+    # ------------------------------------------------------------------ forward
+    def choose_strategy(self, batch: int) -> str:
+        """The strategy the layer uses at ``batch`` in its current mode."""
+        if self.strategy != S.AUTO:
+            return self.strategy
+        cached = self._caching_allowed()
+        key = (batch, cached)
+        if key not in self._choices:
+            self._choices[key] = S.choose(self.network, batch, cached, self.budget)
+        return self._choices[key]
+
+    def plan(self, batch: int, strategy: str | None = None) -> Any:
+        """The (cached) plan for ``batch``; refuses plans above the memory budget."""
+        name = strategy or self.choose_strategy(batch)
+        plan = S.make_plan(name, self.network, batch, self._caching_allowed())
+        if self.budget is not None and plan.largest > self.budget:
+            from ..errors import BudgetError
+
+            raise BudgetError(
+                f"contractions are limited to {self.budget:,} elements per intermediate; strategy {name!r} "
+                f"at batch {batch} needs {plan.largest:,} ({plan.largest * 4 / 2**30:.2f} GiB in float32)"
+            )
+        return plan
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1:] != (self.in_features,):
+            raise InvalidNetworkError(
+                f"the input's last axis must be in_features={self.in_features}; got shape {tuple(x.shape)}"
+            )
+        lead = x.shape[:-1]
+        batch = math.prod(lead)
+        if batch == 0:
+            y = x.new_zeros((*lead, self.out_features))
+            return y if self.bias is None else y + self.bias
+        name = self.choose_strategy(batch)
+        y = self.plan(batch, name)(x.reshape(batch, self.in_features), self)
+        self.last_strategy = name
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*lead, self.out_features)
+
+    # ------------------------------------------------------------------ conversions
+    def to_dense(self) -> torch.Tensor:
+        """The weight matrix ``(out_features, in_features)``, differentiable w.r.t. the tensors."""
+        return S.dense_weight(self.network, self.ordered_tensors())
+
+    def to_linear(self) -> nn.Linear:
+        """An ``nn.Linear`` with the same weight and bias."""
+        w = self.to_dense().detach()
+        lin = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device=w.device, dtype=w.dtype)
+        with torch.no_grad():
+            lin.weight.copy_(w)
+            if self.bias is not None:
+                lin.bias.copy_(self.bias)
+        return lin
+
+    # ------------------------------------------------------------------ description
+    @property
+    def params(self) -> int:
+        return self.network.params
+
+    def ranks(self) -> dict[str, int]:
+        """Sizes of the summed indices (bonds, Tucker ranks, CP hyperedge)."""
+        sizes = self.network.sizes
+        return {i: sizes[i] for i in self.network.internal_indices}
+
+    def __repr__(self) -> str:
+        net = self.network
+        p = next(iter(self.tensors.values()))
+        bias = f" (+{self.out_features:,} bias)" if self.bias is not None else ""
+        ranks = ", ".join(f"{k}={v}" for k, v in self.ranks().items())
+        last = f", last={self.last_strategy!r}" if self.last_strategy else ""
+        return (
+            f"TNLinear({net.name or 'network'!r}, in={self.in_features} as {net.in_dims}, "
+            f"out={self.out_features} as {net.out_dims}, ranks {{{ranks}}}, "
+            f"params={net.params:,}{bias} vs dense {net.dense_params:,} ({net.compression:.3g}x smaller), "
+            f"strategy={self.strategy!r}{last}, {str(p.dtype).replace('torch.', '')} on {p.device})"
+        )

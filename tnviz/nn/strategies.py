@@ -1,0 +1,419 @@
+"""Execution strategies of a TN layer: how ``y = x W^T`` is computed from the tensors.
+
+Every strategy is planned once per (network, batch) and the plan is reused.  A plan is a small
+object with ``estimate`` (modelled cost, FLOP-equivalents), ``largest`` (elements of its largest
+intermediate, for the memory guard) and ``__call__(x2d, ctx) -> y2d``; ``ctx`` is the layer
+(:class:`~tnviz.nn.linear.TNLinear`), which hands out its tensors in network order and caches
+weight-only results (the rebuilt matrix, merged cores) while the weights are unchanged.
+
+Registry :data:`STRATEGIES` (name -> strategy), used by the layer, the benchmarks, the tests:
+
+* ``factorized``: ``x`` contracted through the tensors along the planned opt_einsum path (the
+  same path the cost model reports); works for every network.
+* ``rebuilt``: the dense weight rebuilt from the tensors (cached in eval mode), one matmul.
+* ``chain``: MPO/TT chains only.  The chain is cut into segments of neighbouring cores (chosen by
+  dynamic programming on the cost model for the batch at hand), each segment merged into one
+  matrix, and ``x`` swept through the segments as a sequence of (batched) GEMMs whose operands are
+  reshapes of the running state: no permute copies at all.  One segment is the rebuilt weight,
+  one core per segment the classical TT sweep; anything between is allowed.
+
+``auto`` (in the layer) picks the supported strategy with the lowest :func:`estimate`.
+
+>>> from tnviz.builders import mpo
+>>> net = mpo([8, 8, 8, 8], [8, 8, 8, 8], ranks=4)
+>>> sorted(name for name, s in STRATEGIES.items() if s.supports(net))
+['chain', 'factorized', 'rebuilt']
+>>> choose(net, batch=64, cached=False)
+'chain'
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Callable, Protocol
+
+import opt_einsum as oe
+
+from ..cost import forward_path, rebuild_path
+from ..errors import BudgetError, TnvizError
+from ..network import TensorNetwork
+
+#: FLOP-equivalents charged per element read or written by a step.  Small contractions are
+#: bound by memory traffic, not arithmetic; this weight makes the cost model say so.  Measured
+#: benchmarks (benchmarks/bench_forward.py) are the judge; issue 7 may replace this by timings.
+MEMORY_WEIGHT = 8.0
+
+#: Fixed overhead per executed step (kernel launch / Python dispatch), in FLOP-equivalents.
+STEP_OVERHEAD = 20_000.0
+
+#: Overhead per small GEMM inside a batched matmul, in FLOP-equivalents: tens of thousands of
+#: tiny GEMMs (a core applied to a state with few trailing inputs) run far below peak.
+BATCHED_GEMM_OVERHEAD = 50_000.0
+
+
+class StrategyError(TnvizError, ValueError):
+    """An execution strategy was asked for that does not exist or does not fit the network."""
+
+
+class Context(Protocol):
+    """What a plan needs from the layer."""
+
+    def ordered_tensors(self) -> list[Any]: ...
+
+    def cached(self, key: Any, compute: Callable[[], Any]) -> Any: ...
+
+
+# ---------------------------------------------------------------------- factorized
+@dataclass(frozen=True)
+class FactorizedPlan:
+    """Contract ``x`` through the tensors along one opt_einsum path."""
+
+    net: TensorNetwork
+    batch: int
+    path: tuple[tuple[int, ...], ...]
+    flops: int
+    largest: int
+    moved: int  # elements of all operands and intermediates (memory traffic)
+    steps: int
+
+    def estimate(self, cached: bool = False) -> float:
+        return self.flops + MEMORY_WEIGHT * self.moved + STEP_OVERHEAD * self.steps
+
+    @property
+    def expression(self):
+        return _layer_expression(self.net, self.batch, self.path)
+
+    def __call__(self, x2d, ctx: Context):
+        xs = x2d.reshape((self.batch, *self.net.in_dims))
+        y = self.expression(xs, *ctx.ordered_tensors(), backend="torch")
+        return y.reshape(self.batch, self.net.out_features)
+
+
+@lru_cache(maxsize=256)
+def _layer_expression(net: TensorNetwork, batch: int, path: tuple[tuple[int, ...], ...]):
+    shapes = [(batch, *net.in_dims), *net.shapes]
+    return oe.contract_expression(net.layer_equation(), *shapes, optimize=[tuple(p) for p in path])
+
+
+class Factorized:
+    name = "factorized"
+    description = "x contracted through the tensors along the planned opt_einsum path"
+
+    def supports(self, net: TensorNetwork) -> bool:
+        return True
+
+    def plan(self, net: TensorNetwork, batch: int) -> FactorizedPlan:
+        pc = forward_path(net, batch, "auto")
+        moved = batch * (net.in_features + net.out_features) + sum(s.size for s in pc.steps)
+        return FactorizedPlan(net, batch, pc.path, pc.flops, pc.largest_intermediate, moved, len(pc.steps))
+
+
+# ---------------------------------------------------------------------- rebuilt
+@lru_cache(maxsize=256)
+def rebuild_expression(net: TensorNetwork):
+    """The planned contraction of the tensors alone into ``W[outputs..., inputs...]``."""
+    pc = rebuild_path(net, "auto")
+    return oe.contract_expression(net.equation(), *net.shapes, optimize=[tuple(p) for p in pc.path])
+
+
+def dense_weight(net: TensorNetwork, tensors: list[Any]):
+    """The ``(out_features, in_features)`` matrix from torch tensors (autograd-aware)."""
+    if len(net.tensors) == 1 and net.tensors[0].indices == (*net.outputs, *net.inputs):
+        w = tensors[0]
+    else:
+        w = rebuild_expression(net)(*tensors, backend="torch")
+    return w.reshape(net.out_features, net.in_features)
+
+
+@dataclass(frozen=True)
+class RebuiltPlan:
+    net: TensorNetwork
+    batch: int
+    reconstruct_flops: int
+    largest: int
+
+    def estimate(self, cached: bool = False) -> float:
+        io = self.net.in_features * self.net.out_features
+        gemm = 2 * self.batch * io + MEMORY_WEIGHT * (io + self.batch * (self.net.in_features + self.net.out_features))
+        if cached:
+            return gemm + STEP_OVERHEAD
+        return gemm + self.reconstruct_flops + MEMORY_WEIGHT * io + STEP_OVERHEAD * len(self.net.tensors)
+
+    def __call__(self, x2d, ctx: Context):
+        import torch.nn.functional as F
+
+        w = ctx.cached(("rebuilt",), lambda: dense_weight(self.net, ctx.ordered_tensors()))
+        return F.linear(x2d, w)
+
+
+class Rebuilt:
+    name = "rebuilt"
+    description = "rebuild the dense weight (cached while unchanged in eval mode), one matmul"
+
+    def supports(self, net: TensorNetwork) -> bool:
+        return True
+
+    def plan(self, net: TensorNetwork, batch: int) -> RebuiltPlan:
+        pc = rebuild_path(net, "auto")
+        largest = max(pc.largest_intermediate, net.in_features * net.out_features)
+        return RebuiltPlan(net, batch, pc.flops, largest)
+
+
+# ---------------------------------------------------------------------- chain (MPO sweep)
+@dataclass(frozen=True)
+class ChainCore:
+    """One core of an open chain, with its axes' roles: ``(left bond, inputs, outputs, right bond)``."""
+
+    name: str
+    position: int  # index in net.tensors
+    left: str | None
+    ins: tuple[str, ...]
+    outs: tuple[str, ...]
+    right: str | None
+    perm: tuple[int, ...]  # axes of the stored tensor in the order (left, ins, outs, right)
+
+
+@lru_cache(maxsize=256)
+def chain_cores(net: TensorNetwork) -> tuple[ChainCore, ...] | None:
+    """The cores of ``net`` in sweep order when it is an open chain whose input and output legs
+    appear in row-major order along it (every MPO/TT built by :func:`tnviz.mpo`); else ``None``."""
+    if net.hyperedges:
+        return None
+    names = net.tensor_names
+    neighbours: dict[str, list[tuple[str, str]]] = {n: [] for n in names}
+    for bond in net.bonds:
+        a, b = net.tensors_on(bond)
+        neighbours[a].append((b, bond))
+        neighbours[b].append((a, bond))
+    if any(len(v) > 2 for v in neighbours.values()):
+        return None
+    if any(len({m for m, _ in v}) != len(v) for v in neighbours.values()):
+        return None  # two bonds between the same pair: not a simple chain
+    ends = [n for n in names if len(neighbours[n]) <= 1]
+    if len(names) == 1:
+        ends = [names[0]]
+    elif len(ends) != 2:
+        return None  # a ring or disconnected
+    inputs, outputs = set(net.inputs), set(net.outputs)
+    for start in ends:
+        order, bonds_between = [start], []
+        prev = None
+        while True:
+            nxt = [(m, b) for m, b in neighbours[order[-1]] if m != prev]
+            if not nxt:
+                break
+            prev = order[-1]
+            order.append(nxt[0][0])
+            bonds_between.append(nxt[0][1])
+        if len(order) != len(names):
+            return None  # disconnected
+        cores = []
+        for k, name in enumerate(order):
+            t = net.tensor(name)
+            left = bonds_between[k - 1] if k > 0 else None
+            right = bonds_between[k] if k < len(order) - 1 else None
+            ins = tuple(i for i in net.inputs if i in t.indices)
+            outs = tuple(o for o in net.outputs if o in t.indices)
+            roles = ([left] if left else []) + list(ins) + list(outs) + ([right] if right else [])
+            if set(roles) != set(t.indices) or not set(t.indices) <= inputs | outputs | {left, right}:
+                return None
+            cores.append(ChainCore(name, names.index(name), left, ins, outs, right,
+                                   tuple(t.indices.index(i) for i in roles)))
+        if (sum((c.ins for c in cores), ()) == net.inputs and sum((c.outs for c in cores), ()) == net.outputs):
+            return tuple(cores)
+    return None
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Cores ``first..last`` (sweep positions) merged into one ``(k, n)`` matrix."""
+
+    first: int
+    last: int
+    M: int  # batch * outputs already produced
+    k: int  # left bond * inputs of the segment
+    n: int  # outputs of the segment * right bond
+    r: int  # inputs still to come
+    merge_flops: int
+    equation: str  # einsum merging the segment's (permuted) cores into (left, ins, outs, right)
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.M * self.k * self.n * self.r
+
+    @property
+    def moved(self) -> int:
+        return self.M * self.r * (self.k + self.n) + self.k * self.n
+
+
+def _segment(net: TensorNetwork, cores: tuple[ChainCore, ...], first: int, last: int, batch: int) -> Segment:
+    sizes = net.sizes
+    prod = lambda legs: math.prod(sizes[i] for i in legs)  # noqa: E731
+    seg = cores[first:last + 1]
+    left, right = seg[0].left, seg[-1].right
+    ins = sum((c.ins for c in seg), ())
+    outs = sum((c.outs for c in seg), ())
+    M = batch * prod(sum((c.outs for c in cores[:first]), ()))
+    r = prod(sum((c.ins for c in cores[last + 1:]), ()))
+    k = (sizes[left] if left else 1) * prod(ins)
+    n = prod(outs) * (sizes[right] if right else 1)
+    sym = net.symbols
+    terms = []
+    for c in seg:
+        roles = ([c.left] if c.left else []) + list(c.ins) + list(c.outs) + ([c.right] if c.right else [])
+        terms.append("".join(sym[i] for i in roles))
+    out = "".join(sym[i] for i in ([left] if left else []) + list(ins) + list(outs) + ([right] if right else []))
+    equation = ",".join(terms) + "->" + out
+    merge = 0
+    if len(seg) > 1:
+        shapes = [tuple(net.sizes[i] for i in ([c.left] if c.left else []) + list(c.ins) + list(c.outs)
+                        + ([c.right] if c.right else [])) for c in seg]
+        _, info = oe.contract_path(equation, *shapes, shapes=True, optimize="auto")
+        merge = int(info.opt_cost)
+    return Segment(first, last, M, k, n, r, merge, equation)
+
+
+@dataclass(frozen=True)
+class ChainPlan:
+    net: TensorNetwork
+    batch: int
+    cores: tuple[ChainCore, ...]
+    segments: tuple[Segment, ...]
+    cached_segments: bool  # planned assuming merged segments come from the cache
+
+    @property
+    def flops(self) -> int:
+        return sum(s.flops for s in self.segments)
+
+    @property
+    def largest(self) -> int:
+        return max(max(s.M * s.n * s.r, s.k * s.n) for s in self.segments)
+
+    def estimate(self, cached: bool = False) -> float:
+        return sum(_segment_cost(s, cached) for s in self.segments)
+
+    def describe(self) -> str:
+        names = [c.name for c in self.cores]
+        return " | ".join("".join(names[s.first:s.last + 1]) for s in self.segments)
+
+    def __call__(self, x2d, ctx: Context):
+        import torch
+
+        tensors = ctx.ordered_tensors()
+        state = x2d
+        for s in self.segments:
+            mat = ctx.cached(("chain", s.first, s.last), lambda s=s: self._merge(s, tensors))
+            if s.r == 1:
+                state = state.reshape(s.M, s.k) @ mat
+            elif s.M == 1:
+                state = mat.t() @ state.reshape(s.k, s.r)
+            else:
+                state = torch.matmul(mat.t(), state.reshape(s.M, s.k, s.r))
+        return state.reshape(self.batch, self.net.out_features)
+
+    def _merge(self, s: Segment, tensors: list[Any]):
+        seg = self.cores[s.first:s.last + 1]
+        arrays = [tensors[c.position].permute(c.perm) for c in seg]
+        if len(arrays) == 1:
+            return arrays[0].reshape(s.k, s.n)
+        return oe.contract(s.equation, *arrays, backend="torch").reshape(s.k, s.n)
+
+
+def _segment_cost(s: Segment, cached: bool) -> float:
+    cost = s.flops + MEMORY_WEIGHT * s.moved + STEP_OVERHEAD
+    if s.M > 1 and s.r > 1:  # a batched matmul of M small GEMMs
+        cost += BATCHED_GEMM_OVERHEAD * s.M
+    if not cached:
+        cost += s.merge_flops + (MEMORY_WEIGHT * s.k * s.n + STEP_OVERHEAD) * (s.last - s.first)
+    return cost
+
+
+@lru_cache(maxsize=512)
+def plan_chain(net: TensorNetwork, batch: int, cached: bool = False) -> ChainPlan:
+    """The cheapest segmentation of the chain for ``batch`` (dynamic programming over cut points)."""
+    cores = chain_cores(net)
+    if cores is None:
+        raise StrategyError(
+            f"the 'chain' strategy needs an open chain (MPO/TT) with its legs in row-major order; "
+            f"{net.name or 'this network'!r} is not one"
+        )
+    n = len(cores)
+    best: list[tuple[float, tuple[Segment, ...]]] = [(0.0, ())]
+    for last in range(n):
+        options = []
+        for first in range(last + 1):
+            seg = _segment(net, cores, first, last, batch)
+            options.append((best[first][0] + _segment_cost(seg, cached), best[first][1] + (seg,)))
+        best.append(min(options, key=lambda o: o[0]))
+    return ChainPlan(net, batch, cores, best[n][1], cached)
+
+
+class Chain:
+    name = "chain"
+    description = "MPO sweep: merged neighbouring cores as batched GEMMs on reshapes, no permutes"
+
+    def supports(self, net: TensorNetwork) -> bool:
+        return chain_cores(net) is not None
+
+    def plan(self, net: TensorNetwork, batch: int, cached: bool = False) -> ChainPlan:
+        return plan_chain(net, batch, cached)
+
+
+# ---------------------------------------------------------------------- registry and choice
+class Strategy(Protocol):
+    name: str
+    description: str
+
+    def supports(self, net: TensorNetwork) -> bool: ...
+
+    def plan(self, net: TensorNetwork, batch: int) -> Any: ...
+
+
+#: Execution strategies by name.  ``auto`` is not an entry: it chooses among these.
+STRATEGIES: dict[str, Strategy] = {
+    "factorized": Factorized(),
+    "rebuilt": Rebuilt(),
+    "chain": Chain(),
+}
+
+AUTO = "auto"
+
+
+def check_name(name: str) -> str:
+    if name != AUTO and name not in STRATEGIES:
+        raise StrategyError(f"unknown execution strategy {name!r}; choose one of {[AUTO, *STRATEGIES]}")
+    return name
+
+
+def make_plan(name: str, net: TensorNetwork, batch: int, cached: bool = False) -> Any:
+    strategy = STRATEGIES[check_name(name)]
+    if not strategy.supports(net):
+        raise StrategyError(
+            f"strategy {name!r} does not fit this network ({strategy.description}); "
+            f"{net.name or 'the network'!r} is not supported, use 'auto' or 'factorized'"
+        )
+    if name == "chain":
+        return strategy.plan(net, batch, cached)  # type: ignore[call-arg]
+    return strategy.plan(net, batch)
+
+
+def estimates(net: TensorNetwork, batch: int, cached: bool = False) -> dict[str, float]:
+    """Modelled cost (FLOP-equivalents) of every supported strategy at ``batch``."""
+    return {
+        name: make_plan(name, net, batch, cached).estimate(cached)
+        for name, s in STRATEGIES.items() if s.supports(net)
+    }
+
+
+def choose(net: TensorNetwork, batch: int, cached: bool = False, budget: int | None = None) -> str:
+    """The cheapest supported strategy whose largest intermediate fits ``budget`` elements."""
+    ranked = sorted(estimates(net, batch, cached).items(), key=lambda kv: kv[1])
+    for name, _ in ranked:
+        if budget is None or make_plan(name, net, batch, cached).largest <= budget:
+            return name
+    largest = min(make_plan(name, net, batch, cached).largest for name, _ in ranked)
+    raise BudgetError(
+        f"contractions are limited to {budget:,} elements per intermediate; every strategy for "
+        f"{net.name or 'this network'!r} at batch {batch} needs at least {largest:,}"
+    )
