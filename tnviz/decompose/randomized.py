@@ -1,0 +1,116 @@
+"""Truncated SVD of one matrix, exact or by randomized range finding (Halko, Martinsson, Tropp 2011).
+
+:func:`truncated_svd` is the one place every method asks for an SVD.  It decides between the
+exact LAPACK/cuSOLVER SVD and a randomized one: with ``randomized="auto"`` the randomized path
+is taken when a rank cap is known, the smaller matrix side is at least 256 and ``cap + oversample``
+is at most a quarter of it; ``True`` forces it (with ``rtol``/``energy`` the sketch grows by doubling until the
+threshold is met), ``False`` forbids it.
+
+The randomized result is a projection ``U U^T A``, so its discarded weight is exact:
+``||A - U_r S_r V_r^T||_F^2 = ||A||_F^2 - sum(S_r^2)``; only the spectrum is partial (the
+leading ``cap + oversample`` values).
+
+>>> import torch
+>>> A = torch.randn(300, 200, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+>>> res = truncated_svd(A, Truncation("max_rank", 5), bond="b1", cap=5, randomized=True)
+>>> res.U.shape, res.randomized
+(torch.Size([300, 5]), True)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .truncation import Truncation, choose_rank, tail_squares
+
+#: Default oversampling and power iterations of the randomized range finder.
+OVERSAMPLE = 10
+POWER_ITERS = 2
+#: "auto" goes randomized when (cap + oversample) * AUTO_FACTOR <= min(m, n).
+AUTO_FACTOR = 4
+#: ... and the matrix is at least this large on its smaller side (below it exact SVDs are cheap).
+AUTO_MIN_SIDE = 256
+
+
+@dataclass
+class SVDResult:
+    """Truncated factors ``A ≈ U diag(S) Vh`` and what is needed to report the cut."""
+
+    U: Any
+    S: Any
+    Vh: Any
+    spectrum: Any          # singular values before truncation (cpu float64); partial if randomized
+    discarded: float       # sqrt of the squared discarded weight (absolute)
+    randomized: bool
+    partial: bool
+
+
+def _qr(Y):
+    import torch
+
+    return torch.linalg.qr(Y, mode="reduced")[0]
+
+
+def randomized_svd(A, k: int, *, power_iters: int = POWER_ITERS, seed: int = 0):
+    """Rank-``k`` randomized SVD ``A ≈ U diag(S) Vh`` with ``power_iters`` subspace iterations
+    (re-orthonormalised each half step for stability).  Runs on ``A``'s device and dtype."""
+    import torch
+
+    m, n = A.shape
+    k = min(k, m, n)
+    gen = torch.Generator(device=A.device).manual_seed(int(seed))
+    omega = torch.randn(n, k, generator=gen, device=A.device, dtype=A.dtype)
+    Q = _qr(A @ omega)
+    for _ in range(power_iters):
+        Q = _qr(A.mT @ Q)
+        Q = _qr(A @ Q)
+    B = Q.mT @ A
+    Ub, S, Vh = torch.linalg.svd(B, full_matrices=False)
+    return Q @ Ub, S, Vh
+
+
+def use_randomized(shape: tuple[int, int], cap: int | None, randomized: Any, oversample: int = OVERSAMPLE) -> bool:
+    """Whether :func:`truncated_svd` takes the randomized path for a matrix of ``shape``."""
+    full = min(shape)
+    if randomized is True:
+        return full > 1
+    if randomized is False or cap is None:
+        return False
+    return full >= AUTO_MIN_SIDE and (cap + oversample) * AUTO_FACTOR <= full
+
+
+def truncated_svd(
+    A,
+    trunc: Truncation,
+    *,
+    bond: str,
+    cap: int | None = None,
+    randomized: Any = "auto",
+    seed: int = 0,
+    oversample: int = OVERSAMPLE,
+    power_iters: int = POWER_ITERS,
+) -> SVDResult:
+    """SVD of ``A`` truncated by ``trunc`` on ``bond`` (with the per-bond ``cap``)."""
+    import torch
+
+    full = min(A.shape)
+    if not use_randomized(tuple(A.shape), cap, randomized, oversample):
+        U, S, Vh = torch.linalg.svd(A, full_matrices=False)
+        spectrum = S.detach().double().cpu()
+        r = choose_rank(spectrum, trunc, bond=bond, cap=cap)
+        tails = tail_squares(spectrum)
+        return SVDResult(U[:, :r], S[:r], Vh[:r], spectrum, tails[r] ** 0.5, False, False)
+    total_sq = float(torch.linalg.matrix_norm(A.double() if A.dtype != torch.float64 else A) ** 2)
+    k = min(full, (cap + oversample) if cap is not None else max(32, oversample * 2))
+    while True:
+        U, S, Vh = randomized_svd(A, k, power_iters=power_iters, seed=seed)
+        spectrum = S.detach().double().cpu()
+        r = choose_rank(spectrum, trunc, bond=bond, cap=cap, total_sq=total_sq)
+        # A threshold rule that needs every computed value may need more: grow the sketch.
+        if cap is None and r >= k and k < full:
+            if 2 * k >= full:
+                return truncated_svd(A, trunc, bond=bond, cap=cap, randomized=False)
+            k = 2 * k
+            continue
+        tails = tail_squares(spectrum, total_sq)
+        return SVDResult(U[:, :r], S[:r], Vh[:r], spectrum, tails[r] ** 0.5, True, k < full)
