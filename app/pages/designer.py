@@ -12,6 +12,7 @@ from typing import Any
 import streamlit as st
 
 import tnviz
+from app.components.canvas.panel import draw_section
 from app.components.formatting import human
 from app.components.inputs import parse_int_list, parse_letters, parse_ranks, parse_sizes
 from app.components.persist import remember, restore
@@ -259,3 +260,16 @@ with view:
             ],
             hide_index=True,
         )
+
+# ---------------------------------------------------------------------- draw: the canvas (app/components/canvas)
+st.divider()
+st.subheader("Draw")
+st.caption(
+    "Edit the layer with the mouse: + Tensor then click the canvas; select a tensor to add legs; drag a leg onto "
+    "another leg for a bond, onto a bond's leg or ● for a hyperedge; click a leg or bond to set its size and "
+    "input/output role. Every edit is validated; a bad one shows its message and keeps your drawing."
+)
+_drawn = draw_section(get_network(), key="designer.canvas")
+if _drawn.network is not None:
+    set_network(_drawn.network, "canvas")
+    st.rerun()  # redraw the sections above with the edited network

@@ -1,0 +1,133 @@
+"""AppTest of the Designer's Draw section with canvas edits injected as the component state
+(what the browser's setStateValue sends): edits update the network, a bad edit shows its
+message and keeps the last valid network, templates redraw the canvas, stale edits are ignored."""
+from __future__ import annotations
+
+import copy
+import json
+
+import tnviz
+from tnviz.canvas import canvas_to_network, network_to_canvas
+from tests.app.conftest import current_network, diagram_spec
+
+KEY = "designer.canvas"
+
+
+def canvas_data(at) -> dict:
+    """The data the page sent to the canvas component in the last run."""
+    comps = at.get("bidi_component")
+    assert len(comps) == 1, "the Designer shows one canvas"
+    proto = comps[0].proto
+    text = proto.json or proto.mixed.json
+    return json.loads(text)
+
+
+def inject(at, drawing: dict, seq: str) -> None:
+    """Send one canvas edit, as the frontend does, and rerun."""
+    revision = at.session_state[f"{KEY}.revision"]
+    at.session_state[KEY] = {"drawing": {"revision": revision, "seq": seq, "drawing": drawing}}
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def live_params(at) -> str:
+    return [m for m in at.metric if m.label == "Parameters"][-1].value
+
+
+def live_flops(at) -> tuple[str, str]:
+    m = [m for m in at.metric if m.label.startswith("Forward FLOPs")][-1]
+    return m.label, m.value
+
+
+def test_canvas_shows_the_current_network(open_page):
+    at = open_page()
+    net = current_network(at)
+    data = canvas_data(at)
+    assert canvas_to_network(data["drawing"]) == net
+    assert data["error"] is None and data["revision"]
+    assert live_params(at) == f"{net.params:,}"
+    batch = at.selectbox(key=f"{KEY}.batch").value
+    assert live_flops(at) == (f"Forward FLOPs (batch {batch:,})", f"{tnviz.cost(net, batch).flops:,}")
+
+
+def test_an_edit_updates_the_network_numbers_and_diagram(open_page):
+    at = open_page()
+    before = current_network(at)
+    drawing = network_to_canvas(before)
+    drawing["sizes"]["b2"] = 9
+    drawing["tensors"][0]["x"] = -3.5
+    inject(at, drawing, "e1")
+    after = current_network(at)
+    assert after != before
+    assert after.sizes["b2"] == 9 and after.layout["A"] == (-3.5, 0.0)
+    assert after == canvas_to_network(drawing)
+    assert at.session_state["tnviz.network_source"] == "canvas"
+    assert "b2=9" in diagram_spec(at), "the Designer's diagram shows the edited network"
+    assert live_params(at) == f"{after.params:,}" != f"{before.params:,}"
+    batch = at.selectbox(key=f"{KEY}.batch").value
+    assert live_flops(at)[1] == f"{tnviz.cost(after, batch).flops:,}"
+    assert canvas_data(at)["error"] is None
+
+
+def test_a_bad_edit_shows_its_message_and_keeps_the_last_valid_network(open_page):
+    at = open_page()
+    drawing = network_to_canvas(current_network(at))
+    drawing["sizes"]["b1"] = 5
+    inject(at, drawing, "good")
+    valid = current_network(at)
+    assert valid.sizes["b1"] == 5
+
+    bad = copy.deepcopy(drawing)
+    bad["outputs"].remove("o2")  # a dangling leg that is neither input nor output
+    bad["sizes"]["b3"] = 2  # and another change that must NOT reach the network
+    inject(at, bad, "bad")
+    message = "every open index must be declared as an input or an output; 'o2' on tensor 'B' is neither"
+    assert current_network(at) == valid, "the last valid network stays"
+    assert canvas_data(at)["error"] == message, "the canvas gets the message to show"
+    assert canvas_data(at)["drawing"] == bad, "the canvas keeps the user's drawing, not the valid network"
+    assert any(message in e.value for e in at.error), "the message is on the page too"
+    assert live_params(at) == f"{valid.params:,}"
+
+    # the same (stale) state again changes nothing; a fixed drawing clears the error
+    at.run()
+    assert current_network(at) == valid and canvas_data(at)["error"] == message
+    fixed = copy.deepcopy(bad)
+    fixed["outputs"].insert(1, "o2")
+    inject(at, fixed, "fixed")
+    assert canvas_data(at)["error"] is None and not at.error
+    assert current_network(at) == canvas_to_network(fixed) and current_network(at).sizes["b3"] == 2
+
+
+def test_a_template_opens_on_the_canvas_and_stale_edits_are_ignored(open_page):
+    at = open_page()
+    old_revision = at.session_state[f"{KEY}.revision"]
+    old_drawing = network_to_canvas(current_network(at))
+    at.selectbox(key="designer.template").set_value("CP").run()
+    net = current_network(at)
+    assert net == tnviz.build_template("CP")
+    data = canvas_data(at)
+    assert data["revision"] != old_revision
+    assert canvas_to_network(data["drawing"]) == net and net.hyperedges == ("r",)
+
+    # an edit made on the old drawing (sent before the template arrived) must not undo it
+    old_drawing["sizes"]["b1"] = 2
+    at.session_state[KEY] = {"drawing": {"revision": old_revision, "seq": "late", "drawing": old_drawing}}
+    at.run()
+    assert current_network(at) == net
+
+
+def test_drawing_from_an_empty_canvas(open_page):
+    at = open_page()
+    empty = {"format": "tnviz.canvas", "version": 1, "name": "", "tensors": [], "sizes": {}, "inputs": [], "outputs": []}
+    before = current_network(at)
+    inject(at, empty, "clear")
+    assert canvas_data(at)["error"] == "a network needs at least one tensor; got an empty network"
+    assert current_network(at) == before
+    one = copy.deepcopy(empty)
+    one["tensors"].append({"id": "t1", "name": "W", "x": 0, "y": 0, "legs": [{"id": "l1", "index": "i1"}, {"id": "l2", "index": "o1"}]})
+    one["sizes"] = {"i1": 6, "o1": 5}
+    one["inputs"], one["outputs"] = ["i1"], ["o1"]
+    inject(at, one, "one tensor")
+    net = current_network(at)
+    assert (net.in_features, net.out_features, net.params) == (6, 5, 30)
+    assert live_params(at) == "30"
