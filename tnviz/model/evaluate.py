@@ -1,0 +1,153 @@
+"""The functional effect of a change to a model, measured on held-out inputs.
+
+* :func:`digits_accuracy`: accuracy of a digits demo on the fixed held-out split.
+* :func:`embedding_cosine`: per-sentence cosine of a sentence encoder's embeddings against the
+  original's, on the held-out bundled sentences (or any list).
+* :func:`output_agreement`: for any model and sample inputs, how far its outputs are from a
+  reference model's (relative error, worst absolute difference, cosine, top-1 agreement).
+
+>>> import torch
+>>> model = torch.nn.Linear(4, 3)
+>>> output_agreement(model, model, [torch.randn(5, 4)]).rel_error
+0.0
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import TnvizError
+from .device import resolve_device
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+@torch.no_grad()
+def digits_accuracy(model: nn.Module, device: Any = None, split: str = "test") -> float:
+    """Top-1 accuracy on the digits held-out split (``split='train'`` for the training part).
+
+    ``device``: where to run (``None``: the model's own device). The model's mode is restored.
+    """
+    from .demos import digits_split
+
+    data = digits_split()
+    if split not in ("train", "test"):
+        raise TnvizError(f"a digits split must be 'train' or 'test', got {split!r}")
+    x, y = (data.x_test, data.y_test) if split == "test" else (data.x_train, data.y_train)
+    target = _model_device(model) if device is None else resolve_device(device)
+    was_training = model.training
+    model.eval()
+    try:
+        correct = 0
+        for start in range(0, len(y), 512):
+            logits = model(x[start:start + 512].to(target))
+            correct += int((logits.argmax(dim=1).cpu() == y[start:start + 512]).sum())
+    finally:
+        model.train(was_training)
+    return correct / len(y)
+
+
+@dataclass(frozen=True)
+class CosineReport:
+    """Per-sentence cosine of embeddings against the original, with summary numbers."""
+
+    per_sentence: torch.Tensor  # float64, (n,)
+    mean: float
+    min: float
+
+    @classmethod
+    def of(cls, cosines: torch.Tensor) -> "CosineReport":
+        return cls(cosines, float(cosines.mean()), float(cosines.min()))
+
+
+def embedding_cosine(reference: nn.Module | torch.Tensor, other: nn.Module, texts: Sequence[str] | None = None,
+                     batch_size: int = 64) -> CosineReport:
+    """Cosine of ``other``'s sentence embeddings against ``reference``'s (a model or its precomputed embeddings).
+
+    ``texts`` defaults to the held-out bundled sentences. Pass the reference's embeddings (from
+    :func:`tnviz.model.demos.embed`) to avoid recomputing them for every compressed variant.
+    """
+    from .demos import cosine_vs, embed, sentences
+
+    texts = sentences("heldout") if texts is None else list(texts)
+    if not texts:
+        raise TnvizError("embedding comparison needs at least one sentence, got none")
+    reference_embeddings = reference if isinstance(reference, torch.Tensor) else embed(texts, reference, batch_size)
+    return CosineReport.of(cosine_vs(reference_embeddings, embed(texts, other, batch_size)))
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How close ``other``'s outputs are to ``reference``'s on sample inputs (all over the concatenated outputs)."""
+
+    rel_error: float  # ||y_other - y_ref||_F / ||y_ref||_F
+    max_abs: float  # largest absolute difference
+    cosine: float  # mean row-wise cosine of flattened outputs per sample
+    top1: float | None  # fraction of samples whose argmax over the last dimension agrees (None for 1 output)
+    samples: int
+
+
+def _first_tensor(output: Any) -> torch.Tensor:
+    """The main output of a model call: a tensor, the first of a tuple, or ``last_hidden_state``."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if hasattr(output, "last_hidden_state"):
+        return output.last_hidden_state
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    if isinstance(output, dict):
+        for value in output.values():
+            if isinstance(value, torch.Tensor):
+                return value
+    raise TnvizError(f"a model's output must be a tensor, a tuple starting with one, or have last_hidden_state; got {type(output).__name__}")
+
+
+def _call(model: nn.Module, batch: Any) -> Any:
+    if isinstance(batch, dict):
+        return model(**batch)
+    if isinstance(batch, (tuple, list)):
+        return model(*batch)
+    return model(batch)
+
+
+@torch.no_grad()
+def output_agreement(reference: nn.Module, other: nn.Module, batches: Iterable[Any]) -> Agreement:
+    """Compare two models' outputs on the same batches (tensors, tuples or keyword dicts).
+
+    ``top1`` compares the argmax over the last dimension at every leading position (classes for a
+    classifier, hidden units for an encoder); ``None`` when the last dimension has size 1.
+    """
+    ref_rows, other_rows, ref_top, other_top = [], [], [], []
+    modes = (reference.training, other.training)
+    reference.eval()
+    other.eval()
+    try:
+        for batch in batches:
+            a = _first_tensor(_call(reference, batch)).double().cpu()
+            b = _first_tensor(_call(other, batch)).double().cpu()
+            if a.shape != b.shape:
+                raise TnvizError(f"models to compare must give outputs of the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+            a2, b2 = (a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)) if a.dim() > 1 else (a[:, None], b[:, None])
+            ref_rows.append(a2)
+            other_rows.append(b2)
+            if a.dim() >= 1 and a.shape[-1] > 1:
+                ref_top.append(a.argmax(dim=-1).reshape(-1))
+                other_top.append(b.argmax(dim=-1).reshape(-1))
+    finally:
+        reference.train(modes[0])
+        other.train(modes[1])
+    if not ref_rows:
+        raise TnvizError("output comparison needs at least one sample batch, got none")
+    y_ref, y_other = torch.cat(ref_rows), torch.cat(other_rows)
+    top1 = float((torch.cat(ref_top) == torch.cat(other_top)).double().mean()) if ref_top else None
+    difference = y_other - y_ref
+    norm = float(torch.linalg.norm(y_ref))
+    rel = float(torch.linalg.norm(difference)) / norm if norm > 0 else float(torch.linalg.norm(difference))
+    cosine = float(torch.nn.functional.cosine_similarity(y_ref, y_other, dim=1).mean())
+    return Agreement(rel, float(difference.abs().max()), cosine, top1, int(y_ref.shape[0]))
