@@ -216,8 +216,9 @@ def test_flops_chart_has_strategies_log_axes_and_crossover():
     sweep = tnviz.batch_sweep(net, optimize="left-to-right")
     assert sweep.crossovers  # this layer has one: the chart must mark it
     fig = flops_vs_batch(sweep, current_batch=64)
-    assert [t.name.split()[0] for t in fig.data] == ["factorized", "rebuilt", "dense"]
-    assert list(fig.data[0].y) == list(sweep.factorized) and list(fig.data[2].y) == list(sweep.dense)
+    assert [t.name.split()[0] for t in fig.data] == ["factorized", "rebuilt", "best", "dense"]
+    assert list(fig.data[0].y) == list(sweep.factorized) and list(fig.data[1].y) == list(sweep.rebuilt)
+    assert list(fig.data[2].y) == list(sweep.best) and list(fig.data[3].y) == list(sweep.dense)
     assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "log"
     xs = {shape.x0 for shape in fig.layout.shapes}
     assert {b for b, _ in sweep.crossovers} | {64} == xs

@@ -17,9 +17,11 @@ from ..cost import BatchSweep, LayerCost
 STRATEGY_LABELS = {
     "factorized": "factorized (x through the tensors)",
     "rebuilt": "rebuilt (dense weight, then matmul)",
+    "best": "best path of the optimizer",
     "dense": "dense layer (stored weight)",
 }
-STRATEGY_COLORS = {"factorized": "#1f77b4", "rebuilt": "#ff7f0e", "dense": "#7f7f7f"}
+STRATEGY_COLORS = {"factorized": "#1f77b4", "rebuilt": "#ff7f0e", "best": "#2ca02c", "dense": "#7f7f7f"}
+STRATEGY_DASH = {"factorized": "solid", "rebuilt": "solid", "best": "dash", "dense": "dot"}
 
 
 def flops_vs_batch(sweep: BatchSweep, *, current_batch: int | None = None, title: str = "") -> Any:
@@ -28,10 +30,12 @@ def flops_vs_batch(sweep: BatchSweep, *, current_batch: int | None = None, title
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    for key in ("factorized", "rebuilt", "dense"):
+    for key in STRATEGY_LABELS:
+        if getattr(sweep, key, None) is None:
+            continue
         fig.add_trace(go.Scatter(
             x=list(sweep.batches), y=list(getattr(sweep, key)), mode="lines+markers", name=STRATEGY_LABELS[key],
-            line={"color": STRATEGY_COLORS[key], "dash": "dot" if key == "dense" else "solid"},
+            line={"color": STRATEGY_COLORS[key], "dash": STRATEGY_DASH[key]},
             hovertemplate="batch %{x}<br>%{y:.3s} FLOPs<extra>" + key + "</extra>",
         ))
     for batch, winner in sweep.crossovers:
@@ -42,9 +46,9 @@ def flops_vs_batch(sweep: BatchSweep, *, current_batch: int | None = None, title
         )
     if current_batch is not None:
         fig.add_vline(
-            x=current_batch, line={"color": "#2ca02c", "dash": "dot", "width": 1.5},
+            x=current_batch, line={"color": "#9467bd", "dash": "dot", "width": 1.5},
             annotation_text=f"B={current_batch}", annotation_position="bottom right",
-            annotation_font_color="#2ca02c",
+            annotation_font_color="#9467bd",
         )
     fig.update_layout(
         title=title or "FLOPs vs batch size",
