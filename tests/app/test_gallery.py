@@ -1,0 +1,67 @@
+"""AppTest of the Gallery page: every figure drawn with its caption and numbers; 'Open in Designer'
+makes the entry the current network and shows the Designer."""
+from __future__ import annotations
+
+import pytest
+
+import tnviz
+from tests.app.conftest import current_network
+from tnviz.gallery import GALLERY
+
+GALLERY_PAGE = "pages/gallery.py"
+
+
+def _open_key(name: str, layer: int = 0) -> str:
+    return f"gallery.open.{name}.{layer}"
+
+
+@pytest.fixture(scope="module")
+def gallery_at():
+    """One run of the page shared by the read-only tests (AppTest runs are the slow part)."""
+    from streamlit.testing.v1 import AppTest
+
+    from tests.app.conftest import APP
+
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    at.switch_page(GALLERY_PAGE).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_every_entry_is_drawn_with_caption_numbers_and_an_open_button(gallery_at):
+    at = gallery_at
+    assert at.title[0].value == "Gallery"
+    assert [t.label for t in at.tabs] == ["Fig. 1", "Fig. 2", "Fig. 3", "Fig. 4"]
+    networks = [(name, k, net) for name, e in GALLERY.items() for k, net in enumerate(e.networks())]
+    charts = [c.proto.spec for c in at.get("graphviz_chart")]
+    assert len(charts) == len(networks)
+    assert all(c.proto.engine == "neato" for c in at.get("graphviz_chart"))
+    assert charts == [tnviz.render.to_dot(net) for _, _, net in networks]
+    keys = {b.key for b in at.button}
+    assert keys == {_open_key(name, k) for name, k, _ in networks}
+    captions = " ".join(c.value for c in at.caption)
+    markdown = " ".join(m.value for m in at.markdown)
+    for name, entry in GALLERY.items():
+        assert entry.caption in captions, name
+    for _, _, net in networks:  # parameters vs dense, computed from the network
+        assert f"**{net.params:,}** parameters" in markdown and f"the dense {net.dense_params:,}" in markdown
+    assert not at.error
+
+
+@pytest.mark.parametrize("name,layer", [
+    ("Fig. 3 (iv): Tucker conv kernel", 0),
+    ("Fig. 2 (vi): delta (hyperedge)", 0),
+    ("Fig. 1 (i, iii): MLP with three TN layers", 1),
+])
+def test_open_in_designer_sets_the_current_network(open_page, name, layer):
+    at = open_page(GALLERY_PAGE)
+    before = current_network(at)
+    expected = GALLERY[name].networks()[layer]
+    assert before != expected
+    at.button(key=_open_key(name, layer)).click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert current_network(at) == expected
+    assert at.session_state["tnviz.network_source"] == f"gallery {name}"
+    assert at.title[0].value == "Designer"  # the Designer shows it
+    assert at.get("graphviz_chart")[0].proto.spec == tnviz.render.to_dot(expected)
