@@ -326,3 +326,13 @@ def test_refuse_message_names_the_rule_then_the_value(tmp_path):
     (tmp_path / "x.onnx").write_bytes(b"onnx")
     message = _raises(tmp_path / "x.onnx")
     assert message.index("must end in one of") < message.index("x.onnx")
+
+
+def test_io_imports_without_torch_and_package_exports_resolve():
+    import subprocess
+    import sys
+
+    code = ("import sys, tnviz.model.io as io; assert 'torch' not in sys.modules, 'torch imported';"
+            "import tnviz.model as m; [getattr(m, n) for n in m.__all__]")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
