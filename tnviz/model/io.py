@@ -16,7 +16,7 @@ weight.
 
 >>> import torch, tempfile, os
 >>> path = os.path.join(tempfile.mkdtemp(), "w.safetensors")
->>> save_safetensors({"fc.weight": torch.ones(3, 4), "fc.bias": torch.zeros(3)}, path)
+>>> _ = save_safetensors({"fc.weight": torch.ones(3, 4), "fc.bias": torch.zeros(3)}, path)
 >>> with open_weights(path) as weights:
 ...     [c.name for c in candidates(weights)], weights.shape("fc.weight")
 (['fc.weight'], (3, 4))
