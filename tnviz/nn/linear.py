@@ -72,6 +72,7 @@ class TNLinear(nn.Module):
         self.budget = budget
         self.last_strategy: str | None = None
         self._choices: dict[Any, str] = {}
+        self._plans: dict[Any, Any] = {}
         self._cache: dict[Any, tuple[Any, Any]] = {}
         self.reset_parameters()
 
@@ -204,10 +205,15 @@ class TNLinear(nn.Module):
             self._choices[key] = S.choose(self.network, batch, cached, self.budget)
         return self._choices[key]
 
-    def plan(self, batch: int, strategy: str | None = None) -> Any:
-        """The (cached) plan for ``batch``; refuses plans above the memory budget."""
+    def plan(self, batch: int, strategy: str | None = None, dtype: Any = None, device: Any = None) -> Any:
+        """The plan for ``batch``, made once per (strategy, batch, mode, dtype, device) and reused;
+        refuses plans above the memory budget."""
         name = strategy or self.choose_strategy(batch)
-        plan = S.make_plan(name, self.network, batch, self._caching_allowed())
+        cached = self._caching_allowed()
+        key = (name, batch, cached, dtype, device)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = S.make_plan(name, self.network, batch, cached)
         if self.budget is not None and plan.largest > self.budget:
             from ..errors import BudgetError
 
@@ -228,7 +234,7 @@ class TNLinear(nn.Module):
             y = x.new_zeros((*lead, self.out_features))
             return y if self.bias is None else y + self.bias
         name = self.choose_strategy(batch)
-        y = self.plan(batch, name)(x.reshape(batch, self.in_features), self)
+        y = self.plan(batch, name, x.dtype, x.device)(x.reshape(batch, self.in_features), self)
         self.last_strategy = name
         if self.bias is not None:
             y = y + self.bias

@@ -1,0 +1,265 @@
+"""TNLinear against the dense reference: outputs, every strategy, gradients, caching, state_dict."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import tnviz
+from tnviz.errors import BudgetError, InvalidNetworkError
+from tnviz.nn import STRATEGIES, StrategyError, TNLinear, choose
+from tnviz.nn.strategies import chain_cores
+
+F64 = torch.float64
+
+# name -> network; odd leg sizes on purpose, ranks at or above full rank where it matters
+NETWORKS = {
+    "mpo": tnviz.mpo([2, 3, 5], [3, 2, 3], ranks=[4, 5]),
+    "mpo unequal legs": tnviz.mpo([3, 5], [2, 3, 2], ranks=3),
+    "mpo one core": tnviz.mpo([7], [5], ranks=[]),
+    "tensor ring": tnviz.tensor_ring([3, 2, 2], [2, 3, 2], ranks=[2, 3, 2]),
+    "tucker": tnviz.tucker([3, 5], [2, 7], ranks=[2, 3, 4, 2]),
+    "cp": tnviz.cp([3, 5], [2, 7], rank=4),
+    "generic": tnviz.from_einsum(
+        "xab,ayc,bczd,dw->xyzw", {"x": 3, "y": 2, "z": 5, "w": 3, "a": 2, "b": 3, "c": 2, "d": 4}, inputs="xz"
+    ),
+    "hyperedge generic": tnviz.from_einsum(
+        "xr,yr,zrs,ws->xyzw", {"x": 3, "y": 4, "z": 2, "w": 5, "r": 3, "s": 2}, inputs="xz"
+    ),
+}
+
+
+def strategies_for(net):
+    return [name for name, s in STRATEGIES.items() if s.supports(net)]
+
+
+def dense_reference(net, seed=0):
+    """Random float64 tensors, the nn.Linear with the same matrix (from tnviz.to_dense, numpy)."""
+    tensors = tnviz.random_tensors(net, seed=seed)
+    W = tnviz.to_dense(net, tensors)
+    lin = torch.nn.Linear(net.in_features, net.out_features, dtype=F64)
+    with torch.no_grad():
+        lin.weight.copy_(torch.from_numpy(W))
+        lin.bias.copy_(torch.linspace(-1, 1, net.out_features, dtype=F64))
+    return tensors, lin
+
+
+@pytest.mark.parametrize("name", list(NETWORKS))
+def test_equals_nn_linear_for_every_strategy(name):
+    net = NETWORKS[name]
+    tensors, lin = dense_reference(net)
+    layer = TNLinear.from_tensors(net, tensors, lin.bias.detach())
+    for batch_shape in [(1,), (7,), (2, 3)]:
+        x = torch.randn(*batch_shape, net.in_features, dtype=F64, generator=torch.Generator().manual_seed(1))
+        expected = lin(x)
+        for strategy in ["auto", *strategies_for(net)]:
+            layer.strategy = strategy
+            y = layer(x)
+            assert y.shape == expected.shape
+            torch.testing.assert_close(y, expected, rtol=1e-12, atol=1e-12)
+            assert layer.last_strategy in STRATEGIES
+            if strategy != "auto":
+                assert layer.last_strategy == strategy
+
+
+def test_mpo_uses_the_chain_strategy_and_rings_do_not():
+    assert "chain" in strategies_for(NETWORKS["mpo"])
+    assert "chain" in strategies_for(NETWORKS["mpo unequal legs"])
+    for name in ("tensor ring", "tucker", "cp", "generic"):
+        assert "chain" not in strategies_for(NETWORKS[name])
+    # legs out of row-major order along the chain cannot be swept without permutes
+    shuffled = tnviz.mpo([2, 3], [3, 2], ranks=2, in_cores=[0, 1])
+    swapped = tnviz.TensorNetwork.build(shuffled.tensors, shuffled.sizes, ("i2", "i1"), shuffled.outputs)
+    assert chain_cores(swapped) is None
+
+
+@pytest.mark.parametrize("name", list(NETWORKS))
+def test_gradients_equal_those_of_the_dense_layer(name):
+    net = NETWORKS[name]
+    tensors, lin = dense_reference(net, seed=3)
+    layer = TNLinear.from_tensors(net, tensors, lin.bias.detach())
+    x0 = torch.randn(5, net.in_features, dtype=F64, generator=torch.Generator().manual_seed(2))
+    g = torch.randn(5, net.out_features, dtype=F64, generator=torch.Generator().manual_seed(4))
+    # reference: autograd through tnviz.to_dense on torch leaves
+    leaves = {n: torch.tensor(a, requires_grad=True) for n, a in tensors.items()}
+    bias = lin.bias.detach().clone().requires_grad_(True)
+    x_ref = x0.clone().requires_grad_(True)
+    ((x_ref @ tnviz.to_dense(net, leaves).T + bias) * g).sum().backward()
+    for strategy in strategies_for(net):
+        layer.zero_grad()
+        layer.strategy = strategy
+        x = x0.clone().requires_grad_(True)
+        (layer(x) * g).sum().backward()
+        torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(layer.bias.grad, bias.grad)
+        for n, p in layer.named_network_tensors().items():
+            assert p.grad is not None and p.grad.abs().max() > 0
+            torch.testing.assert_close(p.grad, leaves[n].grad, rtol=1e-10, atol=1e-12)
+
+
+def test_to_dense_and_to_linear():
+    net = NETWORKS["mpo"]
+    tensors, lin = dense_reference(net)
+    layer = TNLinear.from_tensors(net, tensors, lin.bias.detach())
+    torch.testing.assert_close(layer.to_dense(), lin.weight.detach())
+    back = layer.to_linear()
+    x = torch.randn(3, net.in_features, dtype=F64)
+    torch.testing.assert_close(back(x), lin(x))
+
+
+@pytest.mark.parametrize("method,options", [
+    ("mpo", {"in_dims": [3, 4], "out_dims": [2, 5]}),
+    ("tr", {"in_dims": [3, 4], "out_dims": [2, 5]}),
+    ("tucker", {"in_dims": [3, 4], "out_dims": [2, 5]}),
+    ("svd", {}),
+])
+def test_from_linear_at_full_rank_equals_the_linear(method, options):
+    pytest.importorskip("tnviz.decompose")
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(12, 10, dtype=F64)
+    layer = TNLinear.from_linear(lin, method, **options)
+    assert layer.decomposition_error < 1e-12
+    x = torch.randn(4, 12, dtype=F64)
+    for strategy in strategies_for(layer.network):
+        layer.strategy = strategy
+        torch.testing.assert_close(layer(x), lin(x), rtol=1e-10, atol=1e-10)
+
+
+def test_from_linear_truncated_reports_its_error():
+    pytest.importorskip("tnviz.decompose")
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(64, 64)
+    layer = TNLinear.from_linear(lin, "mpo", in_dims=[4, 4, 4], out_dims=[4, 4, 4], max_rank=2)
+    W = lin.weight.detach()
+    err = float(torch.linalg.norm(layer.to_dense().detach() - W) / torch.linalg.norm(W))
+    assert 0.05 < layer.decomposition_error
+    assert abs(err - layer.decomposition_error) < 1e-4
+    assert layer.params < 64 * 64 / 4
+
+
+def test_state_dict_round_trip():
+    net = NETWORKS["tensor ring"]
+    torch.manual_seed(0)
+    a, b = TNLinear(net, dtype=F64), TNLinear(net, dtype=F64)
+    x = torch.randn(3, net.in_features, dtype=F64)
+    assert not torch.allclose(a(x), b(x))  # different random inits: the load below matters
+    sd = a.state_dict()
+    assert set(sd) == {f"tensors.{n}" for n in net.tensor_names} | {"bias"}
+    b.load_state_dict(sd)
+    torch.testing.assert_close(a(x), b(x))
+
+
+def test_parameter_keys_survive_awkward_tensor_names():
+    net = tnviz.from_einsum("ia,aj->ij", {"i": 3, "j": 4, "a": 2}, inputs="i", names=["layer.0", "update"])
+    layer = TNLinear(net, dtype=F64)
+    assert len(list(layer.parameters())) == 3
+    assert set(layer.named_network_tensors()) == {"layer.0", "update"}
+    x = torch.randn(2, 3, dtype=F64)
+    torch.testing.assert_close(layer(x), x @ layer.to_dense().T + layer.bias)
+
+
+def test_eval_cache_is_reused_and_invalidated_by_parameter_changes():
+    net = NETWORKS["mpo"]
+    layer = TNLinear(net, dtype=F64, strategy="rebuilt").eval()
+    x = torch.randn(4, net.in_features, dtype=F64)
+    with torch.no_grad():
+        y1 = layer(x)
+        w_cached = layer._cache[("rebuilt",)][1]
+        layer(x)
+        assert layer._cache[("rebuilt",)][1] is w_cached  # reused, not rebuilt
+        first = next(iter(layer.tensors.values()))
+        first.mul_(2.0)  # in place: bumps the version counter
+        y2 = layer(x)
+    assert not torch.allclose(y1, y2)
+    torch.testing.assert_close(y2, x @ layer.to_dense().detach().T + layer.bias.detach())
+    # load_state_dict copies in place too
+    other = TNLinear(net, dtype=F64)
+    with torch.no_grad():
+        layer.load_state_dict(other.state_dict())
+        torch.testing.assert_close(layer(x), other(x))
+    # training mode never caches (gradients must flow)
+    layer.train()
+    layer(x).sum().backward()
+    assert all(p.grad is not None for p in layer.tensors.values())
+    assert layer._cache == {}
+
+
+def test_chain_merged_cores_are_cached_in_eval_mode():
+    net = tnviz.mpo([4, 4, 4, 4], [4, 4, 4, 4], ranks=8)
+    layer = TNLinear(net, strategy="chain").eval()
+    x = torch.randn(64, net.in_features)
+    with torch.no_grad():
+        y = layer(x)
+        assert any(k[0] == "chain" for k in layer._cache)
+        torch.testing.assert_close(y, x @ layer.to_dense().T + layer.bias, rtol=1e-4, atol=1e-5)
+
+
+def test_plans_are_made_once_per_shape():
+    net = NETWORKS["generic"]
+    layer = TNLinear(net, dtype=F64, strategy="factorized")
+    x = torch.randn(6, net.in_features, dtype=F64)
+    layer(x)
+    plan = layer.plan(6, "factorized", x.dtype, x.device)
+    layer(x)
+    assert layer.plan(6, "factorized", x.dtype, x.device) is plan
+    assert plan.expression is plan.expression  # the opt_einsum expression is cached as well
+    layer(torch.randn(2, 3, net.in_features, dtype=F64))  # batch 6 again: same plan
+    assert len([k for k in layer._plans if k[0] == "factorized"]) == 1
+    layer(torch.randn(2, 4, net.in_features, dtype=F64))
+    assert len([k for k in layer._plans if k[0] == "factorized"]) == 2
+
+
+def test_auto_choice_follows_the_cost_model():
+    net = tnviz.mpo([8, 8, 8, 8], [8, 8, 8, 8], ranks=4)
+    # shapes only: no 4096x4096 weight is ever built here
+    assert choose(net, 1) != "rebuilt"
+    dense_like = tnviz.mpo([8, 8], [8, 8], ranks=64)  # full rank: factors cost more than the matrix
+    assert choose(dense_like, 4096, cached=True) in ("rebuilt", "chain")
+    layer = TNLinear(tnviz.mpo([4, 4], [4, 4], ranks=2))
+    layer(torch.randn(3, 16))
+    assert "last=" in repr(layer)
+
+
+def test_repr_names_the_network_ranks_params_compression_strategy():
+    layer = TNLinear(tnviz.mpo([8, 8, 8, 8], [8, 8, 8, 8], ranks=4, name="MPO 4096x4096"))
+    text = repr(layer)
+    for part in ("MPO 4096x4096", "(8, 8, 8, 8)", "b1=4", "params=2,560", "6.55e+03x smaller", "strategy='auto'"):
+        assert part in text, (part, text)
+
+
+def test_bad_input_is_refused_with_a_clear_message():
+    layer = TNLinear(NETWORKS["mpo"])
+    with pytest.raises(InvalidNetworkError, match="in_features=30"):
+        layer(torch.randn(2, 31))
+    with pytest.raises(StrategyError, match="choose one of"):
+        TNLinear(NETWORKS["mpo"], strategy="fastest")
+    with pytest.raises(StrategyError, match="does not fit"):
+        TNLinear(NETWORKS["tucker"], strategy="chain")(torch.randn(2, 15))
+    with pytest.raises(BudgetError, match="limited to 10 elements"):
+        TNLinear(NETWORKS["mpo"], budget=10)(torch.randn(2, 30))
+
+
+def test_dtype_and_empty_batch():
+    layer = TNLinear(NETWORKS["cp"], dtype=torch.float32)
+    assert all(p.dtype == torch.float32 for p in layer.parameters())
+    y = layer(torch.randn(0, 15))
+    assert y.shape == (0, 14)
+    layer64 = layer.to(F64)
+    x = torch.randn(2, 15, dtype=F64)
+    torch.testing.assert_close(layer64(x), x @ layer64.to_dense().T + layer64.bias)
+
+
+def test_init_matches_nn_linear_scale():
+    torch.manual_seed(0)
+    net = tnviz.mpo([8, 8, 8], [8, 8, 8], ranks=8)
+    w = TNLinear(net).to_dense().detach()
+    expected = (1.0 / (3 * net.in_features)) ** 0.5
+    assert 0.5 * expected < float(w.std()) < 2.0 * expected
+
+
+def test_numpy_tensors_round_trip_through_from_tensors():
+    net = NETWORKS["mpo unequal legs"]
+    tensors = tnviz.random_tensors(net, seed=5)
+    layer = TNLinear.from_tensors(net, tensors)
+    assert layer.bias is None
+    np.testing.assert_allclose(layer.to_dense().detach().numpy(), tnviz.to_dense(net, tensors), rtol=1e-12)
