@@ -23,8 +23,10 @@ Registry :data:`STRATEGIES` (name -> strategy), used by the layer, the benchmark
 >>> net = mpo([8, 8, 8, 8], [8, 8, 8, 8], ranks=4)
 >>> sorted(name for name, s in STRATEGIES.items() if s.supports(net))
 ['chain', 'factorized', 'rebuilt']
->>> choose(net, batch=64, cached=False)
+>>> choose(net, batch=64)
 'chain'
+>>> plan_chain(net, 1024).describe()       # cores merged where that is cheaper at this batch
+'A | B | CD'
 """
 from __future__ import annotations
 
@@ -43,6 +45,10 @@ from ..network import TensorNetwork
 #: bound by memory traffic, not arithmetic; this weight makes the cost model say so.  Measured
 #: benchmarks (benchmarks/bench_forward.py) are the judge; issue 7 may replace this by timings.
 MEMORY_WEIGHT = 8.0
+
+#: opt_einsum executes each pairwise step as tensordot, which copies (permutes) its operands and
+#: its result: about this many passes over every intermediate.
+FACTORIZED_PASSES = 3.0
 
 #: Fixed overhead per executed step (kernel launch / Python dispatch), in FLOP-equivalents.
 STEP_OVERHEAD = 20_000.0
@@ -78,7 +84,7 @@ class FactorizedPlan:
     steps: int
 
     def estimate(self, cached: bool = False) -> float:
-        return self.flops + MEMORY_WEIGHT * self.moved + STEP_OVERHEAD * self.steps
+        return self.flops + FACTORIZED_PASSES * MEMORY_WEIGHT * self.moved + STEP_OVERHEAD * self.steps
 
     @property
     def expression(self):

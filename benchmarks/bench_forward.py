@@ -1,0 +1,218 @@
+"""Forward time of TNLinear (every strategy and auto) against nn.Linear and TensorLy-Torch.
+
+One process, one device, interleaved repeats, medians; results are ratios ``dense ms / method ms``
+(higher is better) measured in the same run.  Layer: 4096 -> 4096 as (8,8,8,8) -> (8,8,8,8) by
+default, MPO bonds 4, 8, 16, batches 1, 64, 1024.
+
+    python benchmarks/bench_forward.py                       # CPU, float32, the SPEC grid
+    python benchmarks/bench_forward.py --device cuda --dtype bfloat16 --batches 1 64 1024 8192
+    python benchmarks/bench_forward.py --json out.json --quick
+
+Modes: ``eval`` (default; ``model.eval()`` under ``torch.no_grad()``, where the rebuilt weight and
+merged cores are cached) and ``train`` (gradients enabled, nothing cached; forward only).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+import torch
+
+import tnviz
+from tnviz.nn import STRATEGIES, TNLinear
+from tnviz.nn.strategies import plan_chain
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_interleaved(fns: dict[str, Callable[[], Any]], device: torch.device, repeats: int,
+                     min_seconds: float = 0.02) -> dict[str, float]:
+    """Median milliseconds of each function; the functions take turns so that load drifts hit all."""
+    inner: dict[str, int] = {}
+    for name, fn in fns.items():  # warm up (plans, caches, kernels) and size the inner loop
+        fn()
+        _sync(device)
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        once = max(time.perf_counter() - t, 1e-6)
+        inner[name] = max(1, min(100, int(min_seconds / once)))
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            _sync(device)
+            t = time.perf_counter()
+            for _ in range(inner[name]):
+                fn()
+            _sync(device)
+            samples[name].append((time.perf_counter() - t) / inner[name] * 1e3)
+    return {name: statistics.median(v) for name, v in samples.items()}
+
+
+def tltorch_layers(in_dims, out_dims, rank, device, dtype) -> dict[str, torch.nn.Module]:
+    try:
+        from tltorch import FactorizedLinear
+    except Exception:  # not installed or does not import with this torch
+        return {}
+    out = {}
+    for impl in ("factorized", "reconstructed"):
+        out[f"tltorch blocktt {impl}"] = FactorizedLinear(
+            in_tensorized_features=tuple(in_dims), out_tensorized_features=tuple(out_dims),
+            factorization="blocktt", rank=rank, implementation=impl, device=device, dtype=dtype,
+        )
+    return out
+
+
+def machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        load = " load average %.1f %.1f %.1f at start," % __import__("os").getloadavg()
+    except OSError:
+        load = ""
+    return f"{cpu}, {torch.get_num_threads()} threads,{load} torch {torch.__version__}"
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    in_dims, out_dims = args.in_dims, args.out_dims
+    n_in, n_out = math.prod(in_dims), math.prod(out_dims)
+    torch.manual_seed(0)
+    rows = []
+    dense = torch.nn.Linear(n_in, n_out, device=device, dtype=dtype)
+    train = args.mode == "train"
+    for batch in args.batches:
+        x = torch.randn(batch, n_in, device=device, dtype=dtype)
+        for rank in args.ranks:
+            net = tnviz.mpo(in_dims, out_dims, ranks=rank)
+            c = tnviz.cost(net, batch=batch)
+            layers: dict[str, torch.nn.Module] = {"nn.Linear": dense}
+            tn = {}
+            for name in ["auto", *[s for s in STRATEGIES if STRATEGIES[s].supports(net)]]:
+                tn[name] = TNLinear(net, device=device, dtype=dtype, strategy=name)
+                tn[name].load_state_dict(tn.get("auto", tn[name]).state_dict())
+                layers[f"TNLinear {name}"] = tn[name]
+            if not args.no_tltorch:
+                layers.update(tltorch_layers(in_dims, out_dims, rank, device, dtype))
+            for m in layers.values():
+                m.train(train)
+            ctx = torch.enable_grad if train else torch.no_grad
+            with ctx():
+                fns = {name: (lambda m=m: m(x)) for name, m in layers.items()}
+                ms = time_interleaved(fns, device, args.repeats)
+            ref = ms["nn.Linear"]
+            best_of_dense_rebuilt = min(ref, ms.get("TNLinear rebuilt", ref))
+            chose = tn["auto"].last_strategy
+            segments = plan_chain(net, batch, not train).describe() if "chain" in tn else ""
+            flops_ratio = c.dense_flops / c.flops
+            for name, t in ms.items():
+                rows.append({
+                    "batch": batch, "rank": rank, "method": name, "ms": t, "speedup_vs_dense": ref / t,
+                    "params": sum(p.numel() for p in layers[name].parameters()),
+                    "flops_drop": flops_ratio,
+                    "auto_chose": chose if name == "TNLinear auto" else "",
+                    "chain_segments": segments if name in ("TNLinear chain", "TNLinear auto") else "",
+                    "vs_best_dense_rebuilt": t / best_of_dense_rebuilt,
+                })
+            if args.verbose:
+                print(f"B={batch} r={rank} flops drop {flops_ratio:.1f}x  auto->{chose}  "
+                      + "  ".join(f"{k}: {v:.3f}ms ({ref / v:.2f}x)" for k, v in ms.items()), file=sys.stderr)
+    return {
+        "device": str(device), "machine": machine(device), "dtype": args.dtype, "mode": args.mode,
+        "in_dims": in_dims, "out_dims": out_dims, "repeats": args.repeats,
+        "tltorch": _tltorch_version(), "rows": rows,
+    }
+
+
+def _tltorch_version() -> str:
+    try:
+        import tltorch
+
+        return tltorch.__version__
+    except Exception as exc:  # report why, do not fail the benchmark
+        return f"not available ({type(exc).__name__})"
+
+
+def targets(result: dict[str, Any]) -> list[str]:
+    """SPEC 5 targets, checked on the auto strategy: (a) never slower than 1.1x the better of dense
+    and rebuilt; (b) where FLOPs drop >= 4x, at least half that factor faster than nn.Linear."""
+    lines = []
+    for row in result["rows"]:
+        if row["method"] != "TNLinear auto":
+            continue
+        a = row["vs_best_dense_rebuilt"] <= 1.1
+        need = row["flops_drop"] / 2 if row["flops_drop"] >= 4 else None
+        b = need is None or row["speedup_vs_dense"] >= need
+        lines.append(
+            f"B={row['batch']:<5} r={row['rank']:<3} auto={row['auto_chose']:<10} "
+            f"{row['speedup_vs_dense']:6.2f}x dense (FLOPs allow {row['flops_drop']:.1f}x) "
+            f"[<=1.1x best(dense,rebuilt): {'ok' if a else 'MISSED'}; "
+            f"{'>= ' + format(need, '.1f') + 'x: ' + ('ok' if b else 'MISSED') if need else 'flop drop < 4x'}]"
+        )
+    return lines
+
+
+def markdown(result: dict[str, Any]) -> str:
+    out = [f"Machine: {result['machine']} ({result['device']}), {result['dtype']}, mode {result['mode']}, "
+           f"layer {math.prod(result['in_dims'])}x{math.prod(result['out_dims'])} as {tuple(result['in_dims'])}"
+           f"x{tuple(result['out_dims'])}, TensorLy-Torch {result['tltorch']}. Speed-up = nn.Linear ms / method ms.",
+           "", "| batch | bond | FLOPs drop | method | ms | speed-up vs nn.Linear | note |",
+           "|---:|---:|---:|---|---:|---:|---|"]
+    for row in result["rows"]:
+        note = row["auto_chose"] and f"chose {row['auto_chose']}"
+        if row["chain_segments"] and row["method"] == "TNLinear chain":
+            note = f"segments {row['chain_segments']}"
+        out.append(f"| {row['batch']} | {row['rank']} | {row['flops_drop']:.1f}x | {row['method']} | "
+                   f"{row['ms']:.3f} | {row['speedup_vs_dense']:.2f}x | {note} |")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16", "float16"])
+    p.add_argument("--mode", default="eval", choices=["eval", "train"])
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 64, 1024])
+    p.add_argument("--ranks", type=int, nargs="+", default=[4, 8, 16])
+    p.add_argument("--in-dims", type=int, nargs="+", default=[8, 8, 8, 8])
+    p.add_argument("--out-dims", type=int, nargs="+", default=[8, 8, 8, 8])
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--no-tltorch", action="store_true")
+    p.add_argument("--quick", action="store_true", help="batches 1 64, ranks 4 16, 3 repeats (smoke run)")
+    p.add_argument("--json", help="write the result as JSON here")
+    p.add_argument("--verbose", action="store_true")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.batches, args.ranks, args.repeats = [1, 64], [4, 16], 3
+    result = run(args)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=2)
+    print(markdown(result))
+    print()
+    print("SPEC 5 targets (auto strategy):")
+    for line in targets(result):
+        print("  " + line)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

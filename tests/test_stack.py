@@ -1,0 +1,152 @@
+"""Stack views: every view of every template multiplies to the dense matrix; the gauge move."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+import tnviz
+from tnviz.builders import TEMPLATES, build_template
+from tnviz.errors import InvalidNetworkError
+from tnviz.stack import VIEWS, build_view, gauge_move, stack_report, stack_views
+
+# small versions of every template, so that every column of the identity is checked
+SMALL = {
+    "MPO / tensor train": {"in_dims": [2, 3, 2, 2], "out_dims": [2, 2, 3, 2], "ranks": 3},
+    "Tensor ring": {"in_dims": [2, 3, 2], "out_dims": [3, 2, 2], "ranks": 2},
+    "Tucker": {"in_dims": [3, 4], "out_dims": [4, 2], "ranks": 2},
+    "CP": {"in_dims": [3, 4], "out_dims": [4, 2], "ranks": 3},
+    "MPO 3 in / 5 out (Fig. 1)": {},
+    "Tucker conv kernel (Fig. 3 iv)": {"in_dims": [3, 3, 3], "out_dims": [4], "ranks": [2, 2, 2, 2]},
+    "CP conv kernel (Fig. 3 v)": {"in_dims": [3, 3, 3], "out_dims": [4], "ranks": 3},
+}
+
+
+def test_small_cases_cover_every_template():
+    assert set(SMALL) == set(TEMPLATES)
+
+
+@pytest.mark.parametrize("template", list(TEMPLATES))
+def test_every_view_of_every_template_multiplies_to_the_dense_matrix(template):
+    net = build_template(template, **SMALL[template])
+    tensors = tnviz.random_tensors(net, seed=1)
+    W = tnviz.to_dense(net, tensors)
+    views = stack_views(net, tensors, seed=2)
+    names = [v.name for v in views]
+    assert {"left-to-right", "right-to-left", "shifted", "contraction order"} <= set(names)
+    for view in views:
+        assert view.exact_check and view.checked_columns == net.in_features
+        assert view.max_abs_diff < 1e-12, (view.name, view.max_abs_diff)
+        product = view.product().toarray()  # independent of the self-check
+        np.testing.assert_allclose(product, W, rtol=1e-10, atol=1e-12)
+        assert view.layers[0].in_size == net.in_features and view.layers[-1].out_size == net.out_features
+        for a, b in zip(view.layers, view.layers[1:]):
+            assert a.out_wires == b.in_wires and a.out_size == b.in_size
+        for layer in view.layers:
+            assert layer.matrix.shape == (layer.out_size, layer.in_size)
+            assert layer.nnz >= layer.matrix.count_nonzero()
+            assert layer.flops == 2 * layer.nnz and 0 < layer.density <= 1
+
+
+def test_the_default_4096_mpo_checks_itself_on_sampled_columns():
+    net = build_template("MPO / tensor train")
+    views = stack_views(net, views=["left-to-right", "grouped"], seed=0)
+    for view in views:
+        assert not view.exact_check and 8 <= view.checked_columns < net.in_features
+        assert view.max_abs_diff < 1e-12
+    l2r = views[0]
+    # paper Fig. 4 ii: four layers, the bonds as hidden widths, each I ⊗ core ⊗ I
+    assert [(l.in_size, l.out_size) for l in l2r.layers] == [(4096, 16384), (16384, 16384), (16384, 16384), (16384, 4096)]
+    assert all(l.kron for l in l2r.layers)
+    # density of I ⊗ core ⊗ I = 1 / (product of the identities' sizes... ) = core / (in*out) * identities
+    b = l2r.layers[1]
+    assert b.nnz == 8 * 64 * (4 * 8) * (8 * 4)  # I(o1) ⊗ B[(b1 i2),(o2 b2)] ⊗ I(i3 i4)
+    assert math.isclose(b.density, (4 * 8 * 8 * 4) / (16384 * 16384) * 8 * 64)
+
+
+def test_mpo_views_hand_counted():
+    net = tnviz.mpo([2, 3], [3, 2], ranks=2)
+    (l2r,) = stack_views(net, views=["left-to-right"])
+    a, b = l2r.layers
+    assert (a.consumed, a.produced) == (("i1",), ("o1", "b1"))
+    assert (a.in_wires, a.out_wires) == (("i1", "i2"), ("o1", "b1", "i2"))
+    assert (a.in_size, a.out_size, a.nnz) == (6, 18, 3 * (2 * 3 * 2))
+    assert (b.consumed, b.produced) == (("b1", "i2"), ("o2",))
+    (shifted,) = stack_views(net, views=["shifted"])
+    first = shifted.layers[0]
+    assert first.tensors == ("B",) and first.produced == ("b1", "o2")  # b1 is now an output of B
+
+
+def test_gauge_move_changes_the_tensors_not_the_matrix():
+    net = build_template("MPO / tensor train", **SMALL["MPO / tensor train"])
+    tensors = tnviz.random_tensors(net, seed=0)
+    moved = gauge_move(net, tensors, "b2", seed=3)
+    a, b = net.tensors_on("b2")
+    assert np.max(np.abs(moved[a] - tensors[a])) > 1e-2
+    assert np.max(np.abs(moved[b] - tensors[b])) > 1e-2
+    for other in set(net.tensor_names) - {a, b}:
+        np.testing.assert_array_equal(moved[other], tensors[other])
+    np.testing.assert_allclose(tnviz.to_dense(net, moved), tnviz.to_dense(net, tensors), rtol=1e-10, atol=1e-12)
+    (view,) = stack_views(net, tensors, views=["gauge"], seed=3)
+    assert view.extra["tensors_changed_by"] > 1e-2 and view.max_abs_diff < 1e-12
+    assert view.extra["X_condition"] < 10
+    # a non-invertible X is not a gauge: the check would catch a broken move
+    with pytest.raises(np.linalg.LinAlgError):
+        gauge_move(net, tensors, "b2", X=np.zeros((3, 3)))
+    with pytest.raises(InvalidNetworkError, match="is not one"):
+        gauge_move(net, tensors, "i1")
+
+
+def test_a_wrong_tensor_is_caught_by_the_self_check():
+    net = tnviz.mpo([2, 2], [2, 2], ranks=2)
+    tensors = tnviz.random_tensors(net, seed=0)
+    view = build_view(net, tensors, [("A",), ("B",)], name="ok")
+    assert view.max_abs_diff < 1e-12
+    # layers from other tensors, checked against this network's tensors: must not pass
+    other = build_view(net, tnviz.random_tensors(net, seed=1), [("A",), ("B",)], name="other", check=False)
+    state = np.eye(4)
+    for layer in other.layers:
+        state = layer.matrix @ state
+    assert np.max(np.abs(state - tnviz.to_dense(net, tensors))) > 1e-3
+
+
+def test_generic_network_gets_its_stack_from_the_contraction_order():
+    net = tnviz.from_einsum("xab,ayc,bczd,dw->xyzw", {"x": 3, "y": 2, "z": 5, "w": 3, "a": 2, "b": 3, "c": 2, "d": 4},
+                            inputs="xz")
+    views = {v.name: v for v in stack_views(net, seed=0)}
+    order = views["contraction order"]
+    applied = [n for layer in order.layers for n in layer.tensors]
+    assert sorted(applied) == sorted(net.tensor_names)
+    assert order.max_abs_diff < 1e-12
+    # wires that need reordering show up as explicit permutation layers, still exact
+    swapped = tnviz.TensorNetwork.build(net.tensors, net.sizes, ("z", "x"), ("w", "y"))
+    for view in stack_views(swapped, views=["left-to-right"]):
+        assert view.layers[0].name == "P" and view.layers[-1].name == "P"
+        assert view.max_abs_diff < 1e-12
+
+
+def test_report_is_json_without_matrices():
+    net = build_template("Tensor ring", **SMALL["Tensor ring"])
+    report = stack_report(net, seed=0)
+    text = json.dumps(report)
+    assert "matrix" not in text
+    assert [v["name"] for v in report["views"]] == [v for v in VIEWS if v in {x["name"] for x in report["views"]}]
+    layer = report["views"][0]["layers"][0]
+    for key in ("in_size", "out_size", "density", "flops", "dense_flops", "nnz", "kron"):
+        assert key in layer
+    assert all(v["max_abs_diff"] < 1e-12 for v in report["views"])
+
+
+def test_unknown_view_is_refused():
+    with pytest.raises(InvalidNetworkError, match="choose one of"):
+        stack_views(tnviz.mpo([2, 2], [2, 2], ranks=2), views=["sideways"])
+
+
+def test_pattern_is_a_downsampled_density():
+    net = tnviz.mpo([4, 4], [4, 4], ranks=2)
+    layer = stack_views(net, views=["left-to-right"])[0].layers[0]
+    pic = layer.pattern(max_side=8)
+    assert pic.shape == (8, 8)
+    assert math.isclose(pic.mean(), layer.density, rel_tol=1e-9)

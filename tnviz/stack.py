@@ -1,0 +1,472 @@
+"""Stack views (SPEC 1.3, paper Fig. 4): a TN layer as a composition of sparse fully-connected layers.
+
+The input vector lives on *wires* (index names): at first the input legs ``i1..``, at the end the
+output legs ``o1..``.  Applying one tensor (or a group of neighbouring tensors contracted together)
+consumes the wires it carries and produces its other legs: bonds to tensors not yet applied and
+output legs.  As a matrix that step is ``identity ⊗ (the tensor matricized: consumed -> produced)
+⊗ identity`` over the wires it does not touch, a sparse fully-connected layer.  Bonds of the MPO
+are thus ordinary hidden widths of the stack.  A hyperedge (the CP delta) passes through each of
+its tensors until the last one consumes it.
+
+Equivalent views of one layer, all multiplying to the same dense matrix (each view checks itself):
+
+* ``left-to-right`` / ``right-to-left``: one tensor per layer, in network order or reversed;
+* ``grouped``: neighbouring tensors merged in pairs (fewer, denser layers);
+* ``shifted``: one tensor applied before its left neighbour, so it is matricized differently
+  (the bond between them becomes one of its outputs, paper Fig. 4 iii);
+* ``gauge``: a random invertible ``X`` on one bond, ``a -> a X^-1``, ``b -> X b``: the tensors
+  change, the matrix does not;
+* ``contraction order``: the layers the planned contraction path builds (paper Fig. 4 iv).
+
+Wires are kept in a fixed order along the network (tensor positions; a bond between its two
+tensors) so that for an MPO every layer is literally ``I ⊗ core ⊗ I`` (``kron`` is True).
+
+>>> from tnviz.builders import mpo
+>>> views = stack_views(mpo([2, 3, 2], [3, 2, 2], ranks=2), seed=0)
+>>> [v.name for v in views][:2], all(v.max_abs_diff < 1e-12 for v in views)
+(['left-to-right', 'right-to-left'], True)
+>>> [(l.in_size, l.out_size) for l in views[0].layers]
+[(12, 36), (36, 24), (24, 12)]
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import opt_einsum as oe
+
+from .contract import ordered_tensors, random_tensors
+from .errors import BudgetError, InvalidNetworkError
+from .network import TensorNetwork, load_network
+
+#: Refuse a stack layer with more structural non-zeros than this (its COO arrays would not fit).
+MAX_LAYER_NNZ = 2**24
+
+#: The self-check multiplies the whole identity through the stack when ``in_features`` times the
+#: widest layer stays below this many elements; otherwise a seeded subset of its columns.
+CHECK_ELEMENTS = 2**22
+
+
+@dataclass(frozen=True)
+class StackLayer:
+    """One sparse fully-connected layer of a stack; ``matrix`` is ``(out_size, in_size)`` (scipy CSR)."""
+
+    name: str
+    tensors: tuple[str, ...]
+    in_wires: tuple[str, ...]
+    out_wires: tuple[str, ...]
+    consumed: tuple[str, ...]  # wires the tensor reads (its matricization's columns)
+    produced: tuple[str, ...]  # wires it writes (its rows)
+    in_size: int
+    out_size: int
+    nnz: int
+    kron: bool  # literally identity ⊗ core ⊗ identity (core wires contiguous on both sides)
+    matrix: Any = field(repr=False, compare=False)
+
+    @property
+    def density(self) -> float:
+        return self.nnz / (self.in_size * self.out_size)
+
+    @property
+    def flops(self) -> int:
+        """Per sample, using the sparsity: one multiply-add per structural non-zero."""
+        return 2 * self.nnz
+
+    @property
+    def dense_flops(self) -> int:
+        """Per sample, as a dense fully-connected layer of the same sizes."""
+        return 2 * self.in_size * self.out_size
+
+    def pattern(self, max_side: int = 200) -> np.ndarray:
+        """Density of non-zeros in blocks, at most ``max_side`` x ``max_side`` (for heatmaps)."""
+        rows = min(self.out_size, max_side)
+        cols = min(self.in_size, max_side)
+        coo = self.matrix.tocoo()
+        r = (coo.row.astype(np.int64) * rows) // self.out_size
+        c = (coo.col.astype(np.int64) * cols) // self.in_size
+        counts = np.zeros((rows, cols))
+        np.add.at(counts, (r, c), 1.0)
+        block = (self.out_size / rows) * (self.in_size / cols)
+        return counts / block
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "tensors": list(self.tensors),
+            "in_wires": list(self.in_wires), "out_wires": list(self.out_wires),
+            "consumed": list(self.consumed), "produced": list(self.produced),
+            "in_size": self.in_size, "out_size": self.out_size, "nnz": self.nnz,
+            "density": self.density, "flops": self.flops, "dense_flops": self.dense_flops, "kron": self.kron,
+        }
+
+
+@dataclass(frozen=True)
+class StackView:
+    """An equivalent stack of sparse layers, applied first to last, and its numerical proof."""
+
+    name: str
+    description: str
+    layers: tuple[StackLayer, ...]
+    tensors: dict[str, np.ndarray] = field(repr=False, compare=False)
+    max_abs_diff: float = math.nan  # max |stack product - dense matrix| over the checked columns
+    checked_columns: int = 0
+    exact_check: bool = False  # every column checked (else a seeded subset)
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def flops(self) -> int:
+        return sum(layer.flops for layer in self.layers)
+
+    def product(self) -> Any:
+        """The product of the layers' matrices ``(out_features, in_features)`` (scipy sparse)."""
+        out = self.layers[0].matrix
+        for layer in self.layers[1:]:
+            out = layer.matrix @ out
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "description": self.description,
+            "layers": [layer.to_dict() for layer in self.layers],
+            "flops": self.flops, "max_abs_diff": self.max_abs_diff,
+            "checked_columns": self.checked_columns, "exact_check": self.exact_check,
+            **{k: v for k, v in self.extra.items() if isinstance(v, (int, float, str, bool, list))},
+        }
+
+
+# ---------------------------------------------------------------------- wire order
+def _wire_keys(net: TensorNetwork) -> dict[str, tuple[float, int, int]]:
+    """A fixed order of all index names along the network (tensor order; bonds between)."""
+    pos = {name: k for k, name in enumerate(net.tensor_names)}
+    keys: dict[str, tuple[float, int, int]] = {}
+    for index, count in net.index_counts.items():
+        owners = net.tensors_on(index)
+        p = sum(pos[t] for t in owners) / len(owners)
+        if count == 1:
+            rank = net.inputs.index(index) if index in net.inputs else net.outputs.index(index)
+            keys[index] = (p, 0, rank)
+        else:
+            keys[index] = (p, 1, 0)
+    return keys
+
+
+def _offsets(legs: Sequence[str], order: Sequence[str], sizes: Mapping[str, int]) -> np.ndarray:
+    """Flat positions, in a state whose wires are ``order`` (row-major), of every combination
+    of the values of ``legs`` (enumerated row-major over ``legs``)."""
+    strides, s = {}, 1
+    for w in reversed(order):
+        strides[w] = s
+        s *= sizes[w]
+    offs = np.zeros(1, dtype=np.int64)
+    for leg in legs:
+        offs = (offs[:, None] + np.arange(sizes[leg], dtype=np.int64)[None, :] * strides[leg]).ravel()
+    return offs
+
+
+def _is_kron(old: Sequence[str], new: Sequence[str], consumed: Sequence[str], produced: Sequence[str]) -> bool:
+    passing = [w for w in old if w not in consumed]
+    for split in range(len(passing) + 1):
+        left, right = passing[:split], passing[split:]
+        if list(old) == [*left, *consumed, *right] and list(new) == [*left, *produced, *right]:
+            return True
+    return False
+
+
+def _layer(name: str, tensors: tuple[str, ...], old: Sequence[str], new: Sequence[str],
+           consumed: Sequence[str], produced: Sequence[str], core: np.ndarray, sizes: Mapping[str, int],
+           structure: np.ndarray | None = None) -> StackLayer:
+    """The sparse matrix of ``core[produced..., consumed...]`` acting on ``old`` wires, giving ``new``;
+    ``structure`` marks the structural non-zeros of ``core`` (default: all)."""
+    import scipy.sparse as sp
+
+    passing = [w for w in old if w not in consumed]
+    if sorted(passing) != sorted(w for w in new if w not in produced):
+        raise InvalidNetworkError(f"a stack layer must pass untouched wires through; {list(old)} -> {list(new)}")
+    in_size = math.prod(sizes[w] for w in old)
+    out_size = math.prod(sizes[w] for w in new)
+    mat = core.reshape(math.prod(sizes[w] for w in produced), math.prod(sizes[w] for w in consumed))
+    mask = np.ones(mat.shape, dtype=bool) if structure is None else structure.reshape(mat.shape)
+    bi, ai = np.nonzero(mask)
+    n_pass = math.prod(sizes[w] for w in passing)
+    nnz = n_pass * len(bi)
+    if nnz > MAX_LAYER_NNZ:
+        raise BudgetError(
+            f"a stack layer is limited to {MAX_LAYER_NNZ:,} non-zeros; layer {name!r} "
+            f"({in_size:,} -> {out_size:,}) has {nnz:,}"
+        )
+    rows = (_offsets(passing, new, sizes)[:, None] + _offsets(produced, new, sizes)[bi][None, :]).ravel()
+    cols = (_offsets(passing, old, sizes)[:, None] + _offsets(consumed, old, sizes)[ai][None, :]).ravel()
+    data = np.tile(mat[bi, ai], n_pass)
+    matrix = sp.csr_matrix((data, (rows, cols)), shape=(out_size, in_size))
+    return StackLayer(name, tensors, tuple(old), tuple(new), tuple(consumed), tuple(produced),
+                      in_size, out_size, int(nnz), _is_kron(old, new, consumed, produced), matrix)
+
+
+# ---------------------------------------------------------------------- building a view
+def _group_tensor(net: TensorNetwork, group: Sequence[str], arrays: Mapping[str, np.ndarray], keep: Sequence[str]):
+    """Contract the tensors of ``group`` over their shared indices; axes ``keep``."""
+    sym = net.symbols
+    terms = [("".join(sym[i] for i in net.tensor(n).indices)) for n in group]
+    eq = ",".join(terms) + "->" + "".join(sym[i] for i in keep)
+    return oe.contract(eq, *[arrays[n] for n in group])
+
+
+def build_view(
+    net: TensorNetwork,
+    tensors: Mapping[str, Any],
+    groups: Sequence[Sequence[str]],
+    *,
+    name: str,
+    description: str = "",
+    check: bool = True,
+    seed: int = 0,
+    extra: dict[str, Any] | None = None,
+) -> StackView:
+    """A stack that applies the tensor ``groups`` in the given order (each group contracted into
+    one tensor first), checked against the dense matrix."""
+    arrays = {n: np.asarray(a, dtype=np.float64) for n, a in zip(net.tensor_names, ordered_tensors(net, tensors))}
+    flat = [n for g in groups for n in g]
+    if sorted(flat) != sorted(net.tensor_names):
+        raise InvalidNetworkError(
+            f"a stack applies every tensor once; got groups {[list(g) for g in groups]} for tensors {list(net.tensor_names)}"
+        )
+    sizes = net.sizes
+    keys = _wire_keys(net)
+    order = lambda wires: sorted(wires, key=keys.__getitem__)  # noqa: E731
+    layers: list[StackLayer] = []
+    state = list(net.inputs)
+    sorted_state = order(state)
+    if sorted_state != state:
+        layers.append(_layer("P", (), state, sorted_state, (), (), np.ones((1, 1)), sizes))
+        state = sorted_state
+    applied: set[str] = set()
+    for group in groups:
+        group = tuple(group)
+        members = set(group)
+        g_idx = list(dict.fromkeys(i for n in group for i in net.tensor(n).indices
+                                   if net.index_counts[i] == 1 or any(t not in members for t in net.tensors_on(i))))
+        later = set(net.tensor_names) - applied - members
+        consumed = [w for w in state if w in g_idx]
+        produced_set = [i for i in g_idx if i in net.outputs or any(t in later for t in net.tensors_on(i))]
+        passing = [w for w in state if w not in g_idx]
+        new_state = order(passing + produced_set)
+        produced = [w for w in new_state if w in produced_set]
+        # the group's tensor over (produced, consumed); a wire both read and written (a hyperedge
+        # passing through) gets a delta between its two copies
+        both = [w for w in consumed if w in produced]
+        base = _group_tensor(net, group, arrays, g_idx)
+        core, structure = _with_deltas(base, g_idx, produced, consumed, both, sizes)
+        label = "·".join(group)
+        layers.append(_layer(label, group, state, new_state, consumed, produced, core, sizes, structure))
+        applied |= members
+        state = new_state
+    if state != list(net.outputs):
+        layers.append(_layer("P", (), state, list(net.outputs), (), (), np.ones((1, 1)), sizes))
+    view = StackView(name, description, tuple(layers), arrays, extra=dict(extra or {}))
+    return _checked(net, view, seed) if check else view
+
+
+def _with_deltas(base: np.ndarray, g_idx: Sequence[str], produced: Sequence[str], consumed: Sequence[str],
+                 both: Sequence[str], sizes: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray | None]:
+    """``core[produced..., consumed...]`` from ``base[g_idx...]``, and (when a wire is in ``both``)
+    the mask of its structural non-zeros: the deltas between a passing wire's two copies."""
+    names = {i: oe.get_symbol(k) for k, i in enumerate(g_idx)}
+    out_names = dict(names)
+    operands, terms = [base], ["".join(names[i] for i in g_idx)]
+    mask_ops, mask_terms = [np.ones(base.shape)], [terms[0]]
+    for k, w in enumerate(both):
+        copy = oe.get_symbol(len(g_idx) + k)
+        out_names[w] = copy  # the produced copy of a passing wire
+        eye = np.eye(sizes[w])
+        operands.append(eye)
+        terms.append(names[w] + copy)
+        mask_ops.append(eye)
+        mask_terms.append(names[w] + copy)
+    out = "".join(out_names[i] for i in produced) + "".join(names[i] for i in consumed)
+    core = np.einsum(",".join(terms) + "->" + out, *operands)
+    if not both:
+        return core, None
+    return core, np.einsum(",".join(mask_terms) + "->" + out, *mask_ops) != 0
+
+
+def _checked(net: TensorNetwork, view: StackView, seed: int) -> StackView:
+    from .contract import forward
+
+    widest = max(max(layer.in_size, layer.out_size) for layer in view.layers)
+    n_in = net.in_features
+    if n_in * widest <= CHECK_ELEMENTS:
+        cols = np.arange(n_in)
+    else:
+        k = max(8, min(n_in, CHECK_ELEMENTS // widest))
+        cols = np.sort(np.random.default_rng(seed).choice(n_in, size=k, replace=False))
+    probe = np.zeros((n_in, len(cols)))
+    probe[cols, np.arange(len(cols))] = 1.0
+    state = probe
+    for layer in view.layers:
+        state = layer.matrix @ state
+    reference = forward(net, probe.T, view.tensors, budget=None).T  # W[:, cols]
+    diff = float(np.max(np.abs(state - reference))) if state.size else 0.0
+    return StackView(view.name, view.description, view.layers, view.tensors, diff, len(cols),
+                     len(cols) == n_in, view.extra)
+
+
+# ---------------------------------------------------------------------- gauge
+def random_invertible(n: int, rng: np.random.Generator) -> np.ndarray:
+    """A random ``n x n`` matrix with singular values in ``[0.5, 2]`` (well conditioned), not orthogonal."""
+    q1, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    q2, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    s = rng.uniform(0.5, 2.0, size=n)
+    if n > 1:
+        s[0], s[-1] = 0.5, 2.0
+    else:
+        s[:] = 2.0  # a 1x1 gauge is a scale; make it visible
+    return q1 @ np.diag(s) @ q2
+
+
+def gauge_move(net: TensorNetwork, tensors: Mapping[str, Any], bond: str, X: np.ndarray | None = None,
+               seed: int = 0) -> dict[str, np.ndarray]:
+    """New tensors with ``a -> a X^-1`` and ``b -> X b`` on ``bond`` (between ``a`` and ``b``, in
+    network order); the dense matrix is unchanged."""
+    if bond not in net.bonds:
+        raise InvalidNetworkError(f"a gauge move needs a bond shared by two tensors; {bond!r} is not one (bonds: {list(net.bonds)})")
+    arrays = {n: np.asarray(a, dtype=np.float64) for n, a in zip(net.tensor_names, ordered_tensors(net, tensors))}
+    n = net.sizes[bond]
+    X = random_invertible(n, np.random.default_rng(seed)) if X is None else np.asarray(X, dtype=np.float64)
+    if X.shape != (n, n):
+        raise InvalidNetworkError(f"the gauge matrix must be {n}x{n} for bond {bond!r}; got {X.shape}")
+    Xinv = np.linalg.inv(X)
+    a, b = net.tensors_on(bond)
+    out = dict(arrays)
+    ax = net.tensor(a).indices.index(bond)
+    out[a] = np.moveaxis(np.tensordot(arrays[a], Xinv, axes=([ax], [0])), -1, ax)
+    bx = net.tensor(b).indices.index(bond)
+    out[b] = np.moveaxis(np.tensordot(arrays[b], X, axes=([bx], [1])), -1, bx)
+    return out
+
+
+# ---------------------------------------------------------------------- the views
+def _contraction_groups(net: TensorNetwork) -> list[tuple[str, ...]]:
+    """Tensor groups in the order the planned forward path (batch 1) applies them to x."""
+    from .cost import forward_path
+
+    path = forward_path(net, 1, "auto").path
+    live: list[Any] = ["x", *[(n,) for n in net.tensor_names]]
+    groups: list[tuple[str, ...]] = []
+    for pair in path:
+        picked = [live.pop(p) for p in sorted(pair, reverse=True)]
+        if "x" in picked:
+            groups += [g for g in picked if g != "x"]
+            live.append("x")
+        else:
+            live.append(tuple(n for g in picked for n in g))
+    names = net.tensor_names
+    return [tuple(sorted(g, key=names.index)) for g in groups]
+
+
+def _view_l2r(net, arrays, seed):
+    return build_view(net, arrays, [(n,) for n in net.tensor_names], name="left-to-right", seed=seed,
+                      description="one tensor per layer, first tensor nearest the input")
+
+
+def _view_r2l(net, arrays, seed):
+    return build_view(net, arrays, [(n,) for n in reversed(net.tensor_names)], name="right-to-left", seed=seed,
+                      description="one tensor per layer, last tensor nearest the input")
+
+
+def _view_grouped(net, arrays, seed):
+    names = net.tensor_names
+    if len(names) < 3:
+        return None
+    groups = [tuple(names[k:k + 2]) for k in range(0, len(names), 2)]
+    return build_view(net, arrays, groups, name="grouped", seed=seed,
+                      description="neighbouring tensors merged in pairs: fewer, denser layers")
+
+
+def _view_shifted(net, arrays, seed):
+    names = list(net.tensor_names)
+    if len(names) < 2:
+        return None
+    k = max(1, len(names) // 2 - 1)
+    order = names[:k - 1] + [names[k], names[k - 1]] + names[k + 1:]
+    return build_view(
+        net, arrays, [(n,) for n in order], name="shifted", seed=seed,
+        description=(f"{names[k]} shifted below {names[k - 1]}: applied first, it is matricized differently "
+                     f"(its shared legs with {names[k - 1]} become outputs, paper Fig. 4 iii)"),
+        extra={"shifted": names[k]},
+    )
+
+
+def _view_gauge(net, arrays, seed):
+    bonds = list(net.bonds)
+    if not bonds:
+        return None
+    bond = bonds[(len(bonds) - 1) // 2]
+    rng = np.random.default_rng(seed)
+    X = random_invertible(net.sizes[bond], rng)
+    gauged = gauge_move(net, arrays, bond, X)
+    a, b = net.tensors_on(bond)
+    changed = max(float(np.max(np.abs(gauged[t] - np.asarray(arrays[t], dtype=np.float64)))) for t in (a, b))
+    return build_view(
+        net, gauged, [(n,) for n in net.tensor_names], name="gauge", seed=seed,
+        description=f"gauge move on bond {bond!r}: {a} -> {a} X^-1, {b} -> X {b} (random invertible X)",
+        extra={"bond": bond, "tensors_changed_by": changed, "X_condition": float(np.linalg.cond(X)), "X": X},
+    )
+
+
+def _view_contraction(net, arrays, seed):
+    return build_view(net, arrays, _contraction_groups(net), name="contraction order", seed=seed,
+                      description="the layers the planned contraction path applies to the input (paper Fig. 4 iv)")
+
+
+#: Equivalent views by name: function(network, tensors, seed) -> StackView, or None when the
+#: view does not apply (e.g. no bond for a gauge move).
+VIEWS: dict[str, Callable[[TensorNetwork, Mapping[str, Any], int], StackView | None]] = {
+    "left-to-right": _view_l2r,
+    "right-to-left": _view_r2l,
+    "grouped": _view_grouped,
+    "shifted": _view_shifted,
+    "gauge": _view_gauge,
+    "contraction order": _view_contraction,
+}
+
+
+def stack_views(
+    network: TensorNetwork | str | Mapping[str, Any],
+    tensors: Mapping[str, Any] | None = None,
+    *,
+    views: Sequence[str] | None = None,
+    seed: int = 0,
+) -> list[StackView]:
+    """Every equivalent stack view of the layer (``views`` picks some by name from :data:`VIEWS`).
+
+    ``tensors`` default to seeded random tensors; every view carries ``max_abs_diff`` against
+    the dense matrix.
+    """
+    net = load_network(network)
+    if tensors is None:
+        tensors = random_tensors(net, seed=seed)
+    names = list(VIEWS) if views is None else list(views)
+    for v in names:
+        if v not in VIEWS:
+            raise InvalidNetworkError(f"unknown stack view {v!r}; choose one of {list(VIEWS)}")
+    out = []
+    for v in names:
+        view = VIEWS[v](net, tensors, seed)
+        if view is not None:
+            out.append(view)
+    return out
+
+
+def stack_report(network: TensorNetwork | str | Mapping[str, Any], seed: int = 0) -> dict[str, Any]:
+    """The stack views as plain JSON data (no matrices), for ``tnviz stack SPEC.json --json``."""
+    net = load_network(network)
+    return {
+        "network": net.name,
+        "in_features": net.in_features,
+        "out_features": net.out_features,
+        "params": net.params,
+        "dense_flops": 2 * net.in_features * net.out_features,
+        "seed": seed,
+        "views": [v.to_dict() for v in stack_views(net, seed=seed)],
+    }
