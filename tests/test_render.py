@@ -223,6 +223,10 @@ def test_flops_chart_has_strategies_log_axes_and_crossover():
     xs = {shape.x0 for shape in fig.layout.shapes}
     assert {b for b, _ in sweep.crossovers} | {64} == xs
     assert any("crossover" in a.text for a in fig.layout.annotations)
+    # annotations on a log axis are placed in log10 units (a raw batch would stretch the axis to 1e259)
+    for batch, _ in sweep.crossovers:
+        assert any(math.isclose(a.x, math.log10(batch)) for a in fig.layout.annotations)
+    assert all(a.x <= math.log10(max(sweep.batches)) for a in fig.layout.annotations)
     no_cross = flops_vs_batch(tnviz.batch_sweep(net, [1, 2], optimize="auto"))
     assert not no_cross.layout.shapes
 

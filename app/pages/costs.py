@@ -65,18 +65,22 @@ except tnviz.TnvizError as exc:
 
 row1, row2 = st.columns(3), st.columns(3)
 tile(row1[0], "Parameters", f"{c.params:,}", c.params, c.dense_params, f"dense: {c.dense_params:,}")
-tile(row1[1], "Forward FLOPs", human(c.flops), c.flops, c.dense_flops,
-     f"{c.flops:,} on the best path; x through the tensors one at a time: {c.factorized_flops:,} "
-     f"(dense: {c.dense_flops:,} = 2·B·in·out)")
+tile(row1[1], "Forward FLOPs (best path)", human(c.flops), c.flops, c.dense_flops,
+     f"{c.flops:,} on the {optimize!r} path, which may mix both strategies (dense: {c.dense_flops:,} = 2·B·in·out)")
 tile(row1[2], "Backward FLOPs", human(c.backward_flops), c.backward_flops, c.dense_backward_flops,
      f"{c.backward_flops:,}: gradients for x and for every tensor (dense: {c.dense_backward_flops:,})")
-tile(row2[0], "Rebuild + matmul FLOPs", human(c.rebuild_flops), c.rebuild_flops, c.dense_flops,
+tile(row2[0], "Factorized FLOPs", human(c.factorized_flops), c.factorized_flops, c.dense_flops,
+     f"{c.factorized_flops:,}: the input contracted through the tensors one at a time")
+tile(row2[1], "Rebuild + matmul FLOPs", human(c.rebuild_flops), c.rebuild_flops, c.dense_flops,
      f"rebuild W ({c.reconstruct_flops:,}) then one matmul ({c.dense_flops:,})")
-tile(row2[1], f"Peak memory ({dtype})", human_bytes(c.peak_bytes(dtype)), None, None,
+tile(row2[2], f"Peak memory ({dtype})", human_bytes(c.peak_bytes(dtype)), None, None,
      f"{c.peak_elements:,} elements alive at once on the forward path; largest intermediate "
      f"{c.largest_intermediate:,}")
-tile(row2[2], "Cheaper strategy", c.best_strategy, None, None,
-     "factorized: contract x through the tensors; rebuilt: form the dense weight, then one matmul")
+st.info(
+    f"At batch {batch:,} the **{c.best_strategy}** strategy is the cheaper of the two ways to run the layer "
+    f"(factorized {human(c.factorized_flops, 'FLOPs')}, rebuilt {human(c.rebuild_flops, 'FLOPs')}).",
+    icon=":material/speed:",
+)
 
 st.subheader("Contraction path")
 st.caption(f"{len(c.steps)} pairwise steps with the input x as an operand · optimizer {optimize!r}")

@@ -10,6 +10,7 @@ plotly is imported inside each function, so importing this module costs nothing.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ..cost import BatchSweep, LayerCost
@@ -38,17 +39,18 @@ def flops_vs_batch(sweep: BatchSweep, *, current_batch: int | None = None, title
             line={"color": STRATEGY_COLORS[key], "dash": STRATEGY_DASH[key]},
             hovertemplate="batch %{x}<br>%{y:.3s} FLOPs<extra>" + key + "</extra>",
         ))
+    # Annotations on a log axis take log10 positions (shapes take data values): place them apart.
     for batch, winner in sweep.crossovers:
-        fig.add_vline(
-            x=batch, line={"color": "#d62728", "dash": "dash", "width": 2},
-            annotation_text=f"crossover B={batch}: {winner} wins", annotation_position="top left",
-            annotation_font_color="#d62728",
+        fig.add_vline(x=batch, line={"color": "#d62728", "dash": "dash", "width": 2})
+        fig.add_annotation(
+            x=math.log10(batch), y=1.0, yref="paper", text=f"crossover B={batch:,}: {winner} wins",
+            showarrow=False, xanchor="right", yanchor="top", font={"color": "#d62728"},
         )
     if current_batch is not None:
-        fig.add_vline(
-            x=current_batch, line={"color": "#9467bd", "dash": "dot", "width": 1.5},
-            annotation_text=f"B={current_batch}", annotation_position="bottom right",
-            annotation_font_color="#9467bd",
+        fig.add_vline(x=current_batch, line={"color": "#9467bd", "dash": "dot", "width": 1.5})
+        fig.add_annotation(
+            x=math.log10(current_batch), y=0.0, yref="paper", text=f"B={current_batch:,}",
+            showarrow=False, xanchor="left", yanchor="bottom", font={"color": "#9467bd"},
         )
     fig.update_layout(
         title=title or "FLOPs vs batch size",
@@ -88,8 +90,12 @@ def step_bars(layer_cost: LayerCost, *, title: str = "") -> Any:
         x=labels, y=[s.size for s in layer_cost.steps], name="intermediate", marker_color="#d62728",
         hovertext=hover, hovertemplate="%{hovertext}<br>%{y:.3s} elements<extra></extra>",
     ), row=1, col=2)
-    fig.update_yaxes(type="log", row=1, col=1)
-    fig.update_yaxes(type="log", row=1, col=2)
+    # explicit log ranges so the smallest bar still shows (autorange starts near the smallest value)
+    for col, values in ((1, [s.flops for s in layer_cost.steps]), (2, [s.size for s in layer_cost.steps])):
+        positive = [v for v in values if v > 0] or [1]
+        fig.update_yaxes(
+            type="log", range=[math.log10(min(positive)) - 0.5, math.log10(max(positive)) + 0.3], row=1, col=col,
+        )
     fig.update_layout(
         title=title or f"forward path at batch {layer_cost.batch} ({layer_cost.optimize})",
         showlegend=False, template="plotly_white", height=380, margin={"l": 60, "r": 20, "t": 70, "b": 60},

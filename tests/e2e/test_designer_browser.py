@@ -1,0 +1,64 @@
+"""The Designer and Costs pages in a real headless Chromium against a running server: the diagram
+is rendered as SVG and follows a template parameter; the Costs page draws its plotly charts for
+the same network.  Screenshots: artifacts/screenshots/{designer,costs}.png (the Designer one is
+copied to assets/screenshots/designer.png for the README)."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+import tnviz
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[2]
+README_SHOT = ROOT / "assets" / "screenshots" / "designer.png"
+DIAGRAM = '[data-testid="stGraphVizChart"] svg'
+
+
+def _diagram_texts(page) -> list[str]:
+    return page.eval_on_selector_all(f"{DIAGRAM} text", "els => els.map(e => e.textContent)")
+
+
+def test_designer_diagram_follows_a_parameter_and_costs_draw_charts(page, app_url, wait_idle, screenshot):
+    page.goto(app_url)
+    wait_idle(page)
+    page.wait_for_selector(f"{DIAGRAM} g.node")
+    before = page.inner_html(DIAGRAM)
+    texts = _diagram_texts(page)
+    default = tnviz.build_template("MPO / tensor train")
+    assert {"A", "B", "C", "D", "b1=4", "i1=8", "o4=8"} <= set(texts), texts
+    # bonds are drawn in red, thicker than 1px
+    assert "#d62728" in before.lower()
+
+    ranks = page.get_by_role("textbox", name="Ranks", exact=True)
+    ranks.fill("16")
+    ranks.press("Enter")
+    page.wait_for_function(
+        "sel => [...document.querySelectorAll(sel + ' text')].some(t => t.textContent === 'b1=16')", arg=DIAGRAM,
+    )
+    wait_idle(page)
+    ranks.blur()
+    after = page.inner_html(DIAGRAM)
+    assert after != before
+    texts = _diagram_texts(page)
+    assert "b1=16" in texts and "b1=4" not in texts
+    params = tnviz.mpo(default.in_dims, default.out_dims, ranks=16).params
+    assert page.get_by_text(f"{params:,}", exact=True).first.is_visible()
+    shot = screenshot(page, "designer")
+    README_SHOT.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(shot, README_SHOT)
+
+    page.get_by_role("link", name="Costs").click()
+    page.wait_for_selector('[data-testid="stPlotlyChart"] .main-svg')
+    wait_idle(page)
+    assert page.locator('[data-testid="stPlotlyChart"]').count() == 2
+    assert page.locator('[data-testid="stPlotlyChart"] .scatterlayer .trace').count() >= 3  # strategies
+    # the Costs page uses the network edited on the Designer (shared session state)
+    metric = page.locator('[data-testid="stMetric"]').filter(has_text="Parameters")
+    assert f"{params:,}" in metric.inner_text()
+    page.locator('[data-testid="stPlotlyChart"]').first.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    screenshot(page, "costs")
