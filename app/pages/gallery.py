@@ -26,7 +26,7 @@ def built(entry_name: str) -> list[str]:
 
 def params_line(net: tnviz.TensorNetwork) -> str:
     ratio = net.compression
-    versus = f"{ratio:,.1f}x fewer" if ratio > 1 else "the same as" if ratio == 1 else f"{1 / ratio:,.2f}x more than"
+    versus = f"{ratio:,.1f}x fewer than" if ratio > 1 else "the same as" if ratio == 1 else f"{1 / ratio:,.2f}x more than"
     return (
         f"{net.in_features:,} → {net.out_features:,} · **{net.params:,}** parameters, {versus} "
         f"the dense {net.dense_params:,}"

@@ -11,7 +11,7 @@ from app.state import get_network
 from tnviz.gallery import fig2_delta, fig2_matrix, fig2_matrix_product
 from tnviz.cost import rebuild_path
 from tnviz.network import TensorNetwork
-from tnviz.render import to_source
+from tnviz.render import Scene, build_scene, to_source
 from tnviz.teach import Walkthrough, contraction_walkthrough, gauge_bonds, gauge_demo, stage
 
 K_STEP, K_OPT, K_BATCH = "teach.step", "teach.optimize", "teach.batch"
@@ -44,6 +44,11 @@ def _move(delta: int, count: int) -> None:
 
 
 # ---------------------------------------------------------------------- 1. notation
+def emphasis(net: TensorNetwork, indices: list[str]) -> Scene:
+    """The drawing of ``net`` with ``indices`` highlighted and nothing faded."""
+    return build_scene(net, highlight_indices=indices, fade_others=False)
+
+
 def notation() -> None:
     st.header("1. The notation")
     st.markdown(
@@ -55,11 +60,11 @@ def notation() -> None:
     cols = st.columns(4)
     with cols[0]:
         st.markdown("**Leg**")
-        st.graphviz_chart(to_source(matrix, highlight_indices=["j"]), alt="a matrix with two legs")
-        st.caption("A matrix m_ij has two legs, i and j: one line per index. Highlighted: the input leg j=3.")
+        st.graphviz_chart(to_source(emphasis(matrix, ["i", "j"])), alt="a matrix with two legs")
+        st.caption("A matrix m_ij has two legs, i and j: one line per index. Highlighted: the legs i=4 (output) and j=3 (input).")
     with cols[1]:
         st.markdown("**Bond**")
-        st.graphviz_chart(to_source(product, highlight_indices=["k"]), alt="two tensors joined by a bond")
+        st.graphviz_chart(to_source(emphasis(product, ["k"])), alt="two tensors joined by a bond")
         st.caption("A line joining two tensors is a **bond**: an index they share and that is summed. "
                    "Bonds are red (here highlighted: k=3).")
     with cols[2]:
@@ -71,7 +76,7 @@ def notation() -> None:
         )
     with cols[3]:
         st.markdown("**Hyperedge**")
-        st.graphviz_chart(to_source(delta, highlight_indices=["r"]), alt="three tensors sharing one index")
+        st.graphviz_chart(to_source(emphasis(delta, ["r"])), alt="three tensors sharing one index")
         st.caption("An index shared by three or more tensors is a **hyperedge**, drawn through a dot: "
                    "the delta tensor δ_ijk (the core of a CP layer).")
 
@@ -121,13 +126,15 @@ def contraction(net: TensorNetwork) -> None:
         f"**{', '.join(step.summed) or 'nothing (an outer product)'}**."
     )
     shape = "x".join(str(d) for d in step.result_shape) or "scalar"
-    m1, m2, m3, m4 = st.columns(4)
-    m1.metric("New intermediate", f"{step.result}[{', '.join(step.result_indices)}]", border=True,
-              help="indices kept: those still needed by another operand or by the output")
-    m2.metric("Its size", f"{step.size:,}", f"shape {shape}", delta_color="off", delta_arrow="off", border=True)
-    m3.metric("FLOPs of this step", human(step.flops), f"{step.flops:,}", delta_color="off", delta_arrow="off",
+    st.markdown(
+        f"New intermediate: **{step.result}[{', '.join(step.result_indices)}]** (the indices still needed "
+        "by another operand or by the output)"
+    )
+    m1, m2, m3 = st.columns(3)
+    m1.metric("Its size", f"{step.size:,}", f"shape {shape}", delta_color="off", delta_arrow="off", border=True)
+    m2.metric("FLOPs of this step", human(step.flops), f"{step.flops:,}", delta_color="off", delta_arrow="off",
               border=True)
-    m4.metric("Running FLOPs", human(step.running_flops), f"of {human(walk.total_flops)} in total",
+    m3.metric("Running FLOPs", human(step.running_flops), f"of {human(walk.total_flops)} in total",
               delta_color="off", delta_arrow="off", border=True,
               help=f"dense layer: {walk.dense_flops:,} FLOPs (2·B·in·out)")
 

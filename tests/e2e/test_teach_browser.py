@@ -1,0 +1,73 @@
+"""The Teach page in a real headless Chromium: click Next twice and see the step text and the
+highlighted diagram change to what tnviz.teach says.  Screenshot: artifacts/screenshots/teach.png,
+copied to assets/screenshots/teach.png for the README."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+import tnviz
+from tnviz.render import PALETTE
+from tnviz.teach import contraction_walkthrough
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[2]
+README_SHOT = ROOT / "assets" / "screenshots" / "teach.png"
+CHART = '[data-testid="stGraphVizChart"]'
+NOTATION_CHARTS = 4  # the layer-and-x diagram is the fifth chart on the page
+
+
+def _highlighted_tensors(page) -> set[str]:
+    """Names of the tensors drawn with the highlight fill in the layer-and-x diagram."""
+    return set(page.eval_on_selector_all(
+        f"{CHART} >> nth={NOTATION_CHARTS} >> g.node.tensor",
+        """(nodes, fill) => nodes
+            .filter(n => [...n.querySelectorAll('ellipse, polygon, path')]
+                .some(s => (s.getAttribute('fill') || '').toLowerCase() === fill))
+            .map(n => n.querySelector('text').textContent)""",
+        PALETTE["highlight_fill"].lower(),
+    ))
+
+
+def _step_title(page) -> str:
+    return page.locator("h3").filter(has_text="Step ").first.inner_text()
+
+
+def test_teach_next_twice_moves_the_step_and_the_highlight(page, app_url, wait_idle, screenshot):
+    # through the router's navigation (a deep link /teach is served without the router: see the report)
+    page.goto(app_url)
+    wait_idle(page)
+    page.get_by_role("link", name="Teach").click()
+    wait_idle(page)
+    page.wait_for_selector(f"{CHART} >> nth={NOTATION_CHARTS} >> g.node")
+    walk = contraction_walkthrough(tnviz.build_template("MPO / tensor train"), 1, "optimal")  # the default network
+    count = len(walk.steps)
+    assert _step_title(page).startswith(f"Step 1 of {count}")
+    seen = [(_step_title(page), _highlighted_tensors(page))]
+    assert seen[0][1] == set(walk.steps[0].highlight_tensors)
+
+    next_button = page.get_by_role("button", name="Next")
+    for k in (1, 2):
+        next_button.click()
+        page.wait_for_function(
+            "text => [...document.querySelectorAll('h3')].some(h => h.textContent.startsWith(text))",
+            arg=f"Step {k + 1} of {count}",
+        )
+        wait_idle(page)
+        seen.append((_step_title(page), _highlighted_tensors(page)))
+        step = walk.steps[k]
+        assert seen[-1][0].startswith(f"Step {k + 1} of {count}: {step.result} = {' · '.join(step.operands)}")
+        assert seen[-1][1] == set(step.highlight_tensors)
+    assert len({title for title, _ in seen}) == 3
+    assert seen[0][1] != seen[2][1]  # the highlighted pair moved along the network
+
+    # frame the buttons, the step, its numbers and both diagrams
+    page.locator("h3").filter(has_text="Step ").first.evaluate("h => h.scrollIntoView({block: 'start'})")
+    page.mouse.wheel(0, -110)
+    page.wait_for_timeout(400)
+    shot = screenshot(page, "teach")
+    README_SHOT.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(shot, README_SHOT)
