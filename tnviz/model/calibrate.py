@@ -110,8 +110,8 @@ class _Accumulator:
         self.device = device
         self.row_mask: torch.Tensor | None = None
 
-    def __call__(self, module: nn.Module, inputs: tuple, output: Any) -> None:
-        x = inputs[0].detach()
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        x = (args[0] if args else kwargs["input"]).detach()
         if self.kind == "Conv":
             rows = conv_patches(module, x)
         else:
@@ -150,7 +150,7 @@ def collect_input_stats(model: nn.Module, batches: Iterable[Any], layers: str | 
     chosen = chosen_layers(model, layers)
     device = resolve_device(device)
     accumulators = {name: _Accumulator(name, module, device) for name, module in chosen.items()}
-    handles = [module.register_forward_hook(accumulators[name]) for name, module in chosen.items()]
+    handles = [module.register_forward_hook(accumulators[name], with_kwargs=True) for name, module in chosen.items()]
     try:
         for batch in batches:
             mask = None

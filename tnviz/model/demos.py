@@ -372,8 +372,10 @@ def build_hf_model(weights: HFFolderWeights, device: Any = None) -> nn.Module:
         ) from error
     own = model.state_dict()
     state = {}
+    prefix = getattr(model, "base_model_prefix", "")
     for name in own:
-        for key in (name, name.split(".", 1)[-1]):
+        # a checkpoint saved from a model with a head prefixes the base model's names ('transformer.h.0...')
+        for key in (name, f"{prefix}.{name}", name.split(".", 1)[-1]):
             if key in weights:
                 state[name] = weights.get(key)
                 break
