@@ -262,3 +262,48 @@ def test_bond_labels_sit_beside_their_line(name, net):
         mid = ((a.x + b.x) / 2, (a.y + b.y) / 2)
         assert 0.1 < math.dist(mid, e.label_pos) < 0.4
         assert f'pos="{e.label_pos[0]},{e.label_pos[1]}!"' in to_dot(scene)
+
+
+def _random_network(seed: int) -> tnviz.TensorNetwork:
+    """Any shape: hyperedges, disconnected parts, scalar tensors, multi-bonds, no inputs."""
+    import random
+
+    rng = random.Random(seed)
+    n = rng.randint(1, 7)
+    names = [f"T{k}" for k in range(n)]
+    indices: dict[str, list[str]] = {t: [] for t in names}
+    sizes: dict[str, int] = {}
+    for k in range(rng.randint(0, 2 * n)):  # internal indices shared by 2..n tensors
+        if n < 2:
+            break
+        owners = rng.sample(names, rng.randint(2, min(n, 4)))
+        sizes[f"x{k}"] = rng.choice([1, 2, 3, 16])
+        for t in owners:
+            indices[t].append(f"x{k}")
+    opens = []
+    for k in range(rng.randint(0, 6)):
+        t = rng.choice(names)
+        indices[t].append(f"e{k}")
+        sizes[f"e{k}"] = rng.randint(1, 9)
+        opens.append(f"e{k}")
+    split = rng.randint(0, len(opens))
+    return tnviz.TensorNetwork.build([(t, indices[t]) for t in names], sizes, opens[:split], opens[split:])
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_any_network_draws(seed):
+    net = _random_network(seed)
+    scene = build_scene(net, highlight_tensors=net.tensor_names[:1], highlight_indices=list(net.index_counts)[:1])
+    assert scene.shape in ("single", "chain", "ring", "star", "hyperstar", "general")
+    assert {e.index for e in scene.edges} == set(net.index_counts)
+    assert all(math.isfinite(n.x) and math.isfinite(n.y) for n in scene.nodes)
+    assert len({n.id for n in scene.nodes}) == len(scene.nodes)
+    text = to_dot(scene)
+    assert text.count(" -- ") == len(scene.edges)
+
+
+@pytest.mark.skipif(not has_neato, reason="Graphviz 'neato' is not installed")
+@pytest.mark.parametrize("seed", range(0, 60, 6))
+def test_any_network_renders_to_svg(seed):
+    root = ET.fromstring(to_svg(_random_network(seed)).encode())
+    assert root.tag.endswith("svg")
