@@ -17,6 +17,7 @@ from tnviz.teach import Walkthrough, contraction_walkthrough, gauge_bonds, gauge
 K_STEP, K_OPT, K_BATCH = "teach.step", "teach.optimize", "teach.batch"
 K_BOND, K_SEED = "teach.bond", "teach.seed"
 K_PREV, K_NEXT = "teach.previous", "teach.next"
+K_SEEN = "teach.network_seen"
 MAX_BATCH = 1 << 20
 
 
@@ -107,6 +108,9 @@ def contraction(net: TensorNetwork) -> None:
         st.error(str(exc), icon=":material/error:")
         return
     count = len(walk.steps)
+    if st.session_state.get(K_SEEN) != net:  # another network: start from its first step
+        st.session_state[K_SEEN] = net
+        st.session_state[K_STEP] = 0
     k = min(max(int(st.session_state.get(K_STEP, 0)), 0), count - 1)
     st.session_state[K_STEP] = k
     step = walk.steps[k]

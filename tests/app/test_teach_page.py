@@ -121,3 +121,16 @@ def test_networks_without_bonds_or_too_large_for_optimal_show_a_message(open_pag
     assert any("limited to 10 operands" in e.value for e in at.error)
     at.selectbox(key="teach.optimize").set_value("greedy").run()
     assert not at.error and _step_title(at).startswith("Step 1 of 10")
+
+
+def test_a_new_current_network_restarts_from_its_first_step(open_page):
+    at = open_page(TEACH, network=MPO4)
+    at.button(key="teach.next").click().run()
+    at.button(key="teach.next").click().run()
+    assert _step_title(at).startswith("Step 3 of 4")
+    pqr = GALLERY["Fig. 2 (viii): network of P, Q, R"].network()
+    at.session_state["tnviz.network"] = pqr
+    at.run()
+    assert _step_title(at).startswith("Step 1 of 3")
+    assert list(at.dataframe[0].value["merge"]) == [
+        " · ".join(s.operands) for s in contraction_walkthrough(pqr, 1, "optimal").steps]
