@@ -58,28 +58,30 @@ def test_parameter_change_updates_the_diagram(open_page):
     assert "i3=16" in diagram_spec(at)
 
 
-@pytest.mark.parametrize(
-    "field,text,message",
-    [
-        ("designer.in_dims", "8,y,8", "positive whole numbers"),
-        ("designer.in_dims", "", "at least one number"),
-        ("designer.out_dims", "8,0,8", "'0'"),
-        ("designer.ranks", "4,4", "needs 3 values"),
-        ("designer.ranks", "-2", "positive whole numbers"),
-    ],
-)
-def test_bad_parameter_keeps_the_network_and_says_why(open_page, field, text, message):
+BAD_PARAMETERS = [
+    ("designer.in_dims", "8,y,8", "positive whole numbers"),
+    ("designer.in_dims", "", "at least one number"),
+    ("designer.out_dims", "8,0,8", "'0'"),
+    ("designer.ranks", "4,4", "needs 3 values"),
+    ("designer.ranks", "-2", "positive whole numbers"),
+]
+
+
+def test_bad_parameter_keeps_the_network_and_says_why(open_page):
     at = open_page()
-    net, spec = current_network(at), diagram_spec(at)
-    at.text_input(key=field).set_value(text).run()
-    assert not at.exception
-    errors = _errors(at)
-    assert len(errors) == 1 and message in errors[0], errors
-    assert current_network(at) == net and diagram_spec(at) == spec
-    assert any("Kept the previous network" in c.value for c in at.caption)
-    # a good value afterwards clears the message
-    at.text_input(key=field).set_value({"designer.ranks": "2"}.get(field, "4,4,4,4")).run()
-    assert not _errors(at) and current_network(at) != net
+    for field, text, message in BAD_PARAMETERS:
+        net, spec = current_network(at), diagram_spec(at)
+        good = at.text_input(key=field).value
+        at.text_input(key=field).set_value(text).run()
+        assert not at.exception
+        errors = _errors(at)
+        assert len(errors) == 1 and message in errors[0], (field, text, errors)
+        assert current_network(at) == net and diagram_spec(at) == spec
+        assert any("Kept the previous network" in c.value for c in at.caption)
+        at.text_input(key=field).set_value(good).run()  # a good value clears the message
+        assert not _errors(at) and current_network(at) == net
+    at.text_input(key="designer.ranks").set_value("2").run()
+    assert current_network(at) != net and not _errors(at)
 
 
 def test_upload_replaces_the_network(open_page):
@@ -92,28 +94,27 @@ def test_upload_replaces_the_network(open_page):
     assert at.session_state["tnviz.network_source"] == "upload ring.json"
 
 
-@pytest.mark.parametrize(
-    "content,message",
-    [
-        (b"{not json", "valid JSON"),
-        (json.dumps({"format": "other", "version": 1}).encode(), "'format' field"),
-        (json.dumps({"format": "tnviz.network", "version": 1, "sizes": {"i": 2, "o": 2},
-                     "tensors": [{"name": "A", "indices": ["i", "o"]}], "inputs": ["i"]}).encode(),
-         "every open index must be declared"),
-        (b"\xff\xfe\x00", "valid JSON"),
-        (b" " * (MAX_NETWORK_UPLOAD_BYTES + 1), "at most"),
-    ],
-    ids=["malformed", "wrong-format", "undeclared-leg", "binary", "too-large"],
-)
-def test_bad_upload_keeps_the_network_and_says_why(open_page, content, message):
+BAD_UPLOADS = [
+    (b"{not json", "valid JSON"),
+    (json.dumps({"format": "other", "version": 1}).encode(), "'format' field"),
+    (json.dumps({"format": "tnviz.network", "version": 1, "sizes": {"i": 2, "o": 2},
+                 "tensors": [{"name": "A", "indices": ["i", "o"]}], "inputs": ["i"]}).encode(),
+     "every open index must be declared"),
+    (b"\xff\xfe\x00", "valid JSON"),
+    (b" " * (MAX_NETWORK_UPLOAD_BYTES + 1), "at most"),
+]
+
+
+def test_bad_upload_keeps_the_network_and_says_why(open_page):
     at = open_page()
     at.selectbox(key="designer.template").set_value("Tensor ring").run()
     net, spec = current_network(at), diagram_spec(at)
-    at.file_uploader(key="designer.upload").set_value(("bad.json", content, "application/json")).run()
-    assert not at.exception
-    errors = _errors(at)
-    assert len(errors) == 1 and message in errors[0] and "bad.json" in errors[0], errors
-    assert current_network(at) == net and diagram_spec(at) == spec
+    for k, (content, message) in enumerate(BAD_UPLOADS):
+        at.file_uploader(key="designer.upload").set_value((f"bad{k}.json", content, "application/json")).run()
+        assert not at.exception
+        errors = _errors(at)
+        assert len(errors) == 1 and message in errors[0] and f"bad{k}.json" in errors[0], errors
+        assert current_network(at) == net and diagram_spec(at) == spec
 
 
 def test_einsum_form_builds_and_rejects(open_page):
