@@ -1,0 +1,91 @@
+"""The CUDA check: the ``gpu``-marked tests, then the forward benchmark on the GPU in float32 and
+bfloat16, a short table last.  Run through ``benchmarks/gpu_check.sh`` on a CUDA machine.
+
+    python benchmarks/gpu_check.py [--out DIR] [--batches 1 64 1024 8192] [--quick]
+
+Writes ``DIR/gpu_tests.txt`` and ``DIR/bench_<dtype>.json`` / ``.md`` (DIR defaults to $OUT or
+``benchmarks/out``).  Exit status: the tests' status (the benchmark never fails the check).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=os.environ.get("OUT") or str(HERE / "out"))
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 64, 1024, 8192])
+    p.add_argument("--ranks", type=int, nargs="+", default=[4, 8, 16])
+    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--quick", action="store_true", help="batches 1 1024, ranks 4 16, 5 repeats")
+    p.add_argument("--skip-tests", action="store_true")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    import torch
+
+    if not torch.cuda.is_available():
+        print("gpu_check: no CUDA device here (torch %s); nothing to check" % torch.__version__)
+        return 2
+    print(f"gpu_check: {torch.cuda.get_device_name()} torch {torch.__version__} cuda {torch.version.cuda}", flush=True)
+
+    status = 0
+    if not args.skip_tests:
+        cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "tests/test_gpu.py", "-q", "-rs", "-p", "no:cacheprovider"]
+        env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
+        (out / "gpu_tests.txt").write_text(res.stdout + res.stderr)
+        tail = (res.stdout + res.stderr).strip().splitlines()[-15:]
+        print("\n".join(tail), flush=True)
+        status = res.returncode
+
+    import json
+
+    import bench_forward
+
+    if args.quick:
+        args.batches, args.ranks, args.repeats = [1, 1024], [4, 16], 5
+    summary = []
+    for dtype in ("float32", "bfloat16"):
+        ns = argparse.Namespace(device="cuda", dtype=dtype, mode="eval", batches=args.batches, ranks=args.ranks,
+                                in_dims=[8, 8, 8, 8], out_dims=[8, 8, 8, 8], repeats=args.repeats,
+                                no_tltorch=False, verbose=False)
+        try:
+            result = bench_forward.run(ns)
+        except Exception as exc:  # keep the test result; report the failure
+            print(f"benchmark {dtype} failed: {type(exc).__name__}: {exc}", flush=True)
+            status = status or 1
+            continue
+        (out / f"bench_{dtype}.json").write_text(json.dumps(result, indent=2))
+        (out / f"bench_{dtype}.md").write_text(bench_forward.markdown(result) + "\n")
+        for row in result["rows"]:
+            if row["method"] == "TNLinear auto":
+                best_tl = max((r["speedup_vs_dense"] for r in result["rows"] if r["batch"] == row["batch"]
+                               and r["rank"] == row["rank"] and r["method"].startswith("tltorch")), default=float("nan"))
+                best_tn = max(r["speedup_vs_dense"] for r in result["rows"] if r["batch"] == row["batch"]
+                              and r["rank"] == row["rank"] and r["method"].startswith("TNLinear"))
+                summary.append((dtype, row, best_tn, best_tl))
+        print(f"\n{dtype}: targets", flush=True)
+        for line in bench_forward.targets(result):
+            print("  " + line)
+    print(f"\nSummary ({torch.cuda.get_device_name()}; speed-up vs nn.Linear, higher is better)")
+    print(f"{'dtype':9} {'batch':>6} {'bond':>4} {'flops drop':>10} {'auto':>7} {'chose':>10} {'best TN':>8} {'tltorch':>8} {'vs best(dense,rebuilt)':>23}")
+    for dtype, row, best_tn, best_tl in summary:
+        print(f"{dtype:9} {row['batch']:>6} {row['rank']:>4} {row['flops_drop']:>9.1f}x {row['speedup_vs_dense']:>6.2f}x "
+              f"{row['auto_chose']:>10} {best_tn:>7.2f}x {best_tl:>7.2f}x {row['vs_best_dense_rebuilt']:>22.2f}x")
+    print(f"\ngpu tests: {'passed' if status == 0 else 'FAILED (see gpu_tests.txt)'}")
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
