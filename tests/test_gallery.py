@@ -145,6 +145,10 @@ def test_fig3_conv_kernels_and_fig4_layers():
     assert cp.hyperedges == ("r",) and "G" not in cp.tensor_names
     svd = GALLERY["Fig. 3 (i-ii): MPO from SVDs"].network()
     assert network_shape(svd) == "chain" and set(svd.sizes[b] for b in svd.bonds) == {8}
+    # the caption's "exact would need bonds 16, 256, 16" is the max useful rank of each bond
+    full = tnviz.mpo(svd.in_dims, svd.out_dims, ranks=256)
+    assert tnviz.max_useful_ranks(full) == {"b1": 16, "b2": 256, "b3": 16}
+    assert "16, 256, 16" in GALLERY["Fig. 3 (i-ii): MPO from SVDs"].caption
     mpo4 = GALLERY["Fig. 4 (i): MPO with 4 tensors"].network()
     assert mpo4.tensor_names == ("A", "B", "C", "D") and network_shape(mpo4) == "chain"
     generic = GALLERY["Fig. 4 (iv): generic TN layer"].network()
