@@ -307,3 +307,24 @@ def test_any_network_draws(seed):
 def test_any_network_renders_to_svg(seed):
     root = ET.fromstring(to_svg(_random_network(seed)).encode())
     assert root.tag.endswith("svg")
+
+
+@pytest.mark.parametrize("name,net", NETWORKS, ids=IDS)
+def test_plotly_diagram_draws_the_same_scene(name, net):
+    from tnviz.render.charts import diagram_figure
+
+    scene = build_scene(net)
+    fig = diagram_figure(net)
+    lines = [t for t in fig.data if t.mode == "lines"]
+    assert len(lines) == len(scene.edges)
+    for trace, edge in zip(lines, scene.edges):
+        a, b = scene.node(edge.source), scene.node(edge.target)
+        assert list(trace.x) == [a.x, b.x] and list(trace.y) == [a.y, b.y]
+        assert trace.line.width == edge.width and trace.line.color == edge.color
+    (tensors,) = [t for t in fig.data if t.name == "tensors"]
+    assert list(tensors.text) == list(net.tensor_names)
+    (texts,) = [t for t in fig.data if t.mode == "text"] or [None]
+    shown = set(texts.text) if texts is not None else set()
+    assert {f"{i}={net.sizes[i]}" for i in net.open_indices} <= shown
+    assert {f"{i}={net.sizes[i]}" for i in net.internal_indices} <= shown
+    assert fig.layout.yaxis.scaleanchor == "x"  # the drawing keeps its proportions

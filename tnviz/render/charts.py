@@ -101,3 +101,64 @@ def step_bars(layer_cost: LayerCost, *, title: str = "") -> Any:
         showlegend=False, template="plotly_white", height=380, margin={"l": 60, "r": 20, "t": 70, "b": 60},
     )
     return fig
+
+
+def diagram_figure(net_or_scene: Any, **scene_options: Any) -> Any:
+    """The Penrose diagram as a plotly figure (the second backend of the scene): lines with the
+    scene's widths and colours, tensors as markers with hover text, labels at the leg ends.
+
+    >>> from tnviz.builders import cp
+    >>> fig = diagram_figure(cp([4, 4], [4, 4], rank=3))
+    >>> sorted({t.name for t in fig.data if t.name})
+    ['delta', 'tensors']
+    """
+    import plotly.graph_objects as go
+
+    from ..network import TensorNetwork
+    from .scene import TENSOR_SIZE, build_scene
+
+    scene = build_scene(net_or_scene, **scene_options) if isinstance(net_or_scene, TensorNetwork) else net_or_scene
+    fig = go.Figure()
+    for e in scene.edges:
+        a, b = scene.node(e.source), scene.node(e.target)
+        fig.add_trace(go.Scatter(
+            x=[a.x, b.x], y=[a.y, b.y], mode="lines", showlegend=False, hoverinfo="text",
+            text=f"{e.index} = {e.size} ({e.kind})",
+            line={"color": e.color, "width": e.width, "dash": "dash" if e.style == "dashed" else "solid"},
+        ))
+    labels = [(e.label_pos, e.label, e.color) for e in scene.edges if e.label_pos is not None]
+    for e in scene.edges:
+        if e.kind in ("input", "output"):  # text just beyond the free end, along the leg
+            a, b = scene.node(e.source), scene.node(e.target)
+            length = math.dist((a.x, a.y), (b.x, b.y)) or 1.0
+            push = 0.12 + 0.035 * len(b.label) * abs(b.x - a.x) / length
+            labels.append(((b.x + (b.x - a.x) / length * push, b.y + (b.y - a.y) / length * push), b.label, e.color))
+    labels += [((n.x, n.y - 0.2), n.label, e_color) for n in scene.nodes if n.kind == "delta"
+               for e_color in [next(e.color for e in scene.edges if e.target == n.id)]]
+    if labels:
+        fig.add_trace(go.Scatter(
+            x=[p[0] for p, _, _ in labels], y=[p[1] for p, _, _ in labels], mode="text", showlegend=False,
+            text=[t for _, t, _ in labels], textfont={"color": [c for _, _, c in labels], "size": 11},
+            hoverinfo="skip",
+        ))
+    tensors = [n for n in scene.nodes if n.kind == "tensor"]
+    fig.add_trace(go.Scatter(
+        x=[n.x for n in tensors], y=[n.y for n in tensors], mode="markers+text", name="tensors",
+        text=[n.label for n in tensors], hovertext=[n.tooltip for n in tensors], hoverinfo="text",
+        marker={"size": TENSOR_SIZE * 72, "color": [n.fill for n in tensors],
+                "symbol": ["square" if n.shape == "box" else "circle" for n in tensors],
+                "line": {"color": [n.border for n in tensors], "width": 2}},
+        showlegend=False,
+    ))
+    deltas = [n for n in scene.nodes if n.kind == "delta"]
+    if deltas:
+        fig.add_trace(go.Scatter(
+            x=[n.x for n in deltas], y=[n.y for n in deltas], mode="markers", name="delta",
+            hovertext=[n.tooltip for n in deltas], hoverinfo="text", showlegend=False,
+            marker={"size": 10, "color": [n.fill for n in deltas]},
+        ))
+    fig.update_layout(
+        template="plotly_white", showlegend=False, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        title=scene.title, xaxis={"visible": False}, yaxis={"visible": False, "scaleanchor": "x"},
+    )
+    return fig
