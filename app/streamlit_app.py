@@ -24,6 +24,7 @@ SECTIONS: dict[str, list] = {
         st.Page("pages/designer.py", title="Designer", icon=":material/hub:", default=True),
         st.Page("pages/costs.py", title="Costs", icon=":material/functions:"),
         st.Page("pages/gallery.py", title="Gallery", icon=":material/photo_library:"),
+        st.Page("pages/stack_view.py", title="Stack view", icon=":material/view_agenda:"),
     ],
     "Compress": [
     ],

@@ -397,21 +397,27 @@ def _view_shifted(net, arrays, seed):
     )
 
 
-def _view_gauge(net, arrays, seed):
-    bonds = list(net.bonds)
-    if not bonds:
-        return None
-    bond = bonds[(len(bonds) - 1) // 2]
-    rng = np.random.default_rng(seed)
-    X = random_invertible(net.sizes[bond], rng)
+def gauge_view(net: TensorNetwork, tensors: Mapping[str, Any], bond: str, seed: int = 0) -> StackView:
+    """The left-to-right stack after a gauge move with a random invertible ``X`` on ``bond``."""
+    arrays = {n: np.asarray(a, dtype=np.float64) for n, a in zip(net.tensor_names, ordered_tensors(net, tensors))}
+    if bond not in net.bonds:
+        raise InvalidNetworkError(f"a gauge move needs a bond shared by two tensors; {bond!r} is not one (bonds: {list(net.bonds)})")
+    X = random_invertible(net.sizes[bond], np.random.default_rng(seed))
     gauged = gauge_move(net, arrays, bond, X)
     a, b = net.tensors_on(bond)
-    changed = max(float(np.max(np.abs(gauged[t] - np.asarray(arrays[t], dtype=np.float64)))) for t in (a, b))
+    changed = max(float(np.max(np.abs(gauged[t] - arrays[t]))) for t in (a, b))
     return build_view(
         net, gauged, [(n,) for n in net.tensor_names], name="gauge", seed=seed,
         description=f"gauge move on bond {bond!r}: {a} -> {a} X^-1, {b} -> X {b} (random invertible X)",
         extra={"bond": bond, "tensors_changed_by": changed, "X_condition": float(np.linalg.cond(X)), "X": X},
     )
+
+
+def _view_gauge(net, arrays, seed):
+    bonds = list(net.bonds)
+    if not bonds:
+        return None
+    return gauge_view(net, arrays, bonds[(len(bonds) - 1) // 2], seed)
 
 
 def _view_contraction(net, arrays, seed):

@@ -1,0 +1,165 @@
+"""Stack view: the current layer as a column of sparse fully-connected layers (paper Fig. 4),
+its equivalent views, a gauge move, and the numerical proof that every view is the same matrix."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import streamlit as st
+
+import tnviz
+from app.components.formatting import human
+from app.components.persist import remember, restore
+from app.state import get_network
+from tnviz.render import to_source
+from tnviz.stack import VIEWS, gauge_view, stack_views
+
+K_VIEW, K_SEED, K_BOND, K_LAYER = "stack.view", "stack.seed", "stack.bond", "stack.layer"
+PATTERN_SIDE = 120
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def compute_view(net_json: str, view: str, seed: int, bond: str | None) -> dict[str, Any]:
+    """One view as plain data: its report (sizes, density, FLOPs, proof) and each layer's pattern."""
+    net = tnviz.load_network(net_json)
+    tensors = tnviz.random_tensors(net, seed=seed)
+    if view == "gauge":
+        v = gauge_view(net, tensors, bond, seed=seed)
+    else:
+        (v,) = stack_views(net, tensors, views=[view], seed=seed) or (None,)
+        if v is None:
+            raise tnviz.InvalidNetworkError(f"the {view!r} view needs at least 3 tensors; this network has {len(net.tensors)}")
+    report = v.to_dict()
+    report["patterns"] = [layer.pattern(PATTERN_SIDE) for layer in v.layers]
+    return report
+
+
+def column_figure(report: dict[str, Any], selected: int):
+    """The stack drawn bottom (input) to top (output): one trapezoid per layer, width ~ log(size)."""
+    import plotly.graph_objects as go
+
+    layers = report["layers"]
+    widest = max(math.log2(max(l["in_size"], l["out_size"], 2)) for l in layers)
+    fig = go.Figure()
+    for k, layer in enumerate(layers):
+        w_in = math.log2(max(layer["in_size"], 2)) / widest
+        w_out = math.log2(max(layer["out_size"], 2)) / widest
+        y0, y1 = 2 * k, 2 * k + 1.6
+        color = "#c0392b" if k == selected else ("#7f8c8d" if layer["name"] == "P" else "#2c3e50")
+        fig.add_trace(go.Scatter(
+            x=[-w_in, w_in, w_out, -w_out, -w_in], y=[y0, y0, y1, y1, y0], fill="toself", mode="lines",
+            line={"color": color}, fillcolor=color, opacity=0.85 if k == selected else 0.55, hoverinfo="text",
+            text=f"{layer['name']}: {layer['in_size']:,} → {layer['out_size']:,}", name=layer["name"], showlegend=False,
+        ))
+        fig.add_annotation(x=1.05, y=(y0 + y1) / 2, xanchor="left", showarrow=False, font={"size": 12},
+                           text=(f"<b>{layer['name']}</b>  {layer['in_size']:,} → {layer['out_size']:,}<br>"
+                                 f"density {layer['density']:.3g} · {human(layer['flops'])} FLOPs/sample"))
+    fig.add_annotation(x=0, y=-0.5, showarrow=False, text=f"input {layers[0]['in_size']:,}")
+    fig.add_annotation(x=0, y=2 * len(layers) - 0.1, showarrow=False, text=f"output {layers[-1]['out_size']:,}")
+    fig.update_layout(height=max(260, 110 * len(layers)), margin={"l": 10, "r": 10, "t": 10, "b": 10},
+                      xaxis={"visible": False, "range": [-1.1, 3.2]}, yaxis={"visible": False})
+    return fig
+
+
+def pattern_figure(pattern, layer: dict[str, Any]):
+    import plotly.graph_objects as go
+
+    fig = go.Figure(go.Heatmap(z=pattern, colorscale="Greys", zmin=0, zmax=max(float(pattern.max()), 1e-12),
+                               showscale=False, hovertemplate="block density %{z:.3g}<extra></extra>"))
+    fig.update_layout(
+        title={"text": f"{layer['name']}: {layer['out_size']:,} x {layer['in_size']:,}", "font": {"size": 12}},
+        height=260, margin={"l": 5, "r": 5, "t": 30, "b": 5},
+        xaxis={"visible": False}, yaxis={"visible": False, "autorange": "reversed", "scaleanchor": "x"},
+    )
+    return fig
+
+
+def _next_seed() -> None:
+    st.session_state[K_SEED] = int(st.session_state[K_SEED]) + 1
+
+
+st.title("Stack view")
+net = get_network()
+st.caption(
+    f"{net.name or '(unnamed)'} · {net.in_features:,} → {net.out_features:,} · the layer as a composition of "
+    "sparse fully-connected layers, each identity ⊗ (a tensor matricized) ⊗ identity (paper Fig. 4)"
+)
+
+views = [v for v in VIEWS if v != "gauge" or net.bonds]
+restore(K_VIEW, views[0])
+restore(K_SEED, 0)
+if st.session_state[K_VIEW] not in views:
+    st.session_state[K_VIEW] = views[0]
+c1, c2, c3 = st.columns([2, 1, 1])
+view = c1.selectbox("Equivalent view", views, key=K_VIEW,
+                    help="every view multiplies to the same dense matrix; the gauge view also changes the tensors")
+seed = int(c2.number_input("Seed (tensors, gauge X)", min_value=0, max_value=2**31 - 1, step=1, key=K_SEED))
+bond = None
+if view == "gauge":
+    bonds = list(net.bonds)
+    restore(K_BOND, bonds[(len(bonds) - 1) // 2])
+    if st.session_state[K_BOND] not in bonds:
+        st.session_state[K_BOND] = bonds[(len(bonds) - 1) // 2]
+    bond = c3.selectbox("Gauge bond", bonds, key=K_BOND, help="a -> a X⁻¹, b -> X b with a random invertible X")
+    c3.button("New random X", icon=":material/casino:", on_click=_next_seed)
+remember(K_VIEW, K_SEED, *([K_BOND] if view == "gauge" else []))
+
+try:
+    with st.spinner("Building the stack and checking it against the dense matrix..."):
+        report = compute_view(net.to_json(), view, seed, bond)
+except tnviz.TnvizError as exc:
+    st.error(str(exc), icon=":material/error:")
+    st.stop()
+
+layers = report["layers"]
+st.markdown(f"**{view}**: {report['description']}")
+m1, m2, m3, m4 = st.columns(4)
+checked = ("all" if report["exact_check"] else f"{report['checked_columns']:,} seeded") + f" of {net.in_features:,} columns"
+m1.metric("max |stack product − dense|", f"{report['max_abs_diff']:.1e}", help=f"checked on {checked}", border=True)
+m2.metric("Layers", len(layers), border=True)
+dense_flops = 2 * net.in_features * net.out_features
+m3.metric("FLOPs per sample", human(report["flops"]), help=f"dense layer: {dense_flops:,}", border=True)
+if view == "gauge":
+    m4.metric("Tensors changed by", f"{report['tensors_changed_by']:.3g}",
+              help=f"max |change| of the two tensors on bond {report['bond']!r}; cond(X) = {report['X_condition']:.2f}",
+              border=True)
+else:
+    m4.metric("Dense FLOPs per sample", human(dense_flops), border=True)
+ok = report["max_abs_diff"] < 1e-9 * max(1.0, math.sqrt(net.in_features))
+(st.success if ok else st.error)(
+    f"The product of the {len(layers)} layers equals the dense matrix to {report['max_abs_diff']:.1e} "
+    f"(checked on {checked}).", icon=":material/check_circle:" if ok else ":material/error:")
+
+names = [f"{k + 1}. {l['name']}" for k, l in enumerate(layers)]
+restore(K_LAYER, names[0])
+if st.session_state[K_LAYER] not in names:
+    st.session_state[K_LAYER] = names[0]
+left, right = st.columns([1, 1])
+with right:
+    choice = st.radio("Layer", names, key=K_LAYER, horizontal=True)
+    selected = names.index(choice)
+    st.plotly_chart(column_figure(report, selected), width="stretch", key="stack.column")
+remember(K_LAYER)
+with left:
+    layer = layers[selected]
+    st.graphviz_chart(to_source(net, highlight_tensors=layer["tensors"],
+                                highlight_indices=[*layer["consumed"], *layer["produced"]]),
+                      alt=f"Diagram of {net.name} with layer {layer['name']} highlighted")
+    st.caption(
+        f"Layer **{layer['name']}** reads {', '.join(layer['consumed']) or 'nothing'} and writes "
+        f"{', '.join(layer['produced']) or 'nothing'}; the other wires pass through an identity"
+        + (" (a plain Kronecker product)." if layer["kron"] else " (the wires are reordered around it).")
+    )
+
+st.subheader("Layers")
+st.dataframe(
+    [{"layer": l["name"], "in": l["in_size"], "out": l["out_size"], "reads": ",".join(l["consumed"]),
+      "writes": ",".join(l["produced"]), "non-zeros": l["nnz"], "density": l["density"],
+      "FLOPs/sample": l["flops"], "as dense FLOPs": l["dense_flops"], "I ⊗ core ⊗ I": l["kron"]} for l in layers],
+    hide_index=True,
+)
+st.subheader("Sparsity patterns")
+st.caption(f"Block density of non-zeros (each picture at most {PATTERN_SIDE}x{PATTERN_SIDE} blocks; rows = outputs).")
+cols = st.columns(min(4, len(layers)))
+for k, (l, pattern) in enumerate(zip(layers, report["patterns"])):
+    cols[k % len(cols)].plotly_chart(pattern_figure(pattern, l), width="stretch", key=f"stack.pattern.{k}")
