@@ -251,3 +251,17 @@ def test_pareto_front_is_the_non_dominated_set(weight):
         pareto_front(pts, by="speed")
     with pytest.raises(DecompositionError, match="unknown decomposition method 'pca'"):
         tradeoff(weight, methods=("pca",))
+
+
+@pytest.mark.parametrize("shape", [(6, 40), (40, 6), (12, 12)])
+def test_exact_svd_of_rectangular_matrices_matches_lapack(shape):
+    from tnviz.decompose.randomized import exact_svd
+
+    A = torch.randn(*shape, generator=gen(8), dtype=torch.float64)
+    U, S, Vh = exact_svd(A)
+    k = min(shape)
+    assert U.shape == (shape[0], k) and Vh.shape == (k, shape[1])
+    assert torch.allclose(S, torch.linalg.svdvals(A), rtol=1e-12)
+    assert torch.allclose((U * S) @ Vh, A, atol=1e-12)
+    assert torch.allclose(U.T @ U, torch.eye(k, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(Vh @ Vh.T, torch.eye(k, dtype=torch.float64), atol=1e-12)
