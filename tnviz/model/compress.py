@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from ..errors import ModelFileError, RankError
 from ..network import TensorNetwork
+from .device import resolve_device  # noqa: F401  (re-exported for callers of this module)
 
 if TYPE_CHECKING:
     import torch
@@ -40,17 +41,6 @@ _TORCH_TO_ST = {
     "int64": "I64", "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL",
     "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2", "uint16": "U16", "uint32": "U32", "uint64": "U64",
 }
-
-
-def resolve_device(device: Any = "auto") -> "torch.device":
-    """``'auto'`` -> CUDA when present, else CPU; anything else as torch understands it."""
-    import torch
-
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ModelFileError(f"the device must exist on this machine; {device!r} was asked but CUDA is not available")
-    return torch.device(device)
 
 
 # ---------------------------------------------------------------------- streaming writer

@@ -5,6 +5,8 @@ from typing import Any
 
 import torch
 
+from ..errors import TnvizError
+
 
 def resolve_device(device: Any = None) -> torch.device:
     """``None`` or ``'auto'`` -> CUDA when available, else CPU; anything else as ``torch.device`` reads it.
@@ -14,4 +16,10 @@ def resolve_device(device: Any = None) -> torch.device:
     """
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise TnvizError(f"a device must be 'auto', 'cpu' or 'cuda[:N]'; got {device!r} ({exc})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise TnvizError(f"the device must exist on this machine; {str(device)!r} was asked but CUDA is not available")
+    return dev
