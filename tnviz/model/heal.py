@@ -1,0 +1,200 @@
+"""Heal a tensorized model: a short fine-tune after compression.
+
+* :func:`heal_layerwise`: each TN layer is distilled to the original layer's outputs on the
+  calibration inputs (a few Adam steps on ``||f_TN(x) - f(x_orig)||^2 / ||f(x_orig)||^2``). With
+  ``inputs='compressed'`` (default) ``x`` is what the layer sees inside the compressed model, so
+  each layer also learns to undo the error of the layers before it; ``'original'`` uses the
+  original model's inputs. Padding tokens (``attention_mask`` 0) are left out.
+* :func:`heal_end_to_end`: the whole compressed model trained on labelled data (the digits demos).
+
+Both are seeded, change the model in place and return a :class:`HealReport` (loss history).
+
+>>> import torch
+>>> from tnviz.model.tensorize import Rule, make_plan, apply_plan
+>>> torch.manual_seed(0) and None
+>>> model = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+>>> batches = [torch.randn(64, 16)]
+>>> result = apply_plan(model, make_plan(model, [Rule("^0$", "mpo", {"max_rank": 1})]), calibration=batches)
+>>> report = heal_layerwise(result.model, model, batches, steps=50)
+>>> report.loss_after["0"] < report.loss_before["0"]
+True
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import TnvizError
+
+ProgressFn = Callable[[int, int, str], None]
+
+
+@dataclass
+class HealReport:
+    """Per layer (layer-wise) or for the model (``'model'``, end-to-end): loss before and after."""
+
+    mode: str
+    loss_before: dict[str, float] = field(default_factory=dict)
+    loss_after: dict[str, float] = field(default_factory=dict)
+    steps: int = 0
+    seconds: float = 0.0
+
+
+def _call(model: nn.Module, batch: Any) -> Any:
+    if isinstance(batch, Mapping):
+        return model(**batch)
+    if isinstance(batch, (tuple, list)):
+        return model(*batch)
+    return model(batch)
+
+
+def _rows(x: torch.Tensor, mask: torch.Tensor | None, conv: bool) -> torch.Tensor:
+    if conv:
+        return x
+    if mask is not None and tuple(x.shape[:-1]) == tuple(mask.shape):
+        x = x[mask.to(x.device)]
+    return x.reshape(-1, x.shape[-1])
+
+
+@torch.no_grad()
+def _capture(model: nn.Module, names: Sequence[str], batches: Sequence[Any], want_output: bool) -> dict:
+    modules = dict(model.named_modules())
+    store: dict[str, dict[str, list]] = {n: {"x": [], "y": []} for n in names}
+    state = {"mask": None}
+
+    def hook(name: str, conv: bool):
+        def run(module, args, kwargs, output):
+            x = args[0] if args else kwargs["input"]
+            store[name]["x"].append(_rows(x.detach(), state["mask"], conv))
+            if want_output:
+                store[name]["y"].append(_rows(output.detach(), state["mask"], conv))
+        return run
+
+    handles = []
+    for n in names:
+        conv = isinstance(modules[n], nn.Conv2d) or hasattr(modules[n], "kernel_size")
+        handles.append(modules[n].register_forward_hook(hook(n, conv), with_kwargs=True))
+    was = model.training
+    model.eval()
+    try:
+        for batch in batches:
+            state["mask"] = batch["attention_mask"].bool() if isinstance(batch, Mapping) and "attention_mask" in batch else None
+            _call(model, batch)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was)
+    return {n: {k: torch.cat(v) for k, v in d.items() if v} for n, d in store.items()}
+
+
+def heal_layerwise(model: nn.Module, original: nn.Module, batches: Sequence[Any], *, steps: int = 100,
+                   lr: float = 1e-3, batch_rows: int = 512, inputs: str = "compressed", seed: int = 0,
+                   progress: ProgressFn | None = None) -> HealReport:
+    """Distil each TN layer of ``model`` (in place) to the matching layer of ``original``.
+
+    ``batches`` are calibration inputs on the models' devices (moved as needed); Embedding
+    layers are skipped (their inputs are token ids).
+    """
+    import time
+
+    from .tensorize import TNEmbedding, tn_modules, to_device
+
+    if inputs not in ("compressed", "original"):
+        raise TnvizError(f"healing inputs must be 'compressed' or 'original'; got {inputs!r}")
+    if steps < 1:
+        raise TnvizError(f"healing needs at least one step; got steps={steps}")
+    start = time.perf_counter()
+    layers = {n: m for n, m in tn_modules(model).items() if not isinstance(m, TNEmbedding)}
+    if not layers:
+        raise TnvizError("layer-wise healing needs at least one TN Linear/Conv layer; the model has none")
+    dev_c = next(model.parameters()).device
+    dev_o = next(original.parameters()).device
+    targets = _capture(original, list(layers), [to_device(b, dev_o) for b in batches], want_output=True)
+    if inputs == "compressed":
+        seen = _capture(model, list(layers), [to_device(b, dev_c) for b in batches], want_output=False)
+    else:
+        seen = targets
+    report = HealReport("layer-wise", steps=steps)
+    generator = torch.Generator().manual_seed(seed)
+    was = model.training
+    for k, (name, layer) in enumerate(layers.items()):
+        if progress:
+            progress(k, len(layers), name)
+        x = seen[name]["x"].to(dev_c)
+        y = targets[name]["y"].to(dev_c)
+        scale = float((y.double() ** 2).mean()) or 1.0
+        params = [p for p in layer.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(params, lr=lr)
+        layer.train()
+
+        def loss_of(rows: torch.Tensor) -> torch.Tensor:
+            return ((layer(x[rows]) - y[rows]) ** 2).mean() / scale
+
+        everything = torch.arange(len(x))
+        with torch.no_grad():
+            report.loss_before[name] = float(loss_of(everything))
+        for _ in range(steps):
+            rows = torch.randint(0, len(x), (min(batch_rows, len(x)),), generator=generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_of(rows)
+            loss.backward()
+            optimizer.step()
+        layer.eval()
+        with torch.no_grad():
+            report.loss_after[name] = float(loss_of(everything))
+    model.train(was)
+    model.eval()
+    if progress:
+        progress(len(layers), len(layers), "done")
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def heal_end_to_end(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 3, lr: float = 1e-3,
+                    batch_size: int = 64, seed: int = 0, progress: ProgressFn | None = None) -> HealReport:
+    """Train every parameter of ``model`` (in place) with cross-entropy on labelled ``x, y``."""
+    import time
+
+    if epochs < 1:
+        raise TnvizError(f"healing needs at least one epoch; got epochs={epochs}")
+    start = time.perf_counter()
+    device = next(model.parameters()).device
+    x, y = x.to(device), y.to(device)
+    report = HealReport("end-to-end", steps=epochs)
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+
+    def full_loss() -> float:
+        model.eval()
+        with torch.no_grad():
+            return float(nn.functional.cross_entropy(model(x), y))
+
+    report.loss_before["model"] = full_loss()
+    for epoch in range(epochs):
+        if progress:
+            progress(epoch, epochs, f"epoch {epoch + 1}")
+        model.train()
+        order = torch.randperm(len(y), generator=generator).to(device)
+        for s in range(0, len(y), batch_size):
+            rows = order[s:s + batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(model(x[rows]), y[rows]).backward()
+            optimizer.step()
+    report.loss_after["model"] = full_loss()
+    model.eval()
+    if progress:
+        progress(epochs, epochs, "done")
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def heal_digits(model: nn.Module, *, epochs: int = 3, lr: float = 1e-3, seed: int = 0,
+                progress: ProgressFn | None = None) -> HealReport:
+    """End-to-end healing of a digits demo on its training split."""
+    from .demos import digits_split
+
+    data = digits_split()
+    return heal_end_to_end(model, data.x_train, data.y_train, epochs=epochs, lr=lr, seed=seed, progress=progress)
