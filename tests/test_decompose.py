@@ -304,3 +304,12 @@ def test_import_does_not_load_torch():
     code = "import sys, tnviz.decompose; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_bond_entropies():
+    flat = decompose(torch.eye(16, dtype=torch.float64), "svd")
+    assert flat.entropies["r"] == pytest.approx(math.log(16))
+    rank_one = torch.outer(torch.arange(1.0, 9.0, dtype=torch.float64), torch.ones(8, dtype=torch.float64))
+    assert decompose(rank_one, "svd").entropies["r"] == pytest.approx(0.0, abs=1e-12)
+    res = decompose(gaussian(16, 16, seed=18), "mpo", in_dims=[4, 4], out_dims=[4, 4], max_rank=3)
+    assert set(res.entropies) == {"b1"} and 0 < res.entropies["b1"] < math.log(16)

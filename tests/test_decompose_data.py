@@ -226,8 +226,10 @@ def test_tradeoff_points_match_direct_decompositions(weight):
 
 
 def test_tradeoff_with_covariance_reports_data_error(weight, kron_factors):
+    seen = []
     pts = tradeoff(weight, methods=("svd", "mpo"), ranks=[2, 4], input_cov=kron_factors,
-                   in_dims=IN_DIMS, out_dims=OUT_DIMS)
+                   in_dims=IN_DIMS, out_dims=OUT_DIMS, progress=lambda f, msg: seen.append((f, msg)))
+    assert seen == [(0.5, "svd done"), (1.0, "mpo done")]
     for p in pts:
         d = decompose(weight, p.method, in_dims=IN_DIMS, out_dims=OUT_DIMS, max_rank=p.rank, input_cov=kron_factors)
         assert p.data_error is not None and p.error == p.data_error

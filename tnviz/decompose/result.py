@@ -81,6 +81,21 @@ class Decomposition:
         sizes = self.network.sizes
         return {k: sizes[k] for k in self.network.internal_indices}
 
+    @property
+    def entropies(self) -> dict[str, float]:
+        """Bond entropy per bond, ``-sum p log p`` with ``p = s^2 / sum s^2`` over the spectrum
+        before truncation (nats; 0 for a product state, ``log r`` for a flat spectrum of ``r``)."""
+        out = {}
+        for bond, s in self.spectra.items():
+            p = s.double() ** 2
+            total = float(p.sum())
+            if total <= 0:
+                out[bond] = 0.0
+                continue
+            p = p[p > 0] / total
+            out[bond] = float(-(p * p.log()).sum())
+        return out
+
     def bound(self) -> float:
         """The error bound from the discarded weight, ``sqrt(sum discarded^2)`` (TT, TR, Tucker, SVD)."""
         return math.sqrt(sum(v * v for v in self.discarded.values()))

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ..errors import DecompositionError, RankError
 from . import data_aware as da
@@ -113,11 +113,12 @@ def tradeoff(
     randomized: Any = "auto",
     seed: int = 0,
     cov_eps: float = da.DEFAULT_EPS,
+    progress: Callable[[float, str], None] | None = None,
     **options: Any,
 ) -> list[TradeoffPoint]:
     """Error vs parameters for each method over ``ranks`` (one list for all, or per method;
-    default 1, 2, 4, ... 64 capped at each method's useful maximum).  ``options`` go to the
-    methods that take them (e.g. ``n_iter_max`` for cp)."""
+    default 1, 2, 4, ... 64).  ``options`` go to the methods that take them (e.g.
+    ``n_iter_max`` for cp); ``progress(fraction, message)`` is called after each method."""
     import torch
 
     W = _check_weight(weight)
@@ -129,7 +130,9 @@ def tradeoff(
             raise DecompositionError(f"unknown decomposition method {m!r}; choose one of {list(METHODS)}")
     cov_full = da.parse_covariance(input_cov, legs, Wm, cov_eps) if input_cov is not None else None
     points: list[TradeoffPoint] = []
-    for method in methods:
+    for done, method in enumerate(methods):
+        if progress is not None and done:
+            progress(done / len(methods), f"{methods[done - 1]} done")
         rs = ranks.get(method, DEFAULT_RANKS) if isinstance(ranks, Mapping) else (ranks or DEFAULT_RANKS)
         rs = sorted({int(r) for r in rs})
         if not rs or rs[0] < 1:
@@ -184,6 +187,8 @@ def tradeoff(
                 net = base.with_sizes(**sizes) if sizes else base
                 tensors = dict(zip(net.tensor_names, rounded))
                 points.append(_point(method, r, net, tensors, Wm, cov, legs, setup + time.perf_counter() - t0))
+    if progress is not None:
+        progress(1.0, f"{methods[-1]} done" if methods else "nothing to do")
     return points
 
 
