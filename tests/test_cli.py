@@ -69,3 +69,23 @@ def test_help_lists_every_command():
     assert out.returncode == 0
     for command in ("app", "cost", "stack", "compress", "spectra"):
         assert command in out.stdout
+
+
+def test_stack_json_every_view_multiplies_to_the_dense_matrix(spec):
+    out = run("stack", spec, "--json")
+    assert out.returncode == 0, out.stderr
+    d = json.loads(out.stdout)
+    names = [v["name"] for v in d["views"]]
+    assert {"left-to-right", "right-to-left", "grouped", "gauge"} <= set(names)
+    for view in d["views"]:
+        assert view["max_abs_diff"] < 1e-9
+        sizes = [(layer["in_size"], layer["out_size"]) for layer in view["layers"]]
+        assert sizes[0][0] == 4096 and sizes[-1][1] == 4096
+        assert all(a[1] == b[0] for a, b in zip(sizes, sizes[1:]))  # the layers chain
+
+
+def test_library_names_of_the_spec_exist():
+    for name in ("load_network", "mpo", "tensor_ring", "tucker", "cp", "from_einsum", "cost", "stack_views",
+                 "compress", "load_compressed"):
+        assert callable(getattr(tnviz, name)), name
+    assert callable(tnviz.TensorNetwork.to_json)

@@ -23,6 +23,9 @@ from .errors import (
 )
 from .factorize import auto_legs, balanced_factors, propose_legs
 from .network import Tensor, TensorNetwork, load_network, save_network
+from .stack import stack_report, stack_views
+from .model.compress import compress_file as compress
+from .model.compress import load_compressed
 
 __version__ = "0.1.0"
 
@@ -33,4 +36,5 @@ __all__ = [
     "from_einsum", "build_template", "auto_legs", "balanced_factors", "propose_legs",
     "cost", "batch_sweep", "check_budget", "max_useful_ranks",
     "to_dense", "to_tensor", "forward", "random_tensors",
+    "stack_views", "stack_report", "compress", "load_compressed",
 ]

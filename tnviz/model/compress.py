@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from ..errors import ModelFileError, RankError
 from ..network import TensorNetwork
-from .device import resolve_device  # noqa: F401  (re-exported for callers of this module)
 
 if TYPE_CHECKING:
     import torch
@@ -121,6 +120,7 @@ def compress_file(
     import torch
 
     from ..decompose import DECOMPOSITIONS, decompose
+    from .device import resolve_device
     from .io import candidates, open_weights
 
     if method not in DECOMPOSITIONS:
@@ -336,6 +336,7 @@ def spectra_file(model: str | os.PathLike, *, layers: str | None = None, method:
     import torch
 
     from ..decompose import decompose
+    from .device import resolve_device
     from .io import candidates, open_weights
 
     dev = resolve_device(device)
