@@ -267,3 +267,23 @@ def test_exact_svd_of_rectangular_matrices_matches_lapack(shape):
     assert torch.allclose((U * S) @ Vh, A, atol=1e-12)
     assert torch.allclose(U.T @ U, torch.eye(k, dtype=torch.float64), atol=1e-12)
     assert torch.allclose(Vh @ Vh.T, torch.eye(k, dtype=torch.float64), atol=1e-12)
+
+
+def test_forced_randomized_covers_a_short_side_exactly():
+    # First TT unfolding 8 x 1024: the sketch would span the whole short side, so the Gram path
+    # is used; keeping every vector must reconstruct exactly, and a known TT rank is recovered.
+    import tnviz
+    import numpy as np
+
+    W = torch.randn(8, 1024, generator=gen(9), dtype=torch.float64)
+    res = decompose(W, "mpo", in_dims=[4, 256], out_dims=[2, 4], randomized=True)
+    assert res.extra["randomized"] == ["b1"] and res.rel_error < 1e-12
+    net = tnviz.mpo([4, 256], [2, 4], ranks=3)
+    K = torch.as_tensor(np.ascontiguousarray(tnviz.to_dense(net, tnviz.random_tensors(net, seed=3))))
+    known = decompose(K, "mpo", in_dims=[4, 256], out_dims=[2, 4], max_rank=3, randomized=True)
+    assert known.rel_error < 1e-9 and known.ranks == {"b1": 3}
+    exact = torch.linalg.svdvals(K.reshape(2, 4, 4, 256).permute(2, 0, 3, 1).reshape(8, 1024))
+    got = known.spectra["b1"]
+    assert torch.allclose(got[:3], exact[:3], rtol=1e-10)
+    # Documented limit of the Gram path: values below ~sqrt(eps)·s_max are only that small.
+    assert float(got[3:].max()) < 1e-6 * float(exact[0]) and float(exact[3:].max()) < 1e-12

@@ -43,6 +43,11 @@ class SVDResult:
     discarded: float       # sqrt of the squared discarded weight (absolute)
     randomized: bool
     partial: bool
+    SVh: Any = None        # diag(S) @ Vh computed directly as U^T A (Gram path), else None
+
+    def s_vh(self):
+        """``diag(S) @ Vh`` = ``U^T A``: what TT/TR carry to the next bond."""
+        return self.SVh if self.SVh is not None else self.S[:, None] * self.Vh
 
 
 def _qr(Y):
@@ -86,6 +91,22 @@ def exact_svd(A):
     return torch.linalg.svd(A, full_matrices=False)
 
 
+def gram_svd(A):
+    """SVD of a wide matrix (``m <= n``) from the eigendecomposition of ``A A^T`` (``m x m``).
+
+    Used on the randomized path when the sketch would cover the whole short side anyway (e.g.
+    the 64 x 262144 first TT unfolding at bond 64).  ``U^T A`` is formed directly, so keeping
+    every vector reconstructs ``A`` to rounding; only small singular values (below about
+    ``sqrt(eps)·s_max``) lose relative accuracy.  Returns ``U, S, U^T A``.
+    """
+    import torch
+
+    evals, evecs = torch.linalg.eigh(A @ A.mT)
+    U = evecs.flip(-1)
+    S = torch.sqrt(torch.clamp(evals.flip(-1), min=0))
+    return U, S, U.mT @ A
+
+
 def use_randomized(shape: tuple[int, int], cap: int | None, randomized: Any, oversample: int = OVERSAMPLE) -> bool:
     """Whether :func:`truncated_svd` takes the randomized path for a matrix of ``shape``."""
     full = min(shape)
@@ -120,7 +141,14 @@ def truncated_svd(
     total_sq = float(torch.linalg.matrix_norm(A.double() if A.dtype != torch.float64 else A) ** 2)
     k = min(full, (cap + oversample) if cap is not None else max(32, oversample * 2))
     while True:
-        U, S, Vh = randomized_svd(A, k, power_iters=power_iters, seed=seed)
+        SVh = None
+        if k >= full and A.shape[0] <= A.shape[1]:
+            U, S, SVh = gram_svd(A)
+            Vh = None
+        elif k >= full:
+            U, S, Vh = exact_svd(A)
+        else:
+            U, S, Vh = randomized_svd(A, k, power_iters=power_iters, seed=seed)
         spectrum = S.detach().double().cpu()
         r = choose_rank(spectrum, trunc, bond=bond, cap=cap, total_sq=total_sq)
         # A threshold rule that needs every computed value may need more: grow the sketch.
@@ -130,4 +158,7 @@ def truncated_svd(
             k = 2 * k
             continue
         tails = tail_squares(spectrum, total_sq)
+        if SVh is not None:
+            Vh = SVh[:r] / torch.where(S[:r] > 0, S[:r], torch.ones_like(S[:r]))[:, None]
+            return SVDResult(U[:, :r], S[:r], Vh, spectrum, tails[r] ** 0.5, True, False, SVh[:r])
         return SVDResult(U[:, :r], S[:r], Vh[:r], spectrum, tails[r] ** 0.5, True, k < full)

@@ -70,7 +70,7 @@ def tr_svd(T, legs: Legs, trunc: Truncation, *, norm: float, randomized: Any = "
     R = res.U.shape[1]
     r0, r1 = split_rank(R, caps[ring], caps["b1"], ring_rank)
     keep = r0 * r1  # may be below R when the caps cannot factor R
-    U, S, Vh = res.U[:, :keep], res.S[:keep], res.Vh[:keep]
+    U, SVh = res.U[:, :keep], res.s_vh()[:keep]
     spectra = {"b1": res.spectrum, ring: res.spectrum}
     extra_disc = float((res.S[keep:].double() ** 2).sum()) if keep < R else 0.0
     discarded = {"b1": math.sqrt(res.discarded ** 2 + extra_disc), ring: 0.0}
@@ -79,7 +79,7 @@ def tr_svd(T, legs: Legs, trunc: Truncation, *, norm: float, randomized: Any = "
     nl = len(shapes[0])
     core0 = core0.permute(nl, *range(nl), nl + 1).contiguous()          # (r0, legs..., r1)
     cores = [core0]
-    C = (S[:, None] * Vh).reshape(r0, r1, -1).permute(1, 2, 0).contiguous()  # (r1, rest, r0)
+    C = SVh.reshape(r0, r1, -1).permute(1, 2, 0).contiguous()  # (r1, rest, r0)
     r_prev = r1
     for c in range(1, n - 1):
         bond = bonds[c]
@@ -89,7 +89,7 @@ def tr_svd(T, legs: Legs, trunc: Truncation, *, norm: float, randomized: Any = "
                             oversample=oversample, power_iters=power_iters)
         r = res.U.shape[1]
         cores.append(res.U.reshape(r_prev, *shapes[c], r))
-        C = res.S[:, None] * res.Vh
+        C = res.s_vh()
         spectra[bond], discarded[bond] = res.spectrum, res.discarded
         if res.randomized:
             used_random.append(bond)

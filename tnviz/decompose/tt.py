@@ -63,7 +63,7 @@ def tt_svd(T, legs: Legs, trunc: Truncation, *, norm: float, randomized: Any = "
         r = res.U.shape[1]
         core = res.U.reshape(r_prev, *shapes[c], r)
         cores.append(core[0] if c == 0 else core)
-        C = res.S[:, None] * res.Vh
+        C = res.s_vh()
         spectra[bond], discarded[bond] = res.spectrum, res.discarded
         if res.randomized:
             used_random.append(bond)
