@@ -404,8 +404,14 @@ function Canvas({ data, setStateValue }) {
     return nodes;
   }, [drawing, geometry, counts, selection, onRename]);
 
+  // Nodes follow the drawing in the same render (not an effect later), so that what is on
+  // screen never lags an edit: a drag that starts right after an edit grabs the right leg.
   const [nodes, setNodes, onNodesChange] = useNodesState(derivedNodes);
-  useEffect(() => setNodes(derivedNodes), [derivedNodes, setNodes]);
+  const [shownNodes, setShownNodes] = useState(derivedNodes);
+  if (shownNodes !== derivedNodes) {
+    setShownNodes(derivedNodes);
+    setNodes(derivedNodes);
+  }
 
   const edges = useMemo(() => {
     const list = [];

@@ -18,6 +18,8 @@ export default function mountCanvas(component) {
     parentElement.appendChild(style);
     parentElement.appendChild(host);
     entry = { root: createRoot(host), host, style };
+    // how many times a React root was created on this page (tests check it stays 1)
+    window.__tnvizCanvasMounts = (window.__tnvizCanvasMounts || 0) + 1;
     mounted.set(parentElement, entry);
   }
   entry.root.render(<App data={data} setStateValue={setStateValue} />);
