@@ -3,15 +3,8 @@
 ``tnviz.cost`` of the exported JSON, undo an edit.  Screenshots go to artifacts/screenshots/."""
 from __future__ import annotations
 
-import json
-import os
 import re
-import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -20,70 +13,25 @@ import tnviz
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "artifacts" / "screenshots"
-CHROMIUM = os.environ.get("TNVIZ_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and shutil.which("chromium") is None,
-                                reason=f"needs a Chromium at {CHROMIUM}")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_CURRENT_PAGE: list = []  # for a screenshot when a wait times out
 
 
 @pytest.fixture(scope="module")
-def canvas_server():
-    """A real `streamlit run` of the app on a free port (this file's own; no shared fixture needed)."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "streamlit_app.py"),
-         "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                out = proc.stdout.read().decode(errors="replace") if proc.poll() is not None else ""
-                pytest.fail(f"streamlit did not start: {out[-2000:]}")
-            time.sleep(0.3)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-@pytest.fixture(scope="module")
-def canvas_page(canvas_server):
-    """One browser page for the module (a Chromium start and the first page load cost seconds)."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1500, "height": 1000}, accept_downloads=True)
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(canvas_server)
-        page.wait_for_selector("[data-testid=tn-canvas] .react-flow__node", timeout=60_000)
-        page.locator("[data-testid=tn-canvas]").scroll_into_view_if_needed()
-        _CURRENT_PAGE[:] = [page]
-        yield page
-        browser.close()
-        assert not errors, f"JavaScript errors on the page: {errors}"
+def canvas_page(browser, app_url):
+    """One page for this module on the shared server (tests/e2e/conftest.py): a new page load
+    costs seconds, and the second test starts from the first one's drawing on purpose."""
+    context = browser.new_context(viewport={"width": 1500, "height": 1000}, accept_downloads=True)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(app_url)
+    page.wait_for_selector("[data-testid=tn-canvas] .react-flow__node", timeout=60_000)
+    page.locator("[data-testid=tn-canvas]").scroll_into_view_if_needed()
+    _CURRENT_PAGE[:] = [page]
+    yield page
+    _CURRENT_PAGE.clear()
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
 
 
 def shot(page, name: str, full: bool = False) -> Path:
@@ -142,9 +90,6 @@ def numbers(page) -> dict[str, int]:
     labels = panel.locator("[data-testid=stMetricLabel]").all_inner_texts()
     batch = int(re.search(r"batch ([\d,]+)", labels[1]).group(1).replace(",", ""))
     return {"params": int(values[0].replace(",", "")), "flops": int(values[1].replace(",", "")), "batch": batch}
-
-
-_CURRENT_PAGE: list = []
 
 
 def wait_for(predicate, what: str, timeout: float = 20.0):
