@@ -1,0 +1,313 @@
+"""tnviz.spectra: spectrum arithmetic, per-bond cuts and the model-wide table, against direct
+numpy/torch computations in float64."""
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from tnviz.errors import DecompositionError, RankError
+from tnviz.model.io import candidates, open_weights, save_safetensors
+from tnviz.spectra import (
+    LayerRow,
+    bond_entropy,
+    cut_error,
+    default_legs,
+    discarded_weight,
+    layer_spectra,
+    layer_tradeoff,
+    model_table,
+    rank_for_error,
+    sweep_ranks,
+    useful_rank,
+)
+from tnviz.render.spectra_charts import sensitivity_chart, spectra_chart, tradeoff_chart
+
+EXACT = 1e-12
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny SVDs on a shared 2-core machine run much faster without intra-op threads.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def weight(out: int, inp: int, seed: int = 0, decay: float = 0.8) -> torch.Tensor:
+    """A float64 weight with a known, decaying spectrum (so every cut changes the error)."""
+    g = torch.Generator().manual_seed(seed)
+    U, _ = torch.linalg.qr(torch.randn(out, min(out, inp), generator=g, dtype=torch.float64))
+    V, _ = torch.linalg.qr(torch.randn(inp, min(out, inp), generator=g, dtype=torch.float64))
+    s = decay ** torch.arange(min(out, inp), dtype=torch.float64)
+    return (U * s) @ V.T
+
+
+# ---------------------------------------------------------------------- arithmetic
+def test_discarded_weight_and_cut_error_match_direct_sums():
+    rng = np.random.default_rng(0)
+    s = np.sort(rng.random(20))[::-1] * 3
+    norm = math.sqrt(float(np.sum(s ** 2)))
+    for r in range(0, 21):
+        direct = math.sqrt(float(np.sum(s[r:] ** 2)))
+        assert discarded_weight(s, r) == pytest.approx(direct, rel=EXACT, abs=EXACT)
+        assert cut_error(s, r) == pytest.approx(direct / norm, rel=EXACT, abs=EXACT)
+        assert cut_error(s, r, norm=2 * norm) == pytest.approx(direct / (2 * norm), rel=EXACT, abs=EXACT)
+    assert discarded_weight(s, 0) > discarded_weight(s, 5) > discarded_weight(s, 20) == 0.0
+
+
+def test_rank_for_error_is_the_smallest_rank_within_the_error():
+    rng = np.random.default_rng(1)
+    s = np.sort(rng.random(30))[::-1]
+    for err in (0.0, 0.01, 0.05, 0.1, 0.3, 0.5, 0.9):
+        r = rank_for_error(s, err)
+        assert cut_error(s, r) <= err * (1 + 1e-9) or r == len(s)
+        if r > 1:
+            assert cut_error(s, r - 1) > err
+    assert rank_for_error(s, 0.0) == 30
+    assert rank_for_error([5.0, 0.0, 0.0], 0.0) == 1  # exact zeros cost nothing
+
+
+def test_bond_entropy_flat_single_and_scale_invariant():
+    for n in (1, 2, 7, 64):
+        assert bond_entropy(np.ones(n)) == pytest.approx(math.log(n), abs=EXACT)
+    assert bond_entropy([3.0, 0.0, 0.0]) == 0.0
+    s = np.array([4.0, 2.0, 1.0])
+    p = s ** 2 / np.sum(s ** 2)
+    assert bond_entropy(s) == pytest.approx(float(-(p * np.log(p)).sum()), abs=EXACT)
+    assert bond_entropy(10 * s) == pytest.approx(bond_entropy(s), abs=EXACT)
+    assert 0 < bond_entropy(s) < math.log(3)
+    # the same as the compression module's torch version
+    from tnviz.model.compress import bond_entropy as torch_entropy
+
+    assert bond_entropy(s) == pytest.approx(torch_entropy(torch.tensor(s)), abs=EXACT)
+
+
+def test_bad_spectra_and_settings_are_refused():
+    with pytest.raises(RankError, match="finite and non-negative"):
+        bond_entropy([1.0, -1.0])
+    with pytest.raises(RankError, match=r"\[0, 1\)"):
+        rank_for_error([1.0], 1.5)
+    with pytest.raises(RankError, match="kept rank must be >= 0"):
+        discarded_weight([1.0], -1)
+    W = weight(8, 6)
+    with pytest.raises(RankError, match="positive integer"):
+        layer_spectra(W, "svd", setting="rank", value=0)
+    with pytest.raises(RankError, match="setting is one of"):
+        layer_spectra(W, "svd", setting="energy", value=0.5)
+    with pytest.raises(RankError, match="CP has no singular values"):
+        layer_spectra(W, "cp", setting="rtol", value=0.1)
+
+
+# ---------------------------------------------------------------------- one layer
+@pytest.mark.parametrize("r", [1, 3, 7, 12])
+def test_svd_cut_discards_exactly_the_values_beyond_r(r):
+    W = weight(16, 12, seed=r)
+    s = np.linalg.svd(W.numpy(), compute_uv=False)
+    res = layer_spectra(W, "svd", value=r)
+    (bond,) = res.bonds
+    np.testing.assert_allclose(bond.values, s, rtol=1e-12, atol=1e-14)
+    assert bond.kept == r and bond.full == 12 and res.ranks == {"r": r}
+    expected = math.sqrt(float(np.sum(s[r:] ** 2))) / float(np.linalg.norm(W.numpy()))
+    assert res.rel_error == pytest.approx(expected, rel=1e-9, abs=1e-12)  # measured on the reconstruction
+    assert bond.discarded == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    assert res.bound == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    assert res.params == r * (16 + 12) and res.dense_params == 16 * 12
+    assert bond.entropy == pytest.approx(bond_entropy(s), abs=EXACT)
+    assert bond.kept_energy == pytest.approx(float(np.sum(s[:r] ** 2) / np.sum(s ** 2)), abs=EXACT)
+
+
+def test_mpo_first_bond_is_the_spectrum_of_the_first_unfolding():
+    W = weight(24, 20, seed=3, decay=0.9)
+    in_dims, out_dims = (4, 5), (4, 6)
+    res = layer_spectra(W, "mpo", value=5, in_dims=in_dims, out_dims=out_dims)
+    T = W.reshape(*out_dims, *in_dims).numpy()  # axes o1, o2, i1, i2
+    first = T.transpose(0, 2, 1, 3).reshape(4 * 4, 6 * 5)  # core 1 holds (o1, i1)
+    s = np.linalg.svd(first, compute_uv=False)
+    b1 = res.bonds[0]
+    assert b1.bond == "b1"
+    np.testing.assert_allclose(b1.values, s, rtol=1e-10, atol=1e-13)
+    assert b1.kept == 5
+    assert b1.discarded == pytest.approx(math.sqrt(float(np.sum(s[5:] ** 2))) / np.linalg.norm(T), rel=1e-9)
+    assert res.in_dims == in_dims and res.out_dims == out_dims
+    assert res.network.sizes["b1"] == 5
+
+
+@pytest.mark.parametrize("method", ["mpo", "tr", "tucker", "svd"])
+def test_error_rises_as_rank_falls_and_stays_under_the_bound(method):
+    W = weight(48, 32, seed=4, decay=0.85)  # legs (8, 4) -> (8, 6)
+    useful = useful_rank(W.shape, method)
+    errors, params = [], []
+    for r in sorted({1, 2, 3, max(1, useful // 2), useful}):
+        res = layer_spectra(W, method, value=r)
+        errors.append(res.rel_error)
+        params.append(res.params)
+        assert res.rel_error <= res.bound * (1 + 1e-9) + 1e-12
+        for b in res.bonds:
+            assert 1 <= b.kept <= b.full and res.ranks[b.bond] == b.kept
+    assert all(a >= b - 1e-12 for a, b in zip(errors, errors[1:])), errors
+    assert all(a <= b for a, b in zip(params, params[1:])), params
+    assert errors[0] > 1e-3 and errors[-1] < 1e-10  # rank 1 loses, the useful rank is exact
+
+
+@pytest.mark.parametrize("method", ["mpo", "tr", "tucker", "svd"])
+def test_useful_rank_is_where_truncation_stops(method):
+    W = weight(48, 32, seed=5, decay=0.95)
+    u = useful_rank(W.shape, method)
+    exact = layer_spectra(W, method, value=u)
+    assert exact.rel_error < 1e-10
+    assert all(b.kept == b.full or b.note for b in exact.bonds if method != "tr") or method == "tr"
+    below = layer_spectra(W, method, value=u - 1)
+    assert below.rel_error > 1e-8 and below.params < exact.params
+    assert layer_spectra(W, method, value=u + 5).params == exact.params
+
+
+@pytest.mark.parametrize("method", ["mpo", "tr", "tucker", "svd"])
+@pytest.mark.parametrize("rtol", [0.05, 0.3])
+def test_error_setting_keeps_the_error_within_it(method, rtol):
+    W = weight(48, 32, seed=6, decay=0.8)
+    res = layer_spectra(W, method, setting="rtol", value=rtol)
+    assert res.rel_error <= rtol * (1 + 1e-9)
+    assert res.setting == "rtol" and res.value == rtol
+    if method == "svd":  # one SVD: the rank is the smallest that meets the error
+        assert res.ranks["r"] == rank_for_error(res.bonds[0].values, rtol)
+
+
+def test_cp_reports_component_weights_and_no_bound():
+    W = weight(12, 10, seed=7)
+    res = layer_spectra(W, "cp", value=3)
+    (bond,) = res.bonds
+    assert bond.bond == "r" and bond.kept == 3 == bond.full and bond.discarded is None
+    assert res.bound is None and "CP component weights" in bond.note
+    assert any("CP-ALS" in n for n in res.notes)
+    assert list(bond.values) == sorted(bond.values, reverse=True)
+    approx = torch.tensor(res.params)  # parameters of a CP network: rank · sum of leg sizes
+    in_dims, out_dims = default_legs((12, 10))
+    assert int(approx) == 3 * (sum(in_dims) + sum(out_dims))
+
+
+def test_useful_ranks_of_known_shapes():
+    # 48x32 -> legs (8, 4) / (8, 6): cores (8·8) and (6·4)
+    assert default_legs((48, 32)) == ((8, 4), (8, 6))
+    assert useful_rank((48, 32), "mpo") == min(64, 24)
+    assert useful_rank((48, 32), "tr") == 6  # the first SVD holds at most 24 = 4 x 6
+    assert useful_rank((48, 32), "tucker") == 8
+    assert useful_rank((48, 32), "svd") == useful_rank((48, 32), "cp") == 32
+    assert useful_rank((384, 384), "mpo", (8, 8, 6), (8, 8, 6)) == 64
+    with pytest.raises(DecompositionError, match="at least 2 cores"):
+        useful_rank((16, 12), "tr")  # a single leg per side cannot make a ring
+    with pytest.raises(DecompositionError, match="multiply to in_features"):
+        useful_rank((48, 32), "mpo", (5, 5), (8, 6))
+
+
+def test_conv_kernel_keeps_named_legs():
+    K = torch.randn(6, 3, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    assert default_legs(K.shape) == ((3, 3, 3), (6,))
+    res = layer_spectra(K, "tucker", value=2, name="conv1.weight")
+    assert set(res.network.inputs) == {"cin", "kh", "kw"} and res.network.outputs == ("cout",)
+    assert res.network.name == "TUCKER of conv1.weight"
+    assert res.weight_shape == (6, 3, 3, 3)
+
+
+def test_table_rows_and_json_ready_values():
+    W = weight(16, 12)
+    res = layer_spectra(W, "tucker", value=2)
+    rows = res.table()
+    assert [r["bond"] for r in rows] == list(res.ranks)
+    for row, b in zip(rows, res.bonds):
+        assert row["kept"] == b.kept and row["values"] == b.full
+        assert row["max entropy log(n)"] == pytest.approx(math.log(b.full))
+        assert 0 <= row["entropy (nats)"] <= row["max entropy log(n)"] + 1e-12
+
+
+# ---------------------------------------------------------------------- trade-off
+def test_sweep_ranks():
+    assert sweep_ranks(1) == [1]
+    assert sweep_ranks(8) == [1, 2, 4, 8]
+    assert sweep_ranks(12) == [1, 2, 4, 8, 12]
+    assert sweep_ranks(300, limit=64) == [1, 2, 4, 8, 16, 32, 64]
+
+
+def test_layer_tradeoff_points_match_direct_svd_and_front_is_undominated():
+    W = weight(24, 16, seed=8)
+    points, front = layer_tradeoff(W, methods=("svd", "tucker", "mpo"), rank_limit=8)
+    s = np.linalg.svd(W.numpy(), compute_uv=False)
+    norm = float(np.linalg.norm(W.numpy()))
+    svd_pts = [p for p in points if p.method == "svd"]
+    assert [p.rank for p in svd_pts] == [1, 2, 4, 8]
+    for p in svd_pts:
+        assert p.rel_error == pytest.approx(math.sqrt(float(np.sum(s[p.rank:] ** 2))) / norm, rel=1e-9)
+    assert front and all(any(f is p for p in points) for f in front)
+    for f in front:  # nothing beats a front point on both counts
+        assert not any(p.params <= f.params and p.rel_error < f.rel_error for p in points)
+    for p in points:  # and every point is matched or beaten by the front
+        assert any(f.params <= p.params and f.rel_error <= p.rel_error for f in front)
+
+
+# ---------------------------------------------------------------------- model-wide
+def test_model_table_against_each_layer(tmp_path):
+    path = tmp_path / "m.safetensors"
+    bad = weight(8, 8).clone()
+    bad[0, 0] = float("nan")
+    save_safetensors({"fc1.weight": weight(16, 12, 1), "fc1.bias": torch.zeros(16), "fc2.weight": weight(12, 16, 2),
+                      "broken.weight": bad}, path)
+    seen = []
+    with open_weights(path) as weights:
+        rows = model_table(weights, "mpo", setting="rank", value=2, dtype=torch.float64,
+                           progress=lambda done, total, name: seen.append((done, total, name)))
+        names = [c.name for c in candidates(weights)]
+        assert [r.name for r in rows] == names and "fc1.bias" not in names
+        assert seen == [(k + 1, len(names), n) for k, n in enumerate(names)]
+        for row in rows:
+            if row.name == "broken.weight":
+                assert row.error and "finite" in row.error and row.params_after is None
+                assert row.as_dict()["message"] == row.error
+                continue
+            direct = layer_spectra(weights.get(row.name, dtype=torch.float64), "mpo", value=2)
+            assert row.params_after == direct.params and row.rel_error == pytest.approx(direct.rel_error, rel=1e-12)
+            assert row.compression == pytest.approx(row.params_before / direct.params)
+            assert not row.error
+        loose = model_table(weights, "mpo", setting="rtol", value=0.5, dtype=torch.float64)
+        assert all(r.rel_error <= 0.5 + 1e-12 for r in loose if r.rel_error is not None)
+        with pytest.raises(RankError):
+            model_table(weights, "mpo", setting="rank", value=0)
+
+
+# ---------------------------------------------------------------------- charts
+def test_spectra_chart_draws_the_cut_after_the_kept_values():
+    W = weight(16, 12, seed=9)
+    res = layer_spectra(W, "tucker", value=3, in_dims=(3, 4), out_dims=(4, 4))
+    fig = spectra_chart(res)
+    cuts = [b for b in res.bonds if b.kept < b.full]
+    assert [s.x0 for s in fig.layout.shapes] == [b.kept + 0.5 for b in cuts]
+    kept = [t for t in fig.data if "kept" in t.name]
+    assert [len(t.y) for t in kept] == [b.kept for b in res.bonds]
+    assert all(fig.layout[f"yaxis{'' if k == 0 else k + 1}"].type == "log" for k in range(len(res.bonds)))
+    assert len(fig.layout.annotations) == len(res.bonds)  # one title per bond
+
+
+def test_tradeoff_and_sensitivity_charts():
+    W = weight(16, 12, seed=10)
+    points, front = layer_tradeoff(W, methods=("svd", "mpo"), rank_limit=4)
+    cur = layer_spectra(W, "svd", value=2)
+    fig = tradeoff_chart(points, front, current=("svd", cur.params, cur.rel_error), dense_params=cur.dense_params)
+    names = [t.name for t in fig.data]
+    assert "Pareto front" in names and "current: low-rank SVD" in names
+    star = fig.data[names.index("current: low-rank SVD")]
+    assert list(star.x) == [cur.params] and list(star.y) == [pytest.approx(cur.rel_error)]
+    rows = [LayerRow("a", "Linear", (4, 4), 16, 8, 0.5, 0.5), LayerRow("b", "Linear", (4, 4), 16, 8, 0.1, 0.1),
+            LayerRow("c", "Linear", (4, 4), 16, None, None, None, error="x")]
+    bars = sensitivity_chart(rows).data[0]
+    assert list(bars.y) == ["b", "a"] and list(bars.x) == [0.1, 0.5]
+
+
+def test_import_is_light():
+    code = ("import sys, tnviz.spectra, tnviz.render.spectra_charts; "
+            "print([m for m in ('torch', 'plotly', 'streamlit', 'graphviz') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

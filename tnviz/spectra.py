@@ -1,0 +1,413 @@
+"""Bond spectra of a decomposed weight: the singular values on every bond before truncation, where
+the current truncation cuts them, the discarded weight, the truncation error and the bond entropy;
+and the model-wide table of layers at one common setting.
+
+Everything here takes and returns plain values (tuples, floats, JSON strings), so results can be
+cached and pickled (the app caches them keyed by file hash + layer + method + legs + setting).
+torch is imported where a weight is decomposed; the spectrum arithmetic needs only numpy.
+
+>>> import math
+>>> s = [4.0, 2.0, 1.0, 1.0]
+>>> discarded_weight(s, 2), round(cut_error(s, 2), 4)
+(1.4142135623730951, 0.3015)
+>>> rank_for_error(s, 0.31), math.isclose(bond_entropy([1.0, 1.0, 1.0, 1.0]), math.log(4))
+(2, True)
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .errors import DecompositionError, RankError, TnvizError
+from .network import TensorNetwork, load_network
+
+if TYPE_CHECKING:
+    import torch
+
+    from .decompose import Decomposition, TradeoffPoint
+    from .model.io import Candidate, WeightsFile
+
+#: How the truncation is set: one rank for every bond, or one relative Frobenius error for the whole weight.
+SETTINGS: dict[str, str] = {
+    "rank": "max rank (the same cap on every bond)",
+    "rtol": "relative error (of the whole weight)",
+}
+#: CP-ALS sweeps used for interactive work (the library default of 500 is for batch jobs).
+INTERACTIVE_CP_ITERS = 60
+
+
+# ---------------------------------------------------------------------- spectrum arithmetic
+def _values(singular_values: Iterable[float]) -> np.ndarray:
+    s = np.asarray(list(singular_values) if not hasattr(singular_values, "shape") else singular_values,
+                   dtype=np.float64).reshape(-1)
+    if s.size and (not np.all(np.isfinite(s)) or np.any(s < 0)):
+        raise RankError(f"singular values must be finite and non-negative; got {s[:6].tolist()}...")
+    return s
+
+
+def discarded_weight(singular_values: Iterable[float], rank: int) -> float:
+    """``sqrt(sum s[rank:]^2)``: the Frobenius norm thrown away when keeping the leading ``rank`` values."""
+    s = _values(singular_values)
+    if rank < 0:
+        raise RankError(f"a kept rank must be >= 0; got {rank}")
+    tail = s[rank:]
+    return float(math.sqrt(float(np.sum(tail[::-1] ** 2))))  # small end first: accurate tails
+
+
+def cut_error(singular_values: Iterable[float], rank: int, norm: float | None = None) -> float:
+    """Relative error of keeping ``rank`` values of one SVD: ``discarded / norm`` (``norm``
+    defaults to ``sqrt(sum s^2)``, the Frobenius norm of the matrix whose spectrum this is)."""
+    s = _values(singular_values)
+    total = float(np.sqrt(np.sum(s ** 2))) if norm is None else float(norm)
+    return discarded_weight(s, rank) / total if total > 0 else 0.0
+
+
+def rank_for_error(singular_values: Iterable[float], rel_error: float, norm: float | None = None) -> int:
+    """The smallest rank (at least 1) whose :func:`cut_error` is at most ``rel_error``."""
+    s = _values(singular_values)
+    if not 0.0 <= rel_error < 1.0:
+        raise RankError(f"a relative error must be in [0, 1); got {rel_error}")
+    if s.size == 0:
+        raise RankError("a spectrum needs at least one singular value; got none")
+    total = float(np.sqrt(np.sum(s ** 2))) if norm is None else float(norm)
+    limit = (rel_error * total) ** 2 * (1 + 1e-12)
+    tails = np.concatenate([np.cumsum((s ** 2)[::-1])[::-1], [0.0]])  # tails[r] = sum s[r:]^2
+    for r in range(1, s.size + 1):
+        if tails[r] <= limit:
+            return r
+    return int(s.size)
+
+
+def bond_entropy(singular_values: Iterable[float]) -> float:
+    """Von Neumann entropy (nats) of ``p = s^2 / sum s^2``; ``log(n)`` for a flat spectrum of n values."""
+    s = _values(singular_values)
+    p = s ** 2
+    total = p.sum()
+    if total <= 0:
+        return 0.0
+    p = p[p > 0] / total
+    return float(-(p * np.log(p)).sum())
+
+
+# ---------------------------------------------------------------------- one layer
+@dataclass(frozen=True)
+class BondSpectrum:
+    """One bond: its singular values before truncation (descending) and the cut at the current setting.
+
+    ``discarded`` is relative to the norm of the decomposed matrix, as
+    :class:`tnviz.decompose.Decomposition` reports it; ``None`` for CP, whose ``values`` are the
+    component weights (no SVD, nothing discarded).  ``note`` explains special cases (the ring bond).
+    """
+
+    bond: str
+    values: tuple[float, ...]
+    kept: int
+    discarded: float | None
+    entropy: float
+    note: str = ""
+
+    @property
+    def full(self) -> int:
+        """How many values the bond had before truncation."""
+        return len(self.values)
+
+    @property
+    def kept_energy(self) -> float:
+        """Fraction of ``sum s^2`` on the kept values."""
+        s = np.asarray(self.values)
+        total = float(np.sum(s ** 2))
+        return float(np.sum(s[: self.kept] ** 2)) / total if total > 0 else 1.0
+
+
+@dataclass(frozen=True)
+class LayerSpectra:
+    """A weight decomposed at one setting: per-bond spectra with the cut, errors and parameters.
+
+    ``rel_error`` is measured on the dense reconstruction; ``bound`` is
+    ``sqrt(sum discarded^2)`` (a guarantee for TT, TR, Tucker and SVD; ``None`` for CP).
+    """
+
+    method: str
+    weight_shape: tuple[int, ...]
+    in_dims: tuple[int, ...]
+    out_dims: tuple[int, ...]
+    setting: str
+    value: float
+    bonds: tuple[BondSpectrum, ...]
+    ranks: Mapping[str, int]
+    params: int
+    dense_params: int
+    rel_error: float
+    bound: float | None
+    seconds: float
+    network_json: str
+    notes: tuple[str, ...] = ()
+
+    @property
+    def network(self) -> TensorNetwork:
+        return load_network(self.network_json)
+
+    @property
+    def compression(self) -> float:
+        return self.dense_params / self.params if self.params else math.inf
+
+    def table(self) -> list[dict[str, Any]]:
+        """One row per bond: size before/after, discarded weight, its share of the error, entropy."""
+        rows = []
+        for b in self.bonds:
+            rows.append({
+                "bond": b.bond, "values": b.full, "kept": b.kept,
+                "discarded weight": b.discarded,
+                "kept energy": b.kept_energy,
+                "entropy (nats)": b.entropy,
+                "max entropy log(n)": math.log(b.full) if b.full else 0.0,
+                "note": b.note,
+            })
+        return rows
+
+
+def default_legs(shape: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The automatic leg factorization ``(in_dims, out_dims)`` used when none is given
+    (a conv kernel keeps ``cin, kh, kw`` / ``cout``)."""
+    from .decompose.legs import make_legs
+
+    legs = make_legs(shape)
+    return legs.in_dims, legs.out_dims
+
+
+def useful_rank(shape: Sequence[int], method: str, in_dims: Sequence[int] | None = None,
+                out_dims: Sequence[int] | None = None) -> int:
+    """The largest uniform rank that changes anything for ``method`` on a weight of ``shape``
+    (the slider's end): above it every bond is already exact.  For CP, ``min(out, in)``."""
+    from .decompose import DECOMPOSITIONS
+    from .decompose.legs import make_legs
+    from .decompose.tr import split_rank
+    from .decompose.tt import chain_network
+
+    if method not in DECOMPOSITIONS:
+        raise RankError(f"unknown decomposition method {method!r}; choose one of {list(DECOMPOSITIONS)}")
+    try:
+        legs = make_legs(shape, in_dims, out_dims)
+        net = chain_network(legs, ring=(method == "tr")) if method in ("mpo", "tr") else None
+    except TnvizError as exc:
+        raise DecompositionError(str(exc)) from None
+    if method in ("svd", "cp"):
+        return max(1, min(legs.in_features, legs.out_features))
+    if method == "tucker":
+        return max(legs.dims)
+    per_core = [math.prod(net.shape(t)) for t in net.tensors]  # rank-1 cores: the leg products
+    n = len(per_core)
+    if n == 1:
+        return 1
+    if method == "mpo":
+        return max(min(math.prod(per_core[: k + 1]), math.prod(per_core[k + 1:])) for k in range(n - 1))
+    R = min(per_core[0], math.prod(per_core[1:]))
+    r0, r1 = split_rank(R, None, None)
+    inner = [min(r1 * math.prod(per_core[1: k + 1]), math.prod(per_core[k + 1:]) * r0) for k in range(1, n - 1)]
+    return max([r0, r1, *inner])
+
+
+def _truncation(setting: str, value: float) -> dict[str, Any]:
+    if setting == "rank":
+        if isinstance(value, bool) or int(value) != value or value < 1:
+            raise RankError(f"a rank setting must be a positive integer; got {value!r}")
+        return {"max_rank": int(value)}
+    if setting == "rtol":
+        return {"rtol": float(value)}
+    raise RankError(f"a setting is one of {list(SETTINGS)}; got {setting!r}")
+
+
+def from_decomposition(dec: "Decomposition", setting: str = "rank", value: float = 0) -> LayerSpectra:
+    """The spectra view of a :class:`~tnviz.decompose.Decomposition` (any method)."""
+    ranks = dec.ranks
+    bonds = []
+    ring = dec.extra.get("ring_split")
+    for bond, sv in dec.spectra.items():
+        values = tuple(float(v) for v in _values(np.asarray(sv.detach().double().cpu()) if hasattr(sv, "detach") else sv))
+        note = ""
+        if dec.method == "cp":
+            note = "CP component weights (no SVD: nothing is discarded, every component is kept)"
+        elif ring is not None and bond == list(dec.spectra)[-1]:
+            note = f"ring bond: shares the first SVD with b1 (rank {ring[0]}×{ring[1]} split)"
+        elif bond in dec.extra.get("randomized", []):
+            note = "randomized SVD: leading values only"
+        bonds.append(BondSpectrum(
+            bond=bond, values=values, kept=int(ranks.get(bond, len(values))),
+            discarded=dec.discarded.get(bond) if dec.method != "cp" else None,
+            entropy=bond_entropy(values), note=note,
+        ))
+    notes = []
+    if dec.method == "cp":
+        hist = dec.extra.get("history", [])
+        notes.append(f"CP-ALS: {dec.extra.get('iterations', len(hist))} sweeps, "
+                     f"{'converged' if dec.extra.get('converged') else 'stopped at the sweep limit'}")
+    if "upcast_from" in dec.extra:
+        notes.append(f"weight upcast from {dec.extra['upcast_from']}")
+    net = dec.network
+    return LayerSpectra(
+        method=dec.method, weight_shape=tuple(dec.weight_shape), in_dims=net.in_dims, out_dims=net.out_dims,
+        setting=setting, value=value, bonds=tuple(bonds), ranks=dict(ranks), params=dec.params,
+        dense_params=dec.dense_params, rel_error=float(dec.rel_error),
+        bound=None if dec.method == "cp" else dec.bound(), seconds=dec.seconds,
+        network_json=net.to_json(indent=None), notes=tuple(notes),
+    )
+
+
+def layer_spectra(
+    weight: "torch.Tensor",
+    method: str,
+    *,
+    setting: str = "rank",
+    value: float = 8,
+    in_dims: Sequence[int] | None = None,
+    out_dims: Sequence[int] | None = None,
+    name: str = "",
+    **options: Any,
+) -> LayerSpectra:
+    """Decompose ``weight`` by ``method`` truncated at ``setting`` (``'rank'`` or ``'rtol'``) =
+    ``value`` and report every bond's full spectrum with the cut.
+
+    Exact SVDs are used (``randomized=False``) so that every bond shows its whole spectrum; the
+    weight's device and dtype are kept (pass float64 for exact numbers).  CP takes only a rank;
+    its ALS runs at most :data:`INTERACTIVE_CP_ITERS` sweeps unless ``n_iter_max`` is given.
+
+    >>> import torch
+    >>> W = torch.randn(16, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    >>> res = layer_spectra(W, "svd", value=3)
+    >>> res.bonds[0].full, res.bonds[0].kept, res.params == 3 * (16 + 12)
+    (12, 3, True)
+    """
+    from .decompose import decompose
+
+    if method == "cp" and setting != "rank":
+        raise RankError(f"CP has no singular values to cut by error: set a rank; got setting {setting!r}")
+    opts = dict(options)
+    if method == "cp":
+        opts.setdefault("n_iter_max", INTERACTIVE_CP_ITERS)
+    opts.setdefault("randomized", False)
+    dec = decompose(weight, method, in_dims=in_dims, out_dims=out_dims, **_truncation(setting, value), **opts)
+    if name:
+        dec = _renamed(dec, f"{method.upper()} of {name}")
+    return from_decomposition(dec, setting, value)
+
+
+def _renamed(dec: "Decomposition", name: str) -> "Decomposition":
+    from dataclasses import replace
+
+    return replace(dec, network=dec.network.with_name(name))
+
+
+# ---------------------------------------------------------------------- trade-off
+def sweep_ranks(useful: int, *, limit: int | None = None) -> list[int]:
+    """Ranks for a trade-off curve: powers of two up to ``useful`` (and ``useful`` itself), capped at ``limit``."""
+    top = max(1, min(useful, limit) if limit else useful)
+    ranks = [1 << k for k in range(top.bit_length()) if (1 << k) <= top]
+    if ranks[-1] != top:
+        ranks.append(top)
+    return ranks
+
+
+def layer_tradeoff(
+    weight: "torch.Tensor",
+    *,
+    methods: Iterable[str] = ("mpo", "tr", "tucker", "cp", "svd"),
+    in_dims: Sequence[int] | None = None,
+    out_dims: Sequence[int] | None = None,
+    rank_limit: int | None = 256,
+    cp_rank_limit: int = 32,
+    **options: Any,
+) -> tuple[list["TradeoffPoint"], list["TradeoffPoint"]]:
+    """Error vs parameters for every method (:func:`tnviz.decompose.tradeoff`, ranks from
+    :func:`sweep_ranks` per method) and the Pareto front over all of them."""
+    from .decompose import pareto_front, tradeoff
+
+    methods = list(methods)
+    shape = tuple(weight.shape)
+    ranks = {}
+    for m in methods:
+        limit = cp_rank_limit if m == "cp" else rank_limit
+        ranks[m] = sweep_ranks(useful_rank(shape, m, in_dims, out_dims), limit=limit)
+    options.setdefault("n_iter_max", INTERACTIVE_CP_ITERS)
+    points = tradeoff(weight, methods=methods, ranks=ranks, in_dims=in_dims, out_dims=out_dims, **options)
+    return points, pareto_front(points, by="rel_error")
+
+
+# ---------------------------------------------------------------------- model-wide
+@dataclass(frozen=True)
+class LayerRow:
+    """One weight of a model at the common setting (``error`` holds a message when it failed)."""
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    params_before: int
+    params_after: int | None
+    rel_error: float | None
+    bound: float | None
+    ranks: Mapping[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    error: str = ""
+
+    @classmethod
+    def of(cls, candidate: "Candidate", spectra: LayerSpectra, seconds: float | None = None) -> "LayerRow":
+        """The row of a weight from its :class:`LayerSpectra`."""
+        return cls(candidate.name, candidate.kind, tuple(candidate.shape), candidate.params, spectra.params,
+                   spectra.rel_error, spectra.bound, dict(spectra.ranks),
+                   spectra.seconds if seconds is None else seconds)
+
+    @classmethod
+    def failed(cls, candidate: "Candidate", message: str, seconds: float = 0.0) -> "LayerRow":
+        """The row of a weight that could not be decomposed, with the reason."""
+        return cls(candidate.name, candidate.kind, tuple(candidate.shape), candidate.params, None, None, None,
+                   seconds=seconds, error=message)
+
+    @property
+    def compression(self) -> float | None:
+        return self.params_before / self.params_after if self.params_after else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "layer": self.name, "kind": self.kind, "shape": " × ".join(map(str, self.shape)),
+            "params": self.params_before, "params after": self.params_after,
+            "compression": self.compression, "relative error": self.rel_error, "bound": self.bound,
+            "ranks": ", ".join(f"{k}={v}" for k, v in self.ranks.items()), "seconds": self.seconds,
+            "message": self.error,
+        }
+
+
+def model_table(
+    weights: "WeightsFile",
+    method: str,
+    *,
+    setting: str = "rank",
+    value: float = 8,
+    layers: Sequence["Candidate"] | None = None,
+    device: Any = None,
+    dtype: Any = None,
+    progress: Callable[[int, int, str], None] | None = None,
+    **options: Any,
+) -> list[LayerRow]:
+    """Every candidate weight (or ``layers``) decomposed by ``method`` at one common setting,
+    read one at a time onto ``device``; a weight that cannot be decomposed gets a row with its
+    message instead of stopping the table.  ``progress(done, total, name)`` after each weight."""
+    from .model.io import candidates
+
+    chosen = list(layers) if layers is not None else candidates(weights)
+    _truncation(setting, value)  # refuse a bad setting before reading anything
+    rows: list[LayerRow] = []
+    for k, cand in enumerate(chosen):
+        start = time.perf_counter()
+        try:
+            res = layer_spectra(weights.get(cand.name, device=device, dtype=dtype), method,
+                                setting=setting, value=value, **options)
+        except TnvizError as exc:
+            rows.append(LayerRow.failed(cand, str(exc), time.perf_counter() - start))
+        else:
+            rows.append(LayerRow.of(cand, res, time.perf_counter() - start))
+        if progress is not None:
+            progress(k + 1, len(chosen), cand.name)
+    return rows
