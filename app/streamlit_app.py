@@ -27,9 +27,11 @@ SECTIONS: dict[str, list] = {
         st.Page("pages/stack_view.py", title="Stack view", icon=":material/view_agenda:"),
     ],
     "Compress": [
+        st.Page("pages/spectra.py", title="Spectra", icon=":material/bar_chart:"),
     ],
     "Learn": [
         st.Page("pages/teach.py", title="Teach", icon=":material/school:"),
+        st.Page("pages/bond_features.py", title="Bond features", icon=":material/insights:"),
     ],
 }
 
