@@ -31,6 +31,8 @@ from .network import TensorNetwork
 
 #: Name of the latent bond.
 LATENT_BOND = "z"
+#: Bonds whose activations the autoencoder reports (:meth:`TensorizedAutoencoder.bond_activations`).
+ENCODER_BONDS = (LATENT_BOND, "b1")
 
 ACTIVATIONS: dict[str, Any] = {
     "tanh": torch.tanh,
@@ -91,6 +93,19 @@ class TensorizedAutoencoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
+
+    def bond_activations(self, x: torch.Tensor, bond: str = LATENT_BOND, reduce: str = "sum",
+                         at: dict[str, int] | None = None) -> torch.Tensor:
+        """``(N, size)`` activations of a bond of the encoder: the code for ``z`` (after the
+        activation, what the decoder reads), the reduced bond state for ``b1``."""
+        from .bonds import reduce_state
+
+        if bond == LATENT_BOND:
+            return self.encode(x)
+        if bond != "b1":
+            raise TnvizError(f"the autoencoder's encoder bonds are {list(ENCODER_BONDS)}; got {bond!r}")
+        cut = bond_cut(self.network, bond)
+        return reduce_state(cut, bond_state(cut, x.reshape(x.shape[0], -1), self._tensors()), reduce, at)
 
     def channel_images(self, scale: float = 1.0) -> torch.Tensor:
         """Each bond channel as an image: ``decode(scale · e_k)`` for the one-hot codes ``e_k``,

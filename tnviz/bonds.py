@@ -481,11 +481,134 @@ def gauge_layer(layer: Any, bond: str, X: np.ndarray) -> Any:
     return new
 
 
+#: Gauge moves offered to users: kind -> description.
+GAUGE_KINDS: dict[str, str] = {
+    "orthogonal": "a random orthogonal X (a rotation of the bond channels)",
+    "invertible": "a random invertible X (singular values in [0.5, 2]: rotation and stretching)",
+}
+
+#: Relative change below which a quantity counts as unchanged.
+UNCHANGED_RTOL = 1e-6  # analyses run in float64 (see gauge_model)
+
+
+def gauge_matrix(kind: str, size: int, seed: int = 0) -> np.ndarray:
+    """The seeded ``X`` of a gauge move of ``kind`` (a key of :data:`GAUGE_KINDS`)."""
+    if kind == "orthogonal":
+        return random_orthogonal(size, seed)
+    if kind == "invertible":
+        from .teach import random_invertible
+
+        return random_invertible(size, seed)
+    raise TnvizError(f"a gauge move is one of {list(GAUGE_KINDS)}; got {kind!r}")
+
+
+def gauge_report(before: BondStats, after: BondStats, kind: str, rtol: float = UNCHANGED_RTOL) -> list[dict[str, Any]]:
+    """One row per quantity of :data:`GAUGE_BEHAVIOUR`: whether theory says a ``kind`` gauge move
+    keeps it, its measured relative change, and whether the measurement agrees."""
+    if kind not in GAUGE_KINDS:
+        raise TnvizError(f"a gauge move is one of {list(GAUGE_KINDS)}; got {kind!r}")
+    change = compare_stats(before, after)
+    rows = []
+    for quantity, (orthogonal_ok, invertible_ok, why) in GAUGE_BEHAVIOUR.items():
+        invariant = orthogonal_ok if kind == "orthogonal" else invertible_ok
+        unchanged = change[quantity] < rtol
+        rows.append({"quantity": quantity, "invariant": invariant, "relative change": change[quantity],
+                     "unchanged": unchanged, "agrees": unchanged == invariant, "why": why})
+    return rows
+
+
+
+def gauge_model(model: Any, layer: str, bond: str, X: np.ndarray) -> Any:
+    """A deep copy of ``model`` whose TN layer ``layer`` (module name, ``""`` for the model
+    itself) has ``X X⁻¹`` inserted on ``bond``; the model computes the same function."""
+    import copy
+
+    from .nn import TNLinear
+
+    modules = dict(model.named_modules())
+    if not isinstance(modules.get(layer), TNLinear):
+        names = [n for n, m in modules.items() if isinstance(m, TNLinear)]
+        raise TnvizError(f"a gauge move acts on a TN layer of the model ({names}); {layer!r} is not one")
+    moved = gauge_layer(modules[layer], bond, X)
+    if layer == "":
+        return moved
+    new = copy.deepcopy(model)
+    parent_name, _, child = layer.rpartition(".")
+    parent = new.get_submodule(parent_name) if parent_name else new
+    setattr(parent, child, moved)
+    return new
+
+
+
+@dataclass(frozen=True)
+class BondInspection:
+    """Everything shown about one bond of one model (see :func:`inspect_bond`), as plain data."""
+
+    layer: str
+    cut: BondCut
+    activations: np.ndarray  # (N, r), float64
+    stats: BondStats
+    top: np.ndarray  # (r, k) sample indices, most active first
+    gauge: str | None = None
+    X: np.ndarray | None = None
+    activations_after: np.ndarray | None = None
+    stats_after: BondStats | None = None
+    gauge_rows: tuple[dict[str, Any], ...] = ()
+    output_change: float | None = None  # max |model'(x) - model(x)| after the gauge move
+    output_scale: float | None = None  # max |model(x)|
+
+
+def inspect_bond(model: Any, layer: str, bond: str, x: Any, labels: Any, *, reduce: str = "sum",
+                 at: Mapping[str, int] | None = None, gauge: str | None = None, seed: int = 0, top_k: int = 6,
+                 activations: Any = None) -> BondInspection:
+    """Capture ``bond`` of TN layer ``layer`` on ``x`` (in float64, on a copy of the model), its
+    statistics against ``labels``, its most active inputs and, with ``gauge`` (a key of
+    :data:`GAUGE_KINDS`), the same after a seeded gauge move, the :func:`gauge_report` and how much
+    the model's outputs moved.  ``activations(model, x) -> (N, r)`` replaces the hooks for models
+    whose forward does not call the layer (the autoencoder)."""
+    import copy
+
+    import torch
+
+    model64 = copy.deepcopy(model).double().eval()
+    modules = dict(model64.named_modules())
+    from .nn import TNLinear
+
+    if not isinstance(modules.get(layer), TNLinear):
+        names = [n for n, m in modules.items() if isinstance(m, TNLinear)]
+        raise TnvizError(f"bond features need a TN layer of the model ({names}); {layer!r} is not one")
+    cut = bond_cut(modules[layer].network, bond)
+    x64 = torch.as_tensor(x).double().to(next(model64.parameters()).device)
+
+    def capture(m: Any) -> np.ndarray:
+        if activations is not None:
+            with torch.no_grad():
+                return activations(m, x64).detach().double().cpu().numpy()
+        return capture_bonds(m, [x64], bonds={layer: [bond]}, reduce=reduce, at=at)[(layer, bond)]
+
+    labels = np.asarray(labels).reshape(-1)
+    acts = capture(model64)
+    stats = bond_stats(acts, labels)
+    top = top_inputs(acts, top_k)
+    if gauge is None:
+        return BondInspection(layer, cut, acts, stats, top)
+    X = gauge_matrix(gauge, cut.size, seed)
+    moved = gauge_model(model64, layer, bond, X)
+    after = capture(moved)
+    stats_after = bond_stats(after, labels)
+    with torch.no_grad():
+        y, y2 = model64(x64), moved(x64)
+    return BondInspection(
+        layer, cut, acts, stats, top, gauge, X, after, stats_after, tuple(gauge_report(stats, stats_after, gauge)),
+        float((y2 - y).abs().max()), float(y.abs().max()),
+    )
+
+
 # ---------------------------------------------------------------------- demo model
 #: The digits MLP layers that can be tensorized for the demo: layer -> (in_dims, out_dims).
 DIGITS_TN_LAYERS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
-    "fc1": ((8, 8), (4, 4, 4, 4)),
     "fc2": ((4, 4, 4, 4), (4, 4, 4, 4)),
+    "fc1": ((8, 8), (4, 4, 4, 4)),
 }
 
 
