@@ -32,7 +32,6 @@ SECTIONS: dict[str, list] = {
     "Learn": [
         st.Page("pages/teach.py", title="Teach", icon=":material/school:"),
         st.Page("pages/bond_features.py", title="Bond features", icon=":material/insights:"),
-        st.Page("pages/bond_features.py", title="Bond features", icon=":material/insights:"),
     ],
 }
 
