@@ -235,3 +235,47 @@ def test_bad_edit_shows_message_and_keeps_drawing(canvas_page):
     shot(page, "4_error")
     page.get_by_test_id("undo").click()
     wait_for(lambda: page.get_by_test_id("canvas-error").count() == 0, "the error to go after undo")
+
+
+def test_hyperedge_move_and_delete_with_the_mouse(canvas_page):
+    page = canvas_page
+    page.get_by_test_id("fit").click()
+    idle(page)
+    before = download_json(page)
+    assert before.bonds and not before.hyperedges
+
+    # a new leg on C dropped on A's end of bond b1: three tensors share b1
+    page.locator("[data-tensor=C] .tn-name").click()
+    page.get_by_test_id("add-leg").click()
+    wait_for(lambda: page.locator("[data-tensor=C] [data-role=open]").count() == 1, "C's new leg")
+    idle(page)
+    drag(page, page.locator("[data-tensor=C] [data-role=open]"), leg(page, "A", index="b1"))
+    wait_for(lambda: "1 hyperedges" in summary(page), "a hyperedge")
+    assert page.locator(".tn-hyper").count() == 1, "the hyperedge is drawn with its junction dot"
+    hyper = download_json(page)
+    assert hyper.hyperedges == ("b1",) and set(hyper.tensors_on("b1")) == {"A", "B", "C"}
+    wait_for(lambda: numbers(page)["params"] == tnviz.cost(hyper).params, "the numbers of the hyperedge network")
+    shot(page, "5_hyperedge")
+    page.get_by_test_id("undo").click()
+    wait_for(lambda: "0 hyperedges" in summary(page), "undo of the hyperedge")
+    page.get_by_test_id("undo").click()  # and of the new leg
+    wait_for(lambda: page.locator("[data-tensor=C] [data-role=open]").count() == 0, "undo of C's new leg")
+
+    # drag tensor C down: its position becomes the layout (y points up in layout units)
+    idle(page)
+    x0, y0 = centre(page.locator("[data-tensor=C] .tn-name"))
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move(x0 + 5, y0 + 60, steps=10)
+    page.mouse.up()
+    moved = wait_for(lambda: (lambda n: n if n.layout["C"][1] < before.layout["C"][1] - 0.3 else None)(download_json(page)),
+                     "C's new position in the layout")
+    assert abs(moved.layout["C"][0] - before.layout["C"][0]) < 0.3 and moved.layout["A"] == before.layout["A"]
+
+    # select a tensor and press Delete; then undo
+    page.locator("[data-tensor=C] .tn-name").click()
+    page.get_by_test_id("tn-canvas").press("Delete")
+    wait_for(lambda: summary(page).startswith("2 tensors"), "C deleted")
+    assert page.locator("[data-tensor=C]").count() == 0
+    page.keyboard.press("Control+z")
+    wait_for(lambda: summary(page).startswith("3 tensors"), "C back after Ctrl+Z")
