@@ -8,6 +8,7 @@ import json
 
 import tnviz
 from tnviz.canvas import canvas_to_network, network_to_canvas
+from tnviz.export import EXPORTS
 from tests.app.conftest import current_network, diagram_spec
 
 KEY = "designer.canvas"
@@ -131,3 +132,35 @@ def test_drawing_from_an_empty_canvas(open_page):
     net = current_network(at)
     assert (net.in_features, net.out_features, net.params) == (6, 5, 30)
     assert live_params(at) == "30"
+
+
+def _warnings(at) -> list[str]:
+    return [w.value for w in at.warning]
+
+
+def test_warnings_beside_the_canvas(open_page):
+    at = open_page()
+    assert not _warnings(at)
+    drawing = network_to_canvas(current_network(at))
+    drawing["sizes"]["b1"] = 100  # A's side has only i1*o1 = 64 dimensions
+    inject(at, drawing, "wasted rank")
+    expected = tnviz.cost(current_network(at)).warnings
+    assert expected and any("'b1' has size 100 but at most 64 is useful" in w for w in _warnings(at))
+
+    # one huge matrix: at batch 16384 the output alone is 16384 * 32768 elements (> 2**28)
+    huge = {"format": "tnviz.canvas", "version": 1, "name": "huge",
+            "tensors": [{"id": "t", "name": "W", "x": 0, "y": 0,
+                         "legs": [{"id": "a", "index": "i1"}, {"id": "b", "index": "o1"}]}],
+            "sizes": {"i1": 1024, "o1": 32768}, "inputs": ["i1"], "outputs": ["o1"]}
+    inject(at, huge, "huge")
+    assert not any("intermediates are limited" in w for w in _warnings(at)), "batch 1024 fits"
+    at.selectbox(key=f"{KEY}.batch").set_value(16384).run()
+    assert any("intermediates are limited to 268,435,456 elements; the forward pass at batch 16384 makes one of 536,870,912"
+               in w for w in _warnings(at)), _warnings(at)
+
+
+def test_one_export_button_per_format(open_page):
+    at = open_page()
+    buttons = [b for b in at.get("download_button") if b.proto.id and "designer.canvas.export" in b.proto.id]
+    labels = [b.proto.label for b in buttons]
+    assert labels == [spec.label for spec in EXPORTS.values()]
