@@ -220,3 +220,60 @@ def test_bonds_module_imports_without_torch():
     code = "import sys, tnviz.bonds; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------------- inspection, gauge report, charts
+def test_inspect_bond_with_a_gauge_move_keeps_the_model():
+    from tnviz.bonds import GAUGE_KINDS, gauge_matrix, gauge_model, gauge_report, inspect_bond
+
+    model = _model(torch.float32)
+    x = torch.rand(60, 16)
+    labels = np.arange(60) % 3
+    plain = inspect_bond(model, "2", "b1", x, labels)
+    assert plain.gauge is None and plain.activations.shape == (60, 3) and plain.top.shape == (3, 6)
+    for kind in GAUGE_KINDS:
+        res = inspect_bond(model, "2", "b1", x, labels, gauge=kind, seed=4)
+        assert res.output_change < 1e-12 * max(1.0, res.output_scale)  # float64 copy: the same model
+        assert np.allclose(res.activations_after, res.activations @ bond_map(res.cut, res.X), atol=1e-10)
+        assert all(row["agrees"] for row in res.gauge_rows), res.gauge_rows
+        assert [row["quantity"] for row in res.gauge_rows] == list(GAUGE_BEHAVIOUR)
+    # a per-channel statistic that did not change would make the report disagree
+    same = bond_stats(plain.activations, labels)
+    assert not all(row["agrees"] for row in gauge_report(same, same, "invertible"))
+    with pytest.raises(TnvizError, match="a gauge move is one of"):
+        gauge_matrix("shear", 3)
+    with pytest.raises(TnvizError, match="TN layer of the model"):
+        gauge_model(model, "1", "b1", np.eye(3))
+    nested = torch.nn.Sequential(model)
+    moved = gauge_model(nested, "0.2", "b1", gauge_matrix("invertible", 3, seed=1))
+    assert torch.allclose(moved(x), nested(x), atol=1e-5)
+    assert not torch.equal(moved[0][2].named_network_tensors()["A"], model[2].named_network_tensors()["A"])
+
+
+def test_autoencoder_bond_activations_are_the_code_and_the_b1_state():
+    from tnviz.autoencoder import TensorizedAutoencoder
+
+    torch.manual_seed(0)
+    ae = TensorizedAutoencoder(latent=5, dtype=torch.float64)
+    x = torch.rand(7, 64, dtype=torch.float64)
+    assert torch.equal(ae.bond_activations(x, "z"), ae.encode(x))
+    cut = bond_cut(ae.network, "b1")
+    state = bond_state(cut, x, ae.layer.named_network_tensors())
+    assert torch.allclose(ae.bond_activations(x, "b1", "norm"), state.norm(dim=1))
+    with pytest.raises(TnvizError, match="encoder bonds"):
+        ae.bond_activations(x, "b3")
+
+
+def test_bond_charts_carry_the_numbers():
+    from tnviz.render.bond_charts import class_channel_heatmap, image_mosaic, spectrum_chart
+
+    values = np.arange(6.0).reshape(2, 3) - 2
+    heat = class_channel_heatmap(values, [0, 1], highlight={0: [2], 1: [0]})
+    assert np.array_equal(np.asarray(heat.data[0].z), values) and heat.data[0].zmin == -3.0
+    assert list(heat.data[1].x) == ["c2", "c0"]
+    spec = spectrum_chart(np.array([3.0, 1.0]), after=np.array([2.0, 2.0]))
+    assert np.allclose(spec.data[1].y, [0.75, 1.0]) and len(spec.data) == 3
+    tiles = np.random.default_rng(0).random((2, 3, 8, 8))
+    mosaic = np.asarray(image_mosaic(tiles, row_labels=["a", "b"]).data[0].z)
+    assert mosaic.shape == (17, 26) and np.array_equal(mosaic[9:17, 18:26], tiles[1, 2])
+    assert np.isnan(mosaic[8]).all()
