@@ -1,0 +1,194 @@
+"""Tensorize end to end on the digits demos (compress, evaluate, heal, export, reload), plans and
+allocation, layers against dense references, and load-back refusals."""
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from tnviz.errors import ModelFileError, RankError, TnvizError
+from tnviz.model.heal import heal_digits, heal_layerwise
+from tnviz.model.tensorize import (
+    Rule, TNEmbedding, allocate, apply_plan, demo_subject, export_model, functional, layer_table, load_into,
+    make_plan, sensitivity,
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny layers gain nothing from intra-op threads; on the shared 2-core box they thrash."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    return demo_subject("digits-mlp", "cpu")
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    return demo_subject("digits-cnn", "cpu")
+
+
+def _params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_digits_mlp_end_to_end(mlp, tmp_path):
+    plan = make_plan(mlp.model, [Rule(r"fc[12]$", "mpo", {"ratio": 16})])
+    assert plan.names() == ["fc1", "fc2"]
+    result = apply_plan(mlp.model, plan, calibration=mlp.calibration, device="cpu")
+    assert [r.name for r in result.layers] == ["fc1", "fc2"]
+    assert _params(result.model) < _params(mlp.model)
+    assert result.totals["params_after"] * 15 < result.totals["params_before"]
+    before = functional("digits", mlp.model, mlp.model)["accuracy"]
+    compressed = functional("digits", mlp.model, result.model)["accuracy"]
+    assert before > 0.9 and compressed < before
+    # the original is untouched (a deep copy was compressed)
+    assert isinstance(mlp.model.fc1, nn.Linear)
+    report = heal_digits(result.model, epochs=2, seed=0)
+    healed = functional("digits", mlp.model, result.model)["accuracy"]
+    print(f"digits MLP accuracy: original {before:.4f}, compressed {compressed:.4f}, healed {healed:.4f}")
+    assert report.loss_after["model"] < report.loss_before["model"]
+    assert healed > compressed + 0.05
+    export_model(result, tmp_path / "out", source="digits-mlp")
+    doc = json.loads((tmp_path / "out" / "tnviz.json").read_text())
+    assert doc["format"] == "tnviz.compressed" and {layer["name"] for layer in doc["layers"]} == {"fc1.weight", "fc2.weight"}
+    fresh = demo_subject("digits-mlp", "cpu").model
+    x = mlp.calibration[0]
+    with torch.no_grad():
+        assert (fresh(x) - result.model(x)).abs().max() > 1e-3  # non-vacuous: differs before loading
+        load_into(fresh, tmp_path / "out")
+        assert torch.allclose(fresh(x), result.model(x), atol=1e-6, rtol=0)
+    assert functional("digits", mlp.model, fresh)["accuracy"] == healed
+
+
+def test_digits_cnn_end_to_end(cnn, tmp_path):
+    plan = make_plan(cnn.model, [Rule(r"conv2", "tucker", {"ratio": 4}), Rule(r"fc1", "mpo", {"ratio": 16})])
+    result = apply_plan(cnn.model, plan, calibration=cnn.calibration, device="cpu")
+    assert {r.kind for r in result.layers} == {"Conv", "Linear"}
+    assert _params(result.model) < _params(cnn.model)
+    compressed = functional("digits", cnn.model, result.model)["accuracy"]
+    heal_digits(result.model, epochs=1, seed=0)
+    healed = functional("digits", cnn.model, result.model)["accuracy"]
+    print(f"digits CNN accuracy: compressed {compressed:.4f}, healed {healed:.4f}")
+    assert healed > compressed
+    export_model(result, tmp_path / "cnn")
+    fresh = demo_subject("digits-cnn", "cpu").model
+    x = cnn.calibration[0][:64]
+    with torch.no_grad():
+        load_into(fresh, tmp_path / "cnn")
+        assert torch.allclose(fresh(x), result.model(x), atol=1e-6, rtol=0)
+    sens = sensitivity(result, "digits")
+    assert [row["layer"] for row in sens] == ["conv2", "fc1"] and all(0 <= row["accuracy"] <= 1 for row in sens)
+
+
+def test_data_aware_beats_plain_on_digits(mlp):
+    plan = make_plan(mlp.model, [Rule(r"fc2$", "svd", {"ratio": 16})])
+    plain = apply_plan(mlp.model, plan, data_aware=False, device="cpu")
+    aware = apply_plan(mlp.model, plan, calibration=mlp.calibration, device="cpu")
+    assert plain.layers[0].params_after == aware.layers[0].params_after
+    assert aware.layers[0].data_error is not None and plain.layers[0].data_error is None
+    # the data error of the plain layer, measured on the same inputs, is larger
+    from tnviz.model.calibrate import collect_input_stats
+
+    C = collect_input_stats(mlp.model, mlp.calibration, ["fc2"])["fc2"].second_moment
+    W = mlp.model.fc2.weight.detach().double()
+
+    def data_error(layer):
+        E = W - layer.to_dense().detach().double()
+        return float(torch.sqrt(torch.trace(E @ C @ E.T) / torch.trace(W @ C @ W.T)))
+
+    assert data_error(aware.model.fc2) < data_error(plain.model.fc2)
+    assert abs(data_error(aware.model.fc2) - aware.layers[0].data_error) < 1e-3
+
+
+def test_layerwise_heal_lowers_each_layer_loss(mlp):
+    plan = make_plan(mlp.model, [Rule(r"fc[12]$", "mpo", {"ratio": 16})])
+    result = apply_plan(mlp.model, plan, calibration=mlp.calibration, device="cpu")
+    before = functional("digits", mlp.model, result.model)["accuracy"]
+    report = heal_layerwise(result.model, mlp.model, mlp.calibration, steps=60, lr=2e-3)
+    after = functional("digits", mlp.model, result.model)["accuracy"]
+    print(f"layer-wise heal, digits MLP: {before:.4f} -> {after:.4f}")
+    assert set(report.loss_after) == {"fc1", "fc2"}
+    assert all(report.loss_after[n] < report.loss_before[n] for n in report.loss_after)
+
+
+def test_layers_equal_dense_reference():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(24, 36), nn.ReLU(), nn.Linear(36, 12)).double()
+    result = apply_plan(model, make_plan(model, [Rule(".*", "tr", {"max_rank": 3})]), data_aware=False, device="cpu")
+    x = torch.randn(5, 24, dtype=torch.float64)
+    first = result.model[0]
+    dense = first.to_dense().detach()
+    assert torch.allclose(first(x), x @ dense.T + model[0].bias, atol=1e-12)
+    assert result.layers[0].rel_error == pytest.approx(
+        float(torch.linalg.norm(dense - model[0].weight.detach()) / torch.linalg.norm(model[0].weight.detach())), rel=1e-9)
+
+
+def test_embedding_layer(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(64, 16), nn.Linear(16, 4))
+    assert [i.kind for i in layer_table(model)] == ["Embedding", "Linear"]
+    result = apply_plan(model, make_plan(model, [Rule("^0$", "mpo", {"max_rank": 4})]), data_aware=False,
+                        device="cpu")
+    emb = result.model[0]
+    assert isinstance(emb, TNEmbedding)
+    ids = torch.tensor([[1, 5, 63]])
+    table = emb.linear.to_dense().detach()
+    assert torch.equal(emb(ids), table[ids]) and result.layers[0].params_after < 64 * 16
+    export_model(result, tmp_path / "e")
+    fresh = nn.Sequential(nn.Embedding(64, 16), nn.Linear(16, 4))
+    load_into(fresh, tmp_path / "e")
+    assert torch.equal(fresh(ids), result.model(ids))
+
+
+def test_allocation_meets_target_and_favours_sensitive_layers():
+    g = torch.Generator().manual_seed(0)
+    low = torch.randn(128, 4, generator=g) @ torch.randn(4, 128, generator=g)  # rank 4: cheap to compress
+    full = torch.randn(128, 128, generator=g)  # flat spectrum: every parameter matters
+    alloc = allocate({"low": low, "full": full}, target_ratio=2.0, device="cpu")
+    assert alloc.total_after <= alloc.total_before / 2
+    assert alloc.fractions["low"] < alloc.fractions["full"]
+    assert alloc.predicted_error["low"] < 1e-6
+    budget = allocate({"low": low, "full": full}, error_budget=0.3, device="cpu")
+    rms = (sum(e * e for e in budget.predicted_error.values()) / 2) ** 0.5
+    assert rms <= 0.3 and budget.total_after < budget.total_before
+    with pytest.raises(RankError, match="exactly one target"):
+        allocate({"low": low}, device="cpu")
+
+
+def test_plan_with_global_target(mlp):
+    plan = make_plan(mlp.model, [Rule(".*", "mpo")], target_ratio=4.0, device="cpu")
+    assert plan.allocation is not None and plan.allocation.total_after <= plan.allocation.total_before / 4
+    assert all("target_params" in p.options for p in plan.layers)
+    result = apply_plan(mlp.model, plan, calibration=mlp.calibration, device="cpu")
+    assert result.totals["params_after"] < result.totals["params_before"]
+
+
+def test_bad_plans_are_refused(mlp):
+    with pytest.raises(RankError, match="method must be one of"):
+        make_plan(mlp.model, [Rule(".*", "nope")])
+    with pytest.raises(TnvizError, match="valid regular expression"):
+        make_plan(mlp.model, [Rule("(", "mpo")])
+    with pytest.raises(TnvizError, match="select at least one layer"):
+        make_plan(mlp.model, [Rule("nothing", "mpo")])
+    with pytest.raises(RankError, match="ratio must be a number above 1"):
+        make_plan(mlp.model, [Rule(".*", "mpo", {"ratio": 0.5})])
+    with pytest.raises(TnvizError, match="calibration batches"):
+        apply_plan(mlp.model, make_plan(mlp.model), device="cpu")
+
+
+def test_load_into_refuses_another_architecture(mlp, tmp_path):
+    result = apply_plan(mlp.model, make_plan(mlp.model, [Rule("fc2", "mpo", {"max_rank": 4})]), data_aware=False,
+                        device="cpu")
+    export_model(result, tmp_path / "o")
+    other = nn.Sequential(nn.Linear(64, 10))
+    with pytest.raises(ModelFileError, match="must have a module 'fc2'"):
+        load_into(copy.deepcopy(other), tmp_path / "o")
