@@ -12,6 +12,7 @@ from typing import Any
 import streamlit as st
 
 import tnviz
+from app.components.canvas import take_canvas_edit
 from app.components.canvas.panel import draw_section
 from app.components.formatting import human
 from app.components.inputs import parse_int_list, parse_letters, parse_ranks, parse_sizes
@@ -147,6 +148,9 @@ def _svg(net_json: str, tensors: tuple[str, ...], indices: tuple[str, ...]) -> s
 
 
 # ---------------------------------------------------------------------- page
+# canvas edit first (Draw section below), so every section of this run shows the edited network
+if (_edited := take_canvas_edit("designer.canvas")) is not None:
+    set_network(_edited, "canvas")
 st.title("Designer")
 st.caption("Design a tensor-network layer: tensors as shapes, bonds in red, open legs labelled with their size.")
 
@@ -269,7 +273,4 @@ st.caption(
     "another leg for a bond, onto a bond's leg or ● for a hyperedge; click a leg or bond to set its size and "
     "input/output role. Every edit is validated; a bad one shows its message and keeps your drawing."
 )
-_drawn = draw_section(get_network(), key="designer.canvas")
-if _drawn.network is not None:
-    set_network(_drawn.network, "canvas")
-    st.rerun()  # redraw the sections above with the edited network
+draw_section(get_network(), key="designer.canvas")  # its edits are taken at the top of the page

@@ -101,6 +101,16 @@ def apply_drawing(key: str, event: Mapping[str, Any] | None) -> tuple[TensorNetw
     return net, None
 
 
+def take_canvas_edit(key: str) -> TensorNetwork | None:
+    """The network of the user's latest canvas edit when it is new and valid, else None.
+
+    Call it at the top of a page (before anything shows the network) so that the whole page
+    draws the edited network in this run; :func:`network_canvas` later sees the edit as done.
+    """
+    net, _ = apply_drawing(key, _event(st.session_state.get(key)))
+    return net
+
+
 def network_canvas(net: TensorNetwork, *, key: str, height: int = DEFAULT_HEIGHT) -> CanvasResult:
     """Show ``net`` on the drawing canvas and return the user's edit (see :class:`CanvasResult`).
 
@@ -111,6 +121,8 @@ def network_canvas(net: TensorNetwork, *, key: str, height: int = DEFAULT_HEIGHT
     ss = st.session_state
     k = _keys(key)
     new_net, _ = apply_drawing(key, _event(ss.get(key)))
+    if new_net is not None and net == new_net:
+        new_net = None  # the page took the edit already (take_canvas_edit)
     if new_net is None and net != ss.get(k["expected"]):
         # A network from outside the canvas: draw it, fresh revision, no error.
         ss[k["loads"]] = ss.get(k["loads"], 0) + 1
@@ -135,4 +147,4 @@ def reset_canvas(key: str) -> None:
         st.session_state.pop(name, None)
 
 
-__all__ = ["CanvasResult", "network_canvas", "apply_drawing", "reset_canvas"]
+__all__ = ["CanvasResult", "network_canvas", "take_canvas_edit", "apply_drawing", "reset_canvas"]
