@@ -135,6 +135,7 @@ def test_bond_stats_against_direct_formulas():
         assert np.allclose(s.class_means[c], acts[labels == c].mean(0))
         rest = acts[labels != c].mean(0)
         assert np.allclose(s.selectivity[c], (acts[labels == c].mean(0) - rest) / acts.std(0, ddof=1))
+    assert np.allclose(s.centred_means, s.class_means - acts.mean(0))
     assert np.allclose(s.spectrum, np.sort(np.linalg.eigvalsh(np.cov(acts.T)))[::-1])
     assert s.rank == 4 and s.channels == 4
     assert s.top_channels(1) == {0: [0], 1: [1], 2: [2]}
@@ -277,3 +278,19 @@ def test_bond_charts_carry_the_numbers():
     mosaic = np.asarray(image_mosaic(tiles, row_labels=["a", "b"]).data[0].z)
     assert mosaic.shape == (17, 26) and np.array_equal(mosaic[9:17, 18:26], tiles[1, 2])
     assert np.isnan(mosaic[8]).all()
+
+
+def test_healing_moves_the_bond_features_and_the_accuracy():
+    """One epoch of end-to-end healing: accuracy up, the bond's statistics change with the weights."""
+    from tnviz.bonds import inspect_bond, tensorized_digits_mlp
+    from tnviz.model.demos import digits_split
+    from tnviz.model.evaluate import digits_accuracy
+
+    data = digits_split()
+    x = data.x_test.reshape(len(data.x_test), -1)
+    raw = tensorized_digits_mlp("fc2", max_rank=4)
+    healed = tensorized_digits_mlp("fc2", max_rank=4, heal_epochs=1)
+    assert digits_accuracy(healed) > digits_accuracy(raw) + 0.05
+    before = inspect_bond(raw, "fc2", "b2", x, data.y_test).stats
+    after = inspect_bond(healed, "fc2", "b2", x, data.y_test).stats
+    assert compare_stats(before, after)["covariance spectrum"] > 1e-3

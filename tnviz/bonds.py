@@ -339,6 +339,11 @@ class BondStats:
     def channels(self) -> int:
         return self.class_means.shape[1]
 
+    @property
+    def centred_means(self) -> np.ndarray:
+        """Class means minus the mean over all samples: what tells the classes apart per channel."""
+        return self.class_means - self.extra["overall_mean"]
+
     def channels_for(self, fraction: float = 0.9) -> int:
         """How many principal directions carry ``fraction`` of the variance."""
         if self.total_variance <= 0:
@@ -425,7 +430,8 @@ def bond_stats(acts: Any, labels: Any, classes: Sequence[int] | None = None, rto
     design = np.hstack([centred @ basis, np.ones((len(h), 1))])
     coef, *_ = np.linalg.lstsq(design, onehot, rcond=None)
     probe = float(np.mean(np.argmax(design @ coef, 1) == np.argmax(onehot, 1)))
-    return BondStats(classes, means, selectivity, spectrum, rank, separation, probe, float(np.trace(cov)))
+    return BondStats(classes, means, selectivity, spectrum, rank, separation, probe, float(np.trace(cov)),
+                     {"overall_mean": overall})
 
 
 def top_inputs(acts: Any, k: int = 5) -> np.ndarray:

@@ -93,12 +93,12 @@ _keep_valid(K_MODEL, list(MODELS), next(iter(MODELS)))
 c1, c2, c3, c4 = st.columns([3, 1, 1, 1])
 model_name = c1.selectbox("Model", list(MODELS), key=K_MODEL)
 layer = MODELS[model_name]
-max_rank, heal_epochs, latent = RANKS[1], 0, 16
+max_rank, heal_epochs, latent = RANKS[-1], 0, 16
 if layer is not None:
-    _keep_valid(K_RANK, list(RANKS), RANKS[1])
+    _keep_valid(K_RANK, list(RANKS), RANKS[-1])
     max_rank = c2.selectbox("MPO max rank", RANKS, key=K_RANK, help="TT-SVD of the trained layer's weight")
     restore(K_HEAL, False)
-    heal_epochs = 1 if c3.toggle("Heal (1 epoch)", key=K_HEAL, help="fine-tune the tensorized MLP end to end") else 0
+    heal_epochs = 1 if c3.toggle("Heal", key=K_HEAL, help="fine-tune the tensorized MLP end to end for one epoch (tnviz.model.heal)") else 0
     bonds = list(mlp_model(layer, max_rank, heal_epochs).get_submodule(layer).network.bonds)
 else:
     _keep_valid(K_LATENT, [8, 16], 16)
@@ -152,7 +152,7 @@ with left:
                       alt=f"Diagram of {cut.net.name} with bond {bond} highlighted")
     st.caption(cut.describe())
 with right:
-    _keep_valid(K_VALUES, list(HEATMAP_VALUES), "mean activation")
+    _keep_valid(K_VALUES, list(HEATMAP_VALUES), next(iter(HEATMAP_VALUES)))
     what = st.radio("Heatmap", list(HEATMAP_VALUES), key=K_VALUES, horizontal=True)
     remember(K_VALUES)
     attr, bar = HEATMAP_VALUES[what]

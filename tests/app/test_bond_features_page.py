@@ -50,19 +50,22 @@ def test_picking_a_bond_changes_the_heatmap_and_the_highlight(open_page):
     first = _heatmap(at)
     # the page shows what the library computes for the same model and bond
     data = digits_split()
-    expected = inspect_bond(tensorized_digits_mlp("fc2", max_rank=8), "fc2", "b2",
+    expected = inspect_bond(tensorized_digits_mlp("fc2", max_rank=16), "fc2", "b2",
                             data.x_test.reshape(-1, 64), data.y_test)
-    assert first.shape == (10, 8)
-    assert np.allclose(first, expected.stats.class_means, atol=1e-9)
+    assert at.selectbox(key="bonds.rank").value == 16 and first.shape == (10, 16)
+    overall = expected.activations.mean(0)
+    assert np.allclose(first, expected.stats.class_means - overall, atol=1e-9)
     assert _metric(at, "Rank of the activations").value == str(expected.stats.rank)
     assert "b2" in at.get("graphviz_chart")[0].proto.spec
     at.selectbox(key="bonds.bond").set_value("b1").run()
     assert not at.exception
     second = _heatmap(at)
-    assert second.shape == (10, 8) and not np.allclose(first, second)
+    assert second.shape == (10, 16) and not np.allclose(first, second)
     assert "bond b1" in " ".join(c.value for c in at.caption)
     at.radio(key="bonds.values").set_value("selectivity").run()
     assert not np.allclose(_heatmap(at), second)
+    at.selectbox(key="bonds.rank").set_value(4).run()
+    assert _heatmap(at).shape == (10, 4)
 
 
 def test_gauge_toggle_keeps_the_model_and_sorts_the_statistics(open_page):

@@ -15,6 +15,7 @@ import numpy as np
 
 #: What the heatmap can show: key -> (BondStats attribute, colour bar title).
 HEATMAP_VALUES: dict[str, tuple[str, str]] = {
+    "mean activation, centred": ("centred_means", "mean - all"),
     "mean activation": ("class_means", "mean"),
     "selectivity": ("selectivity", "d'"),
 }
