@@ -75,7 +75,8 @@ def spectrum_chart(spectrum: np.ndarray, *, after: np.ndarray | None = None, aft
         title=title or "spectrum of the bond activations (covariance eigenvalues)",
         xaxis={"title": "principal direction", "dtick": 1 if len(s) <= 32 else None},
         yaxis={"title": "variance"},
-        yaxis2={"title": "cumulative fraction", "overlaying": "y", "side": "right", "range": [0, 1.05]},
+        yaxis2={"title": "cumulative fraction", "overlaying": "y", "side": "right", "range": [0, 1.05],
+                "tickformat": ".0%", "tickvals": [0, 0.25, 0.5, 0.75, 1.0], "showgrid": False},
         legend={"orientation": "h", "y": -0.25}, margin={"l": 60, "r": 60, "t": 50, "b": 40}, height=360,
     )
     return fig

@@ -1,0 +1,46 @@
+"""The Bond features page in a real headless Chromium: the plotly charts draw (heatmap, spectrum,
+digit mosaic), the bond is highlighted on the diagram, and a gauge move shows its report.
+Screenshot: artifacts/screenshots/bond_features.png, copied to assets/screenshots/ for the README."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tnviz.render import PALETTE
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[2]
+README_SHOT = ROOT / "assets" / "screenshots" / "bond_features.png"
+PLOT = '[data-testid="stPlotlyChart"]'
+CHART = '[data-testid="stGraphVizChart"]'
+
+
+def test_bond_features_draws_charts_and_the_gauge_report(page, app_url, wait_idle, screenshot):
+    page.goto(app_url)
+    wait_idle(page)
+    page.get_by_role("link", name="Bond features").click()
+    wait_idle(page, timeout_ms=90_000)
+    page.wait_for_selector(f"{PLOT} >> nth=2 >> .main-svg", timeout=60_000)
+    # heatmap, spectrum and the digit mosaic are drawn as plotly figures with heatmap/bar layers
+    assert page.locator(f"{PLOT} >> nth=0 >> .hm").count() >= 1 or page.locator(f"{PLOT} >> nth=0 >> image").count() >= 1
+    assert page.locator(f"{PLOT} >> nth=1 >> .bars path").count() == 16  # one bar per channel of b2 (max rank 16)
+    # the chosen bond is drawn in the highlight colour
+    strokes = page.eval_on_selector_all(f"{CHART} >> g.edge path", "ps => ps.map(p => (p.getAttribute('stroke') || '').toLowerCase())")
+    assert PALETTE["highlight"].lower() in strokes
+
+    page.get_by_text("a random invertible X", exact=False).first.click()
+    wait_idle(page, timeout_ms=90_000)
+    page.wait_for_selector('[data-testid="stAlertContentSuccess"]', timeout=60_000)
+    assert "the same model" in page.locator('[data-testid="stAlertContentSuccess"]').first.inner_text()
+    assert page.locator('[data-testid="stDataFrame"]').count() == 1
+
+    # the top of the page: controls, metrics, diagram, heatmap, spectrum and digits
+    page.set_viewport_size({"width": 1400, "height": 1450})
+    page.locator("h1").first.evaluate("h => h.scrollIntoView({block: 'start'})")
+    page.wait_for_timeout(800)
+    shot = screenshot(page, "bond_features")
+    README_SHOT.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(shot, README_SHOT)
