@@ -195,11 +195,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--in-dims", type=int, nargs="+", default=[8, 8, 8, 8])
     p.add_argument("--out-dims", type=int, nargs="+", default=[8, 8, 8, 8])
     p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice); 1 gives steadier ratios on a shared machine")
     p.add_argument("--no-tltorch", action="store_true")
     p.add_argument("--quick", action="store_true", help="batches 1 64, ranks 4 16, 3 repeats (smoke run)")
     p.add_argument("--json", help="write the result as JSON here")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.quick:
         args.batches, args.ranks, args.repeats = [1, 64], [4, 16], 3
     result = run(args)

@@ -20,13 +20,13 @@ Registry :data:`STRATEGIES` (name -> strategy), used by the layer, the benchmark
 ``auto`` (in the layer) picks the supported strategy with the lowest :func:`estimate`.
 
 >>> from tnviz.builders import mpo
->>> net = mpo([8, 8, 8, 8], [8, 8, 8, 8], ranks=4)
+>>> net = mpo([8, 8, 8, 8], [8, 8, 8, 8], ranks=8)
 >>> sorted(name for name, s in STRATEGIES.items() if s.supports(net))
 ['chain', 'factorized', 'rebuilt']
 >>> choose(net, batch=64)
 'chain'
 >>> plan_chain(net, 1024).describe()       # cores merged where that is cheaper at this batch
-'A | B | CD'
+'AB | CD'
 """
 from __future__ import annotations
 
@@ -53,9 +53,13 @@ FACTORIZED_PASSES = 3.0
 #: Fixed overhead per executed step (kernel launch / Python dispatch), in FLOP-equivalents.
 STEP_OVERHEAD = 20_000.0
 
-#: Overhead per small GEMM inside a batched matmul, in FLOP-equivalents: tens of thousands of
+#: Inside a batched matmul each GEMM is charged at least this many FLOPs: tens of thousands of
 #: tiny GEMMs (a core applied to a state with few trailing inputs) run far below peak.
-BATCHED_GEMM_OVERHEAD = 50_000.0
+MIN_GEMM_FLOPS = 2 * 64**3
+
+#: A batched step whose GEMMs are thinner than this (trailing inputs ``r``) is run instead as one
+#: large GEMM on a transposed copy of the state (two state-sized copies, one efficient GEMM).
+THIN_GEMM = 8
 
 
 class StrategyError(TnvizError, ValueError):
@@ -252,6 +256,17 @@ class Segment:
     def moved(self) -> int:
         return self.M * self.r * (self.k + self.n) + self.k * self.n
 
+    @property
+    def mode(self) -> str:
+        """How the step runs: one GEMM on the state (``gemm``: no inputs left; ``left``: batch of
+        one), ``batched`` (M GEMMs ``mat^T @ S[m]``) or ``transposed`` (one GEMM on a transposed
+        copy, for thin GEMMs)."""
+        if self.r == 1:
+            return "gemm"
+        if self.M == 1:
+            return "left"
+        return "transposed" if self.r <= THIN_GEMM else "batched"
+
 
 def _segment(net: TensorNetwork, cores: tuple[ChainCore, ...], first: int, last: int, batch: int) -> Segment:
     sizes = net.sizes
@@ -309,13 +324,16 @@ class ChainPlan:
         tensors = ctx.ordered_tensors()
         state = x2d
         for s in self.segments:
-            mat = ctx.cached(("chain", s.first, s.last), lambda s=s: self._merge(s, tensors))
-            if s.r == 1:
-                state = state.reshape(s.M, s.k) @ mat
-            elif s.M == 1:
-                state = mat.t() @ state.reshape(s.k, s.r)
-            else:
-                state = torch.matmul(mat.t(), state.reshape(s.M, s.k, s.r))
+            mode = s.mode
+            if mode == "gemm":
+                state = state.reshape(s.M, s.k) @ ctx.cached(("chain", s.first, s.last), lambda s=s: self._merge(s, tensors))
+            elif mode == "transposed":
+                mat = ctx.cached(("chain", s.first, s.last), lambda s=s: self._merge(s, tensors))
+                state = torch.matmul(state.reshape(s.M, s.k, s.r).transpose(1, 2), mat).transpose(1, 2).contiguous()
+            else:  # left / batched: the transposed matrix, made contiguous once (cached in eval mode)
+                mat_t = ctx.cached(("chain-t", s.first, s.last),
+                                   lambda s=s: self._merge(s, tensors).t().contiguous())
+                state = mat_t @ state.reshape(s.k, s.r) if mode == "left" else torch.matmul(mat_t, state.reshape(s.M, s.k, s.r))
         return state.reshape(self.batch, self.net.out_features)
 
     def _merge(self, s: Segment, tensors: list[Any]):
@@ -327,9 +345,13 @@ class ChainPlan:
 
 
 def _segment_cost(s: Segment, cached: bool) -> float:
-    cost = s.flops + MEMORY_WEIGHT * s.moved + STEP_OVERHEAD
-    if s.M > 1 and s.r > 1:  # a batched matmul of M small GEMMs
-        cost += BATCHED_GEMM_OVERHEAD * s.M
+    mode = s.mode
+    if mode == "batched":
+        cost = s.M * max(2 * s.k * s.n * s.r, MIN_GEMM_FLOPS) + MEMORY_WEIGHT * s.moved + STEP_OVERHEAD
+    elif mode == "transposed":
+        cost = s.flops + 3 * MEMORY_WEIGHT * s.moved + STEP_OVERHEAD
+    else:
+        cost = s.flops + MEMORY_WEIGHT * s.moved + STEP_OVERHEAD
     if not cached:
         cost += s.merge_flops + (MEMORY_WEIGHT * s.k * s.n + STEP_OVERHEAD) * (s.last - s.first)
     return cost
