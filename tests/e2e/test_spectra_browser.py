@@ -1,0 +1,89 @@
+"""The Spectra page in a real headless Chromium: the bundled MiniLM with its trade-off chart; then
+upload a small .safetensors through the file chooser, see the spectra chart with its cut, move the
+rank slider with the keyboard and see the cut and the error follow.  Screenshot:
+artifacts/screenshots/spectra.png, copied to assets/screenshots/spectra.png for the README."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[2]
+README_SHOT = ROOT / "assets" / "screenshots" / "spectra.png"
+CHART = '[data-testid="stPlotlyChart"]'
+
+
+def _small_file(folder: Path) -> Path:
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(0)
+    U, _ = torch.linalg.qr(torch.randn(48, 32, generator=g))
+    V, _ = torch.linalg.qr(torch.randn(32, 32, generator=g))
+    w = (U * 0.8 ** torch.arange(32.0)) @ V.T
+    path = folder / "small.safetensors"
+    save_file({"fc1.weight": w.contiguous(), "fc1.bias": torch.zeros(48)}, str(path))
+    return path
+
+
+def _metric(page, label: str) -> str:
+    box = page.locator('[data-testid="stMetric"]').filter(has_text=label).first
+    return box.locator('[data-testid="stMetricValue"]').inner_text()
+
+
+def _cut_x(page) -> str:
+    """The x pixel position of the first cut line drawn in the spectra chart."""
+    return page.locator(f"{CHART} .shapelayer path").first.get_attribute("d")
+
+
+def test_minilm_tradeoff_then_upload_moves_the_cut(page, app_url, wait_idle, screenshot, tmp_path):
+    page.goto(app_url)
+    wait_idle(page, timeout_ms=120_000)
+    page.get_by_role("link", name="Spectra").click()
+    page.get_by_text("bundled all-MiniLM-L6-v2").first.wait_for(timeout=120_000)
+    page.wait_for_selector(f"{CHART} .main-svg", timeout=120_000)
+    wait_idle(page, timeout_ms=120_000)
+    assert page.locator(f"{CHART} .scatterlayer .trace").count() == 4  # two bonds: kept + discarded each
+
+    # the trade-off of every method on the bundled MiniLM, and the screenshot for the README
+    page.get_by_role("button", name="Compute the trade-off").click()
+    page.get_by_text("Pareto front:").first.wait_for(timeout=300_000)
+    wait_idle(page, timeout_ms=120_000)
+    assert page.locator(CHART).count() == 2
+    assert page.locator(CHART).nth(1).locator(".scatterlayer .trace").count() >= 7  # 5 methods, front, current
+    page.mouse.move(5, 5)  # no tooltip over the shot
+    page.set_viewport_size({"width": 1400, "height": 2700})
+    page.wait_for_timeout(800)
+    shot = screenshot(page, "spectra")
+    README_SHOT.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(shot, README_SHOT)
+    page.set_viewport_size({"width": 1400, "height": 1000})
+
+    # an upload through the file chooser replaces the weights; the slider moves the cut
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(_small_file(tmp_path)))
+    page.get_by_text("upload small.safetensors").first.wait_for(timeout=60_000)
+    wait_idle(page, timeout_ms=60_000)
+    chart = page.locator(CHART).first
+    chart.locator(".main-svg").first.wait_for()
+    assert chart.locator(".scatterlayer .trace").count() == 2  # one bond: kept + discarded values
+    assert page.locator(f"{CHART} .shapelayer path").count() >= 1  # the cut
+    error_before, params_before, cut_before = _metric(page, "Relative error"), _metric(page, "Parameters"), _cut_x(page)
+
+    thumb = page.locator('[data-testid="stSlider"] input[type="range"]').first
+    assert thumb.input_value() == "8"
+    thumb.focus()
+    thumb.press("Home")  # one key, one rerun: rank 1
+    page.wait_for_function("() => document.querySelector('[data-testid=\"stSlider\"] input[type=\"range\"]').value === '1'")
+    page.wait_for_function(
+        "before => { const m = [...document.querySelectorAll('[data-testid=\"stMetric\"]')]"
+        ".find(e => e.textContent.includes('Relative error')); "
+        "return m && m.querySelector('[data-testid=\"stMetricValue\"]').textContent !== before; }",
+        arg=error_before, timeout=60_000,
+    )
+    wait_idle(page, timeout_ms=60_000)
+    assert float(_metric(page, "Relative error")) > float(error_before)  # fewer values kept, more error
+    assert int(_metric(page, "Parameters").replace(",", "")) < int(params_before.replace(",", ""))
+    assert _cut_x(page) != cut_before
