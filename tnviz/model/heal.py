@@ -41,6 +41,7 @@ class HealReport:
     loss_after: dict[str, float] = field(default_factory=dict)
     steps: int = 0
     seconds: float = 0.0
+    kept: list[str] = field(default_factory=list)  # layers whose healing did not lower the loss (left as they came)
 
 
 def _call(model: nn.Module, batch: Any) -> Any:
@@ -136,6 +137,7 @@ def heal_layerwise(model: nn.Module, original: nn.Module, batches: Sequence[Any]
         everything = torch.arange(len(x))
         with torch.no_grad():
             report.loss_before[name] = float(loss_of(everything))
+            start_state = {k: v.detach().clone() for k, v in layer.state_dict().items()}
         for _ in range(steps):
             rows = torch.randint(0, len(x), (min(batch_rows, len(x)),), generator=generator)
             optimizer.zero_grad(set_to_none=True)
@@ -145,6 +147,10 @@ def heal_layerwise(model: nn.Module, original: nn.Module, batches: Sequence[Any]
         layer.eval()
         with torch.no_grad():
             report.loss_after[name] = float(loss_of(everything))
+            if report.loss_after[name] > report.loss_before[name]:  # never leave a layer worse than it came
+                layer.load_state_dict(start_state)
+                report.loss_after[name] = report.loss_before[name]
+                report.kept.append(name)
     model.train(was)
     model.eval()
     if progress:

@@ -441,12 +441,15 @@ def calibration_stats(model: nn.Module, batches: Iterable[Any], names: Sequence[
 def apply_plan(model: nn.Module, plan: Plan, *, calibration: Sequence[Any] | None = None,
                data_aware: bool = True, device: Any = None, progress: ProgressFn | None = None,
                flops_batch: int = 1, strategy: str = "auto", stats: Mapping[str, Any] | None = None,
-               **decompose_options: Any) -> Tensorized:
+               precision: torch.dtype = torch.float64, **decompose_options: Any) -> Tensorized:
     """Decompose every planned layer and return a compressed deep copy (the original is untouched).
 
     ``calibration``: batches for the data-aware statistics (required when ``data_aware``, unless
     ``stats`` from an earlier :func:`calibration_stats` are given). ``device``: where the copy
     lives and decompositions run (``None``: CUDA when present). ``progress(done, total, name)``.
+    ``precision``: the dtype decompositions run in (float64 by default: a covariance from few
+    calibration rows is near-singular, and its Cholesky factor fails in float32); the layers get
+    the original module's dtype.
     """
     from ..decompose import decompose
 
@@ -467,8 +470,7 @@ def apply_plan(model: nn.Module, plan: Plan, *, calibration: Sequence[Any] | Non
         if progress:
             progress(k + (1 if data_aware else 0), len(names) + (1 if data_aware else 0), lp.name)
         module = modules[lp.name]
-        weight = module.weight.detach()
-        weight = weight.float() if weight.dtype not in (torch.float32, torch.float64) else weight
+        weight = module.weight.detach().to(precision)
         cov = stats[lp.name].second_moment if lp.name in stats else None
         try:
             dec = decompose(weight, lp.method, input_cov=cov, **dict(lp.options), **decompose_options)
