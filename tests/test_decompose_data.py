@@ -260,8 +260,10 @@ def test_exact_svd_of_rectangular_matrices_matches_lapack(shape):
     from tnviz.decompose.randomized import exact_svd
 
     A = torch.randn(*shape, generator=gen(8), dtype=torch.float64)
-    U, S, Vh = exact_svd(A)
+    U, S, Vh, SVh = exact_svd(A)
     k = min(shape)
+    if SVh is not None:
+        assert torch.allclose(SVh, S[:, None] * Vh, atol=1e-12)
     assert U.shape == (shape[0], k) and Vh.shape == (k, shape[1])
     assert torch.allclose(S, torch.linalg.svdvals(A), rtol=1e-12)
     assert torch.allclose((U * S) @ Vh, A, atol=1e-12)

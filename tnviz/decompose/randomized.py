@@ -51,9 +51,21 @@ class SVDResult:
 
 
 def _qr(Y):
+    """Orthonormal basis of the columns of a tall-skinny ``Y``: CholeskyQR2 (two Gram
+    matrices and Cholesky factors, GEMM-bound and fast), falling back to Householder QR when the
+    Gram matrix is too ill-conditioned for Cholesky (e.g. a rank-deficient sketch)."""
     import torch
 
-    return torch.linalg.qr(Y, mode="reduced")[0]
+    Q = Y
+    for _ in range(2):
+        L, info = torch.linalg.cholesky_ex(Q.mT @ Q)
+        if int(info) != 0 or not bool(torch.isfinite(L).all()):
+            return torch.linalg.qr(Y, mode="reduced")[0]
+        Q = torch.linalg.solve_triangular(L, Q.mT, upper=False).mT
+    eye = torch.eye(Q.shape[1], device=Q.device, dtype=Q.dtype)
+    if float(torch.linalg.matrix_norm(Q.mT @ Q - eye)) > 1e3 * torch.finfo(Q.dtype).eps * Q.shape[1]:
+        return torch.linalg.qr(Y, mode="reduced")[0]
+    return Q
 
 
 def randomized_svd(A, k: int, *, power_iters: int = POWER_ITERS, seed: int = 0):
@@ -70,25 +82,33 @@ def randomized_svd(A, k: int, *, power_iters: int = POWER_ITERS, seed: int = 0):
         Q = _qr(A.mT @ Q)
         Q = _qr(A @ Q)
     B = Q.mT @ A
-    Ub, S, Vh = torch.linalg.svd(B, full_matrices=False)
+    Ub, S, Vh, _ = exact_svd(B)
     return Q @ Ub, S, Vh
 
 
 def exact_svd(A):
-    """Thin SVD by LAPACK/cuSOLVER; a strongly rectangular matrix is first reduced by a QR
-    factorization (exact, and several times faster than a direct SVD of a 64 x 262144 unfolding)."""
+    """Thin SVD by LAPACK/cuSOLVER, returning ``U, S, Vh, S·Vh``.
+
+    A strongly rectangular matrix is first reduced by a QR factorization (exact, and several
+    times faster than a direct SVD of a 64 x 262144 unfolding).  For a wide matrix only the
+    triangular factor is formed (``geqrf``, no explicit Q): ``A^T = Q R`` gives the singular
+    values and ``U`` from ``R^T``, and ``S·Vh = U^T A`` directly.
+    """
     import torch
 
     m, n = A.shape
     if n >= 4 * m:
-        Q, R = torch.linalg.qr(A.mT, mode="reduced")          # A = R^T Q^T
-        U, S, Vh = torch.linalg.svd(R.mT)
-        return U, S, Vh @ Q.mT
+        R = torch.geqrf(A.mT)[0][:m].triu()                    # A = R^T Q^T
+        U, S, _ = torch.linalg.svd(R.mT)
+        SVh = U.mT @ A
+        safe = torch.where(S > 0, S, torch.ones_like(S))
+        return U, S, SVh / safe[:, None], SVh
     if m >= 4 * n:
         Q, R = torch.linalg.qr(A, mode="reduced")             # A = Q R
         U, S, Vh = torch.linalg.svd(R)
-        return Q @ U, S, Vh
-    return torch.linalg.svd(A, full_matrices=False)
+        return Q @ U, S, Vh, None
+    U, S, Vh = torch.linalg.svd(A, full_matrices=False)
+    return U, S, Vh, None
 
 
 def gram_svd(A):
@@ -133,11 +153,12 @@ def truncated_svd(
 
     full = min(A.shape)
     if not use_randomized(tuple(A.shape), cap, randomized, oversample):
-        U, S, Vh = exact_svd(A)
+        U, S, Vh, SVh = exact_svd(A)
         spectrum = S.detach().double().cpu()
         r = choose_rank(spectrum, trunc, bond=bond, cap=cap)
         tails = tail_squares(spectrum)
-        return SVDResult(U[:, :r], S[:r], Vh[:r], spectrum, tails[r] ** 0.5, False, False)
+        return SVDResult(U[:, :r], S[:r], Vh[:r], spectrum, tails[r] ** 0.5, False, False,
+                         SVh[:r] if SVh is not None else None)
     total_sq = float(torch.linalg.matrix_norm(A.double() if A.dtype != torch.float64 else A) ** 2)
     k = min(full, (cap + oversample) if cap is not None else max(32, oversample * 2))
     while True:
@@ -146,7 +167,7 @@ def truncated_svd(
             U, S, SVh = gram_svd(A)
             Vh = None
         elif k >= full:
-            U, S, Vh = exact_svd(A)
+            U, S, Vh, _ = exact_svd(A)
         else:
             U, S, Vh = randomized_svd(A, k, power_iters=power_iters, seed=seed)
         spectrum = S.detach().double().cpu()
