@@ -15,9 +15,11 @@ from tnviz.model.io import candidates, open_weights, save_safetensors
 from tnviz.spectra import (
     LayerRow,
     bond_entropy,
+    cut,
     cut_error,
     default_legs,
     discarded_weight,
+    exact_decomposition,
     layer_spectra,
     layer_tradeoff,
     model_table,
@@ -311,3 +313,43 @@ def test_import_is_light():
             "print([m for m in ('torch', 'plotly', 'streamlit', 'graphviz') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------------- slicing one exact decomposition
+@pytest.mark.parametrize("method", ["svd", "tucker"])
+def test_cut_of_the_exact_decomposition_equals_a_fresh_truncation(method):
+    W = weight(48, 32, seed=11, decay=0.85)
+    exact = exact_decomposition(W, method, name="fc")
+    assert exact.rel_error < 1e-12 and exact.network.name == f"{method.upper()} of fc"
+    for setting, value in [("rank", 1), ("rank", 3), ("rank", 7), ("rank", 100), ("rtol", 0.03), ("rtol", 0.25)]:
+        sliced = cut(exact, W, setting, value)
+        fresh = layer_spectra(W, method, setting=setting, value=value)
+        assert dict(sliced.ranks) == dict(fresh.ranks), (setting, value)
+        assert sliced.params == fresh.params
+        assert sliced.rel_error == pytest.approx(fresh.rel_error, rel=1e-9, abs=1e-12)
+        assert sliced.bound == pytest.approx(fresh.bound, rel=1e-9, abs=1e-12)
+        for a, b in zip(sliced.bonds, fresh.bonds):
+            np.testing.assert_allclose(a.values, b.values, rtol=1e-10, atol=1e-13)
+            assert a.kept == b.kept
+    with pytest.raises(RankError, match="slicing"):
+        exact_decomposition(W, "mpo")
+
+
+def test_cut_of_a_conv_kernel_svd():
+    K = torch.randn(8, 3, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    exact = exact_decomposition(K, "svd")
+    sliced = cut(exact, K, "rank", 4)
+    s = np.linalg.svd(K.reshape(8, 27).numpy(), compute_uv=False)
+    assert sliced.rel_error == pytest.approx(math.sqrt(float(np.sum(s[4:] ** 2))) / np.linalg.norm(s), rel=1e-9)
+    assert sliced.network.sizes["r"] == 4 and set(sliced.network.inputs) == {"cin", "kh", "kw"}
+
+
+def test_module_doctests():
+    import doctest
+
+    import tnviz.render.spectra_charts
+    import tnviz.spectra
+
+    for module in (tnviz.spectra, tnviz.render.spectra_charts):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__

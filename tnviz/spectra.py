@@ -295,6 +295,66 @@ def layer_spectra(
     return from_decomposition(dec, setting, value)
 
 
+#: Methods whose every truncation is a slice of the exact decomposition (the spectra do not depend on the cut).
+SLICEABLE = ("svd", "tucker")
+
+
+def exact_decomposition(weight: "torch.Tensor", method: str, *, in_dims: Sequence[int] | None = None,
+                        out_dims: Sequence[int] | None = None, name: str = "") -> "Decomposition":
+    """The untruncated decomposition by exact SVDs, computed once, that :func:`cut` slices
+    (``method`` in :data:`SLICEABLE`)."""
+    from .decompose import decompose
+
+    if method not in SLICEABLE:
+        raise RankError(f"only {list(SLICEABLE)} are cut by slicing one exact decomposition; got {method!r}")
+    dec = decompose(weight, method, in_dims=in_dims, out_dims=out_dims, randomized=False)
+    return _renamed(dec, f"{method.upper()} of {name}") if name else dec
+
+
+def cut(exact: "Decomposition", weight: "torch.Tensor", setting: str = "rank", value: float = 8) -> LayerSpectra:
+    """The truncation of an :func:`exact_decomposition` at ``setting`` = ``value`` without a new SVD.
+
+    Keeping the leading ``r`` triplets of the SVD, or the leading ``r_k`` columns of each HOSVD
+    factor with the matching corner of the core, is exactly what a fresh truncated SVD / HOSVD
+    gives; ranks for an error follow the same per-bond thresholds (``rtol·||W||``, and
+    ``rtol·||W||/sqrt(N)`` per Tucker mode).  The error is measured on the reconstruction of
+    ``weight`` (the weight that was decomposed).
+    """
+    from dataclasses import replace
+
+    from .contract import to_dense
+
+    if exact.method not in SLICEABLE:
+        raise RankError(f"only {list(SLICEABLE)} are cut by slicing one exact decomposition; got {exact.method!r}")
+    start = time.perf_counter()
+    trunc = _truncation(setting, value)
+    bonds = list(exact.spectra)
+    spectra = {b: _values(np.asarray(exact.spectra[b].detach().double().cpu())) for b in bonds}
+    norm = float(np.sqrt(np.sum(spectra[bonds[0]] ** 2)))  # every unfolding of W has the norm ||W||
+    if "max_rank" in trunc:
+        ranks = {b: max(1, min(trunc["max_rank"], len(spectra[b]))) for b in bonds}
+    else:
+        per_bond = trunc["rtol"] / math.sqrt(len(bonds))
+        ranks = {b: rank_for_error(spectra[b], per_bond, norm) for b in bonds}
+    net = exact.network.with_sizes(**ranks)
+    if exact.method == "svd":
+        r = ranks["r"]
+        tensors = {"U": exact.tensors["U"][:, :r], "V": exact.tensors["V"][:r]}
+    else:
+        corner = tuple(slice(0, ranks[b]) for b in bonds)
+        tensors = {"G": exact.tensors["G"][corner].contiguous()}
+        tensors.update({f"U{k + 1}": exact.tensors[f"U{k + 1}"][:, : ranks[b]] for k, b in enumerate(bonds)})
+    W = weight.detach().reshape(net.out_features, net.in_features).to(exact.tensors[next(iter(exact.tensors))].dtype)
+    w_norm = float(W.double().norm())
+    diff = float((W - to_dense(net, tensors)).double().norm())
+    dec = replace(
+        exact, network=net, tensors=tensors,
+        discarded={b: discarded_weight(spectra[b], ranks[b]) / norm if norm > 0 else 0.0 for b in bonds},
+        rel_error=diff / w_norm if w_norm > 0 else diff, seconds=time.perf_counter() - start,
+    )
+    return from_decomposition(dec, setting, value)
+
+
 def _renamed(dec: "Decomposition", name: str) -> "Decomposition":
     from dataclasses import replace
 

@@ -4,7 +4,8 @@ the trade-off between methods, and which layers of a model tolerate compression.
 Weights come from an upload (.safetensors / .pt / .pth / .zip of a Hugging Face folder) or the
 bundled MiniLM; a refused upload shows its reason and keeps the weights loaded before.  Every
 result is cached by file hash + layer + method + legs (+ setting), so moving the slider back and
-forth redoes nothing.
+forth redoes nothing; for SVD and Tucker the exact decomposition is computed once and every cut is
+a slice of it.
 """
 from __future__ import annotations
 
@@ -74,11 +75,21 @@ def _tensor(path: str, digest: str, name: str, device: str):
     return _weights(path, digest).get(name, device=device, dtype=torch.float64)
 
 
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _exact(path: str, digest: str, name: str, method: str, in_dims: tuple[int, ...] | None,
+           out_dims: tuple[int, ...] | None, device: str):
+    """The exact SVD / HOSVD of a weight, computed once: every cut of it is a slice."""
+    return sp.exact_decomposition(_tensor(path, digest, name, device), method, in_dims=in_dims, out_dims=out_dims,
+                                  name=name)
+
+
 @st.cache_data(show_spinner=False, max_entries=512)
 def _spectra(path: str, digest: str, name: str, method: str, in_dims: tuple[int, ...] | None,
              out_dims: tuple[int, ...] | None, setting: str, value: float, device: str) -> sp.LayerSpectra:
-    return sp.layer_spectra(_tensor(path, digest, name, device), method, setting=setting, value=value,
-                            in_dims=in_dims, out_dims=out_dims, name=name)
+    weight = _tensor(path, digest, name, device)
+    if method in sp.SLICEABLE:
+        return sp.cut(_exact(path, digest, name, method, in_dims, out_dims, device), weight, setting, value)
+    return sp.layer_spectra(weight, method, setting=setting, value=value, in_dims=in_dims, out_dims=out_dims, name=name)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
