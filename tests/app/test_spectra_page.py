@@ -232,3 +232,24 @@ def test_bundled_minilm_opens_by_default(open_page):
     assert after < before and not math.isnan(after)
     table = at.dataframe[0].value
     assert list(table["bond"]) == ["b1", "b2"] and list(table["kept"]) == [32, 32]
+
+
+def test_state_dict_with_a_conv_kernel(small_page):
+    at = small_page
+    buf = io.BytesIO()
+    g = torch.Generator().manual_seed(4)
+    torch.save({"conv.weight": torch.randn(6, 3, 3, 3, generator=g), "conv.bias": torch.zeros(6)}, buf)
+    _upload(at, "conv.pt", buf.getvalue())
+    assert not _errors(at)
+    assert at.selectbox(key="spectra.layer").options == ["conv.weight · 6 × 3 × 3 × 3 · 162 params · Conv"]
+    assert at.text_input(key="spectra.in_legs").value == "3,3,3" and at.text_input(key="spectra.out_legs").value == "6"
+    at.selectbox(key="spectra.method").set_value("tucker").run()
+    at.slider(key="spectra.rank").set_value(2).run()
+    assert not at.exception and not _errors(at)
+    table = at.dataframe[0].value
+    assert list(table["bond"]) == ["r1", "r2", "r3", "r4"] and list(table["kept"]) == [2, 2, 2, 2]
+    direct = layer_spectra(torch.load(io.BytesIO(buf.getvalue()), weights_only=True)["conv.weight"].double(),
+                           "tucker", value=2)
+    assert _metric(at, "Relative error") == f"{direct.rel_error:.4f}"
+    at.button(key="spectra.open").click().run()
+    assert set(current_network(at).inputs) == {"cin", "kh", "kw"}
