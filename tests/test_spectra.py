@@ -23,6 +23,7 @@ from tnviz.spectra import (
     layer_spectra,
     layer_tradeoff,
     model_table,
+    not_applicable,
     rank_for_error,
     sweep_ranks,
     useful_rank,
@@ -203,6 +204,7 @@ def test_useful_ranks_of_known_shapes():
     assert useful_rank((384, 384), "mpo", (8, 8, 6), (8, 8, 6)) == 64
     with pytest.raises(DecompositionError, match="at least 2 cores"):
         useful_rank((16, 12), "tr")  # a single leg per side cannot make a ring
+    assert list(not_applicable((16, 12))) == ["tr"] and not not_applicable((48, 32))
     with pytest.raises(DecompositionError, match="multiply to in_features"):
         useful_rank((48, 32), "mpo", (5, 5), (8, 6))
 
@@ -233,6 +235,14 @@ def test_sweep_ranks():
     assert sweep_ranks(8) == [1, 2, 4, 8]
     assert sweep_ranks(12) == [1, 2, 4, 8, 12]
     assert sweep_ranks(300, limit=64) == [1, 2, 4, 8, 16, 32, 64]
+
+
+def test_layer_tradeoff_leaves_out_methods_that_cannot_apply():
+    W = weight(16, 12, seed=12)  # single legs: no ring
+    points, front = layer_tradeoff(W, methods=("tr", "svd"), rank_limit=4)
+    assert {p.method for p in points} == {"svd"} and front
+    with pytest.raises(DecompositionError, match="no chosen method applies"):
+        layer_tradeoff(W, methods=("tr",))
 
 
 def test_layer_tradeoff_points_match_direct_svd_and_front_is_undominated():

@@ -211,6 +211,21 @@ def useful_rank(shape: Sequence[int], method: str, in_dims: Sequence[int] | None
     return max([r0, r1, *inner])
 
 
+def not_applicable(shape: Sequence[int], in_dims: Sequence[int] | None = None,
+                   out_dims: Sequence[int] | None = None) -> dict[str, str]:
+    """The methods that cannot decompose a weight of ``shape`` on these legs, with the reason
+    (e.g. a tensor ring needs at least two cores)."""
+    from .decompose import DECOMPOSITIONS
+
+    out = {}
+    for m in DECOMPOSITIONS:
+        try:
+            useful_rank(shape, m, in_dims, out_dims)
+        except DecompositionError as exc:
+            out[m] = str(exc)
+    return out
+
+
 def _truncation(setting: str, value: float) -> dict[str, Any]:
     if setting == "rank":
         if isinstance(value, bool) or int(value) != value or value < 1:
@@ -382,11 +397,15 @@ def layer_tradeoff(
     **options: Any,
 ) -> tuple[list["TradeoffPoint"], list["TradeoffPoint"]]:
     """Error vs parameters for every method (:func:`tnviz.decompose.tradeoff`, ranks from
-    :func:`sweep_ranks` per method) and the Pareto front over all of them."""
+    :func:`sweep_ranks` per method) and the Pareto front over all of them.  Methods that cannot
+    apply to these legs (see :func:`not_applicable`) are left out."""
     from .decompose import pareto_front, tradeoff
 
-    methods = list(methods)
     shape = tuple(weight.shape)
+    skipped = not_applicable(shape, in_dims, out_dims)
+    methods = [m for m in methods if m not in skipped]
+    if not methods:
+        raise DecompositionError(f"no chosen method applies to these legs: {skipped}")
     ranks = {}
     for m in methods:
         limit = cp_rank_limit if m == "cp" else rank_limit

@@ -286,6 +286,9 @@ def layer_view(source: dict[str, str], cands: list[Candidate], device: str) -> N
                                                dense_params=res.dense_params), key="spectra.tradeoff_chart")
                 st.caption("Pareto front: " + " → ".join(f"{p.method} r={p.rank} ({human(p.params)}, {p.rel_error:.3f})"
                                                           for p in front))
+                for m, reason in sp.not_applicable(cand.shape, *legs_key).items():
+                    if m in chosen:
+                        st.caption(f"Left out {DESCRIPTIONS[m]}: {reason}")
         else:
             st.caption("Sweeps every chosen method over ranks 1, 2, 4, ... for this layer and these legs.")
 

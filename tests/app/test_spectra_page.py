@@ -253,3 +253,19 @@ def test_state_dict_with_a_conv_kernel(small_page):
     assert _metric(at, "Relative error") == f"{direct.rel_error:.4f}"
     at.button(key="spectra.open").click().run()
     assert set(current_network(at).inputs) == {"cin", "kh", "kw"}
+
+
+def test_a_method_that_cannot_apply_says_why(small_page):
+    at = _upload(small_page, "tiny.safetensors", _safetensors_bytes({"tiny.weight": _weight(16, 12, 5)}))
+    assert at.text_input(key="spectra.in_legs").value == "12"  # one leg per side
+    at.selectbox(key="spectra.method").set_value("tr").run()
+    errors = _errors(at)
+    assert errors and errors[0].startswith("Tensor ring (TR-SVD) on legs 12 → 16") and "at least 2 cores" in errors[0]
+    assert not at.metric  # nothing computed, nothing crashed
+    at.selectbox(key="spectra.method").set_value("svd").run()
+    at.multiselect(key="spectra.tradeoff_methods").set_value(["tr", "svd"]).run()
+    at.button(key="spectra.tradeoff").click().run()
+    assert not at.exception and not _errors(at)
+    assert any(c.value.startswith("Left out Tensor ring (TR-SVD): ") for c in at.caption)
+    fig = json.loads(at.get("plotly_chart")[1].proto.spec)
+    assert [t["name"] for t in fig["data"]][0] == "low-rank SVD"
