@@ -64,6 +64,9 @@ def test_channel_images_decode_one_hot_codes(trained):
     assert torch.allclose(images[3], third)
     assert float((images[0] - images[1]).abs().max()) > 1e-3  # channels decode to different images
     assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
+    with torch.no_grad():
+        base = model.decode(torch.zeros(1, 12)).reshape(8, 8)
+    assert torch.allclose(model.channel_images(relative=True)[5], images[5] - base)
 
 
 def test_training_is_seeded():

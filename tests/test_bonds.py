@@ -278,6 +278,8 @@ def test_bond_charts_carry_the_numbers():
     mosaic = np.asarray(image_mosaic(tiles, row_labels=["a", "b"]).data[0].z)
     assert mosaic.shape == (17, 26) and np.array_equal(mosaic[9:17, 18:26], tiles[1, 2])
     assert np.isnan(mosaic[8]).all()
+    centred = image_mosaic(tiles - 0.5, symmetric=True).data[0]
+    assert centred.zmid == 0.0 and centred.zmin == -centred.zmax
 
 
 def test_healing_moves_the_bond_features_and_the_accuracy():

@@ -107,13 +107,16 @@ class TensorizedAutoencoder(nn.Module):
         cut = bond_cut(self.network, bond)
         return reduce_state(cut, bond_state(cut, x.reshape(x.shape[0], -1), self._tensors()), reduce, at)
 
-    def channel_images(self, scale: float = 1.0) -> torch.Tensor:
+    def channel_images(self, scale: float = 1.0, relative: bool = False) -> torch.Tensor:
         """Each bond channel as an image: ``decode(scale · e_k)`` for the one-hot codes ``e_k``,
-        shape ``(latent, rows, cols)``."""
+        shape ``(latent, rows, cols)``; ``relative`` subtracts ``decode(0)`` (the channel's own effect)."""
         p = self.code_bias
         with torch.no_grad():
             codes = scale * torch.eye(self.latent, device=p.device, dtype=p.dtype)
-            return self.decode(codes).reshape(self.latent, *self.network.out_dims)
+            images = self.decode(codes)
+            if relative:
+                images = images - self.decode(torch.zeros_like(codes[:1]))
+            return images.reshape(self.latent, *self.network.out_dims)
 
 
 @dataclass

@@ -13,8 +13,8 @@ import streamlit as st
 
 import tnviz
 from app.components.persist import remember, restore
-from tnviz.autoencoder import ENCODER_BONDS, LATENT_BOND, train_autoencoder
-from tnviz.bonds import DIGITS_TN_LAYERS, GAUGE_KINDS, REDUCTIONS, inspect_bond, tensorized_digits_mlp
+from tnviz.autoencoder import ENCODER_BONDS, LATENT_BOND, autoencoder_network, train_autoencoder
+from tnviz.bonds import DIGITS_TN_LAYERS, GAUGE_KINDS, REDUCTIONS, bond_cut, inspect_bond, tensorized_digits_mlp
 from tnviz.render import to_source
 from tnviz.render.bond_charts import HEATMAP_VALUES, class_channel_heatmap, image_mosaic, spectrum_chart
 
@@ -25,7 +25,7 @@ RANKS = (4, 8, 16)
 NO_GAUGE = "none"
 K_MODEL, K_RANK, K_HEAL, K_BOND = "bonds.model", "bonds.rank", "bonds.heal", "bonds.bond"
 K_REDUCE, K_VALUES, K_GAUGE, K_SEED = "bonds.reduce", "bonds.values", "bonds.gauge", "bonds.seed"
-K_LATENT = "bonds.latent"
+K_LATENT, K_RELATIVE = "bonds.latent", "bonds.relative"
 TOP_K, MAX_CHANNEL_ROWS = 6, 16
 
 
@@ -48,7 +48,7 @@ def mlp_accuracy(layer: str, max_rank: int, heal_epochs: int) -> float:
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def inspect(model_name: str, max_rank: int, heal_epochs: int, latent: int, bond: str, reduce: str,
-            gauge: str, seed: int):
+            gauge: str, seed: int, at: tuple[tuple[str, int], ...] = ()):
     from tnviz.model.demos import digits_split
 
     data = digits_split()
@@ -58,9 +58,9 @@ def inspect(model_name: str, max_rank: int, heal_epochs: int, latent: int, bond:
         model, _ = autoencoder(latent)
         return inspect_bond(model, "layer", bond, x, data.y_test, gauge=None if gauge == NO_GAUGE else gauge,
                             seed=seed, top_k=TOP_K,
-                            activations=lambda m, xs: m.bond_activations(xs, bond, reduce))
+                            activations=lambda m, xs: m.bond_activations(xs, bond, reduce, dict(at)))
     model = mlp_model(layer, max_rank, heal_epochs)
-    return inspect_bond(model, layer, bond, x, data.y_test, reduce=reduce, seed=seed, top_k=TOP_K,
+    return inspect_bond(model, layer, bond, x, data.y_test, reduce=reduce, at=dict(at), seed=seed, top_k=TOP_K,
                         gauge=None if gauge == NO_GAUGE else gauge)
 
 
@@ -112,6 +112,24 @@ r1, r2 = st.columns([1, 2])
 reduce = r1.selectbox("Other legs", list(REDUCTIONS), key=K_REDUCE, format_func=lambda k: k,
                       help="\n".join(f"{k}: {v}" for k, v in REDUCTIONS.items()))
 r2.caption(REDUCTIONS[reduce])
+if layer is not None:
+    network = mlp_model(layer, max_rank, heal_epochs).get_submodule(layer).network
+else:
+    network = autoencoder_network(latent)
+other_legs = bond_cut(network, bond).other
+at: tuple[tuple[str, int], ...] = ()
+if reduce == "index" and other_legs:
+    sizes = network.sizes
+    leg_cols = r2.columns(min(len(other_legs), 6))
+    for k, leg in enumerate(other_legs):
+        key = f"bonds.at.{leg}"
+        restore(key, 0)
+        if st.session_state[key] >= sizes[leg]:
+            st.session_state[key] = 0
+        value = leg_cols[k % len(leg_cols)].number_input(f"{leg} (size {sizes[leg]})", min_value=0,
+                                                          max_value=sizes[leg] - 1, step=1, key=key)
+        remember(key)
+        at += ((leg, int(value)),)
 
 gauge_options = [NO_GAUGE, *GAUGE_KINDS]
 gauge_allowed = not (layer is None and bond == LATENT_BOND)
@@ -124,7 +142,7 @@ remember(K_MODEL, K_BOND, K_REDUCE, K_GAUGE, K_SEED, *([K_RANK, K_HEAL] if layer
 try:
     with st.spinner("Running held-out digits through the model and capturing the bond..."):
         # the gauge section below reads the same cached call with its gauge
-        base = inspect(model_name, max_rank, heal_epochs, latent, bond, reduce, NO_GAUGE, 0)
+        base = inspect(model_name, max_rank, heal_epochs, latent, bond, reduce, NO_GAUGE, 0, at)
 except tnviz.TnvizError as exc:
     st.error(str(exc), icon=":material/error:")
     st.stop()
@@ -175,14 +193,19 @@ if cut.size > MAX_CHANNEL_ROWS:
 if layer is None:
     st.subheader("Decoded channels")
     model, report = autoencoder(latent)
-    pictures = model.channel_images().cpu().numpy()
+    restore(K_RELATIVE, False)
+    relative = st.toggle("Subtract decode(0)", key=K_RELATIVE,
+                         help="show each channel's own effect: decode(e_k) − decode(0) (red adds ink, blue removes it)")
+    remember(K_RELATIVE)
+    pictures = model.channel_images(relative=relative).cpu().numpy()
     cols = 8
     rows = -(-len(pictures) // cols)
     grid = np.full((rows * cols, 8, 8), np.nan)
     grid[: len(pictures)] = pictures
-    st.plotly_chart(image_mosaic(grid.reshape(rows, cols, 8, 8),
+    what_decoded = "decode(e_k) − decode(0)" if relative else "decode(one-hot code e_k)"
+    st.plotly_chart(image_mosaic(grid.reshape(rows, cols, 8, 8), colorscale="RdBu_r" if relative else "Greys", symmetric=relative,
                                  col_labels=[str(c) for c in range(cols)], row_labels=[f"z{r * cols}.." for r in range(rows)],
-                                 title="decode(one-hot code e_k) for each channel k of bond z"),
+                                 title=f"{what_decoded} for each channel k of bond z"),
                     width="stretch", key="bonds.decoded")
     st.caption(f"Trained in {report.seconds:.1f} s for {report.epochs} epochs (seeded) on the training split.")
 
@@ -202,7 +225,7 @@ if gauge == NO_GAUGE:
                "are mixed by X. Choose a kind of X to see which statistics survive.")
     st.stop()
 
-moved = inspect(model_name, max_rank, heal_epochs, latent, bond, reduce, gauge, seed)
+moved = inspect(model_name, max_rank, heal_epochs, latent, bond, reduce, gauge, seed, at)
 ok = moved.output_change <= 1e-9 * max(1.0, moved.output_scale)
 (st.success if ok else st.error)(
     f"Model outputs after the move differ by at most {moved.output_change:.1e} (largest output "

@@ -68,6 +68,24 @@ def test_picking_a_bond_changes_the_heatmap_and_the_highlight(open_page):
     assert _heatmap(at).shape == (10, 4)
 
 
+def test_index_reduction_picks_positions_of_the_other_legs(open_page):
+    at = open_page(PAGE)
+    at.radio(key="bonds.values").set_value("mean activation").run()
+    at.selectbox(key="bonds.reduce").set_value("index").run()
+    assert not at.exception
+    legs = [n.label.split(" ")[0] for n in at.number_input if n.key.startswith("bonds.at.")]
+    assert legs == ["o1", "o2", "i3", "i4"]  # the state of b2 in the 4-core MPO
+    data = digits_split()
+    model = tensorized_digits_mlp("fc2", max_rank=16)
+    x = data.x_test.reshape(-1, 64)
+    at0 = inspect_bond(model, "fc2", "b2", x, data.y_test, reduce="index", at={})
+    assert np.allclose(_heatmap(at), at0.stats.class_means, atol=1e-9)
+    at.number_input(key="bonds.at.i3").set_value(2).run()
+    moved = inspect_bond(model, "fc2", "b2", x, data.y_test, reduce="index", at={"i3": 2})
+    assert np.allclose(_heatmap(at), moved.stats.class_means, atol=1e-9)
+    assert not np.allclose(moved.stats.class_means, at0.stats.class_means)
+
+
 def test_gauge_toggle_keeps_the_model_and_sorts_the_statistics(open_page):
     at = open_page(PAGE)
     assert not at.get("dataframe")  # no gauge move yet
@@ -99,6 +117,8 @@ def test_autoencoder_shows_decoded_channels_and_refuses_the_gauge_on_z(open_page
     assert any("decode(one-hot code" in t for t in _charts(at))
     assert "mean image" in _metric(at, "Reconstruction MSE").delta
     assert at.info and "tanh" in at.info[0].value
+    at.toggle(key="bonds.relative").set_value(True).run()
+    assert any("decode(e_k) − decode(0)" in t for t in _charts(at))
     at.selectbox(key="bonds.bond").set_value("b1").run()
     at.radio(key="bonds.gauge").set_value("orthogonal").run()
     assert not at.exception and at.dataframe[0].value["agrees"].all()

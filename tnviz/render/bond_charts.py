@@ -83,9 +83,10 @@ def spectrum_chart(spectrum: np.ndarray, *, after: np.ndarray | None = None, aft
 
 
 def image_mosaic(images: np.ndarray, *, row_labels: Sequence[str] = (), col_labels: Sequence[str] = (),
-                 title: str = "", gap: int = 1, colorscale: str = "Greys", height: int | None = None) -> Any:
+                 title: str = "", gap: int = 1, colorscale: str = "Greys", height: int | None = None,
+                 symmetric: bool = False) -> Any:
     """``images (rows, cols, h, w)`` (or ``(n, h, w)`` as one row) tiled into one heatmap with
-    blank gaps, rows labelled on the left, columns on top."""
+    blank gaps, rows labelled on the left, columns on top; ``symmetric`` centres the colours on 0."""
     import plotly.graph_objects as go
 
     a = np.asarray(images, dtype=float)
@@ -96,8 +97,12 @@ def image_mosaic(images: np.ndarray, *, row_labels: Sequence[str] = (), col_labe
     for r in range(rows):
         for c in range(cols):
             mosaic[r * (h + gap): r * (h + gap) + h, c * (w + gap): c * (w + gap) + w] = a[r, c]
+    span = {}
+    if symmetric:
+        limit = float(np.nanmax(np.abs(mosaic))) if np.isfinite(mosaic).any() else 1.0
+        span = {"zmin": -(limit or 1.0), "zmax": limit or 1.0, "zmid": 0.0}
     fig = go.Figure(go.Heatmap(z=mosaic, colorscale=colorscale, showscale=False, hoverongaps=False,
-                               hovertemplate="%{z:.2f}<extra></extra>"))
+                               hovertemplate="%{z:.2f}<extra></extra>", **span))
     axis = {"showgrid": False, "zeroline": False}
     fig.update_layout(
         title=title, height=height or max(160, 60 + rows * 70),
