@@ -18,6 +18,7 @@ leading ``cap + oversample`` values).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,20 +87,41 @@ def randomized_svd(A, k: int, *, power_iters: int = POWER_ITERS, seed: int = 0):
     return Q @ Ub, S, Vh
 
 
+def _wide_r_factor(A):
+    """A lower-triangular ``K`` with ``A = K·Q`` (``Q`` orthonormal rows) for a wide ``A``.
+
+    CholeskyQR2 (two Gram matrices, GEMM speed) when ``A`` is well enough conditioned for it
+    (checked exactly on the small first factor: cond < 0.1/sqrt(eps)); Householder ``geqrf``
+    otherwise (e.g. a rank-deficient unfolding).
+    """
+    import torch
+
+    m = A.shape[0]
+    L, info = torch.linalg.cholesky_ex(A @ A.mT)
+    if int(info) == 0 and bool(torch.isfinite(L).all()):
+        s = torch.linalg.svdvals(L)
+        if float(s[-1]) > 0 and float(s[0] / s[-1]) < 0.1 / math.sqrt(torch.finfo(A.dtype).eps):
+            Q1 = torch.linalg.solve_triangular(L, A, upper=False)
+            L2, info2 = torch.linalg.cholesky_ex(Q1 @ Q1.mT)
+            if int(info2) == 0 and bool(torch.isfinite(L2).all()):
+                return L @ L2
+    return torch.geqrf(A.mT)[0][:m].triu().mT
+
+
 def exact_svd(A):
     """Thin SVD by LAPACK/cuSOLVER, returning ``U, S, Vh, S·Vh``.
 
     A strongly rectangular matrix is first reduced by a QR factorization (exact, and several
     times faster than a direct SVD of a 64 x 262144 unfolding).  For a wide matrix only the
-    triangular factor is formed (``geqrf``, no explicit Q): ``A^T = Q R`` gives the singular
-    values and ``U`` from ``R^T``, and ``S·Vh = U^T A`` directly.
+    triangular factor is formed (no explicit Q): ``A = K Q`` gives the singular values and ``U``
+    from ``K``, and ``S·Vh = U^T A`` directly.
     """
     import torch
 
     m, n = A.shape
     if n >= 4 * m:
-        R = torch.geqrf(A.mT)[0][:m].triu()                    # A = R^T Q^T
-        U, S, _ = torch.linalg.svd(R.mT)
+        K = _wide_r_factor(A)                                   # A = K Q, Q orthonormal rows
+        U, S, _ = torch.linalg.svd(K)
         SVh = U.mT @ A
         safe = torch.where(S > 0, S, torch.ones_like(S))
         return U, S, SVh / safe[:, None], SVh

@@ -34,9 +34,10 @@ class Decomposition:
     ``||W - W~||_F / ||W||_F``; ``data_error`` is ``||(W - W~) X|| / ||W X||`` under the input
     covariance when one was given.
 
-    >>> import torch, tnviz.decompose as d
+    >>> import torch
+    >>> from tnviz.decompose import decompose
     >>> W = torch.randn(16, 16, dtype=torch.float64)
-    >>> res = d.decompose(W, "mpo", in_dims=[4, 4], out_dims=[4, 4])
+    >>> res = decompose(W, "mpo", in_dims=[4, 4], out_dims=[4, 4])
     >>> res.rel_error < 1e-12, res.to_weight().shape
     (True, torch.Size([16, 16]))
     """
