@@ -296,3 +296,20 @@ def test_healing_moves_the_bond_features_and_the_accuracy():
     before = inspect_bond(raw, "fc2", "b2", x, data.y_test).stats
     after = inspect_bond(healed, "fc2", "b2", x, data.y_test).stats
     assert compare_stats(before, after)["covariance spectrum"] > 1e-3
+
+
+def test_principal_gauge_diagonalises_the_bond_covariance():
+    from tnviz.bonds import gauge_matrix, inspect_bond, principal_gauge
+
+    model = _model()
+    x = torch.rand(80, 16, dtype=torch.float64)
+    labels = np.arange(80) % 4
+    res = inspect_bond(model, "0", "b2", x, labels, gauge="principal")
+    assert np.allclose(res.X @ res.X.T, np.eye(5), atol=1e-12)
+    cov = np.cov(res.activations_after.T)
+    assert np.max(np.abs(cov - np.diag(np.diag(cov)))) < 1e-9 * np.max(np.abs(cov))
+    assert np.allclose(np.diag(cov), res.stats.spectrum, rtol=1e-9, atol=1e-12)  # descending, the spectrum
+    assert all(row["agrees"] for row in res.gauge_rows)
+    assert np.array_equal(principal_gauge(res.activations), res.X)
+    with pytest.raises(TnvizError, match="principal-axes gauge needs"):
+        gauge_matrix("principal", 5)

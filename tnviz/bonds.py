@@ -491,14 +491,35 @@ def gauge_layer(layer: Any, bond: str, X: np.ndarray) -> Any:
 GAUGE_KINDS: dict[str, str] = {
     "orthogonal": "a random orthogonal X (a rotation of the bond channels)",
     "invertible": "a random invertible X (singular values in [0.5, 2]: rotation and stretching)",
+    "principal": "the principal axes of the activations (orthogonal: channel k becomes principal direction k)",
 }
+#: Gauge kinds whose X is orthogonal (the first column of :data:`GAUGE_BEHAVIOUR` applies).
+ORTHOGONAL_KINDS = ("orthogonal", "principal")
 
 #: Relative change below which a quantity counts as unchanged.
 UNCHANGED_RTOL = 1e-6  # analyses run in float64 (see gauge_model)
 
 
-def gauge_matrix(kind: str, size: int, seed: int = 0) -> np.ndarray:
-    """The seeded ``X`` of a gauge move of ``kind`` (a key of :data:`GAUGE_KINDS`)."""
+def principal_gauge(acts: Any) -> np.ndarray:
+    """The orthogonal ``X`` that turns the bond channels into the principal axes of ``acts (N, r)``:
+    after the move (for either side, ``state' = state Xᵀ``) the covariance is diagonal, in
+    descending order; each axis's sign makes its largest component positive."""
+    h = np.asarray(acts, dtype=np.float64)
+    centred = h - h.mean(0)
+    values, vectors = np.linalg.eigh(centred.T @ centred)
+    V = vectors[:, ::-1]
+    signs = np.sign(V[np.argmax(np.abs(V), axis=0), np.arange(V.shape[1])])
+    return (V * np.where(signs == 0, 1.0, signs)).T
+
+
+def gauge_matrix(kind: str, size: int, seed: int = 0, acts: Any = None) -> np.ndarray:
+    """The ``X`` of a gauge move of ``kind`` (a key of :data:`GAUGE_KINDS`): seeded random, or
+    for ``"principal"`` from the activations ``acts``."""
+    if kind == "principal":
+        if acts is None or np.asarray(acts).shape[1:] != (size,):
+            raise TnvizError(f"the principal-axes gauge needs (N, {size}) bond activations; got "
+                             f"{None if acts is None else np.asarray(acts).shape}")
+        return principal_gauge(acts)
     if kind == "orthogonal":
         return random_orthogonal(size, seed)
     if kind == "invertible":
@@ -516,7 +537,7 @@ def gauge_report(before: BondStats, after: BondStats, kind: str, rtol: float = U
     change = compare_stats(before, after)
     rows = []
     for quantity, (orthogonal_ok, invertible_ok, why) in GAUGE_BEHAVIOUR.items():
-        invariant = orthogonal_ok if kind == "orthogonal" else invertible_ok
+        invariant = orthogonal_ok if kind in ORTHOGONAL_KINDS else invertible_ok
         unchanged = change[quantity] < rtol
         rows.append({"quantity": quantity, "invariant": invariant, "relative change": change[quantity],
                      "unchanged": unchanged, "agrees": unchanged == invariant, "why": why})
@@ -598,7 +619,7 @@ def inspect_bond(model: Any, layer: str, bond: str, x: Any, labels: Any, *, redu
     top = top_inputs(acts, top_k)
     if gauge is None:
         return BondInspection(layer, cut, acts, stats, top)
-    X = gauge_matrix(gauge, cut.size, seed)
+    X = gauge_matrix(gauge, cut.size, seed, acts=acts)
     moved = gauge_model(model64, layer, bond, X)
     after = capture(moved)
     stats_after = bond_stats(after, labels)

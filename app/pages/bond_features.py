@@ -218,7 +218,7 @@ g1, g2, g3 = st.columns([2, 1, 1])
 gauge = g1.radio("Insert X X⁻¹ on the bond", gauge_options, key=K_GAUGE, horizontal=True,
                  format_func=lambda k: "none" if k == NO_GAUGE else GAUGE_KINDS[k])
 seed = int(g2.number_input("Seed of X", min_value=0, max_value=2**31 - 1, step=1, key=K_SEED))
-g3.button("New random X", icon=":material/casino:", on_click=_next_seed, disabled=gauge == NO_GAUGE)
+g3.button("New random X", icon=":material/casino:", on_click=_next_seed, disabled=gauge in (NO_GAUGE, "principal"))
 remember(K_GAUGE, K_SEED)
 if gauge == NO_GAUGE:
     st.caption("a -> aX⁻¹, b -> Xb changes the two tensors on the bond but not the layer; the bond channels "

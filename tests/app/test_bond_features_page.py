@@ -107,6 +107,10 @@ def test_gauge_toggle_keeps_the_model_and_sorts_the_statistics(open_page):
     at.radio(key="bonds.gauge").set_value("orthogonal").run()
     changed = dict(zip(at.dataframe[0].value["quantity"], at.dataframe[0].value["measured relative change"]))
     assert changed["covariance spectrum"] < 1e-6 and at.dataframe[0].value["agrees"].all()
+    at.radio(key="bonds.gauge").set_value("principal").run()
+    assert at.dataframe[0].value["agrees"].all() and at.button[0].disabled
+    after = next(s for t, s in _charts(at).items() if "after the gauge move" in t)
+    assert _array(after["data"][0]["z"]).shape == (10, 16)
 
 
 def test_autoencoder_shows_decoded_channels_and_refuses_the_gauge_on_z(open_page):
