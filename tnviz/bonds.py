@@ -17,7 +17,10 @@ reduced to their norm (``"norm"``).
   of them survive a gauge move ``a -> a X^-1, b -> X b`` on the bond: the state becomes
   ``state @ M`` (:func:`bond_map`), so quantities that are invariant under congruence with ``M``
   stay, per-channel ones do not.
-* Gauge: :func:`gauge_layer`, :func:`random_orthogonal`, :func:`compare_stats`.
+* Gauge: :func:`gauge_layer` / :func:`gauge_model` (the move on a layer or inside a model),
+  :func:`gauge_matrix` (:data:`GAUGE_KINDS`: random orthogonal, random invertible, the principal
+  axes of the activations via :func:`principal_gauge`), :func:`compare_stats`, :func:`gauge_report`.
+* All of it for one bond: :func:`inspect_bond` (what the Bond features page shows).
 
 >>> import numpy as np, tnviz
 >>> net = tnviz.mpo([4, 4], [4, 4], ranks=3)
