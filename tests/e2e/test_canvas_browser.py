@@ -279,3 +279,14 @@ def test_hyperedge_move_and_delete_with_the_mouse(canvas_page):
     assert page.locator("[data-tensor=C]").count() == 0
     page.keyboard.press("Control+z")
     wait_for(lambda: summary(page).startswith("3 tensors"), "C back after Ctrl+Z")
+
+    # rename a tensor in place: double-click its name, type, Enter
+    page.get_by_test_id("fit").click()
+    idle(page)
+    page.locator("[data-tensor=A] .tn-name").dblclick()
+    box = page.locator("[data-tensor=A] .tn-name-input")
+    box.fill("Core1")
+    box.press("Enter")
+    wait_for(lambda: page.locator("[data-tensor=Core1]").count() == 1, "the renamed tensor")
+    renamed = wait_for(lambda: (lambda n: n if "Core1" in n.tensor_names else None)(download_json(page)), "Core1 in the JSON")
+    assert renamed.tensor_names == ("Core1", "B", "C") and "Core1" in renamed.layout

@@ -95,6 +95,16 @@ const TensorNode = memo(function TensorNode({ id, data }) {
   const { tensor, legs, drawing, selection, onSelect, onRename } = data;
   const updateNodeInternals = useUpdateNodeInternals();
   const [editing, setEditing] = useState(false);
+  const nameInput = useRef(null);
+  // Focus after React Flow has handled the double click (it refocuses the node), not during it.
+  useEffect(() => {
+    if (!editing) return undefined;
+    const timer = setTimeout(() => {
+      nameInput.current?.focus();
+      nameInput.current?.select();
+    }, 0);
+    return () => clearTimeout(timer);
+  }, [editing]);
   const legKey = legs.map((l) => `${l.leg.id}:${l.side}:${l.tx}:${l.ty}`).join("|");
   useEffect(() => updateNodeInternals(id), [legKey, id, updateNodeInternals]);
   const isSelected = selection?.kind === "tensor" && selection.id === tensor.id;
@@ -116,8 +126,8 @@ const TensorNode = memo(function TensorNode({ id, data }) {
       </svg>
       {editing ? (
         <input
+          ref={nameInput}
           className="tn-name-input nodrag"
-          autoFocus
           defaultValue={tensor.name}
           onKeyDown={(e) => {
             e.stopPropagation();
@@ -410,7 +420,12 @@ function Canvas({ data, setStateValue }) {
   const [shownNodes, setShownNodes] = useState(derivedNodes);
   if (shownNodes !== derivedNodes) {
     setShownNodes(derivedNodes);
-    setNodes(derivedNodes);
+    // keep each node's measured size: without it React Flow hides the node until it is
+    // measured again, and a click in that frame would fall through to the pane
+    setNodes((current) => {
+      const measured = new Map(current.map((n) => [n.id, n.measured]));
+      return derivedNodes.map((n) => (measured.get(n.id) ? { ...n, measured: measured.get(n.id) } : n));
+    });
   }
 
   const edges = useMemo(() => {
@@ -544,6 +559,7 @@ function Canvas({ data, setStateValue }) {
         connectionRadius={24}
         deleteKeyCode={null}
         zoomOnDoubleClick={false}
+        autoPanOnNodeFocus={false}
         selectNodesOnDrag={false}
         minZoom={0.2}
         maxZoom={2}
