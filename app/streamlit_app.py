@@ -27,6 +27,7 @@ SECTIONS: dict[str, list] = {
         st.Page("pages/stack_view.py", title="Stack view", icon=":material/view_agenda:"),
     ],
     "Compress": [
+        st.Page("pages/tensorize.py", title="Tensorize", icon=":material/compress:"),
         st.Page("pages/spectra.py", title="Spectra", icon=":material/bar_chart:"),
     ],
     "Learn": [

@@ -727,3 +727,50 @@ def hf_subject(path: str | os.PathLike, device: Any = None, *, max_bytes: int | 
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
     return Subject(Path(path).name, "hf", model, [batch(), batch()], [batch()])
+
+
+def zip_folder(folder: str | os.PathLike) -> bytes:
+    """The files of ``folder`` (not recursive: an export folder is flat) as zip bytes."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(Path(folder).iterdir()):
+            if path.is_file():
+                archive.write(path, path.name)
+    return buffer.getvalue()
+
+
+def compare_methods(subject: Subject, pattern: str, ratio: float, methods: Sequence[str] = ("svd", "mpo"), *,
+                    heal_steps: int = 50, device: Any = None, progress: ProgressFn | None = None) -> list[dict[str, Any]]:
+    """Method x plain/data-aware x healed at the same parameters (``ratio`` on the layers matching
+    ``pattern``): one row per (method, data-aware) with the functional metric before and after
+    layer-wise healing."""
+    from .heal import heal_layerwise
+
+    dev = resolve_device(device)
+    reference = None
+    if subject.kind == "minilm":
+        from .demos import embed, sentences
+
+        reference = embed(sentences("heldout"), subject.model)
+    names = make_plan(subject.model, [Rule(pattern, methods[0], {"ratio": ratio})]).names()
+    stats = calibration_stats(subject.model, [to_device(b, dev) for b in subject.calibration], names, dev)
+    rows, total, done = [], 2 * len(methods), 0
+    for method in methods:
+        plan = make_plan(subject.model, [Rule(pattern, method, {"ratio": ratio})])
+        for aware in (False, True):
+            if progress:
+                progress(done, total, f"{method} {'data-aware' if aware else 'plain'}")
+            result = apply_plan(subject.model, plan, data_aware=aware, stats=stats if aware else None, device=dev)
+            before = functional(subject.kind, subject.model, result.model, subject.samples, reference)
+            heal_layerwise(result.model, subject.model, subject.calibration, steps=heal_steps)
+            after = functional(subject.kind, subject.model, result.model, subject.samples, reference)
+            metric = next(iter(before))
+            rows.append({"method": method, "data-aware": aware, "ratio": result.totals["ratio"],
+                         f"{metric}": before[metric], f"{metric} healed": after[metric]})
+            done += 1
+    if progress:
+        progress(total, total, "done")
+    return rows

@@ -1,0 +1,118 @@
+"""AppTest of the Tensorize page: demo run with results and download, refused uploads keep the
+loaded model, a good .safetensors upload compresses weights-only, bad settings say why."""
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+
+import pytest
+import torch
+
+PAGE = "pages/tensorize.py"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _table(at, column):
+    """The first dataframe on the page with ``column`` (the settings editor is one too)."""
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
+def _button(at, key):
+    return next(b for b in at.button if b.key == key)
+
+
+def test_demo_run_shows_results_and_heals(open_page):
+    at = open_page(PAGE)
+    assert at.session_state["tensorize.loaded"]["ref"] == "digits-mlp"
+    table = _table(at, "params")
+    assert list(table["layer"]) == ["fc1", "fc2", "fc3"]
+    assert list(table["compress"]) == [True, True, False]
+    assert table["params after (preview)"][0] < table["params"][0]
+    _button(at, "tensorize.run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    result = at.session_state["tensorize.result"]
+    assert [r.name for r in result.layers] == ["fc1", "fc2"]
+    assert result.totals["params_after"] < result.totals["params_before"]
+    labels = [m.label for m in at.metric]
+    assert "Accuracy" in labels and "Ratio (compressed layers)" in labels
+    before = at.session_state["tensorize.after"]["accuracy"]
+    at.radio(key="tensorize.heal_mode").set_value("end-to-end (digits labels)").run()
+    at.number_input(key="tensorize.heal_steps").set_value(1).run()
+    _button(at, "tensorize.heal").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    how, was, now = at.session_state["tensorize.healed"]
+    assert was["accuracy"] == before and now["accuracy"] > before
+    data = at.session_state["tensorize.zip"]
+    names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+    assert sorted(names) == ["model.safetensors", "tnviz.json"]
+
+
+def test_global_target_shows_allocation(open_page):
+    at = open_page(PAGE)
+    at.radio(key="tensorize.mode").set_value("one global target").run()
+    assert not at.exception, [e.value for e in at.exception]
+    alloc = _table(at, "kept fraction")
+    assert set(alloc.columns) >= {"layer", "kept fraction", "params", "predicted error"}
+    assert alloc["params"].sum() <= _table(at, "params").loc[lambda d: d["layer"].isin(alloc["layer"]), "params"].sum() / 2 + 1
+
+
+REFUSED = {
+    "model.pt2": (b"PK\x03\x04" + b"\0" * 40, "pt2"),
+    "empty.safetensors": (b"", "must not be empty"),
+    "junk.safetensors": (b"this is not a weights file at all", "none of these"),
+    "model.onnx": (b"\x08\x01", "must end in one of"),
+}
+
+
+def _pickled_module() -> bytes:
+    buffer = io.BytesIO()
+    torch.save(torch.nn.Linear(4, 4), buffer)
+    return buffer.getvalue()
+
+
+def _torchscript() -> bytes:
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.script(torch.nn.Linear(4, 4)), buffer)
+    return buffer.getvalue()
+
+
+def test_refused_uploads_keep_the_loaded_model(open_page):
+    at = open_page(PAGE)
+    cases = dict(REFUSED)
+    cases["module.pt"] = (_pickled_module(), "must hold only tensors")
+    cases["script.pt"] = (_torchscript(), "TorchScript")
+    notes = io.BytesIO()
+    with zipfile.ZipFile(notes, "w") as archive:
+        archive.writestr("notes.txt", "hello")
+    cases["notes.zip"] = (notes.getvalue(), "Hugging Face")
+    for name, (content, message) in cases.items():
+        at.file_uploader(key="tensorize.upload").set_value((name, content, "application/octet-stream")).run()
+        assert not at.exception, (name, [e.value for e in at.exception])
+        errors = [e.value for e in at.error]
+        assert errors and message.lower() in errors[0].lower() and "loaded model is kept" in errors[0], (name, errors)
+        assert at.session_state["tensorize.loaded"]["ref"] == "digits-mlp", name
+
+
+def test_safetensors_upload_compresses_weights_only(open_page, tmp_path):
+    from tnviz.model.io import save_safetensors
+
+    path = save_safetensors({"enc.weight": torch.randn(64, 48), "enc.bias": torch.zeros(64),
+                             "head.weight": torch.randn(10, 64)}, tmp_path / "w.safetensors")
+    at = open_page(PAGE)
+    at.file_uploader(key="tensorize.upload").set_value(("w.safetensors", path.read_bytes(), "application/octet-stream")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.session_state["tensorize.loaded"]["kind"] == "file"
+    assert list(_table(at, "params")["layer"]) == ["enc.weight", "head.weight"]
+    _button(at, "tensorize.run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    report = at.session_state["tensorize.file_report"]
+    assert "enc.weight" in [layer["name"] for layer in report["layers"]]
+    assert os.path.isfile(os.path.join(at.session_state["tensorize.export"], "model.safetensors"))
