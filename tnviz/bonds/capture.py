@@ -1,0 +1,288 @@
+"""Cut a TN layer at a bond and capture the bond state with forward hooks (see :mod:`tnviz.bonds`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import opt_einsum as oe
+
+from ..errors import InvalidNetworkError, TnvizError
+from ..network import BATCH_INDEX, TensorNetwork
+
+#: How the legs of the bond state other than the bond are reduced to one number per channel.
+REDUCTIONS: dict[str, str] = {
+    "sum": "sum over the other legs (linear: a gauge move acts on it exactly as on the bond)",
+    "index": "pick one position of every other leg (linear too)",
+    "norm": "root of the summed squares over the other legs (non-linear: not covariant under a gauge move)",
+}
+
+
+# ---------------------------------------------------------------------- the cut at a bond
+@dataclass(frozen=True)
+class BondCut:
+    """A network cut at ``bond``: ``x`` and the ``left`` tensors give the state, the ``right``
+    tensors turn the state into ``y``.  ``other`` are the state's legs besides the bond
+    (outputs already produced, other bonds crossing the cut, inputs not yet absorbed)."""
+
+    net: TensorNetwork
+    bond: str
+    left: tuple[str, ...]
+    right: tuple[str, ...]
+    other: tuple[str, ...]
+
+    @property
+    def state_indices(self) -> tuple[str, ...]:
+        """Indices of the state after the batch: ``(*other, bond)``."""
+        return (*self.other, self.bond)
+
+    def state_shape(self, batch: int) -> tuple[int, ...]:
+        sizes = self.net.sizes
+        return (batch, *(sizes[i] for i in self.state_indices))
+
+    @property
+    def size(self) -> int:
+        """Number of channels of the bond."""
+        return self.net.sizes[self.bond]
+
+    @property
+    def first_tensor_left(self) -> bool:
+        """Whether the bond's first tensor (network order, the ``a`` of ``a X^-1``) is on the left."""
+        return self.net.tensors_on(self.bond)[0] in self.left
+
+    def _term(self, indices: Iterable[str]) -> str:
+        sym = self.net.symbols
+        return "".join(sym[i] for i in indices)
+
+    def left_equation(self) -> str:
+        """``x[batch, inputs], left tensors -> state[batch, *other, bond]``."""
+        net = self.net
+        x = self._term((BATCH_INDEX, *net.inputs))
+        terms = [self._term(net.tensor(n).indices) for n in self.left]
+        return f"{','.join([x, *terms])}->{self._term((BATCH_INDEX, *self.state_indices))}"
+
+    def right_equation(self) -> str:
+        """``state, right tensors -> y[batch, outputs]``."""
+        net = self.net
+        terms = [self._term(net.tensor(n).indices) for n in self.right]
+        state = self._term((BATCH_INDEX, *self.state_indices))
+        return f"{','.join([state, *terms])}->{self._term((BATCH_INDEX, *net.outputs))}"
+
+    def describe(self) -> str:
+        other = ", ".join(self.other) or "none"
+        return (f"bond {self.bond} (size {self.size}): x · {'·'.join(self.left)} -> "
+                f"state[batch, {', '.join(self.state_indices)}] (other legs: {other}); "
+                f"state · {'·'.join(self.right)} -> y")
+
+
+def _component_without(net: TensorNetwork, start: str, cut_index: str) -> set[str]:
+    seen, todo = {start}, [start]
+    while todo:
+        for i in net.tensor(todo.pop()).indices:
+            if i == cut_index:
+                continue
+            for n in net.tensors_on(i):
+                if n not in seen:
+                    seen.add(n)
+                    todo.append(n)
+    return seen
+
+
+def _inputs_on(net: TensorNetwork, names: set[str]) -> int:
+    return sum(1 for n in names for i in net.tensor(n).indices if i in set(net.inputs))
+
+
+def _default_left(net: TensorNetwork, bond: str) -> set[str]:
+    a, b = net.tensors_on(bond)
+    side_a = _component_without(net, a, bond)
+    if b in side_a:
+        # Not a cut (a ring): the tensors in network order up to the bond's first tensor.
+        names = net.tensor_names
+        return set(names[:names.index(a) + 1])
+    side_b = set(net.tensor_names) - side_a
+    has_a, has_b = _inputs_on(net, side_a) > 0, _inputs_on(net, side_b) > 0
+    if has_a != has_b:
+        return side_a if has_a else side_b
+    if not has_a:
+        return side_a
+    # both sides read inputs: the side holding the first (most significant) input leg, which for
+    # an MPO is the side swept first
+    first_input = next(n for n in net.tensor_names if net.inputs[0] in net.tensor(n).indices)
+    return side_a if first_input in side_a else side_b
+
+
+def bond_cut(net: TensorNetwork, bond: str, left: Iterable[str] | None = None) -> BondCut:
+    """Cut ``net`` at ``bond``.  ``left`` (tensor names) is the side contracted with ``x``; by
+    default the side that holds inputs (both do: the side of the first input leg, for an MPO the cores
+    swept first);
+    for a bond that does not split the network (a ring) the tensors up to the bond's first one."""
+    if bond not in net.index_counts or net.index_counts[bond] != 2:
+        raise InvalidNetworkError(
+            f"bond features need a bond shared by exactly two tensors (one of {list(net.bonds)}); got {bond!r}"
+        )
+    if left is None:
+        side = _default_left(net, bond)
+    else:
+        side = set(left)
+        unknown = side - set(net.tensor_names)
+        if unknown:
+            raise InvalidNetworkError(f"the left side must name tensors of the network; {sorted(unknown)} are not")
+    a, b = net.tensors_on(bond)
+    if (a in side) == (b in side):
+        raise InvalidNetworkError(
+            f"the left side must hold exactly one of the two tensors on {bond!r} ({a}, {b}); got {sorted(side)}"
+        )
+    names = net.tensor_names
+    left_t = tuple(n for n in names if n in side)
+    right_t = tuple(n for n in names if n not in side)
+    on_left = {i for n in left_t for i in net.tensor(n).indices}
+    on_right = {i for n in right_t for i in net.tensor(n).indices}
+    outs = [o for o in net.outputs if o in on_left]
+    crossing = [i for i in net.index_counts if i != bond and i in on_left and i in on_right]
+    ins = [i for i in net.inputs if i not in on_left]
+    return BondCut(net, bond, left_t, right_t, (*outs, *crossing, *ins))
+
+
+def _arrays(net: TensorNetwork, tensors: Mapping[str, Any] | Sequence[Any], names: Sequence[str]) -> list[Any]:
+    if isinstance(tensors, Mapping):
+        missing = [n for n in names if n not in tensors]
+        if missing:
+            raise InvalidNetworkError(f"tensors are needed for every tensor of the network; missing {missing}")
+        return [tensors[n] for n in names]
+    ordered = list(tensors)
+    return [ordered[net.tensor_names.index(n)] for n in names]
+
+
+def bond_state(cut: BondCut, x: Any, tensors: Mapping[str, Any] | Sequence[Any]):
+    """``state[batch, *other, bond]`` for ``x (batch, in_features)`` (numpy or torch)."""
+    net = cut.net
+    xs = x.reshape((x.shape[0], *net.in_dims))
+    return oe.contract(cut.left_equation(), xs, *_arrays(net, tensors, cut.left))
+
+
+def finish_from_state(cut: BondCut, state: Any, tensors: Mapping[str, Any] | Sequence[Any]):
+    """``y (batch, out_features)`` (no bias) from a state of :func:`bond_state`: the rest of the layer."""
+    y = oe.contract(cut.right_equation(), state, *_arrays(cut.net, tensors, cut.right))
+    return y.reshape((state.shape[0], cut.net.out_features))
+
+
+def reduce_state(cut: BondCut, state: Any, reduce: str = "sum", at: Mapping[str, int] | None = None):
+    """The state as ``(batch, bond)``: the other legs summed, picked at ``at`` (missing legs at 0),
+    or reduced to their norm (see :data:`REDUCTIONS`)."""
+    if reduce not in REDUCTIONS:
+        raise TnvizError(f"a bond reduction must be one of {list(REDUCTIONS)}; got {reduce!r}")
+    batch = state.shape[0]
+    other = len(cut.other)
+    if other == 0:
+        return state.reshape((batch, cut.size))
+    axes = tuple(range(1, 1 + other))
+    if reduce == "sum":
+        return state.sum(axes)
+    if reduce == "norm":
+        return (state * state).sum(axes) ** 0.5
+    at = dict(at or {})
+    sizes = cut.net.sizes
+    bad = {k: v for k, v in at.items() if k not in cut.other or not 0 <= int(v) < sizes[k]}
+    if bad:
+        raise TnvizError(
+            f"'index' positions must name other legs of the state {list(cut.other)} within their sizes; got {bad}"
+        )
+    return state[(slice(None), *(int(at.get(i, 0)) for i in cut.other), slice(None))]
+
+
+# ---------------------------------------------------------------------- capture with hooks
+class BondCapture:
+    """Record bond activations of every :class:`~tnviz.nn.TNLinear` in ``model`` while it runs.
+
+    ``bonds`` maps a layer's module name to the bonds to record (default: every bond of every
+    TN layer).  The hooks are forward hooks that compute the state beside the layer and return
+    ``None``: the model's outputs are untouched.  ``keep_states`` also keeps the full states.
+
+    >>> import torch, tnviz
+    >>> from tnviz.nn import TNLinear
+    >>> layer = TNLinear(tnviz.mpo([4, 4], [4, 4], ranks=3))
+    >>> with BondCapture(layer) as cap:
+    ...     _ = layer(torch.randn(7, 16))
+    >>> cap.activations("", "b1").shape
+    (7, 3)
+    """
+
+    def __init__(self, model: Any, bonds: Mapping[str, Sequence[str]] | None = None, reduce: str = "sum",
+                 at: Mapping[str, int] | None = None, keep_states: bool = False) -> None:
+        from ..nn import TNLinear
+
+        if reduce not in REDUCTIONS:
+            raise TnvizError(f"a bond reduction must be one of {list(REDUCTIONS)}; got {reduce!r}")
+        layers = {name: m for name, m in model.named_modules() if isinstance(m, TNLinear)}
+        if not layers:
+            raise TnvizError(f"bond capture needs a model with TNLinear layers; {type(model).__name__} has none")
+        if bonds is None:
+            bonds = {name: m.network.bonds for name, m in layers.items()}
+        unknown = [name for name in bonds if name not in layers]
+        if unknown:
+            raise TnvizError(f"bond capture names TN layers of the model ({list(layers)}); {unknown} are not")
+        self.cuts = {(name, b): bond_cut(layers[name].network, b) for name, bs in bonds.items() for b in bs}
+        self.layers = layers
+        self.reduce, self.at, self.keep_states = reduce, at, keep_states
+        self._records: dict[tuple[str, str], list[Any]] = {k: [] for k in self.cuts}
+        self._states: dict[tuple[str, str], list[Any]] = {k: [] for k in self.cuts}
+        self._handles: list[Any] = []
+
+    def _hook(self, name: str):
+        import torch
+
+        def hook(module, inputs, output) -> None:
+            x = inputs[0]
+            with torch.no_grad():
+                x2d = x.detach().reshape(-1, module.in_features)
+                tensors = {n: t.detach() for n, t in module.named_network_tensors().items()}
+                for (layer, _), cut in self.cuts.items():
+                    if layer != name:
+                        continue
+                    state = bond_state(cut, x2d, tensors)
+                    self._records[(layer, cut.bond)].append(reduce_state(cut, state, self.reduce, self.at))
+                    if self.keep_states:
+                        self._states[(layer, cut.bond)].append(state)
+            return None
+
+        return hook
+
+    def __enter__(self) -> "BondCapture":
+        for name in {layer for layer, _ in self.cuts}:
+            self._handles.append(self.layers[name].register_forward_hook(self._hook(name)))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def activations(self, layer: str, bond: str) -> np.ndarray:
+        """All recorded ``(N, bond)`` activations of ``bond`` in ``layer``, as float64 numpy."""
+        import torch
+
+        rec = self._records[(layer, bond)]
+        if not rec:
+            return np.zeros((0, self.cuts[(layer, bond)].size))
+        return torch.cat(rec).double().cpu().numpy()
+
+    def states(self, layer: str, bond: str) -> list[Any]:
+        """The full states per call (only with ``keep_states=True``)."""
+        return list(self._states[(layer, bond)])
+
+
+def capture_bonds(model: Any, batches: Iterable[Any], bonds: Mapping[str, Sequence[str]] | None = None,
+                  reduce: str = "sum", at: Mapping[str, int] | None = None) -> dict[tuple[str, str], np.ndarray]:
+    """Run ``batches`` through ``model`` (eval mode, no gradients) and return
+    ``{(layer name, bond): (N, bond size) float64 array}``."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    try:
+        with BondCapture(model, bonds, reduce, at) as cap, torch.no_grad():
+            for batch in batches:
+                model(batch)
+    finally:
+        model.train(was_training)
+    return {key: cap.activations(*key) for key in cap.cuts}

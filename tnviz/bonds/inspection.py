@@ -1,0 +1,108 @@
+"""Everything about one bond of one model (:func:`inspect_bond`), and the tensorized digits MLP demo."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..errors import TnvizError
+from .analysis import BondStats, bond_stats, top_inputs
+from .capture import BondCut, bond_cut, capture_bonds
+from .gauge import gauge_matrix, gauge_model, gauge_report
+
+
+@dataclass(frozen=True)
+class BondInspection:
+    """Everything shown about one bond of one model (see :func:`inspect_bond`), as plain data."""
+
+    layer: str
+    cut: BondCut
+    activations: np.ndarray  # (N, r), float64
+    stats: BondStats
+    top: np.ndarray  # (r, k) sample indices, most active first
+    gauge: str | None = None
+    X: np.ndarray | None = None
+    activations_after: np.ndarray | None = None
+    stats_after: BondStats | None = None
+    gauge_rows: tuple[dict[str, Any], ...] = ()
+    output_change: float | None = None  # max |model'(x) - model(x)| after the gauge move
+    output_scale: float | None = None  # max |model(x)|
+
+
+def inspect_bond(model: Any, layer: str, bond: str, x: Any, labels: Any, *, reduce: str = "sum",
+                 at: Mapping[str, int] | None = None, gauge: str | None = None, seed: int = 0, top_k: int = 6,
+                 activations: Any = None) -> BondInspection:
+    """Capture ``bond`` of TN layer ``layer`` on ``x`` (in float64, on a copy of the model), its
+    statistics against ``labels``, its most active inputs and, with ``gauge`` (a key of
+    :data:`GAUGE_KINDS`), the same after a seeded gauge move, the :func:`gauge_report` and how much
+    the model's outputs moved.  ``activations(model, x) -> (N, r)`` replaces the hooks for models
+    whose forward does not call the layer (the autoencoder)."""
+    import copy
+
+    import torch
+
+    model64 = copy.deepcopy(model).double().eval()
+    modules = dict(model64.named_modules())
+    from ..nn import TNLinear
+
+    if not isinstance(modules.get(layer), TNLinear):
+        names = [n for n, m in modules.items() if isinstance(m, TNLinear)]
+        raise TnvizError(f"bond features need a TN layer of the model ({names}); {layer!r} is not one")
+    cut = bond_cut(modules[layer].network, bond)
+    x64 = torch.as_tensor(x).double().to(next(model64.parameters()).device)
+
+    def capture(m: Any) -> np.ndarray:
+        if activations is not None:
+            with torch.no_grad():
+                return activations(m, x64).detach().double().cpu().numpy()
+        return capture_bonds(m, [x64], bonds={layer: [bond]}, reduce=reduce, at=at)[(layer, bond)]
+
+    labels = np.asarray(labels).reshape(-1)
+    acts = capture(model64)
+    stats = bond_stats(acts, labels)
+    top = top_inputs(acts, top_k)
+    if gauge is None:
+        return BondInspection(layer, cut, acts, stats, top)
+    X = gauge_matrix(gauge, cut.size, seed, acts=acts)
+    moved = gauge_model(model64, layer, bond, X)
+    after = capture(moved)
+    stats_after = bond_stats(after, labels)
+    with torch.no_grad():
+        y, y2 = model64(x64), moved(x64)
+    return BondInspection(
+        layer, cut, acts, stats, top, gauge, X, after, stats_after, tuple(gauge_report(stats, stats_after, gauge)),
+        float((y2 - y).abs().max()), float(y.abs().max()),
+    )
+
+
+# ---------------------------------------------------------------------- demo model
+#: The digits MLP layers that can be tensorized for the demo: layer -> (in_dims, out_dims).
+DIGITS_TN_LAYERS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "fc2": ((4, 4, 4, 4), (4, 4, 4, 4)),
+    "fc1": ((8, 8), (4, 4, 4, 4)),
+}
+
+
+def tensorized_digits_mlp(layer: str = "fc2", max_rank: int = 8, heal_epochs: int = 0, seed: int = 0,
+                          device: Any = None) -> Any:
+    """The digits MLP demo with ``layer`` replaced by an MPO (TT-SVD of its weight, ``max_rank``),
+    optionally healed end to end for ``heal_epochs`` on the training split (seeded)."""
+    import copy
+
+    from ..model.demos import digits_model
+    from ..nn import TNLinear
+
+    if layer not in DIGITS_TN_LAYERS:
+        raise TnvizError(f"the tensorized digits MLP replaces one of {list(DIGITS_TN_LAYERS)}; got {layer!r}")
+    base = digits_model("mlp", seed=seed, device=device)
+    model = copy.deepcopy(base)
+    in_dims, out_dims = DIGITS_TN_LAYERS[layer]
+    tn = TNLinear.from_linear(getattr(base, layer), "mpo", in_dims=list(in_dims), out_dims=list(out_dims),
+                              max_rank=max_rank)
+    setattr(model, layer, tn)
+    if heal_epochs > 0:
+        from ..model.heal import heal_digits
+
+        heal_digits(model, epochs=heal_epochs, seed=seed)
+    return model.eval()
