@@ -179,7 +179,7 @@ def markdown(result: dict[str, Any]) -> str:
     for row in result["rows"]:
         note = row["auto_chose"] and f"chose {row['auto_chose']}"
         if row["chain_segments"] and row["method"] == "TNLinear chain":
-            note = f"segments {row['chain_segments']}"
+            note = f"segments {row['chain_segments']}".replace("|", "\\|")
         out.append(f"| {row['batch']} | {row['rank']} | {row['flops_drop']:.1f}x | {row['method']} | "
                    f"{row['ms']:.3f} | {row['speedup_vs_dense']:.2f}x | {note} |")
     return "\n".join(out)

@@ -29,14 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="batches 1 1024, ranks 4 16, 5 repeats")
     p.add_argument("--skip-tests", action="store_true")
     args = p.parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-
     import torch
 
     if not torch.cuda.is_available():
         print("gpu_check: no CUDA device here (torch %s); nothing to check" % torch.__version__)
         return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     print(f"gpu_check: {torch.cuda.get_device_name()} torch {torch.__version__} cuda {torch.version.cuda}", flush=True)
 
     status = 0

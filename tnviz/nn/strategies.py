@@ -349,7 +349,7 @@ def _segment_cost(s: Segment, cached: bool) -> float:
     if mode == "batched":
         cost = s.M * max(2 * s.k * s.n * s.r, MIN_GEMM_FLOPS) + MEMORY_WEIGHT * s.moved + STEP_OVERHEAD
     elif mode == "transposed":
-        cost = s.flops + 3 * MEMORY_WEIGHT * s.moved + STEP_OVERHEAD
+        cost = s.flops + 4 * MEMORY_WEIGHT * s.moved + STEP_OVERHEAD
     else:
         cost = s.flops + MEMORY_WEIGHT * s.moved + STEP_OVERHEAD
     if not cached:
