@@ -141,10 +141,4 @@ def network_canvas(net: TensorNetwork, *, key: str, height: int = DEFAULT_HEIGHT
     return CanvasResult(network=new_net, error=error, current=ss[k["expected"]])
 
 
-def reset_canvas(key: str) -> None:
-    """Forget the canvas ``key``'s drawing: the next run redraws the page's network."""
-    for name in _keys(key).values():
-        st.session_state.pop(name, None)
-
-
-__all__ = ["CanvasResult", "network_canvas", "take_canvas_edit", "apply_drawing", "reset_canvas"]
+__all__ = ["CanvasResult", "network_canvas", "take_canvas_edit", "apply_drawing"]
