@@ -317,7 +317,7 @@ def model_view(source: dict[str, str], cands: list[Candidate], device: str) -> N
     remember(K_TABLE_METHOD, K_TABLE_MODE, K_TABLE_RANK, K_TABLE_RTOL)
     # Each layer is decomposed with its automatic legs, through the same cache as the view above.
     table_key = (source["digest"], table_method, table_mode, table_value)
-    if st.button(f"Compute for all {len(cands)} layers", key="spectra.table_go", icon=":material/table_chart:"):
+    if st.button(f"Compute for all {len(cands)} layers" if len(cands) != 1 else "Compute for the one layer", key="spectra.table_go", icon=":material/table_chart:"):
         bar = st.progress(0.0, text="Starting...")
         rows = []
         for k, c in enumerate(cands):

@@ -1,6 +1,8 @@
-"""The Spectra page in a real headless Chromium: the bundled MiniLM with its trade-off chart; then
-upload a small .safetensors through the file chooser, see the spectra chart with its cut, move the
-rank slider with the keyboard and see the cut and the error follow.  Screenshot:
+"""The Spectra page in a real headless Chromium: the bundled MiniLM opens; upload a small
+.safetensors through the file chooser, see the spectra chart with its cut, move the rank slider
+with the keyboard and see the cut and the error follow; the trade-off chart of every method.
+(The trade-off runs on the small weight: CP-ALS sweeps on MiniLM take minutes on a loaded
+2-core machine.)  Screenshot:
 artifacts/screenshots/spectra.png, copied to assets/screenshots/spectra.png for the README."""
 from __future__ import annotations
 
@@ -39,28 +41,14 @@ def _cut_x(page) -> str:
     return page.locator(f"{CHART} .shapelayer path").first.get_attribute("d")
 
 
-def test_minilm_tradeoff_then_upload_moves_the_cut(page, app_url, wait_idle, screenshot, tmp_path):
+def test_upload_moves_the_cut_and_shows_the_tradeoff(page, app_url, wait_idle, screenshot, tmp_path):
     page.goto(app_url)
     wait_idle(page, timeout_ms=120_000)
     page.get_by_role("link", name="Spectra").click()
     page.get_by_text("bundled all-MiniLM-L6-v2").first.wait_for(timeout=120_000)
     page.wait_for_selector(f"{CHART} .main-svg", timeout=120_000)
     wait_idle(page, timeout_ms=120_000)
-    assert page.locator(f"{CHART} .scatterlayer .trace").count() == 4  # two bonds: kept + discarded each
-
-    # the trade-off of every method on the bundled MiniLM, and the screenshot for the README
-    page.get_by_role("button", name="Compute the trade-off").click()
-    page.get_by_text("Pareto front:").first.wait_for(timeout=300_000)
-    wait_idle(page, timeout_ms=120_000)
-    assert page.locator(CHART).count() == 2
-    assert page.locator(CHART).nth(1).locator(".scatterlayer .trace").count() >= 7  # 5 methods, front, current
-    page.mouse.move(5, 5)  # no tooltip over the shot
-    page.set_viewport_size({"width": 1400, "height": 2700})
-    page.wait_for_timeout(800)
-    shot = screenshot(page, "spectra")
-    README_SHOT.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(shot, README_SHOT)
-    page.set_viewport_size({"width": 1400, "height": 1000})
+    assert page.locator(f"{CHART} .scatterlayer .trace").count() == 4  # MiniLM, two bonds: kept + discarded each
 
     # an upload through the file chooser replaces the weights; the slider moves the cut
     page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(_small_file(tmp_path)))
@@ -87,3 +75,23 @@ def test_minilm_tradeoff_then_upload_moves_the_cut(page, app_url, wait_idle, scr
     assert float(_metric(page, "Relative error")) > float(error_before)  # fewer values kept, more error
     assert int(_metric(page, "Parameters").replace(",", "")) < int(params_before.replace(",", ""))
     assert _cut_x(page) != cut_before
+    thumb.focus()
+    for _ in range(5):  # back up to a middle rank for the picture (each key is a rerun: wait between)
+        value = thumb.input_value()
+        thumb.press("ArrowRight")
+        page.wait_for_function(
+            "v => document.querySelector('[data-testid=\"stSlider\"] input[type=\"range\"]').value !== v", arg=value)
+        wait_idle(page, timeout_ms=60_000)
+
+    # the trade-off of every method, and the screenshot for the README
+    page.get_by_role("button", name="Compute the trade-off").click()
+    page.get_by_text("Pareto front:").first.wait_for(timeout=300_000)
+    wait_idle(page, timeout_ms=120_000)
+    assert page.locator(CHART).count() == 2
+    assert page.locator(CHART).nth(1).locator(".scatterlayer .trace").count() >= 7  # 5 methods, front, current
+    page.mouse.move(5, 5)  # no tooltip over the shot
+    page.set_viewport_size({"width": 1400, "height": 2500})
+    page.wait_for_timeout(800)
+    shot = screenshot(page, "spectra")
+    README_SHOT.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(shot, README_SHOT)
