@@ -32,10 +32,26 @@ const toUnits = (p) => ({
 const FIT = { padding: 0.3, maxZoom: 1.1 };
 const edgeWidth = (size) => 1.5 + 0.7 * Math.log2(Math.max(Number(size) || 1, 1));
 
+// Where each hyperedge's junction dot sits (layout units): the centroid of its tensors, moved
+// off the row when it would land on one of them (three tensors in a line).
+export function junctions(d) {
+  const out = {};
+  for (const [index, c] of Object.entries(M.indexCounts(d))) {
+    if (c < 3) continue;
+    const members = d.tensors.filter((t) => t.legs.some((l) => l.index === index));
+    const x = members.reduce((acc, t) => acc + t.x, 0) / members.length;
+    let y = members.reduce((acc, t) => acc + t.y, 0) / members.length;
+    if (members.some((t) => Math.hypot(t.x - x, t.y - y) < 0.75)) y -= 1.2;
+    out[index] = { x, y };
+  }
+  return out;
+}
+
 // Where each leg of each tensor sits: open outputs on top, inputs below, undeclared open legs
 // on the right, bonds on the side that faces their partner(s).
 function legGeometry(d) {
   const counts = M.indexCounts(d);
+  const hubs = junctions(d);
   const centre = {};
   for (const t of d.tensors) centre[t.id] = { x: t.x, y: -t.y };
   const out = {};
@@ -50,9 +66,15 @@ function legGeometry(d) {
         const others = d.tensors.filter((o) => o.id !== t.id && o.legs.some((l) => l.index === leg.index));
         let dx = 0;
         let dy = 0;
-        for (const o of others) {
-          dx += centre[o.id].x - centre[t.id].x;
-          dy += centre[o.id].y - centre[t.id].y;
+        if (hubs[leg.index]) {
+          // a hyperedge leg points at the junction dot
+          dx = hubs[leg.index].x - t.x;
+          dy = -hubs[leg.index].y - centre[t.id].y;
+        } else {
+          for (const o of others) {
+            dx += centre[o.id].x - centre[t.id].x;
+            dy += centre[o.id].y - centre[t.id].y;
+          }
         }
         if (others.length === 0) side = "right";
         else if (Math.abs(dx) >= Math.abs(dy)) side = dx < 0 ? "left" : "right";
@@ -398,11 +420,7 @@ function Canvas({ data, setStateValue }) {
       position: toPx(t),
       data: { tensor: t, legs: geometry[t.id], drawing, selection, onSelect: setSelection, onRename },
     }));
-    for (const [index, c] of Object.entries(counts)) {
-      if (c < 3) continue;
-      const members = drawing.tensors.filter((t) => t.legs.some((l) => l.index === index));
-      const x = members.reduce((s, t) => s + t.x, 0) / members.length;
-      const y = members.reduce((s, t) => s + t.y, 0) / members.length;
+    for (const [index, { x, y }] of Object.entries(junctions(drawing))) {
       nodes.push({
         id: `hyper:${index}`,
         type: "hyper",
@@ -412,7 +430,7 @@ function Canvas({ data, setStateValue }) {
       });
     }
     return nodes;
-  }, [drawing, geometry, counts, selection, onRename]);
+  }, [drawing, geometry, selection, onRename]);
 
   // Nodes follow the drawing in the same render (not an effect later), so that what is on
   // screen never lags an edit: a drag that starts right after an edit grabs the right leg.
