@@ -362,13 +362,16 @@ elif result is not None:
     before, after = st.session_state[K + "before"], st.session_state[K + "after"]
     metric = next(iter(after))
     c1, c2, c3, c4 = st.columns(4)
-    c1.metric("Layer parameters", f"{totals['params_after']:,}", f"from {totals['params_before']:,}", delta_color="off")
+    c1.metric(f"Layer parameters (from {totals['params_before']:,})", f"{totals['params_after']:,}",
+              f"{totals['params_after'] / max(totals['params_before'], 1) - 1:+.0%}", delta_color="inverse")
     c2.metric("Ratio (compressed layers)", f"{totals['ratio']:.2f}x")
-    c3.metric("Model parameters", f"{totals['model_params_after']:,}", f"from {totals['model_params_before']:,}",
-              delta_color="off")
+    c3.metric(f"Model parameters (from {totals['model_params_before']:,})", f"{totals['model_params_after']:,}",
+              f"{totals['model_params_after'] / max(totals['model_params_before'], 1) - 1:+.0%}", delta_color="inverse")
     c4.metric(metric.capitalize(), f"{after[metric]:.4f}", f"{after[metric] - before[metric]:+.4f} vs original")
     st.caption(f"{'Data-aware' if result.data_aware else 'Plain'} · {len(result.layers)} layers on {result.device} "
-               f"in {result.seconds:.1f}s · FLOPs at batch 1")
+               f"in {result.seconds:.1f}s · FLOPs per input row at batch 1 · "
+               f"weight error = ||W - W~|| / ||W||; data error = the same on the calibration inputs, which is what "
+               f"a data-aware decomposition minimises (its weight error may exceed 1 along directions the data never uses)")
     df = pd.DataFrame(result.rows())
     st.dataframe(df.drop(columns=["seconds"]), hide_index=True, width="stretch")
     for s in result.skipped:
