@@ -11,4 +11,5 @@ python -c "import torch, opt_einsum, numpy" 2>/dev/null || {
 python -c "import scipy" 2>/dev/null || echo "gpu_check: scipy missing (only the stack tests need it)" >&2
 python -c "import tltorch" 2>/dev/null || echo "gpu_check: tensorly-torch not importable; its rows are left out" >&2
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
+python benchmarks/bench_minilm_compress.py --out "${OUT:-benchmarks/out}" || echo "gpu_check: bench_minilm_compress failed" >&2
 exec python benchmarks/gpu_check.py "$@"
