@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..contract import DEFAULT_BUDGET_ELEMENTS
-from ..errors import InvalidNetworkError
+from ..errors import BudgetError, InvalidNetworkError
 from ..network import TensorNetwork, load_network
 from . import strategies as S
 
@@ -215,8 +215,6 @@ class TNLinear(nn.Module):
         if plan is None:
             plan = self._plans[key] = S.make_plan(name, self.network, batch, cached)
         if self.budget is not None and plan.largest > self.budget:
-            from ..errors import BudgetError
-
             raise BudgetError(
                 f"contractions are limited to {self.budget:,} elements per intermediate; strategy {name!r} "
                 f"at batch {batch} needs {plan.largest:,} ({plan.largest * 4 / 2**30:.2f} GiB in float32)"
