@@ -11,10 +11,11 @@ Both are seeded, change the model in place and return a :class:`HealReport` (los
 
 >>> import torch
 >>> from tnviz.model.tensorize import Rule, make_plan, apply_plan
->>> torch.manual_seed(0) and None
->>> model = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
->>> batches = [torch.randn(64, 16)]
->>> result = apply_plan(model, make_plan(model, [Rule("^0$", "mpo", {"max_rank": 1})]), calibration=batches)
+>>> _ = torch.manual_seed(0)
+>>> model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4))
+>>> batches = [torch.randn(256, 64)]
+>>> rule = Rule("^0$", "mpo", {"max_rank": 2}, in_dims=(8, 8), out_dims=(8, 8))
+>>> result = apply_plan(model, make_plan(model, [rule]), calibration=batches, device="cpu")
 >>> report = heal_layerwise(result.model, model, batches, steps=50)
 >>> report.loss_after["0"] < report.loss_before["0"]
 True
