@@ -13,11 +13,15 @@ Where ``L^-1`` goes:
   single input leg): ``L^-1`` is absorbed into that tensor — exact.
 * **A full covariance, inputs on several tensors**: ``L^-1`` mixes the legs and cannot be
   absorbed.  We whiten with the nearest Kronecker structure (``C_k`` = partial trace of ``C``
-  over the other legs, exact when ``C`` is a Kronecker product), decompose, absorb the
-  ``L_k^-1``, then *refit* each tensor carrying input legs by least squares on the true ``C``
-  (conjugate gradients on the quadratic ``tr(E C E^T)``, ``refit_sweeps`` sweeps of at most
-  ``refit_iters`` steps; each step lowers the data error).  ``extra['refit']`` records the data
-  error before and after.
+  over the other legs, exact when ``C`` is a Kronecker product), decompose, and absorb the
+  ``L_k^-1`` exactly; the data error is then *measured on the full* ``C``.  Optionally
+  (``refit_sweeps > 0``) each tensor carrying input legs is then refit by least squares on the
+  full covariance: conjugate gradients on the quadratic ``tr(E (C + ridge·mean(diag C)·I) E^T)``,
+  ``refit_sweeps`` sweeps of at most ``refit_iters`` steps, each step lowering that objective
+  (``extra['refit']`` records it per sweep).  The ridge term (``refit_ridge``, default 1e-3)
+  keeps the refit from moving the weight freely along input directions the calibration data
+  never excites.  A refit step costs ``O(out·in²)``, so it is off by default: on MiniLM-sized
+  layers it takes seconds per layer and buys a few percent of data error.
 """
 from __future__ import annotations
 
@@ -196,15 +200,22 @@ def _environment(net, tensors: dict, name: str, Y):
     return oe.contract(",".join(terms) + "->" + target, *ops)
 
 
-def refit_inputs(net, tensors: dict, W, cov: Covariance, *, sweeps: int = 2, iters: int = 25) -> tuple[dict, list[float]]:
+def refit_inputs(net, tensors: dict, W, cov: Covariance, *, sweeps: int = 1, iters: int = 10,
+                 ridge: float = 1e-3) -> tuple[dict, list[float]]:
     """Least-squares refit of the tensors carrying input legs on the full covariance
-    (conjugate gradients, one tensor at a time).  Returns the tensors and the data error after
-    each sweep (the first entry is the starting error)."""
+    (conjugate gradients, one tensor at a time) with a ridge ``ridge·mean(diag C)·I``.
+    Returns the tensors and the relative objective ``sqrt(tr(E C_r E^T) / tr(W C_r W^T))`` before
+    and after each sweep (non-increasing)."""
+    import torch
+
     from ..contract import to_dense
 
     in_dims = net.in_dims
+    C = cov.mats[0]
+    reg = C + ridge * float(torch.diagonal(C).mean()) * torch.eye(C.shape[0], device=C.device, dtype=C.dtype)
+    ridged = Covariance("full", [reg], cov.chol, cov.inv)
     tensors = dict(tensors)
-    history = [data_error(W, to_dense(net, tensors), cov, in_dims)]
+    history = [data_error(W, to_dense(net, tensors), ridged, in_dims)]
     for _ in range(int(sweeps)):
         for name in input_tensors(net):
             def apply_J(p):
@@ -212,14 +223,14 @@ def refit_inputs(net, tensors: dict, W, cov: Covariance, *, sweeps: int = 2, ite
 
             x = tensors[name]
             R = W - apply_J(x)
-            r = _environment(net, tensors, name, right_multiply(R, cov, "mats", in_dims))
+            r = _environment(net, tensors, name, R @ reg)
             p = r.clone()
             rr = float((r * r).sum())
             start = rr
             for _ in range(int(iters)):
                 if rr <= 1e-28 * max(start, 1e-300):
                     break
-                Ap = _environment(net, tensors, name, right_multiply(apply_J(p), cov, "mats", in_dims))
+                Ap = _environment(net, tensors, name, apply_J(p) @ reg)
                 pAp = float((p * Ap).sum())
                 if not pAp > 0:
                     break
@@ -230,5 +241,5 @@ def refit_inputs(net, tensors: dict, W, cov: Covariance, *, sweeps: int = 2, ite
                 p = r + (rr_new / rr) * p
                 rr = rr_new
             tensors[name] = x
-        history.append(data_error(W, to_dense(net, tensors), cov, in_dims))
+        history.append(data_error(W, to_dense(net, tensors), ridged, in_dims))
     return tensors, history

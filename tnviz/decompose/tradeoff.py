@@ -10,7 +10,11 @@ The SVDs are not redone per point where the math allows:
 * ``mpo``: one TT-SVD at the largest rank; each point is its TT-rounding to rank ``r`` (a
   right-to-left sweep of small SVDs over the left-orthogonal cores), i.e. the TT-SVD of the
   largest-rank approximation.
-* ``tr`` and ``cp`` (and a full input covariance that needs a refit): one decomposition per point.
+* ``tr`` and ``cp`` (and a full input covariance with ``refit_sweeps``): one decomposition per point.
+
+A full input covariance on a method with several input tensors is whitened with its per-leg
+Kronecker approximation, as :func:`tnviz.decompose.decompose` does; the data error is measured
+on the full covariance.
 
 Every point's errors are measured on the dense reconstruction, not estimated.
 
@@ -137,13 +141,16 @@ def tradeoff(
         rs = sorted({int(r) for r in rs})
         if not rs or rs[0] < 1:
             raise RankError(f"trade-off ranks must be positive integers; got {list(rs)}")
-        cov = cov_full
-        needs_refit = cov is not None and cov.kind == "full" and not _inputs_on_one_tensor(method, legs)
+        cov = measure = cov_full
+        multi = cov is not None and cov.kind == "full" and not _inputs_on_one_tensor(method, legs)
+        refit = {k: options[k] for k in ("refit_sweeps", "refit_iters", "refit_ridge") if k in options}
+        if multi:
+            cov = da.kron_approximation(cov_full, legs, cov_eps)   # as decompose does without a refit
         opts = {k: v for k, v in options.items() if k in _options_of(method)}
-        if method in ("tr", "cp") or needs_refit:
+        if method in ("tr", "cp") or (multi and refit.get("refit_sweeps")):
             for r in rs:
                 res = decompose(W, method, in_dims=in_dims, out_dims=out_dims, max_rank=r, input_cov=input_cov,
-                                randomized=randomized, seed=seed, cov_eps=cov_eps, **opts)
+                                randomized=randomized, seed=seed, cov_eps=cov_eps, **refit, **opts)
                 points.append(TradeoffPoint(method, r, res.params, res.rel_error, res.data_error, res.ranks,
                                             res.seconds))
             continue
@@ -161,7 +168,7 @@ def tradeoff(
                 root = torch.sqrt(res.S[:k])
                 net = svd_network(legs, k)
                 tensors = {"U": res.U[:, :k] * root, "V": (root[:, None] * res.Vh[:k]).reshape(net.shape("V"))}
-                points.append(_point(method, r, net, tensors, Wm, cov, legs, setup + time.perf_counter() - t0))
+                points.append(_point(method, r, net, tensors, Wm, cov, measure, legs, setup + time.perf_counter() - t0))
         elif method == "tucker":
             out = hosvd(T, legs, Truncation("max_rank", top), norm=norm, randomized=randomized, seed=seed, **opts)
             setup = time.perf_counter() - start
@@ -172,7 +179,7 @@ def tradeoff(
                 tensors = {"G": out.tensors["G"][tuple(slice(0, k) for k in ks)].contiguous()}
                 tensors.update({f"U{k + 1}": out.tensors[f"U{k + 1}"][:, : ks[k]] for k in range(N)})
                 net = tucker_network(legs, ks)
-                points.append(_point(method, r, net, tensors, Wm, cov, legs, setup + time.perf_counter() - t0))
+                points.append(_point(method, r, net, tensors, Wm, cov, measure, legs, setup + time.perf_counter() - t0))
         else:  # mpo
             out = tt_svd(T, legs, Truncation("max_rank", top), norm=norm, randomized=randomized, seed=seed, **opts)
             setup = time.perf_counter() - start
@@ -186,7 +193,7 @@ def tradeoff(
                 sizes = {b: rounded[k].shape[-1] for k, b in enumerate(bonds)}
                 net = base.with_sizes(**sizes) if sizes else base
                 tensors = dict(zip(net.tensor_names, rounded))
-                points.append(_point(method, r, net, tensors, Wm, cov, legs, setup + time.perf_counter() - t0))
+                points.append(_point(method, r, net, tensors, Wm, cov, measure, legs, setup + time.perf_counter() - t0))
     if progress is not None:
         progress(1.0, f"{methods[-1]} done" if methods else "nothing to do")
     return points
@@ -198,11 +205,11 @@ def _options_of(method: str) -> list[str]:
     return method_options(method)
 
 
-def _point(method, r, net, tensors, Wm, cov, legs, seconds) -> TradeoffPoint:
+def _point(method, r, net, tensors, Wm, cov, measure, legs, seconds) -> TradeoffPoint:
     from ..contract import to_dense
 
     tensors = _absorb(net, tensors, cov, legs.in_dims)
-    rel, data = _errors(Wm, to_dense(net, tensors), cov, legs.in_dims)
+    rel, data = _errors(Wm, to_dense(net, tensors), measure, legs.in_dims)
     ranks = {k: net.sizes[k] for k in net.internal_indices}
     return TradeoffPoint(method, r, net.params, rel, data, ranks, seconds)
 
