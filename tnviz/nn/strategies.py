@@ -333,7 +333,10 @@ class ChainPlan:
             else:  # left / batched: the transposed matrix, made contiguous once (cached in eval mode)
                 mat_t = ctx.cached(("chain-t", s.first, s.last),
                                    lambda s=s: self._merge(s, tensors).t().contiguous())
-                state = mat_t @ state.reshape(s.k, s.r) if mode == "left" else torch.matmul(mat_t, state.reshape(s.M, s.k, s.r))
+                if mode == "left":
+                    state = mat_t @ state.reshape(s.k, s.r)
+                else:  # bmm on a stride-0 expand: torch.matmul would copy the matrix M times under autograd
+                    state = torch.bmm(mat_t.expand(s.M, s.n, s.k), state.reshape(s.M, s.k, s.r))
         return state.reshape(self.batch, self.net.out_features)
 
     def _merge(self, s: Segment, tensors: list[Any]):
