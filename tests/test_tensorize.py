@@ -229,3 +229,17 @@ def test_hf_zip_model_compress_agreement_export_reload(tmp_path):
     with torch.no_grad():
         load_into(fresh, tmp_path / "out")
         assert torch.allclose(fresh(**batch), result.model(**batch), atol=1e-6, rtol=0)
+
+
+def test_compress_model_demo_to_folder(tmp_path):
+    from tnviz.model.compress import load_compressed
+    from tnviz.model.tensorize import compress_model
+
+    doc = compress_model("digits-mlp", tmp_path / "o", layers=r"fc2$", truncation={"ratio": 8}, heal="end-to-end",
+                         heal_steps=1, device="cpu")
+    assert set(doc["functional"]) == {"original", "compressed", "healed"}
+    assert doc["functional"]["healed"]["accuracy"] > doc["functional"]["compressed"]["accuracy"] - 0.02
+    saved = load_compressed(tmp_path / "o")
+    assert list(saved.layers) == ["fc2.weight"] and "fc1.weight" in saved.untouched
+    with pytest.raises(TnvizError, match="healing must be"):
+        compress_model("digits-mlp", tmp_path / "p", layers=r"fc2$", heal="bogus", device="cpu")

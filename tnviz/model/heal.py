@@ -2,9 +2,10 @@
 
 * :func:`heal_layerwise`: each TN layer is distilled to the original layer's outputs on the
   calibration inputs (a few Adam steps on ``||f_TN(x) - f(x_orig)||^2 / ||f(x_orig)||^2``). With
-  ``inputs='compressed'`` (default) ``x`` is what the layer sees inside the compressed model, so
-  each layer also learns to undo the error of the layers before it; ``'original'`` uses the
-  original model's inputs. Padding tokens (``attention_mask`` 0) are left out.
+  ``inputs='compressed'`` (default) ``x`` is what the layer sees inside the compressed model after
+  the layers before it were healed (one calibration pass per layer, in forward order), so each
+  layer also undoes the remaining error of those before it; ``'original'`` uses the original
+  model's inputs (one pass in all; pure per-layer distillation). Padding tokens (``attention_mask`` 0) are left out.
 * :func:`heal_end_to_end`: the whole compressed model trained on labelled data (the digits demos).
 
 Both are seeded, change the model in place and return a :class:`HealReport` (loss history).
@@ -115,17 +116,19 @@ def heal_layerwise(model: nn.Module, original: nn.Module, batches: Sequence[Any]
     dev_c = next(model.parameters()).device
     dev_o = next(original.parameters()).device
     targets = _capture(original, list(layers), [to_device(b, dev_o) for b in batches], want_output=True)
-    if inputs == "compressed":
-        seen = _capture(model, list(layers), [to_device(b, dev_c) for b in batches], want_output=False)
-    else:
-        seen = targets
+    moved = [to_device(b, dev_c) for b in batches]
     report = HealReport("layer-wise", steps=steps)
     generator = torch.Generator().manual_seed(seed)
     was = model.training
     for k, (name, layer) in enumerate(layers.items()):
         if progress:
             progress(k, len(layers), name)
-        x = seen[name]["x"].to(dev_c)
+        if inputs == "compressed":
+            # what this layer sees now, after the layers before it were healed (in forward order),
+            # so that it corrects their remaining error once, not an error they no longer make
+            x = _capture(model, [name], moved, want_output=False)[name]["x"].to(dev_c)
+        else:
+            x = targets[name]["x"].to(dev_c)
         y = targets[name]["y"].to(dev_c)
         scale = float((y.double() ** 2).mean()) or 1.0
         params = [p for p in layer.parameters() if p.requires_grad]

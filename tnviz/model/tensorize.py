@@ -672,3 +672,47 @@ def compare_methods(subject: Subject, pattern: str, ratio: float, methods: Seque
     if progress:
         progress(total, total, "done")
     return rows
+
+
+def compress_model(source: str | os.PathLike, output: str | os.PathLike, *, method: str = "mpo",
+                   layers: str | None = None, truncation: Mapping[str, Any] | None = None,
+                   target_ratio: float | None = None, error_budget: float | None = None, data_aware: bool = True,
+                   heal: str | None = None, heal_steps: int = 50, device: Any = None,
+                   progress: ProgressFn | None = None) -> dict[str, Any]:
+    """Compress a model WITH an architecture end to end (what ``tnviz compress`` needs for demos and
+    Hugging Face folders/zips): plan, apply, measure, optionally heal, export to ``output``.
+
+    ``source``: a demo name (``digits-mlp``, ``digits-cnn``, ``minilm``) or a Hugging Face
+    folder/zip. ``heal``: ``None``, ``'layer-wise'`` or ``'end-to-end'`` (digits only). Returns
+    the ``tnviz.json`` document with ``functional`` = the metric of the original, the compressed
+    and (if healed) the healed model.
+    """
+    from .demos import DEMOS
+
+    subject = demo_subject(str(source), device) if str(source) in DEMOS else hf_subject(source, device)
+    rule = Rule(layers or ".*", method, dict(truncation or {"ratio": 2.0}))
+    plan = make_plan(subject.model, [rule], target_ratio=target_ratio, error_budget=error_budget, device=device)
+    result = apply_plan(subject.model, plan, calibration=subject.calibration, data_aware=data_aware, device=device,
+                        progress=progress)
+    reference = None
+    if subject.kind == "minilm":
+        from .demos import embed, sentences
+
+        reference = embed(sentences("heldout"), subject.model)
+    measured = {"original": functional(subject.kind, subject.model, subject.model, subject.samples, reference),
+                "compressed": functional(subject.kind, subject.model, result.model, subject.samples, reference)}
+    if heal:
+        from .heal import heal_digits, heal_layerwise
+
+        if heal == "layer-wise":
+            heal_layerwise(result.model, subject.model, [to_device(b, result.device) for b in subject.calibration],
+                           steps=heal_steps)
+        elif heal == "end-to-end" and subject.kind == "digits":
+            heal_digits(result.model, epochs=heal_steps)
+        else:
+            raise TnvizError(f"healing must be 'layer-wise', or 'end-to-end' for the digits demos; got {heal!r} "
+                             f"for a {subject.kind} model")
+        measured["healed"] = functional(subject.kind, subject.model, result.model, subject.samples, reference)
+    return export_model(result, output, source=subject.name,
+                        report={"functional": measured, "data_aware": result.data_aware, "seconds": result.seconds,
+                                "plan": [{"name": p.name, "method": p.method, **dict(p.options)} for p in plan.layers]})
