@@ -43,6 +43,10 @@ def test_demo_run_shows_results_and_heals(open_page):
     assert result.totals["params_after"] < result.totals["params_before"]
     labels = [m.label for m in at.metric]
     assert "Accuracy" in labels and "Ratio (compressed layers)" in labels
+    _button(at, "tensorize.sens").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    sens = at.session_state["tensorize.sens_df"]
+    assert list(sens["layer"]) == ["fc1", "fc2"] and sens["accuracy"].between(0, 1).all()
     before = at.session_state["tensorize.after"]["accuracy"]
     at.radio(key="tensorize.heal_mode").set_value("end-to-end (digits labels)").run()
     at.number_input(key="tensorize.heal_steps").set_value(1).run()
@@ -116,3 +120,35 @@ def test_safetensors_upload_compresses_weights_only(open_page, tmp_path):
     report = at.session_state["tensorize.file_report"]
     assert "enc.weight" in [layer["name"] for layer in report["layers"]]
     assert os.path.isfile(os.path.join(at.session_state["tensorize.export"], "model.safetensors"))
+
+
+def _bert_zip(tmp_path) -> bytes:
+    import json
+
+    from tnviz.model.bert import Bert
+    from tnviz.model.io import save_safetensors
+
+    config = {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "intermediate_size": 64, "vocab_size": 100, "max_position_embeddings": 32, "type_vocab_size": 2,
+              "hidden_act": "gelu", "layer_norm_eps": 1e-12, "pad_token_id": 0}
+    torch.manual_seed(0)
+    save_safetensors(Bert(config).state_dict(), tmp_path / "model.safetensors")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("tiny-bert/config.json", json.dumps(config))
+        archive.write(tmp_path / "model.safetensors", "tiny-bert/model.safetensors")
+    return buffer.getvalue()
+
+
+def test_hf_zip_upload_is_built_compressed_and_measured(open_page, tmp_path):
+    at = open_page(PAGE)
+    at.file_uploader(key="tensorize.upload").set_value(("tiny-bert.zip", _bert_zip(tmp_path), "application/zip")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.session_state["tensorize.loaded"]["kind"] == "hf"
+    layers = list(_table(at, "params")["layer"])
+    assert "encoder.layer.0.intermediate.dense" in layers
+    _button(at, "tensorize.run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    after = at.session_state["tensorize.after"]
+    assert 0 < after["output cosine"] < 1
+    assert "Output cosine" in [m.label for m in at.metric]
