@@ -14,7 +14,9 @@ import tnviz
 from tnviz.render import PALETTE, build_scene, edge_width, network_shape, to_dot, to_svg
 from tnviz.render.charts import flops_vs_batch, step_bars
 from tnviz.render.dot import quote
-from tnviz.render.scene import LEG_LENGTH, TENSOR_SPACING, auto_layout, leg_id, positions, tensor_id
+from tnviz.render.scene import (
+    LEG_LENGTH, LEG_STAGGER, TENSOR_SPACING, auto_layout, leg_id, positions, stress_layout, tensor_id,
+)
 from tnviz.testing import template_networks
 
 NETWORKS = template_networks()
@@ -67,7 +69,8 @@ def test_scene_draws_every_tensor_index_and_leg(name, net):
         end = scene.node(leg_id(index))
         assert end.kind == "leg" and end.label == f"{index}={sizes[index]}"
         owner = scene.node(edge.source)
-        assert math.isclose(math.dist((owner.x, owner.y), (end.x, end.y)), LEG_LENGTH, rel_tol=1e-3)
+        length = math.dist((owner.x, owner.y), (end.x, end.y))
+        assert any(math.isclose(length, LEG_LENGTH * f, rel_tol=1e-3) for f in (1.0, LEG_STAGGER))
     # no drawn line for an index that is not in the network, and every index drawn
     assert {e.index for e in scene.edges} == set(net.index_counts)
 
@@ -260,7 +263,10 @@ def test_bond_labels_sit_beside_their_line(name, net):
             continue
         a, b = scene.node(e.source), scene.node(e.target)
         mid = ((a.x + b.x) / 2, (a.y + b.y) / 2)
-        assert 0.1 < math.dist(mid, e.label_pos) < 0.4
+        if e.via:  # an arc of parallel bonds: the label sits on the arc's middle, in a white box
+            assert e.label_boxed and math.dist(e.via[len(e.via) // 2], e.label_pos) < 1e-3
+        else:
+            assert 0.1 < math.dist(mid, e.label_pos) < 0.4
         assert f'pos="{e.label_pos[0]},{e.label_pos[1]}!"' in to_dot(scene)
 
 
@@ -299,7 +305,7 @@ def test_any_network_draws(seed):
     assert all(math.isfinite(n.x) and math.isfinite(n.y) for n in scene.nodes)
     assert len({n.id for n in scene.nodes}) == len(scene.nodes)
     text = to_dot(scene)
-    assert text.count(" -- ") == len(scene.edges)
+    assert text.count(" -- ") == sum(len(e.via) + 1 for e in scene.edges)  # arcs are polylines
 
 
 @pytest.mark.skipif(not has_neato, reason="Graphviz 'neato' is not installed")
@@ -318,8 +324,8 @@ def test_plotly_diagram_draws_the_same_scene(name, net):
     lines = [t for t in fig.data if t.mode == "lines"]
     assert len(lines) == len(scene.edges)
     for trace, edge in zip(lines, scene.edges):
-        a, b = scene.node(edge.source), scene.node(edge.target)
-        assert list(trace.x) == [a.x, b.x] and list(trace.y) == [a.y, b.y]
+        pts = edge.points(scene)
+        assert list(trace.x) == [p[0] for p in pts] and list(trace.y) == [p[1] for p in pts]
         assert trace.line.width == edge.width and trace.line.color == edge.color
     (tensors,) = [t for t in fig.data if t.name == "tensors"]
     assert list(tensors.text) == list(net.tensor_names)
@@ -328,3 +334,93 @@ def test_plotly_diagram_draws_the_same_scene(name, net):
     assert {f"{i}={net.sizes[i]}" for i in net.open_indices} <= shown
     assert {f"{i}={net.sizes[i]}" for i in net.internal_indices} <= shown
     assert fig.layout.yaxis.scaleanchor == "x"  # the drawing keeps its proportions
+
+
+def _segments(scene, edge):
+    pts = edge.points(scene)
+    return list(zip(pts, pts[1:]))
+
+
+def _cross(p, q, r, s) -> bool:
+    """Whether segments p-q and r-s cross at an inner point of both."""
+    def orient(a, b, c):
+        return (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
+    d1, d2, d3, d4 = orient(p, q, r), orient(p, q, s), orient(r, s, p), orient(r, s, q)
+    return d1 * d2 < -1e-9 and d3 * d4 < -1e-9
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_parallel_bonds_are_separate_arcs_with_separate_labels(count):
+    # a 2-core tensor ring (two bonds A-B) and a pair of tensors sharing three bonds
+    net = (tnviz.tensor_ring([4, 4], [4, 4], ranks=3) if count == 2
+           else tnviz.from_einsum("iabc,jabc->ij", {"i": 4, "j": 4, "a": 2, "b": 3, "c": 5}, inputs="i"))
+    scene = build_scene(net)
+    bonds = [e for e in scene.edges if e.kind == "bond"]
+    assert len(bonds) == count
+    mids = [e.points(scene)[len(e.points(scene)) // 2] for e in bonds]
+    # the arcs' middles are apart (no two drawn on top of each other), so are their labels
+    for k, a in enumerate(mids):
+        for b in mids[k + 1:]:
+            assert math.dist(a, b) > 0.3
+    labels = [e.label_pos for e in bonds]
+    assert all(math.dist(a, b) > 0.3 for k, a in enumerate(labels) for b in labels[k + 1:])
+    # arcs do not cross each other
+    for k, e in enumerate(bonds):
+        for f in bonds[k + 1:]:
+            assert not any(_cross(*s, *t) for s in _segments(scene, e) for t in _segments(scene, f))
+    # the DOT text draws each arc through its own pinned bend points, labels boxed in white
+    text = to_dot(scene)
+    for e in bonds:
+        for vx, vy in e.via:
+            assert f'pos="{vx},{vy}!"' in text
+    assert text.count('fillcolor="white"') == count
+
+
+def test_a_single_bond_between_two_tensors_stays_straight():
+    scene = build_scene(tnviz.mpo([4, 4, 4], [4, 4, 4], ranks=3))
+    assert all(e.via == () and not e.label_boxed for e in scene.edges)
+
+
+def test_three_tensor_chain_is_a_chain_not_a_star():
+    assert network_shape(tnviz.mpo([4, 4, 4], [4, 4, 4], ranks=3)) == "chain"
+    three = tnviz.from_einsum("ia,ab,bj->ij", 3, inputs="i")
+    assert network_shape(three.with_layout(None)) == "chain"
+    assert network_shape(tnviz.tucker([4, 4], [4, 4], ranks=2)) == "star"  # a core with 4 factors
+
+
+def test_fans_of_three_or_more_legs_alternate_lengths_so_labels_do_not_meet():
+    from tnviz.gallery import fig1_reshaped_b, fig2_general_tensor
+
+    for net in (fig1_reshaped_b(), fig2_general_tensor()):
+        scene = build_scene(net)
+        ends = [scene.node(leg_id(i)) for i in net.open_indices]
+        lengths = sorted({round(math.hypot(e.x, e.y) / LEG_LENGTH, 3) for e in ends})
+        assert lengths == [1.0, LEG_STAGGER]
+        # no two leg labels closer than a label's height vertically while overlapping horizontally
+        for k, a in enumerate(ends):
+            for b in ends[k + 1:]:
+                assert abs(a.y - b.y) > 0.15 or abs(a.x - b.x) > 0.5, (a.label, b.label)
+
+
+def test_general_networks_get_a_stress_layout_that_follows_bond_distances():
+    # a square with one diagonal: bonded tensors closer than the one unbonded pair (B, D)
+    net = tnviz.from_einsum("iabe,jbc,kcde,lda->ijkl", 2, inputs="ij").with_layout(None)
+    assert network_shape(net) == "general"
+    pos = stress_layout(net)
+    assert pos == stress_layout(net)  # deterministic
+    bonded = [math.dist(pos[a], pos[b]) for a, b in ("AB", "BC", "CD", "DA", "AC")]
+    assert max(bonded) < math.dist(pos["B"], pos["D"])
+    assert max(bonded) / min(bonded) < 1.5
+    assert auto_layout(net) == pos
+    # no bond crosses another in the drawing, and open legs leave through free space
+    scene = build_scene(net)
+    bonds = [e for e in scene.edges if e.kind == "bond"]
+    for k, e in enumerate(bonds):
+        for f in bonds[k + 1:]:
+            if {e.source, e.target} & {f.source, f.target}:
+                continue
+            assert not any(_cross(*s, *t) for s in _segments(scene, e) for t in _segments(scene, f))
+    for e in scene.edges:
+        if e.kind in ("input", "output"):
+            for b in bonds:
+                assert not any(_cross(*s, *t) for s in _segments(scene, e) for t in _segments(scene, b))

@@ -38,10 +38,17 @@ AUTO_SPACING = 2.0
 
 
 def auto_layout(net: TensorNetwork) -> dict[str, tuple[float, float]]:
-    """Positions for every tensor: the network's own layout where it has one, else a row
-    (wrapping every 6 tensors) below the positioned ones."""
+    """Positions for every tensor: the network's own layout where it has one; a network with no
+    positions at all gets the diagram's layout (chain, ring, star or stress layout, see
+    :func:`tnviz.render.scene.auto_layout`) at :data:`AUTO_SPACING`; tensors missing from a
+    partial layout go in a row (wrapping every 6 tensors) below the positioned ones."""
     layout = net.layout
     missing = [t.name for t in net.tensors if t.name not in layout]
+    if missing and not layout:
+        from .render.scene import auto_layout as diagram_layout
+
+        return {name: (round(x * AUTO_SPACING, 4), round(y * AUTO_SPACING, 4))
+                for name, (x, y) in diagram_layout(net).items()}
     if missing:
         top = min((y for _, y in layout.values()), default=AUTO_SPACING) - AUTO_SPACING
         for k, name in enumerate(missing):

@@ -25,7 +25,7 @@ from app.state import (
     network_source,
     set_network,
 )
-from tnviz.render import to_source, to_svg
+from tnviz.render import auto_layout, to_source, to_svg
 
 K_TEMPLATE, K_IN, K_OUT, K_RANKS = "designer.template", "designer.in_dims", "designer.out_dims", "designer.ranks"
 K_EQ, K_SIZES, K_INPUTS, K_OUTPUTS = "designer.eq", "designer.eq_sizes", "designer.eq_inputs", "designer.eq_outputs"
@@ -103,6 +103,9 @@ def _apply_einsum() -> None:
     except tnviz.TnvizError as exc:
         _fail("einsum", exc)
         return
+    # from_einsum puts the tensors in a row, where bonds between non-neighbours run through the
+    # tensors between them; the diagram's own layout (chain, ring, star or stress) reads better
+    net = net.with_layout({n: tuple(2.0 * c for c in xy) for n, xy in auto_layout(net.with_layout(None)).items()})
     _succeed(net, "einsum string")
 
 

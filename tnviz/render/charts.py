@@ -120,9 +120,9 @@ def diagram_figure(net_or_scene: Any, **scene_options: Any) -> Any:
     scene = build_scene(net_or_scene, **scene_options) if isinstance(net_or_scene, TensorNetwork) else net_or_scene
     fig = go.Figure()
     for e in scene.edges:
-        a, b = scene.node(e.source), scene.node(e.target)
+        pts = e.points(scene)
         fig.add_trace(go.Scatter(
-            x=[a.x, b.x], y=[a.y, b.y], mode="lines", showlegend=False, hoverinfo="text",
+            x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines", showlegend=False, hoverinfo="text",
             text=f"{e.index} = {e.size} ({e.kind})",
             line={"color": e.color, "width": e.width, "dash": "dash" if e.style == "dashed" else "solid"},
         ))

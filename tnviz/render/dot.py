@@ -95,17 +95,26 @@ def to_dot(
             )
         lines.append(f"  {quote(n.id)} {attrs};")
     for e in scene.edges:
-        attrs = _attrs(
-            penwidth=e.width, color=e.color, style=e.style,
-            tooltip=f"{e.index} = {e.size} ({e.kind})", id=f"e:{e.kind}:{e.index}:{e.source}",
-            **{"class": e.kind},
-        )
-        lines.append(f"  {quote(e.source)} -- {quote(e.target)} {attrs};")
+        # an arc (parallel bonds) is a polyline through invisible pinned bend points
+        stops = [e.source] + [f"via:{e.index}:{k}" for k in range(len(e.via))] + [e.target]
+        for stop, (vx, vy) in zip(stops[1:-1], e.via):
+            lines.append(f"  {quote(stop)} " + _attrs(
+                pos=f"{vx},{vy}!", shape="point", width="0.01", height="0.01", style="invis", label="",
+            ) + ";")
+        for k, (u, v) in enumerate(zip(stops, stops[1:])):
+            attrs = _attrs(
+                penwidth=e.width, color=e.color, style=e.style,
+                tooltip=f"{e.index} = {e.size} ({e.kind})",
+                id=f"e:{e.kind}:{e.index}:{e.source}" + (f":{k}" if k else ""), **{"class": e.kind},
+                tailclip="false" if k else None, headclip="false" if k < len(stops) - 2 else None,
+            )
+            lines.append(f"  {quote(u)} -- {quote(v)} {attrs};")
         if e.label_pos is not None:  # the label as a pinned text node, so no engine moves it
             lx, ly = e.label_pos
             lines.append(f"  {quote('lbl:' + e.index)} " + _attrs(
                 pos=f"{lx},{ly}!", shape="plaintext", label=e.label, width="0", height="0", margin="0.01",
                 fontsize="10", fontcolor=e.color, id=f"lbl:{e.index}", **{"class": "bond-label"},
+                style="filled" if e.label_boxed else None, fillcolor="white" if e.label_boxed else None,
             ) + ";")
     lines.append("}")
     return "\n".join(lines) + "\n"

@@ -8,7 +8,11 @@ their name and size, hyperedges drawn through a small delta dot, edge widths gro
 Positions come from the network's ``layout`` when it places every tensor (``y`` grows upward,
 any unit: the scene rescales so that the closest two tensors sit :data:`TENSOR_SPACING` apart);
 otherwise from a deterministic layout chosen by the network's shape: a chain (MPO), a ring
-(tensor ring), a star (Tucker: core in the middle) or a star around the delta (CP).
+(tensor ring), a star (Tucker: core in the middle), a star around the delta (CP), or for any
+other network a stress layout (tensors placed so that drawn distances follow bond distances).
+Several bonds between the same two tensors are drawn as separate arcs, each with its label on
+its own arc; a fan of three or more open legs alternates short and long legs so that the labels
+at their ends do not overlap.
 
 >>> from tnviz.builders import mpo
 >>> scene = build_scene(mpo([4, 4], [4, 4], ranks=3))
@@ -44,6 +48,10 @@ TENSOR_SPACING = 1.5
 LEG_LENGTH = 0.85
 #: Diameter of a tensor shape.
 TENSOR_SIZE = 0.5
+#: In a fan of three or more open legs every second leg is this much longer (labels alternate).
+LEG_STAGGER = 1.5
+#: Distance between neighbouring arcs of parallel bonds (two tensors sharing several bonds).
+PARALLEL_GAP = 0.45
 
 LAYOUT_SHAPES = ("single", "chain", "ring", "star", "hyperstar", "general")
 
@@ -90,6 +98,13 @@ class Edge:
     highlighted: bool = False
     faded: bool = False
     label_pos: tuple[float, float] | None = None  # where a bond's label goes (beside the line)
+    via: tuple[tuple[float, float], ...] = ()  # bend points of an arc (parallel bonds), source to target
+    label_boxed: bool = False  # the label sits on its line (parallel bonds): backends give it a white box
+
+    def points(self, scene: "Scene") -> list[tuple[float, float]]:
+        """The drawn polyline: source, bend points, target."""
+        a, b = scene.node(self.source), scene.node(self.target)
+        return [(a.x, a.y), *self.via, (b.x, b.y)]
 
 
 @dataclass(frozen=True)
@@ -163,8 +178,13 @@ def network_shape(net: TensorNetwork) -> str:
     """The drawing shape of a network, one of :data:`LAYOUT_SHAPES`.
 
     ``hyperstar`` when it has a hyperedge (CP), ``chain`` / ``ring`` when the bonds form a path /
-    a cycle (MPO / tensor ring), ``star`` when one tensor is bonded to all others and they only
-    to it (Tucker), ``single`` for one tensor, else ``general``.
+    a cycle (MPO / tensor ring), ``star`` when one tensor is bonded to three or more others and
+    they only to it (Tucker; with two others it is a chain), ``single`` for one tensor, else
+    ``general``.
+
+    >>> from tnviz.builders import mpo
+    >>> network_shape(mpo([4, 4, 4], [4, 4, 4], ranks=2))
+    'chain'
     """
     names = net.tensor_names
     if len(names) == 1:
@@ -176,7 +196,7 @@ def network_shape(net: TensorNetwork) -> str:
         return "general"
     degrees = [len(v) for v in adj.values()]
     n_links = sum(degrees) // 2
-    if len(names) >= 3 and max(degrees) == len(names) - 1 and sorted(degrees)[-2] == 1:
+    if len(names) >= 4 and max(degrees) == len(names) - 1 and sorted(degrees)[-2] == 1:
         return "star"
     if max(degrees) <= 2 and n_links == len(names) - 1:
         return "chain"
@@ -223,8 +243,79 @@ def auto_layout(net: TensorNetwork) -> dict[str, tuple[float, float]]:
         pos = _circle(rest, max(1.0, 1.0 / (2 * math.sin(math.pi / len(rest)))))
         pos[centre] = (0.0, 0.0)
         return pos
-    # hyperstar and general: a circle in network order (the delta dots go to the centroids)
+    if shape == "general":
+        return stress_layout(net)
+    # hyperstar: a circle in network order (the delta dots go to the centroids)
     return _circle(names, max(1.0, 1.0 / (2 * math.sin(math.pi / len(names)))))
+
+
+def _graph_distances(net: TensorNetwork) -> list[list[float]]:
+    """Shortest-path distances between tensors through bonds and hyperedges (a hyperedge links
+    all its tensors); tensors in different parts are put one step beyond the longest path."""
+    names = list(net.tensor_names)
+    where = {n: k for k, n in enumerate(names)}
+    adj: list[set[int]] = [set() for _ in names]
+    for index in net.internal_indices:
+        owners = [where[t] for t in net.tensors_on(index)]
+        for a in owners:
+            adj[a].update(o for o in owners if o != a)
+    inf = float("inf")
+    dist = []
+    for start in range(len(names)):
+        row = [inf] * len(names)
+        row[start], frontier = 0.0, [start]
+        while frontier:
+            nxt = []
+            for a in frontier:
+                for b in adj[a]:
+                    if row[b] == inf:
+                        row[b] = row[a] + 1.0
+                        nxt.append(b)
+            frontier = nxt
+        dist.append(row)
+    finite = [d for row in dist for d in row if d != inf]
+    far = max(finite, default=0.0) + 1.0
+    return [[far if d == inf else d for d in row] for row in dist]
+
+
+def stress_layout(net: TensorNetwork, iterations: int = 300) -> dict[str, tuple[float, float]]:
+    """A deterministic stress-majorization layout (SMACOF, started from a circle): drawn
+    distances between tensors approximate their bond distances, so neighbours sit close and a
+    grid or a tree keeps its shape.  Unit: one bond.
+
+    >>> from tnviz.builders import from_einsum
+    >>> pos = stress_layout(from_einsum("iab,jbc,kcd,lda,ac->ijkl", 2, inputs="ij"))
+    >>> sorted(pos)
+    ['A', 'B', 'C', 'D', 'E']
+    """
+    names = list(net.tensor_names)
+    n = len(names)
+    if n == 1:
+        return {names[0]: (0.0, 0.0)}
+    d = _graph_distances(net)
+    start = _circle(names, max(1.0, 1.0 / (2 * math.sin(math.pi / n))))
+    x = [list(start[name]) for name in names]
+    # SMACOF with weights 1/d^2 (Gansner, Koren & North): x <- L_w^+ B(x) x, here by Gauss-Seidel
+    # sweeps of the per-node update, which needs no linear solve and converges monotonically.
+    w = [[0.0 if i == j else 1.0 / (d[i][j] ** 2) for j in range(n)] for i in range(n)]
+    for _ in range(iterations):
+        moved = 0.0
+        for i in range(n):
+            sx = sy = sw = 0.0
+            for j in range(n):
+                if i == j:
+                    continue
+                dx, dy = x[i][0] - x[j][0], x[i][1] - x[j][1]
+                norm = math.hypot(dx, dy) or 1e-9
+                sx += w[i][j] * (x[j][0] + d[i][j] * dx / norm)
+                sy += w[i][j] * (x[j][1] + d[i][j] * dy / norm)
+                sw += w[i][j]
+            nx, ny = sx / sw, sy / sw
+            moved = max(moved, abs(nx - x[i][0]) + abs(ny - x[i][1]))
+            x[i] = [nx, ny]
+        if moved < 1e-6:
+            break
+    return {name: (round(p[0], 6), round(p[1], 6)) for name, p in zip(names, x)}
 
 
 def positions(net: TensorNetwork) -> dict[str, tuple[float, float]]:
@@ -261,21 +352,45 @@ def _fan(direction: tuple[float, float], count: int, spread_deg: float) -> list[
     ]
 
 
+def _widest_gap(directions: list[tuple[float, float]]) -> tuple[tuple[float, float], float]:
+    """The bisector of the widest angle between the given directions (bonds leaving a tensor),
+    and that angle in degrees: where open legs have the most room."""
+    angles = sorted(math.atan2(dy, dx) for dx, dy in directions if math.hypot(dx, dy) > 1e-9)
+    if not angles:
+        return (0.0, 1.0), 360.0
+    gaps = [(angles[(k + 1) % len(angles)] - a) % (2 * math.pi) or 2 * math.pi for k, a in enumerate(angles)]
+    k = max(range(len(gaps)), key=lambda j: (round(gaps[j], 9), -j))
+    mid = angles[k] + gaps[k] / 2
+    return (math.cos(mid), math.sin(mid)), math.degrees(gaps[k])
+
+
+def _staggered(legs: list[str]) -> dict[str, float]:
+    """Leg lengths of one fan: in a fan of three or more, every second leg is longer."""
+    if len(legs) < 3:
+        return {leg: LEG_LENGTH for leg in legs}
+    return {leg: LEG_LENGTH * (LEG_STAGGER if k % 2 else 1.0) for k, leg in enumerate(legs)}
+
+
 def _leg_directions(
     net: TensorNetwork, pos: Mapping[str, tuple[float, float]], shape: str
-) -> dict[str, tuple[float, float]]:
-    """Direction of each open leg from its tensor.
+) -> dict[str, tuple[tuple[float, float], float]]:
+    """Direction and length of each open leg from its tensor.
 
     On a horizontal line (chain, single tensor) outputs point up and inputs down, as in the
     paper's MPO figures; otherwise legs point away from the centre of the drawing, outputs
-    fanned before inputs.
+    fanned before inputs.  In a fan of three or more legs, lengths alternate (:func:`_staggered`).
     """
     inputs = set(net.inputs)
     ys = [p[1] for p in pos.values()]
     flat = shape in ("single", "chain") or max(ys) - min(ys) < 1e-6
     cx = sum(p[0] for p in pos.values()) / len(pos)
     cy = sum(p[1] for p in pos.values()) / len(pos)
-    out: dict[str, tuple[float, float]] = {}
+    neighbours: dict[str, list[str]] = {n: [] for n in net.tensor_names}
+    for index in net.internal_indices:
+        owners = net.tensors_on(index)
+        for a in owners:
+            neighbours[a].extend(o for o in owners if o != a and o not in neighbours[a])
+    out: dict[str, tuple[tuple[float, float], float]] = {}
     for t in net.tensors:
         legs = [i for i in t.indices if net.index_counts[i] == 1]
         if not legs:
@@ -285,10 +400,15 @@ def _leg_directions(
         x, y = pos[t.name]
         radial = _unit(x - cx, y - cy)
         if flat or math.hypot(x - cx, y - cy) < 1e-6:
-            out.update(zip(outs, _fan((0.0, 1.0), len(outs), 28.0)))
-            out.update(zip(ins, _fan((0.0, -1.0), len(ins), 28.0)[::-1]))
+            fans = [(outs, _fan((0.0, 1.0), len(outs), 28.0)), (ins, _fan((0.0, -1.0), len(ins), 28.0)[::-1])]
+        elif shape == "general" and neighbours.get(t.name):
+            gap_dir, gap = _widest_gap([(pos[m][0] - x, pos[m][1] - y) for m in neighbours[t.name]])
+            fans = [(outs + ins, _fan(gap_dir, len(legs), min(32.0, 0.7 * gap / max(1, len(legs) - 1))))]
         else:
-            out.update(zip(outs + ins, _fan(radial, len(legs), 32.0)))
+            fans = [(outs + ins, _fan(radial, len(legs), 32.0))]
+        for group, dirs in fans:
+            lengths = _staggered(group)
+            out.update({leg: (u, lengths[leg]) for leg, u in zip(group, dirs)})
     return out
 
 
@@ -308,6 +428,23 @@ def _label_position(
         nx, ny = -nx, -ny
     offset = 0.14 + 0.12 * abs(nx)  # labels are wider than tall: more room beside a steep line
     return round(mx + nx * offset, 4), round(my + ny * offset, 4)
+
+
+def _arc(
+    a: tuple[float, float], b: tuple[float, float], offset: float
+) -> tuple[tuple[tuple[float, float], ...], tuple[float, float]]:
+    """Bend points of an arc from ``a`` to ``b`` whose middle lies ``offset`` beside the straight
+    line (left of a->b for positive offsets), and the arc's middle (where its label goes).
+    A zero offset is the straight line itself."""
+    nx, ny = _unit(-(b[1] - a[1]), b[0] - a[0])
+    mid = (round((a[0] + b[0]) / 2 + nx * offset, 4), round((a[1] + b[1]) / 2 + ny * offset, 4))
+    if abs(offset) < 1e-9:
+        return (), mid
+    via = []
+    for t in (0.2, 0.35, 0.5, 0.65, 0.8):  # a parabola through these points: a smooth-looking arc
+        bend = offset * 4 * t * (1 - t)
+        via.append((round(a[0] + (b[0] - a[0]) * t + nx * bend, 4), round(a[1] + (b[1] - a[1]) * t + ny * bend, 4)))
+    return tuple(via), mid
 
 
 # ---------------------------------------------------------------------- the scene
@@ -356,14 +493,23 @@ def build_scene(
         faded = any_hl and fade_others and not hl
         return (PALETTE["highlight"] if hl else PALETTE["faded"] if faded else base_color), hl, faded
 
+    parallel: dict[frozenset[str], list[str]] = {}
+    for index in net.bonds:
+        parallel.setdefault(frozenset(net.tensors_on(index)), []).append(index)
     for index in net.bonds:
         a, b = net.tensors_on(index)
         color, hl, faded = style_of(index, PALETTE["bond"])
+        group = parallel[frozenset((a, b))]
+        if len(group) == 1:
+            via, label_pos, boxed = (), _label_position(pos[a], pos[b], pos), False
+        else:
+            via, label_pos = _arc(pos[a], pos[b], (group.index(index) - (len(group) - 1) / 2) * PARALLEL_GAP)
+            boxed = True
         edges.append(Edge(
             index=index, kind="bond", source=tensor_id(a), target=tensor_id(b), size=sizes[index],
             label=f"{index}={sizes[index]}", width=edge_width(sizes[index]), color=color,
             style="dashed" if sizes[index] == 1 else "solid", highlighted=hl, faded=faded,
-            label_pos=_label_position(pos[a], pos[b], pos),
+            label_pos=label_pos, via=via, label_boxed=boxed,
         ))
 
     for index in net.hyperedges:
@@ -391,9 +537,9 @@ def build_scene(
         for index in t.indices:
             if counts[index] != 1:
                 continue
-            ux, uy = directions[index]
+            (ux, uy), length = directions[index]
             x, y = pos[t.name]
-            lx, ly = round(x + ux * LEG_LENGTH, 4), round(y + uy * LEG_LENGTH, 4)
+            lx, ly = round(x + ux * length, 4), round(y + uy * length, 4)
             role = "input" if index in inputs else "output"
             color, hl, faded = style_of(index, PALETTE["leg"])
             label = f"{index}={sizes[index]}"
