@@ -89,3 +89,13 @@ def test_library_names_of_the_spec_exist():
                  "compress", "load_compressed"):
         assert callable(getattr(tnviz, name)), name
     assert callable(tnviz.TensorNetwork.to_json)
+    # tnviz.decompose is the function of SPEC 2.3 and still the package
+    import torch
+
+    W = torch.randn(12, 20, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    dec = tnviz.decompose(W, "svd", max_rank=3)
+    assert dec.network.params == 3 * (12 + 20)
+    assert dec.rel_error > 0.1  # a random 12x20 weight is not rank 3
+    assert set(tnviz.decompose.DECOMPOSITIONS) == {"mpo", "tr", "tucker", "cp", "svd"}
+    from tnviz.nn import TNLinear  # noqa: F401  (the layer names of SPEC 2.3)
+    from tnviz.nn import TNConv2d  # noqa: F401

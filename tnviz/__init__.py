@@ -24,6 +24,8 @@ from .errors import (
 from .factorize import auto_legs, balanced_factors, propose_legs
 from .network import Tensor, TensorNetwork, load_network, save_network
 from .stack import stack_report, stack_views
+from . import decompose  # a callable package: tnviz.decompose(W, "mpo", ...) (see tnviz/decompose/__init__.py)
+from .decompose import DECOMPOSITIONS, Decomposition, pareto_front, tradeoff
 from .model.compress import compress_file as compress
 from .model.compress import load_compressed
 
@@ -37,4 +39,5 @@ __all__ = [
     "cost", "batch_sweep", "check_budget", "max_useful_ranks",
     "to_dense", "to_tensor", "forward", "random_tensors",
     "stack_views", "stack_report", "compress", "load_compressed",
+    "decompose", "DECOMPOSITIONS", "Decomposition", "tradeoff", "pareto_front",
 ]

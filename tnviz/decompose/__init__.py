@@ -15,6 +15,9 @@ stays light.
 """
 from __future__ import annotations
 
+import sys as _sys
+import types as _types
+
 from .api import DECOMPOSITIONS, DESCRIPTIONS, METHODS, decompose, method_options
 from .result import Decomposition
 from .tradeoff import TradeoffPoint, pareto_front, tradeoff
@@ -23,3 +26,15 @@ __all__ = [
     "DECOMPOSITIONS", "DESCRIPTIONS", "Decomposition", "decompose", "method_options",
     "tradeoff", "pareto_front", "TradeoffPoint", "METHODS",
 ]
+
+
+class _CallableModule(_types.ModuleType):
+    """``tnviz.decompose`` is this package *and* its main function (SPEC 2.3):
+    ``tnviz.decompose(W, "mpo", max_rank=8)`` calls :func:`decompose`, while
+    ``from tnviz.decompose import tradeoff`` and ``import tnviz.decompose as d`` keep working."""
+
+    def __call__(self, *args, **kwargs):
+        return decompose(*args, **kwargs)
+
+
+_sys.modules[__name__].__class__ = _CallableModule
