@@ -149,7 +149,7 @@ def test_draw_a_three_tensor_mpo_with_the_mouse_then_undo(canvas_page):
         page.get_by_test_id("tool-add-tensor").click()
         flow = page.locator(".tn-flow").bounding_box()
         page.mouse.click(flow["x"] + 90 + 150 * k, flow["y"] + flow["height"] * 0.45)
-        wait_for(lambda: summary(page).startswith(f"{k + 1} tensors"), f"{k + 1} tensors")
+        wait_for(lambda: summary(page).startswith(f"{k + 1} tensor{'' if k == 0 else 's'} ·"), f"{k + 1} tensors")
     assert [page.locator(f"[data-tensor={n}]").count() for n in "ABC"] == [1, 1, 1]
 
     # ---- legs: one input and one output per tensor, plus plain legs for the bonds
@@ -178,7 +178,7 @@ def test_draw_a_three_tensor_mpo_with_the_mouse_then_undo(canvas_page):
     # ---- bonds: drag a plain leg of A onto one of B, then B's other onto C's
     idle(page)
     drag(page, leg(page, "A", role="open"), leg(page, "B", role="open"))
-    wait_for(lambda: "1 bonds" in summary(page), "the first bond")
+    wait_for(lambda: "1 bond ·" in summary(page), "the first bond")
     idle(page)
     drag(page, leg(page, "B", role="open"), leg(page, "C", role="open"))
     wait_for(lambda: "2 bonds" in summary(page), "the second bond")
@@ -250,7 +250,7 @@ def test_hyperedge_move_and_delete_with_the_mouse(canvas_page):
     wait_for(lambda: page.locator("[data-tensor=C] [data-role=open]").count() == 1, "C's new leg")
     idle(page)
     drag(page, page.locator("[data-tensor=C] [data-role=open]"), leg(page, "A", index="b1"))
-    wait_for(lambda: "1 hyperedges" in summary(page), "a hyperedge")
+    wait_for(lambda: "1 hyperedge ·" in summary(page), "a hyperedge")
     assert page.locator(".tn-hyper").count() == 1, "the hyperedge is drawn with its junction dot"
     hyper = download_json(page)
     assert hyper.hyperedges == ("b1",) and set(hyper.tensors_on("b1")) == {"A", "B", "C"}

@@ -61,6 +61,7 @@ function legGeometry(d) {
       const c = counts[leg.index] || 0;
       let side;
       let role = "open";
+      let order = Infinity; // open legs after the bonds on a shared side, in their own order
       if (c >= 2) {
         role = "bond";
         const others = d.tensors.filter((o) => o.id !== t.id && o.legs.some((l) => l.index === leg.index));
@@ -79,6 +80,8 @@ function legGeometry(d) {
         if (others.length === 0) side = "right";
         else if (Math.abs(dx) >= Math.abs(dy)) side = dx < 0 ? "left" : "right";
         else side = dy < 0 ? "top" : "bottom";
+        // along its side, a bond sits where its partner is (no crossing near the tensor)
+        order = side === "left" || side === "right" ? dy / (Math.abs(dx) || 1) : dx / (Math.abs(dy) || 1);
       } else if (d.outputs.includes(leg.index)) {
         role = "output";
         side = "top";
@@ -86,10 +89,12 @@ function legGeometry(d) {
         role = "input";
         side = "bottom";
       } else side = "right";
-      sides[side].push({ leg, role });
+      sides[side].push({ leg, role, order, k: sides[side].length });
     });
     const legs = [];
     for (const [side, list] of Object.entries(sides)) {
+      // parallel bonds (same partner, same order) go by index name on both tensors: side by side
+      list.sort((a, b) => a.order - b.order || (a.order === Infinity ? a.k - b.k : a.leg.index < b.leg.index ? -1 : a.leg.index > b.leg.index ? 1 : 0));
       list.forEach(({ leg, role }, k) => {
         const f = (k + 1) / (list.length + 1);
         const stub = role === "bond" ? STUB_BOND : STUB_OPEN;
@@ -353,7 +358,8 @@ function Canvas({ data, setStateValue }) {
   const incoming = data?.drawing || M.emptyDrawing();
   const revision = data?.revision ?? "";
   const [drawing, setDrawing] = useState(incoming);
-  const [history, setHistory] = useState({ past: [], future: [] });
+  // the history survives a remount (another page visited and back) while the revision is the same
+  const [history, setHistory] = useState(() => M.savedHistory(window, revision));
   const [selection, setSelection] = useState(null);
   const [mode, setMode] = useState("select");
   const [loaded, setLoaded] = useState(revision);
@@ -370,6 +376,8 @@ function Canvas({ data, setStateValue }) {
       setTimeout(() => fitView(FIT), 30);
     }
   }, [revision]); // eslint-disable-line react-hooks/exhaustive-deps
+
+  useEffect(() => M.saveHistory(window, loaded, history), [history, loaded]);
 
   useEffect(() => {
     const timer = setTimeout(() => fitView(FIT), 60);
@@ -411,7 +419,6 @@ function Canvas({ data, setStateValue }) {
   const onRename = useCallback((tid, name) => edit(M.renameTensor(drawing, tid, name)), [drawing, edit]);
 
   const geometry = useMemo(() => legGeometry(drawing), [drawing]);
-  const counts = useMemo(() => M.indexCounts(drawing), [drawing]);
 
   const derivedNodes = useMemo(() => {
     const nodes = drawing.tensors.map((t) => ({
@@ -533,8 +540,6 @@ function Canvas({ data, setStateValue }) {
 
   const error = data?.error;
   const errorIsCurrent = !data?.error_revision || data.error_revision === revision;
-  const nIn = drawing.inputs.length;
-  const nOut = drawing.outputs.length;
   return (
     <div className={`tn-canvas mode-${mode}`} tabIndex={0} onKeyDown={onKeyDown} style={{ height: data?.height || 520 }} data-testid="tn-canvas">
       <div className="tn-toolbar">
@@ -547,8 +552,7 @@ function Canvas({ data, setStateValue }) {
         <button data-testid="fit" onClick={() => fitView(FIT)}>Fit</button>
         <button data-testid="clear" disabled={!drawing.tensors.length} onClick={() => { edit({ ...M.emptyDrawing(), name: drawing.name }); setSelection(null); }}>Clear</button>
         <span className="tn-dim tn-summary" data-testid="summary">
-          {drawing.tensors.length} tensors · {Object.values(counts).filter((c) => c === 2).length} bonds ·{" "}
-          {Object.values(counts).filter((c) => c >= 3).length} hyperedges · {nIn} in / {nOut} out legs
+          {M.summaryText(drawing)}
         </span>
       </div>
       <div className="tn-body">

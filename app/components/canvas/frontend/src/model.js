@@ -225,3 +225,32 @@ export function deleteTensor(d, tensorId) {
 export function setName(d, name) {
   return { ...clone(d), name };
 }
+
+// "1 bond", "2 bonds", "0 bonds": a count with its noun.
+export function plural(n, noun) {
+  return `${n} ${noun}${n === 1 ? "" : "s"}`;
+}
+
+// The summary line under the toolbar: tensors, bonds, hyperedges and open legs.
+export function summaryText(d) {
+  const counts = Object.values(indexCounts(d));
+  return [
+    plural(d.tensors.length, "tensor"),
+    plural(counts.filter((c) => c === 2).length, "bond"),
+    plural(counts.filter((c) => c >= 3).length, "hyperedge"),
+    `${d.inputs.length} in / ${d.outputs.length} out legs`,
+  ].join(" · ");
+}
+
+// Undo/redo history kept outside React, per drawing revision, so that it survives the canvas
+// being unmounted and mounted again (the user visits another page and comes back).
+const HISTORY_KEY = "__tnvizCanvasHistory";
+
+export function savedHistory(store, revision) {
+  const saved = store?.[HISTORY_KEY];
+  return saved && saved.revision === revision ? saved.history : { past: [], future: [] };
+}
+
+export function saveHistory(store, revision, history) {
+  if (store) store[HISTORY_KEY] = { revision, history };
+}

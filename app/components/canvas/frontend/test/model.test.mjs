@@ -75,3 +75,21 @@ test("deleting a tensor drops its open indices; its bond partner becomes open", 
   const detached = M.detachLeg(bonded, legOf(bonded, a, "b1"));
   assert.equal(M.indexCounts(detached).b1, 1);
 });
+
+test("the summary counts with singular and plural nouns", () => {
+  const { d, a, b } = twoTensors();
+  assert.equal(M.summaryText(d), "2 tensors · 0 bonds · 0 hyperedges · 1 in / 1 out legs");
+  const bonded = M.connect(d, { leg: legOf(d, a, "k1") }, { leg: legOf(d, b, "k2") });
+  assert.match(M.summaryText(bonded), /^2 tensors · 1 bond · 0 hyperedges/);
+  assert.equal(M.plural(1, "hyperedge"), "1 hyperedge");
+  assert.equal(M.plural(0, "tensor"), "0 tensors");
+});
+
+test("the undo history is kept per revision outside the component", () => {
+  const store = {};
+  const h = { past: [M.emptyDrawing()], future: [] };
+  assert.deepEqual(M.savedHistory(store, "1-abc"), { past: [], future: [] });
+  M.saveHistory(store, "1-abc", h);
+  assert.equal(M.savedHistory(store, "1-abc"), h);
+  assert.deepEqual(M.savedHistory(store, "2-def"), { past: [], future: [] }, "a new network starts a new history");
+});
