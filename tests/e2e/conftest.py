@@ -5,7 +5,9 @@ Reuse them in any ``tests/e2e/test_*.py`` (every test here is marked ``browser``
     def test_my_page(page, app_url, wait_idle, screenshot):
         page.goto(app_url + "/my_page")
         wait_idle(page)
-        screenshot(page, "my_page")
+        screenshot(page, "my_page")                 # artifacts/screenshots/my_page.png
+        screenshot(page, "my_page", readme=True)    # ... and assets/screenshots/ when
+                                                    # TNVIZ_UPDATE_SCREENSHOTS=1
 
 ``TNVIZ_CHROMIUM`` overrides the browser path (default ``/usr/bin/chromium``).  Without a browser
 the tests skip, except with ``TNVIZ_REQUIRE_BROWSER=1`` (CI), where they fail.
@@ -13,6 +15,7 @@ the tests skip, except with ``TNVIZ_REQUIRE_BROWSER=1`` (CI), where they fail.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -27,6 +30,8 @@ ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "app" / "streamlit_app.py"
 ARTIFACTS = ROOT / "artifacts"
 SCREENSHOTS = ARTIFACTS / "screenshots"
+README_SCREENSHOTS = ROOT / "assets" / "screenshots"
+UPDATE_ENV = "TNVIZ_UPDATE_SCREENSHOTS"
 CHROMIUM = os.environ.get("TNVIZ_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
@@ -151,14 +156,26 @@ def wait_idle() -> Callable:
     return _wait
 
 
+def update_readme_screenshots() -> bool:
+    """Whether browser runs refresh the README's screenshots (``TNVIZ_UPDATE_SCREENSHOTS=1``)."""
+    return os.environ.get(UPDATE_ENV) == "1"
+
+
+def save_screenshot(pg, name: str, *, readme: bool = False, **kwargs) -> Path:
+    """Save ``artifacts/screenshots/name.png`` (``kwargs`` go to ``page.screenshot``); with
+    ``readme`` and ``TNVIZ_UPDATE_SCREENSHOTS=1``, also copy it to ``assets/screenshots/`` (the
+    README's images), so an ordinary test run never changes tracked files."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    pg.screenshot(path=str(path), **kwargs)
+    if readme and update_readme_screenshots():
+        README_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, README_SCREENSHOTS / f"{name}.png")
+    return path
+
+
 @pytest.fixture
 def screenshot() -> Callable[..., Path]:
-    """``screenshot(page, "name")`` saves ``artifacts/screenshots/name.png`` and returns the path."""
-
-    def _shot(pg, name: str, **kwargs) -> Path:
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        path = SCREENSHOTS / f"{name}.png"
-        pg.screenshot(path=str(path), **kwargs)
-        return path
-
-    return _shot
+    """``screenshot(page, "name", readme=False, **kwargs)``: see :func:`save_screenshot`;
+    returns the path under ``artifacts/screenshots/``."""
+    return save_screenshot

@@ -1,11 +1,9 @@
 """The Designer and Costs pages in a real headless Chromium against a running server: the diagram
 is rendered as SVG and follows a template parameter; the Costs page draws its plotly charts for
 the same network.  Screenshots: artifacts/screenshots/{designer,costs}.png (the Designer one is
-copied to assets/screenshots/designer.png for the README)."""
+copied to assets/screenshots/designer.png for the README when TNVIZ_UPDATE_SCREENSHOTS=1)."""
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
 
 import pytest
 
@@ -13,8 +11,6 @@ import tnviz
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parents[2]
-README_SHOT = ROOT / "assets" / "screenshots" / "designer.png"
 DIAGRAM = '[data-testid="stGraphVizChart"] svg'
 
 
@@ -47,9 +43,7 @@ def test_designer_diagram_follows_a_parameter_and_costs_draw_charts(page, app_ur
     assert "b1=16" in texts and "b1=4" not in texts
     params = tnviz.mpo(default.in_dims, default.out_dims, ranks=16).params
     assert page.get_by_text(f"{params:,}", exact=True).first.is_visible()
-    shot = screenshot(page, "designer")
-    README_SHOT.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(shot, README_SHOT)
+    screenshot(page, "designer", readme=True)
 
     page.get_by_role("link", name="Costs").click()
     page.wait_for_selector('[data-testid="stPlotlyChart"] .main-svg')

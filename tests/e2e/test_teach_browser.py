@@ -1,10 +1,8 @@
 """The Teach page in a real headless Chromium: click Next twice and see the step text and the
 highlighted diagram change to what tnviz.teach says.  Screenshot: artifacts/screenshots/teach.png,
-copied to assets/screenshots/teach.png for the README."""
+copied to assets/screenshots/teach.png for the README when TNVIZ_UPDATE_SCREENSHOTS=1."""
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
 
 import pytest
 
@@ -14,8 +12,6 @@ from tnviz.teach import contraction_walkthrough
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parents[2]
-README_SHOT = ROOT / "assets" / "screenshots" / "teach.png"
 CHART = '[data-testid="stGraphVizChart"]'
 NOTATION_CHARTS = 4  # the layer-and-x diagram is the fifth chart on the page
 
@@ -68,6 +64,4 @@ def test_teach_next_twice_moves_the_step_and_the_highlight(page, app_url, wait_i
     page.locator("h3").filter(has_text="Step ").first.evaluate("h => h.scrollIntoView({block: 'start'})")
     page.mouse.wheel(0, -110)
     page.wait_for_timeout(400)
-    shot = screenshot(page, "teach")
-    README_SHOT.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(shot, README_SHOT)
+    screenshot(page, "teach", readme=True)
