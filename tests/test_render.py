@@ -424,3 +424,29 @@ def test_general_networks_get_a_stress_layout_that_follows_bond_distances():
         if e.kind in ("input", "output"):
             for b in bonds:
                 assert not any(_cross(*s, *t) for s in _segments(scene, e) for t in _segments(scene, b))
+
+
+def _distance_to_polyline(p, pts) -> float:
+    best = float("inf")
+    for a, b in zip(pts, pts[1:]):
+        dx, dy = b[0] - a[0], b[1] - a[1]
+        t = max(0.0, min(1.0, ((p[0] - a[0]) * dx + (p[1] - a[1]) * dy) / ((dx * dx + dy * dy) or 1.0)))
+        best = min(best, math.dist(p, (a[0] + t * dx, a[1] + t * dy)))
+    return best
+
+
+def test_a_bond_bends_around_a_tensor_it_would_run_through():
+    from tnviz.render.scene import CLEARANCE
+
+    # from_einsum puts A, B, C, D in a row: a (A-D) and e (A-C) would run through B and C
+    net = tnviz.from_einsum("iabe,jbc,kcde,lda->ijkl", 2, inputs="ij")
+    scene = build_scene(net)
+    for e in scene.edges:
+        if e.kind != "bond":
+            continue
+        pts = e.points(scene)
+        for t in scene.tensor_nodes:
+            if t.id not in (e.source, e.target):
+                assert _distance_to_polyline((t.x, t.y), pts) >= CLEARANCE - 1e-6, (e.index, t.label)
+    assert scene.edges_of("a")[0].via and scene.edges_of("e")[0].via
+    assert not scene.edges_of("b")[0].via  # neighbours stay joined by a straight line

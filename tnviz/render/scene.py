@@ -11,7 +11,7 @@ otherwise from a deterministic layout chosen by the network's shape: a chain (MP
 (tensor ring), a star (Tucker: core in the middle), a star around the delta (CP), or for any
 other network a stress layout (tensors placed so that drawn distances follow bond distances).
 Several bonds between the same two tensors are drawn as separate arcs, each with its label on
-its own arc; a fan of three or more open legs alternates short and long legs so that the labels
+its own arc, and a bond that would run through another tensor bends around it; a fan of three or more open legs alternates short and long legs so that the labels
 at their ends do not overlap.
 
 >>> from tnviz.builders import mpo
@@ -430,6 +430,44 @@ def _label_position(
     return round(mx + nx * offset, 4), round(my + ny * offset, 4)
 
 
+#: A straight bond passing closer than this to another tensor's centre is bent around it.
+CLEARANCE = 0.42
+
+
+def _detour(
+    a: tuple[float, float], b: tuple[float, float], others: list[tuple[float, float]],
+    pos: Mapping[str, tuple[float, float]],
+) -> float:
+    """The arc offset (see :func:`_arc`) that keeps the bond a-b :data:`CLEARANCE` away from
+    the tensors at ``others`` it would otherwise cross, or 0 when the straight line is clear.
+    The arc bends away from the obstacles (away from the drawing's centre when they sit on
+    the line), capped at twice the tensor spacing."""
+    length = math.dist(a, b)
+    if length < 1e-9:
+        return 0.0
+    ux, uy = (b[0] - a[0]) / length, (b[1] - a[1]) / length
+    nx, ny = -uy, ux
+    hits = []
+    for p in others:
+        t = ((p[0] - a[0]) * ux + (p[1] - a[1]) * uy) / length
+        side = (p[0] - a[0]) * nx + (p[1] - a[1]) * ny
+        if 0.05 < t < 0.95 and abs(side) < CLEARANCE:
+            hits.append((t, side))
+    if not hits:
+        return 0.0
+    lean = sum(side for _, side in hits)
+    if abs(lean) > 1e-6:
+        sign = -1.0 if lean > 0 else 1.0
+    else:  # on the line: bend away from the centre of the drawing
+        cx = sum(p[0] for p in pos.values()) / len(pos)
+        cy = sum(p[1] for p in pos.values()) / len(pos)
+        mx, my = (a[0] + b[0]) / 2, (a[1] + b[1]) / 2
+        outward = (mx - cx) * nx + (my - cy) * ny
+        sign = 1.0 if outward > 1e-6 else -1.0 if outward < -1e-6 else (1.0 if ny >= 0 else -1.0)
+    need = max((CLEARANCE + sign * side + 0.08) / (4 * t * (1 - t)) for t, side in hits)
+    return sign * min(need, 2 * TENSOR_SPACING)
+
+
 def _arc(
     a: tuple[float, float], b: tuple[float, float], offset: float
 ) -> tuple[tuple[tuple[float, float], ...], tuple[float, float]]:
@@ -501,7 +539,12 @@ def build_scene(
         color, hl, faded = style_of(index, PALETTE["bond"])
         group = parallel[frozenset((a, b))]
         if len(group) == 1:
-            via, label_pos, boxed = (), _label_position(pos[a], pos[b], pos), False
+            bend = _detour(pos[a], pos[b], [p for n, p in pos.items() if n not in (a, b)], pos)
+            if bend:  # the straight line would run through another tensor: go around it
+                via, label_pos = _arc(pos[a], pos[b], bend)
+                boxed = True
+            else:
+                via, label_pos, boxed = (), _label_position(pos[a], pos[b], pos), False
         else:
             via, label_pos = _arc(pos[a], pos[b], (group.index(index) - (len(group) - 1) / 2) * PARALLEL_GAP)
             boxed = True
