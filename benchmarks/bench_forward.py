@@ -9,7 +9,8 @@ default, MPO bonds 4, 8, 16, batches 1, 64, 1024.
     python benchmarks/bench_forward.py --json out.json --quick
 
 Modes: ``eval`` (default; ``model.eval()`` under ``torch.no_grad()``, where the rebuilt weight and
-merged cores are cached) and ``train`` (gradients enabled, nothing cached; forward only).
+merged cores are cached), ``train`` (gradients enabled, nothing cached; forward only) and ``step``
+(one training step: forward, loss ``(y * g).sum()``, backward into every parameter's ``.grad``).
 """
 from __future__ import annotations
 
@@ -98,9 +99,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(0)
     rows = []
     dense = torch.nn.Linear(n_in, n_out, device=device, dtype=dtype)
-    train = args.mode == "train"
+    train = args.mode in ("train", "step")
+    step = args.mode == "step"
     for batch in args.batches:
         x = torch.randn(batch, n_in, device=device, dtype=dtype)
+        g = torch.randn(batch, n_out, device=device, dtype=dtype)
         for rank in args.ranks:
             net = tnviz.mpo(in_dims, out_dims, ranks=rank)
             c = tnviz.cost(net, batch=batch)
@@ -116,7 +119,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 m.train(train)
             ctx = torch.enable_grad if train else torch.no_grad
             with ctx():
-                fns = {name: (lambda m=m: m(x)) for name, m in layers.items()}
+                if step:
+                    fns = {name: (lambda m=m: _train_step(m, x, g)) for name, m in layers.items()}
+                else:
+                    fns = {name: (lambda m=m: m(x)) for name, m in layers.items()}
                 ms = time_interleaved(fns, device, args.repeats)
             ref = ms["nn.Linear"]
             best_of_dense_rebuilt = min(ref, ms.get("TNLinear rebuilt", ref))
@@ -140,6 +146,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "in_dims": in_dims, "out_dims": out_dims, "repeats": args.repeats,
         "tltorch": _tltorch_version(), "rows": rows,
     }
+
+
+def _train_step(module: torch.nn.Module, x: torch.Tensor, g: torch.Tensor) -> None:
+    """Forward, a loss linear in the output (its gradient is ``g``), backward; grads reset first."""
+    for p in module.parameters():
+        p.grad = None
+    (module(x) * g).sum().backward()
 
 
 def _tltorch_version() -> str:
@@ -189,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16", "float16"])
-    p.add_argument("--mode", default="eval", choices=["eval", "train"])
+    p.add_argument("--mode", default="eval", choices=["eval", "train", "step"])
     p.add_argument("--batches", type=int, nargs="+", default=[1, 64, 1024])
     p.add_argument("--ranks", type=int, nargs="+", default=[4, 8, 16])
     p.add_argument("--in-dims", type=int, nargs="+", default=[8, 8, 8, 8])

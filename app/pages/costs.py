@@ -5,6 +5,7 @@ import streamlit as st
 
 import tnviz
 from app.components.formatting import human, human_bytes
+from app.components.measure import measure_panel
 from app.components.persist import remember, restore
 from app.state import get_network
 from tnviz.cost import DTYPE_BYTES, BatchSweep, LayerCost
@@ -124,3 +125,4 @@ else:
     st.caption(f"No crossover between batch 1 and {sw.batches[-1]:,}: {winner} is cheaper throughout.")
 st.plotly_chart(flops_vs_batch(sw, current_batch=batch), key="costs.flops_chart")
 st.plotly_chart(step_bars(c), key="costs.step_chart")
+measure_panel(net, batch, dtype)

@@ -44,7 +44,10 @@ class TNLinear(nn.Module):
     the layer picks by the cost model for each batch size and records its choice in
     ``last_strategy``.  Plans are made once per (batch, dtype, device, mode) and reused.
     ``budget`` (elements) refuses any contraction whose largest intermediate is bigger
-    (:class:`tnviz.BudgetError`); ``None`` disables the guard.
+    (:class:`tnviz.BudgetError`); ``None`` disables the guard.  ``autotune=True`` makes ``auto``
+    pick by *measured* time instead: the first call in each (batch bucket, dtype, device, mode)
+    times the plausible strategies a few times on this device (:func:`tnviz.nn.measure.autotune`,
+    cached for every layer of the same network).
     """
 
     def __init__(
@@ -56,6 +59,7 @@ class TNLinear(nn.Module):
         strategy: str = "auto",
         *,
         budget: int | None = DEFAULT_BUDGET_ELEMENTS,
+        autotune: bool = False,
     ) -> None:
         super().__init__()
         net = load_network(network)
@@ -70,6 +74,7 @@ class TNLinear(nn.Module):
         self.bias = nn.Parameter(torch.empty(net.out_features, **factory)) if bias else None
         self.strategy = S.check_name(strategy)
         self.budget = budget
+        self.autotune = autotune
         self.last_strategy: str | None = None
         self._choices: dict[Any, str] = {}
         self._plans: dict[Any, Any] = {}
@@ -195,10 +200,15 @@ class TNLinear(nn.Module):
         return super().train(mode)
 
     # ------------------------------------------------------------------ forward
-    def choose_strategy(self, batch: int) -> str:
-        """The strategy the layer uses at ``batch`` in its current mode."""
+    def choose_strategy(self, batch: int, dtype: Any = None, device: Any = None) -> str:
+        """The strategy the layer uses at ``batch`` in its current mode (measured when
+        ``autotune`` is on and ``dtype``/``device`` of the input are given)."""
         if self.strategy != S.AUTO:
             return self.strategy
+        if self.autotune and dtype is not None and device is not None:
+            from .measure import autotune
+
+            return autotune(self, batch, dtype, device)
         cached = self._caching_allowed()
         key = (batch, cached)
         if key not in self._choices:
@@ -231,7 +241,7 @@ class TNLinear(nn.Module):
         if batch == 0:
             y = x.new_zeros((*lead, self.out_features))
             return y if self.bias is None else y + self.bias
-        name = self.choose_strategy(batch)
+        name = self.choose_strategy(batch, x.dtype, x.device)
         y = self.plan(batch, name, x.dtype, x.device)(x.reshape(batch, self.in_features), self)
         self.last_strategy = name
         if self.bias is not None:

@@ -1,0 +1,207 @@
+"""Measured cost: time a TN layer's execution strategies against the dense ``nn.Linear`` on a
+device, and the one-time micro-autotune that lets ``TNLinear(..., autotune=True)`` pick by time.
+
+Timings are ratios measured in one process with the methods taking turns (interleaved repeats,
+medians), so that load drifts hit all of them alike.  Nothing here is used by the tests as a
+number: tests check that rows exist and that the timed code computes the right thing.
+
+>>> import tnviz
+>>> rows = measure(tnviz.mpo([4, 4], [4, 4], ranks=2), batch=3, repeats=1)
+>>> [r["method"] for r in rows][:2]
+['nn.Linear', 'TNLinear auto']
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any, Callable
+
+import torch
+
+from ..errors import TnvizError
+from ..network import TensorNetwork, load_network
+from . import strategies as S
+
+#: What one timed call does: ``eval`` = forward under no_grad in eval mode (weight caches used);
+#: ``train`` = forward with gradients on (nothing cached); ``step`` = forward, a loss linear in
+#: the output, and the backward pass into every parameter.
+MODES = ("eval", "train", "step")
+
+#: Strategies whose modelled cost is more than this many times the best one are not timed by
+#: the autotune (they cannot win; timing them could cost seconds, e.g. rebuilding in training).
+AUTOTUNE_ESTIMATE_SLACK = 8.0
+
+#: Timed repeats of the autotune (interleaved; the median is used).
+AUTOTUNE_REPEATS = 3
+
+# (network, batch bucket, dtype, device, cached, grad) -> strategy name; shared by all layers
+_TUNED: dict[tuple, str] = {}
+_TUNED_TIMES: dict[tuple, dict[str, float]] = {}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_interleaved(fns: dict[str, Callable[[], Any]], device: Any = None, repeats: int = 5,
+                     min_seconds: float = 0.01) -> dict[str, float]:
+    """Median milliseconds of each function; the functions take turns so that load drifts hit all.
+    Each is called once first (plans, caches, kernels) and that call sizes its inner loop."""
+    device = torch.device(device or "cpu")
+    inner: dict[str, int] = {}
+    for name, fn in fns.items():
+        fn()
+        _sync(device)
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        once = max(time.perf_counter() - t, 1e-6)
+        inner[name] = max(1, min(100, int(min_seconds / once)))
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(max(1, repeats)):
+        for name, fn in fns.items():
+            _sync(device)
+            t = time.perf_counter()
+            for _ in range(inner[name]):
+                fn()
+            _sync(device)
+            samples[name].append((time.perf_counter() - t) / inner[name] * 1e3)
+    return {name: statistics.median(v) for name, v in samples.items()}
+
+
+def batch_bucket(batch: int) -> int:
+    """The power of two at or above ``batch``: the autotune measures once per bucket."""
+    return 1 << max(0, int(batch) - 1).bit_length()
+
+
+def _step(module: torch.nn.Module, x: torch.Tensor, g: torch.Tensor) -> None:
+    for p in module.parameters():
+        p.grad = None
+    (module(x) * g).sum().backward()
+
+
+def _call(module: torch.nn.Module, x: torch.Tensor, g: torch.Tensor, mode: str) -> Callable[[], Any]:
+    if mode == "step":
+        return lambda: _step(module, x, g)
+    if mode == "train":
+        def forward():
+            with torch.enable_grad():
+                return module(x)
+        return forward
+
+    def inference():
+        with torch.no_grad():
+            return module(x)
+    return inference
+
+
+def strategy_flops(net: TensorNetwork, name: str, batch: int, cached: bool) -> int:
+    """Counted forward FLOPs of strategy ``name`` at ``batch`` (the rebuild included unless cached)."""
+    plan = S.make_plan(name, net, batch, cached)
+    if name == "rebuilt":
+        return 2 * batch * net.in_features * net.out_features + (0 if cached else plan.reconstruct_flops)
+    return int(plan.flops)
+
+
+def measure(network: TensorNetwork | str | dict, batch: int = 64, device: Any = None, dtype: Any = None,
+            repeats: int = 5, mode: str = "eval", *, seed: int = 0,
+            budget: int | None = None) -> list[dict[str, Any]]:
+    """Time ``nn.Linear``, ``TNLinear`` with ``auto`` and with every supported strategy on one
+    layer, in one run.  Rows: ``method``, ``strategy``, ``ms`` (median), ``speedup_vs_dense``
+    (dense ms / method ms, higher is better), ``flops`` (counted forward FLOPs), ``flops_drop``
+    (dense FLOPs / method FLOPs) and ``note`` (what ``auto`` chose, or why a strategy was skipped).
+    """
+    from .linear import TNLinear
+
+    if mode not in MODES:
+        raise TnvizError(f"measure mode must be one of {list(MODES)}; got {mode!r}")
+    if batch < 1:
+        raise TnvizError(f"the batch to measure must be at least 1; got {batch}")
+    net = load_network(network)
+    device = torch.device(device or "cpu")
+    dtype = dtype or torch.float32
+    torch.manual_seed(seed)
+    cached = mode == "eval"
+    auto = TNLinear(net, device=device, dtype=dtype, budget=budget)
+    dense = torch.nn.Linear(net.in_features, net.out_features, device=device, dtype=dtype)
+    layers: dict[str, torch.nn.Module] = {"nn.Linear": dense, "TNLinear auto": auto}
+    notes: dict[str, str] = {}
+    for name, strat in S.STRATEGIES.items():
+        if not strat.supports(net):
+            continue
+        plan = S.make_plan(name, net, batch, cached)
+        if budget is not None and plan.largest > budget:
+            notes[f"TNLinear {name}"] = f"skipped: needs {plan.largest:,} elements (> budget)"
+            continue
+        layer = TNLinear(net, device=device, dtype=dtype, strategy=name, budget=budget)
+        layer.load_state_dict(auto.state_dict())
+        layers[f"TNLinear {name}"] = layer
+    for m in layers.values():
+        m.train(mode != "eval")
+    x = torch.randn(batch, net.in_features, device=device, dtype=dtype)
+    g = torch.randn(batch, net.out_features, device=device, dtype=dtype)
+    ms = time_interleaved({k: _call(m, x, g, mode) for k, m in layers.items()}, device, repeats)
+    dense_flops = 2 * batch * net.in_features * net.out_features
+    rows = []
+    for method, t in ms.items():
+        strategy = auto.last_strategy if method == "TNLinear auto" else method.removeprefix("TNLinear ")
+        flops = dense_flops if method == "nn.Linear" else strategy_flops(net, strategy, batch, cached)
+        rows.append({
+            "method": method, "strategy": strategy if method != "nn.Linear" else "dense", "ms": t,
+            "speedup_vs_dense": ms["nn.Linear"] / t, "flops": flops, "flops_drop": dense_flops / max(flops, 1),
+            "note": f"chose {strategy}" if method == "TNLinear auto" else "",
+        })
+    rows += [{"method": k, "strategy": k.removeprefix("TNLinear "), "ms": float("nan"), "speedup_vs_dense": float("nan"),
+              "flops": 0, "flops_drop": float("nan"), "note": v} for k, v in notes.items()]
+    return rows
+
+
+def autotune(layer: Any, batch: int, dtype: Any, device: Any) -> str:
+    """The fastest strategy for ``layer`` at ``batch``'s bucket in its current mode, timed once
+    (a few interleaved repeats on the layer's own tensors) and cached per (network, batch bucket,
+    dtype, device, mode).  In training mode a call is timed as forward plus the backward pass
+    (``torch.autograd.grad``, so no ``.grad`` is touched); under no_grad as the forward alone."""
+    net: TensorNetwork = layer.network
+    cached = layer._caching_allowed()
+    grad = torch.is_grad_enabled() and any(p.requires_grad for p in layer.parameters())
+    device = torch.device(device)
+    key = (net, batch_bucket(batch), dtype, str(device), cached, grad, layer.budget)
+    hit = _TUNED.get(key)
+    if hit is not None:
+        return hit
+    est = S.estimates(net, batch, cached)
+    best = min(est.values())
+    candidates = []
+    for name, e in sorted(est.items(), key=lambda kv: kv[1]):
+        plan = S.make_plan(name, net, batch, cached)
+        if layer.budget is not None and plan.largest > layer.budget:
+            continue
+        if e <= AUTOTUNE_ESTIMATE_SLACK * best:
+            candidates.append(name)
+    if not candidates:  # nothing fits: let the cost-model choice raise its BudgetError
+        return S.choose(net, batch, cached, layer.budget)
+    if len(candidates) == 1:
+        _TUNED[key] = candidates[0]
+        return candidates[0]
+    x = torch.randn(batch, net.in_features, device=device, dtype=dtype)
+    tensors = layer.ordered_tensors()
+
+    def run(name: str) -> Callable[[], Any]:
+        plan = layer.plan(batch, name, dtype, device)
+        if grad:
+            g = torch.randn(batch, net.out_features, device=device, dtype=dtype)
+            return lambda: torch.autograd.grad(plan(x, layer), tensors, g, allow_unused=True)
+        return lambda: plan(x, layer)
+
+    times = time_interleaved({name: run(name) for name in candidates}, device, AUTOTUNE_REPEATS, 0.005)
+    choice = min(times, key=times.get)
+    _TUNED[key] = choice
+    _TUNED_TIMES[key] = times
+    return choice
+
+
+def clear_autotune() -> None:
+    """Forget every autotuned choice (e.g. after the machine's load changed)."""
+    _TUNED.clear()
+    _TUNED_TIMES.clear()
