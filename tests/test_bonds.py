@@ -149,6 +149,27 @@ def test_bond_stats_against_direct_formulas():
         bond_stats(acts, labels, classes=[0, 1, 2, 7])
 
 
+def test_probe_accuracy_is_measured_on_samples_it_was_not_fit_on():
+    """Random labels on many channels: a probe scored on its own fit data looks good, held out it is chance."""
+    from tnviz.bonds.analysis import probe_split
+
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(4), 30)
+    fit, test = probe_split(labels, seed=0)
+    assert len(np.intersect1d(fit, test)) == 0 and len(fit) + len(test) == 120
+    assert all((labels[test] == c).sum() == 15 for c in range(4))  # stratified halves
+    noise = rng.standard_normal((120, 40))
+    s = bond_stats(noise, labels)
+    assert s.extra["probe_fit_accuracy"] > 0.9  # 41 parameters per class on 60 samples: memorised
+    assert s.probe_accuracy < 0.5  # chance is 0.25
+    # the reported number is the held-out one: an explicit fit on the fit half, scored on the test half
+    centred = noise[fit] - noise[fit].mean(0)
+    design = np.hstack([centred, np.ones((len(fit), 1))])
+    coef, *_ = np.linalg.lstsq(design, np.eye(4)[labels[fit]], rcond=None)
+    pred = np.argmax(np.hstack([noise[test] - noise[fit].mean(0), np.ones((len(test), 1))]) @ coef, 1)
+    assert np.isclose(s.probe_accuracy, np.mean(pred == labels[test]))
+
+
 def test_top_inputs_orders_by_activation():
     acts = np.array([[1.0, 5.0], [3.0, 0.0], [2.0, 9.0]])
     assert top_inputs(acts, 2).tolist() == [[1, 2], [2, 0]]

@@ -25,7 +25,7 @@ RANKS = (4, 8, 16)
 NO_GAUGE = "none"
 K_MODEL, K_RANK, K_HEAL, K_BOND = "bonds.model", "bonds.rank", "bonds.heal", "bonds.bond"
 K_REDUCE, K_VALUES, K_GAUGE, K_SEED = "bonds.reduce", "bonds.values", "bonds.gauge", "bonds.seed"
-K_LATENT, K_RELATIVE = "bonds.latent", "bonds.relative"
+K_LATENT, K_RELATIVE, K_COMPARE_HEAL = "bonds.latent", "bonds.relative", "bonds.compare_heal"
 TOP_K, MAX_CHANNEL_ROWS = 6, 16
 
 
@@ -80,6 +80,24 @@ def top_digits(result, images: np.ndarray) -> Any:
     return image_mosaic(tiles, row_labels=[f"c{j}" for j in range(channels)],
                         col_labels=[f"#{k + 1}" for k in range(tiles.shape[1])],
                         title="most active held-out digits per channel")
+
+
+def heal_rows(raw, healed, acc_raw: float, acc_healed: float) -> list[dict[str, Any]]:
+    """Rows of the before/after healing table: one quantity, its raw and healed values."""
+    def top(stats) -> str:
+        return ", ".join(f"{c}:c{js[0]}" for c, js in stats.top_channels(1).items())
+
+    rows = [
+        ("model accuracy (held out)", f"{acc_raw:.1%}", f"{acc_healed:.1%}"),
+        ("linear probe accuracy (held out)", f"{raw.probe_accuracy:.1%}", f"{healed.probe_accuracy:.1%}"),
+        ("channels for 90% variance", str(raw.channels_for(0.9)), str(healed.channels_for(0.9))),
+        ("participation ratio", f"{raw.participation_ratio:.2f}", f"{healed.participation_ratio:.2f}"),
+        ("total variance", f"{raw.total_variance:.4g}", f"{healed.total_variance:.4g}"),
+        ("largest class separation", f"{raw.separation[0]:.3g}" if len(raw.separation) else "—",
+         f"{healed.separation[0]:.3g}" if len(healed.separation) else "—"),
+        ("most selective channel per class", top(raw), top(healed)),
+    ]
+    return [{"quantity": q, "raw (TT-SVD only)": a, "healed (1 epoch)": b} for q, a, b in rows]
 
 
 st.title("Bond features")
@@ -154,8 +172,10 @@ m2.metric("Rank of the activations", stats.rank, border=True,
           help="dimension of the subspace the bond activations span")
 m3.metric("Channels for 90% variance", stats.channels_for(0.9), border=True,
           help=f"participation ratio {stats.participation_ratio:.2f}")
-m4.metric("Linear probe accuracy", f"{stats.probe_accuracy:.1%}", border=True,
-          help="least-squares read-out of the digit class from the bond alone (same data)")
+m4.metric("Linear probe accuracy (held out)", f"{stats.probe_accuracy:.1%}", border=True,
+          help="least-squares read-out of the digit class from the bond alone, fit on half of the held-out "
+               f"digits and scored on the other half ({stats.extra['probe_split'][1]} digits); on the half it was "
+               f"fit on it scores {stats.extra['probe_fit_accuracy']:.1%}")
 if layer is not None:
     m5.metric("Model accuracy (held out)", f"{mlp_accuracy(layer, max_rank, heal_epochs):.1%}", border=True)
 else:
@@ -208,6 +228,31 @@ if layer is None:
                                  title=f"{what_decoded} for each channel k of bond z"),
                     width="stretch", key="bonds.decoded")
     st.caption(f"Trained in {report.seconds:.1f} s for {report.epochs} epochs (seeded) on the training split.")
+
+if layer is not None:
+    st.subheader("Before and after healing")
+    restore(K_COMPARE_HEAL, False)
+    compare = st.toggle("Compare this bond in the raw and the healed model", key=K_COMPARE_HEAL,
+                        help="the same bond after TT-SVD alone and after one epoch of end-to-end healing "
+                             "(tnviz.model.heal), on the same held-out digits")
+    remember(K_COMPARE_HEAL)
+    if compare:
+        with st.spinner("Healing the tensorized MLP for one epoch (once) and capturing the bond..."):
+            raw = inspect(model_name, max_rank, 0, latent, bond, reduce, NO_GAUGE, 0, at)
+            healed = inspect(model_name, max_rank, 1, latent, bond, reduce, NO_GAUGE, 0, at)
+        st.dataframe(heal_rows(raw.stats, healed.stats, mlp_accuracy(layer, max_rank, 0),
+                               mlp_accuracy(layer, max_rank, 1)), hide_index=True, key="bonds.heal_table")
+        h1, h2 = st.columns(2)
+        h1.plotly_chart(spectrum_chart(raw.stats.spectrum, after=healed.stats.spectrum, after_name="healed",
+                                       title=f"bond {bond} spectrum: raw (bars) vs healed (x)"),
+                        width="stretch", key="bonds.heal_spectrum")
+        h2.plotly_chart(class_channel_heatmap(healed.stats.centred_means - raw.stats.centred_means, raw.stats.classes,
+                                              colorbar="healed − raw",
+                                              title=f"change of the centred class means on bond {bond}"),
+                        width="stretch", key="bonds.heal_heatmap")
+        st.caption("Healing changes the tensors on both sides of the bond, so the channels themselves can move; "
+                   "the gauge-invariant rows (spectrum shape, probe accuracy) say whether the latent space "
+                   "itself got more useful.")
 
 st.subheader("Gauge move on this bond")
 if not gauge_allowed:

@@ -126,3 +126,25 @@ def test_autoencoder_shows_decoded_channels_and_refuses_the_gauge_on_z(open_page
     at.selectbox(key="bonds.bond").set_value("b1").run()
     at.radio(key="bonds.gauge").set_value("orthogonal").run()
     assert not at.exception and at.dataframe[0].value["agrees"].all()
+
+
+def test_healing_comparison_shows_raw_and_healed_side_by_side(open_page):
+    at = open_page(PAGE)
+    at.selectbox(key="bonds.rank").set_value(4).run()
+    at.toggle(key="bonds.compare_heal").set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    data = digits_split()
+    x = data.x_test.reshape(-1, 64)
+    raw = inspect_bond(tensorized_digits_mlp("fc2", max_rank=4), "fc2", "b2", x, data.y_test).stats
+    healed = inspect_bond(tensorized_digits_mlp("fc2", max_rank=4, heal_epochs=1), "fc2", "b2", x, data.y_test).stats
+    table = next(d.value for d in at.dataframe if "raw (TT-SVD only)" in d.value.columns)
+    rows = dict(zip(table["quantity"], zip(table["raw (TT-SVD only)"], table["healed (1 epoch)"])))
+    assert rows["linear probe accuracy (held out)"] == (f"{raw.probe_accuracy:.1%}", f"{healed.probe_accuracy:.1%}")
+    assert rows["channels for 90% variance"] == (str(raw.channels_for(0.9)), str(healed.channels_for(0.9)))
+    raw_acc, healed_acc = (float(v.rstrip("%")) for v in rows["model accuracy (held out)"])
+    assert healed_acc > raw_acc  # one epoch of healing helps the rank-4 MPO
+    spectrum = next(s for t, s in _charts(at).items() if "raw (bars) vs healed" in t)
+    assert np.allclose(_array(spectrum["data"][0]["y"]), raw.spectrum)
+    assert np.allclose(_array(spectrum["data"][2]["y"]), healed.spectrum)
+    change = next(s for t, s in _charts(at).items() if "change of the centred class means" in t)
+    assert np.allclose(_array(change["data"][0]["z"]), healed.centred_means - raw.centred_means, atol=1e-9)

@@ -20,7 +20,7 @@ class BondStats:
     spectrum: np.ndarray  # eigenvalues of the covariance, descending
     rank: int  # numerical rank of the centred activations
     separation: np.ndarray  # eigenvalues of (within-class scatter)^-1 (between-class scatter), descending
-    probe_accuracy: float  # least-squares linear read-out of the class (with bias), on the same data
+    probe_accuracy: float  # least-squares linear read-out of the class (with bias), fit on half, scored on the other half
     total_variance: float
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -70,7 +70,7 @@ GAUGE_BEHAVIOUR: dict[str, tuple[bool, bool, str]] = {
     "total variance": (True, False, "trace(MᵀCM) = trace(C) only for orthogonal M"),
     "rank": (True, True, "H -> HM keeps the span of the activations (the subspace) and its dimension"),
     "class-separation spectrum": (True, True, "eig(W⁻¹B) -> eig(M⁻¹W⁻¹BM): similar matrices, same eigenvalues"),
-    "linear probe accuracy": (True, True, "a linear read-out of HM is a linear read-out of H"),
+    "linear probe accuracy": (True, True, "a linear read-out of HM is a linear read-out of H (held-out half)"),
     "class means per channel": (False, False, "each channel becomes a mixture of channels"),
     "selectivity per channel": (False, False, "per-channel, so it follows the mixing"),
 }
@@ -80,8 +80,12 @@ def _one_hot(labels: np.ndarray, classes: Sequence[int]) -> np.ndarray:
     return (labels[:, None] == np.asarray(classes)[None, :]).astype(np.float64)
 
 
-def bond_stats(acts: Any, labels: Any, classes: Sequence[int] | None = None, rtol: float = 1e-9) -> BondStats:
-    """Statistics of bond activations ``acts (N, r)`` with integer ``labels (N,)``, in float64."""
+def bond_stats(acts: Any, labels: Any, classes: Sequence[int] | None = None, rtol: float = 1e-9,
+               probe_seed: int = 0) -> BondStats:
+    """Statistics of bond activations ``acts (N, r)`` with integer ``labels (N,)``, in float64.
+
+    The linear probe is fit on a seeded, per-class half of the samples and scored on the other
+    half (:func:`probe_split`); its accuracy on the fit half is ``extra['probe_fit_accuracy']``."""
     h = np.asarray(acts, dtype=np.float64)
     y = np.asarray(labels).reshape(-1)
     if h.ndim != 2 or h.shape[0] != y.shape[0] or h.shape[0] < 2:
@@ -116,11 +120,50 @@ def bond_stats(acts: Any, labels: Any, classes: Sequence[int] | None = None, rto
         separation = np.clip(np.linalg.eigvalsh(Linv @ B @ Linv.T)[::-1], 0.0, None)
     else:
         separation = np.zeros(0)
-    design = np.hstack([centred @ basis, np.ones((len(h), 1))])
-    coef, *_ = np.linalg.lstsq(design, onehot, rcond=None)
-    probe = float(np.mean(np.argmax(design @ coef, 1) == np.argmax(onehot, 1)))
+    fit, test = probe_split(y, seed=probe_seed)
+    probe, probe_fit = linear_probe(h, onehot, fit, test, rtol)
     return BondStats(classes, means, selectivity, spectrum, rank, separation, probe, float(np.trace(cov)),
-                     {"overall_mean": overall})
+                     {"overall_mean": overall, "probe_fit_accuracy": probe_fit,
+                      "probe_split": (int(len(fit)), int(len(test)))})
+
+
+def probe_split(labels: Any, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(fit, test)``: each class's samples shuffled (seeded) and halved, so that the probe
+    is scored on samples it was not fit on; a class with one sample goes to the fit half."""
+    y = np.asarray(labels).reshape(-1)
+    rng = np.random.default_rng(seed)
+    fit, test = [], []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        half = (len(idx) + 1) // 2
+        fit.append(idx[:half])
+        test.append(idx[half:])
+    return np.sort(np.concatenate(fit)), np.sort(np.concatenate(test))
+
+
+def linear_probe(h: np.ndarray, onehot: np.ndarray, fit: np.ndarray, test: np.ndarray,
+                 rtol: float = 1e-9) -> tuple[float, float]:
+    """Least-squares read-out of the class from ``h`` (with a bias), fit on rows ``fit``; returns the
+    accuracy on rows ``test`` (NaN when empty) and on ``fit``.  The read-out works in the span of
+    the fit rows' centred activations, so a gauge move ``H -> HM`` (M invertible) gives the same
+    predictions wherever the fit rows span the bond."""
+    mean = h[fit].mean(0)
+    centred = h[fit] - mean
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    rank = int((s > rtol * max(s.max(initial=0.0), 1e-300)).sum())
+    basis = vt[:rank].T
+
+    def design(rows: np.ndarray) -> np.ndarray:
+        return np.hstack([(h[rows] - mean) @ basis, np.ones((len(rows), 1))])
+
+    coef, *_ = np.linalg.lstsq(design(fit), onehot[fit], rcond=None)
+
+    def accuracy(rows: np.ndarray) -> float:
+        if len(rows) == 0:
+            return float("nan")
+        return float(np.mean(np.argmax(design(rows) @ coef, 1) == np.argmax(onehot[rows], 1)))
+
+    return accuracy(test), accuracy(fit)
 
 
 def top_inputs(acts: Any, k: int = 5) -> np.ndarray:
