@@ -130,10 +130,19 @@ def test_einsum_form_builds_and_rejects(open_page):
     errors = _errors(at)
     assert len(errors) == 1 and "'->'" in errors[0]
     assert current_network(at) == net
+    # a general network (a square with a diagonal) gets the diagram's stress layout, not a row
+    at.text_input(key="designer.eq").set_value("iabe,jbc,kcde,lda->ijkl")
+    at.text_input(key="designer.eq_sizes").set_value("2")
+    at.text_input(key="designer.eq_inputs").set_value("ij")
+    next(b for b in at.button if b.label == "Build from einsum").click().run()
+    square = current_network(at)
+    assert not _errors(at) and sorted(square.bonds) == ["a", "b", "c", "d", "e"]
+    assert len({round(y, 3) for _, y in square.layout.values()}) > 1, square.layout
+    assert set(square.layout) == set(square.tensor_names)
     at.text_input(key="designer.eq").set_value("ima,ajnb,bko->ijkmno")
     at.text_input(key="designer.eq_sizes").set_value("i=4, q=2")
     next(b for b in at.button if b.label == "Build from einsum").click().run()
-    assert "every index needs a size" in _errors(at)[0] and current_network(at) == net
+    assert "every index needs a size" in _errors(at)[0] and current_network(at) == square
 
 
 def test_examples_load(open_page):
