@@ -50,7 +50,7 @@ def live_numbers(net: TensorNetwork, *, batch: int, key: str) -> tnviz.LayerCost
         st.caption(f"dense {c.dense_flops:,} · {c.dense_flops / c.flops:,.2f}x fewer · backward {c.backward_flops:,}")
         st.caption(f"largest intermediate {c.largest_intermediate:,} elements · best: {c.best_strategy}")
         st.markdown("**einsum** (x first, then the tensors)")
-        st.code(net.layer_equation(), language=None)
+        st.code(net.layer_equation(), language=None, wrap_lines=True)
         st.caption(net.named_equation())
         for message in layer_warnings(net, c):
             st.warning(message, icon=":material/warning:")
