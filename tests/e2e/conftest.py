@@ -146,11 +146,20 @@ def wait_idle() -> Callable:
     """``wait_idle(page)``: wait until the app is drawn and no script run is in progress."""
 
     def _wait(pg, settle_ms: int = 400, timeout_ms: int = 30_000) -> None:
+        # Streamlit marks the app with data-test-script-state; a rerun may start a moment after a
+        # click, so the app must stay 'notRunning' (and show no running indicator) for settle_ms
+        # of consecutive polls, not just once.
         pg.wait_for_selector('[data-testid="stApp"]', timeout=timeout_ms)
         pg.wait_for_selector('[data-testid="stMainBlockContainer"]', timeout=timeout_ms)
-        pg.wait_for_timeout(settle_ms)  # the running indicator appears after a short delay
         pg.wait_for_function(
-            "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout_ms,
+            """needed => {
+                const app = document.querySelector('[data-testid="stApp"]');
+                const calm = app && app.getAttribute('data-test-script-state') === 'notRunning'
+                    && !document.querySelector('[data-testid="stStatusWidget"]');
+                window.__tnvizCalm = calm ? (window.__tnvizCalm || 0) + 1 : 0;
+                return window.__tnvizCalm >= needed;
+            }""",
+            arg=max(2, settle_ms // 100), polling=100, timeout=timeout_ms,
         )
 
     return _wait
