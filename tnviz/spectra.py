@@ -146,6 +146,7 @@ class LayerSpectra:
     seconds: float
     network_json: str
     notes: tuple[str, ...] = ()
+    data_error: float | None = None  # ||(W - W~) X|| / ||W X|| on the calibration inputs (data-aware only)
 
     @property
     def network(self) -> TensorNetwork:
@@ -260,6 +261,10 @@ def from_decomposition(dec: "Decomposition", setting: str = "rank", value: float
         hist = dec.extra.get("history", [])
         notes.append(f"CP-ALS: {dec.extra.get('iterations', len(hist))} sweeps, "
                      f"{'converged' if dec.extra.get('converged') else 'stopped at the sweep limit'}")
+    if dec.data_error is not None:
+        notes.append("data-aware: the singular values are those of W·L (L L^T = the input second moment), the "
+                     "discarded weight and the bound are relative to ||W·L||, i.e. to the error on the "
+                     "calibration inputs; the relative error is still measured on the weights")
     if "upcast_from" in dec.extra:
         notes.append(f"weight upcast from {dec.extra['upcast_from']}")
     net = dec.network
@@ -269,6 +274,7 @@ def from_decomposition(dec: "Decomposition", setting: str = "rank", value: float
         dense_params=dec.dense_params, rel_error=float(dec.rel_error),
         bound=None if dec.method == "cp" else dec.bound(), seconds=dec.seconds,
         network_json=net.to_json(indent=None), notes=tuple(notes),
+        data_error=None if dec.data_error is None else float(dec.data_error),
     )
 
 
@@ -376,6 +382,20 @@ def _renamed(dec: "Decomposition", name: str) -> "Decomposition":
     return replace(dec, network=dec.network.with_name(name))
 
 
+# ---------------------------------------------------------------------- data-aware
+def minilm_input_covariances(device: Any = None) -> dict[str, "torch.Tensor"]:
+    """Input second moments ``E[x x^T]`` (float64) of every Linear of the bundled MiniLM, by weight
+    name (``<module>.weight``), from one pass of its bundled calibration sentences."""
+    from .model.tensorize import calibration_stats, demo_subject
+
+    subject = demo_subject("minilm", device=device)
+    import torch.nn as nn
+
+    names = [n for n, m in subject.model.named_modules() if isinstance(m, nn.Linear)]
+    stats = calibration_stats(subject.model, subject.calibration, names, device=device)
+    return {f"{name}.weight": st.second_moment for name, st in stats.items()}
+
+
 # ---------------------------------------------------------------------- trade-off
 def sweep_ranks(useful: int, *, limit: int | None = None) -> list[int]:
     """Ranks for a trade-off curve: powers of two up to ``useful`` (and ``useful`` itself), capped at ``limit``."""
@@ -398,7 +418,8 @@ def layer_tradeoff(
 ) -> tuple[list["TradeoffPoint"], list["TradeoffPoint"]]:
     """Error vs parameters for every method (:func:`tnviz.decompose.tradeoff`, ranks from
     :func:`sweep_ranks` per method) and the Pareto front over all of them.  Methods that cannot
-    apply to these legs (see :func:`not_applicable`) are left out."""
+    apply to these legs (see :func:`not_applicable`) are left out.  ``input_cov`` (in ``options``)
+    makes every point data-aware and ranks the front by the error on those inputs."""
     from .decompose import pareto_front, tradeoff
 
     shape = tuple(weight.shape)
@@ -412,7 +433,8 @@ def layer_tradeoff(
         ranks[m] = sweep_ranks(useful_rank(shape, m, in_dims, out_dims), limit=limit)
     options.setdefault("n_iter_max", INTERACTIVE_CP_ITERS)
     points = tradeoff(weight, methods=methods, ranks=ranks, in_dims=in_dims, out_dims=out_dims, **options)
-    return points, pareto_front(points, by="rel_error")
+    # data-aware (an ``input_cov`` option): the front is ranked by the error on the calibration inputs
+    return points, pareto_front(points, by="data_error" if options.get("input_cov") is not None else "rel_error")
 
 
 # ---------------------------------------------------------------------- model-wide

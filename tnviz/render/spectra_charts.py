@@ -83,9 +83,12 @@ def tradeoff_chart(
     current: tuple[str, int, float] | None = None,
     dense_params: int | None = None,
     title: str = "",
+    error: str = "rel_error",
 ) -> Any:
     """Relative error vs parameters (log x) for every method, the Pareto front as a black dashed
-    line, the dense layer as a dotted line, and ``current = (method, params, rel_error)`` as a star."""
+    line, the dense layer as a dotted line, and ``current = (method, params, error)`` as a star.
+    ``error`` is the point attribute plotted: ``'rel_error'`` (weights) or ``'data_error'``
+    (on the calibration inputs, for a data-aware trade-off)."""
     import plotly.graph_objects as go
 
     points = list(points)
@@ -94,7 +97,7 @@ def tradeoff_chart(
     for m in methods:
         pts = sorted((p for p in points if p.method == m), key=lambda p: p.params)
         fig.add_trace(go.Scatter(
-            x=[p.params for p in pts], y=[p.rel_error for p in pts], mode="lines+markers",
+            x=[p.params for p in pts], y=[getattr(p, error) for p in pts], mode="lines+markers",
             name=METHOD_LABELS.get(m, m), line={"color": METHOD_COLORS.get(m)},
             text=[f"rank {p.rank}" for p in pts],
             hovertemplate="%{text}<br>%{x:,} params<br>error %{y:.4f}<extra>" + METHOD_LABELS.get(m, m) + "</extra>",
@@ -102,7 +105,7 @@ def tradeoff_chart(
     front = sorted(front, key=lambda p: p.params)
     if front:
         fig.add_trace(go.Scatter(
-            x=[p.params for p in front], y=[p.rel_error for p in front], mode="lines", name="Pareto front",
+            x=[p.params for p in front], y=[getattr(p, error) for p in front], mode="lines", name="Pareto front",
             line={"color": "black", "dash": "dash", "width": 1.5}, hoverinfo="skip",
         ))
     if current is not None:
@@ -119,7 +122,8 @@ def tradeoff_chart(
     fig.update_layout(
         title=title or "Error vs parameters (every method)",
         xaxis={"title": "parameters", "type": "log"},
-        yaxis={"title": "relative Frobenius error", "rangemode": "tozero"},
+        yaxis={"title": "relative error on the calibration inputs" if error == "data_error" else "relative Frobenius error",
+               "rangemode": "tozero"},
         legend={"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0},
         template="plotly_white", height=520, margin={"l": 60, "r": 20, "t": 60, "b": 40},
     )
