@@ -83,6 +83,27 @@ def notation() -> None:
 
 
 # ---------------------------------------------------------------------- 2. contraction
+COMPARED_PATHS = ("optimal", "greedy", "left-to-right")
+
+
+def compare_paths(net: TensorNetwork, batch: int, chosen: Walkthrough) -> None:
+    """One line: the whole contraction's FLOPs for each main path, and which give the chosen
+    path's sequence (so a choice that changes nothing says so)."""
+    mine = tuple(s.members for s in chosen.steps)
+    parts = []
+    for name in COMPARED_PATHS:
+        if name not in tnviz.OPTIMIZERS:
+            continue
+        try:
+            other = walkthrough(net.to_json(), batch, name)
+        except tnviz.TnvizError:
+            continue
+        same = tuple(s.members for s in other.steps) == mine
+        parts.append(f"{name} {human(other.total_flops)}" + (" (this sequence)" if same else ""))
+    if parts:
+        st.caption("Whole contraction, FLOPs by path at this batch: " + " · ".join(parts))
+
+
 def contraction(net: TensorNetwork) -> None:
     st.header("2. Contract an input with the current layer")
     st.markdown(
@@ -107,6 +128,7 @@ def contraction(net: TensorNetwork) -> None:
     except tnviz.TnvizError as exc:
         st.error(str(exc), icon=":material/error:")
         return
+    compare_paths(net, batch, walk)
     count = len(walk.steps)
     if st.session_state.get(K_SEEN) != net:  # another network: start from its first step
         st.session_state[K_SEEN] = net

@@ -134,3 +134,14 @@ def test_a_new_current_network_restarts_from_its_first_step(open_page):
     assert _step_title(at).startswith("Step 1 of 3")
     assert list(at.dataframe[0].value["merge"]) == [
         " · ".join(s.operands) for s in contraction_walkthrough(pqr, 1, "optimal").steps]
+
+
+def test_the_path_comparison_names_each_paths_flops_and_the_chosen_sequence(open_page):
+    at = open_page(TEACH, network=MPO4)
+    line = next(c.value for c in at.caption if c.value.startswith("Whole contraction, FLOPs by path"))
+    walks = {o: contraction_walkthrough(MPO4, 1, o) for o in ("optimal", "greedy", "left-to-right")}
+    for name, walk in walks.items():
+        same = [s.members for s in walk.steps] == [s.members for s in walks["optimal"].steps]
+        assert f"{name} {human(walk.total_flops)}{' (this sequence)' if same else ''}" in line, line
+    assert "optimal " + human(walks["optimal"].total_flops) + " (this sequence)" in line
+    assert "left-to-right " + human(walks["left-to-right"].total_flops) + " (this" not in line  # it differs here

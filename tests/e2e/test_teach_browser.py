@@ -1,5 +1,5 @@
-"""The Teach page in a real headless Chromium: click Next twice and see the step text and the
-highlighted diagram change to what tnviz.teach says.  Screenshot: artifacts/screenshots/teach.png,
+"""The Teach page in a real headless Chromium: click Next twice, then Previous, then pick another
+path, and see the step text and the highlighted diagram change to what tnviz.teach says.  Screenshot: artifacts/screenshots/teach.png,
 copied to assets/screenshots/teach.png for the README when TNVIZ_UPDATE_SCREENSHOTS=1."""
 from __future__ import annotations
 
@@ -65,3 +65,27 @@ def test_teach_next_twice_moves_the_step_and_the_highlight(page, app_url, wait_i
     page.mouse.wheel(0, -110)
     page.wait_for_timeout(400)
     screenshot(page, "teach", readme=True)
+
+    # Previous goes back one step, highlight included
+    page.get_by_role("button", name="Previous").click()
+    page.wait_for_function(
+        "text => [...document.querySelectorAll('h3')].some(h => h.textContent.startsWith(text))",
+        arg=f"Step 2 of {count}",
+    )
+    wait_idle(page)
+    assert _highlighted_tensors(page) == set(walk.steps[1].highlight_tensors)
+
+    # another path: the sequence follows tnviz.teach for that path and starts again at step 1
+    dp = contraction_walkthrough(tnviz.build_template("MPO / tensor train"), 1, "dp")
+    assert [s.members for s in dp.steps] != [s.members for s in walk.steps]  # so the check can fail
+    path_box = page.get_by_role("combobox", name="Path")
+    path_box.evaluate("e => e.scrollIntoView({block: 'center'})")  # room below for the option list
+    path_box.click()
+    page.get_by_role("option", name="dp", exact=True).click()
+    first = dp.steps[0]
+    page.wait_for_function(
+        "text => [...document.querySelectorAll('h3')].some(h => h.textContent.startsWith(text))",
+        arg=f"Step 1 of {len(dp.steps)}: {first.result} = {' · '.join(first.operands)}",
+    )
+    wait_idle(page)
+    assert _highlighted_tensors(page) == set(first.highlight_tensors)
