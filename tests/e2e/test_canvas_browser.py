@@ -323,3 +323,11 @@ def test_hyperedge_move_and_delete_with_the_mouse(canvas_page):
     wait_for(lambda: page.locator("[data-tensor=Core1]").count() == 1, "the renamed tensor")
     renamed = wait_for(lambda: (lambda n: n if "Core1" in n.tensor_names else None)(download_json(page)), "Core1 in the JSON")
     assert renamed.tensor_names == ("Core1", "B", "C") and "Core1" in renamed.layout
+
+    # inputs are numbered by their place in the input order: move i2 earlier, it becomes input 1
+    idle(page)
+    leg(page, "B", index="i2").click()
+    page.get_by_test_id("order-up").click()
+    wait_for(lambda: page.locator("[data-tensor=B]").get_by_text("in1 i2=4").count() == 1, "i2 labelled in1")
+    reordered = wait_for(lambda: (lambda n: n if n.inputs[0] == "i2" else None)(download_json(page)), "i2 first in the JSON")
+    assert reordered.inputs == ("i2", "i1", "i3") and reordered.outputs == renamed.outputs
