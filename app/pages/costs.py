@@ -74,9 +74,12 @@ tile(row2[0], "Factorized FLOPs", human(c.factorized_flops), c.factorized_flops,
      f"{c.factorized_flops:,}: the input contracted through the tensors one at a time")
 tile(row2[1], "Rebuild + matmul FLOPs", human(c.rebuild_flops), c.rebuild_flops, c.dense_flops,
      f"rebuild W ({c.reconstruct_flops:,}) then one matmul ({c.dense_flops:,})")
-tile(row2[2], f"Peak memory ({dtype})", human_bytes(c.peak_bytes(dtype)), None, None,
-     f"{c.peak_elements:,} elements alive at once on the forward path; largest intermediate "
-     f"{c.largest_intermediate:,}")
+row2[2].metric(
+    f"Peak memory ({dtype})", human_bytes(c.peak_bytes(dtype)), f"{c.peak_elements:,} elements",
+    delta_color="off", delta_arrow="off", border=True,
+    help=f"{c.peak_elements:,} elements alive at once on the forward path; largest intermediate "
+         f"{c.largest_intermediate:,}",
+)
 st.info(
     f"At batch {batch:,} the **{c.best_strategy}** strategy is the cheaper of the two ways to run the layer "
     f"(factorized {human(c.factorized_flops, 'FLOPs')}, rebuilt {human(c.rebuild_flops, 'FLOPs')}).",

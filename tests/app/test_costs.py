@@ -24,6 +24,7 @@ def test_tiles_show_the_engine_numbers(open_page):
     assert _metric(at, "Backward FLOPs").value == human(c.backward_flops)
     assert _metric(at, "Rebuild").value == human(c.rebuild_flops)
     assert _metric(at, "Peak memory (float32)").value == human_bytes(c.peak_bytes("float32"))
+    assert _metric(at, "Peak memory (float32)").delta == f"{c.peak_elements:,} elements"
     assert _metric(at, "Factorized FLOPs").value == human(c.factorized_flops)
     assert f"**{c.best_strategy}**" in at.info[0].value
     assert "less than dense" in _metric(at, "Parameters").delta
