@@ -110,6 +110,7 @@ class TNLinear(nn.Module):
         dtype: Any = None,
         strategy: str = "auto",
         budget: int | None = DEFAULT_BUDGET_ELEMENTS,
+        autotune: bool = False,
     ) -> "TNLinear":
         """A layer holding the given tensors (numpy arrays or torch tensors, by tensor name)."""
         net = load_network(network)
@@ -120,7 +121,8 @@ class TNLinear(nn.Module):
             dtype = torch.as_tensor(first).dtype
         if device is None and isinstance(first, torch.Tensor):
             device = first.device
-        layer = cls(net, bias=bias is not None, device=device, dtype=dtype, strategy=strategy, budget=budget)
+        layer = cls(net, bias=bias is not None, device=device, dtype=dtype, strategy=strategy, budget=budget,
+                    autotune=autotune)
         layer.load_tensors(tensors)
         if bias is not None:
             with torch.no_grad():

@@ -1,0 +1,209 @@
+"""The fast paths of issue 7: the ``modes`` strategy (Tucker, CP) against the dense reference
+(forward and gradients, float64, odd sizes, batch 1), the measured autotune, ``tnviz.nn.measure``
+and the Costs page's measured panel.  No timing is asserted anywhere."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import tnviz
+from tnviz.errors import TnvizError
+from tnviz.nn import STRATEGIES, TNLinear
+from tnviz.nn import measure as M
+from tnviz.nn.strategies import choose, plan_modes
+
+F64 = torch.float64
+
+
+def random_tucker(rng: np.random.Generator) -> tnviz.TensorNetwork:
+    n_in, n_out = rng.integers(1, 4), rng.integers(1, 4)
+    ins = [int(v) for v in rng.integers(1, 7, n_in)]
+    outs = [int(v) for v in rng.integers(1, 7, n_out)]
+    ranks = [int(v) for v in rng.integers(1, 5, n_in + n_out)]
+    return tnviz.tucker(ins, outs, ranks=ranks)
+
+
+def random_cp(rng: np.random.Generator) -> tnviz.TensorNetwork:
+    ins = [int(v) for v in rng.integers(1, 7, rng.integers(1, 4))]
+    outs = [int(v) for v in rng.integers(1, 7, rng.integers(1, 4))]
+    return tnviz.cp(ins, outs, rank=int(rng.integers(1, 6)))
+
+
+def _templates() -> list[tnviz.TensorNetwork]:
+    nets = []
+    for name in tnviz.TEMPLATES:
+        net = tnviz.build_template(name)
+        if net.dense_params <= 1 << 20:
+            nets.append(net)
+    return nets
+
+
+RNG = np.random.default_rng(7)
+MODES_NETWORKS = {
+    "tucker odd": tnviz.tucker([3, 5], [2, 7], ranks=[2, 3, 4, 2]),
+    "tucker 3 legs": tnviz.tucker([3, 5, 2], [7, 2], ranks=2),
+    "tucker one leg": tnviz.tucker([5], [3], ranks=2),
+    "cp odd": tnviz.cp([3, 5], [2, 7], rank=4),
+    "cp rank 1 size-1 leg": tnviz.cp([3, 1, 2], [7, 1], rank=1),
+    **{f"random tucker {k}": random_tucker(RNG) for k in range(4)},
+    **{f"random cp {k}": random_cp(RNG) for k in range(4)},
+    **{f"template {net.name}": net for net in _templates() if STRATEGIES["modes"].supports(net)},
+}
+
+
+def reference(net: tnviz.TensorNetwork, seed: int):
+    tensors = tnviz.random_tensors(net, seed=seed)
+    leaves = {n: torch.tensor(a, requires_grad=True) for n, a in tensors.items()}
+    return tensors, leaves
+
+
+def test_modes_supports_tucker_and_cp_only():
+    assert "modes" in STRATEGIES
+    for name in ("tucker odd", "cp odd"):
+        assert STRATEGIES["modes"].supports(MODES_NETWORKS[name])
+    assert not STRATEGIES["modes"].supports(tnviz.mpo([2, 3], [3, 2], ranks=2))
+    assert not STRATEGIES["modes"].supports(tnviz.tensor_ring([2, 2, 2], [2, 2, 2], ranks=2))
+    templates = {net.name for net in _templates() if STRATEGIES["modes"].supports(net)}
+    assert any("Tucker" in n for n in templates) and any("CP" in n for n in templates)
+
+
+@pytest.mark.parametrize("name", list(MODES_NETWORKS))
+def test_modes_forward_and_gradients_equal_the_dense_reference(name):
+    net = MODES_NETWORKS[name]
+    tensors, leaves = reference(net, seed=11)
+    bias = torch.linspace(-1, 1, net.out_features, dtype=F64)
+    layer = TNLinear.from_tensors(net, tensors, bias, strategy="modes")
+    W = torch.from_numpy(tnviz.to_dense(net, tensors))
+    for batch in (1, 5):
+        x0 = torch.randn(batch, net.in_features, dtype=F64, generator=torch.Generator().manual_seed(batch))
+        g = torch.randn(batch, net.out_features, dtype=F64, generator=torch.Generator().manual_seed(batch + 9))
+        # eval mode under no_grad: the cached matrices
+        layer.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(layer(x0), x0 @ W.T + bias, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(layer(x0), x0 @ W.T + bias, rtol=1e-12, atol=1e-12)  # cache hit
+        # training: gradients for x and every tensor against autograd through to_dense
+        layer.train()
+        layer.zero_grad()
+        for leaf in leaves.values():
+            leaf.grad = None
+        x = x0.clone().requires_grad_(True)
+        x_ref = x0.clone().requires_grad_(True)
+        (layer(x) * g).sum().backward()
+        ((x_ref @ tnviz.to_dense(net, leaves).T) * g).sum().backward()
+        assert layer.last_strategy == "modes"
+        torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-10, atol=1e-12)
+        for n, p in layer.named_network_tensors().items():
+            torch.testing.assert_close(p.grad, leaves[n].grad, rtol=1e-10, atol=1e-12)
+
+
+def test_modes_plan_is_a_sequence_of_gemms_with_the_counted_flops():
+    net = tnviz.tucker([8, 8, 8, 8], [8, 8, 8, 8], ranks=4)
+    plan = plan_modes(net, 64)
+    assert plan.describe().split(" | ")[4] == "G"  # four input factors, the core, four output factors
+    assert len(plan.steps) == 9
+    # every step's flops: 2 * M * k * n * r, and they add up to the plan's
+    assert plan.flops == sum(2 * s.seg.M * s.seg.k * s.seg.n * s.seg.r for s in plan.steps)
+    cp = plan_modes(tnviz.cp([8, 8, 8, 8], [8, 8, 8, 8], rank=16), 64)
+    assert [s.seg.mode for s in cp.steps] == ["gemm", "gemm"]
+    assert cp.flops == 2 * 64 * 16 * (4096 + 4096)
+
+
+def test_auto_uses_modes_for_large_tucker_and_cp_batches():
+    assert choose(tnviz.tucker([8] * 4, [8] * 4, ranks=4), 1024) == "modes"
+    assert choose(tnviz.cp([8] * 4, [8] * 4, rank=64), 1024) == "modes"
+
+
+# ------------------------------------------------------------------ measured choice
+def test_autotune_picks_a_supported_strategy_once_and_stays_exact():
+    M.clear_autotune()
+    net = tnviz.mpo([4, 3, 5], [2, 3, 4], ranks=3)
+    tensors, _ = reference(net, seed=2)
+    layer = TNLinear.from_tensors(net, tensors, autotune=True).eval()
+    x = torch.randn(6, net.in_features, dtype=F64)
+    with torch.no_grad():
+        y = layer(x)
+    W = torch.from_numpy(tnviz.to_dense(net, tensors))
+    torch.testing.assert_close(y, x @ W.T, rtol=1e-12, atol=1e-12)
+    keys = [k for k in M._TUNED if k[0] == net]
+    assert len(keys) == 1 and keys[0][1] == M.batch_bucket(6) == 8
+    assert layer.last_strategy == M._TUNED[keys[0]]
+    assert STRATEGIES[layer.last_strategy].supports(net)
+    # the same bucket reuses the choice (no new entry); another bucket measures again
+    with torch.no_grad():
+        layer(x[:5])
+        layer(torch.randn(40, net.in_features, dtype=F64))
+    assert len([k for k in M._TUNED if k[0] == net]) == 2
+    M.clear_autotune()
+    assert not M._TUNED
+
+
+def test_autotune_in_training_leaves_grads_alone_and_matches_dense_gradients():
+    M.clear_autotune()
+    net = tnviz.tucker([3, 4], [5, 2], ranks=2)
+    tensors, leaves = reference(net, seed=5)
+    layer = TNLinear.from_tensors(net, tensors, autotune=True)
+    assert all(p.grad is None for p in layer.parameters())
+    x = torch.randn(3, net.in_features, dtype=F64)
+    g = torch.randn(3, net.out_features, dtype=F64)
+    (layer(x) * g).sum().backward()
+    ((x @ tnviz.to_dense(net, leaves).T) * g).sum().backward()
+    for n, p in layer.named_network_tensors().items():
+        torch.testing.assert_close(p.grad, leaves[n].grad, rtol=1e-10, atol=1e-12)
+    assert any(k[0] == net and k[5] for k in M._TUNED)  # tuned with gradients on
+    M.clear_autotune()
+
+
+def test_batch_bucket():
+    assert [M.batch_bucket(b) for b in (1, 2, 3, 64, 65, 1000)] == [1, 2, 4, 64, 128, 1024]
+
+
+# ------------------------------------------------------------------ measure
+@pytest.mark.parametrize("mode", M.MODES)
+def test_measure_times_every_supported_strategy_against_dense(mode):
+    net = tnviz.cp([4, 3], [2, 5], rank=3)
+    rows = M.measure(net, batch=5, repeats=1, mode=mode, dtype=F64)
+    methods = [r["method"] for r in rows]
+    assert methods[:2] == ["nn.Linear", "TNLinear auto"]
+    assert set(methods[2:]) == {f"TNLinear {s}" for s, st in STRATEGIES.items() if st.supports(net)}
+    for r in rows:
+        assert r["ms"] > 0 and math.isfinite(r["speedup_vs_dense"])
+    dense = rows[0]
+    assert dense["flops"] == 2 * 5 * 12 * 10 and dense["speedup_vs_dense"] == 1.0
+    auto = rows[1]
+    assert auto["note"] == f"chose {auto['strategy']}" and auto["strategy"] in STRATEGIES
+    modes = next(r for r in rows if r["method"] == "TNLinear modes")
+    assert modes["flops"] == plan_modes(net, 5).flops
+
+
+def test_measure_refuses_bad_arguments():
+    net = tnviz.mpo([2, 2], [2, 2], ranks=2)
+    with pytest.raises(TnvizError, match="measure mode must be one of"):
+        M.measure(net, 4, mode="fast")
+    with pytest.raises(TnvizError, match="at least 1"):
+        M.measure(net, 0)
+
+
+def test_measure_skips_strategies_over_the_budget():
+    net = tnviz.mpo([4, 4], [4, 4], ranks=2)
+    rows = M.measure(net, batch=2, repeats=1, budget=200)
+    skipped = [r for r in rows if r["note"].startswith("skipped")]
+    assert any(r["method"] == "TNLinear rebuilt" for r in skipped)  # 256 elements > 200
+
+
+def test_costs_page_measures_on_click():
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file("../app/pages/costs.py", default_timeout=120)
+    at.run()
+    assert not at.exception
+    at.number_input(key="costs.batch").set_value(4).run()
+    assert any("Press **Measure**" in c.value for c in at.caption)
+    next(b for b in at.button if b.key == "costs.measure.run").click().run()
+    assert not at.exception
+    table = at.dataframe[-1].value
+    assert list(table["method"])[:2] == ["nn.Linear", "TNLinear auto"]
+    assert any("`auto` chose" in c.value for c in at.caption)
