@@ -339,7 +339,8 @@ def calibration_stats(model: nn.Module, batches: Iterable[Any], names: Sequence[
 def apply_plan(model: nn.Module, plan: Plan, *, calibration: Sequence[Any] | None = None,
                data_aware: bool = True, device: Any = None, progress: ProgressFn | None = None,
                flops_batch: int = 1, strategy: str = "auto", stats: Mapping[str, Any] | None = None,
-               precision: torch.dtype = torch.float64, **decompose_options: Any) -> Tensorized:
+               precision: torch.dtype = torch.float64, refit_sweeps: int = 3, refit_iters: int = 30,
+               **decompose_options: Any) -> Tensorized:
     """Decompose every planned layer and return a compressed deep copy (the original is untouched).
 
     ``calibration``: batches for the data-aware statistics (required when ``data_aware``, unless
@@ -347,7 +348,10 @@ def apply_plan(model: nn.Module, plan: Plan, *, calibration: Sequence[Any] | Non
     lives and decompositions run (``None``: CUDA when present). ``progress(done, total, name)``.
     ``precision``: the dtype decompositions run in (float64 by default: a covariance from few
     calibration rows is near-singular, and its Cholesky factor fails in float32); the layers get
-    the original module's dtype.
+    the original module's dtype. ``refit_sweeps`` / ``refit_iters``: with a covariance and input
+    legs on several tensors (MPO, TR, Tucker, CP), the input tensors are refit by least squares on
+    the full covariance after whitening with its Kronecker approximation (on MiniLM's FF weights at
+    half parameters this takes the data error of MPO from ~0.44 to ~0.23; 0 turns it off).
     """
     from ..decompose import decompose
 
@@ -371,7 +375,8 @@ def apply_plan(model: nn.Module, plan: Plan, *, calibration: Sequence[Any] | Non
         weight = module.weight.detach().to(precision)
         cov = stats[lp.name].second_moment if lp.name in stats else None
         try:
-            dec = decompose(weight, lp.method, input_cov=cov, **dict(lp.options), **decompose_options)
+            refit = {"refit_sweeps": refit_sweeps, "refit_iters": refit_iters} if cov is not None else {}
+            dec = decompose(weight, lp.method, input_cov=cov, **dict(lp.options), **refit, **decompose_options)
         except RankError as exc:
             skipped.append({"name": lp.name, "reason": f"{exc}; kept dense"})
             continue
