@@ -198,3 +198,21 @@ def test_committed_bundle_is_an_es_module_with_a_default_export():
     assert len(bundle) > 100_000, "React Flow and React are bundled in (nothing is fetched at run time)"
     assert re.search(r"export\s*\{\s*\w+ as default\s*\}", bundle), "Streamlit calls the module's default export"
     assert 'import("http' not in bundle and "from\"http" not in bundle, "no module is loaded from the network"
+
+
+def test_a_network_without_positions_gets_the_diagrams_layout():
+    from tnviz.canvas import AUTO_SPACING
+    from tnviz.render.scene import auto_layout as diagram_layout
+
+    # a square with one diagonal: a row would run bonds a (A-D) and e (A-C) through B and C
+    net = tnviz.from_einsum("iabe,jbc,kcde,lda->ijkl", 2, inputs="ij").with_layout(None)
+    pos = auto_layout(net)
+    assert pos == {n: (round(x * AUTO_SPACING, 4), round(y * AUTO_SPACING, 4))
+                   for n, (x, y) in diagram_layout(net).items()}
+    assert len({y for _, y in pos.values()}) > 1  # not a row
+    state = network_to_canvas(net)
+    assert {t["name"]: (t["x"], t["y"]) for t in state["tensors"]} == pos
+    # a partial layout keeps its positions; the rest go in a row below
+    partial = net.with_layout({"A": (0.0, 0.0)})
+    placed = auto_layout(partial)
+    assert placed["A"] == (0.0, 0.0) and all(placed[n][1] < 0 for n in "BCD")
