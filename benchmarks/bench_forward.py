@@ -30,6 +30,15 @@ from tnviz.nn import STRATEGIES, TNLinear
 from tnviz.nn.strategies import plan_chain
 
 
+#: --network: how the layer is tensorized at a given rank (TensorLy-Torch is compared on mpo only)
+NETWORKS = {
+    "mpo": lambda i, o, r: tnviz.mpo(i, o, ranks=r),
+    "tucker": lambda i, o, r: tnviz.tucker(i, o, ranks=r),
+    "cp": lambda i, o, r: tnviz.cp(i, o, rank=r),
+    "tr": lambda i, o, r: tnviz.tensor_ring(i, o, ranks=r),
+}
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -105,7 +114,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         x = torch.randn(batch, n_in, device=device, dtype=dtype)
         g = torch.randn(batch, n_out, device=device, dtype=dtype)
         for rank in args.ranks:
-            net = tnviz.mpo(in_dims, out_dims, ranks=rank)
+            net = NETWORKS[getattr(args, "network", "mpo")](in_dims, out_dims, rank)
             c = tnviz.cost(net, batch=batch)
             layers: dict[str, torch.nn.Module] = {"nn.Linear": dense}
             tn = {}
@@ -113,7 +122,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 tn[name] = TNLinear(net, device=device, dtype=dtype, strategy=name)
                 tn[name].load_state_dict(tn.get("auto", tn[name]).state_dict())
                 layers[f"TNLinear {name}"] = tn[name]
-            if not args.no_tltorch:
+            tuned = TNLinear(net, device=device, dtype=dtype, autotune=True)  # auto by measured time
+            tuned.load_state_dict(tn["auto"].state_dict())
+            layers["TNLinear auto (autotune)"] = tuned
+            if not args.no_tltorch and getattr(args, "network", "mpo") == "mpo":
                 layers.update(tltorch_layers(in_dims, out_dims, rank, device, dtype))
             for m in layers.values():
                 m.train(train)
@@ -127,6 +139,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ref = ms["nn.Linear"]
             best_of_dense_rebuilt = min(ref, ms.get("TNLinear rebuilt", ref))
             chose = tn["auto"].last_strategy
+            tuned_chose = tuned.last_strategy
             segments = plan_chain(net, batch, not train).describe() if "chain" in tn else ""
             flops_ratio = c.dense_flops / c.flops
             for name, t in ms.items():
@@ -134,7 +147,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "batch": batch, "rank": rank, "method": name, "ms": t, "speedup_vs_dense": ref / t,
                     "params": sum(p.numel() for p in layers[name].parameters()),
                     "flops_drop": flops_ratio,
-                    "auto_chose": chose if name == "TNLinear auto" else "",
+                    "auto_chose": chose if name == "TNLinear auto" else tuned_chose if name == "TNLinear auto (autotune)" else "",
                     "chain_segments": segments if name in ("TNLinear chain", "TNLinear auto") else "",
                     "vs_best_dense_rebuilt": t / best_of_dense_rebuilt,
                 })
@@ -143,6 +156,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                       + "  ".join(f"{k}: {v:.3f}ms ({ref / v:.2f}x)" for k, v in ms.items()), file=sys.stderr)
     return {
         "device": str(device), "machine": machine(device), "dtype": args.dtype, "mode": args.mode,
+        "network": getattr(args, "network", "mpo"),
         "in_dims": in_dims, "out_dims": out_dims, "repeats": args.repeats,
         "tltorch": _tltorch_version(), "rows": rows,
     }
@@ -169,13 +183,13 @@ def targets(result: dict[str, Any]) -> list[str]:
     and rebuilt; (b) where FLOPs drop >= 4x, at least half that factor faster than nn.Linear."""
     lines = []
     for row in result["rows"]:
-        if row["method"] != "TNLinear auto":
+        if row["method"] not in ("TNLinear auto", "TNLinear auto (autotune)"):
             continue
         a = row["vs_best_dense_rebuilt"] <= 1.1
         need = row["flops_drop"] / 2 if row["flops_drop"] >= 4 else None
         b = need is None or row["speedup_vs_dense"] >= need
         lines.append(
-            f"B={row['batch']:<5} r={row['rank']:<3} auto={row['auto_chose']:<10} "
+            f"B={row['batch']:<5} r={row['rank']:<3} {'tuned' if 'autotune' in row['method'] else 'auto '}={row['auto_chose']:<10} "
             f"{row['speedup_vs_dense']:6.2f}x dense (FLOPs allow {row['flops_drop']:.1f}x) "
             f"[<=1.1x best(dense,rebuilt): {'ok' if a else 'MISSED'}; "
             f"{'>= ' + format(need, '.1f') + 'x: ' + ('ok' if b else 'MISSED') if need else 'flop drop < 4x'}]"
@@ -185,7 +199,7 @@ def targets(result: dict[str, Any]) -> list[str]:
 
 def markdown(result: dict[str, Any]) -> str:
     out = [f"Machine: {result['machine']} ({result['device']}), {result['dtype']}, mode {result['mode']}, "
-           f"layer {math.prod(result['in_dims'])}x{math.prod(result['out_dims'])} as {tuple(result['in_dims'])}"
+           f"{result.get('network', 'mpo')} layer {math.prod(result['in_dims'])}x{math.prod(result['out_dims'])} as {tuple(result['in_dims'])}"
            f"x{tuple(result['out_dims'])}, TensorLy-Torch {result['tltorch']}. Speed-up = nn.Linear ms / method ms.",
            "", "| batch | bond | FLOPs drop | method | ms | speed-up vs nn.Linear | note |",
            "|---:|---:|---:|---|---:|---:|---|"]
@@ -203,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16", "float16"])
     p.add_argument("--mode", default="eval", choices=["eval", "train", "step"])
+    p.add_argument("--network", default="mpo", choices=list(NETWORKS), help="tensorization (rank = bond / Tucker rank / CP rank)")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 64, 1024])
     p.add_argument("--ranks", type=int, nargs="+", default=[4, 8, 16])
     p.add_argument("--in-dims", type=int, nargs="+", default=[8, 8, 8, 8])
