@@ -3,7 +3,8 @@ bfloat16, a short table last.  Run through ``benchmarks/gpu_check.sh`` on a CUDA
 
     python benchmarks/gpu_check.py [--out DIR] [--batches 1 64 1024 8192] [--quick]
 
-Writes ``DIR/gpu_tests.txt`` and ``DIR/bench_<dtype>.json`` / ``.md`` (DIR defaults to $OUT or
+Writes ``DIR/gpu_tests.txt`` and ``DIR/bench_<network>_<mode>_<dtype>.json`` / ``.md`` (MPO forward and
+training step in float32 and bfloat16; Tucker and CP forward in bfloat16) (DIR defaults to $OUT or
 ``benchmarks/out``).  Exit status: the tests' status (the benchmark never fails the check).
 """
 from __future__ import annotations
@@ -55,18 +56,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.batches, args.ranks, args.repeats = [1, 1024], [4, 16], 5
     summary = []
-    for dtype in ("float32", "bfloat16"):
-        ns = argparse.Namespace(device="cuda", dtype=dtype, mode="eval", batches=args.batches, ranks=args.ranks,
-                                in_dims=[8, 8, 8, 8], out_dims=[8, 8, 8, 8], repeats=args.repeats,
+    # (network, mode, dtype, in/out dims, ranks): MPO forward in both dtypes first, then the training
+    # step (forward + backward) and the Tucker / CP fast paths ('modes')
+    runs = [("mpo", "eval", "float32", [8, 8, 8, 8], args.ranks), ("mpo", "eval", "bfloat16", [8, 8, 8, 8], args.ranks),
+            ("mpo", "step", "float32", [8, 8, 8, 8], args.ranks), ("mpo", "step", "bfloat16", [8, 8, 8, 8], args.ranks),
+            ("tucker", "eval", "bfloat16", [64, 64], [16, 32]), ("cp", "eval", "bfloat16", [8, 8, 8, 8], [64, 256])]
+    if args.quick:
+        runs = runs[:3]
+    for network, mode, dtype, dims, ranks in runs:
+        ns = argparse.Namespace(device="cuda", dtype=dtype, mode=mode, batches=args.batches, ranks=ranks,
+                                in_dims=dims, out_dims=dims, repeats=args.repeats, network=network,
                                 no_tltorch=False, verbose=False)
+        tag = f"{network}_{mode}_{dtype}"
         try:
             result = bench_forward.run(ns)
         except Exception as exc:  # keep the test result; report the failure
-            print(f"benchmark {dtype} failed: {type(exc).__name__}: {exc}", flush=True)
+            print(f"benchmark {tag} failed: {type(exc).__name__}: {exc}", flush=True)
             status = status or 1
             continue
-        (out / f"bench_{dtype}.json").write_text(json.dumps(result, indent=2))
-        (out / f"bench_{dtype}.md").write_text(bench_forward.markdown(result) + "\n")
+        (out / f"bench_{tag}.json").write_text(json.dumps(result, indent=2))
+        (out / f"bench_{tag}.md").write_text(bench_forward.markdown(result) + "\n")
+        dtype = tag
         for row in result["rows"]:
             if row["method"] == "TNLinear auto":
                 best_tl = max((r["speedup_vs_dense"] for r in result["rows"] if r["batch"] == row["batch"]
@@ -78,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         for line in bench_forward.targets(result):
             print("  " + line)
     print(f"\nSummary ({torch.cuda.get_device_name()}; speed-up vs nn.Linear, higher is better)")
-    print(f"{'dtype':9} {'batch':>6} {'bond':>4} {'flops drop':>10} {'auto':>7} {'chose':>10} {'best TN':>8} {'tltorch':>8} {'vs best(dense,rebuilt)':>23}")
+    print(f"{'run':22} {'batch':>6} {'bond':>4} {'flops drop':>10} {'auto':>7} {'chose':>10} {'best TN':>8} {'tltorch':>8} {'vs best(dense,rebuilt)':>23}")
     for dtype, row, best_tn, best_tl in summary:
-        print(f"{dtype:9} {row['batch']:>6} {row['rank']:>4} {row['flops_drop']:>9.1f}x {row['speedup_vs_dense']:>6.2f}x "
+        print(f"{dtype:22} {row['batch']:>6} {row['rank']:>4} {row['flops_drop']:>9.1f}x {row['speedup_vs_dense']:>6.2f}x "
               f"{row['auto_chose']:>10} {best_tn:>7.2f}x {best_tl:>7.2f}x {row['vs_best_dense_rebuilt']:>22.2f}x")
     print(f"\ngpu tests: {'passed' if status == 0 else 'FAILED (see gpu_tests.txt)'}")
     return status
