@@ -4,6 +4,7 @@ message and keeps the last valid network, templates redraw the canvas, stale edi
 from __future__ import annotations
 
 import copy
+import html
 import json
 
 import tnviz
@@ -49,6 +50,8 @@ def test_canvas_shows_the_current_network(open_page):
     assert live_params(at) == f"{net.params:,}"
     batch = at.selectbox(key=f"{KEY}.batch").value
     assert live_flops(at) == (f"Forward FLOPs (batch {batch:,})", f"{tnviz.cost(net, batch).flops:,}")
+    # the layer's einsum beside the canvas, as wrapping inline code (a code block cut long ones off)
+    assert any(f">{html.escape(net.layer_equation())}</code>" in m.value for m in at.markdown)
 
 
 def test_an_edit_updates_the_network_numbers_and_diagram(open_page):

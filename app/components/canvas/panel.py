@@ -8,6 +8,8 @@ lays them out.
 """
 from __future__ import annotations
 
+import html
+
 import streamlit as st
 
 import tnviz
@@ -50,7 +52,9 @@ def live_numbers(net: TensorNetwork, *, batch: int, key: str) -> tnviz.LayerCost
         st.caption(f"dense {c.dense_flops:,} · {c.dense_flops / c.flops:,.2f}x fewer · backward {c.backward_flops:,}")
         st.caption(f"largest intermediate {c.largest_intermediate:,} elements · best: {c.best_strategy}")
         st.markdown("**einsum** (x first, then the tensors)")
-        st.code(net.layer_equation(), language=None, wrap_lines=True)
+        # inline code breaks anywhere in a narrow column; a code block would cut a long einsum off
+        st.markdown(f"<code style='overflow-wrap:anywhere'>{html.escape(net.layer_equation())}</code>",
+                    unsafe_allow_html=True)
         st.caption(net.named_equation())
         for message in layer_warnings(net, c):
             st.warning(message, icon=":material/warning:")
