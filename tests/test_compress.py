@@ -156,6 +156,57 @@ def test_cli_compress_json_and_errors(model_file, tmp_path):
     assert bad.returncode == 2 and ".safetensors" in bad.stderr
 
 
+def _bad_file(kind: str, tmp_path: Path, good: Path) -> tuple[Path, str]:
+    """A file a user might wrongly pass, and a phrase of the rule its error must state."""
+    if kind == "truncated":
+        path = tmp_path / "cut.safetensors"
+        path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+        return path, "truncated"
+    if kind == "pickled module":
+        path = tmp_path / "module.pt"
+        torch.save(torch.nn.Linear(3, 3), path)
+        return path, "must hold only tensors"
+    if kind == "torchscript":
+        path = tmp_path / "script.pt"
+        torch.jit.save(torch.jit.script(torch.nn.Linear(3, 3)), str(path))
+        return path, "TorchScript"
+    if kind == "wrong extension":
+        path = tmp_path / "model.onnx"
+        path.write_bytes(good.read_bytes())
+        return path, "must end in one of .safetensors"
+    if kind == "no 2-D weights":
+        path = tmp_path / "norms.safetensors"
+        save_file({"ln.weight": torch.ones(8), "ln.bias": torch.zeros(8)}, str(path))
+        return path, "at least one 2-D"
+    if kind == "empty":
+        path = tmp_path / "empty.safetensors"
+        path.write_bytes(b"")
+        return path, "must not be empty"
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["truncated", "pickled module", "torchscript", "wrong extension", "no 2-D weights",
+                                  "empty"])
+@pytest.mark.parametrize("command", ["compress", "spectra"])
+def test_cli_refuses_bad_files_with_one_plain_line(kind, command, model_file, tmp_path, capsys):
+    from tnviz.cli import main  # in process: the subprocess path is covered above
+
+    path, rule = _bad_file(kind, tmp_path, model_file[0])
+    extra = ["--max-rank", "2", "-o", str(tmp_path / "out")] if command == "compress" else []
+    code = main([command, str(path), *extra])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tnviz: error: "), err
+    assert rule in lines[0] and "\x1b" not in lines[0]
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_cli_spectra_refuses_cp(model_file):
+    bad = _cli("spectra", str(model_file[0]), "--method", "cp")
+    assert bad.returncode == 2 and "invalid choice: 'cp'" in bad.stderr
+
+
 def test_cli_spectra(model_file):
     path, _ = model_file
     out = _cli("spectra", str(path), "--layers", "fc1", "--json")

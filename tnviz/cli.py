@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 def _fail(message: str) -> int:
+    # (review) one plain line: drop terminal escapes and newlines that wrapped errors (e.g. torch's) carry
+    message = " ".join(_ANSI.sub("", message).split())
     print(f"tnviz: error: {message}", file=sys.stderr)
     return EXIT_USAGE
 
@@ -183,7 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("spectra", help="bond singular values of every selected weight")
     p.add_argument("model")
     p.add_argument("--layers", default=None, help="regular expression selecting weight names")
-    p.add_argument("--method", choices=methods, default="mpo")
+    # (review) CP has no bond singular values: refuse it at parsing, not with a rank error
+    p.add_argument("--method", choices=[m for m in methods if m != "cp"], default="mpo",
+                   help="decomposition whose bonds are shown (CP has no singular values)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_spectra)
