@@ -251,3 +251,35 @@ def test_minilm_whole_file_compression_with_time(tmp_path, capsys):
               f"{d['seconds']:.2f} s ({wall:.2f} s with process start) on {d['device']}")
     back = load_compressed(tmp_path / "minilm")
     assert "embeddings.word_embeddings.weight" in back.untouched
+
+
+def test_cli_compress_draws_a_progress_bar_on_a_terminal_only(model_file, tmp_path):
+    """stderr a terminal: a bar that reaches n/n; stderr a pipe (logs, CI): no bar, same stdout."""
+    import os
+    import pty
+
+    path, _ = model_file
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "tnviz.cli", "compress", str(path), "--max-rank", "2", "-o",
+                               str(tmp_path / "tty")], stdout=subprocess.PIPE, stderr=slave, text=True, timeout=300)
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the terminal's other end is closed and drained
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        os.close(master)
+    assert proc.returncode == 0
+    bar = b"".join(chunks).decode()
+    total = len(json.loads((tmp_path / "tty" / "tnviz.json").read_text())["layers"]) + \
+        len(json.loads((tmp_path / "tty" / "tnviz.json").read_text())["skipped"])
+    assert "\r[" in bar and f"{total}/{total}" in bar and "done" in bar
+    piped = _cli("compress", str(path), "--max-rank", "2", "-o", str(tmp_path / "pipe"))
+    assert piped.returncode == 0 and piped.stderr == ""
+    assert "weights:" in proc.stdout and "weights:" in piped.stdout
