@@ -313,3 +313,20 @@ def test_bond_entropies():
     assert decompose(rank_one, "svd").entropies["r"] == pytest.approx(0.0, abs=1e-12)
     res = decompose(gaussian(16, 16, seed=18), "mpo", in_dims=[4, 4], out_dims=[4, 4], max_rank=3)
     assert set(res.entropies) == {"b1"} and 0 < res.entropies["b1"] < math.log(16)
+
+
+def test_cp_half_split_mttkrp_equals_the_direct_one():
+    """CP-ALS finishes each MTTKRP from one contraction of T with the other half's factors."""
+    from tnviz.decompose.cp import khatri_rao, mttkrp, partial_mttkrp
+
+    g = torch.Generator().manual_seed(4)
+    dims, R = (3, 4, 2, 5, 3), 6
+    T = torch.randn(*dims, dtype=torch.float64, generator=g)
+    factors = [torch.randn(d, R, dtype=torch.float64, generator=g) for d in dims]
+    h = len(dims) // 2
+    T_mat = T.reshape(math.prod(dims[:h]), -1)
+    left = (T_mat @ khatri_rao(factors[h:])).reshape(*dims[:h], R)
+    right = (T_mat.mT @ khatri_rao(factors[:h])).reshape(*dims[h:], R)
+    for k in range(len(dims)):
+        got = partial_mttkrp(left, factors[:h], k) if k < h else partial_mttkrp(right, factors[h:], k - h)
+        assert torch.allclose(got, mttkrp(T, factors, k), atol=1e-12, rtol=0), k

@@ -35,6 +35,22 @@ def mttkrp(T, factors, mode: int):
     return unfold(T, mode) @ khatri_rao(others)
 
 
+def _letters(n: int) -> str:
+    return "abcdefghijklmnopqstuvwxyz"[:n]  # 'r' is kept for the rank
+
+
+def partial_mttkrp(P, factors, mode: int):
+    """``sum`` over every axis of ``P[i_0, ..., i_{m-1}, r]`` but ``mode`` of ``P`` times the other
+    ``factors[j][i_j, r]``: the last step of an MTTKRP whose other half is already in ``P``."""
+    import torch
+
+    m = P.ndim - 1
+    idx = _letters(m)
+    operands = [P] + [factors[j] for j in range(m) if j != mode]
+    spec = ",".join([idx + "r"] + [idx[j] + "r" for j in range(m) if j != mode]) + "->" + idx[mode] + "r"
+    return torch.einsum(spec, *operands)
+
+
 def reconstruct(factors, weights=None):
     """The full tensor ``sum_r w_r · u_1r ∘ u_2r ∘ ...``."""
     first = factors[0] * weights if weights is not None else factors[0]
@@ -78,13 +94,29 @@ def cp_als(T, legs: Legs, trunc: Truncation, *, norm: float, randomized: Any = "
     weights = torch.ones(rank, device=T.device, dtype=T.dtype)
     history: list[float] = []
     converged = False
+    # Split the modes in two halves: while the left half's factors are updated, the right half's
+    # stay fixed, so their contraction with T is done once (P) and each left MTTKRP only finishes
+    # it over the other left modes (and vice versa): two passes over T per sweep instead of N,
+    # with exactly the updates of the textbook ALS order.
+    h = N // 2
+    T_mat = T.reshape(math.prod(T.shape[:h]), -1) if N >= 3 else None
     for _ in range(int(n_iter_max)):
+        P = None
         for k in range(N):
             V = torch.ones(rank, rank, device=T.device, dtype=T.dtype)
             for j in range(N):
                 if j != k:
                     V = V * grams[j]
-            M = mttkrp(T, factors, k)
+            if T_mat is None:
+                M = mttkrp(T, factors, k)
+            elif k < h:
+                if k == 0:
+                    P = (T_mat @ khatri_rao(factors[h:])).reshape(*T.shape[:h], rank)
+                M = partial_mttkrp(P, factors[:h], k)
+            else:
+                if k == h:
+                    P = (T_mat.mT @ khatri_rao(factors[:h])).reshape(*T.shape[h:], rank)
+                M = partial_mttkrp(P, factors[h:], k - h)
             A = M @ torch.linalg.pinv(V, hermitian=True)
             weights = torch.linalg.vector_norm(A, dim=0)
             safe = torch.where(weights > 0, weights, torch.ones_like(weights))
