@@ -95,3 +95,21 @@ def test_upload_moves_the_cut_and_shows_the_tradeoff(page, app_url, wait_idle, s
     shot = screenshot(page, "spectra")
     README_SHOT.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(shot, README_SHOT)
+
+
+def test_data_aware_toggle_on_the_bundled_minilm(page, app_url, wait_idle):
+    """The data-aware switch calibrates MiniLM once and shows the error on those inputs beside the weight error."""
+    page.goto(app_url)
+    wait_idle(page, timeout_ms=120_000)
+    page.get_by_role("link", name="Spectra").click()
+    page.get_by_text("bundled all-MiniLM-L6-v2").first.wait_for(timeout=120_000)
+    page.wait_for_selector(f"{CHART} .main-svg", timeout=120_000)
+    wait_idle(page, timeout_ms=120_000)
+    assert page.locator('[data-testid="stMetric"]').filter(has_text="Error on calibration inputs").count() == 0
+    page.get_by_text("Data-aware (minimise the error on calibration inputs)").click()
+    page.locator('[data-testid="stMetric"]').filter(has_text="Error on calibration inputs").first.wait_for(timeout=300_000)
+    wait_idle(page, timeout_ms=300_000)
+    on_data = float(_metric(page, "Error on calibration inputs"))
+    weights = float(_metric(page, "Relative error"))
+    assert 0 < on_data < weights  # the cut minimises the error on the inputs, not on the weights
+    assert page.get_by_text("data-aware: the singular values are those of W·L").count() == 1
