@@ -143,7 +143,8 @@ def _apply_upload() -> None:
             path.unlink(missing_ok=True)
             raise
     except tnviz.TnvizError as exc:
-        st.session_state[K_ERROR] = f"{upload.name}: {exc}"
+        # one plain line: torch's wrapped messages carry terminal escapes and line breaks
+        st.session_state[K_ERROR] = f"{upload.name}: " + " ".join(re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(exc)).split())
         return
     st.session_state[K_SOURCE] = {"label": f"upload {upload.name}", "path": str(path), "digest": digest}
     st.session_state.pop(K_ERROR, None)

@@ -166,6 +166,7 @@ def test_bad_upload_keeps_the_loaded_weights(small_page):
     torch.save(torch.nn.Linear(4, 4), buf)
     _upload(at, "module.pt", buf.getvalue())
     assert "module" in _errors(at)[0].lower() and at.selectbox(key="spectra.layer").options == before
+    assert "\x1b" not in _errors(at)[0] and "\n" not in _errors(at)[0]  # no terminal escapes from torch's message
     # a good upload clears the message
     _upload(at, "other.safetensors", _safetensors_bytes({"w.weight": _weight(16, 12, 3)}))
     assert not _errors(at) and at.selectbox(key="spectra.layer").options[0].startswith("w.weight")
