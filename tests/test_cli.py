@@ -99,3 +99,28 @@ def test_library_names_of_the_spec_exist():
     assert set(tnviz.decompose.DECOMPOSITIONS) == {"mpo", "tr", "tucker", "cp", "svd"}
     from tnviz.nn import TNLinear  # noqa: F401  (the layer names of SPEC 2.3)
     from tnviz.nn import TNConv2d  # noqa: F401
+
+
+def test_compress_a_demo_model_data_aware_with_its_functional_effect(tmp_path):
+    out = run("compress", "digits-mlp", "--max-rank", "8", "-o", str(tmp_path / "mlp"), "--json")
+    assert out.returncode == 0, out.stderr
+    d = json.loads(out.stdout)
+    assert d["data_aware"] is True
+    assert {"original", "compressed"} <= set(d["functional"])
+    assert d["functional"]["original"]["accuracy"] > 0.9
+    assert d["totals"]["params_after"] < d["totals"]["params_before"]
+    assert all(layer["data_error"] is not None for layer in d["layers"])
+    back = tnviz.load_compressed(tmp_path / "mlp")
+    assert set(back.layers) == {layer["name"] for layer in d["layers"]}
+
+
+def test_model_only_options_are_refused_for_a_weights_file(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    path = tmp_path / "w.safetensors"
+    save_file({"fc.weight": torch.randn(16, 16)}, str(path))
+    out = run("compress", str(path), "--target-ratio", "2", "-o", str(tmp_path / "o"))
+    assert out.returncode == 2 and "holds weights only" in out.stderr
+    out = run("compress", str(path), "--max-rank", "2", "--ratio", "3", "-o", str(tmp_path / "o"))
+    assert out.returncode == 2 and "choose exactly one" in out.stderr

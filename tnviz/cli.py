@@ -108,26 +108,65 @@ def cmd_stack(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_compress(args: argparse.Namespace) -> int:
-    from .model.compress import compress_file
+def _has_architecture(model: str) -> bool:
+    """A bundled demo name, or a Hugging Face folder / zipped folder (config.json + weights)."""
+    from .model.demos import DEMOS
 
-    truncation = {k: v for k, v in (("max_rank", args.max_rank), ("rtol", args.rtol), ("ratio", args.ratio))
-                  if v is not None}
-    if len(truncation) > 1:
-        return _fail(f"choose one truncation of --max-rank, --rtol, --ratio; got {sorted(truncation)}")
-    report = compress_file(
-        args.model, args.output, method=args.method, layers=args.layers, device=args.device,
-        progress=not args.json and sys.stderr.isatty(), **truncation,
-    )
+    return model in DEMOS or Path(model).is_dir() or model.lower().endswith(".zip")
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    truncation = {k: v for k, v in (("max_rank", args.max_rank), ("rtol", args.rtol), ("energy", args.energy),
+                                    ("ratio", args.ratio)) if v is not None}
+    targets = {k: v for k, v in (("target_ratio", args.target_ratio), ("error_budget", args.error_budget))
+               if v is not None}
+    chosen = sorted(truncation) + sorted(targets)
+    if len(chosen) != 1:
+        return _fail("choose exactly one of --max-rank, --rtol, --energy, --ratio, --target-ratio, "
+                     f"--error-budget; got {chosen or 'none'}")
+    progress = not args.json and sys.stderr.isatty()
+    if _has_architecture(args.model):
+        # A model with an architecture: calibrated (data-aware) by default, optionally healed.
+        from .model.compress import _Bar
+        from .model.tensorize import compress_model
+
+        bar: list = []
+
+        def show(done: int, total: int, label: str) -> None:
+            if not bar:
+                bar.append(_Bar(total))
+            bar[0].update(done, label)
+
+        report = compress_model(
+            args.model, args.output, method=args.method, layers=args.layers, truncation=truncation or None,
+            data_aware=not args.no_data_aware, heal=args.heal, heal_steps=args.heal_steps,
+            device=args.device, progress=show if progress else None, **targets,
+        )
+        if bar:
+            bar[0].close()
+    else:
+        if targets or args.heal or args.no_data_aware or args.energy is not None:
+            return _fail("--target-ratio, --error-budget, --energy, --heal and --no-data-aware need a model with an "
+                         "architecture (a demo name or a zipped Hugging Face folder); "
+                         f"{Path(args.model).name!r} holds weights only")
+        from .model.compress import compress_file
+
+        report = compress_file(args.model, args.output, method=args.method, layers=args.layers, device=args.device,
+                               progress=progress, **truncation)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     for layer in report["layers"]:
+        on_data = "" if layer.get("data_error") is None else f", on calibration data {layer['data_error']:.3g}"
         print(f"  {layer['name']:<50} {str(tuple(layer['shape'])):<16} {layer['params_before']:>10,} -> "
-              f"{layer['params_after']:>9,}  err {layer['rel_error']:.3g}")
+              f"{layer['params_after']:>9,}  weight error {layer['rel_error']:.3g}{on_data}")
+    for skipped in report.get("skipped", []):
+        print(f"  {skipped['name']:<50} kept dense: {skipped['reason']}")
     t = report["totals"]
     print(f"{len(report['layers'])} weights: {t['params_before']:,} -> {t['params_after']:,} parameters "
           f"({t['params_before'] / max(t['params_after'], 1):.2f}x) in {report['seconds']:.2f} s on {report['device']}")
+    for stage, values in (report.get("functional") or {}).items():
+        print(f"  {stage:<11} " + ", ".join(f"{k} {v:.4f}" for k, v in values.items() if isinstance(v, (int, float))))
     print(f"wrote {args.output}/model.safetensors and {args.output}/tnviz.json")
     return 0
 
@@ -174,13 +213,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_stack)
 
     methods = ["mpo", "tr", "tucker", "cp", "svd"]
-    p = sub.add_parser("compress", help="tensorize the weights of a .safetensors / state_dict .pt file")
-    p.add_argument("model", help="a .safetensors file, a state_dict .pt/.pth, or a zipped Hugging Face folder")
+    p = sub.add_parser("compress", help="tensorize a model: a weights file, a zipped Hugging Face folder or a demo")
+    p.add_argument("model", help="a .safetensors file, a state_dict .pt/.pth, a zipped Hugging Face folder "
+                                 "(config.json + model.safetensors), or a demo: digits-mlp, digits-cnn, minilm")
     p.add_argument("--method", choices=methods, default="mpo")
     p.add_argument("--max-rank", type=_positive_int, dest="max_rank", help="largest rank of every bond")
     p.add_argument("--rtol", type=_fraction, help="relative Frobenius error per weight (0 < E < 1)")
-    p.add_argument("--ratio", type=_above_one, help="target compression ratio of the selected weights (> 1)")
-    p.add_argument("--layers", default=None, help="regular expression selecting weight names")
+    p.add_argument("--energy", type=_fraction, help="kept spectral energy per bond (0 < E < 1; models only)")
+    p.add_argument("--ratio", type=_above_one, help="compression ratio asked of every selected weight (> 1)")
+    p.add_argument("--target-ratio", type=_above_one, dest="target_ratio",
+                   help="one ratio for the whole model, spread over layers by sensitivity (models only)")
+    p.add_argument("--error-budget", type=_fraction, dest="error_budget",
+                   help="one error budget for the whole model, spread over layers (models only)")
+    p.add_argument("--layers", default=None, help="regular expression selecting weight (file) or module (model) names")
+    p.add_argument("--no-data-aware", action="store_true", dest="no_data_aware",
+                   help="models: decompose the weights alone instead of minimising the error on calibration inputs")
+    p.add_argument("--heal", choices=["layer-wise", "end-to-end"], default=None,
+                   help="models: a short fine-tune after compression (end-to-end: digits demos)")
+    p.add_argument("--heal-steps", type=_positive_int, default=50, dest="heal_steps")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--json", action="store_true")
