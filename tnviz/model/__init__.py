@@ -23,6 +23,12 @@ _EXPORTS = {
     "evaluate": ("digits_accuracy", "embedding_cosine", "output_agreement", "Agreement", "CosineReport"),
     "bert": ("Bert",),
     "device": ("resolve_device",),
+    "compress": ("compress_file", "load_compressed", "spectra_file", "CompressedModel", "CompressedLayer"),
+    "tensorize": ("Rule", "Plan", "make_plan", "apply_plan", "layer_table", "functional", "sensitivity",
+                  "export_model", "load_into", "compress_model", "demo_subject", "hf_subject", "TNEmbedding",
+                  "Tensorized"),
+    "heal": ("heal_layerwise", "heal_end_to_end", "heal_digits", "HealReport"),
+    "allocate": ("allocate", "Allocation"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
