@@ -28,7 +28,7 @@ _EXPORTS = {
                   "export_model", "load_into", "compress_model", "demo_subject", "hf_subject", "TNEmbedding",
                   "Tensorized"),
     "heal": ("heal_layerwise", "heal_end_to_end", "heal_digits", "HealReport"),
-    "allocate": ("allocate", "Allocation"),
+    "allocate": ("Allocation",),  # the function is tnviz.model.allocate.allocate (same name as its module)
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
