@@ -157,6 +157,33 @@ def test_autotune_in_training_leaves_grads_alone_and_matches_dense_gradients():
     M.clear_autotune()
 
 
+def test_default_autotunes_only_large_layers_without_a_fast_path_in_inference():
+    from tnviz.nn.linear import AUTOTUNE_MIN_ELEMENTS
+
+    M.clear_autotune()
+    ring = tnviz.tensor_ring([4, 8, 32], [4, 8, 32], ranks=2)
+    assert ring.in_features * ring.out_features >= AUTOTUNE_MIN_ELEMENTS
+    chain = tnviz.mpo([4, 8, 32], [4, 8, 32], ranks=2)
+    small_ring = tnviz.tensor_ring([2, 3, 2], [2, 3, 2], ranks=2)
+    x = torch.randn(2, 1024)
+    for net in (ring, chain, small_ring):
+        layer = TNLinear(net)
+        assert layer.autotune is None
+        layer.train()
+        layer(x[:, :net.in_features]).sum().backward()  # training: never measured by default
+        layer.eval()
+        with torch.no_grad():
+            y = layer(x[:, :net.in_features])
+        torch.testing.assert_close(y, x[:, :net.in_features] @ layer.to_dense().T + layer.bias, rtol=1e-4, atol=1e-5)
+    tuned = {k[0] for k in M._TUNED}
+    assert tuned == {ring}  # the MPO has 'chain', the small ring is below the size threshold
+    off = TNLinear(ring, autotune=False).eval()
+    M.clear_autotune()
+    with torch.no_grad():
+        off(x)
+    assert not M._TUNED
+
+
 def test_batch_bucket():
     assert [M.batch_bucket(b) for b in (1, 2, 3, 64, 65, 1000)] == [1, 2, 4, 64, 128, 1024]
 

@@ -37,6 +37,14 @@ def _parameter_keys(net: TensorNetwork) -> dict[str, str]:
     return keys
 
 
+#: With ``autotune=None``, layers at least this large (in_features * out_features) and without a
+#: fast path are autotuned in inference (benchmarks/README.md, tensor ring).
+AUTOTUNE_MIN_ELEMENTS = 1 << 20
+
+#: Strategies whose presence means the cost model's choice is trusted by default.
+FAST_PATHS = ("chain", "modes")
+
+
 class TNLinear(nn.Module):
     """``y = x W^T + b`` with ``W`` (out_features, in_features) given by a tensor network.
 
@@ -47,7 +55,10 @@ class TNLinear(nn.Module):
     (:class:`tnviz.BudgetError`); ``None`` disables the guard.  ``autotune=True`` makes ``auto``
     pick by *measured* time instead: the first call in each (batch bucket, dtype, device, mode)
     times the plausible strategies a few times on this device (:func:`tnviz.nn.measure.autotune`,
-    cached for every layer of the same network).
+    cached for every layer of the same network).  ``autotune=None`` (the default) measures only
+    where the cost model is known to be weak: in inference (eval mode, no gradients) for layers of
+    at least :data:`AUTOTUNE_MIN_ELEMENTS` weight elements whose network has no fast path
+    (neither ``chain`` nor ``modes`` fits: tensor rings, generic networks).  ``False`` never measures.
     """
 
     def __init__(
@@ -59,7 +70,7 @@ class TNLinear(nn.Module):
         strategy: str = "auto",
         *,
         budget: int | None = DEFAULT_BUDGET_ELEMENTS,
-        autotune: bool = False,
+        autotune: bool | None = None,
     ) -> None:
         super().__init__()
         net = load_network(network)
@@ -110,7 +121,7 @@ class TNLinear(nn.Module):
         dtype: Any = None,
         strategy: str = "auto",
         budget: int | None = DEFAULT_BUDGET_ELEMENTS,
-        autotune: bool = False,
+        autotune: bool | None = None,
     ) -> "TNLinear":
         """A layer holding the given tensors (numpy arrays or torch tensors, by tensor name)."""
         net = load_network(network)
@@ -207,7 +218,7 @@ class TNLinear(nn.Module):
         ``autotune`` is on and ``dtype``/``device`` of the input are given)."""
         if self.strategy != S.AUTO:
             return self.strategy
-        if self.autotune and dtype is not None and device is not None:
+        if dtype is not None and device is not None and self._autotuning():
             from .measure import autotune
 
             return autotune(self, batch, dtype, device)
@@ -216,6 +227,14 @@ class TNLinear(nn.Module):
         if key not in self._choices:
             self._choices[key] = S.choose(self.network, batch, cached, self.budget)
         return self._choices[key]
+
+    def _autotuning(self) -> bool:
+        if self.autotune is not None:
+            return bool(self.autotune)
+        net = self.network
+        if net.in_features * net.out_features < AUTOTUNE_MIN_ELEMENTS or not self._caching_allowed():
+            return False
+        return not any(S.STRATEGIES[name].supports(net) for name in FAST_PATHS)
 
     def plan(self, batch: int, strategy: str | None = None, dtype: Any = None, device: Any = None) -> Any:
         """The plan for ``batch``, made once per (strategy, batch, mode, dtype, device) and reused;

@@ -404,6 +404,7 @@ class ModeStep:
     label: str
 
 
+@lru_cache(maxsize=256)
 def _modes_layout(net: TensorNetwork):
     """``("cp", factors)`` or ``("tucker", core, factors)`` when the network has that form, else
     ``None``.  Factors map each external leg to ``(tensor position, its other index)``."""
