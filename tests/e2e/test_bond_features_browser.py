@@ -3,8 +3,6 @@ digit mosaic), the bond is highlighted on the diagram, and a gauge move shows it
 Screenshot: artifacts/screenshots/bond_features.png, copied to assets/screenshots/ for the README."""
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
 
 import pytest
 
@@ -12,8 +10,6 @@ from tnviz.render import PALETTE
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parents[2]
-README_SHOT = ROOT / "assets" / "screenshots" / "bond_features.png"
 PLOT = '[data-testid="stPlotlyChart"]'
 CHART = '[data-testid="stGraphVizChart"]'
 
@@ -41,6 +37,4 @@ def test_bond_features_draws_charts_and_the_gauge_report(page, app_url, wait_idl
     page.set_viewport_size({"width": 1400, "height": 1450})
     page.locator("h1").first.evaluate("h => h.scrollIntoView({block: 'start'})")
     page.wait_for_timeout(800)
-    shot = screenshot(page, "bond_features")
-    README_SHOT.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(shot, README_SHOT)
+    screenshot(page, "bond_features", readme=True)  # copied to assets/ only with TNVIZ_UPDATE_SCREENSHOTS=1

@@ -6,7 +6,6 @@ with the keyboard and see the cut and the error follow; the trade-off chart of e
 artifacts/screenshots/spectra.png, copied to assets/screenshots/spectra.png for the README."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,8 +13,6 @@ import torch
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parents[2]
-README_SHOT = ROOT / "assets" / "screenshots" / "spectra.png"
 CHART = '[data-testid="stPlotlyChart"]'
 
 
@@ -92,9 +89,7 @@ def test_upload_moves_the_cut_and_shows_the_tradeoff(page, app_url, wait_idle, s
     page.mouse.move(5, 5)  # no tooltip over the shot
     page.set_viewport_size({"width": 1400, "height": 2500})
     page.wait_for_timeout(800)
-    shot = screenshot(page, "spectra")
-    README_SHOT.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(shot, README_SHOT)
+    screenshot(page, "spectra", readme=True)  # copied to assets/ only with TNVIZ_UPDATE_SCREENSHOTS=1
 
 
 def test_data_aware_toggle_on_the_bundled_minilm(page, app_url, wait_idle):

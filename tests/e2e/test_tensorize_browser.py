@@ -3,11 +3,8 @@ chooser, run a compression, download the zip and check what it holds. A second v
 digits MLP demo for the screenshot (assets/screenshots/tensorize.png)."""
 from __future__ import annotations
 
-import io
 import json
-import shutil
 import zipfile
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,8 +13,6 @@ from tnviz.model.io import save_safetensors
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parents[2]
-README_SHOT = ROOT / "assets" / "screenshots" / "tensorize.png"
 
 
 def _open(page, app_url, wait_idle) -> None:
@@ -66,6 +61,4 @@ def test_demo_run_screenshot(page, app_url, wait_idle, screenshot):
     wait_idle(page)
     page.get_by_role("heading", name="Result").evaluate("h => h.scrollIntoView({block: 'start'})")
     page.wait_for_timeout(600)
-    shot = screenshot(page, "tensorize")
-    README_SHOT.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(shot, README_SHOT)
+    screenshot(page, "tensorize", readme=True)  # copied to assets/ only with TNVIZ_UPDATE_SCREENSHOTS=1
