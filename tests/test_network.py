@@ -175,3 +175,12 @@ def test_fuzz_json_documents(text):
         TensorNetwork.from_json(text)
     except InvalidNetworkError:
         pass
+
+
+def test_reachable_tensors_across_or_not_across_a_bond():
+    chain = tnviz.mpo([2, 2, 2], [2, 2, 2], 2)
+    assert chain.reachable("A") == {"A", "B", "C"}
+    assert chain.reachable("A", without="b1") == {"A"}
+    assert chain.reachable("C", without="b1") == {"B", "C"}
+    ring = tnviz.tensor_ring([2, 2, 2], [2, 2, 2], 2)
+    assert ring.reachable("A", without="b1") == {"A", "B", "C"}  # a ring stays connected

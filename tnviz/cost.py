@@ -295,7 +295,7 @@ def max_useful_ranks(net: TensorNetwork, *, exhaustive_limit: int = 12) -> dict[
         else:
             yield frozenset((a,))
             yield frozenset((b,))
-            side = _component_without(net, a, bond)
+            side = net.reachable(a, without=bond)
             if b not in side:
                 yield frozenset(side)
                 yield frozenset(set(names) - side)
@@ -306,21 +306,6 @@ def max_useful_ranks(net: TensorNetwork, *, exhaustive_limit: int = 12) -> dict[
             continue
         out[bond] = min(bound(p, bond) for p in candidate_parts(bond))
     return out
-
-
-def _component_without(net: TensorNetwork, start: str, cut_index: str) -> set[str]:
-    """Tensors reachable from ``start`` without crossing ``cut_index``."""
-    seen, todo = {start}, [start]
-    while todo:
-        cur = net.tensor(todo.pop())
-        for i in cur.indices:
-            if i == cut_index:
-                continue
-            for n in net.tensors_on(i):
-                if n not in seen:
-                    seen.add(n)
-                    todo.append(n)
-    return seen
 
 
 def rank_warnings(net: TensorNetwork) -> list[str]:

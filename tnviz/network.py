@@ -275,6 +275,19 @@ class TensorNetwork:
         """Names of the tensors that carry ``index``."""
         return tuple(t.name for t in self.tensors if index in t.indices)
 
+    def reachable(self, start: str, *, without: str | None = None) -> set[str]:
+        """Names of the tensors connected to ``start``, not crossing the index ``without``."""
+        seen, todo = {start}, [start]
+        while todo:
+            for index in self.tensor(todo.pop()).indices:
+                if index == without:
+                    continue
+                for other in self.tensors_on(index):
+                    if other not in seen:
+                        seen.add(other)
+                        todo.append(other)
+        return seen
+
     def check_features(self, in_features: int | None = None, out_features: int | None = None) -> None:
         """Raise unless the layer maps ``in_features`` to ``out_features``."""
         if in_features is not None and self.in_features != in_features:

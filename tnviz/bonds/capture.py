@@ -75,26 +75,13 @@ class BondCut:
                 f"state · {'·'.join(self.right)} -> y")
 
 
-def _component_without(net: TensorNetwork, start: str, cut_index: str) -> set[str]:
-    seen, todo = {start}, [start]
-    while todo:
-        for i in net.tensor(todo.pop()).indices:
-            if i == cut_index:
-                continue
-            for n in net.tensors_on(i):
-                if n not in seen:
-                    seen.add(n)
-                    todo.append(n)
-    return seen
-
-
 def _inputs_on(net: TensorNetwork, names: set[str]) -> int:
     return sum(1 for n in names for i in net.tensor(n).indices if i in set(net.inputs))
 
 
 def _default_left(net: TensorNetwork, bond: str) -> set[str]:
     a, b = net.tensors_on(bond)
-    side_a = _component_without(net, a, bond)
+    side_a = net.reachable(a, without=bond)
     if b in side_a:
         # Not a cut (a ring): the tensors in network order up to the bond's first tensor.
         names = net.tensor_names
