@@ -125,7 +125,9 @@ class _Accumulator:
             self.count += chunk.shape[0]
 
 
-def _call(model: nn.Module, batch: Any) -> Any:
+def call_model(model: nn.Module, batch: Any) -> Any:
+    """Run one batch as the model takes it: keywords for a mapping (token batches), positional
+    arguments for a tuple/list, else the tensor itself."""
     if isinstance(batch, Mapping):
         return model(**batch)
     if isinstance(batch, (tuple, list)):
@@ -158,7 +160,7 @@ def collect_input_stats(model: nn.Module, batches: Iterable[Any], layers: str | 
                 mask = batch[mask_key].bool()
             for accumulator in accumulators.values():
                 accumulator.row_mask = mask
-            _call(model, batch)
+            call_model(model, batch)
     finally:
         for handle in handles:
             handle.remove()

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..errors import TnvizError
 from .device import resolve_device
+from .calibrate import call_model
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -108,14 +109,6 @@ def _first_tensor(output: Any) -> torch.Tensor:
     raise TnvizError(f"a model's output must be a tensor, a tuple starting with one, or have last_hidden_state; got {type(output).__name__}")
 
 
-def _call(model: nn.Module, batch: Any) -> Any:
-    if isinstance(batch, dict):
-        return model(**batch)
-    if isinstance(batch, (tuple, list)):
-        return model(*batch)
-    return model(batch)
-
-
 @torch.no_grad()
 def output_agreement(reference: nn.Module, other: nn.Module, batches: Iterable[Any]) -> Agreement:
     """Compare two models' outputs on the same batches (tensors, tuples or keyword dicts).
@@ -129,8 +122,8 @@ def output_agreement(reference: nn.Module, other: nn.Module, batches: Iterable[A
     other.eval()
     try:
         for batch in batches:
-            a = _first_tensor(_call(reference, batch)).double().cpu()
-            b = _first_tensor(_call(other, batch)).double().cpu()
+            a = _first_tensor(call_model(reference, batch)).double().cpu()
+            b = _first_tensor(call_model(other, batch)).double().cpu()
             if a.shape != b.shape:
                 raise TnvizError(f"models to compare must give outputs of the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
             a2, b2 = (a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)) if a.dim() > 1 else (a[:, None], b[:, None])

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ..errors import TnvizError
+from .calibrate import call_model
 
 ProgressFn = Callable[[int, int, str], None]
 
@@ -44,14 +45,6 @@ class HealReport:
     steps: int = 0
     seconds: float = 0.0
     kept: list[str] = field(default_factory=list)  # layers whose healing did not lower the loss (left as they came)
-
-
-def _call(model: nn.Module, batch: Any) -> Any:
-    if isinstance(batch, Mapping):
-        return model(**batch)
-    if isinstance(batch, (tuple, list)):
-        return model(*batch)
-    return model(batch)
 
 
 def _rows(x: torch.Tensor, mask: torch.Tensor | None, conv: bool) -> torch.Tensor:
@@ -85,7 +78,7 @@ def _capture(model: nn.Module, names: Sequence[str], batches: Sequence[Any], wan
     try:
         for batch in batches:
             state["mask"] = batch["attention_mask"].bool() if isinstance(batch, Mapping) and "attention_mask" in batch else None
-            _call(model, batch)
+            call_model(model, batch)
     finally:
         for h in handles:
             h.remove()
