@@ -224,7 +224,11 @@ def test_measure_skips_strategies_over_the_budget():
 def test_costs_page_measures_on_click():
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file("../app/pages/costs.py", default_timeout=120)
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    page = next(p for p in (root / "app/views/costs.py", root / "app/pages/costs.py") if p.exists())
+    at = AppTest.from_file(str(page), default_timeout=120)
     at.run()
     assert not at.exception
     at.number_input(key="costs.batch").set_value(4).run()
