@@ -21,18 +21,18 @@ st.set_page_config(page_title="tnviz", page_icon=":material/hub:", layout="wide"
 
 SECTIONS: dict[str, list] = {
     "Design": [
-        st.Page("pages/designer.py", title="Designer", icon=":material/hub:", default=True),
-        st.Page("pages/costs.py", title="Costs", icon=":material/functions:"),
-        st.Page("pages/gallery.py", title="Gallery", icon=":material/photo_library:"),
-        st.Page("pages/stack_view.py", title="Stack view", icon=":material/view_agenda:"),
+        st.Page("views/designer.py", title="Designer", icon=":material/hub:", default=True),
+        st.Page("views/costs.py", title="Costs", icon=":material/functions:"),
+        st.Page("views/gallery.py", title="Gallery", icon=":material/photo_library:"),
+        st.Page("views/stack_view.py", title="Stack view", icon=":material/view_agenda:"),
     ],
     "Compress": [
-        st.Page("pages/tensorize.py", title="Tensorize", icon=":material/compress:"),
-        st.Page("pages/spectra.py", title="Spectra", icon=":material/bar_chart:"),
+        st.Page("views/tensorize.py", title="Tensorize", icon=":material/compress:"),
+        st.Page("views/spectra.py", title="Spectra", icon=":material/bar_chart:"),
     ],
     "Learn": [
-        st.Page("pages/teach.py", title="Teach", icon=":material/school:"),
-        st.Page("pages/bond_features.py", title="Bond features", icon=":material/insights:"),
+        st.Page("views/teach.py", title="Teach", icon=":material/school:"),
+        st.Page("views/bond_features.py", title="Bond features", icon=":material/insights:"),
     ],
 }
 

@@ -15,7 +15,7 @@ if str(ROOT) not in sys.path:  # the tests import app.* helpers directly
 
 @pytest.fixture
 def open_page() -> Callable[..., "AppTest"]:  # noqa: F821
-    """``open_page("pages/costs.py")`` -> an AppTest that has run the app and shows that page."""
+    """``open_page("views/costs.py")`` -> an AppTest that has run the app and shows that page."""
     from streamlit.testing.v1 import AppTest
 
     def _open(page: str | None = None, *, network=None) -> AppTest:

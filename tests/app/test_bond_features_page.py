@@ -9,7 +9,7 @@ import numpy as np
 from tnviz.bonds import GAUGE_BEHAVIOUR, inspect_bond, tensorized_digits_mlp
 from tnviz.model.demos import digits_split
 
-PAGE = "pages/bond_features.py"
+PAGE = "views/bond_features.py"
 
 
 def _charts(at) -> dict[str, dict]:

@@ -7,7 +7,7 @@ import tnviz
 from app.components.formatting import human, human_bytes
 from tests.app.conftest import current_network
 
-COSTS = "pages/costs.py"
+COSTS = "views/costs.py"
 
 
 def _metric(at, label_start: str):

@@ -11,7 +11,7 @@ from app.components.inputs import parse_int_list, parse_letters, parse_ranks, pa
 from app.state import DEFAULT_EXAMPLE, EXAMPLES_DIR, MAX_NETWORK_UPLOAD_BYTES, list_examples, load_example
 from tests.app.conftest import current_network, diagram_spec
 
-DESIGNER = "pages/designer.py"
+DESIGNER = "views/designer.py"
 
 
 def _errors(at) -> list[str]:
@@ -172,7 +172,7 @@ def test_state_survives_a_visit_to_another_page(open_page):
     at.selectbox(key="designer.template").set_value("Tensor ring").run()
     at.text_input(key="designer.ranks").set_value("6").run()
     net = current_network(at)
-    at.switch_page("pages/costs.py").run()
+    at.switch_page("views/costs.py").run()
     assert not at.exception and at.title[0].value == "Costs"
     at.switch_page(DESIGNER).run()
     assert current_network(at) == net

@@ -8,7 +8,7 @@ import tnviz
 from tests.app.conftest import current_network
 from tnviz.gallery import GALLERY
 
-GALLERY_PAGE = "pages/gallery.py"
+GALLERY_PAGE = "views/gallery.py"
 
 
 def _open_key(name: str, layer: int = 0) -> str:

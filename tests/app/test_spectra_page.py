@@ -17,7 +17,7 @@ import tnviz
 from tests.app.conftest import current_network
 from tnviz.spectra import layer_spectra, useful_rank
 
-SPECTRA = "pages/spectra.py"
+SPECTRA = "views/spectra.py"
 
 
 @pytest.fixture(autouse=True, scope="module")

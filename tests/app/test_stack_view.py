@@ -7,7 +7,7 @@ import tnviz
 from tnviz.stack import stack_views
 from tests.app.conftest import current_network
 
-PAGE = "pages/stack_view.py"
+PAGE = "views/stack_view.py"
 SMALL_MPO = tnviz.mpo([4, 4, 4], [4, 4, 4], ranks=3, name="small MPO")
 
 

@@ -11,7 +11,7 @@ from tnviz.gallery import GALLERY
 from tnviz.render import to_dot
 from tnviz.teach import contraction_walkthrough, gauge_demo, stage
 
-TEACH = "pages/teach.py"
+TEACH = "views/teach.py"
 NOTATION_CHARTS = 4
 MPO4 = GALLERY["Fig. 4 (i): MPO with 4 tensors"].network()
 

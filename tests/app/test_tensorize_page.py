@@ -9,7 +9,7 @@ import zipfile
 import pytest
 import torch
 
-PAGE = "pages/tensorize.py"
+PAGE = "views/tensorize.py"
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -28,7 +28,7 @@ from tnviz.model.io import EXTENSIONS, Candidate, WeightsFile, candidates, open_
 from tnviz.render import to_source
 from tnviz.render.spectra_charts import sensitivity_chart, spectra_chart, tradeoff_chart
 
-DESIGNER = "pages/designer.py"
+DESIGNER = "views/designer.py"
 #: Largest upload accepted (also Streamlit's default server.maxUploadSize).
 MAX_UPLOAD_BYTES = 200 * 1024**2
 UPLOAD_DIR = Path(tempfile.gettempdir()) / "tnviz-uploads"

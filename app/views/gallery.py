@@ -9,7 +9,7 @@ from app.state import set_network
 from tnviz.gallery import GALLERY, GalleryEntry
 from tnviz.render import to_source
 
-DESIGNER = "pages/designer.py"
+DESIGNER = "views/designer.py"
 FIGURES = ("Fig. 1", "Fig. 2", "Fig. 3", "Fig. 4")
 
 
