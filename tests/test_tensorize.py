@@ -243,3 +243,45 @@ def test_compress_model_demo_to_folder(tmp_path):
     assert list(saved.layers) == ["fc2.weight"] and "fc1.weight" in saved.untouched
     with pytest.raises(TnvizError, match="healing must be"):
         compress_model("digits-mlp", tmp_path / "p", layers=r"fc2$", heal="bogus", device="cpu")
+
+
+def test_data_aware_mpo_placement_inputs_on_last_core():
+    """placement='auto': a data-aware MPO gets every input leg on its last core, so the FULL
+    covariance is absorbed exactly; its data error and output are checked against dense float64."""
+    from tnviz.decompose.data_aware import input_tensors
+    from tnviz.model.tensorize import PLACEMENTS, calibration_stats, inputs_last_cores
+
+    assert inputs_last_cores((8, 8, 6), (16, 12, 8)) == ((2, 2, 2), (0, 0, 1))
+    assert inputs_last_cores((4, 4), (2, 2, 2)) == ((2, 2), (0, 0, 1))
+    assert inputs_last_cores((384,), (16, 24)) is None  # one input leg: already on one core
+    assert inputs_last_cores((2, 2, 2, 2), (4, 4)) is None  # too few output legs for the other cores
+    assert set(PLACEMENTS) == {"auto", "chain"}
+    g = torch.Generator().manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64)).double()
+    mix = torch.randn(64, 64, generator=g, dtype=torch.float64)  # strongly correlated, non-Kronecker inputs
+    batches = [torch.randn(128, 64, generator=g, dtype=torch.float64) @ mix for _ in range(2)]
+    rule = Rule(r"^0$", "mpo", {"max_rank": 6}, in_dims=(4, 4, 4), out_dims=(4, 4, 4))
+    plan = make_plan(model, [rule])
+    stats = calibration_stats(model, batches, plan.names(), "cpu")
+    auto = apply_plan(model, plan, stats=stats, device="cpu")
+    chain = apply_plan(model, plan, stats=stats, device="cpu", placement="chain", refit_sweeps=0)
+    net = auto.layers[0].network
+    assert input_tensors(net) == [net.tensor_names[-1]] and len(input_tensors(chain.layers[0].network)) == 3
+    W = model[0].weight.detach()
+    C = stats["0"].second_moment.to(torch.float64)
+    layer = auto.model[0]
+    W_approx = layer.to_dense().detach().to(torch.float64)
+    x = batches[0]
+    with torch.no_grad():
+        assert torch.allclose(layer(x), x @ W_approx.T + layer.bias, atol=1e-8)
+    E = W - W_approx
+    dense_err = float(torch.sqrt(torch.trace(E @ C @ E.T) / torch.trace(W @ C @ W.T)))
+    assert auto.layers[0].data_error == pytest.approx(dense_err, rel=1e-6)
+    assert auto.layers[0].data_error < chain.layers[0].data_error
+    # an explicit placement in the rule is kept
+    kept = apply_plan(model, make_plan(model, [Rule(r"^0$", "mpo", {"max_rank": 6}, in_dims=(4, 4, 4), out_dims=(4, 4, 4),
+                                                    in_cores=(0, 1, 2), out_cores=(0, 1, 2))]),
+                      stats=stats, device="cpu", refit_sweeps=0)
+    assert len(input_tensors(kept.layers[0].network)) == 3
+    with pytest.raises(TnvizError, match="placement must be one of"):
+        apply_plan(model, plan, stats=stats, device="cpu", placement="middle")
