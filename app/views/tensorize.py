@@ -5,6 +5,7 @@ and, for weights-only files, :func:`tnviz.model.compress.compress_file`.
 """
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import tempfile
@@ -129,10 +130,18 @@ def _receive_upload() -> None:
             shutil.rmtree(folder, ignore_errors=True)
             raise
     except TnvizError as exc:
-        st.session_state[K + "upload_error"] = f"{upload.name}: {exc}"
+        st.session_state[K + "upload_error"] = f"{upload.name}: {_plain(exc)}"
         return
     st.session_state[K + "loaded"] = {"kind": "hf" if has_architecture else "file", "ref": str(path), "name": upload.name}
     _forget_run()
+
+
+def _plain(exc: Exception) -> str:
+    """One plain line: torch's wrapped weights_only message carries terminal escapes, line breaks and
+    advice to unpickle anyway, which is not ours to give."""
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(exc))
+    text = re.sub(r":?\s*Weights only load failed\..*?(?=;|$)", "", text, flags=re.S)
+    return " ".join(text.split())
 
 
 def _forget_run() -> None:
@@ -154,6 +163,7 @@ def _loaded() -> dict:
 def _pick_demo() -> None:
     name = st.session_state[K + "demo"]
     st.session_state[K + "loaded"] = {"kind": "demo", "ref": name, "name": DEMO_LABELS[name]}
+    st.session_state[K + "upload_error"] = None
     _forget_run()
 
 
@@ -206,25 +216,37 @@ if K + "rules" not in st.session_state:
     st.session_state[K + "rules"] = pd.DataFrame([{"pattern": default_pattern, "method": "mpo", "truncation": "ratio",
                                                    "value": 2.0 if loaded["ref"] == "minilm" else 8.0,
                                                    "in_dims": "auto", "out_dims": "auto"}])
-left, right = st.columns([3, 2])
-with left:
-    st.caption("Per name pattern (first match wins; regex on module names): method, truncation, legs.")
-    rules_df = st.data_editor(
-        st.session_state[K + "rules"], num_rows="dynamic", key=K + "rules_editor", width="stretch",
-        column_config={
-            "method": st.column_config.SelectboxColumn("method", options=METHODS, required=True),
-            "truncation": st.column_config.SelectboxColumn("truncation", options=TRUNCATIONS, required=True),
-            "value": st.column_config.NumberColumn("value", min_value=0.0, format="%.4g"),
-        },
-    )
-with right:
-    mode = st.radio("Truncation from", ["the patterns", "one global target"], horizontal=True, key=K + "mode")
-    target = None
-    if mode == "one global target":
+st.caption("Per name pattern (first match wins; regex on module names): method, truncation, legs.")
+rules_df = st.data_editor(  # full width: in a column, its headers were cut off
+    st.session_state[K + "rules"], num_rows="dynamic", key=K + "rules_editor", width="stretch",
+    column_config={
+        "pattern": st.column_config.TextColumn("pattern", width="medium", help="regex on module names"),
+        "method": st.column_config.SelectboxColumn("method", options=METHODS, required=True, width="small"),
+        "truncation": st.column_config.SelectboxColumn("truncation", options=TRUNCATIONS, required=True,
+                                                       width="small"),
+        "value": st.column_config.NumberColumn("value", min_value=0.0, format="%.4g", width="small",
+                                               help="ratio: compression factor; max_rank: bond size; "
+                                                    "rtol: relative error; energy: kept fraction"),
+        "in_dims": st.column_config.TextColumn("in legs", width="small", help="e.g. 8x8x4, or auto"),
+        "out_dims": st.column_config.TextColumn("out legs", width="small", help="e.g. 8x8x4, or auto"),
+    },
+)
+mode_col, target_col, option_col = st.columns([2, 2, 2])
+with mode_col:
+    mode = st.radio("Truncation from", ["the patterns", "one global target"], key=K + "mode",
+                    help="one global target spreads a ratio or an error budget over the pattern-matched layers "
+                         "by their sensitivity (error per parameter saved)")
+target = None
+if mode == "one global target":
+    with target_col:
         kind = st.selectbox("Global target", ["ratio", "error budget"], key=K + "target_kind")
-        value = st.number_input("Compression ratio" if kind == "ratio" else "RMS relative error over layers",
-                                min_value=0.01, value=2.0 if kind == "ratio" else 0.3, key=K + "target_value")
-        target = ("ratio" if kind == "ratio" else "budget", float(value))
+        if kind == "ratio":  # separate keys: a ratio of 2 must not become an error budget of 2
+            value = st.number_input("Compression ratio", min_value=1.01, value=2.0, key=K + "target_value")
+        else:
+            value = st.number_input("RMS relative error over layers", min_value=0.001, max_value=1.0, value=0.3,
+                                    key=K + "target_budget")
+    target = ("ratio" if kind == "ratio" else "budget", float(value))
+with option_col:
     data_aware = st.checkbox("Data-aware (calibration inputs)", value=loaded["kind"] != "file",
                              disabled=loaded["kind"] == "file", key=K + "data_aware")
     show_preview = st.checkbox("Preview parameters and error per layer", value=loaded["ref"] != "minilm",
@@ -321,8 +343,12 @@ if st.button("Run compression", type="primary", disabled=plan is None and loaded
 def _bar_chart(df: pd.DataFrame, columns: list[str], title: str, log: bool = False) -> go.Figure:
     fig = go.Figure([go.Bar(name=c, x=df["layer"], y=df[c]) for c in columns])
     fig.update_layout(title=title, barmode="group", height=340, margin=dict(l=10, r=10, t=40, b=10))
-    if log:
-        fig.update_yaxes(type="log")
+    values = [float(v) for c in columns for v in df[c] if pd.notna(v) and float(v) > 0]
+    if log and values and max(values) > 100 * min(values):
+        # a log axis only where sizes span decades; its bars start a decade below the smallest value,
+        # not at the smallest value (which would draw it as almost nothing)
+        low = math.floor(math.log10(min(values))) - 1
+        fig.update_yaxes(type="log", range=[low, math.log10(max(values)) + 0.1], dtick=1)
     return fig
 
 
@@ -368,7 +394,8 @@ elif result is not None:
     c3.metric(f"Model parameters (from {totals['model_params_before']:,})", f"{totals['model_params_after']:,}",
               f"{totals['model_params_after'] / max(totals['model_params_before'], 1) - 1:+.0%}", delta_color="inverse")
     c4.metric(metric.capitalize(), f"{after[metric]:.4f}", f"{after[metric] - before[metric]:+.4f} vs original")
-    st.caption(f"{'Data-aware' if result.data_aware else 'Plain'} · {len(result.layers)} layers on {result.device} "
+    n_layers = len(result.layers)
+    st.caption(f"{'Data-aware' if result.data_aware else 'Plain'} · {n_layers} layer{'s' * (n_layers != 1)} on {result.device} "
                f"in {result.seconds:.1f}s · FLOPs per input row at batch 1 · "
                f"weight error = ||W - W~|| / ||W||; data error = the same on the calibration inputs, which is what "
                f"a data-aware decomposition minimises (its weight error may exceed 1 along directions the data never uses)")
@@ -382,28 +409,39 @@ elif result is not None:
     g2.plotly_chart(_bar_chart(df, [c for c in ("weight error", "data error") if df[c].notna().any()],
                                "Relative error per layer"), width="stretch")
 
-    with st.expander("Sensitivity: the functional effect of compressing each layer alone"):
-        if st.button("Measure sensitivity", key=K + "sens"):
-            from tnviz.model.tensorize import sensitivity
+    st.subheader("Sensitivity")  # not in an expander: the button's rerun folded the chart away
+    sens_text, sens_button = st.columns([4, 1], vertical_alignment="center")
+    sens_text.caption("The functional effect of compressing each layer alone (the others kept dense), "
+                      "as in the run above.")
+    if sens_button.button("Measure sensitivity", key=K + "sens"):
+        from tnviz.model.tensorize import sensitivity
 
-            with st.spinner("Compressing one layer at a time…"):
-                st.session_state[K + "sens_df"] = pd.DataFrame(
-                    sensitivity(result, _subject(subject_key).kind, st.session_state[K + "samples"]))
-        sdf = st.session_state.get(K + "sens_df")
-        if sdf is not None:
-            m = [c for c in sdf.columns if c != "layer"][0]
-            fig = go.Figure(go.Bar(x=sdf["layer"], y=sdf[m]))
-            fig.add_hline(y=before[m], line_dash="dot", annotation_text="original")
-            fig.update_layout(title=f"{m} with one layer compressed", height=340, margin=dict(l=10, r=10, t=40, b=10))
-            st.plotly_chart(fig, width="stretch")
+        with st.spinner("Compressing one layer at a time…"):
+            st.session_state[K + "sens_df"] = pd.DataFrame(
+                sensitivity(result, _subject(subject_key).kind, st.session_state[K + "samples"]))
+    sdf = st.session_state.get(K + "sens_df")
+    if sdf is not None:
+        m = [c for c in sdf.columns if c != "layer"][0]
+        # dots, not bars: the differences are small and a bar's axis must start at zero
+        fig = go.Figure(go.Scatter(x=sdf["layer"], y=sdf[m], mode="markers", marker={"size": 14}, name=m))
+        fig.add_hline(y=before[m], line_dash="dot", annotation_text="original")
+        fig.add_hline(y=st.session_state[K + "after"][m], line_dash="dash", line_color="#c0392b",
+                      annotation_text="all compressed (current)", annotation_position="bottom right")
+        fig.update_layout(title=f"{m} with one layer compressed", height=340, margin=dict(l=10, r=10, t=40, b=10),
+                          xaxis={"type": "category"})
+        st.plotly_chart(fig, width="stretch")
 
     st.subheader("Heal")
     subject = _subject(subject_key)
     modes = ["layer-wise"] + (["end-to-end (digits labels)"] if subject.kind == "digits" else [])
     h1, h2, h3 = st.columns(3)
     heal_mode = h1.radio("Healing", modes, key=K + "heal_mode")
-    steps = h2.number_input("Steps per layer" if heal_mode == "layer-wise" else "Epochs", min_value=1,
-                            value=50 if heal_mode == "layer-wise" else 2, key=K + "heal_steps")
+    if heal_mode == "layer-wise":  # separate keys: 50 steps per layer must not become 50 epochs
+        steps = h2.number_input("Steps per layer", min_value=1, value=50, key=K + "heal_steps",
+                                help="distillation steps of each TN layer towards the original layer's outputs")
+    else:
+        steps = h2.number_input("Epochs", min_value=1, value=2, key=K + "heal_epochs",
+                                help="passes over the digits training split with its labels")
     if h3.button("Heal", key=K + "heal"):
         from tnviz.model.heal import heal_digits, heal_layerwise
         from tnviz.model.tensorize import functional
