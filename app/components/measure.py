@@ -57,7 +57,7 @@ def measure_panel(net: tnviz.TensorNetwork, batch: int, dtype: str) -> None:
                 "use benchmarks/bench_forward.py.", icon=":material/info:")
         return
     modes = {"forward (eval, cached)": "eval", "forward (training)": "train", "training step (forward + backward)": "step"}
-    c1, c2 = st.columns([2, 1])
+    c1, c2 = st.columns([2, 1], vertical_alignment="bottom")
     label = c1.radio("What to time", list(modes), horizontal=True, key=K_MODE)
     key = (net.to_json(), b, dtype, device, modes[label])
     if c2.button("Measure", icon=":material/timer:", key="costs.measure.run"):
@@ -88,6 +88,8 @@ def measure_panel(net: tnviz.TensorNetwork, batch: int, dtype: str) -> None:
         hide_index=True,
         key="costs.measure.table",
     )
+    st.caption("Counted FLOPs here are those of the contraction each strategy actually runs (TNLinear's own "
+               "plan for this batch), which can differ from the path of the optimizer chosen above.")
     auto = next((r for r in rows if r["method"] == "TNLinear auto"), None)
     if auto is not None:
         st.caption(f"`auto` chose **{auto['strategy']}**: {auto['speedup_vs_dense']:.2f}x the dense layer where the "

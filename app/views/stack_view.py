@@ -157,9 +157,14 @@ st.dataframe(
       "writes": ",".join(l["produced"]), "non-zeros": l["nnz"], "density": l["density"],
       "FLOPs/sample": l["flops"], "as dense FLOPs": l["dense_flops"], "I ⊗ core ⊗ I": l["kron"]} for l in layers],
     hide_index=True,
+    column_config={"density": st.column_config.NumberColumn("density", format="%.3g"),
+                   "FLOPs/sample": st.column_config.NumberColumn("FLOPs/sample", format="localized"),
+                   "as dense FLOPs": st.column_config.NumberColumn("as dense FLOPs", format="localized"),
+                   "non-zeros": st.column_config.NumberColumn("non-zeros", format="localized")},
 )
 st.subheader("Sparsity patterns")
-st.caption(f"Block density of non-zeros (each picture at most {PATTERN_SIDE}x{PATTERN_SIDE} blocks; rows = outputs).")
+st.caption(f"Block density of non-zeros (each picture at most {PATTERN_SIDE}x{PATTERN_SIDE} blocks, drawn square "
+           "whatever the matrix's shape: read its size from the title; rows = outputs, columns = inputs).")
 cols = st.columns(min(4, len(layers)))
 for k, (l, pattern) in enumerate(zip(layers, report["patterns"])):
     cols[k % len(cols)].plotly_chart(pattern_figure(pattern, l), width="stretch", key=f"stack.pattern.{k}")
