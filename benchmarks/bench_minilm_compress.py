@@ -31,9 +31,10 @@ at batch 1 from ``tnviz.cost`` (dense 14.2 M).
     mpo     inputs-last   yes         3.53 M    9.9 M  0.8569  0.8743  (full covariance absorbed exactly; 24 s)
 
 Inputs-last is the data-aware MPO default now: +0.10 cosine before healing and +0.06 after over
-the chain placement with refit, no refit to run (24 s vs 68 s for the whole compression incl. calibration,
-in one run), 40x fewer FLOPs at batch 1 (the chain carries large intermediates). Mean data error ||(W - W~) X|| / ||W X|| over the 12 weights:
-chain + refit 0.20, inputs-last 0.14, whitened SVD 0.12. The issue's target (data-aware MPO at
+the chain placement with refit, no refit to run (24 s vs 68 s for the whole compression incl.
+calibration, in one run), 40x fewer FLOPs at batch 1 (the chain carries large intermediates).
+Mean data error ||(W - W~) X|| / ||W X|| over the 12 weights: chain + refit 0.20,
+inputs-last 0.14, whitened SVD 0.12. The issue's target (data-aware MPO at
 least as good as whitened SVD after layer-wise healing) is still not met: 0.874 vs 0.890. With
 inputs on one core the input core plays whitened SVD's input projection and the output legs are
 factorized further over two cores at the same parameters; the gap left is that extra truncation.
