@@ -27,6 +27,16 @@ METHODS = ["mpo", "tr", "tucker", "cp", "svd"]
 TRUNCATIONS = ["ratio", "max_rank", "rtol", "energy"]
 K = "tensorize."  # session-state prefix
 UPLOAD_DIR = Path(tempfile.gettempdir()) / "tnviz-uploads"
+#: Layer names are long (encoder.layer.11.intermediate.dense): a wide column, pinned while scrolling.
+NAME_COLUMN = {
+    "layer": st.column_config.TextColumn("layer", width=240, pinned=True),
+    "kind": st.column_config.TextColumn("kind", width=85),
+    "shape": st.column_config.TextColumn("shape", width=90),
+    "params": st.column_config.NumberColumn("params", width=95, format="localized"),
+    "setting": st.column_config.TextColumn("setting", width=200),
+    "params after (preview)": st.column_config.NumberColumn("params after (preview)", width=150, format="localized"),
+    "weight error (preview)": st.column_config.NumberColumn("weight error (preview)", width=150, format="%.4f"),
+}
 
 
 # ---------------------------------------------------------------------- cached engine calls
@@ -276,12 +286,12 @@ except (TnvizError, re.error, ValueError, KeyError) as exc:
     plan = None
 
 st.subheader("Layers")
-st.dataframe(table, hide_index=True, width="stretch")
+st.dataframe(table, hide_index=True, width="stretch", column_config=NAME_COLUMN)
 if plan is not None and plan.allocation is not None:
     st.caption(f"Allocation of the global target ({plan.allocation.target}) by error per parameter saved "
                f"(proxy from one SVD of each whitened weight): {plan.allocation.total_before:,} -> "
                f"{plan.allocation.total_after:,} parameters")
-    st.dataframe(pd.DataFrame(plan.allocation.rows()), hide_index=True, width="stretch")
+    st.dataframe(pd.DataFrame(plan.allocation.rows()), hide_index=True, width="stretch", column_config=NAME_COLUMN)
 
 
 # ---------------------------------------------------------------------- run
@@ -340,9 +350,27 @@ if st.button("Run compression", type="primary", disabled=plan is None and loaded
         st.error(f"Compression: {exc}")
 
 # ---------------------------------------------------------------------- results
+def _short_names(names: list[str]) -> list[str]:
+    """Layer names without their common dotted prefix (``encoder.layer.``), for chart axes."""
+    names = [str(n) for n in names]
+    if len(names) < 2:
+        return names
+    prefix = names[0]
+    for n in names[1:]:
+        while not n.startswith(prefix):
+            prefix = prefix[:-1]
+    prefix = prefix[: prefix.rfind(".") + 1]
+    return [n[len(prefix):] or n for n in names]
+
+
 def _bar_chart(df: pd.DataFrame, columns: list[str], title: str, log: bool = False) -> go.Figure:
-    fig = go.Figure([go.Bar(name=c, x=df["layer"], y=df[c]) for c in columns])
-    fig.update_layout(title=title, barmode="group", height=340, margin=dict(l=10, r=10, t=40, b=10))
+    x = _short_names(list(df["layer"]))
+    fig = go.Figure([go.Bar(name=c, x=x, y=df[c], customdata=df["layer"],
+                            hovertemplate="%{customdata}: %{y:,.4g}<extra>" + c + "</extra>") for c in columns])
+    longest = max((len(n) for n in x), default=0)
+    fig.update_layout(title=title, barmode="group", height=340 + (4 * longest if len(x) > 4 else 0),
+                      margin=dict(l=10, r=10, t=40, b=10), xaxis={"type": "category"},
+                      legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1, "xanchor": "right"})
     values = [float(v) for c in columns for v in df[c] if pd.notna(v) and float(v) > 0]
     if log and values and max(values) > 100 * min(values):
         # a log axis only where sizes span decades; its bars start a decade below the smallest value,
@@ -377,7 +405,7 @@ if file_report is not None:
     df = pd.DataFrame([{"layer": r["name"], "shape": "x".join(map(str, r["shape"])), "method": r["method"],
                         "params before": r["params_before"], "params after": r["params_after"],
                         "weight error": r["rel_error"], "ranks": str(r["ranks"])} for r in file_report["layers"]])
-    st.dataframe(df, hide_index=True, width="stretch")
+    st.dataframe(df, hide_index=True, width="stretch", column_config=NAME_COLUMN)
     for s in file_report["skipped"]:
         st.caption(f"{s['name']}: {s['reason']}")
     st.download_button("Download compressed model (zip)", zip_folder(st.session_state[K + "export"]),
@@ -400,7 +428,7 @@ elif result is not None:
                f"weight error = ||W - W~|| / ||W||; data error = the same on the calibration inputs, which is what "
                f"a data-aware decomposition minimises (its weight error may exceed 1 along directions the data never uses)")
     df = pd.DataFrame(result.rows())
-    st.dataframe(df.drop(columns=["seconds"]), hide_index=True, width="stretch")
+    st.dataframe(df.drop(columns=["seconds"]), hide_index=True, width="stretch", column_config=NAME_COLUMN)
     for s in result.skipped:
         st.caption(f"{s['name']}: {s['reason']}")
     g1, g2 = st.columns(2)
@@ -423,7 +451,9 @@ elif result is not None:
     if sdf is not None:
         m = [c for c in sdf.columns if c != "layer"][0]
         # dots, not bars: the differences are small and a bar's axis must start at zero
-        fig = go.Figure(go.Scatter(x=sdf["layer"], y=sdf[m], mode="markers", marker={"size": 14}, name=m))
+        fig = go.Figure(go.Scatter(x=_short_names(list(sdf["layer"])), y=sdf[m], mode="markers",
+                                   marker={"size": 14}, name=m, customdata=sdf["layer"],
+                                   hovertemplate="%{customdata}: %{y:.4f}<extra></extra>"))
         fig.add_hline(y=before[m], line_dash="dot", annotation_text="original")
         fig.add_hline(y=st.session_state[K + "after"][m], line_dash="dash", line_color="#c0392b",
                       annotation_text="all compressed (current)", annotation_position="bottom right")
