@@ -18,15 +18,14 @@ import argparse
 import json
 import math
 import platform
-import statistics
 import sys
-import time
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 import tnviz
 from tnviz.nn import STRATEGIES, TNLinear
+from tnviz.nn.measure import time_interleaved as _time_interleaved
 from tnviz.nn.strategies import plan_chain
 
 
@@ -37,35 +36,6 @@ NETWORKS = {
     "cp": lambda i, o, r: tnviz.cp(i, o, rank=r),
     "tr": lambda i, o, r: tnviz.tensor_ring(i, o, ranks=r),
 }
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_interleaved(fns: dict[str, Callable[[], Any]], device: torch.device, repeats: int,
-                     min_seconds: float = 0.02) -> dict[str, float]:
-    """Median milliseconds of each function; the functions take turns so that load drifts hit all."""
-    inner: dict[str, int] = {}
-    for name, fn in fns.items():  # warm up (plans, caches, kernels) and size the inner loop
-        fn()
-        _sync(device)
-        t = time.perf_counter()
-        fn()
-        _sync(device)
-        once = max(time.perf_counter() - t, 1e-6)
-        inner[name] = max(1, min(100, int(min_seconds / once)))
-    samples: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            _sync(device)
-            t = time.perf_counter()
-            for _ in range(inner[name]):
-                fn()
-            _sync(device)
-            samples[name].append((time.perf_counter() - t) / inner[name] * 1e3)
-    return {name: statistics.median(v) for name, v in samples.items()}
 
 
 def tltorch_layers(in_dims, out_dims, rank, device, dtype) -> dict[str, torch.nn.Module]:
@@ -135,7 +105,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     fns = {name: (lambda m=m: _train_step(m, x, g)) for name, m in layers.items()}
                 else:
                     fns = {name: (lambda m=m: m(x)) for name, m in layers.items()}
-                ms = time_interleaved(fns, device, args.repeats)
+                ms = _time_interleaved(fns, device, args.repeats, min_seconds=0.02)
             ref = ms["nn.Linear"]
             best_of_dense_rebuilt = min(ref, ms.get("TNLinear rebuilt", ref))
             chose = tn["auto"].last_strategy
