@@ -158,6 +158,8 @@ st.dataframe(
       "FLOPs/sample": l["flops"], "as dense FLOPs": l["dense_flops"], "I ⊗ core ⊗ I": l["kron"]} for l in layers],
     hide_index=True,
     column_config={"density": st.column_config.NumberColumn("density", format="%.3g"),
+                   "in": st.column_config.NumberColumn("in", format="localized"),
+                   "out": st.column_config.NumberColumn("out", format="localized"),
                    "FLOPs/sample": st.column_config.NumberColumn("FLOPs/sample", format="localized"),
                    "as dense FLOPs": st.column_config.NumberColumn("as dense FLOPs", format="localized"),
                    "non-zeros": st.column_config.NumberColumn("non-zeros", format="localized")},
