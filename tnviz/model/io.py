@@ -267,8 +267,8 @@ class StateDictWeights(WeightsFile):
         except pickle.UnpicklingError as error:
             raise ModelFileError(
                 f"a .pt/.pth file must hold only tensors (a state_dict); {self.path.name!r} holds pickled "
-                f"Python objects (e.g. a whole nn.Module), which could run code when loaded: "
-                f"{_first_line(error)}; save model.state_dict() instead, or a .safetensors file"
+                f"Python objects ({_pickled_global(error)}), which could run code when loaded; "
+                f"save model.state_dict() instead, or a .safetensors file"
             ) from error
         except Exception as error:
             raise ModelFileError(
@@ -319,6 +319,12 @@ def _flatten(obj: Any, prefix: str, out: dict) -> None:
     elif isinstance(obj, (list, tuple)):
         for index, value in enumerate(obj):
             _flatten(value, f"{prefix}.{index}" if prefix else str(index), out)
+
+
+def _pickled_global(error: BaseException) -> str:
+    """The class torch's weights_only unpickler refused (its own message is long advice)."""
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+    return found.group(1) if found else "e.g. a whole nn.Module"
 
 
 def _first_line(error: BaseException) -> str:
