@@ -426,9 +426,12 @@ class TensorNetwork:
         return cls.from_dict(data)
 
     def __repr__(self) -> str:
-        kind = f"{len(self.tensors)} tensors, {len(self.bonds)} bonds"
+        def count(n: int, noun: str) -> str:
+            return f"{n} {noun}" + ("" if n == 1 else "s")
+
+        kind = f"{count(len(self.tensors), 'tensor')}, {count(len(self.bonds), 'bond')}"
         if self.hyperedges:
-            kind += f", {len(self.hyperedges)} hyperedges"
+            kind += f", {count(len(self.hyperedges), 'hyperedge')}"
         return (
             f"TensorNetwork({self.name!r}: {kind}, {self.in_features}->{self.out_features}, "
             f"{self.params} params)"
