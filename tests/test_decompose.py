@@ -17,13 +17,7 @@ METHODS = list(DECOMPOSITIONS)
 SVD_BASED = ["mpo", "tr", "tucker", "svd"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny matrices: thread hand-off dominates on the shared 2-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.one_torch_thread  # see tests/conftest.py
 
 
 def dense_of(net, seed=0, dtype=torch.float64):

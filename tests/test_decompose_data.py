@@ -14,12 +14,7 @@ METHODS = list(DECOMPOSITIONS)
 IN_DIMS, OUT_DIMS = [4, 4, 4], [4, 3, 4]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.one_torch_thread  # see tests/conftest.py
 
 
 def gen(seed):

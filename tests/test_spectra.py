@@ -33,13 +33,7 @@ from tnviz.render.spectra_charts import sensitivity_chart, spectra_chart, tradeo
 EXACT = 1e-12
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny SVDs on a shared 2-core machine run much faster without intra-op threads.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.one_torch_thread  # see tests/conftest.py
 
 
 def weight(out: int, inp: int, seed: int = 0, decay: float = 0.8) -> torch.Tensor:

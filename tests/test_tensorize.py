@@ -17,13 +17,7 @@ from tnviz.model.tensorize import (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny layers gain nothing from intra-op threads; on the shared 2-core box they thrash."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.one_torch_thread  # see tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -20,13 +20,7 @@ from tnviz.spectra import layer_spectra, useful_rank
 SPECTRA = "views/spectra.py"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny SVDs on a shared 2-core machine run much faster without intra-op threads.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.one_torch_thread  # see tests/conftest.py
 
 
 def _weight(out: int, inp: int, seed: int) -> torch.Tensor:

@@ -12,12 +12,7 @@ import torch
 PAGE = "views/tensorize.py"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.one_torch_thread  # see tests/conftest.py
 
 
 def _table(at, column):
