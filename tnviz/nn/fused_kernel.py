@@ -19,12 +19,14 @@ def _fused_mpo_kernel(x_ptr, a_ptr, b_ptr, y_ptr, IA, IB, OA, OB, R,
     oa = tl.program_id(1) * BLOCK_OA + tl.arange(0, BLOCK_OA)
     ob = tl.program_id(2) * BLOCK_OB + tl.arange(0, BLOCK_OB)
     x_row = x_ptr + row * IA * IB
-    acc = tl.zeros((BLOCK_OA, BLOCK_OB), dtype=ACC_DTYPE)
+    # tl.full, not tl.zeros: tl.zeros is a @jit helper, which the interpreter can run only when
+    # TRITON_INTERPRET was set before triton.language was imported; builtins work either way
+    acc = tl.full((BLOCK_OA, BLOCK_OB), 0, dtype=ACC_DTYPE)
     for r in range(0, R):
         for ib0 in range(0, IB, BLOCK_IB):
             ib = ib0 + tl.arange(0, BLOCK_IB)
             # GEMM 1: a tile of U_r = A_r^T x_b, kept in registers
-            u = tl.zeros((BLOCK_OA, BLOCK_IB), dtype=ACC_DTYPE)
+            u = tl.full((BLOCK_OA, BLOCK_IB), 0, dtype=ACC_DTYPE)
             for ia0 in range(0, IA, BLOCK_IA):
                 ia = ia0 + tl.arange(0, BLOCK_IA)
                 a = tl.load(a_ptr + (r * OA + oa[:, None]) * IA + ia[None, :],
