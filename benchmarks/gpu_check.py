@@ -1,11 +1,13 @@
 """The CUDA check: the ``gpu``-marked tests, then the forward benchmark on the GPU in float32 and
-bfloat16, a short table last.  Run through ``benchmarks/gpu_check.sh`` on a CUDA machine.
+bfloat16, then the fused Triton kernel and CUDA graphs (``bench_cuda.py``), its short table last.
+Run through ``benchmarks/gpu_check.sh`` on a CUDA machine.
 
     python benchmarks/gpu_check.py [--out DIR] [--batches 1 64 1024 8192] [--quick]
 
-Writes ``DIR/gpu_tests.txt`` and ``DIR/bench_<network>_<mode>_<dtype>.json`` / ``.md`` (MPO forward and
-training step in float32 and bfloat16; Tucker and CP forward in bfloat16) (DIR defaults to $OUT or
-``benchmarks/out``).  Exit status: the tests' status (the benchmark never fails the check).
+Writes ``DIR/gpu_tests.txt``, ``DIR/bench_<network>_<mode>_<dtype>.json`` / ``.md`` (MPO forward and
+training step in float32 and bfloat16; Tucker and CP forward in bfloat16) and ``DIR/bench_cuda.json`` /
+``.md`` (DIR defaults to $OUT or ``benchmarks/out``).  Exit status: the tests' status, or 1 if a
+benchmark raised.
 """
 from __future__ import annotations
 
@@ -19,6 +21,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
+
+#: Test files with ``gpu``-marked tests: strategies and layers, the fused Triton kernel, CUDA graphs.
+GPU_TESTS = ["tests/test_gpu.py", "tests/test_nn_fused.py", "tests/test_nn_graphs.py"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
     status = 0
     if not args.skip_tests:
-        cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "tests/test_gpu.py", "-q", "-rs", "-p", "no:cacheprovider"]
+        cmd = [sys.executable, "-m", "pytest", "-m", "gpu", *GPU_TESTS, "-q", "-rs", "-p", "no:cacheprovider"]
         env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
         res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
         (out / "gpu_tests.txt").write_text(res.stdout + res.stderr)
@@ -92,8 +97,30 @@ def main(argv: list[str] | None = None) -> int:
     for dtype, row, best_tn, best_tl in summary:
         print(f"{dtype:22} {row['batch']:>6} {row['rank']:>4} {row['flops_drop']:>9.1f}x {row['speedup_vs_dense']:>6.2f}x "
               f"{row['auto_chose']:>10} {best_tn:>7.2f}x {best_tl:>7.2f}x {row['vs_best_dense_rebuilt']:>22.2f}x")
+    cuda_lines = _bench_cuda(out, args.quick)
+    if cuda_lines is None:
+        status = status or 1
+    else:
+        print(f"\nFused Triton kernel and CUDA graphs ({torch.cuda.get_device_name()}; bench_cuda.md has every row)")
+        print("\n".join(cuda_lines))
     print(f"\ngpu tests: {'passed' if status == 0 else 'FAILED (see gpu_tests.txt)'}")
     return status
+
+
+def _bench_cuda(out: Path, quick: bool) -> list[str] | None:
+    """Run bench_cuda.py (its ``--quick`` grid with ``quick``); its summary lines, None if it raised."""
+    import json
+
+    import bench_cuda
+
+    try:
+        result = bench_cuda.run(bench_cuda.parse_args(["--quick"] if quick else []))
+    except Exception as exc:  # keep the test result; report the failure
+        print(f"benchmark bench_cuda failed: {type(exc).__name__}: {exc}", flush=True)
+        return None
+    (out / "bench_cuda.json").write_text(json.dumps(result, indent=2))
+    (out / "bench_cuda.md").write_text(bench_cuda.markdown(result) + "\n")
+    return bench_cuda.summary(result)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The CUDA check for a machine with a GPU: the gpu-marked tests, then the forward benchmark in
-# float32 and bfloat16 on CUDA, with a short table last.  Results go to $OUT (or benchmarks/out).
+# float32 and bfloat16 on CUDA, then the fused Triton kernel and CUDA graphs (bench_cuda.py), with
+# a short table last.  Results go to $OUT (or benchmarks/out).
 #   bash benchmarks/gpu_check.sh            # full grid: batches 1 64 1024 8192, bonds 4 8 16
 #   bash benchmarks/gpu_check.sh --quick    # a few minutes at most
 set -euo pipefail
@@ -9,6 +10,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 python -c "import torch, opt_einsum, numpy" 2>/dev/null || {
   echo "gpu_check: needs torch (CUDA build), opt_einsum and numpy in this python" >&2; exit 2; }
 python -c "import scipy" 2>/dev/null || echo "gpu_check: scipy missing (only the stack tests need it)" >&2
+python -c "import triton" 2>/dev/null || echo "gpu_check: triton not importable; the fused-kernel tests skip and its rows run the chain" >&2
 python -c "import tltorch" 2>/dev/null || echo "gpu_check: tensorly-torch not importable; its rows are left out" >&2
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
 python benchmarks/bench_minilm_compress.py --out "${OUT:-benchmarks/out}" || echo "gpu_check: bench_minilm_compress failed" >&2
