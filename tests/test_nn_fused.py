@@ -132,6 +132,41 @@ def test_kernel_float32_within_rounding(interpret):
     assert float((y_wide.double() - ref).abs().max() / ref.abs().max()) < 1e-5
 
 
+@needs_triton
+def test_kernel_refuses_mixed_or_unsupported_types(interpret):
+    x, a_t, b = make_operands(2, 2, 3, 4, 5, 3, torch.float64)
+    with pytest.raises(StrategyError, match="one type"):
+        fused_mpo(x.float(), a_t, b)
+    with pytest.raises(StrategyError, match="one type"):
+        fused_mpo(*(t.to(torch.complex128) for t in (x, a_t, b)))
+
+
+@needs_triton
+@pytest.mark.filterwarnings("ignore:TRITON_DEFAULT_FP_FUSION")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float64], ids=str)
+def test_kernel_compiles_for_sm90_without_a_gpu(dtype):
+    """The CUDA path checked where CI has no GPU: Triton compiles the kernel for an H100 (sm_90)
+    with the tiles of TILES, and its shared memory fits the 227 KiB of one block."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from tnviz.nn.fused import TILES
+    from tnviz.nn.fused_kernel import _fused_mpo_kernel
+
+    pointer = {torch.bfloat16: "*bf16", torch.float32: "*fp32", torch.float64: "*fp64"}[dtype]
+    (ia, ib, oa, ob), warps = TILES[dtype.itemsize]
+    signature = {"x_ptr": pointer, "a_ptr": pointer, "b_ptr": pointer, "y_ptr": pointer,
+                 **{k: "i32" for k in ("IA", "IB", "OA", "OB", "R")},
+                 **{k: "constexpr" for k in ("BLOCK_IA", "BLOCK_IB", "BLOCK_OA", "BLOCK_OB", "ACC_DTYPE", "PRECISION")}}
+    constants = {"BLOCK_IA": ia, "BLOCK_IB": ib, "BLOCK_OA": oa, "BLOCK_OB": ob, "PRECISION": "ieee",
+                 "ACC_DTYPE": triton.language.float64 if dtype == torch.float64 else triton.language.float32}
+    compiled = triton.compile(ASTSource(triton.jit(_fused_mpo_kernel), signature, constants),
+                              target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+    assert "mma" in compiled.asm["ptx"] or dtype == torch.float32  # tensor cores for bf16 and fp64
+    assert 0 < compiled.metadata.shared <= 227 * 1024
+
+
 # networks of the layer tests: 4 cores, uneven legs (a core with outputs only), bond 1, unequal bonds
 LAYER_NETWORKS = [
     tnviz.mpo([4, 4, 4], [4, 4, 4], ranks=3),

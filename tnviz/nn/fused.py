@@ -21,8 +21,9 @@ style: the FLOPs are the chain's, the memory traffic is ``x``, ``y`` and the two
 Training: a :class:`torch.autograd.Function` runs the kernel forward and a backward of plain torch
 GEMMs on the merged parts (``U`` recomputed once, then ``dB = U^T dy``, ``dU = dy B^T``,
 ``dA = sum_b dU_b x_b^T``, ``dx = A^T dU``); gradients reach the cores through the merge, which
-autograd records.  Without a kernel for the device (CPU without the interpreter, no triton), the
-plan runs the ``chain`` plan instead, so the strategy is correct everywhere.
+autograd records.  Without a kernel for the device (CPU without the interpreter, no triton) or
+the dtype (see :data:`KERNEL_DTYPES`), the plan runs the ``chain`` plan instead, so the strategy is
+correct everywhere.
 
 Triton is optional: without it this module imports and :meth:`Fused.supports` is False.  On CPU
 tensors the kernel runs in Triton's interpreter when ``TRITON_INTERPRET=1`` is set (slow; tests).
@@ -45,8 +46,16 @@ from ..network import TensorNetwork
 from .strategies import (MEMORY_WEIGHT, STEP_OVERHEAD, ChainPlan, Context, StrategyError, _segment, chain_cores,
                          plan_chain)
 
-#: Largest tile edge of the kernel (registers: five tiles of at most 64x64 per program).
-MAX_BLOCK = 64
+#: Tile edges ``(ia, ib, oa, ob)`` and warps of one program, by element size in bytes: the largest
+#: tiles whose compiled kernel spills no registers on sm_90 (``ptxas -v`` on the kernel compiled for
+#: sm_90: 188, 232 and 197 registers for 2, 4 and 8 bytes).  Not yet tuned by timing on a GPU.
+TILES = {2: ((64, 64, 64, 64), 8), 4: ((32, 32, 32, 64), 8), 8: ((32, 32, 32, 64), 8)}
+
+#: Element types the kernel takes (all three operands alike); others run the chain.
+KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+#: The ``ob`` tile of every entry of :data:`TILES`: ``U_r`` is recomputed once per ``ob`` tile.
+BLOCK_OB = 64
 
 #: ``tl.dot`` needs every tile edge at least this long; smaller legs are padded by masks.
 MIN_BLOCK = 16
@@ -77,10 +86,11 @@ def _block(size: int, largest: int) -> int:
     return max(MIN_BLOCK, min(largest, 1 << max(0, size - 1).bit_length()))
 
 
-def fused_mpo(x, a_t, b, max_block: int = MAX_BLOCK):
+def fused_mpo(x, a_t, b, max_block: int | None = None):
     """``y (batch, oa*ob)`` from ``x (batch, ia*ib)``, the left part ``a_t (r, oa, ia)`` and the
     right part ``b (r*ib, ob)``, by the fused kernel (no autograd; :class:`FusedMPO` adds it).
-    ``max_block`` caps the tile edge (tests use 16 to reach the tile loops with small shapes).
+    ``max_block`` caps every tile edge of :data:`TILES` (tests use 16 to reach the tile loops with
+    small shapes).
 
     >>> import os; from unittest import mock
     >>> x, a_t, b = torch.randn(2, 6), torch.randn(3, 4, 2), torch.randn(3 * 3, 5)
@@ -95,6 +105,11 @@ def fused_mpo(x, a_t, b, max_block: int = MAX_BLOCK):
             f"the fused kernel runs on CUDA with triton, or on CPU with TRITON_INTERPRET=1; "
             f"got a {x.device.type} tensor (triton importable: {triton_importable()})"
         )
+    if x.dtype not in KERNEL_DTYPES or a_t.dtype != x.dtype or b.dtype != x.dtype:
+        raise StrategyError(
+            f"the fused kernel takes operands of one type among {[str(d) for d in KERNEL_DTYPES]}; "
+            f"got {x.dtype}, {a_t.dtype}, {b.dtype}"
+        )
     from .fused_kernel import kernel, tl
 
     R, OA, IA = a_t.shape
@@ -103,14 +118,17 @@ def fused_mpo(x, a_t, b, max_block: int = MAX_BLOCK):
     batch = x.shape[0]
     x, a_t, b = x.contiguous(), a_t.contiguous(), b.contiguous()
     y = torch.empty(batch, OA * OB, device=x.device, dtype=x.dtype)
-    block_oa, block_ob = _block(OA, max_block), _block(OB, max_block)
+    tiles, warps = TILES[x.element_size()]
+    block_ia, block_ib, block_oa, block_ob = (_block(size, min(tile, max_block or tile))
+                                              for size, tile in zip((IA, IB, OA, OB), tiles))
     grid = (batch, -(-OA // block_oa), -(-OB // block_ob))
     # float32 follows torch's matmul setting (TF32 off by default), as nn.Linear does
     tf32 = x.dtype == torch.float32 and x.device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32
     kernel(x.device.type == "cpu")[grid](
         x, a_t, b, y, IA, IB, OA, OB, R,
-        BLOCK_IA=_block(IA, max_block), BLOCK_IB=_block(IB, max_block), BLOCK_OA=block_oa, BLOCK_OB=block_ob,
+        BLOCK_IA=block_ia, BLOCK_IB=block_ib, BLOCK_OA=block_oa, BLOCK_OB=block_ob,
         ACC_DTYPE=tl.float64 if x.dtype == torch.float64 else tl.float32, PRECISION="tf32" if tf32 else "ieee",
+        num_warps=warps,
     )
     return y
 
@@ -165,7 +183,7 @@ class FusedPlan:
     @property
     def flops(self) -> int:
         """Kernel FLOPs, counting GEMM 1 once per tile of ``ob`` (it is recomputed per tile)."""
-        tiles = -(-self.OB // _block(self.OB, MAX_BLOCK))
+        tiles = -(-self.OB // _block(self.OB, BLOCK_OB))
         return 2 * self.batch * self.R * self.OA * self.IB * (self.IA * tiles + self.OB)
 
     @property
@@ -194,9 +212,9 @@ class FusedPlan:
         return f"{self.halves.describe()} (fused)"
 
     def __call__(self, x2d, ctx: Context):
-        if not available(x2d.device):
-            return self.fallback(x2d, ctx)
         tensors = ctx.ordered_tensors()
+        if not (available(x2d.device) and x2d.dtype in KERNEL_DTYPES and all(t.dtype == x2d.dtype for t in tensors)):
+            return self.fallback(x2d, ctx)
         left, right = self.halves.segments
         a_t = ctx.cached(("fused-a", left.last), lambda: self.halves._merge(left, tensors)
                          .reshape(self.IA, self.OA, self.R).permute(2, 1, 0).contiguous())
