@@ -218,7 +218,7 @@ class FusedPlan:
         left, right = self.halves.segments
         a_t = ctx.cached(("fused-a", left.last), lambda: self.halves._merge(left, tensors)
                          .reshape(self.IA, self.OA, self.R).permute(2, 1, 0).contiguous())
-        b = ctx.cached(("chain", right.first, right.last), lambda: self.halves._merge(right, tensors))
+        b = ctx.cached(("fused-b", right.first), lambda: self.halves._merge(right, tensors))
         return FusedMPO.apply(x2d, a_t, b)
 
 
