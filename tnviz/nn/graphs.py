@@ -106,7 +106,9 @@ class GraphedModule(nn.Module):
                     self.module(static_x)
             torch.cuda.current_stream(x.device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            # capture on the warm-up stream: per-stream library state (cuBLAS workspaces, handles)
+            # is then created before the capture, not during it
+            with torch.cuda.graph(graph, stream=side):
                 static_y = self.module(static_x)
         self.captures += 1
         return Captured(graph, static_x, static_y, _cached_tensors(self.module))
