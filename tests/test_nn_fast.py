@@ -1,4 +1,4 @@
-"""The fast paths of issue 7: the ``modes`` strategy (Tucker, CP) against the dense reference
+"""The fast paths of issue 7: the ``ring`` (tensor ring) and ``modes`` (Tucker, CP) strategies against the dense reference
 (forward and gradients, float64, odd sizes, batch 1), the measured autotune, ``tnviz.nn.measure``
 and the Costs page's measured panel.  No timing is asserted anywhere."""
 from __future__ import annotations
@@ -13,7 +13,7 @@ import tnviz
 from tnviz.errors import TnvizError
 from tnviz.nn import STRATEGIES, TNLinear
 from tnviz.nn import measure as M
-from tnviz.nn.strategies import choose, plan_modes
+from tnviz.nn.strategies import choose, plan_modes, plan_ring, ring_cores
 
 F64 = torch.float64
 
@@ -117,6 +117,99 @@ def test_auto_uses_modes_for_large_tucker_and_cp_batches():
     assert choose(tnviz.cp([8] * 4, [8] * 4, rank=64), 1024) == "modes"
 
 
+# ------------------------------------------------------------------ ring (tensor ring)
+def random_ring(rng: np.random.Generator) -> tnviz.TensorNetwork:
+    n = int(rng.integers(2, 5))
+    ins = [int(v) for v in rng.integers(1, 6, n)]
+    outs = [int(v) for v in rng.integers(1, 6, n)]
+    return tnviz.tensor_ring(ins, outs, ranks=[int(v) for v in rng.integers(1, 5, n)])
+
+
+RING_NETWORKS = {
+    "ring 2 cores (two bonds between them)": tnviz.tensor_ring([3, 5], [2, 7], ranks=[2, 3]),
+    "ring odd": tnviz.tensor_ring([3, 5, 2], [2, 7, 3], ranks=[2, 3, 4]),
+    "ring bond 1 everywhere": tnviz.tensor_ring([3, 4, 2], [2, 3, 2], ranks=1),
+    "ring size-1 legs": tnviz.tensor_ring([3, 1, 2, 2], [1, 3, 2, 2], ranks=[2, 1, 3, 2]),
+    "ring unequal legs": tnviz.tensor_ring([4, 3, 5], [2, 3, 4], ranks=2, in_cores=[0, 0, 1], out_cores=[1, 2, 2]),
+    **{f"random ring {k}": random_ring(RNG) for k in range(5)},
+    **{f"template {net.name}": net for net in _templates() if STRATEGIES["ring"].supports(net)},
+}
+
+
+def test_ring_supports_tensor_rings_only():
+    assert all(STRATEGIES["ring"].supports(net) for net in RING_NETWORKS.values())
+    assert any(name.startswith("template") for name in RING_NETWORKS)
+    for net in (tnviz.mpo([2, 3], [3, 2], ranks=2), tnviz.tucker([3, 4], [2, 2], ranks=2),
+                tnviz.cp([3, 4], [2, 2], rank=2)):
+        assert not STRATEGIES["ring"].supports(net)
+    # legs out of row-major order around the ring cannot be swept without permutes
+    ring = tnviz.tensor_ring([2, 3, 4], [3, 2, 2], ranks=2)
+    swapped = tnviz.TensorNetwork.build(ring.tensors, ring.sizes, ("i2", "i1", "i3"), ring.outputs)
+    assert ring_cores(swapped) is None
+    # the sweep starts after the closing bond, wherever the builder put it
+    cores = ring_cores(ring)
+    assert [c.name for c in cores] == ["A", "B", "C"] and cores[0].left == cores[-1].right == "b3"
+
+
+@pytest.mark.parametrize("name", list(RING_NETWORKS))
+def test_ring_forward_and_gradients_equal_the_dense_reference(name):
+    net = RING_NETWORKS[name]
+    tensors, leaves = reference(net, seed=13)
+    bias = torch.linspace(-1, 1, net.out_features, dtype=F64)
+    layer = TNLinear.from_tensors(net, tensors, bias, strategy="ring")
+    W = torch.from_numpy(tnviz.to_dense(net, tensors))
+    for batch in (1, 6):
+        x0 = torch.randn(batch, net.in_features, dtype=F64, generator=torch.Generator().manual_seed(batch))
+        g = torch.randn(batch, net.out_features, dtype=F64, generator=torch.Generator().manual_seed(batch + 3))
+        layer.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(layer(x0), x0 @ W.T + bias, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(layer(x0), x0 @ W.T + bias, rtol=1e-12, atol=1e-12)  # cache hit
+        layer.train()
+        layer.zero_grad()
+        for leaf in leaves.values():
+            leaf.grad = None
+        x = x0.clone().requires_grad_(True)
+        x_ref = x0.clone().requires_grad_(True)
+        (layer(x) * g).sum().backward()
+        ((x_ref @ tnviz.to_dense(net, leaves).T) * g).sum().backward()
+        assert layer.last_strategy == "ring"
+        torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-10, atol=1e-12)
+        for n, p in layer.named_network_tensors().items():
+            torch.testing.assert_close(p.grad, leaves[n].grad, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("cuts", [(1,), (2,), (3,), (1, 2), (1, 3), (2, 3), (1, 2, 3)])
+def test_every_ring_segmentation_is_exact(cuts):
+    """The planner picks one segmentation; each of them (incl. the transpose that middle segments
+    with outputs need) must compute the same matrix."""
+    from tnviz.nn.strategies import RingPlan, _ring_segment
+
+    net = tnviz.tensor_ring([3, 2, 4, 2], [2, 3, 2, 3], ranks=[2, 3, 2, 3])
+    tensors, _ = reference(net, seed=4)
+    layer = TNLinear.from_tensors(net, tensors).eval()
+    cores = ring_cores(net)
+    bounds = [0, *cuts, len(cores)]
+    batch = 5
+    plan = RingPlan(net, batch, cores, tuple(_ring_segment(net, cores, a, b - 1, batch)
+                                             for a, b in zip(bounds, bounds[1:])), True)
+    assert plan.flops == sum(2 * s.M * s.k * s.n * s.r for s in plan.segments)
+    x = torch.randn(batch, net.in_features, dtype=F64)
+    W = torch.from_numpy(tnviz.to_dense(net, tensors))
+    with torch.no_grad():
+        torch.testing.assert_close(plan(x, layer), x @ W.T, rtol=1e-12, atol=1e-12)
+
+
+def test_ring_plan_has_two_segments_at_least_and_auto_uses_it_where_it_pays():
+    net = tnviz.tensor_ring([8, 8, 8, 8], [8, 8, 8, 8], ranks=4)
+    plan = plan_ring(net, 64)
+    assert len(plan.segments) >= 2  # one segment would be the rebuilt weight
+    assert plan.describe().startswith("cut at b4: ")
+    # the ring bond multiplies the work: R x the MPO sweep with the same bonds and segments
+    assert plan.flops < 2 * 64 * net.in_features * net.out_features
+    assert choose(net, 1) == "ring" and choose(net, 64) == "ring"
+
+
 # ------------------------------------------------------------------ measured choice
 def test_autotune_picks_a_supported_strategy_once_and_stays_exact():
     M.clear_autotune()
@@ -161,12 +254,15 @@ def test_default_autotunes_only_large_layers_without_a_fast_path_in_inference():
     from tnviz.nn.linear import AUTOTUNE_MIN_ELEMENTS
 
     M.clear_autotune()
-    ring = tnviz.tensor_ring([4, 8, 32], [4, 8, 32], ranks=2)
-    assert ring.in_features * ring.out_features >= AUTOTUNE_MIN_ELEMENTS
+    generic = tnviz.from_einsum("xab,ayc,bczd,dw->xyzw", {"x": 32, "y": 32, "z": 32, "w": 32, "a": 2, "b": 2,
+                                                          "c": 2, "d": 2}, inputs="xz")
+    assert generic.in_features * generic.out_features >= AUTOTUNE_MIN_ELEMENTS
     chain = tnviz.mpo([4, 8, 32], [4, 8, 32], ranks=2)
-    small_ring = tnviz.tensor_ring([2, 3, 2], [2, 3, 2], ranks=2)
+    ring = tnviz.tensor_ring([4, 8, 32], [4, 8, 32], ranks=2)
+    small_generic = tnviz.from_einsum("xab,ayc,bczd,dw->xyzw", {"x": 3, "y": 2, "z": 5, "w": 3, "a": 2, "b": 3,
+                                                                "c": 2, "d": 4}, inputs="xz")
     x = torch.randn(2, 1024)
-    for net in (ring, chain, small_ring):
+    for net in (generic, chain, ring, small_generic):
         layer = TNLinear(net)
         assert layer.autotune is None
         layer.train()
@@ -176,8 +272,8 @@ def test_default_autotunes_only_large_layers_without_a_fast_path_in_inference():
             y = layer(x[:, :net.in_features])
         torch.testing.assert_close(y, x[:, :net.in_features] @ layer.to_dense().T + layer.bias, rtol=1e-4, atol=1e-5)
     tuned = {k[0] for k in M._TUNED}
-    assert tuned == {ring}  # the MPO has 'chain', the small ring is below the size threshold
-    off = TNLinear(ring, autotune=False).eval()
+    assert tuned == {generic, ring}  # the MPO has 'chain'; the small network is below the threshold
+    off = TNLinear(generic, autotune=False).eval()
     M.clear_autotune()
     with torch.no_grad():
         off(x)

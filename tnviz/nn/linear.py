@@ -41,7 +41,9 @@ def _parameter_keys(net: TensorNetwork) -> dict[str, str]:
 #: fast path are autotuned in inference (benchmarks/README.md, tensor ring).
 AUTOTUNE_MIN_ELEMENTS = 1 << 20
 
-#: Strategies whose presence means the cost model's choice is trusted by default.
+#: Strategies whose presence means the cost model's choice is trusted by default.  ``ring`` is
+#: not one: on rings of few large cores its modelled cost is off by 2x either way
+#: (benchmarks/README.md), so large tensor rings are still measured in inference.
 FAST_PATHS = ("chain", "modes")
 
 

@@ -50,6 +50,11 @@ MEMORY_WEIGHT = 8.0
 #: its result: about this many passes over every intermediate.
 FACTORIZED_PASSES = 3.0
 
+#: Measured: per modelled FLOP-equivalent, opt_einsum's pairwise steps (tensordot on permuted
+#: copies, often thin GEMMs) ran 2-4x slower than the reshape-GEMM sweeps (``chain``, ``ring``,
+#: ``modes``) and the rebuilt GEMM on the 4096x4096 MPO and tensor-ring grids (benchmarks/README.md).
+FACTORIZED_SLOWDOWN = 3.0
+
 #: Fixed overhead per executed step (kernel launch / Python dispatch), in FLOP-equivalents.
 STEP_OVERHEAD = 20_000.0
 
@@ -88,7 +93,8 @@ class FactorizedPlan:
     steps: int
 
     def estimate(self, cached: bool = False) -> float:
-        return self.flops + FACTORIZED_PASSES * MEMORY_WEIGHT * self.moved + STEP_OVERHEAD * self.steps
+        work = self.flops + FACTORIZED_PASSES * MEMORY_WEIGHT * self.moved
+        return FACTORIZED_SLOWDOWN * work + STEP_OVERHEAD * self.steps
 
     @property
     def expression(self):
@@ -205,7 +211,6 @@ def chain_cores(net: TensorNetwork) -> tuple[ChainCore, ...] | None:
         ends = [names[0]]
     elif len(ends) != 2:
         return None  # a ring or disconnected
-    inputs, outputs = set(net.inputs), set(net.outputs)
     for start in ends:
         order, bonds_between = [start], []
         prev = None
@@ -218,20 +223,29 @@ def chain_cores(net: TensorNetwork) -> tuple[ChainCore, ...] | None:
             bonds_between.append(nxt[0][1])
         if len(order) != len(names):
             return None  # disconnected
-        cores = []
-        for k, name in enumerate(order):
-            t = net.tensor(name)
-            left = bonds_between[k - 1] if k > 0 else None
-            right = bonds_between[k] if k < len(order) - 1 else None
-            ins = tuple(i for i in net.inputs if i in t.indices)
-            outs = tuple(o for o in net.outputs if o in t.indices)
-            roles = ([left] if left else []) + list(ins) + list(outs) + ([right] if right else [])
-            if set(roles) != set(t.indices) or not set(t.indices) <= inputs | outputs | {left, right}:
-                return None
-            cores.append(ChainCore(name, names.index(name), left, ins, outs, right,
-                                   tuple(t.indices.index(i) for i in roles)))
-        if (sum((c.ins for c in cores), ()) == net.inputs and sum((c.outs for c in cores), ()) == net.outputs):
-            return tuple(cores)
+        cores = _cores_along(net, order, [None, *bonds_between], [*bonds_between, None])
+        if cores is not None:
+            return cores
+    return None
+
+
+def _cores_along(net: TensorNetwork, order: list[str], lefts: list[str | None],
+                 rights: list[str | None]) -> tuple[ChainCore, ...] | None:
+    """The cores in ``order`` with their bonds to the previous and next core, when every index of
+    each is one of (left, its inputs, its outputs, right) and the legs come in row-major order."""
+    names = net.tensor_names
+    cores = []
+    for name, left, right in zip(order, lefts, rights):
+        t = net.tensor(name)
+        ins = tuple(i for i in net.inputs if i in t.indices)
+        outs = tuple(o for o in net.outputs if o in t.indices)
+        roles = ([left] if left else []) + list(ins) + list(outs) + ([right] if right else [])
+        if len(roles) != len(t.indices) or set(roles) != set(t.indices):
+            return None
+        cores.append(ChainCore(name, names.index(name), left, ins, outs, right,
+                               tuple(t.indices.index(i) for i in roles)))
+    if sum((c.ins for c in cores), ()) == net.inputs and sum((c.outs for c in cores), ()) == net.outputs:
+        return tuple(cores)
     return None
 
 
@@ -266,6 +280,25 @@ class Segment:
         if self.M == 1:
             return "left"
         return "transposed" if self.r <= THIN_GEMM else "batched"
+
+
+def _sweep(state, s: Segment, ctx: Context, key: Any, build: Callable[[], Any]):
+    """One step of a sweep: the axes of size ``s.k`` of the state ``(s.M, s.k, s.r)`` become
+    ``s.n`` through the ``(k, n)`` matrix ``build()`` (cached under ``key`` in eval mode)."""
+    import torch
+
+    mode = s.mode
+    if mode == "gemm":
+        return state.reshape(s.M, s.k) @ ctx.cached(key, build)
+    if mode == "transposed":
+        mat = ctx.cached(key, build)
+        return torch.matmul(state.reshape(s.M, s.k, s.r).transpose(1, 2), mat).transpose(1, 2).contiguous()
+    # left / batched: the transposed matrix, made contiguous once (cached in eval mode)
+    mat_t = ctx.cached((*key, "t"), lambda: build().t().contiguous())
+    if mode == "left":
+        return mat_t @ state.reshape(s.k, s.r)
+    # bmm on a stride-0 expand: torch.matmul would copy the matrix M times under autograd
+    return torch.bmm(mat_t.expand(s.M, s.n, s.k), state.reshape(s.M, s.k, s.r))
 
 
 def _segment(net: TensorNetwork, cores: tuple[ChainCore, ...], first: int, last: int, batch: int) -> Segment:
@@ -319,24 +352,10 @@ class ChainPlan:
         return " | ".join("".join(names[s.first:s.last + 1]) for s in self.segments)
 
     def __call__(self, x2d, ctx: Context):
-        import torch
-
         tensors = ctx.ordered_tensors()
         state = x2d
         for s in self.segments:
-            mode = s.mode
-            if mode == "gemm":
-                state = state.reshape(s.M, s.k) @ ctx.cached(("chain", s.first, s.last), lambda s=s: self._merge(s, tensors))
-            elif mode == "transposed":
-                mat = ctx.cached(("chain", s.first, s.last), lambda s=s: self._merge(s, tensors))
-                state = torch.matmul(state.reshape(s.M, s.k, s.r).transpose(1, 2), mat).transpose(1, 2).contiguous()
-            else:  # left / batched: the transposed matrix, made contiguous once (cached in eval mode)
-                mat_t = ctx.cached(("chain-t", s.first, s.last),
-                                   lambda s=s: self._merge(s, tensors).t().contiguous())
-                if mode == "left":
-                    state = mat_t @ state.reshape(s.k, s.r)
-                else:  # bmm on a stride-0 expand: torch.matmul would copy the matrix M times under autograd
-                    state = torch.bmm(mat_t.expand(s.M, s.n, s.k), state.reshape(s.M, s.k, s.r))
+            state = _sweep(state, s, ctx, ("chain", s.first, s.last), lambda s=s: self._merge(s, tensors))
         return state.reshape(self.batch, self.net.out_features)
 
     def _merge(self, s: Segment, tensors: list[Any]):
@@ -389,6 +408,167 @@ class Chain:
 
     def plan(self, net: TensorNetwork, batch: int, cached: bool = False) -> ChainPlan:
         return plan_chain(net, batch, cached)
+
+
+# ---------------------------------------------------------------------- ring (tensor ring sweep)
+@lru_cache(maxsize=256)
+def ring_cores(net: TensorNetwork) -> tuple[ChainCore, ...] | None:
+    """The cores of ``net`` in sweep order when it is a ring whose legs appear in row-major order
+    around it starting after one bond (every tensor ring built by :func:`tnviz.tensor_ring`); the
+    first core's ``left`` and the last core's ``right`` are that closing bond.  Else ``None``."""
+    if net.hyperedges or len(net.tensors) < 2:
+        return None
+    bonds = set(net.bonds)
+    bonds_of = {t.name: [i for i in t.indices if i in bonds] for t in net.tensors}
+    if any(len(v) != 2 for v in bonds_of.values()):
+        return None
+    for start in net.tensor_names:
+        for closing in bonds_of[start]:
+            order, lefts, left = [start], [closing], closing
+            while True:
+                right = next(b for b in bonds_of[order[-1]] if b != left)
+                nxt = next(t for t in net.tensors_on(right) if t != order[-1])
+                if nxt == start:
+                    break
+                if nxt in order:
+                    return None
+                order.append(nxt)
+                lefts.append(right)
+                left = right
+            if len(order) != len(net.tensors):
+                return None  # more than one ring
+            if right != closing:
+                continue
+            cores = _cores_along(net, order, lefts, [*lefts[1:], closing])
+            if cores is not None:
+                return cores
+    return None
+
+
+def _ring_segment(net: TensorNetwork, cores: tuple[ChainCore, ...], first: int, last: int, batch: int) -> Segment:
+    """Cores ``first..last`` of a ring as one step of the sweep.  The ring is cut at its closing
+    bond ``a`` (size ``R``): the first segment emits ``a`` as a new axis of the state after its
+    outputs (``(inputs) -> (outputs, a, right)``), the middle ones carry it inside ``M`` like the
+    batch, and the last one takes it back as its leading input (``(a, left, inputs) -> (outputs)``).
+    With two segments ``a`` already sits next to the last one's inputs; middle segments that emit
+    outputs put them between, and one transpose of the state moves ``a`` past them."""
+    sizes, sym = net.sizes, net.symbols
+    prod = lambda legs: math.prod(sizes[i] for i in legs)  # noqa: E731
+    seg = cores[first:last + 1]
+    a = cores[0].left
+    R = sizes[a]
+    left, right = seg[0].left, seg[-1].right
+    ins = sum((c.ins for c in seg), ())
+    outs = sum((c.outs for c in seg), ())
+    done = prod(sum((c.outs for c in cores[:first]), ()))
+    r = prod(sum((c.ins for c in cores[last + 1:]), ()))
+    if first == 0:
+        M, k, n = batch, prod(ins), prod(outs) * R * sizes[right]
+        out = [*ins, *outs, a, right]
+    elif last == len(cores) - 1:
+        M, k, n = batch * done, R * sizes[left] * prod(ins), prod(outs)
+        out = [a, left, *ins, *outs]
+    else:
+        M, k, n = batch * R * done, sizes[left] * prod(ins), prod(outs) * sizes[right]
+        out = [left, *ins, *outs, right]
+    terms = ["".join(sym[i] for i in ([c.left] + list(c.ins) + list(c.outs) + [c.right])) for c in seg]
+    equation = ",".join(terms) + "->" + "".join(sym[i] for i in out)
+    merge = 0
+    if len(seg) > 1:
+        shapes = [tuple(sizes[i] for i in ([c.left] + list(c.ins) + list(c.outs) + [c.right])) for c in seg]
+        _, info = oe.contract_path(equation, *shapes, shapes=True, optimize="auto")
+        merge = int(info.opt_cost)
+    return Segment(first, last, M, k, n, r, merge, equation)
+
+
+def _ring_cost(s: Segment, cached: bool, n_cores: int) -> float:
+    cost = _segment_cost(s, cached)
+    if s.last == n_cores - 1 and s.first > 1:
+        cost += 2 * MEMORY_WEIGHT * s.M * s.k  # the transpose moving the ring axis past the middle's outputs
+    if not cached and s.first == s.last:
+        cost += MEMORY_WEIGHT * s.k * s.n  # a single core is still permuted into its matrix
+    return cost
+
+
+@dataclass(frozen=True)
+class RingPlan:
+    net: TensorNetwork
+    batch: int
+    cores: tuple[ChainCore, ...]
+    segments: tuple[Segment, ...]
+    cached_segments: bool
+
+    @property
+    def flops(self) -> int:
+        return sum(s.flops for s in self.segments)
+
+    @property
+    def largest(self) -> int:
+        return max(max(s.M * s.n * s.r, s.M * s.k * s.r, s.k * s.n) for s in self.segments)
+
+    def estimate(self, cached: bool = False) -> float:
+        return sum(_ring_cost(s, cached, len(self.cores)) for s in self.segments)
+
+    def describe(self) -> str:
+        names = [c.name for c in self.cores]
+        cut = f"cut at {self.cores[0].left}: "
+        return cut + " | ".join("".join(names[s.first:s.last + 1]) for s in self.segments)
+
+    def __call__(self, x2d, ctx: Context):
+        tensors = ctx.ordered_tensors()
+        R = self.net.sizes[self.cores[0].left]
+        head = self.batch * self.segments[0].n // (R * self.net.sizes[self.cores[self.segments[0].last].right])
+        state = x2d
+        for s in self.segments:
+            if s.first > 0 and s.last == len(self.cores) - 1 and s.M > head:
+                # (batch * first outputs, a, middle outputs, k/R) -> (..., middle outputs, a, k/R)
+                state = state.reshape(head, R, s.M // head, s.k // R).transpose(1, 2)
+            state = _sweep(state, s, ctx, ("ring", s.first, s.last), lambda s=s: self._merge(s, tensors))
+        return state.reshape(self.batch, self.net.out_features)
+
+    def _merge(self, s: Segment, tensors: list[Any]):
+        arrays = [tensors[c.position] for c in self.cores[s.first:s.last + 1]]
+        # the terms of s.equation list each core's indices as (left, ins, outs, right)
+        arrays = [t.permute(c.perm) for t, c in zip(arrays, self.cores[s.first:s.last + 1])]
+        if len(arrays) == 1:
+            import torch
+
+            return torch.einsum(s.equation, arrays[0]).reshape(s.k, s.n)
+        return oe.contract(s.equation, *arrays, backend="torch").reshape(s.k, s.n)
+
+
+@lru_cache(maxsize=512)
+def plan_ring(net: TensorNetwork, batch: int, cached: bool = False) -> RingPlan:
+    """The cheapest segmentation of the ring (at least two segments; one would be the rebuilt
+    weight) for ``batch``, by dynamic programming over cut points like :func:`plan_chain`."""
+    cores = ring_cores(net)
+    if cores is None:
+        raise StrategyError(
+            f"the 'ring' strategy needs a tensor ring with its legs in row-major order around it; "
+            f"{net.name or 'this network'!r} is not one"
+        )
+    n = len(cores)
+    best: list[tuple[float, tuple[Segment, ...]]] = [(0.0, ())]
+    for last in range(n):
+        options = []
+        for first in range(last + 1):
+            if first == 0 and last == n - 1:
+                continue
+            seg = _ring_segment(net, cores, first, last, batch)
+            options.append((best[first][0] + _ring_cost(seg, cached, n), best[first][1] + (seg,)))
+        best.append(min(options, key=lambda o: o[0]))
+    return RingPlan(net, batch, cores, best[n][1], cached)
+
+
+class Ring:
+    name = "ring"
+    description = "tensor ring sweep: cut at the closing bond, carried along the batch; GEMMs on reshapes"
+
+    def supports(self, net: TensorNetwork) -> bool:
+        return ring_cores(net) is not None
+
+    def plan(self, net: TensorNetwork, batch: int, cached: bool = False) -> RingPlan:
+        return plan_ring(net, batch, cached)
 
 
 # ---------------------------------------------------------------------- modes (Tucker, CP)
@@ -545,25 +725,10 @@ class ModesPlan:
         return " | ".join(s.label for s in self.steps)
 
     def __call__(self, x2d, ctx: Context):
-        import torch
-
         tensors = ctx.ordered_tensors()
         state = x2d
         for j, step in enumerate(self.steps):
-            s = step.seg
-            build = lambda step=step: self._matrix(step, tensors)  # noqa: E731
-            mode = s.mode
-            if mode == "gemm":
-                state = state.reshape(s.M, s.k) @ ctx.cached(("modes", j), build)
-            elif mode == "transposed":
-                mat = ctx.cached(("modes", j), build)
-                state = torch.matmul(state.reshape(s.M, s.k, s.r).transpose(1, 2), mat).transpose(1, 2).contiguous()
-            else:
-                mat_t = ctx.cached(("modes-t", j), lambda build=build: build().t().contiguous())
-                if mode == "left":
-                    state = mat_t @ state.reshape(s.k, s.r)
-                else:
-                    state = torch.bmm(mat_t.expand(s.M, s.n, s.k), state.reshape(s.M, s.k, s.r))
+            state = _sweep(state, step.seg, ctx, ("modes", j), lambda step=step: self._matrix(step, tensors))
         return state.reshape(self.batch, self.net.out_features)
 
     def _matrix(self, step: ModeStep, tensors: list[Any]):
@@ -601,6 +766,7 @@ STRATEGIES: dict[str, Strategy] = {
     "factorized": Factorized(),
     "rebuilt": Rebuilt(),
     "chain": Chain(),
+    "ring": Ring(),
     "modes": Modes(),
 }
 
@@ -620,7 +786,7 @@ def make_plan(name: str, net: TensorNetwork, batch: int, cached: bool = False) -
             f"strategy {name!r} does not fit this network ({strategy.description}); "
             f"{net.name or 'the network'!r} is not supported, use 'auto' or 'factorized'"
         )
-    if name in ("chain", "modes"):
+    if name in ("chain", "ring", "modes"):
         return strategy.plan(net, batch, cached)  # type: ignore[call-arg]
     return strategy.plan(net, batch)
 
