@@ -27,21 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import tnviz  # noqa: E402
 from tnviz.nn import TNLinear  # noqa: E402
-from tnviz.nn.fused import available, plan_fused  # noqa: E402
+from tnviz.nn.fused import available  # noqa: E402
 from tnviz.nn.graphs import GraphedModule  # noqa: E402
 from tnviz.nn.measure import time_interleaved  # noqa: E402
-
-
-class FusedLinear(nn.Module):
-    """A TNLinear run through the fused plan (whether or not ``fused`` is in STRATEGIES yet)."""
-
-    def __init__(self, layer: TNLinear) -> None:
-        super().__init__()
-        self.layer = layer
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        layer = self.layer
-        return plan_fused(layer.network, x.shape[0], layer._caching_allowed())(x, layer) + layer.bias
 
 
 def _step(module: nn.Module, x: torch.Tensor, g: torch.Tensor) -> Callable[[], None]:
@@ -68,11 +56,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             dense = tn.to_linear()  # the same weight, so every row computes the same function
             ref_w = tn.to_dense().detach().double()
             ref_b = tn.bias.detach().double()
-            fused = FusedLinear(tn)
+            fused = TNLinear(net, device=device, dtype=dtype, strategy="fused")
+            fused.load_state_dict(tn.state_dict())
             eval_methods = {
                 "nn.Linear": dense, "nn.Linear graphed": GraphedModule(dense, args.max_graph_batch),
                 "TNLinear auto": auto, "TNLinear auto graphed": GraphedModule(auto, args.max_graph_batch),
-                "TNLinear chain": tn, "fused": fused, "fused graphed": GraphedModule(fused, args.max_graph_batch),
+                "TNLinear chain": tn, "TNLinear fused": fused,
+                "TNLinear fused graphed": GraphedModule(fused, args.max_graph_batch),
             }
             for batch in args.batches:
                 x = torch.randn(batch, n, device=device, dtype=dtype)
@@ -89,7 +79,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 if batch in args.step_batches:
                     for m in (tn, fused, dense):
                         m.train()
-                    step = {"nn.Linear": dense, "TNLinear chain": tn, "fused": fused}
+                    step = {"nn.Linear": dense, "TNLinear chain": tn, "TNLinear fused": fused}
                     outs = {k: m(x).detach() for k, m in step.items()}
                     ms = time_interleaved({k: _step(m, x, g) for k, m in step.items()}, device, args.repeats,
                                           min_seconds=0.01)
@@ -128,7 +118,7 @@ def summary(result: dict[str, Any]) -> list[str]:
         groups.setdefault((r["dtype"], r["bond"], r["batch"], r["mode"]), {})[r["method"]] = r
     for (dtype, bond, batch, mode), g in groups.items():
         fastest = min(g.values(), key=lambda r: r["ms"])
-        fused = g["fused"]["ms"]
+        fused = g["TNLinear fused"]["ms"]
         chain = g["TNLinear chain"]["ms"]
         graphed = g.get("TNLinear auto graphed", {}).get("ms")
         ratio = f"{g['TNLinear auto']['ms'] / graphed:.2f}x" if graphed else "-"

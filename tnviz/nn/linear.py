@@ -60,7 +60,8 @@ class TNLinear(nn.Module):
     cached for every layer of the same network).  ``autotune=None`` (the default) measures only
     where the cost model is known to be weak: in inference (eval mode, no gradients) for layers of
     at least :data:`AUTOTUNE_MIN_ELEMENTS` weight elements whose network has no fast path
-    (neither ``chain`` nor ``modes`` fits: tensor rings, generic networks).  ``False`` never measures.
+    (neither ``chain`` nor ``modes`` fits: tensor rings, generic networks), and MPO layers in
+    inference where the fused Triton kernel can run (CUDA with triton).  ``False`` never measures.
     """
 
     def __init__(
@@ -220,7 +221,7 @@ class TNLinear(nn.Module):
         ``autotune`` is on and ``dtype``/``device`` of the input are given)."""
         if self.strategy != S.AUTO:
             return self.strategy
-        if dtype is not None and device is not None and self._autotuning():
+        if dtype is not None and device is not None and self._autotuning(device):
             from .measure import autotune
 
             return autotune(self, batch, dtype, device)
@@ -230,11 +231,15 @@ class TNLinear(nn.Module):
             self._choices[key] = S.choose(self.network, batch, cached, self.budget)
         return self._choices[key]
 
-    def _autotuning(self) -> bool:
+    def _autotuning(self, device: Any) -> bool:
         if self.autotune is not None:
             return bool(self.autotune)
         net = self.network
-        if net.in_features * net.out_features < AUTOTUNE_MIN_ELEMENTS or not self._caching_allowed():
+        if not self._caching_allowed():
+            return False
+        if any(S.measured_only(n) and s.supports(net) and s.available(device) for n, s in S.STRATEGIES.items()):
+            return True  # a device kernel (fused) is chosen by measurement only
+        if net.in_features * net.out_features < AUTOTUNE_MIN_ELEMENTS:
             return False
         return not any(S.STRATEGIES[name].supports(net) for name in FAST_PATHS)
 

@@ -130,6 +130,9 @@ def measure(network: TensorNetwork | str | dict, batch: int = 64, device: Any = 
     for name, strat in S.STRATEGIES.items():
         if not strat.supports(net):
             continue
+        if S.measured_only(name) and not strat.available(device):
+            notes[f"TNLinear {name}"] = f"skipped: no kernel on {device.type}"
+            continue
         plan = S.make_plan(name, net, batch, cached)
         if budget is not None and plan.largest > budget:
             notes[f"TNLinear {name}"] = f"skipped: needs {plan.largest:,} elements (> budget)"
@@ -181,6 +184,11 @@ def autotune(layer: Any, batch: int, dtype: Any, device: Any) -> str:
             candidates.append(name)
     if not candidates:  # nothing fits: let the cost-model choice raise its BudgetError
         return S.choose(net, batch, cached, layer.budget)
+    for name, strategy in S.STRATEGIES.items():  # device-dependent kernels compete with the sweep they replace
+        if S.measured_only(name) and "chain" in candidates and strategy.supports(net) and strategy.available(device):
+            plan = S.make_plan(name, net, batch, cached)
+            if layer.budget is None or plan.largest <= layer.budget:
+                candidates.append(name)
     if len(candidates) == 1:
         _TUNED[key] = candidates[0]
         return candidates[0]

@@ -17,6 +17,12 @@ Registry :data:`STRATEGIES` (name -> strategy), used by the layer, the benchmark
   reshapes of the running state: no permute copies at all.  One segment is the rebuilt weight,
   one core per segment the classical TT sweep; anything between is allowed.
 
+* ``ring``: tensor rings.  The ring is cut at its closing bond, which the sweep carries along like
+  the batch; otherwise as ``chain`` (segments by dynamic programming, GEMMs on reshapes).
+* ``modes``: Tucker and CP (one GEMM per factor / Khatri-Rao product, one for the core).
+* ``fused`` (:mod:`tnviz.nn.fused`): MPO chains as one Triton kernel on CUDA, when triton is
+  installed; chosen by measurement only (it runs the chain plan where there is no kernel).
+
 ``auto`` (in the layer) picks the supported strategy with the lowest :func:`estimate`.
 
 >>> from tnviz.builders import mpo
@@ -786,7 +792,7 @@ def make_plan(name: str, net: TensorNetwork, batch: int, cached: bool = False) -
             f"strategy {name!r} does not fit this network ({strategy.description}); "
             f"{net.name or 'the network'!r} is not supported, use 'auto' or 'factorized'"
         )
-    if name in ("chain", "ring", "modes"):
+    if name in ("chain", "ring", "modes", "fused"):
         return strategy.plan(net, batch, cached)  # type: ignore[call-arg]
     return strategy.plan(net, batch)
 
@@ -795,8 +801,14 @@ def estimates(net: TensorNetwork, batch: int, cached: bool = False) -> dict[str,
     """Modelled cost (FLOP-equivalents) of every supported strategy at ``batch``."""
     return {
         name: make_plan(name, net, batch, cached).estimate(cached)
-        for name, s in STRATEGIES.items() if s.supports(net)
+        for name, s in STRATEGIES.items() if s.supports(net) and not measured_only(name)
     }
+
+
+def measured_only(name: str) -> bool:
+    """Strategies that depend on the device (``fused``: a Triton kernel on CUDA) are chosen by
+    measurement only (:func:`tnviz.nn.measure.autotune`), never by the cost model."""
+    return hasattr(STRATEGIES[name], "available")
 
 
 def choose(net: TensorNetwork, batch: int, cached: bool = False, budget: int | None = None) -> str:
@@ -810,3 +822,10 @@ def choose(net: TensorNetwork, batch: int, cached: bool = False, budget: int | N
         f"contractions are limited to {budget:,} elements per intermediate; every strategy for "
         f"{net.name or 'this network'!r} at batch {batch} needs at least {largest:,}"
     )
+
+
+# The Triton kernel's module builds on the chain above (hence imported last); it imports without
+# triton, and then ``fused`` supports nothing.
+from .fused import FUSED  # noqa: E402
+
+STRATEGIES[FUSED.name] = FUSED
