@@ -352,6 +352,15 @@ PLACEMENTS: dict[str, str] = {
 }
 
 
+#: How :func:`apply_plan` splits a data-aware MPO's parameter budget between its bonds when the
+#: plan gives a parameter target (``ratio``); see :mod:`tnviz.decompose.split`.
+BOND_SPLITS: dict[str, str] = {
+    "data": "data-aware MPO with every input leg on the last core: try several splits between the output-side "
+            "bonds and the input core's bond at the same parameters, keep the lowest data error",
+    "uniform": "the same rank cap on every bond (decompose's target_params)",
+}
+
+
 def inputs_last_cores(in_dims: Sequence[int], out_dims: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
     """``(in_cores, out_cores)`` putting every input leg on the last of ``max(len(in), len(out))``
     MPO cores and the output legs, in order, spread evenly over the cores before it; ``None``
@@ -387,7 +396,7 @@ def apply_plan(model: nn.Module, plan: Plan, *, calibration: Sequence[Any] | Non
                data_aware: bool = True, device: Any = None, progress: ProgressFn | None = None,
                flops_batch: int = 1, strategy: str = "auto", stats: Mapping[str, Any] | None = None,
                precision: torch.dtype = torch.float64, refit_sweeps: int = 1, refit_iters: int = 15,
-               placement: str = "auto", **decompose_options: Any) -> Tensorized:
+               placement: str = "auto", bond_split: str = "data", **decompose_options: Any) -> Tensorized:
     """Decompose every planned layer and return a compressed deep copy (the original is untouched).
 
     ``calibration``: batches for the data-aware statistics (required when ``data_aware``, unless
@@ -404,12 +413,19 @@ def apply_plan(model: nn.Module, plan: Plan, *, calibration: Sequence[Any] | Non
     on one core (the last) when the plan does not place them, so the full covariance is absorbed
     exactly; on MiniLM's FF weights at half parameters this lowers the data error more than the
     refit does (see ``benchmarks/bench_minilm_compress.py``); ``"chain"`` keeps the builder's.
+    ``bond_split`` (a key of :data:`BOND_SPLITS`): ``"data"`` chooses how a data-aware MPO with
+    its inputs on the last core spends a ``ratio`` / ``target_params`` budget between its bonds by
+    the data error (:func:`tnviz.decompose.split.split_bonds`; never worse on the calibration
+    data than the uniform caps, which are one of the candidates); ``"uniform"``: one cap for all.
     """
     from ..decompose import decompose
     from ..decompose.data_aware import input_tensors
+    from ..decompose.split import split_bonds
 
     if placement not in PLACEMENTS:
         raise TnvizError(f"placement must be one of {list(PLACEMENTS)}; got {placement!r}")
+    if bond_split not in BOND_SPLITS:
+        raise TnvizError(f"bond_split must be one of {list(BOND_SPLITS)}; got {bond_split!r}")
     dev = resolve_device(device)
     started = time.perf_counter()
     work = copy.deepcopy(model).to(dev).eval()
@@ -431,6 +447,14 @@ def apply_plan(model: nn.Module, plan: Plan, *, calibration: Sequence[Any] | Non
         cov = stats[lp.name].second_moment if lp.name in stats else None
         options = _placed(lp.options, lp.method, lp.shape, cov is not None, placement)
         try:
+            if cov is not None and bond_split == "data" and lp.method == "mpo" and len(lp.shape) == 2 \
+                    and "target_params" in options:
+                legs = {k: options[k] for k in ("in_dims", "out_dims", "in_cores", "out_cores") if k in options}
+                eps = {"cov_eps": decompose_options["cov_eps"]} if "cov_eps" in decompose_options else {}
+                split = split_bonds(weight, cov, target_params=options["target_params"], **legs, **eps)
+                if split is not None:
+                    options = {k: v for k, v in options.items() if k != "target_params"}
+                    options["max_rank"] = split.caps
             dec = decompose(weight, lp.method, input_cov=cov, **options, **decompose_options)
             if cov is not None and refit_sweeps and lp.method != "svd" and len(input_tensors(dec.network)) > 1:
                 # the refit minimises a ridged objective: keep it only where it lowers the data error
