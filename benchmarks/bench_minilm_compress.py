@@ -68,7 +68,7 @@ def _sync(device: torch.device) -> None:
 
 
 def run(device_name: str, methods: list[str], pattern: str, ratio: float, heal: int, reference: torch.Tensor,
-        data_aware_only: bool, placements: list[str]) -> list[dict]:
+        data_aware_only: bool, placements: list[str], bond_splits: list[str]) -> list[dict]:
     device = torch.device(device_name)
     model = load_minilm(device)
     calibration = model.batches(sentences("calibration"), 32, device)
@@ -83,16 +83,22 @@ def run(device_name: str, methods: list[str], pattern: str, ratio: float, heal: 
         stats = calibration_stats(model, [to_device(b, device) for b in calibration], names, device) if aware else None
         _sync(device)
         calib_s = time.perf_counter() - t0
-        for method, placement in [(m, p) for m in methods for p in (placements if m == "mpo" and aware else ["auto"])]:
+        variants = [(m, p, b) for m in methods for p in (placements if m == "mpo" and aware else ["auto"])
+                    for b in (bond_splits if m == "mpo" and aware and p == "auto" else ["data"])]
+        for method, placement, bond_split in variants:
             _sync(device)
             t1 = time.perf_counter()
             result = apply_plan(model, make_plan(model, [Rule(pattern, method, {"ratio": ratio})]),
-                                stats=stats, data_aware=aware, device=device, placement=placement)
+                                stats=stats, data_aware=aware, device=device, placement=placement,
+                                bond_split=bond_split)
             _sync(device)
             seconds = time.perf_counter() - t1 + calib_s
             cosine = functional("minilm", model, result.model, reference_outputs=reference)["cosine"]
             row = {"device": device_name, "method": method, "data_aware": aware,
                    "placement": (placement if aware else "chain") if method == "mpo" else "-",
+                   "bond_split": bond_split if method == "mpo" and aware and placement == "auto" else "-",
+                   "data_error": (round(sum(r.data_error for r in result.layers) / len(result.layers), 4)
+                                  if aware else None),
                    "layers": len(result.layers), "ratio": round(result.totals["ratio"], 3),
                    "flops": result.totals["flops_after"], "seconds": round(seconds, 3),
                    "calibration_s": round(calib_s if aware else 0.0, 3), "cosine": round(cosine, 4)}
@@ -115,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-aware-only", action="store_true", help="skip the plain (weight-only) variants")
     parser.add_argument("--placements", default="auto,chain",
                         help="data-aware MPO leg placements to compare (tnviz.model.tensorize.PLACEMENTS)")
+    parser.add_argument("--bond-splits", default="data",
+                        help="data-aware MPO bond splits to compare (tnviz.model.tensorize.BOND_SPLITS)")
     parser.add_argument("--devices", default="cuda,cpu", help="devices to time (cuda skipped when absent)")
     parser.add_argument("--out", type=Path, default=None, help="folder for minilm_compress.json")
     args = parser.parse_args(argv)
@@ -126,20 +134,24 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for device in devices:
         rows += run(device, methods, PATTERNS[args.layers], args.ratio, args.heal, reference, args.data_aware_only,
-                    [p.strip() for p in args.placements.split(",") if p.strip()])
+                    [p.strip() for p in args.placements.split(",") if p.strip()],
+                    [b.strip() for b in args.bond_splits.split(",") if b.strip()])
     machine = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"{platform.machine()} CPU"
     print(f"\nMiniLM ({args.layers} layers, {args.ratio}x each), whole compression incl. calibration; {machine}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-    head = f"{'device':<6} {'method':<6} {'data-aware':<10} {'place':<6} {'layers':>6} {'ratio':>6} {'seconds':>8} {'cosine':>7}"
+    head = (f"{'device':<6} {'method':<6} {'data-aware':<10} {'place':<6} {'split':<7} {'layers':>6} {'ratio':>6} "
+            f"{'seconds':>8} {'data err':>8} {'cosine':>7}")
     print(head + (f" {'healed':>7}" if args.heal else ""))
     for r in rows:
-        line = (f"{r['device']:<6} {r['method']:<6} {str(r['data_aware']):<10} {r['placement']:<6} {r['layers']:>6} {r['ratio']:>6.2f} "
-                f"{r['seconds']:>8.2f} {r['cosine']:>7.4f}")
+        err = "-" if r["data_error"] is None else f"{r['data_error']:.4f}"
+        line = (f"{r['device']:<6} {r['method']:<6} {str(r['data_aware']):<10} {r['placement']:<6} {r['bond_split']:<7} "
+                f"{r['layers']:>6} {r['ratio']:>6.2f} {r['seconds']:>8.2f} {err:>8} {r['cosine']:>7.4f}")
         print(line + (f" {r['cosine_healed']:>7.4f}" if args.heal else ""))
     for method in methods:
         for aware in (False, True):
             t = {r["device"]: r["seconds"] for r in rows
-                 if r["method"] == method and r["data_aware"] == aware and r["placement"] == "auto"}
+                 if r["method"] == method and r["data_aware"] == aware and r["bond_split"] in ("data", "-")
+                 and (r["placement"] in ("auto", "-") or not aware)}  # the defaults
             if "cuda" in t and "cpu" in t:
                 print(f"speed-up cuda vs cpu, {method} {'data-aware' if aware else 'plain'}: {t['cpu'] / t['cuda']:.1f}x")
     if args.out:

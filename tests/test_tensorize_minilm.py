@@ -51,7 +51,8 @@ def test_minilm_feed_forward_half_params_data_aware_beats_plain(minilm):
 def test_minilm_data_aware_mpo_inputs_on_one_core_beats_chain_placement(minilm):
     """The default placement of a data-aware MPO (every input leg on the last core: the full
     covariance is absorbed exactly) against the builder's chain placement (Kronecker whitening +
-    least-squares refit, the previous default), same parameters, first two blocks' FF weights."""
+    least-squares refit, the previous default), and the default bond split (chosen by the data
+    error) against one cap on every bond, same parameters, first two blocks' FF weights."""
     model = minilm.model
     calibration = model.batches(sentences("calibration")[:64], 32, "cpu")
     reference = embed(sentences("heldout"), model)
@@ -59,16 +60,21 @@ def test_minilm_data_aware_mpo_inputs_on_one_core_beats_chain_placement(minilm):
     assert len(plan.layers) == 4
     stats = calibration_stats(model, calibration, plan.names(), "cpu")
     auto = apply_plan(model, plan, stats=stats, device="cpu")
+    uniform = apply_plan(model, plan, stats=stats, device="cpu", bond_split="uniform")  # one cap on every bond
     chain = apply_plan(model, plan, stats=stats, device="cpu", placement="chain")  # refit 1 x 15: the old default
-    for result in (auto, chain):
+    for result in (auto, uniform, chain):
         assert len(result.layers) == 4 and 1.95 < result.totals["ratio"] < 2.1
-    for a, c in zip(auto.layers, chain.layers):
+    for a, u, c in zip(auto.layers, uniform.layers, chain.layers):
         assert input_tensors(a.network) == [a.network.tensor_names[-1]]  # every input leg on the last core
+        assert input_tensors(u.network) == [u.network.tensor_names[-1]]
         assert len(input_tensors(c.network)) > 1
         assert a.params_after <= a.params_before // 2 + 1
-        assert a.data_error < c.data_error  # the exact whitening wins layer by layer
-    cos_auto = functional("minilm", model, auto.model, reference_outputs=reference)["cosine"]
-    cos_chain = functional("minilm", model, chain.model, reference_outputs=reference)["cosine"]
-    print(f"MiniLM FF blocks 0-1 at 2x, data-aware MPO held-out cosine: inputs on one core {cos_auto:.4f}, "
-          f"chain + refit {cos_chain:.4f}")
-    assert cos_auto > cos_chain
+        assert u.data_error < c.data_error  # the exact whitening wins layer by layer
+        assert a.data_error <= u.data_error  # the split chosen by the data error never loses to the uniform caps
+        if "intermediate" in a.name:  # 1536 outputs: the full output-side bond wins by a margin
+            assert a.ranks["b1"] == 192 > u.ranks["b1"] and a.data_error < u.data_error - 0.01
+    cos = {name: functional("minilm", model, r.model, reference_outputs=reference)["cosine"]
+           for name, r in (("auto", auto), ("uniform", uniform), ("chain", chain))}
+    print(f"MiniLM FF blocks 0-1 at 2x, data-aware MPO held-out cosine: inputs on one core, split by data "
+          f"{cos['auto']:.4f}, uniform caps {cos['uniform']:.4f}; chain + refit {cos['chain']:.4f}")
+    assert cos["auto"] > cos["uniform"] > cos["chain"]
