@@ -160,7 +160,9 @@ class RebuiltPlan:
         gemm = 2 * self.batch * io + MEMORY_WEIGHT * (io + self.batch * (self.net.in_features + self.net.out_features))
         if cached:
             return gemm + STEP_OVERHEAD
-        return gemm + self.reconstruct_flops + MEMORY_WEIGHT * io + STEP_OVERHEAD * len(self.net.tensors)
+        # the rebuild runs as opt_einsum's pairwise steps, like ``factorized``
+        rebuild = FACTORIZED_SLOWDOWN * (self.reconstruct_flops + MEMORY_WEIGHT * io)
+        return gemm + rebuild + STEP_OVERHEAD * len(self.net.tensors)
 
     def __call__(self, x2d, ctx: Context):
         import torch.nn.functional as F
