@@ -4,8 +4,9 @@ With every input leg on one core (the last: ``tnviz.model.tensorize.inputs_last_
 input covariance ``C = L L^T`` is absorbed exactly, and the MPO of ``W`` is the TT-SVD of the
 whitened ``M = W·L``.  Its data error ``||(W - W~) X|| / ||W X||`` is then exactly
 ``sqrt(sum of the squared discarded singular values over the bonds) / ||M||`` (TT-SVD's
-truncations are orthogonal projections), so each way of splitting a budget between the bonds
-costs one TT-SVD to score, no dense reconstruction.
+truncations are orthogonal projections), so each way of splitting a budget between the bonds is
+scored from singular values alone, no dense reconstruction (the first unfolding's SVD is shared by
+every candidate; the last bond needs only the eigenvalues of a Gram matrix).
 
 ``target_params`` alone (the uniform rank of :func:`tnviz.decompose.decompose`) gives every bond
 the same cap.  :func:`split_bonds` also tries the family "output-side bonds at a fraction ``f``
@@ -33,8 +34,8 @@ from typing import Any, Sequence
 from ..errors import DecompositionError
 from . import data_aware as da
 from .legs import make_legs
-from .truncation import Truncation
-from .tt import chain_network, tt_svd
+from .randomized import exact_svd
+from .tt import chain_network, permuted
 
 #: Fractions of each output-side bond's useful maximum tried by :func:`split_bonds`.
 DEFAULT_FRACTIONS: tuple[float, ...] = (0.25, 0.5, 0.625, 0.75, 0.875, 1.0)
@@ -73,6 +74,33 @@ def _largest(fits, hi: int) -> int:
         else:
             hi = mid - 1
     return lo
+
+
+def _tt_svd_loss(first, shapes: Sequence[tuple[int, ...]], caps: Sequence[int]) -> tuple[list[int], float]:
+    """The bond ranks and the squared discarded weight of TT-SVD (exact SVDs, rank caps ``caps``)
+    given the thin SVD ``first`` of the first unfolding; the last bond needs singular values only
+    (from the Gram matrix of the smaller side)."""
+    import torch
+
+    U, S, Vh, SVh = first
+    r = max(1, min(caps[0], S.shape[0]))
+    lost = float((S[r:].double() ** 2).sum())
+    C = SVh[:r] if SVh is not None else S[:r, None] * Vh[:r]
+    ranks = [r]
+    for k, cap in enumerate(caps[1:], start=1):
+        C = C.reshape(ranks[-1] * math.prod(shapes[k]), -1)
+        if k < len(caps) - 1:
+            U, S, Vh, SVh = exact_svd(C)
+            r = max(1, min(cap, S.shape[0]))
+            lost += float((S[r:].double() ** 2).sum())
+            C = SVh[:r] if SVh is not None else S[:r, None] * Vh[:r]
+        else:
+            gram = C.mT @ C if C.shape[0] >= C.shape[1] else C @ C.mT
+            squares = torch.linalg.eigvalsh(gram.double()).flip(-1).clamp(min=0)
+            r = max(1, min(cap, squares.shape[0]))
+            lost += float(squares[r:].sum())
+        ranks.append(r)
+    return ranks, lost
 
 
 def split_bonds(weight, input_cov, *, target_params: int, in_dims: Sequence[int] | None = None,
@@ -124,15 +152,16 @@ def split_bonds(weight, input_cov, *, target_params: int, in_dims: Sequence[int]
             proposals.append((f"f={f:g}", {**head, bonds[-1]: last}))
     if not proposals:
         return None
+    X, shapes = permuted(T, net, legs)
+    first = exact_svd(X.reshape(math.prod(shapes[0]), -1))  # shared: candidates differ in where they cut it
     scored, seen = [], set()
     for label, caps in proposals:
         key = tuple(caps[b] for b in bonds)
         if key in seen:
             continue
         seen.add(key)
-        out = tt_svd(T, legs, Truncation("max_rank", caps), norm=norm, randomized=False)
-        ranks = {b: int(out.network.sizes[b]) for b in bonds}  # a cap above a bond's rank is not used
-        lost = math.sqrt(sum(float(v) ** 2 for v in out.discarded.values()))
-        scored.append(SplitCandidate(label, ranks, params(ranks), lost / norm if norm > 0 else lost))
+        ranks, lost = _tt_svd_loss(first, shapes, [caps[b] for b in bonds])
+        ranks = dict(zip(bonds, ranks))  # a cap above a bond's rank is not used
+        scored.append(SplitCandidate(label, ranks, params(ranks), math.sqrt(lost) / norm if norm > 0 else math.sqrt(lost)))
     best = min(scored, key=lambda c: (c.data_error, c.params))
     return BondSplit(best.caps, best.params, best.data_error, best.label, tuple(scored))
