@@ -210,6 +210,32 @@ def test_ring_plan_has_two_segments_at_least_and_auto_uses_it_where_it_pays():
     assert choose(net, 1) == "ring" and choose(net, 64) == "ring"
 
 
+
+HALVES_NETWORKS = {**RING_NETWORKS, "mpo odd": tnviz.mpo([2, 3, 5], [3, 2, 3], ranks=[4, 5]),
+                   "mpo unequal legs": tnviz.mpo([3, 5], [2, 3, 2], ranks=3),
+                   "mpo 5 cores": tnviz.mpo([2, 3, 2, 1, 2], [3, 1, 2, 2, 2], ranks=[2, 3, 4, 2])}
+
+
+@pytest.mark.parametrize("name", list(HALVES_NETWORKS))
+def test_two_halves_rebuild_equals_the_dense_matrix_and_its_gradients(name):
+    """``rebuilt`` rebuilds chains and rings as two merged halves, one GEMM and a blocked permute;
+    the matrix and the gradients equal opt_einsum's contraction of the whole network."""
+    from tnviz.nn.strategies import dense_weight, rebuild_expression, rebuild_halves
+
+    net = HALVES_NETWORKS[name]
+    assert rebuild_halves(net) is not None
+    tensors, leaves = reference(net, seed=21)
+    ordered = [leaves[n] for n in net.tensor_names]
+    W = dense_weight(net, ordered)
+    torch.testing.assert_close(W, torch.from_numpy(tnviz.to_dense(net, tensors)), rtol=1e-12, atol=1e-12)
+    G = torch.randn(W.shape, dtype=F64, generator=torch.Generator().manual_seed(2))
+    grads = torch.autograd.grad(W, ordered, G)
+    reference_w = rebuild_expression(net)(*ordered, backend="torch").reshape(W.shape)
+    for got, want in zip(grads, torch.autograd.grad(reference_w, ordered, G)):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    assert rebuild_halves(tnviz.tucker([3, 4], [2, 2], ranks=2)) is None
+    assert rebuild_halves(tnviz.mpo([7], [5], ranks=[])) is None
+
 # ------------------------------------------------------------------ measured choice
 def test_autotune_picks_a_supported_strategy_once_and_stays_exact():
     M.clear_autotune()
