@@ -6,6 +6,8 @@
   the layers before it were healed (one calibration pass per layer, in forward order), so each
   layer also undoes the remaining error of those before it; ``'original'`` uses the original
   model's inputs (one pass in all; pure per-layer distillation). Padding tokens (``attention_mask`` 0) are left out.
+* :func:`heal_distill`: every TN layer distilled jointly to the original model's outputs on the
+  calibration inputs (no labels; the layers correct one another's errors at the model's end).
 * :func:`heal_end_to_end`: the whole compressed model trained on labelled data (the digits demos).
 
 Both are seeded, change the model in place and return a :class:`HealReport` (loss history).
@@ -152,6 +154,82 @@ def heal_layerwise(model: nn.Module, original: nn.Module, batches: Sequence[Any]
     model.eval()
     if progress:
         progress(len(layers), len(layers), "done")
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def heal_distill(model: nn.Module, original: nn.Module, batches: Sequence[Any], *, steps: int = 60, lr: float = 2e-4,
+                 seed: int = 0, progress: ProgressFn | None = None) -> HealReport:
+    """Distil every TN layer of ``model`` (in place) jointly to ``original``'s outputs on ``batches``.
+
+    Adam on the TN layers' parameters only (everything else stays as it is), one calibration
+    batch per step drawn at random (seeded), loss ``||f(b) - f_orig(b)||^2 / ||f_orig(b)||^2``
+    on the model's main output (a tensor, the first of a tuple, or ``last_hidden_state``). Unlike
+    :func:`heal_layerwise` it fits what the model computes at its end, so the layers correct one
+    another; the loss is reported over all ``batches`` (``'model'``), and the model is restored
+    if it ended worse on them than it came.
+    """
+    import time
+
+    from .evaluate import _first_tensor
+    from .tensorize import tn_modules, to_device
+
+    if steps < 1:
+        raise TnvizError(f"healing needs at least one step; got steps={steps}")
+    if not batches:
+        raise TnvizError("distillation needs at least one calibration batch; got none")
+    start = time.perf_counter()
+    params = [p for m in tn_modules(model).values() for p in m.parameters() if p.requires_grad]
+    if not params:
+        raise TnvizError("distillation needs at least one TN layer with parameters; the model has none")
+    dev_c = next(model.parameters()).device
+    dev_o = next(original.parameters()).device
+    moved = [to_device(b, dev_c) for b in batches]
+    was_o = original.training
+    original.eval()
+    with torch.no_grad():
+        targets = [_first_tensor(call_model(original, to_device(b, dev_o))).detach().to(dev_c) for b in batches]
+    original.train(was_o)
+    scales = [float((y.double() ** 2).mean()) or 1.0 for y in targets]
+
+    def loss_of(k: int) -> torch.Tensor:
+        return ((_first_tensor(call_model(model, moved[k])) - targets[k]) ** 2).mean() / scales[k]
+
+    def full_loss() -> float:
+        with torch.no_grad():
+            return sum(float(loss_of(k)) for k in range(len(moved))) / len(moved)
+
+    was = model.training
+    model.eval()  # distil the function as evaluated (no dropout); gradients still flow
+    report = HealReport("distill", steps=steps)
+    report.loss_before["model"] = full_loss()
+    start_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    optimizer = torch.optim.Adam(params, lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    chosen = {id(p) for p in params}
+    frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in chosen]
+    for p in frozen:  # no gradients for what is not trained
+        p.requires_grad_(False)
+    try:
+        for step in range(steps):
+            if progress and step % max(1, steps // 20) == 0:
+                progress(step, steps, f"step {step + 1}")
+            k = int(torch.randint(0, len(moved), (1,), generator=generator))
+            optimizer.zero_grad(set_to_none=True)
+            loss_of(k).backward()
+            optimizer.step()
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    report.loss_after["model"] = full_loss()
+    if report.loss_after["model"] > report.loss_before["model"]:  # never leave the model worse than it came
+        model.load_state_dict(start_state)
+        report.loss_after["model"] = report.loss_before["model"]
+        report.kept.append("model")
+    model.train(was)
+    model.eval()
+    if progress:
+        progress(steps, steps, "done")
     report.seconds = time.perf_counter() - start
     return report
 

@@ -1,0 +1,76 @@
+"""heal_distill: every TN layer distilled jointly to the original model's outputs."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from tnviz.errors import TnvizError
+from tnviz.model.heal import heal_distill
+from tnviz.model.tensorize import Rule, apply_plan, make_plan, tn_modules
+
+
+def _setup():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 48), torch.nn.Tanh(), torch.nn.Linear(48, 32), torch.nn.Tanh(),
+                                torch.nn.Linear(32, 8))
+    g = torch.Generator().manual_seed(1)
+    batches = [torch.randn(64, 32, generator=g) for _ in range(4)]
+    plan = make_plan(model, [Rule(r"^[02]$", "mpo", {"ratio": 3.0})])
+    result = apply_plan(model, plan, calibration=batches, device="cpu")
+    return model, result.model, batches
+
+
+def _loss(model, original, batches) -> float:
+    """The reported loss, recomputed: mean over batches of ||f(b) - f_orig(b)||^2 / ||f_orig(b)||^2 (float64)."""
+    with torch.no_grad():
+        values = []
+        for b in batches:
+            y = original(b).double()
+            values.append(float(((model(b).double() - y) ** 2).mean() / (y ** 2).mean()))
+    return sum(values) / len(values)
+
+
+def test_distill_lowers_the_output_loss_and_trains_only_tn_layers():
+    original, compressed, batches = _setup()
+    assert set(tn_modules(compressed)) == {"0", "2"}
+    last_before = compressed[4].weight.detach().clone()
+    before = _loss(compressed, original, batches)
+    report = heal_distill(compressed, original, batches, steps=80, lr=3e-3)
+    after = _loss(compressed, original, batches)
+    assert report.mode == "distill" and report.kept == []
+    assert report.loss_before["model"] == pytest.approx(before, rel=1e-4)
+    assert report.loss_after["model"] == pytest.approx(after, rel=1e-4)
+    assert after < 0.7 * before
+    assert torch.equal(compressed[4].weight, last_before)  # the dense layer is not trained
+    assert all(p.requires_grad for p in compressed.parameters())  # frozen only while distilling
+    assert all(p.grad is None for p in compressed[4].parameters())
+
+
+def test_distill_is_seeded():
+    original, compressed, batches = _setup()
+    twin = copy.deepcopy(compressed)
+    a = heal_distill(compressed, original, batches, steps=20, lr=1e-3, seed=3)
+    b = heal_distill(twin, original, batches, steps=20, lr=1e-3, seed=3)
+    assert a.loss_after == b.loss_after
+    x = batches[0]
+    assert torch.equal(compressed(x), twin(x))
+
+
+def test_distill_never_leaves_the_model_worse():
+    original, compressed, batches = _setup()
+    state = {k: v.clone() for k, v in compressed.state_dict().items()}
+    report = heal_distill(compressed, original, batches, steps=5, lr=50.0)  # a step this large diverges
+    assert report.kept == ["model"] and report.loss_after == report.loss_before
+    assert all(torch.equal(v, state[k]) for k, v in compressed.state_dict().items())
+
+
+def test_distill_refuses_what_it_cannot_do():
+    original, compressed, batches = _setup()
+    with pytest.raises(TnvizError, match="at least one step; got steps=0"):
+        heal_distill(compressed, original, batches, steps=0)
+    with pytest.raises(TnvizError, match="at least one calibration batch; got none"):
+        heal_distill(compressed, original, [], steps=5)
+    with pytest.raises(TnvizError, match="at least one TN layer"):
+        heal_distill(copy.deepcopy(original), original, batches, steps=5)
