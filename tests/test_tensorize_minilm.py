@@ -2,12 +2,14 @@
 layer-wise healing (embedding cosine vs the original on the held-out bundled sentences)."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 from tnviz.model.demos import embed, sentences
 from tnviz.decompose.data_aware import input_tensors
-from tnviz.model.heal import heal_layerwise
+from tnviz.model.heal import heal_distill, heal_layerwise
 from tnviz.model.tensorize import Rule, apply_plan, calibration_stats, demo_subject, functional, make_plan
 
 FEED_FORWARD = r"layer\.\d+\.(intermediate|output)\.dense$"
@@ -39,11 +41,17 @@ def test_minilm_feed_forward_half_params_data_aware_beats_plain(minilm):
         assert 1.95 < result.totals["ratio"] < 2.1  # about half the parameters
     cos_plain = functional("minilm", model, plain.model, reference_outputs=reference)["cosine"]
     cos_aware = functional("minilm", model, aware.model, reference_outputs=reference)["cosine"]
+    distilled = copy.deepcopy(aware.model)
+    joint = heal_distill(distilled, model, calibration, steps=20)
+    cos_distilled = functional("minilm", model, distilled, reference_outputs=reference)["cosine"]
     report = heal_layerwise(aware.model, model, calibration, steps=10, lr=2e-4, batch_rows=256)
     cos_healed = functional("minilm", model, aware.model, reference_outputs=reference)["cosine"]
     print(f"MiniLM FF at {aware.totals['ratio']:.2f}x, held-out cosine: plain SVD {cos_plain:.4f}, "
-          f"data-aware SVD {cos_aware:.4f}, after layer-wise healing {cos_healed:.4f} ({report.seconds:.1f}s)")
+          f"data-aware SVD {cos_aware:.4f}, after layer-wise healing {cos_healed:.4f} ({report.seconds:.1f}s), "
+          f"distilled jointly instead {cos_distilled:.4f} ({joint.seconds:.1f}s)")
     assert cos_aware > cos_plain + 0.1
+    assert joint.loss_after["model"] < joint.loss_before["model"] and not joint.kept
+    assert cos_distilled > cos_healed > cos_aware  # on held-out sentences, not the ones distilled on
     assert all(report.loss_after[n] <= report.loss_before[n] for n in report.loss_after)  # never worse, by design
     assert sum(report.loss_after.values()) < sum(report.loss_before.values())  # and better overall
 

@@ -774,7 +774,8 @@ def compress_model(source: str | os.PathLike, output: str | os.PathLike, *, meth
     Hugging Face folders/zips): plan, apply, measure, optionally heal, export to ``output``.
 
     ``source``: a demo name (``digits-mlp``, ``digits-cnn``, ``minilm``) or a Hugging Face
-    folder/zip. ``heal``: ``None``, ``'layer-wise'`` or ``'end-to-end'`` (digits only). Returns
+    folder/zip. ``heal``: ``None``, ``'layer-wise'``, ``'distill'`` (every TN layer jointly to the
+    original's outputs, :func:`tnviz.model.heal.heal_distill`) or ``'end-to-end'`` (digits only). Returns
     the ``tnviz.json`` document with ``functional`` = the metric of the original, the compressed
     and (if healed) the healed model.
     """
@@ -793,15 +794,18 @@ def compress_model(source: str | os.PathLike, output: str | os.PathLike, *, meth
     measured = {"original": functional(subject.kind, subject.model, subject.model, subject.samples, reference),
                 "compressed": functional(subject.kind, subject.model, result.model, subject.samples, reference)}
     if heal:
-        from .heal import heal_digits, heal_layerwise
+        from .heal import heal_digits, heal_distill, heal_layerwise
 
         if heal == "layer-wise":
             heal_layerwise(result.model, subject.model, [to_device(b, result.device) for b in subject.calibration],
                            steps=heal_steps)
+        elif heal == "distill":
+            heal_distill(result.model, subject.model, [to_device(b, result.device) for b in subject.calibration],
+                         steps=heal_steps)
         elif heal == "end-to-end" and subject.kind == "digits":
             heal_digits(result.model, epochs=heal_steps)
         else:
-            raise TnvizError(f"healing must be 'layer-wise', or 'end-to-end' for the digits demos; got {heal!r} "
+            raise TnvizError(f"healing must be 'layer-wise', 'distill', or 'end-to-end' for the digits demos; got {heal!r} "
                              f"for a {subject.kind} model")
         measured["healed"] = functional(subject.kind, subject.model, result.model, subject.samples, reference)
     return export_model(result, output, source=subject.name,
