@@ -93,6 +93,7 @@ class TNLinear(nn.Module):
         self._choices: dict[Any, str] = {}
         self._plans: dict[Any, Any] = {}
         self._cache: dict[Any, tuple[Any, Any]] = {}
+        self._forward_version: tuple | None = None
         self.reset_parameters()
 
     # ------------------------------------------------------------------ construction
@@ -179,7 +180,8 @@ class TNLinear(nn.Module):
     # ------------------------------------------------------------------ what plans use
     def ordered_tensors(self) -> list[torch.Tensor]:
         """The parameters in network order."""
-        return [self.tensors[self._keys[n]] for n in self.network.tensor_names]
+        params = self.tensors._parameters  # a dict lookup; ParameterDict's __getitem__ costs microseconds
+        return [params[self._keys[n]] for n in self.network.tensor_names]
 
     def named_network_tensors(self) -> dict[str, torch.Tensor]:
         """The parameters keyed by the network's tensor names."""
@@ -188,18 +190,21 @@ class TNLinear(nn.Module):
     def _caching_allowed(self) -> bool:
         if self.training:
             return False
-        return not (torch.is_grad_enabled() and any(p.requires_grad for p in self.tensors.values()))
+        return not (torch.is_grad_enabled() and any(p.requires_grad for p in self.tensors._parameters.values()))
 
     def _version(self) -> tuple:
-        return tuple((p._version, p.data_ptr(), p.dtype, p.device) for p in self.tensors.values())
+        return tuple((p._version, p.data_ptr(), p.dtype, p.device) for p in self.tensors._parameters.values())
 
     def cached(self, key: Any, compute):
         """``compute()`` cached while the weights are unchanged (eval mode, no gradient needed);
         any in-place change of a tensor (optimizer step, ``load_state_dict``) bumps its version
         counter and invalidates the entry."""
-        if not self._caching_allowed():
+        # within one forward the weights cannot change: its version is taken once (small batches
+        # are bound by this Python-side work, one lookup per step of the plan)
+        version = self._forward_version if self._forward_version is not None else (
+            self._version() if self._caching_allowed() else None)
+        if version is None:
             return compute()
-        version = self._version()
         hit = self._cache.get(key)
         if hit is not None and hit[0] == version:
             return hit[1]
@@ -270,7 +275,12 @@ class TNLinear(nn.Module):
             y = x.new_zeros((*lead, self.out_features))
             return y if self.bias is None else y + self.bias
         name = self.choose_strategy(batch, x.dtype, x.device)
-        y = self.plan(batch, name, x.dtype, x.device)(x.reshape(batch, self.in_features), self)
+        plan = self.plan(batch, name, x.dtype, x.device)
+        self._forward_version = self._version() if self._caching_allowed() else None
+        try:
+            y = plan(x.reshape(batch, self.in_features), self)
+        finally:
+            self._forward_version = None
         self.last_strategy = name
         if self.bias is not None:
             y = y + self.bias
