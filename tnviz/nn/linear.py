@@ -283,7 +283,10 @@ class TNLinear(nn.Module):
             self._forward_version = None
         self.last_strategy = name
         if self.bias is not None:
-            y = y + self.bias
+            # In place: every plan returns a fresh tensor (or a view of one) that no backward
+            # reads; an out-of-place add allocates a new output whose page faults cost more than
+            # the whole Tucker sweep at batch 1024 (benchmarks/README.md).
+            y = y.add_(self.bias) if y.dtype == self.bias.dtype else y + self.bias
         return y.reshape(*lead, self.out_features)
 
     # ------------------------------------------------------------------ conversions
