@@ -114,6 +114,15 @@ def test_compress_a_demo_model_data_aware_with_its_functional_effect(tmp_path):
     assert set(back.layers) == {layer["name"] for layer in d["layers"]}
 
 
+def test_compress_a_demo_model_and_distill_it(tmp_path):
+    out = run("compress", "digits-mlp", "--max-rank", "4", "--heal", "distill", "--heal-steps", "5",
+              "-o", str(tmp_path / "mlp"), "--json")
+    assert out.returncode == 0, out.stderr
+    d = json.loads(out.stdout)
+    assert {"original", "compressed", "healed"} <= set(d["functional"])
+    assert 0 <= d["functional"]["healed"]["accuracy"] <= 1
+
+
 def test_model_only_options_are_refused_for_a_weights_file(tmp_path):
     import torch
     from safetensors.torch import save_file

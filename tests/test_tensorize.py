@@ -212,6 +212,7 @@ def test_hf_zip_model_compress_agreement_export_reload(tmp_path):
 
     subject = hf_subject(archive, "cpu")
     assert subject.kind == "hf" and len(subject.calibration) == 2
+    assert subject.inputs.startswith("random token ids (the upload has no tokenizer.json")
     plan = make_plan(subject.model, [Rule(r"intermediate\.dense|output\.dense", "mpo", {"ratio": 2})])
     result = apply_plan(subject.model, plan, calibration=subject.calibration, device="cpu")
     assert result.layers and _params(result.model) < _params(subject.model)
@@ -223,6 +224,69 @@ def test_hf_zip_model_compress_agreement_export_reload(tmp_path):
     with torch.no_grad():
         load_into(fresh, tmp_path / "out")
         assert torch.allclose(fresh(**batch), result.model(**batch), atol=1e-6, rtol=0)
+
+
+def _tiny_bert_folder(folder, vocab_size=100):
+    from tnviz.model.bert import Bert
+    from tnviz.model.io import save_safetensors
+
+    config = {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "intermediate_size": 64, "vocab_size": vocab_size, "max_position_embeddings": 32, "type_vocab_size": 2,
+              "hidden_act": "gelu", "layer_norm_eps": 1e-12, "pad_token_id": 0}
+    torch.manual_seed(0)
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(config))
+    save_safetensors(Bert(config).state_dict(), folder / "model.safetensors")
+
+
+def _word_tokenizer(words, path):
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, **{w: i + 2 for i, w in enumerate(words)}}
+    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.Lowercase()
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.save(str(path))
+
+
+def test_hf_upload_with_a_tokenizer_calibrates_on_the_bundled_sentences(tmp_path):
+    from tnviz.model.demos import sentences
+    from tnviz.model.tensorize import hf_subject
+
+    folder = tmp_path / "bert"
+    _tiny_bert_folder(folder)
+    from collections import Counter
+
+    counts = Counter(w.lower().strip(".,;:!?'\"") for s in sentences() for w in s.split())
+    words = [w for w, _ in counts.most_common(98)]
+    _word_tokenizer(words, folder / "tokenizer.json")
+    subject = hf_subject(folder, "cpu", max_tokens=24)
+    assert subject.inputs.startswith("the bundled sentences tokenized by the upload's tokenizer.json")
+    n_cal, n_held = len(sentences("calibration")), len(sentences("heldout"))
+    assert sum(len(b["input_ids"]) for b in subject.calibration) == n_cal
+    assert sum(len(b["input_ids"]) for b in subject.samples) == n_held
+    first = subject.calibration[0]
+    assert first["input_ids"].shape[1] <= 24 and int(first["input_ids"].max()) < 100
+    # padding: the mask is 0 exactly where the pad id sits after the sentence
+    assert bool(((first["attention_mask"] == 0) <= (first["input_ids"] == 0)).all())
+    # the tokenizer's (most frequent) words really are in the calibration ids, not only unknowns
+    assert int((first["input_ids"] > 1).sum()) > first["attention_mask"].sum() // 4
+    plan = make_plan(subject.model, [Rule(r"intermediate\.dense|output\.dense", "svd", {"ratio": 2})])
+    result = apply_plan(subject.model, plan, calibration=subject.calibration, device="cpu")
+    assert result.data_aware and result.layers
+
+
+def test_hf_upload_with_a_foreign_tokenizer_falls_back_to_random_ids_and_says_why(tmp_path):
+    from tnviz.model.tensorize import hf_subject
+
+    folder = tmp_path / "bert"
+    _tiny_bert_folder(folder, vocab_size=3)  # the tokenizer's ids go far beyond this vocabulary
+    _word_tokenizer(["the", "a", "of", "and", "to"], folder / "tokenizer.json")
+    subject = hf_subject(folder, "cpu")
+    assert "beyond the config's vocab_size=3" in subject.inputs
+    assert int(subject.calibration[0]["input_ids"].max()) < 3
+    (folder / "tokenizer.json").write_text("{not json")
+    assert "could not be read" in hf_subject(folder, "cpu").inputs
 
 
 def test_compress_model_demo_to_folder(tmp_path):

@@ -228,8 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", default=None, help="regular expression selecting weight (file) or module (model) names")
     p.add_argument("--no-data-aware", action="store_true", dest="no_data_aware",
                    help="models: decompose the weights alone instead of minimising the error on calibration inputs")
-    p.add_argument("--heal", choices=["layer-wise", "end-to-end"], default=None,
-                   help="models: a short fine-tune after compression (end-to-end: digits demos)")
+    p.add_argument("--heal", choices=["layer-wise", "distill", "end-to-end"], default=None,
+                   help="models: a short fine-tune after compression (layer-wise: each TN layer to the original "
+                        "layer's outputs; distill: all TN layers jointly to the original model's outputs; "
+                        "end-to-end: digits demos, on their labels)")
     p.add_argument("--heal-steps", type=_positive_int, default=50, dest="heal_steps")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("-o", "--output", required=True, help="output folder")

@@ -259,6 +259,8 @@ if mode == "one global target":
 with option_col:
     data_aware = st.checkbox("Data-aware (calibration inputs)", value=loaded["kind"] != "file",
                              disabled=loaded["kind"] == "file", key=K + "data_aware")
+    if loaded["kind"] != "file" and _subject(subject_key).inputs:
+        st.caption(f"Inputs: {_subject(subject_key).inputs}.")
     show_preview = st.checkbox("Preview parameters and error per layer", value=loaded["ref"] != "minilm",
                                key=K + "preview")
 
@@ -463,17 +465,21 @@ elif result is not None:
 
     st.subheader("Heal")
     subject = _subject(subject_key)
-    modes = ["layer-wise"] + (["end-to-end (digits labels)"] if subject.kind == "digits" else [])
+    modes = ["layer-wise", "distill (all layers jointly)"] + (["end-to-end (digits labels)"] if subject.kind == "digits" else [])
     h1, h2, h3 = st.columns(3)
     heal_mode = h1.radio("Healing", modes, key=K + "heal_mode")
     if heal_mode == "layer-wise":  # separate keys: 50 steps per layer must not become 50 epochs
         steps = h2.number_input("Steps per layer", min_value=1, value=50, key=K + "heal_steps",
                                 help="distillation steps of each TN layer towards the original layer's outputs")
+    elif heal_mode.startswith("distill"):
+        steps = h2.number_input("Steps", min_value=1, value=60, key=K + "distill_steps",
+                                help="optimizer steps training every TN layer at once towards the original model's "
+                                     "outputs on the calibration inputs (kept only if it improves them)")
     else:
         steps = h2.number_input("Epochs", min_value=1, value=2, key=K + "heal_epochs",
                                 help="passes over the digits training split with its labels")
     if h3.button("Heal", key=K + "heal"):
-        from tnviz.model.heal import heal_digits, heal_layerwise
+        from tnviz.model.heal import heal_digits, heal_distill, heal_layerwise
         from tnviz.model.tensorize import functional
 
         with st.status("Healing…", expanded=True) as status:
@@ -481,6 +487,8 @@ elif result is not None:
             cb = lambda d, t, n: bar.progress(min(d / max(t, 1), 1.0), text=f"{d}/{t} {n}")  # noqa: E731
             if heal_mode == "layer-wise":
                 heal_layerwise(result.model, subject.model, subject.calibration, steps=int(steps), progress=cb)
+            elif heal_mode.startswith("distill"):
+                heal_distill(result.model, subject.model, subject.calibration, steps=int(steps), progress=cb)
             else:
                 heal_digits(result.model, epochs=int(steps), progress=cb)
             healed = functional(subject.kind, subject.model, result.model, subject.samples,

@@ -50,6 +50,14 @@ def test_demo_run_shows_results_and_heals(open_page):
     assert not at.exception, [e.value for e in at.exception]
     how, was, now = at.session_state["tensorize.healed"]
     assert was["accuracy"] == before and now["accuracy"] > before
+    # joint distillation to the original's outputs: its own step count, the result recorded
+    at.radio(key="tensorize.heal_mode").set_value("distill (all layers jointly)").run()
+    assert at.number_input(key="tensorize.distill_steps").value == 60
+    at.number_input(key="tensorize.distill_steps").set_value(5).run()
+    _button(at, "tensorize.heal").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    how, was, again = at.session_state["tensorize.healed"]
+    assert how.startswith("distill") and was == now and 0 <= again["accuracy"] <= 1
     data = at.session_state["tensorize.zip"]
     names = zipfile.ZipFile(io.BytesIO(data)).namelist()
     assert sorted(names) == ["model.safetensors", "tnviz.json"]

@@ -27,7 +27,7 @@ _EXPORTS = {
     "tensorize": ("Rule", "Plan", "make_plan", "apply_plan", "layer_table", "functional", "sensitivity",
                   "export_model", "load_into", "compress_model", "demo_subject", "hf_subject", "TNEmbedding",
                   "Tensorized"),
-    "heal": ("heal_layerwise", "heal_end_to_end", "heal_digits", "HealReport"),
+    "heal": ("heal_layerwise", "heal_distill", "heal_end_to_end", "heal_digits", "HealReport"),
     "allocate": ("Allocation",),  # the function is tnviz.model.allocate.allocate (same name as its module)
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

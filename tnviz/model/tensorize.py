@@ -673,13 +673,14 @@ def _tn_key(key: str, saved: Any) -> bool:
 @dataclass
 class Subject:
     """A model with what measures it: ``kind`` 'digits', 'minilm' or 'hf'; calibration batches;
-    ``samples`` for output agreement (HF models)."""
+    ``samples`` for output agreement (HF models); ``inputs`` says where both come from."""
 
     name: str
     kind: str
     model: nn.Module
     calibration: list
     samples: list
+    inputs: str = ""
 
 
 def demo_subject(name: str, device: Any = None) -> Subject:
@@ -689,14 +690,22 @@ def demo_subject(name: str, device: Any = None) -> Subject:
     model = load_demo(name, device)
     demo = DEMOS[name]
     kind = "minilm" if name == "minilm" else "digits"
-    return Subject(name, kind, model, demo.calibration(model, device=device), demo.heldout(model, device=device))
+    inputs = ("the bundled sentences (calibration split; held-out split for the metric)" if kind == "minilm"
+              else "scikit-learn's digits (training split for calibration, test split for the metric)")
+    return Subject(name, kind, model, demo.calibration(model, device=device), demo.heldout(model, device=device),
+                   inputs)
 
 
 def hf_subject(path: str | os.PathLike, device: Any = None, *, max_bytes: int | None = None, samples: int = 8,
-               tokens: int = 16, seed: int = 0) -> Subject:
-    """A Hugging Face folder or zip built as a model (no remote code), with random token inputs
-    (``samples`` sequences of ``tokens`` ids, seeded) for calibration and output agreement."""
-    from .demos import build_hf_model
+               tokens: int = 16, seed: int = 0, batch_size: int = 32, max_tokens: int = 128) -> Subject:
+    """A Hugging Face folder or zip built as a model (no remote code), with its inputs.
+
+    With a ``tokenizer.json`` in the upload, the bundled sentences tokenized by it (calibration
+    split for calibration and healing, held-out split for output agreement; ``batch_size`` per
+    batch, at most ``max_tokens`` tokens); without one, random token ids (``samples`` sequences of
+    ``tokens`` ids, seeded), which exercise every weight but not the statistics of real text.
+    """
+    from .demos import build_hf_model, sentences
     from .io import MAX_FILE_BYTES, HFFolderWeights, open_weights
 
     weights = open_weights(path, max_bytes=max_bytes or MAX_FILE_BYTES)
@@ -705,17 +714,58 @@ def hf_subject(path: str | os.PathLike, device: Any = None, *, max_bytes: int | 
             raise ModelFileError(f"a model with an architecture must be a Hugging Face folder or zip "
                                  f"(config.json + model.safetensors); {Path(path).name!r} holds weights only")
         model = build_hf_model(weights, device)
-        vocab = int((weights.config or {}).get("vocab_size") or 100)
+        config = weights.config or {}
+        vocab = int(config.get("vocab_size") or 100)
+        tokenizer, reason = _upload_tokenizer(Path(weights.folder), config, max_tokens)
     finally:
         weights.close()
-    generator = torch.Generator().manual_seed(seed)
     dev = next(model.parameters()).device
+    if tokenizer is not None:
+        def encode(texts: Sequence[str]) -> list[dict[str, torch.Tensor]]:
+            out = []
+            for start in range(0, len(texts), batch_size):
+                enc = tokenizer.encode_batch(list(texts[start:start + batch_size]))
+                ids = torch.tensor([e.ids for e in enc], dtype=torch.long)
+                mask = torch.tensor([e.attention_mask for e in enc], dtype=torch.long)
+                out.append({"input_ids": ids.to(dev), "attention_mask": mask.to(dev)})
+            return out
+
+        calibration, held_out = encode(sentences("calibration")), encode(sentences("heldout"))
+        largest = max(int(b["input_ids"].max()) for b in calibration + held_out)
+        if largest < vocab:
+            return Subject(Path(path).name, "hf", model, calibration, held_out,
+                           f"the bundled sentences tokenized by the upload's tokenizer.json ({len(calibration)} "
+                           f"calibration batches, {len(held_out)} held-out)")
+        reason = (f"its tokenizer.json gives token ids up to {largest}, beyond the config's vocab_size={vocab}, "
+                  f"so it does not belong to this model")
+    generator = torch.Generator().manual_seed(seed)
 
     def batch() -> dict[str, torch.Tensor]:
         ids = torch.randint(0, vocab, (samples, tokens), generator=generator).to(dev)
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
-    return Subject(Path(path).name, "hf", model, [batch(), batch()], [batch()])
+    return Subject(Path(path).name, "hf", model, [batch(), batch()], [batch()],
+                   f"random token ids ({reason}; add one to calibrate on real text)")
+
+
+def _upload_tokenizer(folder: Path, config: Mapping[str, Any], max_tokens: int) -> tuple[Any, str]:
+    """The folder's ``tokenizer.json`` (``tokenizers`` package), padding to the longest sentence
+    and truncating at ``max_tokens`` (and the model's positions), or ``None`` and why not."""
+    path = folder / "tokenizer.json"
+    if not path.is_file():
+        return None, "the upload has no tokenizer.json"
+    try:
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as error:  # a file this library cannot read: calibrate on random ids, say why
+        return None, f"its tokenizer.json could not be read ({str(error)[:120]})"
+    pad_id = int(config.get("pad_token_id") or 0)
+    tokenizer.no_padding()
+    tokenizer.enable_padding(pad_id=pad_id, pad_token=tokenizer.id_to_token(pad_id) or "[PAD]")
+    positions = int(config.get("max_position_embeddings") or max_tokens)
+    tokenizer.enable_truncation(max_length=min(max_tokens, positions))
+    return tokenizer, ""
 
 
 def zip_folder(folder: str | os.PathLike) -> bytes:
