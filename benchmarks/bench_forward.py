@@ -26,7 +26,7 @@ import torch
 import tnviz
 from tnviz.nn import STRATEGIES, TNLinear
 from tnviz.nn.measure import time_interleaved as _time_interleaved
-from tnviz.nn.strategies import plan_chain
+from tnviz.nn.strategies import measured_only, plan_chain
 
 
 #: --network: how the layer is tensorized at a given rank (TensorLy-Torch is compared on mpo only)
@@ -88,7 +88,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             c = tnviz.cost(net, batch=batch)
             layers: dict[str, torch.nn.Module] = {"nn.Linear": dense}
             tn = {}
-            for name in ["auto", *[s for s in STRATEGIES if STRATEGIES[s].supports(net)]]:
+            runnable = [s for s in STRATEGIES if STRATEGIES[s].supports(net)
+                        and not (measured_only(s) and not STRATEGIES[s].available(device))]
+            for name in ["auto", *runnable]:
                 tn[name] = TNLinear(net, device=device, dtype=dtype, strategy=name)
                 tn[name].load_state_dict(tn.get("auto", tn[name]).state_dict())
                 layers[f"TNLinear {name}"] = tn[name]

@@ -94,6 +94,7 @@ class TNLinear(nn.Module):
         self._plans: dict[Any, Any] = {}
         self._cache: dict[Any, tuple[Any, Any]] = {}
         self._forward_version: tuple | None = None
+        self._measured_by_default: dict[str, bool] = {}
         self.reset_parameters()
 
     # ------------------------------------------------------------------ construction
@@ -239,14 +240,17 @@ class TNLinear(nn.Module):
     def _autotuning(self, device: Any) -> bool:
         if self.autotune is not None:
             return bool(self.autotune)
-        net = self.network
         if not self._caching_allowed():
             return False
-        if any(S.measured_only(n) and s.supports(net) and s.available(device) for n, s in S.STRATEGIES.items()):
-            return True  # a device kernel (fused) is chosen by measurement only
-        if net.in_features * net.out_features < AUTOTUNE_MIN_ELEMENTS:
-            return False
-        return not any(S.STRATEGIES[name].supports(net) for name in FAST_PATHS)
+        key = str(device)
+        if key not in self._measured_by_default:  # per device: this runs on every forward
+            net = self.network
+            kernel = any(S.measured_only(n) and s.supports(net) and s.available(device)
+                         for n, s in S.STRATEGIES.items())  # a device kernel (fused) is chosen by measurement only
+            weak = (net.in_features * net.out_features >= AUTOTUNE_MIN_ELEMENTS
+                    and not any(S.STRATEGIES[name].supports(net) for name in FAST_PATHS))
+            self._measured_by_default[key] = kernel or weak
+        return self._measured_by_default[key]
 
     def plan(self, batch: int, strategy: str | None = None, dtype: Any = None, device: Any = None) -> Any:
         """The plan for ``batch``, made once per (strategy, batch, mode, dtype, device) and reused;
