@@ -70,12 +70,12 @@ def test_modes_supports_tucker_and_cp_only():
     assert any("Tucker" in n for n in templates) and any("CP" in n for n in templates)
 
 
-@pytest.mark.parametrize("name", list(MODES_NETWORKS))
-def test_modes_forward_and_gradients_equal_the_dense_reference(name):
-    net = MODES_NETWORKS[name]
-    tensors, leaves = reference(net, seed=11)
+def check_against_dense(net: tnviz.TensorNetwork, strategy: str, seed: int) -> None:
+    """Eval (cached, twice) and training (gradients of x and of every tensor) through ``strategy``
+    against the float64 dense reference, at batch 1 and 5."""
+    tensors, leaves = reference(net, seed=seed)
     bias = torch.linspace(-1, 1, net.out_features, dtype=F64)
-    layer = TNLinear.from_tensors(net, tensors, bias, strategy="modes")
+    layer = TNLinear.from_tensors(net, tensors, bias, strategy=strategy)
     W = torch.from_numpy(tnviz.to_dense(net, tensors))
     for batch in (1, 5):
         x0 = torch.randn(batch, net.in_features, dtype=F64, generator=torch.Generator().manual_seed(batch))
@@ -94,10 +94,15 @@ def test_modes_forward_and_gradients_equal_the_dense_reference(name):
         x_ref = x0.clone().requires_grad_(True)
         (layer(x) * g).sum().backward()
         ((x_ref @ tnviz.to_dense(net, leaves).T) * g).sum().backward()
-        assert layer.last_strategy == "modes"
+        assert layer.last_strategy == strategy
         torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-10, atol=1e-12)
         for n, p in layer.named_network_tensors().items():
             torch.testing.assert_close(p.grad, leaves[n].grad, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(MODES_NETWORKS))
+def test_modes_forward_and_gradients_equal_the_dense_reference(name):
+    check_against_dense(MODES_NETWORKS[name], "modes", seed=11)
 
 
 def test_modes_plan_is_a_sequence_of_gemms_with_the_counted_flops():
@@ -153,30 +158,7 @@ def test_ring_supports_tensor_rings_only():
 
 @pytest.mark.parametrize("name", list(RING_NETWORKS))
 def test_ring_forward_and_gradients_equal_the_dense_reference(name):
-    net = RING_NETWORKS[name]
-    tensors, leaves = reference(net, seed=13)
-    bias = torch.linspace(-1, 1, net.out_features, dtype=F64)
-    layer = TNLinear.from_tensors(net, tensors, bias, strategy="ring")
-    W = torch.from_numpy(tnviz.to_dense(net, tensors))
-    for batch in (1, 6):
-        x0 = torch.randn(batch, net.in_features, dtype=F64, generator=torch.Generator().manual_seed(batch))
-        g = torch.randn(batch, net.out_features, dtype=F64, generator=torch.Generator().manual_seed(batch + 3))
-        layer.eval()
-        with torch.no_grad():
-            torch.testing.assert_close(layer(x0), x0 @ W.T + bias, rtol=1e-12, atol=1e-12)
-            torch.testing.assert_close(layer(x0), x0 @ W.T + bias, rtol=1e-12, atol=1e-12)  # cache hit
-        layer.train()
-        layer.zero_grad()
-        for leaf in leaves.values():
-            leaf.grad = None
-        x = x0.clone().requires_grad_(True)
-        x_ref = x0.clone().requires_grad_(True)
-        (layer(x) * g).sum().backward()
-        ((x_ref @ tnviz.to_dense(net, leaves).T) * g).sum().backward()
-        assert layer.last_strategy == "ring"
-        torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-10, atol=1e-12)
-        for n, p in layer.named_network_tensors().items():
-            torch.testing.assert_close(p.grad, leaves[n].grad, rtol=1e-10, atol=1e-12)
+    check_against_dense(RING_NETWORKS[name], "ring", seed=13)
 
 
 @pytest.mark.parametrize("cuts", [(1,), (2,), (3,), (1, 2), (1, 3), (2, 3), (1, 2, 3)])

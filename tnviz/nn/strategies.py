@@ -473,15 +473,25 @@ def plan_chain(net: TensorNetwork, batch: int, cached: bool = False) -> ChainPla
             f"the 'chain' strategy needs an open chain (MPO/TT) with its legs in row-major order; "
             f"{net.name or 'this network'!r} is not one"
         )
-    n = len(cores)
+    def option(first: int, last: int) -> tuple[float, Segment]:
+        seg = _segment(net, cores, first, last, batch)
+        return _segment_cost(seg, cached), seg
+
+    return ChainPlan(net, batch, cores, _cheapest_segments(len(cores), option), cached)
+
+
+def _cheapest_segments(n: int, option: Callable[[int, int], tuple[float, Segment] | None]) -> tuple[Segment, ...]:
+    """The cheapest cover of cores ``0..n-1`` by runs of neighbours (dynamic programming over cut
+    points); ``option(first, last)`` gives a run's cost and segment, or ``None`` where not allowed."""
     best: list[tuple[float, tuple[Segment, ...]]] = [(0.0, ())]
     for last in range(n):
         options = []
         for first in range(last + 1):
-            seg = _segment(net, cores, first, last, batch)
-            options.append((best[first][0] + _segment_cost(seg, cached), best[first][1] + (seg,)))
+            o = option(first, last)
+            if o is not None:
+                options.append((best[first][0] + o[0], best[first][1] + (o[1],)))
         best.append(min(options, key=lambda o: o[0]))
-    return ChainPlan(net, batch, cores, best[n][1], cached)
+    return best[n][1]
 
 
 class Chain:
@@ -633,16 +643,14 @@ def plan_ring(net: TensorNetwork, batch: int, cached: bool = False) -> RingPlan:
             f"{net.name or 'this network'!r} is not one"
         )
     n = len(cores)
-    best: list[tuple[float, tuple[Segment, ...]]] = [(0.0, ())]
-    for last in range(n):
-        options = []
-        for first in range(last + 1):
-            if first == 0 and last == n - 1:
-                continue
-            seg = _ring_segment(net, cores, first, last, batch)
-            options.append((best[first][0] + _ring_cost(seg, cached, n), best[first][1] + (seg,)))
-        best.append(min(options, key=lambda o: o[0]))
-    return RingPlan(net, batch, cores, best[n][1], cached)
+
+    def option(first: int, last: int) -> tuple[float, Segment] | None:
+        if first == 0 and last == n - 1:
+            return None
+        seg = _ring_segment(net, cores, first, last, batch)
+        return _ring_cost(seg, cached, n), seg
+
+    return RingPlan(net, batch, cores, _cheapest_segments(n, option), cached)
 
 
 class Ring:
