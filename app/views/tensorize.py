@@ -425,8 +425,9 @@ elif result is not None:
               f"{totals['model_params_after'] / max(totals['model_params_before'], 1) - 1:+.0%}", delta_color="inverse")
     c4.metric(metric.capitalize(), f"{after[metric]:.4f}", f"{after[metric] - before[metric]:+.4f} vs original")
     n_layers = len(result.layers)
+    took = f"{result.seconds:.1f} s" if result.seconds >= 1 else f"{result.seconds * 1e3:.0f} ms"
     st.caption(f"{'Data-aware' if result.data_aware else 'Plain'} · {n_layers} layer{'s' * (n_layers != 1)} on {result.device} "
-               f"in {result.seconds:.1f}s · FLOPs per input row at batch 1 · "
+               f"in {took} · FLOPs per input row at batch 1 · "
                f"weight error = ||W - W~|| / ||W||; data error = the same on the calibration inputs, which is what "
                f"a data-aware decomposition minimises (its weight error may exceed 1 along directions the data never uses)")
     df = pd.DataFrame(result.rows())
