@@ -62,10 +62,11 @@ def main(argv: list[str] | None = None) -> int:
         args.batches, args.ranks, args.repeats = [1, 1024], [4, 16], 5
     summary = []
     # (network, mode, dtype, in/out dims, ranks): MPO forward in both dtypes first, then the training
-    # step (forward + backward) and the Tucker / CP fast paths ('modes')
+    # step (forward + backward), the Tucker / CP fast paths ('modes') and the tensor ring ('ring')
     runs = [("mpo", "eval", "float32", [8, 8, 8, 8], args.ranks), ("mpo", "eval", "bfloat16", [8, 8, 8, 8], args.ranks),
             ("mpo", "step", "float32", [8, 8, 8, 8], args.ranks), ("mpo", "step", "bfloat16", [8, 8, 8, 8], args.ranks),
-            ("tucker", "eval", "bfloat16", [64, 64], [16, 32]), ("cp", "eval", "bfloat16", [8, 8, 8, 8], [64, 256])]
+            ("tucker", "eval", "bfloat16", [64, 64], [16, 32]), ("cp", "eval", "bfloat16", [8, 8, 8, 8], [64, 256]),
+            ("tr", "eval", "bfloat16", [8, 8, 8, 8], [4, 8])]
     if args.quick:
         runs = runs[:3]
     for network, mode, dtype, dims, ranks in runs:
@@ -97,13 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     for dtype, row, best_tn, best_tl in summary:
         print(f"{dtype:22} {row['batch']:>6} {row['rank']:>4} {row['flops_drop']:>9.1f}x {row['speedup_vs_dense']:>6.2f}x "
               f"{row['auto_chose']:>10} {best_tn:>7.2f}x {best_tl:>7.2f}x {row['vs_best_dense_rebuilt']:>22.2f}x")
+    tests_status = status
     cuda_lines = _bench_cuda(out, args.quick)
     if cuda_lines is None:
         status = status or 1
     else:
         print(f"\nFused Triton kernel and CUDA graphs ({torch.cuda.get_device_name()}; bench_cuda.md has every row)")
         print("\n".join(cuda_lines))
-    print(f"\ngpu tests: {'passed' if status == 0 else 'FAILED (see gpu_tests.txt)'}")
+    print(f"\ngpu tests: {'passed' if tests_status == 0 else 'FAILED (see gpu_tests.txt)'}; "
+          f"bench_cuda: {'ran' if cuda_lines is not None else 'FAILED (its error is printed above)'}")
     return status
 
 

@@ -74,3 +74,51 @@ def test_distill_refuses_what_it_cannot_do():
         heal_distill(compressed, original, [], steps=5)
     with pytest.raises(TnvizError, match="at least one TN layer"):
         heal_distill(copy.deepcopy(original), original, batches, steps=5)
+
+
+class _Tokens(torch.nn.Module):
+    """Per-token outputs ``(batch, tokens, 3)`` from ``input_ids``; ``pad_noise`` changes only the
+    padding positions (id 0)."""
+
+    def __init__(self, pad_noise: float = 0.0) -> None:
+        super().__init__()
+        self.table = torch.nn.Embedding(10, 3)
+        torch.nn.init.normal_(self.table.weight, generator=torch.Generator().manual_seed(0))
+        self.pad_noise = pad_noise
+
+    def forward(self, input_ids, attention_mask=None):
+        out = self.table(input_ids)
+        return out + self.pad_noise * (input_ids == 0).unsqueeze(-1).to(out.dtype)
+
+
+def test_padding_positions_do_not_count_in_output_agreement():
+    from tnviz.model.evaluate import output_agreement
+
+    ids = torch.tensor([[3, 4, 5, 0, 0], [6, 7, 0, 0, 0]])
+    batch = {"input_ids": ids, "attention_mask": (ids != 0).long()}
+    same = output_agreement(_Tokens(), _Tokens(pad_noise=5.0), [batch])
+    assert same.cosine == pytest.approx(1.0) and same.rel_error == pytest.approx(0.0) and same.top1 == 1.0
+    # without the mask the padding differences count
+    unmasked = output_agreement(_Tokens(), _Tokens(pad_noise=5.0), [{"input_ids": ids}])
+    assert unmasked.rel_error > 0.1
+
+
+def test_distill_loss_leaves_padding_positions_out():
+    """A model that differs from the original only at padding tokens has nothing to distil."""
+    from tnviz.nn import TNLinear
+
+    class Tagged(_Tokens):
+        def __init__(self, pad_noise: float) -> None:
+            super().__init__(pad_noise)
+            self.head = TNLinear(__import__("tnviz").mpo([3], [3], ranks=[]))
+            with torch.no_grad():
+                self.head.tensors[next(iter(self.head.tensors))].copy_(torch.eye(3))
+                self.head.bias.zero_()
+
+        def forward(self, input_ids, attention_mask=None):
+            return self.head(super().forward(input_ids, attention_mask))
+
+    ids = torch.tensor([[3, 4, 5, 0, 0], [6, 7, 0, 0, 0]])
+    batch = {"input_ids": ids, "attention_mask": (ids != 0).long()}
+    report = heal_distill(Tagged(pad_noise=5.0), _Tokens(), [batch], steps=2)
+    assert report.loss_before["model"] == pytest.approx(0.0, abs=1e-12)

@@ -342,3 +342,30 @@ def test_costs_page_measures_on_click():
     table = at.dataframe[-1].value
     assert list(table["method"])[:2] == ["nn.Linear", "TNLinear auto"]
     assert any("`auto` chose" in c.value for c in at.caption)
+
+
+def test_a_device_kernel_is_chosen_by_measurement_only(monkeypatch):
+    """``fused`` never comes from the cost model; where it can run, the default layer measures it
+    against the chain (here faked as available on CPU: its plan then runs the chain itself)."""
+    from tnviz.nn.fused import FUSED
+    from tnviz.nn.strategies import estimates, measured_only
+
+    net = tnviz.mpo([4, 3], [2, 5], ranks=3)
+    assert measured_only("fused") and "fused" not in estimates(net, 8)
+    M.clear_autotune()
+    plain = TNLinear(net).eval()
+    with torch.no_grad():
+        plain(torch.randn(8, net.in_features))
+    assert not M._TUNED  # small MPO, no kernel: the cost model decides
+    if not FUSED.supports(net):
+        pytest.skip("triton not importable: the fused strategy supports nothing")
+    monkeypatch.setattr(FUSED, "available", lambda device: True)
+    layer = TNLinear(net).eval()
+    x = torch.randn(8, net.in_features)
+    with torch.no_grad():
+        y = layer(x)
+    torch.testing.assert_close(y, x @ layer.to_dense().T + layer.bias)
+    (key,) = [k for k in M._TUNED_TIMES if k[0] == net]
+    assert {"chain", "fused"} <= set(M._TUNED_TIMES[key])
+    assert layer._measured_by_default == {("cpu", __import__("os").environ.get("TRITON_INTERPRET", "")): True}
+    M.clear_autotune()

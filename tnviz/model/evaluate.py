@@ -109,6 +109,16 @@ def _first_tensor(output: Any) -> torch.Tensor:
     raise TnvizError(f"a model's output must be a tensor, a tuple starting with one, or have last_hidden_state; got {type(output).__name__}")
 
 
+def _position_mask(batch: Any, output: torch.Tensor) -> torch.Tensor | None:
+    """The batch's ``attention_mask`` (``(batch, tokens)``) shaped to broadcast over ``output``
+    when the output has those leading axes (per-token outputs of a padded text batch), else ``None``:
+    padding positions are not part of what a model computes for its inputs."""
+    mask = batch.get("attention_mask") if isinstance(batch, dict) else None
+    if not isinstance(mask, torch.Tensor) or mask.dim() != 2 or output.dim() < 2 or output.shape[:2] != mask.shape:
+        return None
+    return mask.to(device=output.device, dtype=output.dtype).reshape(*mask.shape, *([1] * (output.dim() - 2)))
+
+
 @torch.no_grad()
 def output_agreement(reference: nn.Module, other: nn.Module, batches: Iterable[Any]) -> Agreement:
     """Compare two models' outputs on the same batches (tensors, tuples or keyword dicts).
@@ -126,12 +136,16 @@ def output_agreement(reference: nn.Module, other: nn.Module, batches: Iterable[A
             b = _first_tensor(call_model(other, batch)).double().cpu()
             if a.shape != b.shape:
                 raise TnvizError(f"models to compare must give outputs of the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+            mask = _position_mask(batch, a)
+            if mask is not None:  # padding tokens are zeroed in both and left out of top-1
+                a, b = a * mask, b * mask
             a2, b2 = (a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)) if a.dim() > 1 else (a[:, None], b[:, None])
             ref_rows.append(a2)
             other_rows.append(b2)
             if a.dim() >= 1 and a.shape[-1] > 1:
-                ref_top.append(a.argmax(dim=-1).reshape(-1))
-                other_top.append(b.argmax(dim=-1).reshape(-1))
+                keep = slice(None) if mask is None else mask.reshape(mask.shape[:2]).bool().reshape(-1)
+                ref_top.append(a.argmax(dim=-1).reshape(-1)[keep])
+                other_top.append(b.argmax(dim=-1).reshape(-1)[keep])
     finally:
         reference.train(modes[0])
         other.train(modes[1])

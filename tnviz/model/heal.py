@@ -171,7 +171,7 @@ def heal_distill(model: nn.Module, original: nn.Module, batches: Sequence[Any], 
     """
     import time
 
-    from .evaluate import _first_tensor
+    from .evaluate import _first_tensor, _position_mask
     from .tensorize import tn_modules, to_device
 
     if steps < 1:
@@ -190,10 +190,18 @@ def heal_distill(model: nn.Module, original: nn.Module, batches: Sequence[Any], 
     with torch.no_grad():
         targets = [_first_tensor(call_model(original, to_device(b, dev_o))).detach().to(dev_c) for b in batches]
     original.train(was_o)
-    scales = [float((y.double() ** 2).mean()) or 1.0 for y in targets]
+    # padded text batches: the loss and its scale count real tokens only
+    masks = [_position_mask(b, y) for b, y in zip(moved, targets)]
+    masks = [torch.ones((), dtype=y.dtype, device=y.device) if m is None else m for m, y in zip(masks, targets)]
+
+    def mean_over(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        weights = mask.expand_as(values)
+        return (values * weights).sum() / weights.sum().clamp(min=1)
+
+    scales = [float(mean_over(y.double() ** 2, m.double())) or 1.0 for y, m in zip(targets, masks)]
 
     def loss_of(k: int) -> torch.Tensor:
-        return ((_first_tensor(call_model(model, moved[k])) - targets[k]) ** 2).mean() / scales[k]
+        return mean_over((_first_tensor(call_model(model, moved[k])) - targets[k]) ** 2, masks[k]) / scales[k]
 
     def full_loss() -> float:
         with torch.no_grad():

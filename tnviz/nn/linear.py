@@ -11,6 +11,7 @@ True
 from __future__ import annotations
 
 import math
+import os
 import re
 from typing import Any, Mapping
 
@@ -45,6 +46,24 @@ AUTOTUNE_MIN_ELEMENTS = 1 << 20
 #: not one: on rings of few large cores its modelled cost is off by 2x either way
 #: (benchmarks/README.md), so large tensor rings are still measured in inference.
 FAST_PATHS = ("chain", "modes")
+
+
+class _Call:
+    """What one forward's plan sees of the layer: its tensors, and its weight cache at the version
+    taken once when the call starts (one lookup per step of the plan bounds small batches; kept per
+    call, not on the layer, so that threads sharing a layer never mix their modes)."""
+
+    __slots__ = ("layer", "version")
+
+    def __init__(self, layer: "TNLinear") -> None:
+        self.layer = layer
+        self.version = layer._version() if layer._caching_allowed() else None
+
+    def ordered_tensors(self) -> list[torch.Tensor]:
+        return self.layer.ordered_tensors()
+
+    def cached(self, key: Any, compute):
+        return self.layer._cached_at(self.version, key, compute)
 
 
 class TNLinear(nn.Module):
@@ -93,8 +112,7 @@ class TNLinear(nn.Module):
         self._choices: dict[Any, str] = {}
         self._plans: dict[Any, Any] = {}
         self._cache: dict[Any, tuple[Any, Any]] = {}
-        self._forward_version: tuple | None = None
-        self._measured_by_default: dict[str, bool] = {}
+        self._measured_by_default: dict[tuple, bool] = {}
         self.reset_parameters()
 
     # ------------------------------------------------------------------ construction
@@ -200,10 +218,10 @@ class TNLinear(nn.Module):
         """``compute()`` cached while the weights are unchanged (eval mode, no gradient needed);
         any in-place change of a tensor (optimizer step, ``load_state_dict``) bumps its version
         counter and invalidates the entry."""
-        # within one forward the weights cannot change: its version is taken once (small batches
-        # are bound by this Python-side work, one lookup per step of the plan)
-        version = self._forward_version if self._forward_version is not None else (
-            self._version() if self._caching_allowed() else None)
+        return self._cached_at(self._version() if self._caching_allowed() else None, key, compute)
+
+    def _cached_at(self, version: tuple | None, key: Any, compute):
+        """:meth:`cached` for weights at ``version`` (``None``: no caching allowed)."""
         if version is None:
             return compute()
         hit = self._cache.get(key)
@@ -242,8 +260,10 @@ class TNLinear(nn.Module):
             return bool(self.autotune)
         if not self._caching_allowed():
             return False
-        key = str(device)
-        if key not in self._measured_by_default:  # per device: this runs on every forward
+        # per device (and Triton interpreter setting, which makes a CPU kernel available): this
+        # runs on every forward
+        key = (str(device), os.environ.get("TRITON_INTERPRET", ""))
+        if key not in self._measured_by_default:
             net = self.network
             kernel = any(S.measured_only(n) and s.supports(net) and s.available(device)
                          for n, s in S.STRATEGIES.items())  # a device kernel (fused) is chosen by measurement only
@@ -280,11 +300,7 @@ class TNLinear(nn.Module):
             return y if self.bias is None else y + self.bias
         name = self.choose_strategy(batch, x.dtype, x.device)
         plan = self.plan(batch, name, x.dtype, x.device)
-        self._forward_version = self._version() if self._caching_allowed() else None
-        try:
-            y = plan(x.reshape(batch, self.in_features), self)
-        finally:
-            self._forward_version = None
+        y = plan(x.reshape(batch, self.in_features), _Call(self))
         self.last_strategy = name
         if self.bias is not None:
             # In place: every plan returns a fresh tensor (or a view of one) that no backward

@@ -254,8 +254,9 @@ class Rebuilt:
 
     def plan(self, net: TensorNetwork, batch: int) -> RebuiltPlan:
         halves = rebuild_halves(net)
-        if halves is not None:
-            return RebuiltPlan(net, batch, halves.flops, net.in_features * net.out_features)
+        if halves is not None:  # the halves, their product and its permuted copy
+            h, io = halves, net.in_features * net.out_features
+            return RebuiltPlan(net, batch, halves.flops, max(2 * io, h.O * h.I * h.K, h.K * h.P * h.J))
         pc = rebuild_path(net, "auto")
         largest = max(pc.largest_intermediate, net.in_features * net.out_features)
         return RebuiltPlan(net, batch, pc.flops, largest)
@@ -477,12 +478,14 @@ def plan_chain(net: TensorNetwork, batch: int, cached: bool = False) -> ChainPla
         seg = _segment(net, cores, first, last, batch)
         return _segment_cost(seg, cached), seg
 
-    return ChainPlan(net, batch, cores, _cheapest_segments(len(cores), option), cached)
+    return ChainPlan(net, batch, cores, _cheapest_segments(len(cores), option)[1], cached)
 
 
-def _cheapest_segments(n: int, option: Callable[[int, int], tuple[float, Segment] | None]) -> tuple[Segment, ...]:
-    """The cheapest cover of cores ``0..n-1`` by runs of neighbours (dynamic programming over cut
-    points); ``option(first, last)`` gives a run's cost and segment, or ``None`` where not allowed."""
+def _cheapest_segments(n: int, option: Callable[[int, int], tuple[float, Segment] | None]
+                       ) -> tuple[float, tuple[Segment, ...]]:
+    """The cheapest cover of cores ``0..n-1`` by runs of neighbours and its cost (dynamic
+    programming over cut points); ``option(first, last)`` gives a run's cost and segment, or
+    ``None`` where not allowed."""
     best: list[tuple[float, tuple[Segment, ...]]] = [(0.0, ())]
     for last in range(n):
         options = []
@@ -491,7 +494,7 @@ def _cheapest_segments(n: int, option: Callable[[int, int], tuple[float, Segment
             if o is not None:
                 options.append((best[first][0] + o[0], best[first][1] + (o[1],)))
         best.append(min(options, key=lambda o: o[0]))
-    return best[n][1]
+    return best[n]
 
 
 class Chain:
@@ -576,9 +579,15 @@ def _ring_segment(net: TensorNetwork, cores: tuple[ChainCore, ...], first: int, 
     return Segment(first, last, M, k, n, r, merge, equation)
 
 
-def _ring_cost(s: Segment, cached: bool, n_cores: int) -> float:
+def _middle_outputs(net: TensorNetwork, cores: tuple[ChainCore, ...], first_end: int, last_first: int) -> int:
+    """Outputs emitted by the cores between the first segment (ending at ``first_end``) and the
+    last (starting at ``last_first``): the axes the ring bond is moved past before the last GEMM."""
+    return math.prod(net.sizes[o] for c in cores[first_end + 1:last_first] for o in c.outs)
+
+
+def _ring_cost(s: Segment, cached: bool, transposes: bool) -> float:
     cost = _segment_cost(s, cached)
-    if s.last == n_cores - 1 and s.first > 1:
+    if transposes:
         cost += 2 * MEMORY_WEIGHT * s.M * s.k  # the transpose moving the ring axis past the middle's outputs
     if not cached and s.first == s.last:
         cost += MEMORY_WEIGHT * s.k * s.n  # a single core is still permuted into its matrix
@@ -601,8 +610,13 @@ class RingPlan:
     def largest(self) -> int:
         return max(max(s.M * s.n * s.r, s.M * s.k * s.r, s.k * s.n) for s in self.segments)
 
+    @property
+    def middle_outputs(self) -> int:
+        return _middle_outputs(self.net, self.cores, self.segments[0].last, self.segments[-1].first)
+
     def estimate(self, cached: bool = False) -> float:
-        return sum(_ring_cost(s, cached, len(self.cores)) for s in self.segments)
+        last = self.segments[-1]
+        return sum(_ring_cost(s, cached, s is last and self.middle_outputs > 1) for s in self.segments)
 
     def describe(self) -> str:
         names = [c.name for c in self.cores]
@@ -612,12 +626,12 @@ class RingPlan:
     def __call__(self, x2d, ctx: Context):
         tensors = ctx.ordered_tensors()
         R = self.net.sizes[self.cores[0].left]
-        head = self.batch * self.segments[0].n // (R * self.net.sizes[self.cores[self.segments[0].last].right])
         state = x2d
+        middle = self.middle_outputs
         for s in self.segments:
-            if s.first > 0 and s.last == len(self.cores) - 1 and s.M > head:
+            if s is self.segments[-1] and middle > 1:
                 # (batch * first outputs, a, middle outputs, k/R) -> (..., middle outputs, a, k/R)
-                state = state.reshape(head, R, s.M // head, s.k // R).transpose(1, 2)
+                state = state.reshape(s.M // middle, R, middle, s.k // R).transpose(1, 2)
             state = _sweep(state, s, ctx, ("ring", s.first, s.last), lambda s=s: self._merge(s, tensors))
         return state.reshape(self.batch, self.net.out_features)
 
@@ -635,7 +649,8 @@ class RingPlan:
 @lru_cache(maxsize=512)
 def plan_ring(net: TensorNetwork, batch: int, cached: bool = False) -> RingPlan:
     """The cheapest segmentation of the ring (at least two segments; one would be the rebuilt
-    weight) for ``batch``, by dynamic programming over cut points like :func:`plan_chain`."""
+    weight) for ``batch``: for each end of the first segment, the rest by dynamic programming over
+    cut points like :func:`plan_chain` (the last segment's transpose depends on that end)."""
     cores = ring_cores(net)
     if cores is None:
         raise StrategyError(
@@ -643,14 +658,18 @@ def plan_ring(net: TensorNetwork, batch: int, cached: bool = False) -> RingPlan:
             f"{net.name or 'this network'!r} is not one"
         )
     n = len(cores)
+    plans = []
+    for end in range(n - 1):  # the first segment is cores 0..end; the rest by dynamic programming
+        first = _ring_segment(net, cores, 0, end, batch)
 
-    def option(first: int, last: int) -> tuple[float, Segment] | None:
-        if first == 0 and last == n - 1:
-            return None
-        seg = _ring_segment(net, cores, first, last, batch)
-        return _ring_cost(seg, cached, n), seg
+        def option(a: int, b: int, end: int = end) -> tuple[float, Segment]:
+            seg = _ring_segment(net, cores, a + end + 1, b + end + 1, batch)
+            transposes = seg.last == n - 1 and _middle_outputs(net, cores, end, seg.first) > 1
+            return _ring_cost(seg, cached, transposes), seg
 
-    return RingPlan(net, batch, cores, _cheapest_segments(n, option), cached)
+        cost, rest = _cheapest_segments(n - end - 1, option)
+        plans.append((_ring_cost(first, cached, False) + cost, (first, *rest)))
+    return RingPlan(net, batch, cores, min(plans, key=lambda p: p[0])[1], cached)
 
 
 class Ring:
