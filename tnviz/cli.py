@@ -232,7 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="models: a short fine-tune after compression (layer-wise: each TN layer to the original "
                         "layer's outputs; distill: all TN layers jointly to the original model's outputs; "
                         "end-to-end: digits demos, on their labels)")
-    p.add_argument("--heal-steps", type=_positive_int, default=50, dest="heal_steps")
+    p.add_argument("--heal-steps", type=_positive_int, default=50, dest="heal_steps",
+                   help="steps per layer (layer-wise), optimizer steps (distill) or epochs (end-to-end); "
+                        "default 50")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--json", action="store_true")
