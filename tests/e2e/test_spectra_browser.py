@@ -38,13 +38,18 @@ def _cut_x(page) -> str:
     return page.locator(f"{CHART} .shapelayer path").first.get_attribute("d")
 
 
-def test_upload_moves_the_cut_and_shows_the_tradeoff(page, app_url, wait_idle, screenshot, tmp_path):
+def _open_spectra(page, app_url, wait_idle) -> None:
+    """The Spectra page on the bundled MiniLM, its chart drawn."""
     page.goto(app_url)
     wait_idle(page, timeout_ms=120_000)
     page.get_by_role("link", name="Spectra").click()
     page.get_by_text("bundled all-MiniLM-L6-v2").first.wait_for(timeout=120_000)
     page.wait_for_selector(f"{CHART} .main-svg", timeout=120_000)
     wait_idle(page, timeout_ms=120_000)
+
+
+def test_upload_moves_the_cut_and_shows_the_tradeoff(page, app_url, wait_idle, screenshot, tmp_path):
+    _open_spectra(page, app_url, wait_idle)
     assert page.locator(f"{CHART} .scatterlayer .trace").count() == 4  # MiniLM, two bonds: kept + discarded each
 
     # an upload through the file chooser replaces the weights; the slider moves the cut
@@ -94,12 +99,7 @@ def test_upload_moves_the_cut_and_shows_the_tradeoff(page, app_url, wait_idle, s
 
 def test_data_aware_toggle_on_the_bundled_minilm(page, app_url, wait_idle):
     """The data-aware switch calibrates MiniLM once and shows the error on those inputs beside the weight error."""
-    page.goto(app_url)
-    wait_idle(page, timeout_ms=120_000)
-    page.get_by_role("link", name="Spectra").click()
-    page.get_by_text("bundled all-MiniLM-L6-v2").first.wait_for(timeout=120_000)
-    page.wait_for_selector(f"{CHART} .main-svg", timeout=120_000)
-    wait_idle(page, timeout_ms=120_000)
+    _open_spectra(page, app_url, wait_idle)
     assert page.locator('[data-testid="stMetric"]').filter(has_text="Error on calibration inputs").count() == 0
     page.get_by_text("Data-aware (minimise the error on calibration inputs)").click()
     page.locator('[data-testid="stMetric"]').filter(has_text="Error on calibration inputs").first.wait_for(timeout=300_000)
