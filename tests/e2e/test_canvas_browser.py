@@ -212,7 +212,8 @@ def test_draw_a_three_tensor_mpo_with_the_mouse_then_undo(canvas_page, screensho
         ["i1", "i2", "i3"], ["o1", "o2", "o3"],
     )
     # ---- the numbers beside the canvas match tnviz.cost of the exported JSON
-    def settled():
+    def settled():  # both metrics of one finished rerun: mid-rerun the second may still be the old one
+        idle(page)
         shown = numbers(page)
         return shown if shown["params"] == expected.params else None
 
