@@ -218,6 +218,16 @@ def test_two_halves_rebuild_equals_the_dense_matrix_and_its_gradients(name):
     assert rebuild_halves(tnviz.tucker([3, 4], [2, 2], ranks=2)) is None
     assert rebuild_halves(tnviz.mpo([7], [5], ranks=[])) is None
 
+
+def test_the_halves_checks_cover_both_rebuild_layouts():
+    """Few bonds between the halves: a GEMM per output pair written in place; many: one GEMM and
+    a permute.  The networks above take both."""
+    from tnviz.nn.strategies import rebuild_halves
+
+    small_k = [(h.K * (h.I + h.J) < h.I * h.J) for h in map(rebuild_halves, HALVES_NETWORKS.values())]
+    assert any(small_k) and not all(small_k)
+
+
 # ------------------------------------------------------------------ measured choice
 def test_autotune_picks_a_supported_strategy_once_and_stays_exact():
     M.clear_autotune()

@@ -22,6 +22,7 @@ from ..contract import DEFAULT_BUDGET_ELEMENTS
 from ..errors import BudgetError, InvalidNetworkError
 from ..network import TensorNetwork, load_network
 from . import strategies as S
+from .workspace import Workspace
 
 _SAFE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -53,11 +54,12 @@ class _Call:
     taken once when the call starts (one lookup per step of the plan bounds small batches; kept per
     call, not on the layer, so that threads sharing a layer never mix their modes)."""
 
-    __slots__ = ("layer", "version")
+    __slots__ = ("layer", "version", "workspace")
 
     def __init__(self, layer: "TNLinear") -> None:
         self.layer = layer
         self.version = layer._version() if layer._caching_allowed() else None
+        self.workspace = layer._workspace
 
     def ordered_tensors(self) -> list[torch.Tensor]:
         return self.layer.ordered_tensors()
@@ -113,6 +115,7 @@ class TNLinear(nn.Module):
         self._plans: dict[Any, Any] = {}
         self._cache: dict[Any, tuple[Any, Any]] = {}
         self._measured_by_default: dict[tuple, bool] = {}
+        self._workspace = Workspace()
         self.reset_parameters()
 
     # ------------------------------------------------------------------ construction
@@ -232,10 +235,12 @@ class TNLinear(nn.Module):
         return value
 
     def clear_cache(self) -> None:
+        """Drop cached weights and the workspace's reused buffers (:mod:`tnviz.nn.workspace`)."""
         self._cache.clear()
+        self._workspace.clear()
 
     def train(self, mode: bool = True) -> "TNLinear":
-        if mode:
+        if mode or self.training:  # entering training, or leaving it (its buffers go)
             self.clear_cache()
         return super().train(mode)
 
@@ -303,10 +308,12 @@ class TNLinear(nn.Module):
         y = plan(x.reshape(batch, self.in_features), _Call(self))
         self.last_strategy = name
         if self.bias is not None:
-            # In place: every plan returns a fresh tensor (or a view of one) that no backward
-            # reads; an out-of-place add allocates a new output whose page faults cost more than
-            # the whole Tucker sweep at batch 1024 (benchmarks/README.md).
-            y = y.add_(self.bias) if y.dtype == self.bias.dtype else y + self.bias
+            # In place without autograd: every plan returns a fresh tensor (or a view of one) that
+            # no backward reads; an out-of-place add allocates a new output whose page faults cost
+            # more than the whole Tucker sweep at batch 1024 (benchmarks/README.md).  Under
+            # autograd an in-place add on that view would make backward copy the whole gradient.
+            inplace = y.dtype == self.bias.dtype and not (y.requires_grad and y._base is not None)
+            y = y.add_(self.bias) if inplace else y + self.bias
         return y.reshape(*lead, self.out_features)
 
     # ------------------------------------------------------------------ conversions

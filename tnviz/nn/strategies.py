@@ -46,6 +46,7 @@ import opt_einsum as oe
 from ..cost import forward_path, rebuild_path
 from ..errors import BudgetError, TnvizError
 from ..network import TensorNetwork
+from .workspace import pooled_sweep, worth_pooling
 
 #: FLOP-equivalents charged per element read or written by a step.  Small contractions are
 #: bound by memory traffic, not arithmetic; this weight makes the cost model say so.  Measured
@@ -152,10 +153,11 @@ def dense_weight(net: TensorNetwork, tensors: list[Any]):
 
 @dataclass(frozen=True)
 class Halves:
-    """An MPO or tensor ring rebuilt as two merged halves and one GEMM over the bonds between
+    """An MPO or tensor ring rebuilt as two merged halves and GEMMs over the bonds ``K`` between
     them: ``L[O, I, K] @ R[K, P, J] -> (O, I, P, J)``, then one permute with contiguous inner
-    blocks of ``J`` to ``(O, P, I, J)``.  opt_einsum's path ends in one tensordot whose result
-    is permuted over all ``2n`` leg axes, several times slower at 4096x4096 (benchmarks/README.md)."""
+    blocks of ``J`` to ``(O, P, I, J)``; or, where ``K`` is small, one GEMM per ``(o, p)``
+    writing ``W`` in place.  opt_einsum's path ends in one tensordot whose result is permuted
+    over all ``2n`` leg axes, several times slower at 4096x4096 (benchmarks/README.md)."""
 
     left: str  # einsum merging the left cores into (outputs, inputs, bonds to the right half)
     right: str  # ... the right cores into (the same bonds, outputs, inputs)
@@ -168,19 +170,25 @@ class Halves:
     flops: int
 
     def __call__(self, tensors: list[Any]):
+        import torch
+
         halves = []
         for eq, pos in zip((self.left, self.right), self.positions):
             arrays = [tensors[p] for p in pos]
             if len(arrays) == 1:
-                import torch
-
                 halves.append(torch.einsum(eq, arrays[0]))
             else:
                 halves.append(oe.contract(eq, *arrays, backend="torch"))
-        L = halves[0].reshape(self.O * self.I, self.K)
-        R = halves[1].reshape(self.K, self.P * self.J)
-        w = (L @ R).reshape(self.O, self.I, self.P, self.J).permute(0, 2, 1, 3)
-        return w.reshape(self.O * self.P, self.I * self.J)
+        O, I, K, P, J = self.O, self.I, self.K, self.P, self.J
+        if K * (I + J) < I * J:
+            # W[o, p, i, j] = sum_k L[o, i, k] R[k, p, j] as one GEMM per (o, p), written straight
+            # into W's layout: the broadcast copies of the halves (K (I + J) per pair) are smaller
+            # than W's permuted copy (I J per pair); 1.6x faster at bond 16 on 4096x4096
+            L = halves[0].reshape(O, 1, I, K)
+            R = halves[1].reshape(K, P, J).transpose(0, 1).unsqueeze(0)
+            return torch.matmul(L, R).reshape(O * P, I * J)
+        w = (halves[0].reshape(O * I, K) @ halves[1].reshape(K, P * J)).reshape(O, I, P, J)
+        return w.permute(0, 2, 1, 3).reshape(O * P, I * J)
 
 
 @lru_cache(maxsize=256)
@@ -368,12 +376,22 @@ class Segment:
         return "transposed" if self.r <= THIN_GEMM else "batched"
 
 
-def _sweep(state, s: Segment, ctx: Context, key: Any, build: Callable[[], Any]):
+def _sweep(state, s: Segment, ctx: Context, key: Any, build: Callable[[], Any], last: bool = False):
     """One step of a sweep: the axes of size ``s.k`` of the state ``(s.M, s.k, s.r)`` become
-    ``s.n`` through the ``(k, n)`` matrix ``build()`` (cached under ``key`` in eval mode)."""
+    ``s.n`` through the ``(k, n)`` matrix ``build()`` (cached under ``key`` in eval mode).
+    Large CPU states go through the layer's workspace (:mod:`tnviz.nn.workspace`: reused
+    buffers, no page faults); ``last`` marks the step whose result is the layer's output."""
     import torch
 
     mode = s.mode
+    ws = getattr(ctx, "workspace", None)
+    if ws is not None and worth_pooling(state, s.M * s.n * s.r):
+        if mode in ("gemm", "transposed"):
+            w = ctx.cached(key, build)
+        else:
+            w = ctx.cached((*key, "t"), lambda: build().t().contiguous())
+        if w.dtype == state.dtype:
+            return pooled_sweep(state, w, s.M, s.k, s.n, s.r, mode, ws, fresh=last)
     if mode == "gemm":
         return state.reshape(s.M, s.k) @ ctx.cached(key, build)
     if mode == "transposed":
@@ -441,7 +459,8 @@ class ChainPlan:
         tensors = ctx.ordered_tensors()
         state = x2d
         for s in self.segments:
-            state = _sweep(state, s, ctx, ("chain", s.first, s.last), lambda s=s: self._merge(s, tensors))
+            state = _sweep(state, s, ctx, ("chain", s.first, s.last), lambda s=s: self._merge(s, tensors),
+                           last=s is self.segments[-1])
         return state.reshape(self.batch, self.net.out_features)
 
     def _merge(self, s: Segment, tensors: list[Any]):
@@ -632,7 +651,8 @@ class RingPlan:
             if s is self.segments[-1] and middle > 1:
                 # (batch * first outputs, a, middle outputs, k/R) -> (..., middle outputs, a, k/R)
                 state = state.reshape(s.M // middle, R, middle, s.k // R).transpose(1, 2)
-            state = _sweep(state, s, ctx, ("ring", s.first, s.last), lambda s=s: self._merge(s, tensors))
+            state = _sweep(state, s, ctx, ("ring", s.first, s.last), lambda s=s: self._merge(s, tensors),
+                           last=s is self.segments[-1])
         return state.reshape(self.batch, self.net.out_features)
 
     def _merge(self, s: Segment, tensors: list[Any]):
@@ -840,7 +860,8 @@ class ModesPlan:
         tensors = ctx.ordered_tensors()
         state = x2d
         for j, step in enumerate(self.steps):
-            state = _sweep(state, step.seg, ctx, ("modes", j), lambda step=step: self._matrix(step, tensors))
+            state = _sweep(state, step.seg, ctx, ("modes", j), lambda step=step: self._matrix(step, tensors),
+                           last=step is self.steps[-1])
         return state.reshape(self.batch, self.net.out_features)
 
     def _matrix(self, step: ModeStep, tensors: list[Any]):

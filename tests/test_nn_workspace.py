@@ -1,0 +1,205 @@
+"""The pooled sweep step (``tnviz.nn.workspace``): reused CPU buffers for large intermediates.
+
+With the pooling threshold lowered to one element every step of every sweep goes through the
+pooled path, so the dense-reference checks of the fast strategies run on it too; then the ways a
+reused buffer could go wrong: two forwards before one backward, ``retain_graph``, double
+backward, state held by the caller, copies of a layer, stale shapes.  No timing is asserted.
+"""
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+import torch
+
+import tnviz
+from tnviz.nn import TNLinear
+from tnviz.nn import workspace as W
+from tnviz.nn.workspace import Workspace, pooled_sweep
+
+from test_nn_fast import MODES_NETWORKS, RING_NETWORKS, check_against_dense
+
+F64 = torch.float64
+
+CHAIN_NETWORKS = {
+    "mpo odd": tnviz.mpo([2, 3, 5], [3, 2, 3], ranks=[4, 5]),
+    "mpo unequal legs": tnviz.mpo([3, 5], [2, 3, 2], ranks=3),
+    "mpo one core": tnviz.mpo([7], [5], ranks=[]),
+    "mpo 4 cores": tnviz.mpo([3, 2, 4, 2], [2, 3, 2, 3], ranks=[3, 4, 2]),
+    "mpo long trailing inputs": tnviz.mpo([3, 8, 8, 3], [3, 8, 8, 3], ranks=3),  # a batched step at batch 5
+}
+
+
+@pytest.fixture
+def pool_everything(monkeypatch):
+    """Every step pooled, and a record of the step modes that ran through the pool."""
+    monkeypatch.setattr(W, "POOL_MIN_ELEMENTS", 1)
+    seen = []
+    original = W._Step.forward
+
+    def forward(ctx, state, w, geometry, ws, fresh):
+        seen.append(geometry[-1])
+        return original(ctx, state, w, geometry, ws, fresh)
+
+    monkeypatch.setattr(W._Step, "forward", staticmethod(forward))
+    return seen
+
+
+@pytest.mark.parametrize("name", list(CHAIN_NETWORKS))
+def test_pooled_chain_equals_the_dense_reference(name, pool_everything):
+    check_against_dense(CHAIN_NETWORKS[name], "chain", seed=5)
+    assert pool_everything
+
+
+@pytest.mark.parametrize("name", list(RING_NETWORKS))
+def test_pooled_ring_equals_the_dense_reference(name, pool_everything):
+    check_against_dense(RING_NETWORKS[name], "ring", seed=13)
+
+
+@pytest.mark.parametrize("name", list(MODES_NETWORKS))
+def test_pooled_modes_equal_the_dense_reference(name, pool_everything):
+    check_against_dense(MODES_NETWORKS[name], "modes", seed=11)
+
+
+def test_the_chain_reference_checks_cover_every_step_mode(pool_everything):
+    for net in CHAIN_NETWORKS.values():
+        check_against_dense(net, "chain", seed=1)
+    assert set(pool_everything) == {"gemm", "left", "batched", "transposed"}
+
+
+@pytest.mark.parametrize("mode,M,k,n,r", [
+    ("gemm", 6, 5, 4, 1), ("left", 1, 5, 4, 3), ("batched", 4, 3, 5, 6), ("transposed", 4, 3, 5, 2),
+])
+def test_each_step_mode_passes_gradcheck_and_gradgradcheck(mode, M, k, n, r):
+    """Pooled (not fresh) results, so gradcheck's repeated calls also test that a buffer held by
+    an earlier result is never handed out again."""
+    ws = Workspace()
+    gen = torch.Generator().manual_seed(3)
+    state = torch.randn(M, k, r, dtype=F64, generator=gen, requires_grad=True)
+    transposed = mode in ("left", "batched")  # these modes take the (n, k) transpose
+    w = torch.randn(*((n, k) if transposed else (k, n)), dtype=F64, generator=gen, requires_grad=True)
+    fn = lambda s, m: pooled_sweep(s, m, M, k, n, r, mode, ws, fresh=False)  # noqa: E731
+    torch.testing.assert_close(fn(state, w), torch.einsum("mkr,kn->mnr", state, w.t() if transposed else w))
+    assert torch.autograd.gradcheck(fn, (state, w))
+    assert torch.autograd.gradgradcheck(fn, (state, w))
+
+
+def test_a_non_contiguous_state_gets_its_gradient_in_its_own_shape():
+    ws = Workspace()
+    base = torch.randn(3, 4, 2, 5, dtype=F64, requires_grad=True)
+    state = base.transpose(1, 2)  # (3, 2, 4, 5): M=3, k=8, r=5 read in this logical order
+    mat = torch.randn(8, 6, dtype=F64, requires_grad=True)
+    out = pooled_sweep(state, mat, 3, 8, 6, 5, "transposed", ws, fresh=True)
+    ref = torch.einsum("mkr,kn->mnr", state.reshape(3, 8, 5), mat)
+    torch.testing.assert_close(out, ref)
+    g = torch.randn_like(ref)
+    got = torch.autograd.grad(out, (base, mat), g)
+    want = torch.autograd.grad(ref, (base, mat), g)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+
+
+def _big_layer(strategy: str = "chain") -> TNLinear:
+    """Large enough for the default threshold: states of 64 * 16 * 64 elements at batch 64."""
+    torch.manual_seed(0)
+    return TNLinear(tnviz.mpo([8, 8, 8, 8], [8, 8, 8, 8], ranks=4), strategy=strategy)
+
+
+def _grads(layer: TNLinear) -> list[torch.Tensor]:
+    return [p.grad.clone() for p in layer.parameters()]
+
+
+def test_default_threshold_pools_large_cpu_states_and_reuses_them():
+    layer = _big_layer()
+    x = torch.randn(64, 4096)
+    for _ in range(3):
+        layer.zero_grad()
+        layer(x).sum().backward()
+    held = layer._workspace.nbytes
+    assert held > 0, "batch 64 through a 4096x4096 MPO makes states above the pooling threshold"
+    layer.zero_grad()
+    layer(x).sum().backward()
+    assert layer._workspace.nbytes == held, "the same shapes every step reuse the same buffers"
+    # the result is not a pooled buffer: the caller may keep it across steps
+    y1 = layer(x).detach()
+    y2 = layer(x + 1).detach()
+    assert not torch.equal(y1, y2)
+    assert all(y1.untyped_storage().data_ptr() != b.untyped_storage().data_ptr()
+               for bufs in layer._workspace._buffers.values() for b in bufs)
+
+
+def test_two_forwards_before_one_backward_keep_their_own_states():
+    layer, ref = _big_layer(), _big_layer()
+    ref.load_state_dict(layer.state_dict())
+    x1, x2 = torch.randn(64, 4096), torch.randn(64, 4096)
+    (layer(x1).square().sum() + layer(x2).square().sum()).backward()
+    with torch.no_grad():
+        ref_w = ref.to_dense()
+    ref_w.requires_grad_(True)
+    for x in (x1, x2):
+        (x @ ref_w.T + ref.bias).square().sum().backward()
+    # the dense reference's weight gradient, pulled back to the cores, equals the layer's
+    torch.autograd.backward(ref.to_dense(), ref_w.grad)
+    for (n, p), q in zip(layer.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-4, msg=n)
+
+
+def test_retain_graph_gives_the_same_gradient_twice_and_later_steps_do_not_disturb_it():
+    layer = _big_layer()
+    x = torch.randn(64, 4096)
+    loss = layer(x).square().sum()
+    loss.backward(retain_graph=True)
+    first = _grads(layer)
+    layer(torch.randn(64, 4096)).sum()  # another forward while the first graph is still alive
+    layer.zero_grad()
+    loss.backward()
+    for a, b in zip(first, _grads(layer)):
+        torch.testing.assert_close(a, b)
+
+
+def test_double_backward_through_a_pooled_layer():
+    layer = _big_layer()
+    x = torch.randn(64, 4096, requires_grad=True)
+    (gx,) = torch.autograd.grad(layer(x).square().sum(), x, create_graph=True)
+    gx.square().sum().backward()
+    plain = _big_layer()
+    plain.load_state_dict(layer.state_dict())
+    x2 = x.detach().clone().requires_grad_(True)
+    w = plain.to_dense()
+    (gx2,) = torch.autograd.grad((x2 @ w.T + plain.bias).square().sum(), x2, create_graph=True)
+    gx2.square().sum().backward()
+    torch.testing.assert_close(gx, gx2, rtol=1e-4, atol=1e-3)
+    for p, q in zip(layer.parameters(), plain.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-3, atol=1e-3)
+
+
+def test_workspace_is_scratch_not_state():
+    layer = _big_layer()
+    layer(torch.randn(64, 4096)).sum().backward()
+    assert layer._workspace.nbytes > 0
+    for other in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))):
+        assert other._workspace.nbytes == 0
+        assert other._workspace is not layer._workspace
+    layer.eval()  # leaving training lets its buffers go
+    assert layer._workspace.nbytes == 0
+
+
+def test_shapes_that_stop_recurring_are_dropped():
+    ws = Workspace()
+    like = torch.empty(0)
+    old = ws.take((1 << 18,), like)
+    del old
+    for _ in range(W.STALE_AFTER + 1):
+        ws.take((2, 1 << 17), like)
+    ws.take((4, 1 << 17), like)  # a new allocation sweeps stale shapes
+    assert ((1 << 18,), torch.float32, torch.device("cpu")) not in ws._buffers
+    # a buffer still held is kept, and never handed out twice
+    held = ws.take((8, 1 << 17), like)
+    assert ws.take((8, 1 << 17), like).data_ptr() != held.data_ptr()
+
+
+def test_small_and_non_cpu_requests_are_not_pooled():
+    ws = Workspace()
+    ws.take((10,), torch.empty(0))
+    assert ws.nbytes == 0
