@@ -38,7 +38,7 @@ def _free(buf: torch.Tensor) -> bool:
 
 
 class Workspace:
-    """Buffers by (shape, dtype, device), each handed out again once nothing else holds it."""
+    """Buffers by (size, dtype, device), each handed out again once nothing else holds it."""
 
     def __init__(self) -> None:
         self._buffers: dict[tuple, list[torch.Tensor]] = {}
@@ -53,23 +53,25 @@ class Workspace:
         self.__init__()
 
     def take(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-        """An uninitialised tensor of ``shape`` (dtype and device of ``like``), reused when possible."""
+        """An uninitialised tensor of ``shape`` (dtype and device of ``like``), reused when possible
+        (buffers are kept by size, so states of different shapes and equal size share them)."""
         numel = 1
         for d in shape:
             numel *= d
         if numel < POOL_MIN_ELEMENTS or like.device.type != "cpu" or _use_count is None:
             return torch.empty(shape, dtype=like.dtype, device=like.device)
-        key = (tuple(shape), like.dtype, like.device)
+        key = (numel, like.dtype, like.device)
         self._tick += 1
         self._last_use[key] = self._tick
         bufs = self._buffers.setdefault(key, [])
         for buf in bufs:
             if _free(buf):
-                return buf.detach()
+                return buf.detach().view(shape)
         self._drop_stale()
-        buf = torch.empty(shape, dtype=like.dtype, device=like.device)
+        buf = torch.empty(numel, dtype=like.dtype, device=like.device)
         bufs.append(buf)
-        return buf.detach()  # an alias: its holders count in the storage's use, the pool's copy never leaves
+        # an alias: its holders count in the storage's use, the pool's own tensor never leaves
+        return buf.detach().view(shape)
 
     def _drop_stale(self) -> None:
         for key in [k for k, t in self._last_use.items() if self._tick - t > STALE_AFTER]:
