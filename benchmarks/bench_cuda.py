@@ -8,8 +8,8 @@ strategy, in one run per (dtype, batch, bond).
 
 Inference rows (``eval``): eval mode under ``no_grad``; ``graphed`` = wrapped in
 :class:`tnviz.nn.graphs.GraphedModule` (replayed at batches up to its ``max_batch``; eager above).
-Training rows (``step``): forward, loss ``(y * g).sum()``, backward, for chain and fused.  Every
-row also reports its error against a float64 dense reference, so a wrong kernel shows in the table.
+Training rows (``step``): forward, then backward from an output gradient ``g``, for chain and
+fused.  Every row also reports its error against a float64 dense reference, so a wrong kernel shows in the table.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def _step(module: nn.Module, x: torch.Tensor, g: torch.Tensor) -> Callable[[], N
     def run():
         for p in module.parameters():
             p.grad = None
-        (module(x) * g).sum().backward()
+        module(x).backward(g)
     return run
 
 

@@ -7,7 +7,6 @@ backward, state held by the caller, copies of a layer, stale shapes.  No timing 
 """
 from __future__ import annotations
 
-import copy
 import pickle
 
 import pytest
@@ -38,9 +37,9 @@ def pool_everything(monkeypatch):
     seen = []
     original = W._Step.forward
 
-    def forward(ctx, state, w, geometry, ws, fresh):
+    def forward(ctx, state, w, bias, geometry, ws, fresh):
         seen.append(geometry[-1])
-        return original(ctx, state, w, geometry, ws, fresh)
+        return original(ctx, state, w, bias, geometry, ws, fresh)
 
     monkeypatch.setattr(W._Step, "forward", staticmethod(forward))
     return seen
@@ -111,22 +110,23 @@ def _grads(layer: TNLinear) -> list[torch.Tensor]:
 
 
 def test_default_threshold_pools_large_cpu_states_and_reuses_them():
+    W.release()
     layer = _big_layer()
     x = torch.randn(64, 4096)
     for _ in range(3):
         layer.zero_grad()
         layer(x).sum().backward()
-    held = layer._workspace.nbytes
+    held = W.shared().nbytes
     assert held > 0, "batch 64 through a 4096x4096 MPO makes states above the pooling threshold"
     layer.zero_grad()
     layer(x).sum().backward()
-    assert layer._workspace.nbytes == held, "the same shapes every step reuse the same buffers"
+    assert W.shared().nbytes == held, "the same shapes every step reuse the same buffers"
     # the result is not a pooled buffer: the caller may keep it across steps
     y1 = layer(x).detach()
     y2 = layer(x + 1).detach()
     assert not torch.equal(y1, y2)
     assert all(y1.untyped_storage().data_ptr() != b.untyped_storage().data_ptr()
-               for bufs in layer._workspace._buffers.values() for b in bufs)
+               for bufs in W.shared()._buffers.values() for b in bufs)
 
 
 def test_two_forwards_before_one_backward_keep_their_own_states():
@@ -174,15 +174,43 @@ def test_double_backward_through_a_pooled_layer():
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-3, atol=1e-3)
 
 
-def test_workspace_is_scratch_not_state():
-    layer = _big_layer()
-    layer(torch.randn(64, 4096)).sum().backward()
-    assert layer._workspace.nbytes > 0
-    for other in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))):
-        assert other._workspace.nbytes == 0
-        assert other._workspace is not layer._workspace
-    layer.eval()  # leaving training lets its buffers go
-    assert layer._workspace.nbytes == 0
+def test_layers_share_one_workspace_and_leaving_training_releases_it():
+    W.release()
+    layers = [_big_layer() for _ in range(4)]
+    x = torch.randn(64, 4096)
+    with torch.no_grad():
+        layers[0](x)
+        one = W.shared().nbytes
+        for layer in layers:
+            x = layer(x)
+    assert 0 < W.shared().nbytes == one, "inference through four layers holds one layer's buffers"
+    assert len(pickle.dumps(layers[0])) < 200_000, "a layer pickles its parameters, no scratch memory"
+    layers[0](torch.randn(64, 4096)).sum().backward()
+    layers[0].eval()  # leaving training lets the buffers go
+    assert W.shared().nbytes == 0
+
+
+def test_threads_sharing_the_workspace_get_their_own_buffers():
+    import threading
+
+    layer = _big_layer().eval()
+    xs = [torch.randn(64, 4096, generator=torch.Generator().manual_seed(k)) for k in range(4)]
+    with torch.no_grad():
+        want = [layer(x) for x in xs]
+    got = [None] * len(xs)
+
+    def run(k):
+        with torch.no_grad():
+            for _ in range(5):
+                got[k] = layer(xs[k])
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(len(xs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
 
 
 def test_shapes_that_stop_recurring_are_dropped():
@@ -205,3 +233,21 @@ def test_small_and_non_cpu_requests_are_not_pooled():
     ws = Workspace()
     ws.take((10,), torch.empty(0))
     assert ws.nbytes == 0
+
+
+@pytest.mark.parametrize("grad_mode", ["no_grad", "train"])
+def test_the_bias_is_added_once_inside_the_last_pooled_step(grad_mode):
+    layer = _big_layer()
+    with torch.no_grad():
+        layer.bias.uniform_(-1, 1)
+    x = torch.randn(64, 4096)
+    want = x.double() @ layer.to_dense().detach().double().T + layer.bias.detach().double()
+    if grad_mode == "no_grad":
+        with torch.no_grad():
+            y = layer(x)
+    else:
+        y = layer(x)
+        g = torch.randn_like(y)
+        y.backward(g)
+        torch.testing.assert_close(layer.bias.grad, g.sum(0))
+    torch.testing.assert_close(y.double(), want, rtol=1e-4, atol=1e-4)

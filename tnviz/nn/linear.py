@@ -22,7 +22,7 @@ from ..contract import DEFAULT_BUDGET_ELEMENTS
 from ..errors import BudgetError, InvalidNetworkError
 from ..network import TensorNetwork, load_network
 from . import strategies as S
-from .workspace import Workspace
+from . import workspace
 
 _SAFE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -54,12 +54,14 @@ class _Call:
     taken once when the call starts (one lookup per step of the plan bounds small batches; kept per
     call, not on the layer, so that threads sharing a layer never mix their modes)."""
 
-    __slots__ = ("layer", "version", "workspace")
+    __slots__ = ("layer", "version", "workspace", "bias", "bias_added")
 
     def __init__(self, layer: "TNLinear") -> None:
         self.layer = layer
         self.version = layer._version() if layer._caching_allowed() else None
-        self.workspace = layer._workspace
+        self.workspace = workspace.shared()
+        self.bias = layer.bias  # a plan may add it inside its last step and say so in bias_added
+        self.bias_added = False
 
     def ordered_tensors(self) -> list[torch.Tensor]:
         return self.layer.ordered_tensors()
@@ -115,7 +117,6 @@ class TNLinear(nn.Module):
         self._plans: dict[Any, Any] = {}
         self._cache: dict[Any, tuple[Any, Any]] = {}
         self._measured_by_default: dict[tuple, bool] = {}
-        self._workspace = Workspace()
         self.reset_parameters()
 
     # ------------------------------------------------------------------ construction
@@ -235,9 +236,10 @@ class TNLinear(nn.Module):
         return value
 
     def clear_cache(self) -> None:
-        """Drop cached weights and the workspace's reused buffers (:mod:`tnviz.nn.workspace`)."""
+        """Drop cached weights, and the reused buffers of the layers' shared workspace
+        (:func:`tnviz.nn.workspace.release`)."""
         self._cache.clear()
-        self._workspace.clear()
+        workspace.release()
 
     def train(self, mode: bool = True) -> "TNLinear":
         if mode or self.training:  # entering training, or leaving it (its buffers go)
@@ -305,9 +307,10 @@ class TNLinear(nn.Module):
             return y if self.bias is None else y + self.bias
         name = self.choose_strategy(batch, x.dtype, x.device)
         plan = self.plan(batch, name, x.dtype, x.device)
-        y = plan(x.reshape(batch, self.in_features), _Call(self))
+        call = _Call(self)
+        y = plan(x.reshape(batch, self.in_features), call)
         self.last_strategy = name
-        if self.bias is not None:
+        if self.bias is not None and not call.bias_added:
             # In place without autograd: every plan returns a fresh tensor (or a view of one) that
             # no backward reads; an out-of-place add allocates a new output whose page faults cost
             # more than the whole Tucker sweep at batch 1024 (benchmarks/README.md).  Under

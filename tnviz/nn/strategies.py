@@ -379,8 +379,9 @@ class Segment:
 def _sweep(state, s: Segment, ctx: Context, key: Any, build: Callable[[], Any], last: bool = False):
     """One step of a sweep: the axes of size ``s.k`` of the state ``(s.M, s.k, s.r)`` become
     ``s.n`` through the ``(k, n)`` matrix ``build()`` (cached under ``key`` in eval mode).
-    Large CPU states go through the layer's workspace (:mod:`tnviz.nn.workspace`: reused
-    buffers, no page faults); ``last`` marks the step whose result is the layer's output."""
+    Large CPU states go through the shared workspace (:mod:`tnviz.nn.workspace`: reused
+    buffers, no page faults); ``last`` marks the step whose result is the layer's output, to
+    which that path also adds the layer's bias (``ctx.bias``, then ``ctx.bias_added``)."""
     import torch
 
     mode = s.mode
@@ -391,7 +392,12 @@ def _sweep(state, s: Segment, ctx: Context, key: Any, build: Callable[[], Any], 
         else:
             w = ctx.cached((*key, "t"), lambda: build().t().contiguous())
         if w.dtype == state.dtype:
-            return pooled_sweep(state, w, s.M, s.k, s.n, s.r, mode, ws, fresh=last)
+            bias = getattr(ctx, "bias", None) if last else None
+            if bias is not None and bias.dtype == state.dtype:
+                ctx.bias_added = True
+            else:
+                bias = None
+            return pooled_sweep(state, w, s.M, s.k, s.n, s.r, mode, ws, fresh=last, bias=bias)
     if mode == "gemm":
         return state.reshape(s.M, s.k) @ ctx.cached(key, build)
     if mode == "transposed":

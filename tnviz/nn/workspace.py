@@ -7,14 +7,18 @@ that fill it (benchmarks/README.md, "Training at batch 1024").  A sweep (``chain
 ``modes``) at large batch makes such states at every step, forward and backward, so a training
 step spent more time faulting than multiplying.  (CUDA has a caching allocator; this is CPU only.)
 
-:class:`Workspace` keeps those buffers per layer and hands one out again only when nothing else
-holds it (its storage's use count: a state saved by autograd for a backward not yet run, or
-returned to the caller, is never reused).  :func:`pooled_sweep` is one sweep step that writes its
+:class:`Workspace` keeps those buffers and hands one out again only when nothing else holds it
+(its storage's use count: a state saved by autograd for a backward not yet run, or returned to
+the caller, is never reused).  One workspace serves every layer of the process (:func:`shared`),
+so inference through many layers holds one layer's intermediates, not the sum; after training it
+holds the pooled part of the step's peak activations until :func:`release` (called when a layer
+leaves training mode or clears its cache).  :func:`pooled_sweep` is one sweep step that writes its
 result, and in backward its temporaries, into such buffers; outside ``torch.autograd`` it is the
 same arithmetic as the plain step in :mod:`tnviz.nn.strategies`.
 """
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import torch
@@ -23,9 +27,9 @@ import torch
 #: without faults; pooling them would only cost bookkeeping).
 POOL_MIN_ELEMENTS = 1 << 18
 
-#: A shape not asked for in this many requests is dropped once its buffers are free (training
-#: asks for the same shapes every step; a batch size that stops recurring is let go).
-STALE_AFTER = 64
+#: A size not asked for in this many requests is dropped once its buffers are free (training
+#: asks for the same sizes every step; a batch size that stops recurring is let go).
+STALE_AFTER = 1024
 
 
 #: torch's count of the holders of a storage (private; without it nothing is pooled).
@@ -44,13 +48,7 @@ class Workspace:
         self._buffers: dict[tuple, list[torch.Tensor]] = {}
         self._last_use: dict[tuple, int] = {}
         self._tick = 0
-
-    # scratch memory is not state: copies and pickles of a layer start with an empty workspace
-    def __getstate__(self) -> dict:
-        return {}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__()
+        self._lock = threading.Lock()  # threads sharing the workspace never get the same buffer
 
     def take(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
         """An uninitialised tensor of ``shape`` (dtype and device of ``like``), reused when possible
@@ -61,17 +59,18 @@ class Workspace:
         if numel < POOL_MIN_ELEMENTS or like.device.type != "cpu" or _use_count is None:
             return torch.empty(shape, dtype=like.dtype, device=like.device)
         key = (numel, like.dtype, like.device)
-        self._tick += 1
-        self._last_use[key] = self._tick
-        bufs = self._buffers.setdefault(key, [])
-        for buf in bufs:
-            if _free(buf):
-                return buf.detach().view(shape)
-        self._drop_stale()
-        buf = torch.empty(numel, dtype=like.dtype, device=like.device)
-        bufs.append(buf)
-        # an alias: its holders count in the storage's use, the pool's own tensor never leaves
-        return buf.detach().view(shape)
+        with self._lock:
+            self._tick += 1
+            self._last_use[key] = self._tick
+            bufs = self._buffers.setdefault(key, [])
+            for buf in bufs:
+                if _free(buf):
+                    return buf.detach().view(shape)
+            self._drop_stale()
+            buf = torch.empty(numel, dtype=like.dtype, device=like.device)
+            self._buffers.setdefault(key, []).append(buf)
+            # an alias: its holders count in the storage's use, the pool's own tensor never leaves
+            return buf.detach().view(shape)
 
     def _drop_stale(self) -> None:
         for key in [k for k, t in self._last_use.items() if self._tick - t > STALE_AFTER]:
@@ -86,10 +85,26 @@ class Workspace:
         """Bytes held (free or in use)."""
         return sum(b.numel() * b.element_size() for bufs in self._buffers.values() for b in bufs)
 
-    def clear(self) -> None:
-        """Let every buffer go (those still in use live on with their users)."""
-        self._buffers.clear()
-        self._last_use.clear()
+    def clear(self) -> int:
+        """Let every buffer go (those still in use live on with their users); the bytes let go."""
+        with self._lock:
+            held = self.nbytes
+            self._buffers.clear()
+            self._last_use.clear()
+        return held
+
+
+_SHARED = Workspace()
+
+
+def shared() -> Workspace:
+    """The workspace every ``TNLinear`` of this process draws from."""
+    return _SHARED
+
+
+def release() -> int:
+    """Free the reused buffers (:func:`shared`); returns the bytes let go."""
+    return _SHARED.clear()
 
 
 def worth_pooling(state: torch.Tensor, out_elements: int) -> bool:
@@ -104,9 +119,10 @@ class _Step(torch.autograd.Function):
     """``state (M, k, r) -> (M, n, r)`` through ``w``; see :func:`pooled_sweep`."""
 
     @staticmethod
-    def forward(ctx, state, w, geometry, ws, fresh):  # noqa: D401
+    def forward(ctx, state, w, bias, geometry, ws, fresh):  # noqa: D401
         M, k, n, r, mode = geometry
         ctx.geometry, ctx.ws, ctx.in_shape = geometry, ws, state.shape
+        ctx.bias_size = None if bias is None else bias.numel()
         ctx.save_for_backward(state, w)
         s = _contiguous(state, (M, k, r), ws)
         out = torch.empty((M, n, r), dtype=state.dtype, device=state.device) if fresh else ws.take((M, n, r), state)
@@ -122,19 +138,22 @@ class _Step(torch.autograd.Function):
             tmp = ws.take((M, r, n), state)
             torch.mm(st.view(M * r, k), w, out=tmp.view(M * r, n))
             out.copy_(tmp.transpose(1, 2))
+        if bias is not None:  # the layer's bias, added in place (the output is fresh)
+            out.view(-1, bias.numel()).add_(bias)
         return out
 
     @staticmethod
     def backward(ctx, g):
         state, w = ctx.saved_tensors
         M, k, n, r, mode = ctx.geometry
-        need_state, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        need_state, need_w, need_bias = ctx.needs_input_grad[:3]
+        gb = g.reshape(-1, ctx.bias_size).sum(0) if need_bias else None
         mat = w if mode in ("gemm", "transposed") else w.t()  # (k, n) in every mode
         if torch.is_grad_enabled():  # create_graph: plain differentiable ops (double backward)
             s, g3 = state.reshape(M, k, r), g.reshape(M, n, r)
             gs = torch.matmul(mat, g3).reshape(ctx.in_shape) if need_state else None
             gm = torch.einsum("mkr,mnr->kn", s, g3) if need_w else None
-            return gs, (gm if gm is None or mat is w else gm.t()), None, None, None
+            return gs, (gm if gm is None or mat is w else gm.t()), gb, None, None, None
         ws = ctx.ws
         s = _contiguous(state, (M, k, r), ws)
         g = g.reshape(M, n, r) if g.is_contiguous() else _contiguous(g, (M, n, r), ws)
@@ -169,7 +188,7 @@ class _Step(torch.autograd.Function):
                 tmp = ws.take((M, r, k), g)
                 torch.mm(gt.view(M * r, n), w.t(), out=tmp.view(M * r, k))
                 gs.copy_(tmp.transpose(1, 2))
-        return (gs.view(ctx.in_shape) if gs is not None else None), gw, None, None, None
+        return (gs.view(ctx.in_shape) if gs is not None else None), gw, gb, None, None, None
 
 
 def _contiguous(t: torch.Tensor, shape: tuple[int, ...], ws: Workspace) -> torch.Tensor:
@@ -182,9 +201,11 @@ def _contiguous(t: torch.Tensor, shape: tuple[int, ...], ws: Workspace) -> torch
 
 
 def pooled_sweep(state: torch.Tensor, w: torch.Tensor, M: int, k: int, n: int, r: int, mode: str,
-                 ws: Workspace, fresh: bool) -> Any:
+                 ws: Workspace, fresh: bool, bias: torch.Tensor | None = None) -> Any:
     """One sweep step ``(M, k, r) -> (M, n, r)`` with its large tensors from ``ws``: ``w`` is the
     ``(k, n)`` matrix for modes ``gemm`` and ``transposed``, its contiguous transpose ``(n, k)``
     for ``left`` and ``batched`` (a GEMM reads it 2x faster than a transposed view).  ``fresh``
-    allocates the result (the sweep's output, handed to the caller) instead."""
-    return _Step.apply(state, w, (M, k, n, r, mode), ws, fresh)
+    allocates the result (the sweep's output, handed to the caller) instead, and ``bias`` (only
+    with ``fresh``) is added to it: in place, where autograd would otherwise make a second
+    output-sized tensor (``y + b``) or copy the gradient (``y.add_(b)`` on a view)."""
+    return _Step.apply(state, w, bias, (M, k, n, r, mode), ws, fresh)
