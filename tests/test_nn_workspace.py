@@ -37,9 +37,9 @@ def pool_everything(monkeypatch):
     seen = []
     original = W._Step.forward
 
-    def forward(ctx, state, w, bias, geometry, ws, fresh):
+    def forward(ctx, state, w, bias, geometry, ws):
         seen.append(geometry[-1])
-        return original(ctx, state, w, bias, geometry, ws, fresh)
+        return original(ctx, state, w, bias, geometry, ws)
 
     monkeypatch.setattr(W._Step, "forward", staticmethod(forward))
     return seen
@@ -71,14 +71,14 @@ def test_the_chain_reference_checks_cover_every_step_mode(pool_everything):
     ("gemm", 6, 5, 4, 1), ("left", 1, 5, 4, 3), ("batched", 4, 3, 5, 6), ("transposed", 4, 3, 5, 2),
 ])
 def test_each_step_mode_passes_gradcheck_and_gradgradcheck(mode, M, k, n, r):
-    """Pooled (not fresh) results, so gradcheck's repeated calls also test that a buffer held by
-    an earlier result is never handed out again."""
+    """gradcheck's repeated calls also test that a buffer held by an earlier result is never
+    handed out again."""
     ws = Workspace()
     gen = torch.Generator().manual_seed(3)
     state = torch.randn(M, k, r, dtype=F64, generator=gen, requires_grad=True)
     transposed = mode in ("left", "batched")  # these modes take the (n, k) transpose
     w = torch.randn(*((n, k) if transposed else (k, n)), dtype=F64, generator=gen, requires_grad=True)
-    fn = lambda s, m: pooled_sweep(s, m, M, k, n, r, mode, ws, fresh=False)  # noqa: E731
+    fn = lambda s, m: pooled_sweep(s, m, M, k, n, r, mode, ws)  # noqa: E731
     torch.testing.assert_close(fn(state, w), torch.einsum("mkr,kn->mnr", state, w.t() if transposed else w))
     assert torch.autograd.gradcheck(fn, (state, w))
     assert torch.autograd.gradgradcheck(fn, (state, w))
@@ -89,7 +89,7 @@ def test_a_non_contiguous_state_gets_its_gradient_in_its_own_shape():
     base = torch.randn(3, 4, 2, 5, dtype=F64, requires_grad=True)
     state = base.transpose(1, 2)  # (3, 2, 4, 5): M=3, k=8, r=5 read in this logical order
     mat = torch.randn(8, 6, dtype=F64, requires_grad=True)
-    out = pooled_sweep(state, mat, 3, 8, 6, 5, "transposed", ws, fresh=True)
+    out = pooled_sweep(state, mat, 3, 8, 6, 5, "transposed", ws)
     ref = torch.einsum("mkr,kn->mnr", state.reshape(3, 8, 5), mat)
     torch.testing.assert_close(out, ref)
     g = torch.randn_like(ref)
@@ -121,12 +121,38 @@ def test_default_threshold_pools_large_cpu_states_and_reuses_them():
     layer.zero_grad()
     layer(x).sum().backward()
     assert W.shared().nbytes == held, "the same shapes every step reuse the same buffers"
-    # the result is not a pooled buffer: the caller may keep it across steps
+    # results the caller keeps are never written again; dropped ones are reused
     y1 = layer(x).detach()
+    kept = y1.clone()
     y2 = layer(x + 1).detach()
-    assert not torch.equal(y1, y2)
-    assert all(y1.untyped_storage().data_ptr() != b.untyped_storage().data_ptr()
-               for bufs in W.shared()._buffers.values() for b in bufs)
+    assert torch.equal(y1, kept) and not torch.equal(y1, y2)
+    ptr = y2.data_ptr()
+    del y2
+    assert layer(x + 2).data_ptr() == ptr
+
+
+def test_the_output_may_be_modified_in_place_under_autograd():
+    """A pooled output is no view: an in-place ReLU after the layer trains like on a plain one."""
+    layer, ref = _big_layer(), _big_layer()
+    ref.load_state_dict(layer.state_dict())
+    x = torch.randn(64, 4096)
+    torch.nn.functional.relu(layer(x), inplace=True).square().sum().backward()
+    W.POOL_MIN_ELEMENTS, saved = 1 << 60, W.POOL_MIN_ELEMENTS
+    try:
+        torch.nn.functional.relu(ref(x)).square().sum().backward()
+    finally:
+        W.POOL_MIN_ELEMENTS = saved
+    for p, q in zip(layer.parameters(), ref.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_a_caller_keeping_every_result_gets_plain_tensors_past_the_cap():
+    W.release()
+    layer = _big_layer().eval()
+    with torch.no_grad():
+        kept = [layer(torch.randn(64, 4096)) for _ in range(W.MAX_PER_SIZE + 3)]
+    assert len({y.data_ptr() for y in kept}) == len(kept)
+    assert all(len(bufs) <= W.MAX_PER_SIZE for bufs in W.shared()._buffers.values())
 
 
 def test_two_forwards_before_one_backward_keep_their_own_states():
@@ -178,12 +204,14 @@ def test_layers_share_one_workspace_and_leaving_training_releases_it():
     W.release()
     layers = [_big_layer() for _ in range(4)]
     x = torch.randn(64, 4096)
+    held = []
     with torch.no_grad():
-        layers[0](x)
-        one = W.shared().nbytes
-        for layer in layers:
-            x = layer(x)
-    assert 0 < W.shared().nbytes == one, "inference through four layers holds one layer's buffers"
+        for depth in (2, 4):
+            y = x
+            for layer in layers[:depth]:
+                y = layer(y)  # one layer's intermediates, its input and its output at a time
+            held.append(W.shared().nbytes)
+    assert 0 < held[0] == held[1], "the buffers held do not grow with the number of layers"
     assert len(pickle.dumps(layers[0])) < 200_000, "a layer pickles its parameters, no scratch memory"
     layers[0](torch.randn(64, 4096)).sum().backward()
     layers[0].eval()  # leaving training lets the buffers go

@@ -397,7 +397,7 @@ def _sweep(state, s: Segment, ctx: Context, key: Any, build: Callable[[], Any], 
                 ctx.bias_added = True
             else:
                 bias = None
-            return pooled_sweep(state, w, s.M, s.k, s.n, s.r, mode, ws, fresh=last, bias=bias)
+            return pooled_sweep(state, w, s.M, s.k, s.n, s.r, mode, ws, bias=bias)
     if mode == "gemm":
         return state.reshape(s.M, s.k) @ ctx.cached(key, build)
     if mode == "transposed":

@@ -32,8 +32,21 @@ POOL_MIN_ELEMENTS = 1 << 18
 STALE_AFTER = 1024
 
 
+#: At most this many buffers of one size are kept: a caller who keeps every result (a list of
+#: outputs) gets plain tensors past that, and the workspace never holds more than this many of
+#: them once they are dropped.
+MAX_PER_SIZE = 8
+
+
 #: torch's count of the holders of a storage (private; without it nothing is pooled).
 _use_count = getattr(torch._C, "_storage_Use_Count", None)
+
+
+def _alias(buf: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """A new tensor on ``buf``'s storage: it counts in the storage's use while it lives, and it is
+    not a view, so the caller may modify it in place even under autograd (a custom Function's
+    view outputs may not be)."""
+    return torch.empty(0, dtype=buf.dtype, device=buf.device).set_(buf.untyped_storage(), 0, shape)
 
 
 def _free(buf: torch.Tensor) -> bool:
@@ -64,13 +77,14 @@ class Workspace:
             self._last_use[key] = self._tick
             bufs = self._buffers.setdefault(key, [])
             for buf in bufs:
-                if _free(buf):
-                    return buf.detach().view(shape)
+                if _free(buf) and buf.untyped_storage().nbytes() == numel * buf.element_size():
+                    return _alias(buf, shape)
             self._drop_stale()
             buf = torch.empty(numel, dtype=like.dtype, device=like.device)
-            self._buffers.setdefault(key, []).append(buf)
-            # an alias: its holders count in the storage's use, the pool's own tensor never leaves
-            return buf.detach().view(shape)
+            bufs = self._buffers.setdefault(key, [])
+            if len(bufs) < MAX_PER_SIZE:  # beyond that, callers keeping results get plain tensors
+                bufs.append(buf)
+            return _alias(buf, shape)
 
     def _drop_stale(self) -> None:
         for key in [k for k, t in self._last_use.items() if self._tick - t > STALE_AFTER]:
@@ -119,13 +133,13 @@ class _Step(torch.autograd.Function):
     """``state (M, k, r) -> (M, n, r)`` through ``w``; see :func:`pooled_sweep`."""
 
     @staticmethod
-    def forward(ctx, state, w, bias, geometry, ws, fresh):  # noqa: D401
+    def forward(ctx, state, w, bias, geometry, ws):  # noqa: D401
         M, k, n, r, mode = geometry
         ctx.geometry, ctx.ws, ctx.in_shape = geometry, ws, state.shape
         ctx.bias_size = None if bias is None else bias.numel()
         ctx.save_for_backward(state, w)
         s = _contiguous(state, (M, k, r), ws)
-        out = torch.empty((M, n, r), dtype=state.dtype, device=state.device) if fresh else ws.take((M, n, r), state)
+        out = ws.take((M, n, r), state)  # also the layer's output: reused once the caller drops it
         if mode == "gemm":
             torch.mm(s.view(M, k), w, out=out.view(M, n))
         elif mode == "left":
@@ -138,7 +152,7 @@ class _Step(torch.autograd.Function):
             tmp = ws.take((M, r, n), state)
             torch.mm(st.view(M * r, k), w, out=tmp.view(M * r, n))
             out.copy_(tmp.transpose(1, 2))
-        if bias is not None:  # the layer's bias, added in place (the output is fresh)
+        if bias is not None:  # the layer's bias, added in place
             out.view(-1, bias.numel()).add_(bias)
         return out
 
@@ -201,11 +215,11 @@ def _contiguous(t: torch.Tensor, shape: tuple[int, ...], ws: Workspace) -> torch
 
 
 def pooled_sweep(state: torch.Tensor, w: torch.Tensor, M: int, k: int, n: int, r: int, mode: str,
-                 ws: Workspace, fresh: bool, bias: torch.Tensor | None = None) -> Any:
+                 ws: Workspace, bias: torch.Tensor | None = None) -> Any:
     """One sweep step ``(M, k, r) -> (M, n, r)`` with its large tensors from ``ws``: ``w`` is the
     ``(k, n)`` matrix for modes ``gemm`` and ``transposed``, its contiguous transpose ``(n, k)``
-    for ``left`` and ``batched`` (a GEMM reads it 2x faster than a transposed view).  ``fresh``
-    allocates the result (the sweep's output, handed to the caller) instead, and ``bias`` (only
-    with ``fresh``) is added to it: in place, where autograd would otherwise make a second
-    output-sized tensor (``y + b``) or copy the gradient (``y.add_(b)`` on a view)."""
-    return _Step.apply(state, w, bias, (M, k, n, r, mode), ws, fresh)
+    for ``left`` and ``batched`` (a GEMM reads it 2x faster than a transposed view).  ``bias``
+    (the last step's: the layer's) is added to the result in place, where autograd would
+    otherwise make a second output-sized tensor (``y + b``) or copy the gradient (``y.add_(b)``
+    on a view)."""
+    return _Step.apply(state, w, bias, (M, k, n, r, mode), ws)
