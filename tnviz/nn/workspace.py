@@ -8,13 +8,16 @@ that fill it (benchmarks/README.md, "Training at batch 1024").  A sweep (``chain
 step spent more time faulting than multiplying.  (CUDA has a caching allocator; this is CPU only.)
 
 :class:`Workspace` keeps those buffers and hands one out again only when nothing else holds it
-(its storage's use count: a state saved by autograd for a backward not yet run, or returned to
-the caller, is never reused).  One workspace serves every layer of the process (:func:`shared`),
-so inference through many layers holds one layer's intermediates, not the sum; after training it
-holds the pooled part of the step's peak activations until :func:`release` (called when a layer
-leaves training mode or clears its cache).  :func:`pooled_sweep` is one sweep step that writes its
-result, and in backward its temporaries, into such buffers; outside ``torch.autograd`` it is the
-same arithmetic as the plain step in :mod:`tnviz.nn.strategies`.
+(its storage's use count: a state saved by autograd for a backward not yet run, or a result the
+caller still holds, is never reused).  The layer's output comes from it too: a caller who keeps
+it keeps it, and one who drops it (the usual training or inference loop) gives it back.  One
+workspace serves every layer of the process (:func:`shared`), so inference through many layers
+holds one layer's intermediates, not the sum; after training it holds the pooled part of the
+step's peak activations until :func:`release` (called when a layer leaves training mode or
+clears its cache), and never more than :data:`MAX_PER_SIZE` buffers of one size.
+:func:`pooled_sweep` is one sweep step that writes its result, and in backward its
+temporaries, into such buffers; it is the same arithmetic as the plain step in
+:mod:`tnviz.nn.strategies`, which small or non-CPU states take.
 """
 from __future__ import annotations
 
