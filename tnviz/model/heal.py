@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from ..errors import TnvizError
+from ..nn import workspace
 from .calibrate import call_model
 
 ProgressFn = Callable[[int, int, str], None]
@@ -236,6 +237,7 @@ def heal_distill(model: nn.Module, original: nn.Module, batches: Sequence[Any], 
         report.kept.append("model")
     model.train(was)
     model.eval()
+    workspace.release()  # the layers trained in eval mode, which keeps the workspace's buffers
     if progress:
         progress(steps, steps, "done")
     report.seconds = time.perf_counter() - start
