@@ -241,20 +241,65 @@ def test_threads_sharing_the_workspace_get_their_own_buffers():
         torch.testing.assert_close(a, b)
 
 
-def test_shapes_that_stop_recurring_are_dropped():
+def test_the_workspace_stays_within_its_byte_budget(monkeypatch):
     ws = Workspace()
     like = torch.empty(0)
-    old = ws.take((3 << 17,), like)
-    del old
-    for _ in range(W.STALE_AFTER + 1):
-        ws.take((2, 1 << 17), like)
-    ws.take((4, 1 << 17), like)  # a new allocation sweeps stale shapes
-    assert (3 << 17, torch.float32, torch.device("cpu")) not in ws._buffers
-    # equal sizes share buffers whatever their shapes
-    assert ws.take((1 << 18,), like).shape == (1 << 18,) and len(ws._buffers[(1 << 18, torch.float32, torch.device("cpu"))]) == 1
-    # a buffer still held is kept, and never handed out twice
-    held = ws.take((8, 1 << 17), like)
-    assert ws.take((8, 1 << 17), like).data_ptr() != held.data_ptr()
+    size = 1 << 18  # elements (1 MB in float32)
+    monkeypatch.setattr(W, "MAX_BYTES", 3 * size * 4)
+    for k in range(1, 10):  # nine sizes, dropped right away: least recently used go first
+        ws.take((k, size), like)
+        assert ws.nbytes <= W.MAX_BYTES
+    held = [ws.take((1, size), like) for _ in range(3)]  # three held fill the budget
+    extra = ws.take((1, size), like)  # a fourth is a plain tensor, not kept
+    assert ws.nbytes == W.MAX_BYTES and all(extra.data_ptr() != h.data_ptr() for h in held)
+    # a buffer still held is never handed out twice
+    assert len({h.data_ptr() for h in held}) == 3
+
+
+def test_a_caller_holding_only_the_storage_keeps_its_data():
+    layer = _big_layer()
+    x = torch.randn(64, 4096)
+    with torch.no_grad():
+        y = layer(x)
+        storage, want = y.untyped_storage(), y.clone()
+        del y
+        layer(x + 5)
+    assert torch.equal(torch.empty(0).set_(storage, 0, want.shape), want)
+
+
+def test_a_result_moved_to_shared_memory_is_never_reused():
+    """torch.multiprocessing shares the storage with another process, which may still read it."""
+    W.release()
+    layer = _big_layer()
+    x = torch.randn(64, 4096)
+    with torch.no_grad():
+        y = layer(x)
+        y.share_memory_()
+        del y
+        layer(x)
+    assert not any(b.storage.is_shared() for bufs in W.shared()._buffers.values() for b in bufs)
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_transforms_the_pooled_step_has_no_rules_for_take_the_plain_path():
+    """torch.func, forward-mode AD, jit.trace and complex dtypes all work on a layer whose states
+    are above the pooling threshold, exactly as without the workspace."""
+    from torch.autograd import forward_ad
+
+    layer = _big_layer()
+    x, t = torch.randn(64, 4096), torch.randn(64, 4096)
+    params = dict(layer.named_parameters())
+    grads = torch.func.grad(lambda p: torch.func.functional_call(layer, p, (x,)).square().sum())(params)
+    assert set(grads) == set(params)
+    _, tangent = torch.func.jvp(layer, (x,), (t,))
+    with forward_ad.dual_level():
+        dual_tangent = forward_ad.unpack_dual(layer(forward_ad.make_dual(x, t))).tangent
+    want = t @ layer.to_dense().detach().T
+    torch.testing.assert_close(tangent, want, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(dual_tangent, want, rtol=1e-4, atol=1e-4)
+    traced = torch.jit.trace(layer.eval(), x, check_trace=False)
+    torch.testing.assert_close(traced(x), layer(x))
+    assert not W.worth_pooling(torch.zeros(1 << 20, dtype=torch.complex64), 0)
 
 
 def test_small_and_non_cpu_requests_are_not_pooled():

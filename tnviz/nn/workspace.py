@@ -14,13 +14,15 @@ it keeps it, and one who drops it (the usual training or inference loop) gives i
 workspace serves every layer of the process (:func:`shared`), so inference through many layers
 holds one layer's intermediates, not the sum; after training it holds the pooled part of the
 step's peak activations until :func:`release` (called when a layer leaves training mode or
-clears its cache), and never more than :data:`MAX_PER_SIZE` buffers of one size.
+clears its cache), never more than :data:`MAX_PER_SIZE` buffers of one size and never more than
+:data:`MAX_BYTES` in all.
 :func:`pooled_sweep` is one sweep step that writes its result, and in backward its
 temporaries, into such buffers; it is the same arithmetic as the plain step in
 :mod:`tnviz.nn.strategies`, which small or non-CPU states take.
 """
 from __future__ import annotations
 
+import sys
 import threading
 from typing import Any
 
@@ -30,39 +32,63 @@ import torch
 #: without faults; pooling them would only cost bookkeeping).
 POOL_MIN_ELEMENTS = 1 << 18
 
-#: A size not asked for in this many requests is dropped once its buffers are free (training
-#: asks for the same sizes every step; a batch size that stops recurring is let go).
-STALE_AFTER = 1024
-
-
 #: At most this many buffers of one size are kept: a caller who keeps every result (a list of
 #: outputs) gets plain tensors past that, and the workspace never holds more than this many of
 #: them once they are dropped.
 MAX_PER_SIZE = 8
+
+#: The workspace holds at most this many bytes: a new buffer first evicts free buffers, least
+#: recently used first, and is not kept if that is not enough (it is then a plain tensor).  A
+#: 4096x4096 MPO at bond 16 trains at batch 1024 with 528 MB.
+MAX_BYTES = 1 << 30
 
 
 #: torch's count of the holders of a storage (private; without it nothing is pooled).
 _use_count = getattr(torch._C, "_storage_Use_Count", None)
 
 
-def _alias(buf: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """A new tensor on ``buf``'s storage: it counts in the storage's use while it lives, and it is
-    not a view, so the caller may modify it in place even under autograd (a custom Function's
-    view outputs may not be)."""
-    return torch.empty(0, dtype=buf.dtype, device=buf.device).set_(buf.untyped_storage(), 0, shape)
+class _Buffer:
+    """One pooled buffer: its tensor, its storage object (torch keeps one Python object per
+    storage, so a caller holding ``y.untyped_storage()`` holds this very object) and what holds
+    it when nothing but the workspace does."""
 
+    __slots__ = ("tensor", "storage", "idle", "last_use")
 
-def _free(buf: torch.Tensor) -> bool:
-    """Nothing but the workspace holds ``buf``'s storage (the temporary storage object counts one)."""
-    return _use_count(buf.untyped_storage()._cdata) <= 2
+    def __init__(self, numel: int, like: torch.Tensor, tick: int) -> None:
+        self.tensor = torch.empty(numel, dtype=like.dtype, device=like.device)
+        self.storage = self.tensor.untyped_storage()
+        self.idle = self._holders()
+        self.last_use = tick
+
+    def _holders(self) -> tuple[int, int]:
+        return _use_count(self.storage._cdata), sys.getrefcount(self.storage)
+
+    @property
+    def nbytes(self) -> int:
+        return self.storage.nbytes()
+
+    def free(self) -> bool:
+        """Nothing else holds it: no tensor on its storage, no reference to its storage object."""
+        return self._holders() == self.idle
+
+    def spoiled(self) -> bool:
+        """Moved to shared memory (``torch.multiprocessing`` sent it to another process, which
+        may still read it) or resized by a caller: never to be handed out again."""
+        return self.storage.is_shared() or self.nbytes != self.tensor.numel() * self.tensor.element_size()
+
+    def alias(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """A new tensor on the storage: it counts as a holder while it lives, and it is not a view,
+        so the caller may modify it in place even under autograd (a custom Function's view outputs
+        may not be)."""
+        t = self.tensor
+        return torch.empty(0, dtype=t.dtype, device=t.device).set_(self.storage, 0, shape)
 
 
 class Workspace:
     """Buffers by (size, dtype, device), each handed out again once nothing else holds it."""
 
     def __init__(self) -> None:
-        self._buffers: dict[tuple, list[torch.Tensor]] = {}
-        self._last_use: dict[tuple, int] = {}
+        self._buffers: dict[tuple, list[_Buffer]] = {}
         self._tick = 0
         self._lock = threading.Lock()  # threads sharing the workspace never get the same buffer
 
@@ -77,37 +103,51 @@ class Workspace:
         key = (numel, like.dtype, like.device)
         with self._lock:
             self._tick += 1
-            self._last_use[key] = self._tick
             bufs = self._buffers.setdefault(key, [])
-            for buf in bufs:
-                if _free(buf) and buf.untyped_storage().nbytes() == numel * buf.element_size():
-                    return _alias(buf, shape)
-            self._drop_stale()
-            buf = torch.empty(numel, dtype=like.dtype, device=like.device)
-            bufs = self._buffers.setdefault(key, [])
-            if len(bufs) < MAX_PER_SIZE:  # beyond that, callers keeping results get plain tensors
-                bufs.append(buf)
-            return _alias(buf, shape)
+            for buf in list(bufs):
+                if buf.spoiled():
+                    bufs.remove(buf)  # its holders keep it; the workspace lets it go
+                elif buf.free():
+                    buf.last_use = self._tick
+                    return buf.alias(shape)
+            need = numel * like.element_size()
+            if len(bufs) >= MAX_PER_SIZE or not self._make_room(need):
+                return torch.empty(shape, dtype=like.dtype, device=like.device)
+            buf = _Buffer(numel, like, self._tick)
+            bufs.append(buf)
+            return buf.alias(shape)
 
-    def _drop_stale(self) -> None:
-        for key in [k for k, t in self._last_use.items() if self._tick - t > STALE_AFTER]:
-            kept = [b for b in self._buffers[key] if not _free(b)]
-            if kept:
-                self._buffers[key] = kept
-            else:
-                del self._buffers[key], self._last_use[key]
+    def _make_room(self, need: int) -> bool:
+        """Evict free buffers, least recently used first, until ``need`` more bytes fit."""
+        held = self._held()
+        if held + need <= MAX_BYTES:
+            return True
+        idle = sorted((b for bufs in self._buffers.values() for b in bufs if b.free()), key=lambda b: b.last_use)
+        for buf in idle:
+            for key, bufs in self._buffers.items():
+                if buf in bufs:
+                    bufs.remove(buf)
+                    break
+            held -= buf.nbytes
+            if held + need <= MAX_BYTES:
+                break
+        self._buffers = {k: v for k, v in self._buffers.items() if v}
+        return held + need <= MAX_BYTES
+
+    def _held(self) -> int:
+        return sum(b.nbytes for bufs in self._buffers.values() for b in bufs)
 
     @property
     def nbytes(self) -> int:
         """Bytes held (free or in use)."""
-        return sum(b.numel() * b.element_size() for bufs in self._buffers.values() for b in bufs)
+        with self._lock:
+            return self._held()
 
     def clear(self) -> int:
         """Let every buffer go (those still in use live on with their users); the bytes let go."""
         with self._lock:
-            held = self.nbytes
+            held = self._held()
             self._buffers.clear()
-            self._last_use.clear()
         return held
 
 
@@ -125,11 +165,29 @@ def release() -> int:
 
 
 def worth_pooling(state: torch.Tensor, out_elements: int) -> bool:
-    """The pooled step pays off and applies: a CPU state or result large enough to fault on
-    allocation, outside autocast (whose per-op casts the pooled step would bypass)."""
-    if state.device.type != "cpu" or _use_count is None or max(state.numel(), out_elements) < POOL_MIN_ELEMENTS:
+    """The pooled step pays off and applies: a real CPU state or result large enough to fault on
+    allocation, outside what a custom ``autograd.Function`` without ``jvp``/``vmap`` rules would
+    break or change (``torch.func`` transforms, forward-mode AD, ``torch.jit.trace``, autocast)."""
+    if torch.jit.is_tracing() or state.device.type != "cpu" or _use_count is None:
         return False
-    return not torch.is_autocast_enabled("cpu")
+    if max(state.numel(), out_elements) < POOL_MIN_ELEMENTS:
+        return False
+    if state.is_complex() or torch.is_autocast_enabled("cpu"):
+        return False
+    if _functorch_active() or _forward_ad_level() >= 0:
+        return False
+    return True
+
+
+def _functorch_active() -> bool:
+    check = getattr(torch._C, "_are_functorch_transforms_active", None)
+    return bool(check()) if check is not None else False
+
+
+def _forward_ad_level() -> int:
+    from torch.autograd import forward_ad
+
+    return getattr(forward_ad, "_current_level", -1)
 
 
 class _Step(torch.autograd.Function):
