@@ -324,3 +324,13 @@ def test_the_bias_is_added_once_inside_the_last_pooled_step(grad_mode):
         y.backward(g)
         torch.testing.assert_close(layer.bias.grad, g.sum(0))
     torch.testing.assert_close(y.double(), want, rtol=1e-4, atol=1e-4)
+
+
+def test_a_one_off_measurement_keeps_no_buffers():
+    """The Costs page's measurement runs in a long-lived app: it times the pooled path (as the
+    layer runs it) and lets the buffers go afterwards."""
+    from tnviz.nn.measure import measure
+
+    rows = measure(tnviz.mpo([8, 8, 8, 8], [8, 8, 8, 8], ranks=4), batch=64, repeats=1, mode="step")
+    assert {r["method"] for r in rows} >= {"nn.Linear", "TNLinear auto", "TNLinear chain"}
+    assert W.shared().nbytes == 0

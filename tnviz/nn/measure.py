@@ -21,10 +21,11 @@ import torch
 from ..errors import TnvizError
 from ..network import TensorNetwork, load_network
 from . import strategies as S
+from . import workspace
 
 #: What one timed call does: ``eval`` = forward under no_grad in eval mode (weight caches used);
-#: ``train`` = forward with gradients on (nothing cached); ``step`` = forward, a loss linear in
-#: the output, and the backward pass into every parameter.
+#: ``train`` = forward with gradients on (nothing cached); ``step`` = forward, then the backward
+#: pass from an output gradient into every parameter.
 MODES = ("eval", "train", "step")
 
 #: Strategies whose modelled cost is more than this many times the best one are not timed by
@@ -76,9 +77,10 @@ def batch_bucket(batch: int) -> int:
 
 
 def _step(module: torch.nn.Module, x: torch.Tensor, g: torch.Tensor) -> None:
+    """One training step of the layer: forward, then backward from the output gradient ``g``."""
     for p in module.parameters():
         p.grad = None
-    (module(x) * g).sum().backward()
+    module(x).backward(g)
 
 
 def _call(module: torch.nn.Module, x: torch.Tensor, g: torch.Tensor, mode: str) -> Callable[[], Any]:
@@ -157,6 +159,7 @@ def measure(network: TensorNetwork | str | dict, batch: int = 64, device: Any = 
         })
     rows += [{"method": k, "strategy": k.removeprefix("TNLinear "), "ms": float("nan"), "speedup_vs_dense": float("nan"),
               "flops": 0, "flops_drop": float("nan"), "note": v} for k, v in notes.items()]
+    workspace.release()  # a one-off measurement (the Costs page) keeps no buffers in a long-lived app
     return rows
 
 
@@ -195,12 +198,14 @@ def autotune(layer: Any, batch: int, dtype: Any, device: Any) -> str:
     x = torch.randn(batch, net.in_features, device=device, dtype=dtype)
     tensors = layer.ordered_tensors()
 
-    def run(name: str) -> Callable[[], Any]:
+    from .linear import _Call
+
+    def run(name: str) -> Callable[[], Any]:  # each call as forward runs it (workspace included)
         plan = layer.plan(batch, name, dtype, device)
         if grad:
             g = torch.randn(batch, net.out_features, device=device, dtype=dtype)
-            return lambda: torch.autograd.grad(plan(x, layer), tensors, g, allow_unused=True)
-        return lambda: plan(x, layer)
+            return lambda: torch.autograd.grad(plan(x, _Call(layer)), tensors, g, allow_unused=True)
+        return lambda: plan(x, _Call(layer))
 
     times = time_interleaved({name: run(name) for name in candidates}, device, AUTOTUNE_REPEATS, 0.005)
     choice = min(times, key=times.get)
