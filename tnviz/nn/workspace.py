@@ -28,9 +28,10 @@ from typing import Any
 
 import torch
 
-#: Buffers below this many elements come from the allocator as usual (glibc reuses small blocks
-#: without faults; pooling them would only cost bookkeeping).
-POOL_MIN_ELEMENTS = 1 << 18
+#: Buffers below this many elements (4 MB in float32) come from the allocator as usual: glibc
+#: reuses such blocks without faults, and the pooled step's bookkeeping (about 0.1 ms a step)
+#: made batch-64 Tucker inference 20-35% slower at 1 MB (benchmarks/README.md).
+POOL_MIN_ELEMENTS = 1 << 20
 
 #: At most this many buffers of one size are kept: a caller who keeps every result (a list of
 #: outputs) gets plain tensors past that, and the workspace never holds more than this many of
