@@ -27,6 +27,7 @@ import threading
 from typing import Any
 
 import torch
+from torch.autograd import forward_ad
 
 #: Buffers below this many elements (4 MB in float32) come from the allocator as usual: glibc
 #: reuses such blocks without faults, and the pooled step's bookkeeping (about 0.1 ms a step)
@@ -123,12 +124,10 @@ class Workspace:
         held = self._held()
         if held + need <= MAX_BYTES:
             return True
-        idle = sorted((b for bufs in self._buffers.values() for b in bufs if b.free()), key=lambda b: b.last_use)
-        for buf in idle:
-            for key, bufs in self._buffers.items():
-                if buf in bufs:
-                    bufs.remove(buf)
-                    break
+        idle = sorted(((b.last_use, key, b) for key, bufs in self._buffers.items() for b in bufs if b.free()),
+                      key=lambda t: t[0])
+        for _, key, buf in idle:
+            self._buffers[key].remove(buf)
             held -= buf.nbytes
             if held + need <= MAX_BYTES:
                 break
@@ -186,8 +185,6 @@ def _functorch_active() -> bool:
 
 
 def _forward_ad_level() -> int:
-    from torch.autograd import forward_ad
-
     return getattr(forward_ad, "_current_level", -1)
 
 
