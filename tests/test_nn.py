@@ -97,6 +97,58 @@ def test_gradients_equal_those_of_the_dense_layer(name):
             torch.testing.assert_close(p.grad, leaves[n].grad, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("name", ["mpo", "tensor ring", "tucker", "cp", "generic"])
+def test_the_bias_added_in_place_under_autograd_keeps_every_use_of_the_output_exact(name):
+    """The bias goes into the plan's own output (``_AddBias``), not a second tensor: in-place ops
+    after the layer, a second backward (``retain_graph``) and double backward must all still hold."""
+    net = NETWORKS[name]
+    tensors, lin = dense_reference(net, seed=5)
+    layer = TNLinear.from_tensors(net, tensors, lin.bias.detach())
+    x0 = torch.randn(2, 3, net.in_features, dtype=F64, generator=torch.Generator().manual_seed(6))
+    g = torch.randn(2, 3, net.out_features, dtype=F64, generator=torch.Generator().manual_seed(7))
+    for strategy in strategies_for(net):
+        layer.strategy = strategy
+        lin.zero_grad()
+        layer.zero_grad()
+        x, x_ref = x0.clone().requires_grad_(True), x0.clone().requires_grad_(True)
+        y, y_ref = layer(x), lin(x_ref)
+        torch.testing.assert_close(y, y_ref)
+        if strategy in ("rebuilt", "chain", "ring", "modes"):  # their results are fresh and contiguous
+            assert "_AddBiasBackward" in _history(y)
+        torch.relu_(y), torch.relu_(y_ref)  # in place on the layer's output
+        (y * g).sum().backward(retain_graph=True)
+        (y_ref * g).sum().backward(retain_graph=True)
+        torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(layer.bias.grad, lin.bias.grad)
+        (y * g).sum().backward()  # the retained graph runs again
+        torch.testing.assert_close(layer.bias.grad, 2 * lin.bias.grad)
+        # double backward through the in-place add (and the plan) in x and the bias
+        b = layer.bias.detach().clone().requires_grad_(True)
+        xs = x0[0, :2].clone().requires_grad_(True)
+        assert torch.autograd.gradgradcheck(lambda xx, bb: _with_bias(layer, xx, bb), (xs, b))
+
+
+def _history(y, depth=4):
+    """The names of the first ``depth`` backward nodes behind ``y`` (first inputs only)."""
+    names, fn = [], y.grad_fn
+    while fn is not None and len(names) < depth:
+        names.append(type(fn).__name__)
+        fn = fn.next_functions[0][0] if fn.next_functions else None
+    return names
+
+
+def _with_bias(layer, x, b):
+    """``layer(x)`` with ``b`` as its bias, differentiable in ``b``."""
+    saved = layer.bias
+    try:
+        del layer.bias
+        layer.bias = b
+        return layer(x)
+    finally:
+        del layer.bias
+        layer.bias = saved
+
+
 def test_to_dense_and_to_linear():
     net = NETWORKS["mpo"]
     tensors, lin = dense_reference(net)

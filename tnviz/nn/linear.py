@@ -70,6 +70,42 @@ class _Call:
         return self.layer._cached_at(self.version, key, compute)
 
 
+class _AddBias(torch.autograd.Function):
+    """``y += bias`` in place on a fresh, contiguous plan result (its rows of ``bias.numel()``),
+    under autograd.  ``y + bias`` would allocate a second output-sized tensor (its page faults
+    cost a third of a Tucker training step at batch 64), and ``y.add_(bias)`` on the reshaped
+    view would make backward copy the whole gradient.  Autograd's version counter still guards
+    the in-place write: a backward that saved ``y`` would refuse to run."""
+
+    @staticmethod
+    def forward(ctx, y, bias):  # noqa: D401
+        ctx.mark_dirty(y)
+        ctx.rows = bias.numel()
+        y.view(-1, ctx.rows).add_(bias)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        gb = g.reshape(-1, ctx.rows).sum(0) if ctx.needs_input_grad[1] else None
+        return g, gb
+
+
+def _add_bias(y: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``y + bias`` for a plan's output ``y`` (batch, out_features), in place where that is safe."""
+    if y.dtype != bias.dtype:
+        return y + bias
+    if not y.requires_grad:  # every plan returns a fresh tensor (or a view of one) that no backward reads
+        return y.add_(bias)
+    if not workspace.custom_functions_ok():
+        return y + bias
+    base = y._base
+    if base is None:
+        return _AddBias.apply(y, bias)
+    if base.is_contiguous() and y.is_contiguous() and base.numel() == y.numel() and not base._is_view():
+        return _AddBias.apply(base, bias).view(y.shape)
+    return y + bias
+
+
 class TNLinear(nn.Module):
     """``y = x W^T + b`` with ``W`` (out_features, in_features) given by a tensor network.
 
@@ -311,12 +347,9 @@ class TNLinear(nn.Module):
         y = plan(x.reshape(batch, self.in_features), call)
         self.last_strategy = name
         if self.bias is not None and not call.bias_added:
-            # In place without autograd: every plan returns a fresh tensor (or a view of one) that
-            # no backward reads; an out-of-place add allocates a new output whose page faults cost
-            # more than the whole Tucker sweep at batch 1024 (benchmarks/README.md).  Under
-            # autograd an in-place add on that view would make backward copy the whole gradient.
-            inplace = y.dtype == self.bias.dtype and not (y.requires_grad and y._base is not None)
-            y = y.add_(self.bias) if inplace else y + self.bias
+            # In place: an out-of-place add allocates a new output whose page faults cost more
+            # than the whole Tucker sweep at batch 1024 (benchmarks/README.md).
+            y = _add_bias(y, self.bias)
         return y.reshape(*lead, self.out_features)
 
     # ------------------------------------------------------------------ conversions

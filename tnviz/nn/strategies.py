@@ -816,7 +816,9 @@ def plan_modes(net: TensorNetwork, batch: int, cached: bool = False) -> "ModesPl
     core = net.tensors[c]
     axes = list(net.inputs)
     todo = [i for i in net.inputs if i in factors]
-    todo.sort(key=lambda i: sizes[factors[i][1]] / max(sizes[i], 1))  # shrink most first
+    # shrink most first; among equal shrinks the last leg first, so that the step that reads the
+    # input is one GEMM over the whole state (no trailing axes), as the output's last step is
+    todo.sort(key=lambda i: (sizes[factors[i][1]] / max(sizes[i], 1), -axes.index(i)))
     for leg in todo:
         p, q = factors[leg]
         k = axes.index(leg)

@@ -174,9 +174,13 @@ def worth_pooling(state: torch.Tensor, out_elements: int) -> bool:
         return False
     if state.is_complex() or torch.is_autocast_enabled("cpu"):
         return False
-    if _functorch_active() or _forward_ad_level() >= 0:
-        return False
-    return True
+    return custom_functions_ok()
+
+
+def custom_functions_ok() -> bool:
+    """A custom ``autograd.Function`` without ``jvp``/``vmap`` rules may run: no ``torch.func``
+    transform, forward-mode AD or ``torch.jit.trace`` is active."""
+    return not (torch.jit.is_tracing() or _functorch_active() or _forward_ad_level() >= 0)
 
 
 def _functorch_active() -> bool:
