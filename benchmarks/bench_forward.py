@@ -11,7 +11,9 @@ default, MPO bonds 4, 8, 16, batches 1, 64, 1024.
 Modes: ``eval`` (default; ``model.eval()`` under ``torch.no_grad()``, where the rebuilt weight and
 merged cores are cached), ``train`` (gradients enabled, nothing cached; forward only) and ``step``
 (one training step of the layer: forward, then backward from an output gradient ``g`` into every
-parameter's ``.grad``).
+parameter's ``.grad``; with ``--input-grad`` into the input's too, as for a layer inside a network).
+In ``step`` mode the FLOPs drop is that of the training step (``tnviz.cost.training_step_flops``:
+forward and backward; nn.Linear does 2 matmuls, 3 with the input's gradient), not the forward's.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import torch
 import tnviz
 from tnviz.nn import STRATEGIES, TNLinear
 from tnviz.nn.measure import time_interleaved as _time_interleaved
+from tnviz.cost import training_step_flops
 from tnviz.nn.strategies import measured_only, plan_chain
 
 
@@ -82,7 +85,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     train = args.mode in ("train", "step")
     step = args.mode == "step"
     for batch in args.batches:
-        x = torch.randn(batch, n_in, device=device, dtype=dtype)
+        x = torch.randn(batch, n_in, device=device, dtype=dtype, requires_grad=step and args.input_grad)
         g = torch.randn(batch, n_out, device=device, dtype=dtype)
         for rank in args.ranks:
             net = NETWORKS[getattr(args, "network", "mpo")](in_dims, out_dims, rank)
@@ -114,7 +117,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             chose = tn["auto"].last_strategy
             tuned_chose = tuned.last_strategy
             segments = plan_chain(net, batch, not train).describe() if "chain" in tn else ""
-            flops_ratio = c.dense_flops / c.flops
+            if step:
+                layer_flops, dense_flops = training_step_flops(net, batch, args.input_grad)
+                flops_ratio = dense_flops / layer_flops
+            else:
+                flops_ratio = c.dense_flops / c.flops
             for name, t in ms.items():
                 rows.append({
                     "batch": batch, "rank": rank, "method": name, "ms": t, "speedup_vs_dense": ref / t,
@@ -129,7 +136,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                       + "  ".join(f"{k}: {v:.3f}ms ({ref / v:.2f}x)" for k, v in ms.items()), file=sys.stderr)
     return {
         "device": str(device), "machine": machine(device), "dtype": args.dtype, "mode": args.mode,
-        "network": getattr(args, "network", "mpo"),
+        "network": getattr(args, "network", "mpo"), "input_grad": step and args.input_grad,
         "in_dims": in_dims, "out_dims": out_dims, "repeats": args.repeats,
         "tltorch": _tltorch_version(), "rows": rows,
     }
@@ -142,6 +149,7 @@ def _train_step(module: torch.nn.Module, x: torch.Tensor, g: torch.Tensor) -> No
     a quarter of a Tucker step at batch 1024)."""
     for p in module.parameters():
         p.grad = None
+    x.grad = None
     module(x).backward(g)
 
 
@@ -174,7 +182,11 @@ def targets(result: dict[str, Any]) -> list[str]:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    out = [f"Machine: {result['machine']} ({result['device']}), {result['dtype']}, mode {result['mode']}, "
+    mode = result["mode"]
+    if mode == "step":
+        mode += (" (input with gradient: a layer inside a network" if result.get("input_grad")
+                 else " (input without gradient: a first layer") + "; FLOPs drop of the training step)"
+    out = [f"Machine: {result['machine']} ({result['device']}), {result['dtype']}, mode {mode}, "
            f"{result.get('network', 'mpo')} layer {math.prod(result['in_dims'])}x{math.prod(result['out_dims'])} as {tuple(result['in_dims'])}"
            f"x{tuple(result['out_dims'])}, TensorLy-Torch {result['tltorch']}. Speed-up = nn.Linear ms / method ms.",
            "", "| batch | bond | FLOPs drop | method | ms | speed-up vs nn.Linear | note |",
@@ -193,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16", "float16"])
     p.add_argument("--mode", default="eval", choices=["eval", "train", "step"])
+    p.add_argument("--input-grad", action="store_true",
+                   help="step mode: the input needs its gradient too (a layer inside a network); "
+                        "default: it does not (a first layer)")
     p.add_argument("--network", default="mpo", choices=list(NETWORKS), help="tensorization (rank = bond / Tucker rank / CP rank)")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 64, 1024])
     p.add_argument("--ranks", type=int, nargs="+", default=[4, 8, 16])

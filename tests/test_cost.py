@@ -6,7 +6,7 @@ import pytest
 
 import tnviz
 from tnviz import BudgetError, InvalidNetworkError, cost, mpo
-from tnviz.cost import batch_sweep, check_budget, forward_path, max_useful_ranks, rebuild_path
+from tnviz.cost import batch_sweep, check_budget, forward_path, max_useful_ranks, rebuild_path, training_step_flops
 from tnviz.testing import small_template_networks, template_networks
 
 
@@ -40,6 +40,25 @@ def test_backward_flops_by_hand_with_an_outer_product_step():
     # step 2: ds[b] = sum_o dy[b,o] B[o] (2*8);            dB[o] = sum_b dy[b,o] s[b] (2*8)
     assert [s.backward_flops for s in c.steps] == [6 + 12, 16 + 16]
     assert c.backward_flops == 50
+
+
+def test_training_step_flops_by_hand():
+    # the MPO of the first test: forward step1 + step2, backward twice that; the input's gradient
+    # (a first layer does without it) is the gradient of step 1 for x, as costly as step 1
+    net = mpo([2, 3], [4, 5], ranks=6)
+    step1, step2 = 2 * 7 * (2 * 3) * 4 * 6, 2 * 7 * 3 * 4 * 6 * 5
+    dense = 2 * 7 * 6 * 20
+    assert training_step_flops(net, 7, True, "left-to-right") == (3 * (step1 + step2), 3 * dense)
+    assert training_step_flops(net, 7, False, "left-to-right") == (3 * (step1 + step2) - step1, 2 * dense)
+    # the outer-product network of the test above: dx of step 1 is the outer product (6)
+    outer = tnviz.from_einsum("i,o->io", {"i": 3, "o": 4}, inputs="i")
+    assert training_step_flops(outer, 2, True, "left-to-right")[0] == 12 + 8 + 50
+    assert training_step_flops(outer, 2, False, "left-to-right")[0] == 12 + 8 + 50 - 6
+    # a dense weight as one tensor costs what nn.Linear costs, with and without the input's gradient
+    one = mpo([7], [5], ranks=[])
+    for input_grad in (True, False):
+        layer, dense = training_step_flops(one, 3, input_grad)
+        assert layer == dense == (3 if input_grad else 2) * 2 * 3 * 7 * 5
 
 
 def test_peak_memory_by_hand():

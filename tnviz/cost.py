@@ -399,6 +399,26 @@ def cost(net: TensorNetwork, batch: int = 1, optimize: str = "auto") -> LayerCos
     )
 
 
+def training_step_flops(net: TensorNetwork, batch: int = 1, input_grad: bool = True,
+                        optimize: str = "auto") -> tuple[int, int]:
+    """FLOPs of one training step (forward, then backward from the output gradient into every
+    tensor, and into the input when ``input_grad``) as ``(layer, dense)``: the layer on the best
+    path of ``optimize``, the dense layer as ``x W^T`` with ``W`` stored (2 matmuls, 3 with the
+    input's gradient).  Without ``input_grad`` (a first layer) the gradient of every contraction
+    that reads the input is not counted for the input."""
+    fwd = forward_path(net, batch, optimize)
+    layer = fwd.flops + fwd.backward_flops
+    if not input_grad:
+        sizes = {BATCH_INDEX: batch, **net.sizes}
+        for s in fwd.steps:
+            if INPUT_NAME in s.operands and len(s.operands) == 2:
+                k = s.operands.index(INPUT_NAME)
+                x_ix, other_ix = set(s.operand_indices[k]), set(s.operand_indices[1 - k])
+                layer -= _grad_flops(x_ix, other_ix, set(s.result_indices), sizes)
+    dense = 2 * batch * net.in_features * net.out_features
+    return layer, dense * (3 if input_grad else 2)
+
+
 # ---------------------------------------------------------------------- batch sweep
 @dataclass(frozen=True)
 class BatchSweep:
