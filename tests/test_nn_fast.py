@@ -198,23 +198,32 @@ HALVES_NETWORKS = {**RING_NETWORKS, "mpo odd": tnviz.mpo([2, 3, 5], [3, 2, 3], r
                    "mpo 5 cores": tnviz.mpo([2, 3, 2, 1, 2], [3, 1, 2, 2, 2], ranks=[2, 3, 4, 2])}
 
 
+@pytest.mark.parametrize("loop", [True, False], ids=["loop product", "one GEMM"])
 @pytest.mark.parametrize("name", list(HALVES_NETWORKS))
-def test_two_halves_rebuild_equals_the_dense_matrix_and_its_gradients(name):
-    """``rebuilt`` rebuilds chains and rings as two merged halves, one GEMM and a blocked permute;
-    the matrix and the gradients equal opt_einsum's contraction of the whole network."""
+def test_two_halves_rebuild_equals_the_dense_matrix_and_its_gradients(name, loop, monkeypatch):
+    """``rebuilt`` rebuilds chains and rings as two merged halves: on CPU by a batched GEMM per
+    left output written in W's layout (``loop``), elsewhere by one GEMM and a blocked permute or
+    a GEMM per output pair in place.  The matrix and the gradients (under no_grad too) equal
+    opt_einsum's contraction of the whole network."""
+    from tnviz.nn import strategies
     from tnviz.nn.strategies import dense_weight, rebuild_expression, rebuild_halves
 
+    if not loop:
+        monkeypatch.setattr(strategies, "halves_product_ok", lambda *a: False)
     net = HALVES_NETWORKS[name]
     assert rebuild_halves(net) is not None
     tensors, leaves = reference(net, seed=21)
     ordered = [leaves[n] for n in net.tensor_names]
     W = dense_weight(net, ordered)
+    assert (W.grad_fn is not None and "HalvesProduct" in type(W.grad_fn).__name__) == loop
     torch.testing.assert_close(W, torch.from_numpy(tnviz.to_dense(net, tensors)), rtol=1e-12, atol=1e-12)
     G = torch.randn(W.shape, dtype=F64, generator=torch.Generator().manual_seed(2))
     grads = torch.autograd.grad(W, ordered, G)
     reference_w = rebuild_expression(net)(*ordered, backend="torch").reshape(W.shape)
     for got, want in zip(grads, torch.autograd.grad(reference_w, ordered, G)):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    with torch.no_grad():  # the eval cache's build
+        torch.testing.assert_close(dense_weight(net, ordered), reference_w.detach(), rtol=1e-12, atol=1e-12)
     assert rebuild_halves(tnviz.tucker([3, 4], [2, 2], ranks=2)) is None
     assert rebuild_halves(tnviz.mpo([7], [5], ranks=[])) is None
 
@@ -226,6 +235,45 @@ def test_the_halves_checks_cover_both_rebuild_layouts():
 
     small_k = [(h.K * (h.I + h.J) < h.I * h.J) for h in map(rebuild_halves, HALVES_NETWORKS.values())]
     assert any(small_k) and not all(small_k)
+
+
+@pytest.mark.parametrize("dims", [(3, 2, 4, 5, 1), (1, 3, 1, 2, 2), (4, 4, 6, 2, 3)])
+def test_the_halves_product_passes_gradcheck_and_gradgradcheck(dims):
+    from tnviz.nn.workspace import Workspace, halves_product
+
+    O, I, K, P, J = dims
+    gen = torch.Generator().manual_seed(sum(dims))
+    left = torch.randn(O, I, K, dtype=F64, generator=gen, requires_grad=True)
+    right = torch.randn(K, P, J, dtype=F64, generator=gen, requires_grad=True)
+    want = torch.einsum("oik,kpj->opij", left, right).reshape(O * P, I * J)
+    for ws in (None, Workspace()):
+        torch.testing.assert_close(halves_product(left, right, O, I, K, P, J, ws), want)
+        fn = lambda a, b: halves_product(a, b, O, I, K, P, J, ws)  # noqa: E731
+        assert torch.autograd.gradcheck(fn, (left, right))
+        assert torch.autograd.gradgradcheck(fn, (left, right))
+    # only one half needing a gradient
+    grad = torch.autograd.grad(halves_product(left, right.detach(), O, I, K, P, J).sum(), left)[0]
+    torch.testing.assert_close(grad, torch.autograd.grad(want.sum(), left, retain_graph=True)[0])
+
+
+def test_the_halves_product_pools_w_in_training_only_and_falls_back_where_it_must():
+    from tnviz.nn import workspace as W
+
+    left = torch.randn(64, 64, 16, requires_grad=True)  # W: 64*64*64*64 elements, above the pool's floor
+    right = torch.randn(16, 64, 64, requires_grad=True)
+    ws = W.Workspace()
+    w = W.halves_product(left, right, 64, 64, 16, 64, 64, ws)
+    assert ws.nbytes == w.numel() * 4  # rebuilt every training step: from the workspace
+    del w
+    ws2 = W.Workspace()
+    with torch.no_grad():
+        W.halves_product(left, right, 64, 64, 16, 64, 64, ws2)
+    assert ws2.nbytes == 0  # the eval cache keeps its weight: not the pool's
+    assert W.halves_product_ok(left, 64)
+    assert not W.halves_product_ok(left, W.HALVES_MAX_LOOP + 1)
+    assert not W.halves_product_ok(left.to(torch.complex64), 64)
+    with torch.autograd.forward_ad.dual_level():
+        assert not W.halves_product_ok(left, 64)
 
 
 # ------------------------------------------------------------------ measured choice

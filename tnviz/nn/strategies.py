@@ -46,7 +46,7 @@ import opt_einsum as oe
 from ..cost import forward_path, rebuild_path
 from ..errors import BudgetError, TnvizError
 from ..network import TensorNetwork
-from .workspace import pooled_sweep, worth_pooling
+from .workspace import halves_product, halves_product_ok, pooled_sweep, worth_pooling
 
 #: FLOP-equivalents charged per element read or written by a step.  Small contractions are
 #: bound by memory traffic, not arithmetic; this weight makes the cost model say so.  Measured
@@ -180,6 +180,8 @@ class Halves:
             else:
                 halves.append(oe.contract(eq, *arrays, backend="torch"))
         O, I, K, P, J = self.O, self.I, self.K, self.P, self.J
+        if halves_product_ok(halves[0], O):  # CPU: W written in its layout, no permuted copies
+            return halves_product(halves[0], halves[1], O, I, K, P, J)
         if K * (I + J) < I * J:
             # W[o, p, i, j] = sum_k L[o, i, k] R[k, p, j] as one GEMM per (o, p), written straight
             # into W's layout: the broadcast copies of the halves (K (I + J) per pair) are smaller

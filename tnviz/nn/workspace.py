@@ -286,3 +286,76 @@ def pooled_sweep(state: torch.Tensor, w: torch.Tensor, M: int, k: int, n: int, r
     otherwise make a second output-sized tensor (``y + b``) or copy the gradient (``y.add_(b)``
     on a view)."""
     return _Step.apply(state, w, bias, (M, k, n, r, mode), ws)
+
+
+#: The halves product loops over the left half's outputs in Python; above this many the loop's
+#: overhead (about 20 us an iteration) outgrows the permuted copy it saves.
+HALVES_MAX_LOOP = 256
+
+
+def halves_product_ok(left: torch.Tensor, O: int) -> bool:
+    """:func:`halves_product` applies: a real CPU tensor, few enough left outputs, and no
+    transform that a custom ``autograd.Function`` would break."""
+    return (left.device.type == "cpu" and left.is_floating_point() and O <= HALVES_MAX_LOOP
+            and custom_functions_ok() and not torch.is_autocast_enabled("cpu"))
+
+
+class _HalvesProduct(torch.autograd.Function):
+    """``W[o, p, i, j] = sum_k L[o, i, k] R[k, p, j]`` written straight in ``W``'s layout,
+    ``(O P, I J)``: one batched GEMM per ``o`` (the batch over ``p``).  The one large GEMM
+    ``(O I, K) @ (K, P J)`` leaves ``(O, I, P, J)``, whose permuted copy, and the gradient's
+    permuted copy back, took half of the rebuild's time (two 64 MB copies at 4096x4096, about
+    100 ms each here).  Backward reads the gradient once, in the same layout, per ``o``."""
+
+    @staticmethod
+    def forward(ctx, left, right, dims, ws):  # noqa: D401
+        O, I, K, P, J = dims
+        ctx.dims = dims
+        ctx.save_for_backward(left, right)
+        L = left.reshape(O, I, K)
+        Rp = right.reshape(K, P, J).transpose(0, 1).contiguous()  # (P, K, J)
+        if ws is not None:
+            out = ws.take((O * P, I * J), left)
+        else:
+            out = torch.empty((O * P, I * J), dtype=left.dtype, device=left.device)
+        W = out.view(O, P, I, J)
+        for o in range(O):
+            torch.matmul(L[o].expand(P, I, K), Rp, out=W[o])
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        left, right = ctx.saved_tensors
+        O, I, K, P, J = ctx.dims
+        need_left, need_right = ctx.needs_input_grad[:2]
+        g4 = g.reshape(O, P, I, J)
+        if torch.is_grad_enabled():  # create_graph: plain differentiable ops (double backward)
+            L, R = left.reshape(O, I, K), right.reshape(K, P, J)
+            gl = torch.einsum("opij,kpj->oik", g4, R).reshape(left.shape) if need_left else None
+            gr = torch.einsum("oik,opij->kpj", L, g4).reshape(right.shape) if need_right else None
+            return gl, gr, None, None
+        g4 = g4.contiguous()
+        L = left.reshape(O, I, K)
+        Rp_t = right.reshape(K, P, J).permute(1, 2, 0).contiguous()  # (P, J, K)
+        gl = torch.empty((O, I, K), dtype=g.dtype, device=g.device) if need_left else None
+        grp = torch.zeros((P, K, J), dtype=g.dtype, device=g.device) if need_right else None
+        per = torch.empty((P, I, K), dtype=g.dtype, device=g.device) if need_left else None
+        for o in range(O):
+            if need_left:  # dL[o] = sum_p dW[o, p] R[:, p, :]^T
+                torch.bmm(g4[o], Rp_t, out=per)
+                torch.sum(per, 0, out=gl[o])
+            if need_right:  # dR[:, p, :] += L[o]^T dW[o, p]
+                grp.baddbmm_(L[o].t().expand(P, K, I), g4[o])
+        gl = gl.reshape(left.shape) if need_left else None
+        gr = grp.transpose(0, 1).reshape(right.shape) if need_right else None
+        return gl, gr, None, None
+
+
+def halves_product(left: torch.Tensor, right: torch.Tensor, O: int, I: int, K: int, P: int, J: int,
+                   ws: Workspace | None = None) -> torch.Tensor:
+    """``W (O P, I J)`` from the halves ``left (O, I, K)`` and ``right (K, P, J)`` of a chain or
+    ring (:class:`tnviz.nn.strategies.Halves`); see :class:`_HalvesProduct`.  Under autograd
+    (W rebuilt every step) ``W`` comes from the workspace ``ws`` (default: :func:`shared`); a
+    weight built without gradients (the eval cache, kept for long) is not the pool's."""
+    pooled = torch.is_grad_enabled() and (left.requires_grad or right.requires_grad)
+    return _HalvesProduct.apply(left, right, (O, I, K, P, J), (ws or _SHARED) if pooled else None)
