@@ -154,10 +154,12 @@ def dense_weight(net: TensorNetwork, tensors: list[Any]):
 @dataclass(frozen=True)
 class Halves:
     """An MPO or tensor ring rebuilt as two merged halves and GEMMs over the bonds ``K`` between
-    them: ``L[O, I, K] @ R[K, P, J] -> (O, I, P, J)``, then one permute with contiguous inner
-    blocks of ``J`` to ``(O, P, I, J)``; or, where ``K`` is small, one GEMM per ``(o, p)``
-    writing ``W`` in place.  opt_einsum's path ends in one tensordot whose result is permuted
-    over all ``2n`` leg axes, several times slower at 4096x4096 (benchmarks/README.md)."""
+    them, ``W[o, p, i, j] = sum_k L[o, i, k] R[k, p, j]``.  On CPU one batched GEMM per ``o``
+    writes ``W`` in its layout (:func:`tnviz.nn.workspace.halves_product`: no permuted copy in
+    forward or backward); elsewhere ``L[O, I, K] @ R[K, P, J] -> (O, I, P, J)`` and one permute
+    with contiguous inner blocks of ``J`` to ``(O, P, I, J)``, or, where ``K`` is small, one GEMM
+    per ``(o, p)`` writing ``W`` in place.  opt_einsum's path ends in one tensordot whose result
+    is permuted over all ``2n`` leg axes, several times slower at 4096x4096 (benchmarks/README.md)."""
 
     left: str  # einsum merging the left cores into (outputs, inputs, bonds to the right half)
     right: str  # ... the right cores into (the same bonds, outputs, inputs)
