@@ -13,6 +13,7 @@ import tnviz
 from tnviz.errors import TnvizError
 from tnviz.nn import STRATEGIES, TNLinear
 from tnviz.nn import measure as M
+from tnviz.cost import training_step_flops
 from tnviz.nn.strategies import choose, plan_modes, plan_ring, ring_cores
 
 F64 = torch.float64
@@ -361,11 +362,24 @@ def test_measure_times_every_supported_strategy_against_dense(mode):
     for r in rows:
         assert r["ms"] > 0 and math.isfinite(r["speedup_vs_dense"])
     dense = rows[0]
-    assert dense["flops"] == 2 * 5 * 12 * 10 and dense["speedup_vs_dense"] == 1.0
+    step = mode == "step"  # a training step: nn.Linear's forward and weight gradient (no input gradient)
+    assert dense["flops"] == (2 if step else 1) * 2 * 5 * 12 * 10 and dense["speedup_vs_dense"] == 1.0
     auto = rows[1]
     assert auto["note"] == f"chose {auto['strategy']}" and auto["strategy"] in STRATEGIES
     modes = next(r for r in rows if r["method"] == "TNLinear modes")
-    assert modes["flops"] == plan_modes(net, 5).flops
+    plan = plan_modes(net, 5, mode == "eval")
+    if step:  # per step a weight and a state gradient as costly as the step, but no input gradient;
+        # the Khatri-Rao merges (forward, and a gradient per factor pair) three times over
+        first, second = plan.steps
+        assert modes["flops"] == plan.flops + second.seg.flops + plan.flops + 3 * (first.seg.merge_flops
+                                                                                  + second.seg.merge_flops)
+        by_method = {r["method"]: r for r in rows}
+        assert by_method["TNLinear factorized"]["flops"] == training_step_flops(net, 5, input_grad=False)[0]
+        c = tnviz.cost(net, batch=5)
+        assert by_method["TNLinear rebuilt"]["flops"] == 2 * c.dense_flops + 3 * c.reconstruct_flops
+    else:
+        assert modes["flops"] == plan.flops
+    assert all(r["flops_drop"] == dense["flops"] / r["flops"] for r in rows[1:])
 
 
 def test_measure_refuses_bad_arguments():
@@ -400,6 +414,17 @@ def test_costs_page_measures_on_click():
     table = at.dataframe[-1].value
     assert list(table["method"])[:2] == ["nn.Linear", "TNLinear auto"]
     assert any("`auto` chose" in c.value for c in at.caption)
+    assert not any("For a training step" in c.value for c in at.caption)
+    # a training step: counted FLOPs of forward and backward, said so under the table
+    at.radio(key="costs.measure.mode").set_value("training step (forward + backward)").run()
+    assert any("Press **Measure**" in c.value for c in at.caption)  # another measurement: not shown stale
+    next(b for b in at.button if b.key == "costs.measure.run").click().run()
+    assert not at.exception
+    step = at.dataframe[-1].value
+    dense_step = next(v for m, v in zip(step["method"], step["counted FLOPs"]) if m == "nn.Linear")
+    dense_eval = next(v for m, v in zip(table["method"], table["counted FLOPs"]) if m == "nn.Linear")
+    assert dense_step != dense_eval
+    assert any("For a training step" in c.value and "2 matmuls" in c.value for c in at.caption)
 
 
 def test_a_device_kernel_is_chosen_by_measurement_only(monkeypatch):

@@ -88,8 +88,12 @@ def measure_panel(net: tnviz.TensorNetwork, batch: int, dtype: str) -> None:
         hide_index=True,
         key="costs.measure.table",
     )
-    st.caption("Counted FLOPs here are those of the contraction each strategy actually runs (TNLinear's own "
+    caption = ("Counted FLOPs here are those of the contraction each strategy actually runs (TNLinear's own "
                "plan for this batch), which can differ from the path of the optimizer chosen above.")
+    if key[-1] == "step":
+        caption += (" For a training step they count forward and backward, with an input that needs no gradient "
+                    "(a first layer): `nn.Linear` does 2 matmuls, a tensorized layer about 3 passes of its plan.")
+    st.caption(caption)
     auto = next((r for r in rows if r["method"] == "TNLinear auto"), None)
     if auto is not None:
         st.caption(f"`auto` chose **{auto['strategy']}**: {auto['speedup_vs_dense']:.2f}x the dense layer where the "

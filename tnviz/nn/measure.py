@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..cost import training_step_flops
 from ..errors import TnvizError
 from ..network import TensorNetwork, load_network
 from . import strategies as S
@@ -98,12 +99,28 @@ def _call(module: torch.nn.Module, x: torch.Tensor, g: torch.Tensor, mode: str) 
     return inference
 
 
-def strategy_flops(net: TensorNetwork, name: str, batch: int, cached: bool) -> int:
-    """Counted forward FLOPs of strategy ``name`` at ``batch`` (the rebuild included unless cached)."""
+def strategy_flops(net: TensorNetwork, name: str, batch: int, cached: bool, step: bool = False) -> int:
+    """Counted FLOPs of strategy ``name`` at ``batch``: its forward (the rebuild included unless
+    cached), or with ``step`` one training step, forward and backward into every tensor with an
+    input that needs no gradient (a first layer; ``nn.Linear`` then does 2 matmuls).  A sweep's
+    backward takes a weight and a state gradient per step, each as costly as the step, except
+    the state gradient of the step that reads the input; a merge of cores costs 3x its forward."""
     plan = S.make_plan(name, net, batch, cached)
+    dense = 2 * batch * net.in_features * net.out_features
     if name == "rebuilt":
-        return 2 * batch * net.in_features * net.out_features + (0 if cached else plan.reconstruct_flops)
-    return int(plan.flops)
+        if step:
+            return 2 * dense + 3 * plan.reconstruct_flops
+        return dense + (0 if cached else plan.reconstruct_flops)
+    if name == "factorized":
+        return training_step_flops(net, batch, input_grad=False)[0] if step else int(plan.flops)
+    if not step:
+        return int(plan.flops)
+    if name == "fused":  # the kernel runs the chain cut into two parts; its backward is theirs
+        plan = plan.halves
+    segments = [st.seg for st in plan.steps] if hasattr(plan, "steps") else list(plan.segments)
+    sweep = sum(seg.flops for seg in segments)
+    merges = sum(seg.merge_flops for seg in segments)
+    return 3 * sweep - segments[0].flops + 3 * merges
 
 
 def measure(network: TensorNetwork | str | dict, batch: int = 64, device: Any = None, dtype: Any = None,
@@ -111,8 +128,10 @@ def measure(network: TensorNetwork | str | dict, batch: int = 64, device: Any = 
             budget: int | None = None) -> list[dict[str, Any]]:
     """Time ``nn.Linear``, ``TNLinear`` with ``auto`` and with every supported strategy on one
     layer, in one run.  Rows: ``method``, ``strategy``, ``ms`` (median), ``speedup_vs_dense``
-    (dense ms / method ms, higher is better), ``flops`` (counted forward FLOPs), ``flops_drop``
-    (dense FLOPs / method FLOPs) and ``note`` (what ``auto`` chose, or why a strategy was skipped).
+    (dense ms / method ms, higher is better), ``flops`` (counted FLOPs: the forward, or in mode
+    ``step`` the whole training step, :func:`strategy_flops`), ``flops_drop`` (dense FLOPs / method
+    FLOPs) and ``note`` (what ``auto`` chose, or why a strategy was skipped).  A training step
+    feeds an input that needs no gradient, as a first layer's does.
     """
     from .linear import TNLinear
 
@@ -147,11 +166,12 @@ def measure(network: TensorNetwork | str | dict, batch: int = 64, device: Any = 
     x = torch.randn(batch, net.in_features, device=device, dtype=dtype)
     g = torch.randn(batch, net.out_features, device=device, dtype=dtype)
     ms = time_interleaved({k: _call(m, x, g, mode) for k, m in layers.items()}, device, repeats)
-    dense_flops = 2 * batch * net.in_features * net.out_features
+    step = mode == "step"
+    dense_flops = (2 if step else 1) * 2 * batch * net.in_features * net.out_features
     rows = []
     for method, t in ms.items():
         strategy = auto.last_strategy if method == "TNLinear auto" else method.removeprefix("TNLinear ")
-        flops = dense_flops if method == "nn.Linear" else strategy_flops(net, strategy, batch, cached)
+        flops = dense_flops if method == "nn.Linear" else strategy_flops(net, strategy, batch, cached, step)
         rows.append({
             "method": method, "strategy": strategy if method != "nn.Linear" else "dense", "ms": t,
             "speedup_vs_dense": ms["nn.Linear"] / t, "flops": flops, "flops_drop": dense_flops / max(flops, 1),
