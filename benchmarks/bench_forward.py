@@ -12,8 +12,9 @@ Modes: ``eval`` (default; ``model.eval()`` under ``torch.no_grad()``, where the 
 merged cores are cached), ``train`` (gradients enabled, nothing cached; forward only) and ``step``
 (one training step of the layer: forward, then backward from an output gradient ``g`` into every
 parameter's ``.grad``; with ``--input-grad`` into the input's too, as for a layer inside a network).
-In ``step`` mode the FLOPs drop is that of the training step (``tnviz.cost.training_step_flops``:
-forward and backward; nn.Linear does 2 matmuls, 3 with the input's gradient), not the forward's.
+In ``step`` mode the FLOPs drop is that of the training step, forward and backward (nn.Linear does
+2 matmuls, 3 with the input's gradient), not the forward's: ``tnviz.cost``'s
+``training_step_flops``.
 """
 from __future__ import annotations
 
