@@ -304,6 +304,36 @@ def test_transforms_the_pooled_step_has_no_rules_for_take_the_plain_path():
     assert not W.worth_pooling(torch.zeros(1 << 20, dtype=torch.complex64), 0)
 
 
+@pytest.mark.parametrize("case", ["small mpo", "pooled sweep", "halves product"])
+def test_torch_compile_gives_eager_outputs_and_every_gradient(case):
+    """Compiled (AOTAutograd traces the custom steps), the in-place bias, the pooled steps and the
+    halves product once lost the bias's gradient; under torch.compile they take the plain path."""
+    torch._dynamo.reset()
+    if case == "small mpo":
+        layer, batch = TNLinear(tnviz.mpo([4, 4], [4, 4], ranks=3)), 8
+    elif case == "pooled sweep":
+        layer, batch = _big_layer(), BATCH
+    else:
+        layer, batch = TNLinear(tnviz.tensor_ring([2, 3, 2], [3, 2, 2], ranks=2), strategy="rebuilt"), 5
+    with torch.no_grad():
+        layer.bias.uniform_(-1, 1)
+    x0 = torch.randn(batch, layer.in_features)
+    g = torch.randn(batch, layer.out_features)
+    results = []
+    for run in (layer, torch.compile(layer, backend="aot_eager")):
+        layer.zero_grad(set_to_none=True)
+        x = x0.clone().requires_grad_(True)
+        y = run(x)
+        y.backward(g)
+        results.append((y.detach(), x.grad, {n: p.grad for n, p in layer.named_parameters()}))
+    (y_eager, gx_eager, gp_eager), (y_comp, gx_comp, gp_comp) = results
+    torch.testing.assert_close(y_comp, y_eager)
+    torch.testing.assert_close(gx_comp, gx_eager)
+    assert all(gp_comp[n] is not None for n in gp_eager), [n for n in gp_comp if gp_comp[n] is None]
+    for n in gp_eager:
+        torch.testing.assert_close(gp_comp[n], gp_eager[n], rtol=1e-4, atol=1e-4)
+
+
 def test_small_and_non_cpu_requests_are_not_pooled():
     ws = Workspace()
     ws.take((10,), torch.empty(0))

@@ -179,8 +179,15 @@ def worth_pooling(state: torch.Tensor, out_elements: int) -> bool:
 
 def custom_functions_ok() -> bool:
     """A custom ``autograd.Function`` without ``jvp``/``vmap`` rules may run: no ``torch.func``
-    transform, forward-mode AD or ``torch.jit.trace`` is active."""
-    return not (torch.jit.is_tracing() or _functorch_active() or _forward_ad_level() >= 0)
+    transform, forward-mode AD, ``torch.jit.trace`` or ``torch.compile`` is active (compiled,
+    the in-place bias and the halves product lost the bias's gradient; the compiler plans
+    memory itself)."""
+    return not (torch.jit.is_tracing() or _compiling() or _functorch_active() or _forward_ad_level() >= 0)
+
+
+def _compiling() -> bool:
+    check = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+    return bool(check()) if check is not None else False
 
 
 def _functorch_active() -> bool:
