@@ -85,8 +85,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     dense = torch.nn.Linear(n_in, n_out, device=device, dtype=dtype)
     train = args.mode in ("train", "step")
     step = args.mode == "step"
+    input_grad = getattr(args, "input_grad", False)  # gpu_check.py builds its own Namespace
     for batch in args.batches:
-        x = torch.randn(batch, n_in, device=device, dtype=dtype, requires_grad=step and args.input_grad)
+        x = torch.randn(batch, n_in, device=device, dtype=dtype, requires_grad=step and input_grad)
         g = torch.randn(batch, n_out, device=device, dtype=dtype)
         for rank in args.ranks:
             net = NETWORKS[getattr(args, "network", "mpo")](in_dims, out_dims, rank)
@@ -119,7 +120,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             tuned_chose = tuned.last_strategy
             segments = plan_chain(net, batch, not train).describe() if "chain" in tn else ""
             if step:
-                layer_flops, dense_flops = training_step_flops(net, batch, args.input_grad)
+                layer_flops, dense_flops = training_step_flops(net, batch, input_grad)
                 flops_ratio = dense_flops / layer_flops
             else:
                 flops_ratio = c.dense_flops / c.flops
@@ -137,7 +138,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                       + "  ".join(f"{k}: {v:.3f}ms ({ref / v:.2f}x)" for k, v in ms.items()), file=sys.stderr)
     return {
         "device": str(device), "machine": machine(device), "dtype": args.dtype, "mode": args.mode,
-        "network": getattr(args, "network", "mpo"), "input_grad": step and args.input_grad,
+        "network": getattr(args, "network", "mpo"), "input_grad": step and input_grad,
         "in_dims": in_dims, "out_dims": out_dims, "repeats": args.repeats,
         "tltorch": _tltorch_version(), "rows": rows,
     }

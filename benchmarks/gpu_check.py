@@ -70,9 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         runs = runs[:3]
     for network, mode, dtype, dims, ranks in runs:
-        ns = argparse.Namespace(device="cuda", dtype=dtype, mode=mode, batches=args.batches, ranks=ranks,
-                                in_dims=dims, out_dims=dims, repeats=args.repeats, network=network,
-                                no_tltorch=False, verbose=False)
+        ns = bench_namespace(network, mode, dtype, dims, ranks, args.batches, args.repeats)
         tag = f"{network}_{mode}_{dtype}"
         try:
             result = bench_forward.run(ns)
@@ -108,6 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ngpu tests: {'passed' if tests_status == 0 else 'FAILED (see gpu_tests.txt)'}; "
           f"bench_cuda: {'ran' if cuda_lines is not None else 'FAILED (its error is printed above)'}")
     return status
+
+
+def bench_namespace(network: str, mode: str, dtype: str, dims: list[int], ranks: list[int], batches: list[int],
+                    repeats: int, device: str = "cuda") -> argparse.Namespace:
+    """The arguments of one ``bench_forward.run`` (every field its command line has)."""
+    return argparse.Namespace(device=device, dtype=dtype, mode=mode, input_grad=False, batches=batches, ranks=ranks,
+                              in_dims=dims, out_dims=dims, repeats=repeats, network=network, no_tltorch=False,
+                              verbose=False)
 
 
 def _bench_cuda(out: Path, quick: bool) -> list[str] | None:

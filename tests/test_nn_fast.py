@@ -257,6 +257,32 @@ def test_the_halves_product_passes_gradcheck_and_gradgradcheck(dims):
     torch.testing.assert_close(grad, torch.autograd.grad(want.sum(), left, retain_graph=True)[0])
 
 
+def test_the_halves_product_runs_a_vmapped_backward():
+    """``is_grads_batched`` and ``jacobian(vectorize=True)`` run the backward under legacy vmap
+    (no rules for ``out=`` or in-place ops): the rebuilt layer's Jacobian equals the reference."""
+    from tnviz.nn.workspace import halves_product
+
+    O, I, K, P, J = 2, 3, 2, 3, 2
+    gen = torch.Generator().manual_seed(5)
+    left = torch.randn(O, I, K, dtype=F64, generator=gen, requires_grad=True)
+    right = torch.randn(K, P, J, dtype=F64, generator=gen, requires_grad=True)
+    fn = lambda a, b: halves_product(a, b, O, I, K, P, J)  # noqa: E731
+    ref = lambda a, b: torch.einsum("oik,kpj->opij", a, b).reshape(O * P, I * J)  # noqa: E731
+    for got, want in zip(torch.autograd.functional.jacobian(fn, (left, right), vectorize=True),
+                         torch.autograd.functional.jacobian(ref, (left, right))):
+        torch.testing.assert_close(got, want)
+    net = tnviz.tensor_ring([2, 3, 2], [3, 2, 2], ranks=2)
+    layer = TNLinear(net, strategy="rebuilt", dtype=F64)
+    x = torch.randn(2, net.in_features, dtype=F64, generator=gen)
+    y = layer(x)
+    eye = torch.eye(y.numel(), dtype=F64).reshape(-1, *y.shape)
+    params = list(layer.parameters())
+    batched = torch.autograd.grad(y, params, eye, is_grads_batched=True, retain_graph=True)
+    for i, p in enumerate(params):
+        one_by_one = torch.stack([torch.autograd.grad(y, p, e, retain_graph=True)[0] for e in eye])
+        torch.testing.assert_close(batched[i], one_by_one)
+
+
 def test_the_halves_product_pools_w_in_training_only_and_falls_back_where_it_must():
     from tnviz.nn import workspace as W
 
@@ -380,6 +406,65 @@ def test_measure_times_every_supported_strategy_against_dense(mode):
     else:
         assert modes["flops"] == plan.flops
     assert all(r["flops_drop"] == dense["flops"] / r["flops"] for r in rows[1:])
+
+
+STEP_FLOP_CASES = {
+    "mpo chain": (tnviz.mpo([2, 3, 5], [3, 2, 3], ranks=[4, 5]), "chain", 7),
+    "mpo 2 cores chain": (tnviz.mpo([4, 4], [4, 4], ranks=3), "chain", 5),
+    "ring": (tnviz.tensor_ring([2, 3, 2], [3, 2, 2], ranks=2), "ring", 6),
+    "tucker modes": (tnviz.tucker([3, 5], [2, 7], ranks=[2, 3, 4, 2]), "modes", 5),
+    "mpo factorized": (tnviz.mpo([2, 3, 5], [3, 2, 3], ranks=[4, 5]), "factorized", 7),
+    "mpo rebuilt": (tnviz.mpo([2, 3, 5], [3, 2, 3], ranks=[4, 5]), "rebuilt", 7),
+    "ring rebuilt": (tnviz.tensor_ring([2, 3, 2], [3, 2, 2], ranks=2), "rebuilt", 6),
+}
+
+
+@pytest.mark.parametrize("case", list(STEP_FLOP_CASES))
+def test_step_flops_equal_the_flops_a_training_step_runs(case, monkeypatch):
+    """``strategy_flops(step=True)`` against torch's own FLOP counter over a real forward and
+    backward (input without gradient).  The counter does not see in-place ``baddbmm_``, so the
+    rebuild runs its one-GEMM layout here (the same FLOPs as the CPU loop)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from tnviz.nn import strategies
+
+    monkeypatch.setattr(strategies, "halves_product_ok", lambda *a: False)
+    net, strategy, batch = STEP_FLOP_CASES[case]
+    layer = TNLinear(net, strategy=strategy, bias=False, dtype=F64)
+    x = torch.randn(batch, net.in_features, dtype=F64)
+    with FlopCounterMode(display=False) as counter:
+        layer(x).backward(torch.randn(batch, net.out_features, dtype=F64))
+    assert counter.get_total_flops() == M.strategy_flops(net, strategy, batch, cached=False, step=True)
+    with FlopCounterMode(display=False) as counter:
+        torch.nn.Linear(net.in_features, net.out_features, bias=False, dtype=F64)(x).backward(
+            torch.randn(batch, net.out_features, dtype=F64))
+    assert counter.get_total_flops() == 2 * 2 * batch * net.in_features * net.out_features  # nn.Linear's 2 matmuls
+
+
+def test_fused_step_flops_count_the_kernel_and_its_backwards_gemms():
+    """The fused kernel counts its own forward; its backward (plain GEMMs, run here on CPU with the
+    saved tensors) recomputes U and takes the gradients of both parts."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from tnviz.nn import fused
+
+    for dims, rank, batch in [(([4, 4, 4], [4, 4, 4]), 3, 7), (([4, 4], [16, 16]), 8, 6)]:
+        net = tnviz.mpo(*dims, ranks=rank)
+        plan = fused.plan_fused(net, batch, False)
+        tensors = TNLinear(net, bias=False, dtype=F64).ordered_tensors()
+        left, right = plan.halves.segments
+        a_t = plan.halves._merge(left, tensors).reshape(plan.IA, plan.OA, plan.R).permute(2, 1, 0).contiguous()
+        b = plan.halves._merge(right, tensors)
+
+        class Ctx:
+            saved_tensors = (torch.randn(batch, net.in_features, dtype=F64), a_t.detach(), b.detach())
+            needs_input_grad = (False, True, True)
+
+        with FlopCounterMode(display=False) as counter:
+            fused.FusedMPO.backward(Ctx(), torch.randn(batch, net.out_features, dtype=F64))
+        merges = left.merge_flops + right.merge_flops
+        assert M.strategy_flops(net, "fused", batch, cached=False, step=True) == (
+            plan.flops + counter.get_total_flops() + 3 * merges)
 
 
 def test_measure_refuses_bad_arguments():

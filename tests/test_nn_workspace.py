@@ -85,6 +85,32 @@ def test_each_step_mode_passes_gradcheck_and_gradgradcheck(mode, M, k, n, r):
     assert torch.autograd.gradgradcheck(fn, (state, w))
 
 
+@pytest.mark.parametrize("mode,M,k,n,r", [
+    ("gemm", 6, 5, 4, 1), ("left", 1, 5, 4, 3), ("batched", 4, 3, 5, 6), ("transposed", 4, 3, 5, 2),
+])
+def test_each_step_mode_runs_a_vmapped_backward(mode, M, k, n, r):
+    """``autograd.grad(..., is_grads_batched=True)`` and ``jacobian(..., vectorize=True)`` run the
+    backward under legacy vmap, which has no rule for ``out=`` or in-place ops."""
+    ws = Workspace()
+    gen = torch.Generator().manual_seed(4)
+    state = torch.randn(M, k, r, dtype=F64, generator=gen, requires_grad=True)
+    transposed = mode in ("left", "batched")
+    w = torch.randn(*((n, k) if transposed else (k, n)), dtype=F64, generator=gen, requires_grad=True)
+    out = pooled_sweep(state, w, M, k, n, r, mode, ws)
+    ref = torch.einsum("mkr,kn->mnr", state, w.t() if transposed else w)
+    eye = torch.eye(out.numel(), dtype=F64).reshape(-1, *out.shape)
+    got = torch.autograd.grad(out, (state, w), eye, is_grads_batched=True)
+    want = torch.autograd.grad(ref, (state, w), eye, is_grads_batched=True)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+    jac = torch.autograd.functional.jacobian(lambda s, m: pooled_sweep(s, m, M, k, n, r, mode, ws), (state, w),
+                                             vectorize=True)
+    jac_ref = torch.autograd.functional.jacobian(
+        lambda s, m: torch.einsum("mkr,kn->mnr", s, m.t() if transposed else m), (state, w))
+    for a, b in zip(jac, jac_ref):
+        torch.testing.assert_close(a, b)
+
+
 def test_a_non_contiguous_state_gets_its_gradient_in_its_own_shape():
     ws = Workspace()
     base = torch.randn(3, 4, 2, 5, dtype=F64, requires_grad=True)

@@ -115,8 +115,11 @@ def strategy_flops(net: TensorNetwork, name: str, batch: int, cached: bool, step
         return training_step_flops(net, batch, input_grad=False)[0] if step else int(plan.flops)
     if not step:
         return int(plan.flops)
-    if name == "fused":  # the kernel runs the chain cut into two parts; its backward is theirs
-        plan = plan.halves
+    if name == "fused":  # the kernel (its own count: GEMM 1 once per output tile), then a backward
+        # in plain GEMMs over the two parts: the first part's product U recomputed, the gradients
+        # of U and of both parts (no input gradient): twice each part's sweep
+        first, second = plan.halves.segments
+        return int(plan.flops) + 2 * (first.flops + second.flops) + 3 * (first.merge_flops + second.merge_flops)
     segments = [st.seg for st in plan.steps] if hasattr(plan, "steps") else list(plan.segments)
     sweep = sum(seg.flops for seg in segments)
     merges = sum(seg.merge_flops for seg in segments)

@@ -190,6 +190,13 @@ def _compiling() -> bool:
     return bool(check()) if check is not None else False
 
 
+def _legacy_batched(t: torch.Tensor) -> bool:
+    """``t`` is batched by the legacy vmap that ``autograd.grad(..., is_grads_batched=True)`` and
+    ``jacobian(..., vectorize=True)`` run backward under; ``out=`` and in-place ops have no rules there."""
+    check = getattr(torch._C._functorch, "is_legacy_batchedtensor", None)
+    return bool(check(t)) if check is not None else False
+
+
 def _functorch_active() -> bool:
     check = getattr(torch._C, "_are_functorch_transforms_active", None)
     return bool(check()) if check is not None else False
@@ -233,10 +240,12 @@ class _Step(torch.autograd.Function):
         need_state, need_w, need_bias = ctx.needs_input_grad[:3]
         gb = g.reshape(-1, ctx.bias_size).sum(0) if need_bias else None
         mat = w if mode in ("gemm", "transposed") else w.t()  # (k, n) in every mode
-        if torch.is_grad_enabled():  # create_graph: plain differentiable ops (double backward)
+        if torch.is_grad_enabled() or _legacy_batched(g):
+            # create_graph (double backward) or a vmapped backward (is_grads_batched, jacobian with
+            # vectorize=True): plain differentiable ops with batching rules (no out=, no einsum)
             s, g3 = state.reshape(M, k, r), g.reshape(M, n, r)
             gs = torch.matmul(mat, g3).reshape(ctx.in_shape) if need_state else None
-            gm = torch.einsum("mkr,mnr->kn", s, g3) if need_w else None
+            gm = s.transpose(0, 1).reshape(k, M * r) @ g3.transpose(1, 2).reshape(M * r, n) if need_w else None
             return gs, (gm if gm is None or mat is w else gm.t()), gb, None, None, None
         ws = ctx.ws
         s = _contiguous(state, (M, k, r), ws)
@@ -336,10 +345,12 @@ class _HalvesProduct(torch.autograd.Function):
         O, I, K, P, J = ctx.dims
         need_left, need_right = ctx.needs_input_grad[:2]
         g4 = g.reshape(O, P, I, J)
-        if torch.is_grad_enabled():  # create_graph: plain differentiable ops (double backward)
-            L, R = left.reshape(O, I, K), right.reshape(K, P, J)
-            gl = torch.einsum("opij,kpj->oik", g4, R).reshape(left.shape) if need_left else None
-            gr = torch.einsum("oik,opij->kpj", L, g4).reshape(right.shape) if need_right else None
+        if torch.is_grad_enabled() or _legacy_batched(g):
+            # create_graph (double backward) or a vmapped backward (is_grads_batched, jacobian with
+            # vectorize=True): plain differentiable ops with batching rules (no out=, no einsum)
+            gm = g4.permute(0, 2, 1, 3).reshape(O * I, P * J)
+            gl = (gm @ right.reshape(K, P * J).t()).reshape(left.shape) if need_left else None
+            gr = (left.reshape(O * I, K).t() @ gm).reshape(right.shape) if need_right else None
             return gl, gr, None, None
         g4 = g4.contiguous()
         L = left.reshape(O, I, K)

@@ -1,0 +1,33 @@
+"""The benchmark scripts run (on CPU, tiny layers, one repeat): the GPU check hands
+``bench_forward.run`` its own arguments, and a GPU session has minutes, not time to find out that
+a field is missing.  Nothing here times anything."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import bench_forward  # noqa: E402
+import gpu_check  # noqa: E402
+
+
+@pytest.mark.parametrize("mode", ["eval", "step"])
+def test_gpu_checks_arguments_run_bench_forward(mode):
+    ns = gpu_check.bench_namespace("mpo", mode, "float32", [2, 3], [2], [1, 3], repeats=1, device="cpu")
+    ns.no_tltorch = True
+    result = bench_forward.run(ns)
+    assert {r["method"] for r in result["rows"]} >= {"nn.Linear", "TNLinear auto"}
+    assert result["input_grad"] is False
+    assert bench_forward.targets(result) and "| batch |" in bench_forward.markdown(result)
+
+
+def test_bench_forward_command_line_step_with_input_grad(capsys):
+    assert bench_forward.main(["--device", "cpu", "--mode", "step", "--input-grad", "--in-dims", "2", "3",
+                               "--out-dims", "3", "2", "--ranks", "2", "--batches", "2", "--repeats", "1",
+                               "--no-tltorch"]) == 0
+    out = capsys.readouterr().out
+    assert "input with gradient" in out and "SPEC 5 targets" in out
