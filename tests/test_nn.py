@@ -149,6 +149,24 @@ def _with_bias(layer, x, b):
         layer.bias = saved
 
 
+@pytest.mark.parametrize("strategy", ["rebuilt", "chain"])
+def test_a_weight_cached_under_inference_mode_is_not_saved_for_a_later_backward(strategy):
+    """Eval mode with frozen tensors caches weights; one made under ``torch.inference_mode`` cannot
+    be saved for backward, so a later call that needs the input's gradient makes its own."""
+    net = NETWORKS["mpo"]
+    tensors, lin = dense_reference(net)
+    layer = TNLinear.from_tensors(net, tensors, lin.bias.detach(), strategy=strategy).eval()
+    layer.requires_grad_(False)
+    x0 = torch.randn(3, net.in_features, dtype=F64)
+    with torch.inference_mode():
+        torch.testing.assert_close(layer(x0), lin(x0))
+    x = x0.clone().requires_grad_(True)
+    layer(x).sum().backward()
+    torch.testing.assert_close(x.grad, lin.weight.detach().sum(0).expand_as(x))
+    with torch.inference_mode():  # and inference goes on
+        torch.testing.assert_close(layer(x0), lin(x0))
+
+
 def test_to_dense_and_to_linear():
     net = NETWORKS["mpo"]
     tensors, lin = dense_reference(net)

@@ -266,7 +266,10 @@ class TNLinear(nn.Module):
             return compute()
         hit = self._cache.get(key)
         if hit is not None and hit[0] == version:
-            return hit[1]
+            value = hit[1]
+            # made under torch.inference_mode, it cannot be saved for a backward outside it
+            if not (isinstance(value, torch.Tensor) and value.is_inference()) or torch.is_inference_mode_enabled():
+                return value
         value = compute()
         self._cache[key] = (version, value)
         return value
