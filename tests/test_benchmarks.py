@@ -31,3 +31,18 @@ def test_bench_forward_command_line_step_with_input_grad(capsys):
                                "--no-tltorch"]) == 0
     out = capsys.readouterr().out
     assert "input with gradient" in out and "SPEC 5 targets" in out
+
+
+def test_bench_cuda_runs_its_rows_on_cpu():
+    """The GPU script's second half (fused kernel, CUDA graphs) as a CPU smoke run: no kernel, no
+    graphs, but every row, its error against the float64 reference, and the summary."""
+    import bench_cuda
+
+    args = bench_cuda.parse_args(["--device", "cpu", "--dtypes", "float32", "--dims", "2", "3", "--ranks", "2",
+                                  "--batches", "1", "4", "--step-batches", "4", "--repeats", "1"])
+    result = bench_cuda.run(args)
+    rows = result["rows"]
+    assert {r["mode"] for r in rows} == {"eval", "step"}
+    assert max(r["rel_error"] for r in rows) < 1e-5
+    assert len(bench_cuda.summary(result)) == 1 + 3  # header, (batch 1, 4) eval and batch 4 step
+    assert "| dtype |" in bench_cuda.markdown(result)
