@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     dense = torch.nn.Linear(n_in, n_out, device=device, dtype=dtype)
     train = args.mode in ("train", "step")
     step = args.mode == "step"
-    input_grad = getattr(args, "input_grad", False)  # gpu_check.py builds its own Namespace
+    input_grad = args.input_grad
     for batch in args.batches:
         x = torch.randn(batch, n_in, device=device, dtype=dtype, requires_grad=step and input_grad)
         g = torch.randn(batch, n_out, device=device, dtype=dtype)

@@ -168,7 +168,7 @@ def worth_pooling(state: torch.Tensor, out_elements: int) -> bool:
     """The pooled step pays off and applies: a real CPU state or result large enough to fault on
     allocation, outside what a custom ``autograd.Function`` without ``jvp``/``vmap`` rules would
     break or change (``torch.func`` transforms, forward-mode AD, ``torch.jit.trace``, autocast)."""
-    if torch.jit.is_tracing() or state.device.type != "cpu" or _use_count is None:
+    if state.device.type != "cpu" or _use_count is None:
         return False
     if max(state.numel(), out_elements) < POOL_MIN_ELEMENTS:
         return False
