@@ -196,7 +196,8 @@ def test_ring_plan_has_two_segments_at_least_and_auto_uses_it_where_it_pays():
 
 HALVES_NETWORKS = {**RING_NETWORKS, "mpo odd": tnviz.mpo([2, 3, 5], [3, 2, 3], ranks=[4, 5]),
                    "mpo unequal legs": tnviz.mpo([3, 5], [2, 3, 2], ranks=3),
-                   "mpo 5 cores": tnviz.mpo([2, 3, 2, 1, 2], [3, 1, 2, 2, 2], ranks=[2, 3, 4, 2])}
+                   "mpo 5 cores": tnviz.mpo([2, 3, 2, 1, 2], [3, 1, 2, 2, 2], ranks=[2, 3, 4, 2]),
+                   **{f"template {net.name}": net for net in _templates() if STRATEGIES["chain"].supports(net)}}
 
 
 @pytest.mark.parametrize("loop", [True, False], ids=["loop product", "one GEMM"])
