@@ -83,11 +83,20 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tnviz.model.demos import embed, load_minilm, sentences  # noqa: E402
+from tnviz.model.apply import apply_plan, calibration_stats  # noqa: E402
+from tnviz.model.data import sentences  # noqa: E402
+from tnviz.model.evaluate import embed, embedding_cosine  # noqa: E402
+from tnviz.model.demos import load_minilm  # noqa: E402
 from tnviz.model.heal import heal_distill, heal_layerwise  # noqa: E402
-from tnviz.model.tensorize import Rule, apply_plan, calibration_stats, functional, make_plan, to_device  # noqa: E402
+from tnviz.model.plan import Rule, make_plan  # noqa: E402
+from tnviz.model.surgery import to_device  # noqa: E402
 
 PATTERNS = {"ff": r"layer\.\d+\.(intermediate|output)\.dense$", "all": r"encoder\.layer\."}
+
+
+def _cosine(reference: torch.Tensor, model: torch.nn.Module) -> float:
+    """Mean held-out embedding cosine against the original's (the MiniLM subject's metric)."""
+    return embedding_cosine(reference, model).mean
 
 
 def _sync(device: torch.device) -> None:
@@ -121,7 +130,7 @@ def run(device_name: str, methods: list[str], pattern: str, ratio: float, heal: 
                                 bond_split=bond_split)
             _sync(device)
             seconds = time.perf_counter() - t1 + calib_s
-            cosine = functional("minilm", model, result.model, reference_outputs=reference)["cosine"]
+            cosine = _cosine(reference, result.model)
             row = {"device": device_name, "method": method, "data_aware": aware,
                    "placement": (placement if aware else "chain") if method == "mpo" else "-",
                    "bond_split": bond_split if method == "mpo" and aware and placement == "auto" else "-",
@@ -133,13 +142,12 @@ def run(device_name: str, methods: list[str], pattern: str, ratio: float, heal: 
             if distill:
                 copied = copy.deepcopy(result.model)
                 report = heal_distill(copied, model, calibration, steps=distill)
-                row["cosine_distilled"] = round(functional("minilm", model, copied, reference_outputs=reference)["cosine"], 4)
+                row["cosine_distilled"] = round(_cosine(reference, copied), 4)
                 row["distill_s"] = round(report.seconds, 2)
                 del copied
             if heal:
                 report = heal_layerwise(result.model, model, calibration, steps=heal, lr=5e-4)
-                row["cosine_healed"] = round(functional("minilm", model, result.model,
-                                                        reference_outputs=reference)["cosine"], 4)
+                row["cosine_healed"] = round(_cosine(reference, result.model), 4)
                 row["heal_s"] = round(report.seconds, 2)
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -156,9 +164,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also distil every TN layer jointly to the original's outputs, this many steps (0: none)")
     parser.add_argument("--data-aware-only", action="store_true", help="skip the plain (weight-only) variants")
     parser.add_argument("--placements", default="auto,chain",
-                        help="data-aware MPO leg placements to compare (tnviz.model.tensorize.PLACEMENTS)")
+                        help="data-aware MPO leg placements to compare (tnviz.model.apply.PLACEMENTS)")
     parser.add_argument("--bond-splits", default="data",
-                        help="data-aware MPO bond splits to compare (tnviz.model.tensorize.BOND_SPLITS)")
+                        help="data-aware MPO bond splits to compare (tnviz.model.apply.BOND_SPLITS)")
     parser.add_argument("--devices", default="cuda,cpu", help="devices to time (cuda skipped when absent)")
     parser.add_argument("--out", type=Path, default=None, help="folder for minilm_compress.json")
     args = parser.parse_args(argv)

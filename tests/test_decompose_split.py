@@ -12,7 +12,8 @@ from tnviz.decompose import decompose
 from tnviz.decompose.data_aware import DEFAULT_EPS, input_tensors
 from tnviz.decompose.split import split_bonds
 from tnviz.errors import DecompositionError, TnvizError
-from tnviz.model.tensorize import BOND_SPLITS, Rule, apply_plan, make_plan
+from tnviz.model.apply import BOND_SPLITS, apply_plan
+from tnviz.model.plan import Rule, make_plan
 
 LEGS = dict(in_dims=(4, 6), out_dims=(4, 4, 3), in_cores=(2, 2), out_cores=(0, 0, 1))
 

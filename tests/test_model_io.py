@@ -250,22 +250,6 @@ def test_hf_zip_opens_extracts_and_cleans_up(tmp_path):
         assert not extracted.exists()
 
 
-def test_hf_folder_builds_a_working_model(tmp_path):
-    from tnviz.model.bert import Bert
-    from tnviz.model.demos import build_hf_model
-
-    config, state = _tiny_bert_folder(tmp_path / "bert")
-    reference = Bert(config).eval()
-    reference.load_state_dict(state)
-    ids = torch.tensor([[2, 7, 9, 3], [2, 5, 3, 0]])
-    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
-    with open_weights(_zip_folder(tmp_path / "bert", tmp_path / "bert.zip")) as weights:
-        built = build_hf_model(weights, device="cpu")
-    assert torch.equal(built(ids, mask), reference(ids, mask))
-    assert all(isinstance(built.get_submodule(n), nn.Linear) for n in ("encoder.layer.0.intermediate.dense",
-                                                                      "encoder.layer.0.attention.self.query"))
-
-
 def test_refuses_zip_path_traversal(tmp_path):
     _, _ = _tiny_bert_folder(tmp_path / "bert")
     archive = _zip_folder(tmp_path / "bert", tmp_path / "evil.zip")

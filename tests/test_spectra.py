@@ -22,7 +22,6 @@ from tnviz.spectra import (
     exact_decomposition,
     layer_spectra,
     layer_tradeoff,
-    model_table,
     not_applicable,
     rank_for_error,
     sweep_ranks,
@@ -79,10 +78,8 @@ def test_bond_entropy_flat_single_and_scale_invariant():
     assert bond_entropy(s) == pytest.approx(float(-(p * np.log(p)).sum()), abs=EXACT)
     assert bond_entropy(10 * s) == pytest.approx(bond_entropy(s), abs=EXACT)
     assert 0 < bond_entropy(s) < math.log(3)
-    # the same as the compression module's torch version
-    from tnviz.model.compress import bond_entropy as torch_entropy
-
-    assert bond_entropy(s) == pytest.approx(torch_entropy(torch.tensor(s)), abs=EXACT)
+    # one function for every face: a torch spectrum (what a decomposition returns) gives the same entropy
+    assert bond_entropy(torch.tensor(s)) == pytest.approx(bond_entropy(s), abs=EXACT)
 
 
 def test_bad_spectra_and_settings_are_refused():
@@ -253,35 +250,6 @@ def test_layer_tradeoff_points_match_direct_svd_and_front_is_undominated():
         assert not any(p.params <= f.params and p.rel_error < f.rel_error for p in points)
     for p in points:  # and every point is matched or beaten by the front
         assert any(f.params <= p.params and f.rel_error <= p.rel_error for f in front)
-
-
-# ---------------------------------------------------------------------- model-wide
-def test_model_table_against_each_layer(tmp_path):
-    path = tmp_path / "m.safetensors"
-    bad = weight(8, 8).clone()
-    bad[0, 0] = float("nan")
-    save_safetensors({"fc1.weight": weight(16, 12, 1), "fc1.bias": torch.zeros(16), "fc2.weight": weight(12, 16, 2),
-                      "broken.weight": bad}, path)
-    seen = []
-    with open_weights(path) as weights:
-        rows = model_table(weights, "mpo", setting="rank", value=2, dtype=torch.float64,
-                           progress=lambda done, total, name: seen.append((done, total, name)))
-        names = [c.name for c in candidates(weights)]
-        assert [r.name for r in rows] == names and "fc1.bias" not in names
-        assert seen == [(k + 1, len(names), n) for k, n in enumerate(names)]
-        for row in rows:
-            if row.name == "broken.weight":
-                assert row.error and "finite" in row.error and row.params_after is None
-                assert row.as_dict()["message"] == row.error
-                continue
-            direct = layer_spectra(weights.get(row.name, dtype=torch.float64), "mpo", value=2)
-            assert row.params_after == direct.params and row.rel_error == pytest.approx(direct.rel_error, rel=1e-12)
-            assert row.compression == pytest.approx(row.params_before / direct.params)
-            assert not row.error
-        loose = model_table(weights, "mpo", setting="rtol", value=0.5, dtype=torch.float64)
-        assert all(r.rel_error <= 0.5 + 1e-12 for r in loose if r.rel_error is not None)
-        with pytest.raises(RankError):
-            model_table(weights, "mpo", setting="rank", value=0)
 
 
 # ---------------------------------------------------------------------- charts

@@ -26,10 +26,21 @@ from .network import Tensor, TensorNetwork, load_network, save_network
 from .stack import stack_report, stack_views
 from . import decompose  # a callable package: tnviz.decompose(W, "mpo", ...) (see tnviz/decompose/__init__.py)
 from .decompose import DECOMPOSITIONS, Decomposition, pareto_front, tradeoff
-from .model.compress import compress_file as compress
-from .model.compress import load_compressed
 
 __version__ = "0.1.0"
+
+#: Names resolved on first use, because they import torch (the core does not).
+_LAZY = {"compress": "tnviz.model.compress", "load_compressed": "tnviz.model.folder"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tnviz' has no attribute {name!r}")
 
 __all__ = [
     "TEMPLATES", "OPTIMIZERS", "Tensor", "TensorNetwork", "LayerCost",

@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -47,11 +48,18 @@ def _app_path() -> Path:
 
 
 # ---------------------------------------------------------------------- commands
+#: Largest upload the app accepts (MB): Streamlit's own default (200) is set here, deliberately.
+APP_MAX_UPLOAD_MB = 200
+
+
 def cmd_app(args: argparse.Namespace) -> int:
     path = _app_path()
     if not path.is_file():
-        return _fail(f"the app needs the repository checkout (pip install -e .); {str(path)!r} is missing")
+        return _fail(f"the app needs its pages next to the package; {str(path)!r} is missing")
+    # Served on this machine only unless --host says otherwise: the app has no authentication.
     cmd = [sys.executable, "-m", "streamlit", "run", str(path), "--server.port", str(args.port),
+           "--server.address", args.host, "--server.maxUploadSize", str(APP_MAX_UPLOAD_MB),
+           "--client.showErrorDetails", "false" if args.host not in ("localhost", "127.0.0.1", "::1") else "true",
            "--browser.gatherUsageStats", "false"]
     if args.headless:
         cmd += ["--server.headless", "true"]
@@ -108,51 +116,48 @@ def cmd_stack(args: argparse.Namespace) -> int:
     return 0
 
 
-def _has_architecture(model: str) -> bool:
-    """A bundled demo name, or a Hugging Face folder / zipped folder (config.json + weights)."""
-    from .model.demos import DEMOS
+class _Bar:
+    """A one-line progress bar on stderr, sized by the first update (the library reports progress
+    through a callback; the CLI draws it here, the app with ``st.progress``)."""
 
-    return model in DEMOS or Path(model).is_dir() or model.lower().endswith(".zip")
+    def __init__(self) -> None:
+        self.stream, self.t0, self.drawn = sys.stderr, time.perf_counter(), False
+
+    def __call__(self, done: int, total: int, label: str) -> None:
+        width = 30
+        filled = int(width * done / max(total, 1))
+        elapsed = time.perf_counter() - self.t0
+        self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {elapsed:5.1f}s {label[:40]:<40}")
+        self.stream.flush()
+        self.drawn = True
+
+    def close(self) -> None:
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    truncation = {k: v for k, v in (("max_rank", args.max_rank), ("rtol", args.rtol), ("energy", args.energy),
-                                    ("ratio", args.ratio)) if v is not None}
-    targets = {k: v for k, v in (("target_ratio", args.target_ratio), ("error_budget", args.error_budget))
-               if v is not None}
-    chosen = sorted(truncation) + sorted(targets)
+    from .model.compress import compress
+    from .model.plan import truncation_from
+
+    flags = {"--max-rank": args.max_rank, "--rtol": args.rtol, "--energy": args.energy, "--ratio": args.ratio,
+             "--target-ratio": args.target_ratio, "--error-budget": args.error_budget}
+    chosen = [flag for flag, value in flags.items() if value is not None]
     if len(chosen) != 1:
-        return _fail("choose exactly one of --max-rank, --rtol, --energy, --ratio, --target-ratio, "
-                     f"--error-budget; got {chosen or 'none'}")
-    progress = not args.json and sys.stderr.isatty()
-    if _has_architecture(args.model):
-        # A model with an architecture: calibrated (data-aware) by default, optionally healed.
-        from .model.compress import _Bar
-        from .model.tensorize import compress_model
-
-        bar: list = []
-
-        def show(done: int, total: int, label: str) -> None:
-            if not bar:
-                bar.append(_Bar(total))
-            bar[0].update(done, label)
-
-        report = compress_model(
-            args.model, args.output, method=args.method, layers=args.layers, truncation=truncation or None,
-            data_aware=not args.no_data_aware, heal=args.heal, heal_steps=args.heal_steps,
-            device=args.device, progress=show if progress else None, **targets,
-        )
+        return _fail(f"choose exactly one of {', '.join(flags)}; got {chosen or 'none'}")
+    given = truncation_from(max_rank=args.max_rank, rtol=args.rtol, energy=args.energy, ratio=args.ratio,
+                            target_ratio=args.target_ratio, error_budget=args.error_budget)
+    bar = _Bar() if not args.json and sys.stderr.isatty() else None
+    try:
+        result = compress(args.model, args.output, method=args.method, layers=args.layers,
+                          truncation=given if "target" not in given else None, target=given.get("target"),
+                          data_aware=False if args.no_data_aware else None, heal=args.heal, heal_steps=args.heal_steps,
+                          device=args.device, progress=bar, overwrite=args.overwrite)
+    finally:
         if bar:
-            bar[0].close()
-    else:
-        if targets or args.heal or args.no_data_aware or args.energy is not None:
-            return _fail("--target-ratio, --error-budget, --energy, --heal and --no-data-aware need a model with an "
-                         "architecture (a demo name or a zipped Hugging Face folder); "
-                         f"{Path(args.model).name!r} holds weights only")
-        from .model.compress import compress_file
-
-        report = compress_file(args.model, args.output, method=args.method, layers=args.layers, device=args.device,
-                               progress=progress, **truncation)
+            bar.close()
+    report = result.report()
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -167,12 +172,14 @@ def cmd_compress(args: argparse.Namespace) -> int:
           f"({t['params_before'] / max(t['params_after'], 1):.2f}x) in {report['seconds']:.2f} s on {report['device']}")
     for stage, values in (report.get("functional") or {}).items():
         print(f"  {stage:<11} " + ", ".join(f"{k} {v:.4f}" for k, v in values.items() if isinstance(v, (int, float))))
+    for outcome in result.heals:
+        print(f"  {outcome.report_line(result.subject.metric)}")
     print(f"wrote {args.output}/model.safetensors and {args.output}/tnviz.json")
     return 0
 
 
 def cmd_spectra(args: argparse.Namespace) -> int:
-    from .model.compress import spectra_file
+    from .model.spectra import spectra_file
 
     report = spectra_file(args.model, layers=args.layers, method=args.method, device=args.device)
     if args.json:
@@ -194,8 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tnviz {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("app", help="start the Streamlit app")
+    p = sub.add_parser("app", help="start the Streamlit app (on this machine only, unless --host says otherwise)")
     p.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
+    p.add_argument("--host", default="localhost",
+                   help="address to listen on (default localhost: this machine only; 0.0.0.0 shares the app, which "
+                        "has no authentication, with every machine that can reach this one)")
     p.add_argument("--headless", action="store_true", help="do not open a browser")
     p.set_defaults(func=cmd_app)
 
@@ -212,31 +222,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_stack)
 
-    methods = ["mpo", "tr", "tucker", "cp", "svd"]
+    from .decompose import DECOMPOSITIONS
+
+    methods = list(DECOMPOSITIONS)
     p = sub.add_parser("compress", help="tensorize a model: a weights file, a zipped Hugging Face folder or a demo")
     p.add_argument("model", help="a .safetensors file, a state_dict .pt/.pth, a zipped Hugging Face folder "
                                  "(config.json + model.safetensors), or a demo: digits-mlp, digits-cnn, minilm")
     p.add_argument("--method", choices=methods, default="mpo")
     p.add_argument("--max-rank", type=_positive_int, dest="max_rank", help="largest rank of every bond")
     p.add_argument("--rtol", type=_fraction, help="relative Frobenius error per weight (0 < E < 1)")
-    p.add_argument("--energy", type=_fraction, help="kept spectral energy per bond (0 < E < 1; models only)")
+    p.add_argument("--energy", type=_fraction, help="kept spectral energy per bond (0 < E < 1)")
     p.add_argument("--ratio", type=_above_one, help="compression ratio asked of every selected weight (> 1)")
     p.add_argument("--target-ratio", type=_above_one, dest="target_ratio",
-                   help="one ratio for the whole model, spread over layers by sensitivity (models only)")
+                   help="one ratio for all selected weights, spread over them by sensitivity (> 1)")
     p.add_argument("--error-budget", type=_fraction, dest="error_budget",
-                   help="one error budget for the whole model, spread over layers (models only)")
+                   help="one error budget (RMS relative error over the selected weights), spread over them")
     p.add_argument("--layers", default=None, help="regular expression selecting weight (file) or module (model) names")
     p.add_argument("--no-data-aware", action="store_true", dest="no_data_aware",
                    help="models: decompose the weights alone instead of minimising the error on calibration inputs")
-    p.add_argument("--heal", choices=["layer-wise", "distill", "end-to-end"], default=None,
-                   help="models: a short fine-tune after compression (layer-wise: each TN layer to the original "
-                        "layer's outputs; distill: all TN layers jointly to the original model's outputs; "
-                        "end-to-end: digits demos, on their labels)")
-    p.add_argument("--heal-steps", type=_positive_int, default=50, dest="heal_steps",
+    p.add_argument("--heal", choices=_Choices("tnviz.model.heal", "HEALINGS"), default=None, metavar="MODE",
+                   help="models: a short fine-tune after compression, one of %(choices)s (layer-wise: each TN layer "
+                        "to the original layer's outputs; distill: all TN layers jointly to the original model's "
+                        "outputs; end-to-end: digits demos, on their labels); kept only if it helps the held-out metric")
+    p.add_argument("--heal-steps", type=_positive_int, default=None, dest="heal_steps",
                    help="steps per layer (layer-wise), optimizer steps (distill) or epochs (end-to-end); "
-                        "default 50")
+                        "default: each healing's own")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("-o", "--output", required=True,
+                   help="output folder: new, empty, or an earlier tnviz output (replaced only with --overwrite)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier tnviz output in the output folder (never the input, never other files)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_compress)
 
@@ -250,6 +265,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_spectra)
     return parser
+
+
+class _Choices:
+    """The names of a registry that imports torch, read only when argparse checks a value or prints
+    help: ``tnviz cost`` and ``tnviz --version`` stay light."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module, self.name = module, name
+
+    def _names(self) -> list[str]:
+        import importlib
+
+        return list(getattr(importlib.import_module(self.module), self.name))
+
+    def __iter__(self):
+        return iter(self._names())
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._names()
 
 
 def _version() -> str:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import torch
 
     from .decompose import Decomposition, TradeoffPoint
-    from .model.io import Candidate, WeightsFile
+    from .model.io import Candidate
 
 #: How the truncation is set: one rank for every bond, or one relative Frobenius error for the whole weight.
 SETTINGS: dict[str, str] = {
@@ -382,20 +382,6 @@ def _renamed(dec: "Decomposition", name: str) -> "Decomposition":
     return replace(dec, network=dec.network.with_name(name))
 
 
-# ---------------------------------------------------------------------- data-aware
-def minilm_input_covariances(device: Any = None) -> dict[str, "torch.Tensor"]:
-    """Input second moments ``E[x x^T]`` (float64) of every Linear of the bundled MiniLM, by weight
-    name (``<module>.weight``), from one pass of its bundled calibration sentences."""
-    from .model.tensorize import calibration_stats, demo_subject
-
-    subject = demo_subject("minilm", device=device)
-    import torch.nn as nn
-
-    names = [n for n, m in subject.model.named_modules() if isinstance(m, nn.Linear)]
-    stats = calibration_stats(subject.model, subject.calibration, names, device=device)
-    return {f"{name}.weight": st.second_moment for name, st in stats.items()}
-
-
 # ---------------------------------------------------------------------- trade-off
 def sweep_ranks(useful: int, *, limit: int | None = None) -> list[int]:
     """Ranks for a trade-off curve: powers of two up to ``useful`` (and ``useful`` itself), capped at ``limit``."""
@@ -478,37 +464,3 @@ class LayerRow:
             "ranks": ", ".join(f"{k}={v}" for k, v in self.ranks.items()), "seconds": self.seconds,
             "message": self.error,
         }
-
-
-def model_table(
-    weights: "WeightsFile",
-    method: str,
-    *,
-    setting: str = "rank",
-    value: float = 8,
-    layers: Sequence["Candidate"] | None = None,
-    device: Any = None,
-    dtype: Any = None,
-    progress: Callable[[int, int, str], None] | None = None,
-    **options: Any,
-) -> list[LayerRow]:
-    """Every candidate weight (or ``layers``) decomposed by ``method`` at one common setting,
-    read one at a time onto ``device``; a weight that cannot be decomposed gets a row with its
-    message instead of stopping the table.  ``progress(done, total, name)`` after each weight."""
-    from .model.io import candidates
-
-    chosen = list(layers) if layers is not None else candidates(weights)
-    _truncation(setting, value)  # refuse a bad setting before reading anything
-    rows: list[LayerRow] = []
-    for k, cand in enumerate(chosen):
-        start = time.perf_counter()
-        try:
-            res = layer_spectra(weights.get(cand.name, device=device, dtype=dtype), method,
-                                setting=setting, value=value, **options)
-        except TnvizError as exc:
-            rows.append(LayerRow.failed(cand, str(exc), time.perf_counter() - start))
-        else:
-            rows.append(LayerRow.of(cand, res, time.perf_counter() - start))
-        if progress is not None:
-            progress(k + 1, len(chosen), cand.name)
-    return rows

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import tnviz
 from app.components.formatting import human
 from app.components.inputs import parse_int_list
 from app.components.persist import remember, restore
+from app.components.subjects import MAX_UPLOAD_BYTES, UPLOAD_DIR, demo_source, plain, subject_of
 from app.state import device_info, set_network
 from tnviz import spectra as sp
 from tnviz.decompose import DECOMPOSITIONS, DESCRIPTIONS
@@ -29,9 +29,6 @@ from tnviz.render import to_source
 from tnviz.render.spectra_charts import sensitivity_chart, spectra_chart, tradeoff_chart
 
 DESIGNER = "views/designer.py"
-#: Largest upload accepted (also Streamlit's default server.maxUploadSize).
-MAX_UPLOAD_BYTES = 200 * 1024**2
-UPLOAD_DIR = Path(tempfile.gettempdir()) / "tnviz-uploads"
 UPLOAD_TYPES = [ext.lstrip(".") for ext in EXTENSIONS if ext != ".bin"]
 RTOL_OPTIONS = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 0.9]
 DEFAULT_RANK = 8
@@ -86,10 +83,13 @@ def _exact(path: str, digest: str, name: str, method: str, in_dims: tuple[int, .
 
 @st.cache_resource(show_spinner=False, max_entries=1)
 def _calibration(kind: str, device: str) -> dict:
-    """Input second moments per weight name from the bundled calibration inputs (one model pass)."""
+    """Input second moments per weight name from the bundled calibration inputs: the statistics of
+    the same MiniLM subject the Tensorize page uses, collected once per server."""
+    from tnviz.model.spectra import input_covariances
+
     if kind != "minilm":
         raise tnviz.TnvizError(f"calibration inputs exist for the bundled MiniLM only; got {kind!r}")
-    return sp.minilm_input_covariances(device=device)
+    return input_covariances(subject_of(demo_source("minilm"), device), device)
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
@@ -143,8 +143,7 @@ def _apply_upload() -> None:
             path.unlink(missing_ok=True)
             raise
     except tnviz.TnvizError as exc:
-        # one plain line: torch's wrapped messages carry terminal escapes and line breaks
-        st.session_state[K_ERROR] = f"{upload.name}: " + " ".join(re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(exc)).split())
+        st.session_state[K_ERROR] = f"{upload.name}: {plain(exc)}"
         return
     st.session_state[K_SOURCE] = {"label": f"upload {upload.name}", "path": str(path), "digest": digest}
     st.session_state.pop(K_ERROR, None)

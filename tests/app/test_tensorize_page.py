@@ -29,7 +29,7 @@ def test_demo_run_shows_results_and_heals(open_page):
     assert at.session_state["tensorize.loaded"]["ref"] == "digits-mlp"
     table = _table(at, "params")
     assert list(table["layer"]) == ["fc1", "fc2", "fc3"]
-    assert list(table["compress"]) == [True, True, False]
+    assert [s != "dense" for s in table["setting"]] == [True, True, False]  # plain text, not inert checkboxes
     assert table["params after (preview)"][0] < table["params"][0]
     _button(at, "tensorize.run").click().run()
     assert not at.exception, [e.value for e in at.exception]
@@ -42,22 +42,29 @@ def test_demo_run_shows_results_and_heals(open_page):
     assert not at.exception, [e.value for e in at.exception]
     sens = at.session_state["tensorize.sens_df"]
     assert list(sens["layer"]) == ["fc1", "fc2"] and sens["accuracy"].between(0, 1).all()
-    before = at.session_state["tensorize.after"]["accuracy"]
-    at.radio(key="tensorize.heal_mode").set_value("end-to-end (digits labels)").run()
-    assert at.number_input(key="tensorize.heal_epochs").value == 2  # not the 50 steps per layer
-    at.number_input(key="tensorize.heal_epochs").set_value(1).run()
+    before = result.current["accuracy"]
+    at.radio(key="tensorize.heal_mode").set_value("end-to-end").run()
+    assert at.number_input(key="tensorize.heal_steps.end-to-end").value == 2  # epochs, not the 50 steps per layer
+    at.number_input(key="tensorize.heal_steps.end-to-end").set_value(1).run()
     _button(at, "tensorize.heal").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    how, was, now = at.session_state["tensorize.healed"]
-    assert was["accuracy"] == before and now["accuracy"] > before
+    outcome = at.session_state["tensorize.healed"]
+    assert outcome.before["accuracy"] == before and outcome.after["accuracy"] > before and outcome.improved
+    # (issue 13 item 6) the tile shows the healed model right away, and the message is a success
+    tile = next(m for m in at.metric if m.label == "Accuracy")
+    assert tile.value == f"{outcome.after['accuracy']:.4f}"
+    assert any("end-to-end healing" in s.value for s in at.success)
     # joint distillation to the original's outputs: its own step count, the result recorded
-    at.radio(key="tensorize.heal_mode").set_value("distill (all layers jointly)").run()
-    assert at.number_input(key="tensorize.distill_steps").value == 60
-    at.number_input(key="tensorize.distill_steps").set_value(5).run()
+    at.radio(key="tensorize.heal_mode").set_value("distill").run()
+    assert at.number_input(key="tensorize.heal_steps.distill").value == 60
+    at.number_input(key="tensorize.heal_steps.distill").set_value(5).run()
     _button(at, "tensorize.heal").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    how, was, again = at.session_state["tensorize.healed"]
-    assert how.startswith("distill") and was == now and 0 <= again["accuracy"] <= 1
+    again = at.session_state["tensorize.healed"]
+    assert again.mode == "distill" and again.before == outcome.after and 0 <= again.after["accuracy"] <= 1
+    if not again.improved:  # a healing that did not help says so and keeps the better model
+        assert any("did not help" in w.value for w in at.warning)
+        assert next(m for m in at.metric if m.label == "Accuracy").value == f"{outcome.after['accuracy']:.4f}"
     data = at.session_state["tensorize.zip"]
     names = zipfile.ZipFile(io.BytesIO(data)).namelist()
     assert sorted(names) == ["model.safetensors", "tnviz.json"]
@@ -121,11 +128,19 @@ def test_safetensors_upload_compresses_weights_only(open_page, tmp_path):
     assert not at.exception, [e.value for e in at.exception]
     assert at.session_state["tensorize.loaded"]["kind"] == "file"
     assert list(_table(at, "params")["layer"]) == ["enc.weight", "head.weight"]
+    # (issue 17) the source radio says an upload is loaded, not a demo
+    assert at.radio(key="tensorize.source").value == "upload"
     _button(at, "tensorize.run").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    report = at.session_state["tensorize.file_report"]
+    report = at.session_state["tensorize.result"].report()
     assert "enc.weight" in [layer["name"] for layer in report["layers"]]
-    assert os.path.isfile(os.path.join(at.session_state["tensorize.export"], "model.safetensors"))
+    names = zipfile.ZipFile(io.BytesIO(at.session_state["tensorize.zip"])).namelist()
+    assert sorted(names) == ["model.safetensors", "tnviz.json"]
+    # back to a demo and to the upload again, by the radio
+    at.radio(key="tensorize.source").set_value("digits-cnn").run()
+    assert at.session_state["tensorize.loaded"]["ref"] == "digits-cnn" and "tensorize.result" not in at.session_state
+    at.radio(key="tensorize.source").set_value("upload").run()
+    assert at.session_state["tensorize.loaded"]["kind"] == "file"
 
 
 def _bert_zip(tmp_path) -> bytes:
@@ -155,6 +170,41 @@ def test_hf_zip_upload_is_built_compressed_and_measured(open_page, tmp_path):
     assert "encoder.layer.0.intermediate.dense" in layers
     _button(at, "tensorize.run").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    after = at.session_state["tensorize.after"]
+    after = at.session_state["tensorize.result"].current
     assert 0 < after["output cosine"] < 1
     assert "Output cosine" in [m.label for m in at.metric]
+
+
+def test_a_fresh_server_downloads_the_compressed_demo(open_page, tmp_path, monkeypatch):
+    """(issue 13 item 5) the download works before any upload ever created the upload folder."""
+    import app.components.subjects as subjects
+
+    monkeypatch.setattr(subjects, "UPLOAD_DIR", tmp_path / "never-created")
+    at = open_page(PAGE)
+    _button(at, "tensorize.run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    data = at.session_state["tensorize.zip"]
+    assert sorted(zipfile.ZipFile(io.BytesIO(data)).namelist()) == ["model.safetensors", "tnviz.json"]
+    assert not (tmp_path / "never-created").exists()
+
+
+def test_the_page_writes_the_bytes_the_cli_and_the_library_write(open_page, tmp_path):
+    """(issue 14) one pipeline: the Tensorize page's download, ``tnviz compress`` and ``tnviz.compress``
+    give byte-identical folders for the same input and settings (this module runs on one thread)."""
+    import subprocess
+    import sys
+
+    import tnviz
+
+    at = open_page(PAGE)
+    _button(at, "tensorize.run").click().run()  # the demo's defaults: fc[12]$, mpo, ratio 8, data-aware
+    assert not at.exception, [e.value for e in at.exception]
+    page = zipfile.ZipFile(io.BytesIO(at.session_state["tensorize.zip"]))
+    tnviz.compress("digits-mlp", tmp_path / "lib", layers="fc[12]$", method="mpo", ratio=8, device="cpu")
+    cli = subprocess.run([sys.executable, "-m", "tnviz.cli", "compress", "digits-mlp", "--layers", "fc[12]$",
+                          "--method", "mpo", "--ratio", "8", "--device", "cpu", "-o", str(tmp_path / "cli")],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert cli.returncode == 0, cli.stderr
+    for name in ("model.safetensors", "tnviz.json"):
+        lib = (tmp_path / "lib" / name).read_bytes()
+        assert page.read(name) == lib == (tmp_path / "cli" / name).read_bytes(), name

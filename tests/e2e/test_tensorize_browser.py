@@ -30,7 +30,7 @@ def test_upload_compress_and_download_zip(page, app_url, wait_idle, screenshot, 
     path = save_safetensors(weights, tmp_path / "upload.safetensors")
     _open(page, app_url, wait_idle)
     page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(path))
-    page.get_by_text("Loaded: upload.safetensors").wait_for(timeout=60_000)
+    page.get_by_text("Uploaded: upload.safetensors", exact=True).wait_for(timeout=60_000)  # the source radio says so
     wait_idle(page)
     page.get_by_role("button", name="Run compression").click()
     download_button = page.get_by_role("button", name="Download compressed model (zip)")

@@ -1,10 +1,21 @@
-"""Models in: safe weight loading, bundled demos, calibration statistics and functional evaluation.
+"""Models in, compressed models out: one pipeline from what a user brings to the compressed folder.
 
-``tnviz.model.io`` needs no torch at import time (torch is imported when a state_dict is read);
-the other submodules import torch. Names are resolved lazily, so ``import tnviz.model`` is cheap.
+The modules, in the order the pipeline uses them (each imports only those before it):
 
->>> from tnviz.model import open_weights, candidates          # doctest: +SKIP
->>> from tnviz.model import load_minilm, embed, collect_input_stats   # doctest: +SKIP
+* ``io``: read weights safely, tensor by tensor (no torch at import time);
+* ``data``: the bundled digits and sentences; ``evaluate``: the functional metrics;
+* ``bert``, ``hf``, ``demos``: models from Hugging Face folders and the bundled demos (``DEMOS``);
+* ``calibrate``: input statistics of chosen layers; ``allocate``: one global target spread over layers;
+* ``subject``: a model (or weights-only file) with its calibration inputs and its metric;
+* ``plan``: the layer table and the rules; ``surgery``: TN modules swapped in;
+  ``apply``: one weight at a time to a tensor network; ``heal``: the ``HEALINGS``;
+* ``folder``: the one writer and reader of the compressed format;
+* ``compress``: :func:`compress`, the pipeline every face calls; ``analysis``: sensitivity and
+  method comparison; ``spectra``: bond spectra of a model's weights.
+
+Names are resolved lazily, so ``import tnviz.model`` is cheap.
+
+>>> from tnviz.model import compress, open_subject, load_compressed      # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -14,20 +25,27 @@ from typing import Any
 _EXPORTS = {
     "io": ("MAX_FILE_BYTES", "EXTENSIONS", "WeightsFile", "Candidate", "open_weights", "candidates",
            "candidate_kind", "save_safetensors", "safe_extract", "sniff", "state_dict_of"),
+    "data": ("digits_split", "digits_batches", "sentences"),
+    "evaluate": ("digits_accuracy", "embedding_cosine", "output_agreement", "embed", "cosine_vs", "Agreement",
+                 "CosineReport"),
     "demos": ("DEMOS", "Demo", "DIGITS_MODELS", "DigitsMLP", "DigitsCNN", "SentenceEncoder", "cache_dir",
-              "digits_split", "digits_model", "digits_batches", "train_digits", "sentences", "minilm_dir",
-              "load_minilm", "load_sentence_encoder", "load_demo", "embed", "cosine_vs", "build_hf_model",
+              "digits_model", "train_digits", "minilm_dir", "load_minilm", "load_sentence_encoder", "load_demo",
               "mean_pool_normalize"),
+    "hf": ("build_hf_model", "load_hf_model"),
     "calibrate": ("InputStats", "collect_input_stats", "chosen_layers", "conv_patches", "kron_factors",
                   "kron_product"),
-    "evaluate": ("digits_accuracy", "embedding_cosine", "output_agreement", "Agreement", "CosineReport"),
     "bert": ("Bert",),
     "device": ("resolve_device",),
-    "compress": ("compress_file", "load_compressed", "spectra_file", "CompressedModel", "CompressedLayer"),
-    "tensorize": ("Rule", "Plan", "make_plan", "apply_plan", "layer_table", "functional", "sensitivity",
-                  "export_model", "load_into", "compress_model", "demo_subject", "hf_subject", "TNEmbedding",
-                  "Tensorized"),
-    "heal": ("heal_layerwise", "heal_distill", "heal_end_to_end", "heal_digits", "HealReport"),
+    "subject": ("Subject", "open_subject", "demo_subject", "hf_subject", "file_subject", "has_architecture"),
+    "plan": ("Rule", "Plan", "LayerPlan", "LayerInfo", "make_plan", "layer_table", "truncation_from", "TRUNCATIONS",
+             "TARGETS", "METHODS"),
+    "apply": ("apply_plan", "compress_weights", "compress_layer", "preview", "calibration_stats", "PLACEMENTS",
+              "BOND_SPLITS"),
+    "heal": ("heal", "HEALINGS", "heal_layerwise", "heal_distill", "heal_end_to_end", "heal_digits", "HealReport"),
+    "folder": ("load_compressed", "load_into", "write_folder", "zip_folder", "CompressedModel", "CompressedLayer"),
+    "compress": ("compress", "Compression", "HealOutcome"),
+    "analysis": ("sensitivity", "compare_methods"),
+    "spectra": ("spectra_file", "model_table", "input_covariances"),
     "allocate": ("Allocation",),  # the function is tnviz.model.allocate.allocate (same name as its module)
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

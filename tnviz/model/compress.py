@@ -1,356 +1,412 @@
-"""Weights-only compression of a file: a map over independent weights, streamed.
+"""``tnviz.compress``: one pipeline for every input and every face.
 
-Each selected weight is read alone (memory-mapped), decomposed on the chosen device, and its factor
-tensors kept (they are small); untouched tensors are streamed from the source into the output
-file one at a time, bit for bit.  The output folder holds
+:func:`compress` takes what a user brings (a demo name, a Hugging Face folder or zip, a
+weights-only file, a :class:`~tnviz.model.subject.Subject` or an ``nn.Module``), plans which weights
+to replace by which networks (:mod:`tnviz.model.plan`), collects calibration statistics once when
+the input has an architecture (data-aware by default), decomposes weight by weight
+(:mod:`tnviz.model.apply`), measures the functional effect, optionally heals
+(:mod:`tnviz.model.heal`), and writes the compressed folder (:mod:`tnviz.model.folder`).  The CLI's
+``tnviz compress``, the app's Tensorize page and scripts all call it, so the same input and
+settings write the same bytes.
 
-* ``model.safetensors``: the factors, named ``<weight name>::<tensor name>``, and every untouched
-  tensor under its own name;
-* ``tnviz.json``: per weight the original name, shape and dtype, the network spec (SPEC 2.1), the
-  method, ranks, errors, parameters and time.
+Because every weight is independent, the per-weight loop is the unit a ``torch.distributed``
+launcher can shard by weight name.
 
-``load_compressed(folder)`` gives back the factors per weight, the dense state_dict, or TN layers.
-
-Because every weight is independent, the loop in :func:`compress_file` is the unit that a
-``torch.distributed`` launcher could shard by weight name across GPUs.
+>>> import tnviz                                                  # doctest: +SKIP
+>>> result = tnviz.compress("digits-mlp", "out/", layers=r"fc[12]$", ratio=8)
+>>> result.totals["ratio"] > 7, sorted(result.metrics)
+(True, ['compressed', 'original'])
 """
 from __future__ import annotations
 
-import json
-import math
+import copy
 import os
-import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
-from ..errors import ModelFileError, RankError
-from ..network import TensorNetwork
+import torch
+from torch import nn
 
-if TYPE_CHECKING:
-    import torch
+from ..errors import TnvizError
+from .apply import Applied, LayerResult, Options, apply_plan, compress_weights
+from .device import resolve_device
+from .folder import SEPARATOR, Item, write_folder, zip_folder
+from .heal import HEALINGS, HealReport, heal
+from .plan import Plan, Rule, make_plan, truncation_from
+from .subject import Subject, open_subject
+from .surgery import tn_linear, tn_modules
 
-FORMAT = "tnviz.compressed"
-VERSION = 1
-SEPARATOR = "::"
-
-_TORCH_TO_ST = {
-    "float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16",
-    "int64": "I64", "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL",
-    "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2", "uint16": "U16", "uint32": "U32", "uint64": "U64",
-}
+ProgressFn = Callable[[int, int, str], None]
 
 
-# ---------------------------------------------------------------------- streaming writer
-def write_safetensors_streamed(
-    path: str | os.PathLike,
-    items: Iterable[tuple[str, str, tuple[int, ...], Callable[[], "torch.Tensor"]]],
-    metadata: Mapping[str, str] | None = None,
-) -> Path:
-    """Write a safetensors file whose tensors are produced one at a time by ``getter()``.
+@dataclass
+class HealOutcome:
+    """What one healing did: the metric before and after, whether it helped, and which model was kept."""
 
-    ``items`` are ``(name, torch dtype name, shape, getter)``; the header is written first from the
-    shapes, then each tensor's bytes, so at most one source tensor is in memory.
-    """
-    import torch
+    mode: str
+    steps: int
+    before: dict[str, float]
+    after: dict[str, float]
+    improved: bool
+    kept: str  # 'healed' or 'previous' (healing made the held-out metric worse, so it was undone)
+    report: HealReport | None = None
+    seconds: float = 0.0
+    healed_state: dict | None = field(default=None, repr=False)  # the undone healing's tensors, to keep anyway
 
-    items = list(items)
-    header: dict[str, Any] = {}
-    offset = 0
-    for name, dtype, shape, _ in items:
-        nbytes = math.prod(shape) * torch.empty((), dtype=getattr(torch, dtype)).element_size()
-        header[name] = {"dtype": _TORCH_TO_ST[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
-        offset += nbytes
-    if metadata:
-        header["__metadata__"] = dict(metadata)
-    blob = json.dumps(header, separators=(",", ":")).encode()
-    blob += b" " * (-len(blob) % 8)  # the format aligns the data section to 8 bytes
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(struct.pack("<Q", len(blob)))
-            fh.write(blob)
-            for name, dtype, shape, getter in items:
-                t = getter().detach().to("cpu").contiguous()
-                if tuple(t.shape) != tuple(shape) or str(t.dtype).removeprefix("torch.") != dtype:
-                    raise ModelFileError(f"tensor {name!r} changed between planning and writing: {tuple(t.shape)} {t.dtype}")
-                fh.write(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    @property
+    def message(self) -> str:
+        return self.report_line()
+
+    def report_line(self, metric: str | None = None) -> str:
+        if not self.after:
+            return f"{self.mode} healing ({self.steps} {HEALINGS[self.mode].unit}): calibration loss " + \
+                ("lowered" if self.improved else "not lowered")
+        m = metric or next(iter(self.after))
+        arrow = f"{self.before[m]:.4f} -> {self.after[m]:.4f}"
+        if self.improved:
+            return f"{self.mode} healing ({self.steps} {HEALINGS[self.mode].unit}): {m} {arrow}"
+        kept = ("kept the model from before healing" if self.kept == "previous"
+                else "kept the healed model as asked")
+        return f"{self.mode} healing did not help the held-out {m} ({arrow}); {kept}"
 
 
-# ---------------------------------------------------------------------- compress
-def _truncation_for(params: int, max_rank: int | None, rtol: float | None, ratio: float | None) -> dict[str, Any]:
-    if ratio is not None:
-        return {"target_params": max(1, int(params / ratio))}
-    if rtol is not None:
-        return {"rtol": rtol}
-    if max_rank is not None:
-        return {"max_rank": max_rank}
-    raise RankError("a compression needs a truncation: one of max_rank, rtol or ratio; got none")
+@dataclass
+class Compression:
+    """The result of :func:`compress`: the layers replaced and those kept dense, the compressed
+    model (inputs with an architecture) or factors (weights-only files), the functional metrics,
+    and what it took.  :meth:`write` writes the compressed folder; :meth:`heal` fine-tunes."""
 
+    subject: Subject
+    applied: Applied
+    settings: dict[str, Any]
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    heals: list[HealOutcome] = field(default_factory=list)
+    seconds: float = 0.0
 
-def compress_file(
-    model: str | os.PathLike,
-    output: str | os.PathLike,
-    *,
-    method: str = "mpo",
-    layers: str | None = None,
-    device: Any = "auto",
-    max_rank: int | None = None,
-    rtol: float | None = None,
-    ratio: float | None = None,
-    input_covs: Mapping[str, Any] | None = None,
-    progress: bool | Callable[[int, int, str], None] = False,
-    **decompose_options: Any,
-) -> dict[str, Any]:
-    """Compress every selected weight of ``model`` and write ``output/`` (see module doc).
+    # ------------------------------------------------------------------ views
+    @property
+    def layers(self) -> list[LayerResult]:
+        return self.applied.layers
 
-    ``layers`` is a regex over weight names (default: every Linear/Conv/Embedding weight);
-    ``ratio`` asks each selected weight for ``1/ratio`` of its parameters, which gives the same
-    ratio overall; ``input_covs`` maps weight names to calibration covariances (data-aware).
-    ``progress`` is ``True`` for a terminal bar on stderr or a callback ``(done, total, name)``.
-    Returns the report of ``tnviz compress --json``.
-    """
-    import torch
+    @property
+    def skipped(self) -> list[dict[str, str]]:
+        return self.applied.skipped
 
-    from ..decompose import DECOMPOSITIONS, decompose
-    from .device import resolve_device
-    from .io import candidates, open_weights
+    @property
+    def model(self) -> nn.Module | None:
+        return self.applied.model
 
-    if method not in DECOMPOSITIONS:
-        raise RankError(f"unknown method {method!r}; choose one of {list(DECOMPOSITIONS)}")
-    given = [k for k, v in (("max_rank", max_rank), ("rtol", rtol), ("ratio", ratio)) if v is not None]
-    if len(given) != 1:
-        raise RankError(f"a compression needs exactly one truncation: one of max_rank, rtol or ratio; got {given or 'none'}")
-    dev = resolve_device(device)
-    out_dir = Path(output)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ModelFileError(f"the output must be a folder; {str(out_dir)!r} is a file")
-    started = time.perf_counter()
-    report_layers: list[dict[str, Any]] = []
-    skipped: list[dict[str, str]] = []
-    factors: dict[str, torch.Tensor] = {}
-    with open_weights(model) as weights:
-        chosen = candidates(weights, layers)
-        if not chosen:
-            raise ModelFileError(
-                f"the layer pattern must select at least one 2-D or 4-D weight; {layers!r} selects none "
-                f"(weights: {', '.join(c.name for c in candidates(weights)[:5])}, ...)"
-            )
-        bar = _Bar(len(chosen)) if progress is True else None
-        for k, cand in enumerate(chosen):
-            if callable(progress):
-                progress(k, len(chosen), cand.name)
-            if bar:
-                bar.update(k, cand.name)
-            weight = weights.get(cand.name, device=dev, dtype=torch.float32)
-            cov = None
-            if input_covs and cand.name in input_covs:
-                cov = input_covs[cand.name]
-            try:
-                dec = decompose(weight, method, input_cov=cov,
-                                **_truncation_for(cand.params, max_rank, rtol, ratio), **decompose_options)
-            except RankError as exc:  # e.g. a ratio this small weight cannot reach even at rank 1
-                skipped.append({"name": cand.name, "reason": f"{exc}; kept dense"})
-                continue
-            if dec.network.params >= cand.params:
-                # A network at least as large as the weight saves nothing: keep the weight as is.
-                skipped.append({"name": cand.name, "reason": f"the {method} network would hold {dec.network.params:,} "
-                                f"parameters, not fewer than the weight's {cand.params:,}; kept dense"})
-                continue
-            for tname, t in dec.tensors.items():
-                factors[f"{cand.name}{SEPARATOR}{tname}"] = t.detach().to("cpu", getattr(torch, cand.dtype)).contiguous()
-            report_layers.append({
-                "name": cand.name,
-                "shape": list(cand.shape),
-                "dtype": cand.dtype,
-                "kind": cand.kind,
-                "method": method,
-                "params_before": cand.params,
-                "params_after": dec.network.params,
-                "rel_error": float(dec.rel_error),
-                "data_error": None if dec.data_error is None else float(dec.data_error),
-                "ranks": {k_: int(v) for k_, v in dec.ranks.items()},
-                "seconds": float(dec.seconds),
-                "network": dec.network.to_dict(),
+    @property
+    def original(self) -> nn.Module | None:
+        return self.subject.model
+
+    @property
+    def plan(self) -> Plan:
+        return self.applied.plan
+
+    @property
+    def data_aware(self) -> bool:
+        return self.applied.data_aware
+
+    @property
+    def device(self) -> str:
+        return self.applied.device
+
+    @property
+    def totals(self) -> dict[str, Any]:
+        return self.applied.totals
+
+    def rows(self) -> list[dict[str, Any]]:
+        return self.applied.rows()
+
+    # ------------------------------------------------------------------ heal
+    def heal(self, mode: str, steps: int | None = None, progress: ProgressFn | None = None,
+             keep: str = "better") -> HealOutcome:
+        """Fine-tune the compressed model by ``mode`` (:data:`tnviz.model.heal.HEALINGS`), measure it
+        on the held-out inputs, and keep the better model: a healing that made the held-out metric
+        worse is undone (``keep='better'``), unless ``keep='healed'``.  Returns what happened."""
+        if self.model is None:
+            raise TnvizError(f"healing needs a model with an architecture; {self.subject.name!r} holds weights only")
+        if keep not in ("better", "healed"):
+            raise TnvizError(f"keep must be 'better' or 'healed'; got {keep!r}")
+        started = time.perf_counter()
+        measured = self.subject.metric is not None
+        before = (self.metrics.get("healed") or self.metrics.get("compressed") or self.subject.measure(self.model)
+                  if measured else {})
+        saved = copy.deepcopy(self.model.state_dict())
+        report = heal(self.model, self.subject, mode, steps, progress)
+        after = self.subject.measure(self.model) if measured else {}
+        # without a metric, the healing's own loss on the calibration inputs is the judge
+        improved = self.subject.better(after, before) if measured else \
+            sum(report.loss_after.values()) < sum(report.loss_before.values())
+        kept, healed_state = "healed", None
+        if not improved and keep == "better":
+            healed_state = copy.deepcopy(self.model.state_dict())
+            self.model.load_state_dict(saved)
+            kept = "previous"
+        used = HEALINGS[mode].default_steps if steps is None else int(steps)
+        outcome = HealOutcome(mode, used, before, after, improved, kept, report, time.perf_counter() - started,
+                              healed_state)
+        self.heals.append(outcome)
+        self.settings.setdefault("heal", []).append({"mode": mode, "steps": used, "keep": keep})
+        if measured:  # what healing produced, even where it was undone (``heals`` says which model was kept)
+            self.metrics["healed"] = after
+        return outcome
+
+    def keep_healed(self, outcome: HealOutcome) -> None:
+        """Keep the model of a healing that was undone because it did not help (the user's choice)."""
+        if outcome.healed_state is None or outcome not in self.heals:
+            raise TnvizError("only a healing of this compression that was undone can be kept")
+        self.model.load_state_dict(outcome.healed_state)
+        outcome.kept, outcome.healed_state = "healed", None
+        self.settings["heal"][self.heals.index(outcome)]["keep"] = "healed"
+
+    @property
+    def current(self) -> dict[str, float]:
+        """The metric of the compressed model as it is now (after the healings that were kept)."""
+        now = self.metrics.get("compressed", {})
+        for h in self.heals:
+            if h.kept == "healed" and h.after:
+                now = h.after
+        return now
+
+    # ------------------------------------------------------------------ output
+    def manifest(self) -> dict[str, Any]:
+        """``tnviz.json`` without its format fields: nothing in it depends on the clock or machine."""
+        source = self.subject.source
+        key_map = {} if source is None else {k: v for k, v in source.key_map.items() if k != v}
+        layers = []
+        for r in self.layers:
+            layers.append({
+                "name": r.weight_name if self.model is not None else r.name,
+                "module": r.name if self.model is not None else None,
+                "shape": list(r.shape), "dtype": self._dtype_of(r), "kind": r.kind, "method": r.method,
+                "params_before": r.params_before, "params_after": r.params_after, "rel_error": r.rel_error,
+                "data_error": r.data_error, "ranks": {k: int(v) for k, v in r.ranks.items()},
+                "network": r.network.to_dict(),
             })
-            del weight
-        if bar:
-            bar.update(len(chosen), "done")
-            bar.close()
-        if callable(progress):
-            progress(len(chosen), len(chosen), "done")
-        chosen_names = {layer["name"] for layer in report_layers}
-        untouched = [n for n in weights.names() if n not in chosen_names]
-        items = [(n, str(t.dtype).removeprefix("torch."), tuple(t.shape), (lambda t=t: t)) for n, t in factors.items()]
-        items += [(n, weights.dtype(n), tuple(weights.shape(n)), (lambda n=n: weights.get(n))) for n in untouched]
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_safetensors_streamed(out_dir / "model.safetensors", items, metadata={"format": FORMAT})
-    seconds = time.perf_counter() - started
-    totals = {
-        "params_before": sum(layer["params_before"] for layer in report_layers),
-        "params_after": sum(layer["params_after"] for layer in report_layers),
-    }
-    totals["ratio"] = totals["params_before"] / max(totals["params_after"], 1)
-    report = {
-        "format": FORMAT,
-        "version": VERSION,
-        "source": Path(model).name,
-        "method": method,
-        "truncation": {k: v for k, v in (("max_rank", max_rank), ("rtol", rtol), ("ratio", ratio)) if v is not None},
-        "layers": report_layers,
-        "untouched": untouched,
-        "skipped": skipped,
-        "totals": totals,
-        "seconds": seconds,
-        "device": str(dev),
-    }
-    (out_dir / "tnviz.json").write_text(json.dumps(report, indent=2) + "\n")
-    return report
+        names, changed = self._untouched()
+        doc: dict[str, Any] = {
+            "source": self.subject.name,
+            "method": sorted({r.method for r in self.layers}),
+            "settings": self.settings,
+            "layers": layers,
+            "untouched": names,
+            "changed": changed,
+            "skipped": list(self.skipped),
+            "totals": {k: v for k, v in self.totals.items() if k in ("layers", "params_before", "params_after", "ratio")},
+            "data_aware": self.data_aware,
+        }
+        if self.metrics:
+            doc["functional"] = self.metrics
+        if key_map:
+            doc["key_map"] = key_map
+        return doc
 
+    def report(self) -> dict[str, Any]:
+        """The manifest plus what this run took (``seconds`` in all and per layer) and where (``device``):
+        what ``tnviz compress --json`` prints."""
+        doc = self.manifest()
+        for entry, r in zip(doc["layers"], self.layers):
+            entry["seconds"] = r.seconds
+        doc["totals"] = dict(self.totals)
+        doc["seconds"] = self.seconds
+        doc["device"] = self.device
+        if self.heals:
+            doc["heals"] = [{"mode": h.mode, "steps": h.steps, "improved": h.improved, "kept": h.kept,
+                             "seconds": h.seconds} for h in self.heals]
+        return doc
 
-class _Bar:
-    """A one-line progress bar on stderr (the CLI's; the app uses st.progress)."""
+    def write(self, folder: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write the compressed folder (:mod:`tnviz.model.folder`); never over the input."""
+        protect = [self.subject.source.path] if self.subject.source is not None else []
+        return write_folder(folder, self._items(), self.manifest(), overwrite=overwrite, protect=protect)
 
-    def __init__(self, total: int):
-        import sys
+    def zip(self) -> bytes:
+        """The compressed folder as zip bytes (the app's download)."""
+        import tempfile
 
-        self.total, self.stream, self.t0 = total, sys.stderr, time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="tnviz-export-") as tmp:
+            return zip_folder(self.write(Path(tmp) / "out"))
 
-    def update(self, done: int, label: str) -> None:
-        width = 30
-        filled = int(width * done / max(self.total, 1))
-        elapsed = time.perf_counter() - self.t0
-        self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} {elapsed:5.1f}s {label[:40]:<40}")
-        self.stream.flush()
+    # ------------------------------------------------------------------ the tensors
+    def _dtype_of(self, r: LayerResult) -> str:
+        src = self.subject.source
+        name = r.weight_name if self.model is not None else r.name
+        if src is not None and src.key_map and self.model is not None:
+            name = src.key_map.get(name, name)
+        if src is not None and name in src.dtypes:
+            return src.dtypes[name]
+        return "float32"
 
-    def close(self) -> None:
-        self.stream.write("\n")
-        self.stream.flush()
+    def _factor_items(self) -> list[Item]:
+        items = []
+        if self.model is None:
+            for r in self.layers:
+                for t, v in self.applied.factors[r.weight_name].items():
+                    items.append(Item(f"{r.weight_name}{SEPARATOR}{t}", str(v.dtype).removeprefix("torch."),
+                                      tuple(v.shape), lambda v=v: v))
+            return items
+        modules = dict(self.model.named_modules())
+        for r in self.layers:
+            dtype = self._dtype_of(r)
+            lin = tn_linear(modules[r.name])
+            for t, v in lin.named_network_tensors().items():
+                items.append(Item(f"{self._file_name(r.weight_name)}{SEPARATOR}{t}", dtype, tuple(v.shape),
+                                  lambda v=v, d=dtype: v.detach().to("cpu", getattr(torch, d))))
+        return items
 
+    def _file_name(self, model_key: str) -> str:
+        src = self.subject.source
+        return src.key_map.get(model_key, model_key) if src is not None else model_key
 
-# ---------------------------------------------------------------------- load back
-@dataclass
-class CompressedLayer:
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-    network: TensorNetwork
-    tensors: dict[str, "torch.Tensor"]
-    info: dict[str, Any] = field(repr=False, default_factory=dict)
-
-    def to_weight(self) -> "torch.Tensor":
-        """The dense weight in its original shape (and dtype)."""
-        import torch
-
-        from ..contract import to_dense
-
-        dense = to_dense(self.network, {k: v.to(torch.float64) for k, v in self.tensors.items()}, budget=None)
-        return dense.reshape(self.shape).to(getattr(torch, self.dtype))
-
-
-@dataclass
-class CompressedModel:
-    """What ``tnviz compress`` wrote: TN layers by weight name plus the untouched tensors."""
-
-    layers: dict[str, CompressedLayer]
-    untouched: dict[str, "torch.Tensor"]
-    report: dict[str, Any]
-
-    def state_dict(self) -> dict[str, "torch.Tensor"]:
-        """A dense state_dict with the original names, shapes and dtypes."""
-        out = {name: layer.to_weight() for name, layer in self.layers.items()}
-        out.update(self.untouched)
+    def _current(self) -> dict[str, torch.Tensor]:
+        """The compressed model's tensors by the ORIGINAL model's state_dict names (a TN layer's bias
+        under ``<module>.bias``), to compare with and write in place of the input's."""
+        state = self.model.state_dict()
+        tns = tn_modules(self.model)
+        out: dict[str, torch.Tensor] = {}
+        prefixes = tuple(f"{n}." for n in tns)
+        for key, t in state.items():
+            if key.startswith(prefixes):
+                module = next(n for n in tns if key.startswith(f"{n}."))
+                if key[len(module) + 1:] in ("bias", "linear.bias"):
+                    out[f"{module}.bias"] = t
+                continue
+            out[key] = t
         return out
 
-    def tn_layers(self, device: Any = None) -> dict[str, Any]:
-        """``tnviz.nn`` modules for the 2-D weights (keyed by weight name; bias not included)."""
-        from ..nn import TNLinear
+    def _untouched(self) -> tuple[list[str], list[str]]:
+        """Every input tensor that is not a compressed weight (in input order), and those of them
+        whose value healing changed."""
+        src = self.subject.source
+        compressed = {self._file_name(r.weight_name) if self.model is not None else r.weight_name for r in self.layers}
+        names = [n for n in src.names if n not in compressed] if src is not None else []
+        if self.model is None:
+            return names, []
+        current, original = self._current(), self.subject.model.state_dict()
+        inverse = {v: k for k, v in src.key_map.items()}
+        changed = []
+        for n in names:
+            key = inverse.get(n)
+            if key is None or key not in current or key not in original:
+                continue
+            if not torch.equal(current[key].detach().cpu(), original[key].detach().cpu()):
+                changed.append(n)
+        return names, changed
 
-        out = {}
-        for name, layer in self.layers.items():
-            if len(layer.shape) == 2:
-                out[name] = TNLinear.from_tensors(layer.network, layer.tensors, bias=None, device=device)
-        return out
-
-
-def load_compressed(folder: str | os.PathLike, device: Any = None) -> CompressedModel:
-    """Read a folder written by :func:`compress_file` (or the app's export)."""
-    from safetensors import safe_open
-
-    folder = Path(folder)
-    meta_path, weights_path = folder / "tnviz.json", folder / "model.safetensors"
-    for p in (meta_path, weights_path):
-        if not p.is_file():
-            raise ModelFileError(f"a compressed model folder holds tnviz.json and model.safetensors; {str(p)!r} is missing")
-    try:
-        report = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelFileError(f"tnviz.json must be valid JSON; {exc}") from None
-    if not isinstance(report, dict) or report.get("format") != FORMAT:
-        raise ModelFileError(f"tnviz.json must have format {FORMAT!r}; got {report.get('format') if isinstance(report, dict) else report!r}")
-    dev = "cpu" if device is None else str(device)
-    layers: dict[str, CompressedLayer] = {}
-    untouched: dict[str, Any] = {}
-    try:
-        with safe_open(str(weights_path), framework="pt", device=dev) as fh:
-            keys = set(fh.keys())
-            for info in report["layers"]:
-                net = TensorNetwork.from_dict(info["network"])
-                tensors = {}
-                for t in net.tensor_names:
-                    key = f"{info['name']}{SEPARATOR}{t}"
-                    if key not in keys:
-                        raise ModelFileError(f"model.safetensors must hold every factor; {key!r} is missing")
-                    tensors[t] = fh.get_tensor(key)
-                layers[info["name"]] = CompressedLayer(info["name"], tuple(info["shape"]), info["dtype"], net, tensors, info)
-            for name in report.get("untouched", []):
-                untouched[name] = fh.get_tensor(name)
-    except ModelFileError:
-        raise
-    except Exception as exc:  # safetensors raises its own types for truncated/corrupt files
-        raise ModelFileError(f"model.safetensors must be a complete safetensors file; reading it failed: {exc}") from None
-    return CompressedModel(layers, untouched, report)
+    def _items(self) -> list[Item]:
+        items = self._factor_items()
+        src = self.subject.source
+        names, _ = self._untouched()
+        if self.model is None:  # a weights-only file: every other tensor streamed from it, bit for bit
+            weights = self.subject.weights
+            if weights is None:
+                raise TnvizError(f"the input {self.subject.name!r} was closed before its tensors were written")
+            items += [Item(n, src.dtypes[n], src.shapes[n], lambda n=n: weights.get(n)) for n in names]
+            return items
+        current, original = self._current(), self.subject.model.state_dict()
+        inverse = {v: k for k, v in src.key_map.items()}
+        for n in names:
+            key = inverse.get(n)
+            if key is None or key not in current:  # a tensor the model does not hold (a pooler): copied
+                value = src.extra[n]
+                items.append(Item(n, src.dtypes[n], src.shapes[n], lambda v=value: v))
+                continue
+            dtype = src.dtypes[n]
+            value = current[key]
+            items.append(Item(n, dtype, src.shapes[n], lambda v=value, d=dtype: v.detach().to("cpu", getattr(torch, d))))
+        return items
 
 
-# ---------------------------------------------------------------------- spectra
-def bond_entropy(singular_values: "torch.Tensor") -> float:
-    """Von Neumann entropy of the normalised squared singular values (nats)."""
-    import torch
-
-    p = singular_values.to(torch.float64) ** 2
-    p = p / p.sum()
-    p = p[p > 0]
-    return float(-(p * p.log()).sum())
+def rules_from(*, layers: str | None = None, method: str = "mpo", truncation: Mapping[str, Any] | None = None,
+               in_dims: Sequence[int] | None = None, out_dims: Sequence[int] | None = None) -> list[Rule]:
+    """One rule from the CLI's options: every layer matching ``layers`` by ``method`` at ``truncation``."""
+    return [Rule(layers or ".*", method, dict(truncation or {"ratio": 2.0}),
+                 tuple(in_dims) if in_dims else None, tuple(out_dims) if out_dims else None)]
 
 
-def spectra_file(model: str | os.PathLike, *, layers: str | None = None, method: str = "mpo",
-                 device: Any = "auto", **decompose_options: Any) -> dict[str, Any]:
-    """Per selected weight and bond: singular values before truncation and the bond entropy."""
-    import torch
+def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Sequence[Rule] | None = None,
+             method: str = "mpo", layers: str | None = None, truncation: Mapping[str, Any] | None = None,
+             target: Mapping[str, float] | None = None, max_rank: int | None = None, rtol: float | None = None,
+             energy: float | None = None, ratio: float | None = None, target_ratio: float | None = None,
+             error_budget: float | None = None, data_aware: bool | None = None, calibration: Sequence[Any] | None = None,
+             input_covs: Mapping[str, Any] | None = None, heal: str | None = None, heal_steps: int | None = None,
+             device: Any = "auto", progress: ProgressFn | None = None, overwrite: bool = False,
+             placement: str = "auto", bond_split: str = "data", **decompose_options: Any) -> Compression:
+    """Compress ``source`` (see the module doc) and, with ``output``, write the compressed folder.
 
-    from ..decompose import decompose
-    from .device import resolve_device
-    from .io import candidates, open_weights
-
+    What to compress: ``rules`` (per name pattern: method, truncation, legs; first match wins), or
+    the one rule of ``layers`` (a regex over module names, or tensor names for a weights-only file)
+    with ``method`` and one truncation: ``max_rank``, ``rtol``, ``energy``, ``ratio`` (each layer's),
+    or a global ``target_ratio`` / ``error_budget`` spread over the layers by sensitivity (also
+    given as ``truncation={...}`` / ``target={...}``; default ``ratio=2``).  ``data_aware``
+    (default: when the input has an architecture) minimises each layer's error on the calibration
+    inputs (``calibration`` batches for an ``nn.Module`` given in code; ``input_covs`` by weight
+    name for a weights-only file).  ``heal``: a key of :data:`tnviz.model.heal.HEALINGS`, kept only
+    where it helps the held-out metric.  ``progress(done, total, label)`` is called as it goes.
+    """
+    started = time.perf_counter()
+    given = truncation_from(max_rank=max_rank, rtol=rtol, energy=energy, ratio=ratio, target_ratio=target_ratio,
+                            error_budget=error_budget, required=False)
+    if given and (truncation is not None or target is not None):
+        raise TnvizError(f"give the truncation once: as truncation/target or as a keyword; got {given} and "
+                         f"{truncation or target}")
+    if "target" in given:
+        target = given["target"]
+    elif given:
+        truncation = given
+    if rules is not None and (layers is not None or truncation is not None):
+        raise TnvizError("give either rules or layers/method/truncation, not both")
+    if heal is not None and heal not in HEALINGS:
+        raise TnvizError(f"healing must be one of {list(HEALINGS)}; got {heal!r}")
     dev = resolve_device(device)
-    out = []
-    with open_weights(model) as weights:
-        chosen = candidates(weights, layers)
-        if not chosen:
-            raise ModelFileError(f"the layer pattern must select at least one 2-D or 4-D weight; {layers!r} selects none")
-        for cand in chosen:
-            dec = decompose(weights.get(cand.name, device=dev, dtype=torch.float32), method, **decompose_options)
-            bonds = {}
-            for bond, sv in dec.spectra.items():
-                sv = sv.to(torch.float64).cpu()
-                bonds[bond] = {"singular_values": [float(v) for v in sv], "entropy": bond_entropy(sv),
-                               "size": int(dec.network.sizes[bond])}
-            out.append({"name": cand.name, "shape": list(cand.shape), "method": method, "bonds": bonds})
-    return {"layers": out, "device": str(dev)}
+    subject = open_subject(source, dev)
+    if calibration is not None:
+        subject.calibration = list(calibration)
+    rules = list(rules) if rules is not None else rules_from(layers=layers, method=method, truncation=truncation)
+    aware = subject.has_model and bool(subject.calibration) if data_aware is None else bool(data_aware)
+    if aware and subject.has_model and not subject.calibration:
+        raise TnvizError("a data-aware compression needs calibration batches; pass calibration=... or data_aware=False")
+    if heal is not None and not subject.has_model:
+        raise TnvizError(f"healing needs a model with an architecture (a demo name or a Hugging Face folder); "
+                         f"{subject.name!r} holds weights only")
+    plan = make_plan(subject, rules, target=target, device=dev)
+    if subject.has_model:
+        steps = len(plan.layers) + (1 if aware else 0)
+        if progress and aware:
+            progress(0, steps, "calibration")
+        stats = subject.input_stats(plan.names(), dev) if aware else None
+
+        def step(done: int, total: int, label: str) -> None:
+            if progress:
+                progress(done + (1 if aware else 0), steps, label)
+
+        applied = apply_plan(subject.model, plan, data_aware=aware, stats=stats or {}, device=dev,
+                             progress=step if progress else None, placement=placement, bond_split=bond_split,
+                             **decompose_options)
+        applied.data_aware = aware and bool(stats)
+    else:
+        if aware and input_covs is None:
+            raise TnvizError(f"a data-aware compression needs calibration inputs; {subject.name!r} holds weights only "
+                             f"(pass input_covs=... or data_aware=False)")
+        applied = compress_weights(subject.weights, plan, covariances=input_covs if aware else None, device=dev,
+                                   progress=progress, placement=placement, bond_split=bond_split, **decompose_options)
+    settings: dict[str, Any] = {**plan.settings(), "data_aware": applied.data_aware,
+                                "placement": placement, "bond_split": bond_split}
+    if decompose_options:
+        settings["decompose"] = {k: v for k, v in decompose_options.items()}
+    result = Compression(subject, applied, settings)
+    if subject.metric is not None:
+        result.metrics = {"original": subject.measure(subject.model), "compressed": subject.measure(result.model)}
+    if heal is not None:
+        result.heal(heal, heal_steps, progress)
+    result.seconds = time.perf_counter() - started
+    if output is not None:
+        result.write(output, overwrite=overwrite)
+    return result
+
+
+__all__ = ["Compression", "HealOutcome", "compress", "rules_from", "Options"]

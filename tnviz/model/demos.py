@@ -18,20 +18,20 @@ True
 """
 from __future__ import annotations
 
-import functools
 import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..errors import ModelFileError
 from .bert import Bert
+from .data import DigitsSplit, digits_batches, digits_split, sentences
 from .device import resolve_device
+from .evaluate import digits_accuracy
 from .io import HFFolderWeights, open_weights, save_safetensors
 
 #: Bump when the demo architectures or training recipe change, so stale caches are not reused.
@@ -49,31 +49,6 @@ def cache_dir() -> Path:
 
 # --------------------------------------------------------------------------------------------
 # Digits
-
-
-@dataclass(frozen=True)
-class DigitsSplit:
-    """Images as ``(N, 1, 8, 8)`` float32 in [0, 1] and labels ``(N,)`` int64; fixed 75/25 split."""
-
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-
-
-@functools.lru_cache(maxsize=1)
-def digits_split() -> DigitsSplit:
-    """scikit-learn's bundled digits (1797 images), split once by a fixed permutation (seed 0)."""
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    x = torch.tensor(data.images / 16.0, dtype=torch.float32).unsqueeze(1)
-    y = torch.tensor(data.target, dtype=torch.int64)
-    # RandomState is numpy's frozen legacy generator: the same permutation on every version.
-    order = torch.from_numpy(np.random.RandomState(0).permutation(len(y)))
-    n_test = len(y) // 4
-    test, train = order[:n_test], order[n_test:]
-    return DigitsSplit(x[train], y[train], x[test], y[test])
 
 
 class DigitsMLP(nn.Module):
@@ -175,54 +150,10 @@ def digits_model(kind: str = "mlp", seed: int = 0, device: Any = None, cache: bo
             pass  # a stale or damaged cache is retrained and overwritten below
     trained = train_digits(kind, seed)
     if cache:
-        from .evaluate import digits_accuracy
-
         metadata = {"kind": kind, "seed": str(seed), "version": str(DIGITS_VERSION),
                     "heldout_accuracy": f"{digits_accuracy(trained):.6f}", "torch": torch.__version__}
         save_safetensors(trained.state_dict(), path, metadata=metadata)
     return trained.to(resolve_device(device)).eval()
-
-
-def digits_batches(split: str = "train", batch_size: int = 256, limit: int | None = None,
-                   device: Any = None) -> list[torch.Tensor]:
-    """Digits images as batches (``split`` 'train' for calibration, 'test' for held-out checks)."""
-    data = digits_split()
-    if split not in ("train", "test"):
-        raise ModelFileError(f"a digits split must be 'train' or 'test', got {split!r}")
-    x = data.x_train if split == "train" else data.x_test
-    if limit is not None:
-        x = x[:limit]
-    x = x.to(resolve_device(device))
-    return [x[start:start + batch_size] for start in range(0, len(x), batch_size)]
-
-
-# --------------------------------------------------------------------------------------------
-# Sentences
-
-
-def sentences_path() -> Path:
-    return Path(__file__).resolve().parents[2] / "assets" / "sentences.txt"
-
-
-@functools.lru_cache(maxsize=1)
-def _all_sentences() -> tuple[str, ...]:
-    path = sentences_path()
-    if not path.exists():
-        raise ModelFileError(f"the bundled sentences must be at {path}, but the file is missing")
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    return tuple(line for line in lines if line and not line.startswith("#"))
-
-
-def sentences(split: str = "all") -> list[str]:
-    """Bundled English sentences; ``'calibration'`` = 3 of every 4, ``'heldout'`` = every 4th (index % 4 == 3)."""
-    every = _all_sentences()
-    if split == "all":
-        return list(every)
-    if split == "calibration":
-        return [s for i, s in enumerate(every) if i % 4 != 3]
-    if split == "heldout":
-        return [s for i, s in enumerate(every) if i % 4 == 3]
-    raise ModelFileError(f"a sentence split must be 'all', 'calibration' or 'heldout', got {split!r}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -320,100 +251,53 @@ def load_minilm(device: Any = None) -> SentenceEncoder:
     return load_sentence_encoder(minilm_dir(), device)
 
 
-@torch.no_grad()
-def embed(texts: Sequence[str], model: SentenceEncoder, batch_size: int = 64) -> torch.Tensor:
-    """Unit sentence embeddings ``(len(texts), hidden)`` as float32 on the CPU."""
-    was_training = model.training
-    model.eval()
-    try:
-        out = [model(**batch).float().cpu() for batch in model.batches(texts, batch_size)]
-    finally:
-        model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, model.config["hidden_size"])
-
-
-def cosine_vs(reference: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-    """Row-wise cosine similarity of two ``(n, d)`` embedding matrices."""
-    if reference.shape != other.shape:
-        raise ModelFileError(f"embeddings to compare must have the same shape, got {tuple(reference.shape)} and {tuple(other.shape)}")
-    return torch.nn.functional.cosine_similarity(reference.double(), other.double(), dim=1)
-
-
 # --------------------------------------------------------------------------------------------
-# Models from Hugging Face folders and the demo registry
-
-
-def build_hf_model(weights: HFFolderWeights, device: Any = None) -> nn.Module:
-    """An ``nn.Module`` for an uploaded Hugging Face folder, with its weights loaded; no remote code.
-
-    BERT configs use the built-in :class:`Bert` (no extra dependency); other architectures need
-    ``transformers`` (``AutoModel.from_config``, ``trust_remote_code=False``, offline).
-    """
-    config = weights.config or {}
-    if config.get("model_type") == "bert":
-        model: nn.Module = Bert(config)
-        model.load_weights({name: weights.get(name) for name in model.state_dict()})
-        return model.to(resolve_device(device)).eval()
-    try:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        import transformers
-    except ImportError as error:
-        raise ModelFileError(
-            f"a Hugging Face model of type {config.get('model_type')!r} needs the package transformers to be "
-            f"built (pip install transformers); only 'bert' is built in; its weights can still be compressed alone"
-        ) from error
-    try:
-        hf_config = transformers.AutoConfig.for_model(**config)
-        model = transformers.AutoModel.from_config(hf_config, trust_remote_code=False)
-    except Exception as error:
-        raise ModelFileError(
-            f"config.json must describe an architecture transformers knows without remote code; "
-            f"model_type {config.get('model_type')!r} failed ({error})"
-        ) from error
-    own = model.state_dict()
-    state = {}
-    prefix = getattr(model, "base_model_prefix", "")
-    for name in own:
-        # a checkpoint saved from a model with a head prefixes the base model's names ('transformer.h.0...')
-        for key in (name, f"{prefix}.{name}", name.split(".", 1)[-1]):
-            if key in weights:
-                state[name] = weights.get(key)
-                break
-    missing = [name for name in own if name not in state]
-    if missing:
-        raise ModelFileError(f"model.safetensors must hold every tensor of the architecture; missing {missing[:5]} ({len(missing)} in all)")
-    model.load_state_dict(state, strict=True)
-    return model.to(resolve_device(device)).eval()
+# The demo registry
 
 
 @dataclass(frozen=True)
 class Demo:
-    """A bundled demo: how to load it, and where its calibration and held-out inputs come from."""
+    """A bundled demo: how to load it, where its calibration and held-out inputs come from, how
+    its effect is measured, and the settings a first run starts from (the app's defaults)."""
 
     name: str
     description: str
     load: Callable[..., nn.Module]  # (device=None) -> model in eval mode
     calibration: Callable[..., list]  # (model, device=None) -> list of batches (tensors or kwargs dicts)
     heldout: Callable[..., list]
+    file: Callable[[], Path | None]  # the weights file the model was loaded from (its tensors are the input)
+    metric: str  # 'digits' (held-out accuracy) | 'sentences' (embedding cosine against the original)
+    label: str = ""
+    layers: str = ".*"  # the layers a first run compresses (regex on module names)
+    ratio: float = 2.0  # and the ratio it asks of them
+    inputs: str = ""  # where calibration and held-out inputs come from, in words
 
 
-def _digits_demo(kind: str, text: str) -> Demo:
+def _digits_demo(kind: str, text: str, label: str, layers: str) -> Demo:
     return Demo(
         name=f"digits-{kind}", description=text,
         load=lambda device=None: digits_model(kind, device=device),
         calibration=lambda model, device=None: digits_batches("train", device=device),
         heldout=lambda model, device=None: digits_batches("test", device=device),
+        file=lambda: digits_cache_path(kind) if digits_cache_path(kind).is_file() else None,
+        metric="digits", label=label, layers=layers, ratio=8.0,
+        inputs="scikit-learn's digits (training split for calibration, test split for the metric)",
     )
 
 
 DEMOS: dict[str, Demo] = {
-    "digits-mlp": _digits_demo("mlp", "MLP 64-256-256-10 trained on scikit-learn digits (seconds, cached)"),
-    "digits-cnn": _digits_demo("cnn", "CNN conv16-conv32-fc128-10 trained on scikit-learn digits (seconds, cached)"),
+    "digits-mlp": _digits_demo("mlp", "MLP 64-256-256-10 trained on scikit-learn digits (seconds, cached)",
+                               "Digits MLP", r"fc[12]$"),
+    "digits-cnn": _digits_demo("cnn", "CNN conv16-conv32-fc128-10 trained on scikit-learn digits (seconds, cached)",
+                               "Digits CNN", r"conv2|fc1"),
     "minilm": Demo(
         name="minilm", description="all-MiniLM-L6-v2 sentence encoder (pretrained, 22.7M parameters)",
         load=lambda device=None: load_minilm(device),
         calibration=lambda model, device=None: model.batches(sentences("calibration"), 32, device),
         heldout=lambda model, device=None: model.batches(sentences("heldout"), 32, device),
+        file=lambda: minilm_dir() / "model.safetensors",
+        metric="sentences", label="MiniLM (all-MiniLM-L6-v2)", layers=r"layer\.\d+\.(intermediate|output)\.dense$",
+        ratio=2.0, inputs="the bundled sentences (calibration split; held-out split for the metric)",
     ),
 }
 

@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from ..errors import TnvizError
-from .device import resolve_device
 from .calibrate import call_model
+from .data import digits_split, sentences
+from .device import resolve_device
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -35,8 +36,6 @@ def digits_accuracy(model: nn.Module, device: Any = None, split: str = "test") -
 
     ``device``: where to run (``None``: the model's own device). The model's mode is restored.
     """
-    from .demos import digits_split
-
     data = digits_split()
     if split not in ("train", "test"):
         raise TnvizError(f"a digits split must be 'train' or 'test', got {split!r}")
@@ -67,15 +66,33 @@ class CosineReport:
         return cls(cosines, float(cosines.mean()), float(cosines.min()))
 
 
+@torch.no_grad()
+def embed(texts: Sequence[str], model: nn.Module, batch_size: int = 64) -> torch.Tensor:
+    """Unit sentence embeddings ``(len(texts), hidden)`` as float32 on the CPU, from a sentence
+    encoder (:class:`tnviz.model.demos.SentenceEncoder`: ``model.batches(texts, n)`` tokenizes)."""
+    was_training = model.training
+    model.eval()
+    try:
+        out = [model(**batch).float().cpu() for batch in model.batches(texts, batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, model.config["hidden_size"])
+
+
+def cosine_vs(reference: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """Row-wise cosine similarity of two ``(n, d)`` embedding matrices."""
+    if reference.shape != other.shape:
+        raise TnvizError(f"embeddings to compare must have the same shape, got {tuple(reference.shape)} and {tuple(other.shape)}")
+    return torch.nn.functional.cosine_similarity(reference.double(), other.double(), dim=1)
+
+
 def embedding_cosine(reference: nn.Module | torch.Tensor, other: nn.Module, texts: Sequence[str] | None = None,
                      batch_size: int = 64) -> CosineReport:
     """Cosine of ``other``'s sentence embeddings against ``reference``'s (a model or its precomputed embeddings).
 
     ``texts`` defaults to the held-out bundled sentences. Pass the reference's embeddings (from
-    :func:`tnviz.model.demos.embed`) to avoid recomputing them for every compressed variant.
+    :func:`embed`) to avoid recomputing them for every compressed variant.
     """
-    from .demos import cosine_vs, embed, sentences
-
     texts = sentences("heldout") if texts is None else list(texts)
     if not texts:
         raise TnvizError("embedding comparison needs at least one sentence, got none")
@@ -94,7 +111,7 @@ class Agreement:
     samples: int
 
 
-def _first_tensor(output: Any) -> torch.Tensor:
+def first_tensor(output: Any) -> torch.Tensor:
     """The main output of a model call: a tensor, the first of a tuple, or ``last_hidden_state``."""
     if isinstance(output, torch.Tensor):
         return output
@@ -109,7 +126,7 @@ def _first_tensor(output: Any) -> torch.Tensor:
     raise TnvizError(f"a model's output must be a tensor, a tuple starting with one, or have last_hidden_state; got {type(output).__name__}")
 
 
-def _position_mask(batch: Any, output: torch.Tensor) -> torch.Tensor | None:
+def position_mask(batch: Any, output: torch.Tensor) -> torch.Tensor | None:
     """The batch's ``attention_mask`` (``(batch, tokens)``) shaped to broadcast over ``output``
     when the output has those leading axes (per-token outputs of a padded text batch), else ``None``:
     padding positions are not part of what a model computes for its inputs."""
@@ -132,11 +149,11 @@ def output_agreement(reference: nn.Module, other: nn.Module, batches: Iterable[A
     other.eval()
     try:
         for batch in batches:
-            a = _first_tensor(call_model(reference, batch)).double().cpu()
-            b = _first_tensor(call_model(other, batch)).double().cpu()
+            a = first_tensor(call_model(reference, batch)).double().cpu()
+            b = first_tensor(call_model(other, batch)).double().cpu()
             if a.shape != b.shape:
                 raise TnvizError(f"models to compare must give outputs of the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-            mask = _position_mask(batch, a)
+            mask = position_mask(batch, a)
             if mask is not None:  # padding tokens are zeroed in both and left out of top-1
                 a, b = a * mask, b * mask
             a2, b2 = (a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)) if a.dim() > 1 else (a[:, None], b[:, None])

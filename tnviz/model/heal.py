@@ -10,10 +10,13 @@
   calibration inputs (no labels; the layers correct one another's errors at the model's end).
 * :func:`heal_end_to_end`: the whole compressed model trained on labelled data (the digits demos).
 
-Both are seeded, change the model in place and return a :class:`HealReport` (loss history).
+All are seeded, change the model in place and return a :class:`HealReport` (loss history).
+:data:`HEALINGS` is the registry the CLI's ``--heal`` choices, the app's radio and the tests share;
+:func:`heal` runs one on a compressed model of a :class:`~tnviz.model.subject.Subject`.
 
 >>> import torch
->>> from tnviz.model.tensorize import Rule, make_plan, apply_plan
+>>> from tnviz.model.plan import Rule, make_plan
+>>> from tnviz.model.apply import apply_plan
 >>> _ = torch.manual_seed(0)
 >>> model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4))
 >>> batches = [torch.randn(256, 64)]
@@ -25,15 +28,22 @@ True
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from ..errors import TnvizError
-from ..nn import workspace
+from ..nn import TNEmbedding, workspace
 from .calibrate import call_model
+from .data import digits_split
+from .evaluate import first_tensor, position_mask
+from .surgery import tn_modules, to_device
+
+if TYPE_CHECKING:
+    from .subject import Subject
 
 ProgressFn = Callable[[int, int, str], None]
 
@@ -97,10 +107,6 @@ def heal_layerwise(model: nn.Module, original: nn.Module, batches: Sequence[Any]
     ``batches`` are calibration inputs on the models' devices (moved as needed); Embedding
     layers are skipped (their inputs are token ids).
     """
-    import time
-
-    from .tensorize import TNEmbedding, tn_modules, to_device
-
     if inputs not in ("compressed", "original"):
         raise TnvizError(f"healing inputs must be 'compressed' or 'original'; got {inputs!r}")
     if steps < 1:
@@ -170,11 +176,6 @@ def heal_distill(model: nn.Module, original: nn.Module, batches: Sequence[Any], 
     another; the loss is reported over all ``batches`` (``'model'``), and the model is restored
     if it ended worse on them than it came.
     """
-    import time
-
-    from .evaluate import _first_tensor, _position_mask
-    from .tensorize import tn_modules, to_device
-
     if steps < 1:
         raise TnvizError(f"healing needs at least one step; got steps={steps}")
     if not batches:
@@ -189,10 +190,10 @@ def heal_distill(model: nn.Module, original: nn.Module, batches: Sequence[Any], 
     was_o = original.training
     original.eval()
     with torch.no_grad():
-        targets = [_first_tensor(call_model(original, to_device(b, dev_o))).detach().to(dev_c) for b in batches]
+        targets = [first_tensor(call_model(original, to_device(b, dev_o))).detach().to(dev_c) for b in batches]
     original.train(was_o)
     # padded text batches: the loss and its scale count real tokens only
-    masks = [_position_mask(b, y) for b, y in zip(moved, targets)]
+    masks = [position_mask(b, y) for b, y in zip(moved, targets)]
     masks = [torch.ones((), dtype=y.dtype, device=y.device) if m is None else m for m, y in zip(masks, targets)]
 
     def mean_over(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -202,7 +203,7 @@ def heal_distill(model: nn.Module, original: nn.Module, batches: Sequence[Any], 
     scales = [float(mean_over(y.double() ** 2, m.double())) or 1.0 for y, m in zip(targets, masks)]
 
     def loss_of(k: int) -> torch.Tensor:
-        return mean_over((_first_tensor(call_model(model, moved[k])) - targets[k]) ** 2, masks[k]) / scales[k]
+        return mean_over((first_tensor(call_model(model, moved[k])) - targets[k]) ** 2, masks[k]) / scales[k]
 
     def full_loss() -> float:
         with torch.no_grad():
@@ -247,8 +248,6 @@ def heal_distill(model: nn.Module, original: nn.Module, batches: Sequence[Any], 
 def heal_end_to_end(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 3, lr: float = 1e-3,
                     batch_size: int = 64, seed: int = 0, progress: ProgressFn | None = None) -> HealReport:
     """Train every parameter of ``model`` (in place) with cross-entropy on labelled ``x, y``."""
-    import time
-
     if epochs < 1:
         raise TnvizError(f"healing needs at least one epoch; got epochs={epochs}")
     start = time.perf_counter()
@@ -285,7 +284,50 @@ def heal_end_to_end(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epoch
 def heal_digits(model: nn.Module, *, epochs: int = 3, lr: float = 1e-3, seed: int = 0,
                 progress: ProgressFn | None = None) -> HealReport:
     """End-to-end healing of a digits demo on its training split."""
-    from .demos import digits_split
-
     data = digits_split()
     return heal_end_to_end(model, data.x_train, data.y_train, epochs=epochs, lr=lr, seed=seed, progress=progress)
+
+
+# ---------------------------------------------------------------------- registry
+@dataclass(frozen=True)
+class Healing:
+    """One way to heal: what it fits, the unit of its ``steps`` and its default, and which
+    subjects it applies to."""
+
+    name: str
+    description: str
+    unit: str
+    default_steps: int
+    kinds: tuple[str, ...]  # subject kinds it applies to
+    run: Callable[..., HealReport]  # (model, subject, steps, progress) -> HealReport
+
+
+HEALINGS: dict[str, Healing] = {
+    "layer-wise": Healing(
+        "layer-wise", "each TN layer distilled to the original layer's outputs on the calibration inputs",
+        "steps per layer", 50, ("digits", "sentences", "outputs", "model"),
+        lambda model, subject, steps, progress=None: heal_layerwise(model, subject.model, subject.calibration,
+                                                                    steps=steps, progress=progress)),
+    "distill": Healing(
+        "distill", "every TN layer trained jointly towards the original model's outputs on the calibration inputs",
+        "steps", 60, ("digits", "sentences", "outputs", "model"),
+        lambda model, subject, steps, progress=None: heal_distill(model, subject.model, subject.calibration,
+                                                                  steps=steps, progress=progress)),
+    "end-to-end": Healing(
+        "end-to-end", "the whole compressed model trained on the digits labels (digits demos)",
+        "epochs", 2, ("digits",),
+        lambda model, subject, steps, progress=None: heal_digits(model, epochs=steps, progress=progress)),
+}
+
+
+def heal(model: nn.Module, subject: "Subject", mode: str, steps: int | None = None,
+         progress: ProgressFn | None = None) -> HealReport:
+    """Heal the compressed ``model`` of ``subject`` in place by the healing ``mode`` of :data:`HEALINGS`."""
+    healing = HEALINGS.get(mode)
+    if healing is None:
+        raise TnvizError(f"healing must be one of {list(HEALINGS)}; got {mode!r}")
+    if subject.kind not in healing.kinds:
+        raise TnvizError(f"{mode!r} healing applies to {', '.join(healing.kinds)} subjects; {subject.name!r} is a "
+                         f"{subject.kind} subject (choose one of "
+                         f"{[h for h, v in HEALINGS.items() if subject.kind in v.kinds]})")
+    return healing.run(model, subject, healing.default_steps if steps is None else int(steps), progress)

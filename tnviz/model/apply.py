@@ -1,0 +1,349 @@
+"""Apply a plan: decompose each planned weight, one at a time, with one function for every face.
+
+:func:`compress_layer` is the single place that turns one weight (and, data-aware, its input
+covariance) into a tensor network: the leg placement, the split of a parameter budget between
+bonds, the refit, and the rule that a network which does not save parameters is kept dense.  The
+model path (:func:`apply_plan`: TN modules swapped into a deep copy), the weights-only path
+(:func:`compress_weights`: factors of a file's tensors, read one at a time) and the app's preview
+all call it, so the preview shows what the run will produce.
+
+>>> import torch
+>>> from tnviz.model.plan import Rule, make_plan
+>>> model = torch.nn.Sequential(torch.nn.Linear(16, 16))
+>>> result = apply_plan(model, make_plan(model, [Rule("^0$", "mpo", {"max_rank": 2})]), data_aware=False,
+...                     device="cpu")
+>>> result.layers[0].params_after < 256, type(result.model[0]).__name__
+(True, 'TNLinear')
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import DecompositionError, RankError, TnvizError
+from .device import resolve_device
+from .plan import LayerPlan, Plan
+from .surgery import build_layer, set_module, to_device
+
+ProgressFn = Callable[[int, int, str], None]
+
+#: Where a data-aware MPO's legs go when the plan does not say (``in_cores`` / ``out_cores`` given
+#: in a rule always win).
+PLACEMENTS: dict[str, str] = {
+    "auto": "data-aware MPO: every input leg on the last core, the output legs spread over the others, "
+            "so the full input covariance is absorbed exactly (no Kronecker approximation)",
+    "chain": "the builder's default: legs spread evenly along the chain, one of each per core",
+}
+
+#: How a data-aware MPO's parameter budget is split between its bonds when the plan gives a
+#: parameter target (``ratio``); see :mod:`tnviz.decompose.split`.
+BOND_SPLITS: dict[str, str] = {
+    "data": "data-aware MPO with every input leg on the last core: try several splits between the output-side "
+            "bonds and the input core's bond at the same parameters, keep the lowest data error",
+    "uniform": "the same rank cap on every bond (decompose's target_params)",
+}
+
+
+@dataclass(frozen=True)
+class Options:
+    """How every layer is decomposed (the pipeline's settings beyond the plan)."""
+
+    placement: str = "auto"
+    bond_split: str = "data"
+    refit_sweeps: int = 1
+    refit_iters: int = 15
+    precision: Any = None  # None: float64 with a covariance or a float64 weight, float32 otherwise
+    decompose: Mapping[str, Any] = field(default_factory=dict)  # extra options for decompose()
+
+    def check(self) -> None:
+        if self.placement not in PLACEMENTS:
+            raise TnvizError(f"placement must be one of {list(PLACEMENTS)}; got {self.placement!r}")
+        if self.bond_split not in BOND_SPLITS:
+            raise TnvizError(f"bond_split must be one of {list(BOND_SPLITS)}; got {self.bond_split!r}")
+
+
+@dataclass
+class LayerResult:
+    """One compressed weight: sizes, errors, FLOPs, its network, and the time it took."""
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    method: str
+    params_before: int
+    params_after: int
+    rel_error: float
+    data_error: float | None
+    ranks: dict[str, int]
+    seconds: float
+    network: Any = field(repr=False)
+    flops_before: int = 0
+    flops_after: int = 0
+    weight: str = ""
+
+    @property
+    def weight_name(self) -> str:
+        return self.weight or f"{self.name}.weight"
+
+    def row(self) -> dict[str, Any]:
+        return {"layer": self.name, "kind": self.kind, "shape": "x".join(map(str, self.shape)), "method": self.method,
+                "params before": self.params_before, "params after": self.params_after,
+                "ratio": self.params_before / max(self.params_after, 1), "weight error": self.rel_error,
+                "data error": self.data_error, "ranks": ", ".join(f"{k}={v}" for k, v in self.ranks.items()),
+                "FLOPs before": self.flops_before, "FLOPs after": self.flops_after, "seconds": self.seconds}
+
+
+@dataclass(frozen=True)
+class Kept:
+    """A planned weight left dense, and why."""
+
+    name: str
+    reason: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"name": self.name, "reason": self.reason}
+
+
+def inputs_last_cores(in_dims: Sequence[int], out_dims: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """``(in_cores, out_cores)`` putting every input leg on the last of ``max(len(in), len(out))``
+    MPO cores and the output legs, in order, spread evenly over the cores before it; ``None``
+    where that is impossible or changes nothing (one input leg, or too few output legs to give
+    each other core one).
+
+    >>> inputs_last_cores((8, 8, 6), (16, 12, 8))
+    ((2, 2, 2), (0, 0, 1))
+    """
+    n = max(len(in_dims), len(out_dims))
+    if len(in_dims) < 2 or n < 2 or len(out_dims) < n - 1:
+        return None
+    return (n - 1,) * len(in_dims), tuple(k * (n - 1) // len(out_dims) for k in range(len(out_dims)))
+
+
+def _placed(options: Mapping[str, Any], method: str, shape: Sequence[int], data_aware: bool,
+            placement: str) -> dict[str, Any]:
+    """``options`` with the ``placement`` default applied (see :data:`PLACEMENTS`)."""
+    opts = dict(options)
+    if (placement != "auto" or not data_aware or method != "mpo" or len(shape) != 2
+            or "in_cores" in opts or "out_cores" in opts):
+        return opts
+    from ..decompose.legs import make_legs
+
+    legs = make_legs(shape, opts.get("in_dims"), opts.get("out_dims"))
+    cores = inputs_last_cores(legs.in_dims, legs.out_dims)
+    if cores is not None:
+        opts["in_cores"], opts["out_cores"] = cores
+    return opts
+
+
+def compress_layer(weight: torch.Tensor, lp: LayerPlan, cov: torch.Tensor | None = None,
+                   options: Options = Options()) -> Any:
+    """The decomposition of one planned weight (``tnviz.decompose.Decomposition``), or a
+    :class:`Kept` saying why the weight stays dense: the method cannot reach the truncation at
+    rank 1 or does not apply to the weight's legs, or its network would not hold fewer parameters
+    than the weight."""
+    from ..decompose import decompose
+    from ..decompose.data_aware import input_tensors
+    from ..decompose.split import split_bonds
+
+    precision = options.precision
+    if precision is None:
+        precision = torch.float64 if cov is not None or weight.dtype == torch.float64 else torch.float32
+    weight = weight.detach().to(precision)
+    extra = dict(options.decompose)
+    opts = _placed(lp.options, lp.method, lp.shape, cov is not None, options.placement)
+    try:
+        if cov is not None and options.bond_split == "data" and lp.method == "mpo" and len(lp.shape) == 2 \
+                and "target_params" in opts:
+            legs = {k: opts[k] for k in ("in_dims", "out_dims", "in_cores", "out_cores") if k in opts}
+            eps = {"cov_eps": extra["cov_eps"]} if "cov_eps" in extra else {}
+            split = split_bonds(weight, cov, target_params=opts["target_params"], **legs, **eps)
+            if split is not None:
+                opts = {k: v for k, v in opts.items() if k != "target_params"}
+                opts["max_rank"] = split.caps
+        dec = decompose(weight, lp.method, input_cov=cov, **opts, **extra)
+        if cov is not None and options.refit_sweeps and lp.method != "svd" and len(input_tensors(dec.network)) > 1:
+            # the refit minimises a ridged objective: keep it only where it lowers the data error
+            # (with every input leg on one tensor the covariance was absorbed exactly: nothing to refit)
+            refit = decompose(weight, lp.method, input_cov=cov, refit_sweeps=options.refit_sweeps,
+                              refit_iters=options.refit_iters, **opts, **extra)
+            if refit.data_error is not None and dec.data_error is not None and refit.data_error < dec.data_error:
+                dec = refit
+    except (RankError, DecompositionError) as exc:  # e.g. a ratio this small weight cannot reach even at rank 1,
+        return Kept(lp.name, f"{exc}; kept dense")  # or a tensor ring on a weight whose legs make one core
+    if dec.params >= lp.params:
+        return Kept(lp.name, f"the {lp.method} network would hold {dec.params:,} parameters, not fewer than the "
+                             f"weight's {lp.params:,}; kept dense")
+    return dec
+
+
+def layer_flops(net: Any, kind: str, batch: int = 1) -> tuple[int, int]:
+    """FLOPs per input row at ``batch`` of the dense layer and of its network on the best path (an
+    embedding's lookup costs nothing dense; its network's cost is rebuilding the table)."""
+    from ..cost import cost
+
+    if kind == "Embedding":
+        return 0, int(cost(net, 1).reconstruct_flops)
+    c = cost(net, batch)
+    return int(c.dense_flops), int(c.flops)
+
+
+def result_of(lp: LayerPlan, dec: Any, flops_batch: int = 1) -> LayerResult:
+    before, after = layer_flops(dec.network, lp.kind, flops_batch)
+    return LayerResult(lp.name, lp.kind, lp.shape, lp.method, lp.params, dec.params, float(dec.rel_error),
+                       None if dec.data_error is None else float(dec.data_error), dict(dec.ranks),
+                       float(dec.seconds), dec.network, before, after, lp.weight_name)
+
+
+def calibration_stats(model: nn.Module, batches: Sequence[Any], names: Sequence[str], device: Any = None) -> dict:
+    """Input second moments of the Linear/Conv2d modules ``names`` (one pass; Embeddings have none)."""
+    from .calibrate import collect_input_stats
+
+    modules = dict(model.named_modules())
+    chosen = [n for n in names if isinstance(modules.get(n), (nn.Linear, nn.Conv2d))]
+    if not chosen:
+        return {}
+    return collect_input_stats(model, batches, chosen, device=device)
+
+
+@dataclass
+class Applied:
+    """What :func:`apply_plan` / :func:`compress_weights` did: the compressed layers, those kept
+    dense, and (for a model) the compressed deep copy beside the untouched original."""
+
+    layers: list[LayerResult]
+    skipped: list[dict[str, str]]
+    data_aware: bool
+    device: str
+    seconds: float
+    plan: Plan
+    original: nn.Module | None = None
+    model: nn.Module | None = None
+    factors: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)  # files: per weight
+
+    @property
+    def totals(self) -> dict[str, Any]:
+        before = sum(r.params_before for r in self.layers)
+        after = sum(r.params_after for r in self.layers)
+        out = {"layers": len(self.layers), "params_before": before, "params_after": after,
+               "ratio": before / after if after else 1.0,  # nothing compressed: nothing gained
+               "flops_before": sum(r.flops_before for r in self.layers),
+               "flops_after": sum(r.flops_after for r in self.layers)}
+        if self.original is not None and self.model is not None:
+            out["model_params_before"] = sum(p.numel() for p in self.original.parameters())
+            out["model_params_after"] = sum(p.numel() for p in self.model.parameters())
+        return out
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [r.row() for r in self.layers]
+
+
+def apply_plan(model: nn.Module, plan: Plan, *, calibration: Sequence[Any] | None = None,
+               data_aware: bool = True, device: Any = None, progress: ProgressFn | None = None,
+               flops_batch: int = 1, strategy: str = "auto", stats: Mapping[str, Any] | None = None,
+               precision: torch.dtype | None = None, refit_sweeps: int = 1, refit_iters: int = 15,
+               placement: str = "auto", bond_split: str = "data", **decompose_options: Any) -> Applied:
+    """Decompose every planned layer and return a compressed deep copy (the original is untouched).
+
+    ``calibration``: batches for the data-aware statistics (required when ``data_aware``, unless
+    ``stats`` from an earlier :func:`calibration_stats` are given). ``device``: where the copy
+    lives and decompositions run (``None``: CUDA when present). ``progress(done, total, name)``.
+    ``precision``: the dtype decompositions run in (default: float64 with a covariance, since a
+    covariance from few calibration rows is near-singular and its Cholesky factor fails in float32;
+    the layers get the original module's dtype). ``refit_sweeps`` / ``refit_iters``: with a
+    covariance and input legs on several tensors (MPO, TR, Tucker, CP), the input tensors are refit
+    by least squares on the full covariance after whitening with its Kronecker approximation; kept
+    only where it lowers the data error; 0 turns it off. ``placement`` (:data:`PLACEMENTS`) and
+    ``bond_split`` (:data:`BOND_SPLITS`): see there.
+    """
+    options = Options(placement, bond_split, refit_sweeps, refit_iters, precision, dict(decompose_options))
+    options.check()
+    dev = resolve_device(device)
+    started = time.perf_counter()
+    work = copy.deepcopy(model).to(dev).eval()
+    names = plan.names()
+    steps = len(names) + (1 if data_aware and stats is None else 0)
+    if data_aware and stats is None:
+        if calibration is None:
+            raise TnvizError("a data-aware compression needs calibration batches; pass calibration=... or data_aware=False")
+        if progress:
+            progress(0, steps, "calibration")
+        stats = calibration_stats(work, [to_device(b, dev) for b in calibration], names, dev)
+    stats = stats if data_aware else {}
+    results, skipped = [], []
+    modules = dict(work.named_modules())
+    for k, lp in enumerate(plan.layers):
+        if progress:
+            progress(k + steps - len(names), steps, lp.name)
+        module = modules[lp.name]
+        cov = stats[lp.name].second_moment if lp.name in stats else None
+        outcome = compress_layer(module.weight, lp, cov, options)
+        if isinstance(outcome, Kept):
+            skipped.append(outcome.as_dict())
+            continue
+        set_module(work, lp.name, build_layer(module, outcome, strategy))
+        results.append(result_of(lp, outcome, flops_batch))
+    if progress:
+        progress(steps, steps, "done")
+    return Applied(results, skipped, bool(stats), str(dev), time.perf_counter() - started, plan,
+                   original=model, model=work.eval())
+
+
+def compress_weights(weights: Any, plan: Plan, *, covariances: Mapping[str, torch.Tensor] | None = None,
+                     device: Any = None, progress: ProgressFn | None = None, flops_batch: int = 1,
+                     precision: torch.dtype | None = None, placement: str = "auto", bond_split: str = "data",
+                     **decompose_options: Any) -> Applied:
+    """Decompose the planned weights of a weights-only file (a :class:`tnviz.model.io.WeightsFile`),
+    each read alone (memory-mapped) onto ``device``; ``covariances`` by weight name make a weight's
+    decomposition data-aware.  The factors are kept per weight, in the weight's dtype, on the CPU."""
+    options = Options(placement, bond_split, 1, 15, precision, dict(decompose_options))
+    options.check()
+    dev = resolve_device(device)
+    started = time.perf_counter()
+    results, skipped, factors = [], [], {}
+    for k, lp in enumerate(plan.layers):
+        if progress:
+            progress(k, len(plan.layers), lp.name)
+        cov = None if not covariances else covariances.get(lp.weight_name)
+        weight = weights.get(lp.weight_name, device=dev)
+        dtype = weight.dtype
+        outcome = compress_layer(weight if weight.is_floating_point() else weight.float(), lp, cov, options)
+        del weight
+        if isinstance(outcome, Kept):
+            skipped.append(outcome.as_dict())
+            continue
+        factors[lp.weight_name] = {t: v.detach().to("cpu", dtype).contiguous() for t, v in outcome.tensors.items()}
+        results.append(result_of(lp, outcome, flops_batch))
+    if progress:
+        progress(len(plan.layers), len(plan.layers), "done")
+    return Applied(results, skipped, bool(covariances), str(dev), time.perf_counter() - started, plan,
+                   factors=factors)
+
+
+def preview(source: Any, plan: Plan, stats: Mapping[str, Any] | None = None, device: Any = None,
+            options: Options = Options()) -> list[dict[str, Any]]:
+    """Parameters and weight error per planned layer, from the same :func:`compress_layer` the run
+    uses (pass the calibration ``stats`` of a data-aware run to see what it will produce)."""
+    dev = resolve_device(device)
+    model = getattr(source, "model", source)
+    modules = dict(model.named_modules()) if hasattr(model, "named_modules") else None
+    weights = getattr(source, "weights", None) if modules is None else None
+    rows = []
+    for lp in plan.layers:
+        weight = modules[lp.name].weight if modules is not None else weights.get(lp.weight_name)
+        cov = stats[lp.name].second_moment if stats and lp.name in stats else None
+        try:
+            outcome = compress_layer(weight.to(dev), lp, cov, options)
+        except TnvizError as exc:
+            rows.append({"layer": lp.name, "params after": None, "weight error": None, "note": str(exc)})
+            continue
+        if isinstance(outcome, Kept):
+            rows.append({"layer": lp.name, "params after": lp.params, "weight error": 0.0, "note": outcome.reason})
+        else:
+            rows.append({"layer": lp.name, "params after": outcome.params, "weight error": float(outcome.rel_error),
+                         "note": ""})
+    return rows

@@ -1,0 +1,85 @@
+"""The data that ships with tnviz, nothing downloaded: scikit-learn's digits and the bundled sentences.
+
+* :func:`digits_split`: the 1797 8x8 digits of ``sklearn.datasets.load_digits`` split once by a
+  fixed permutation (75 % training / calibration, 25 % held out);
+* :func:`sentences`: the English sentences in ``assets/sentences.txt``; ``'calibration'`` takes 3 of
+  every 4, ``'heldout'`` every 4th, so calibration and evaluation never share a sentence.
+
+>>> len(sentences("heldout")) * 3 <= len(sentences("calibration")) + 3
+True
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import ModelFileError
+from .device import resolve_device
+
+
+@dataclass(frozen=True)
+class DigitsSplit:
+    """Images as ``(N, 1, 8, 8)`` float32 in [0, 1] and labels ``(N,)`` int64; fixed 75/25 split."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+
+@functools.lru_cache(maxsize=1)
+def digits_split() -> DigitsSplit:
+    """scikit-learn's bundled digits (1797 images), split once by a fixed permutation (seed 0)."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = torch.tensor(data.images / 16.0, dtype=torch.float32).unsqueeze(1)
+    y = torch.tensor(data.target, dtype=torch.int64)
+    # RandomState is numpy's frozen legacy generator: the same permutation on every version.
+    order = torch.from_numpy(np.random.RandomState(0).permutation(len(y)))
+    n_test = len(y) // 4
+    test, train = order[:n_test], order[n_test:]
+    return DigitsSplit(x[train], y[train], x[test], y[test])
+
+
+def digits_batches(split: str = "train", batch_size: int = 256, limit: int | None = None,
+                   device: Any = None) -> list[torch.Tensor]:
+    """Digits images as batches (``split`` 'train' for calibration, 'test' for held-out checks)."""
+    data = digits_split()
+    if split not in ("train", "test"):
+        raise ModelFileError(f"a digits split must be 'train' or 'test', got {split!r}")
+    x = data.x_train if split == "train" else data.x_test
+    if limit is not None:
+        x = x[:limit]
+    x = x.to(resolve_device(device))
+    return [x[start:start + batch_size] for start in range(0, len(x), batch_size)]
+
+
+def sentences_path() -> Path:
+    return Path(__file__).resolve().parents[2] / "assets" / "sentences.txt"
+
+
+@functools.lru_cache(maxsize=1)
+def _all_sentences() -> tuple[str, ...]:
+    path = sentences_path()
+    if not path.exists():
+        raise ModelFileError(f"the bundled sentences must be at {path}, but the file is missing")
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    return tuple(line for line in lines if line and not line.startswith("#"))
+
+
+def sentences(split: str = "all") -> list[str]:
+    """Bundled English sentences; ``'calibration'`` = 3 of every 4, ``'heldout'`` = every 4th (index % 4 == 3)."""
+    every = _all_sentences()
+    if split == "all":
+        return list(every)
+    if split == "calibration":
+        return [s for i, s in enumerate(every) if i % 4 != 3]
+    if split == "heldout":
+        return [s for i, s in enumerate(every) if i % 4 == 3]
+    raise ModelFileError(f"a sentence split must be 'all', 'calibration' or 'heldout', got {split!r}")

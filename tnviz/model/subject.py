@@ -1,0 +1,294 @@
+"""A subject: what is compressed, with what measures it.
+
+:func:`open_subject` takes what a user brings — a bundled demo name (``digits-mlp``,
+``digits-cnn``, ``minilm``), a Hugging Face folder or zip, or a weights-only file
+(``.safetensors``, a state_dict ``.pt/.pth``) — and gives one :class:`Subject`:
+
+* ``model``: the model with its architecture (``None`` for a weights-only file, whose tensors are
+  then read from ``weights`` one at a time);
+* ``calibration`` / ``heldout``: input batches (calibration statistics and healing use the first,
+  the metric the second; they never overlap);
+* ``measure(model) -> dict``: the functional metric of a (compressed) model against the original:
+  held-out digits accuracy, embedding cosine on held-out sentences, or output agreement;
+* ``source``: every tensor of the input by name, so that the compressed folder holds each one,
+  compressed or copied bit for bit (:mod:`tnviz.model.folder`);
+* ``input_stats(names)``: the calibration statistics of those layers, collected once per subject
+  and reused by every later plan, method and page.
+
+>>> subject = open_subject("digits-mlp", "cpu")                 # doctest: +SKIP
+>>> subject.measure(subject.model)                               # doctest: +SKIP
+{'accuracy': 0.97...}
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import ModelFileError, TnvizError
+from .device import resolve_device
+from .surgery import to_device
+
+#: How a subject's effect is measured: the metric names, the one a summary shows first, and
+#: whether a larger value is better.
+METRICS: dict[str, tuple[str, bool]] = {
+    "digits": ("accuracy", True),
+    "sentences": ("cosine", True),
+    "outputs": ("output cosine", True),
+}
+
+
+@dataclass
+class Source:
+    """The input's tensors: their names in file order, and how to get each one's exact value.
+
+    ``key_map`` maps the model's state_dict names to the input's names (equal for the demos; a
+    Hugging Face checkpoint may prefix them); ``extra`` holds the input tensors the model does not
+    (a BERT pooler, ``position_ids``), read once so they can be copied bit for bit.
+    """
+
+    names: list[str]
+    dtypes: dict[str, str]
+    shapes: dict[str, tuple[int, ...]]
+    key_map: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    path: str = ""
+
+    @classmethod
+    def of_weights(cls, weights: Any, model: nn.Module | None = None, key_map: Mapping[str, str] | None = None) -> "Source":
+        """The tensors of an open weights file; with ``model``, those the model does not hold are read now."""
+        names = list(weights.names())
+        keys = dict(key_map) if key_map is not None else (
+            {n: n for n in model.state_dict() if n in weights} if model is not None else {})
+        held = set(keys.values())
+        extra = {} if model is None else {n: weights.get(n).clone() for n in names if n not in held}
+        return cls(names, {n: weights.dtype(n) for n in names}, {n: tuple(weights.shape(n)) for n in names},
+                   keys, extra, str(getattr(weights, "path", "")))
+
+    @classmethod
+    def of_model(cls, model: nn.Module) -> "Source":
+        """A model's own state_dict as its input (a model that did not come from a file)."""
+        state = model.state_dict()
+        return cls(list(state), {n: str(t.dtype).removeprefix("torch.") for n, t in state.items()},
+                   {n: tuple(t.shape) for n, t in state.items()}, {n: n for n in state})
+
+
+@dataclass
+class Subject:
+    """A model (or a weights-only file) with its inputs and its metric; see the module doc."""
+
+    name: str
+    kind: str  # 'digits' | 'sentences' | 'outputs' (a metric of :data:`METRICS`), 'model' (no metric), 'weights' (no model)
+    model: nn.Module | None
+    calibration: list = field(default_factory=list, repr=False)
+    heldout: list = field(default_factory=list, repr=False)
+    inputs: str = ""
+    source: Source | None = field(default=None, repr=False)
+    weights: Any = field(default=None, repr=False)  # the open WeightsFile of a weights-only subject
+    _stats: dict = field(default_factory=dict, repr=False)
+    _reference: Any = field(default=None, repr=False)
+
+    # ------------------------------------------------------------------ inputs
+    @property
+    def samples(self) -> list:
+        """The held-out batches (the name the output-agreement metric gives them)."""
+        return self.heldout
+
+    @property
+    def has_model(self) -> bool:
+        return self.model is not None
+
+    @property
+    def device(self) -> torch.device:
+        if self.model is None:
+            return torch.device("cpu")
+        parameter = next(self.model.parameters(), None)
+        return parameter.device if parameter is not None else torch.device("cpu")
+
+    def input_stats(self, names: Sequence[str], device: Any = None) -> dict:
+        """Calibration statistics (:class:`tnviz.model.calibrate.InputStats`) of the Linear/Conv2d
+        layers ``names``, collected in one pass for the names not seen before and kept: a later
+        plan, method or page asking for the same layers reuses them, bit for bit."""
+        if self.model is None:
+            raise TnvizError(f"calibration needs a model with an architecture; {self.name!r} holds weights only")
+        from .apply import calibration_stats
+
+        dev = resolve_device(device) if device is not None else self.device
+        missing = [n for n in names if (n, str(dev)) not in self._stats]
+        if missing:
+            batches = [to_device(b, self.device) for b in self.calibration]
+            found = calibration_stats(self.model, batches, missing, dev)
+            for n in missing:
+                self._stats[(n, str(dev))] = found.get(n)
+        return {n: self._stats[(n, str(dev))] for n in names if self._stats.get((n, str(dev))) is not None}
+
+    # ------------------------------------------------------------------ metric
+    @property
+    def metric(self) -> str | None:
+        """The name of the metric a summary shows first (``None`` for a weights-only subject)."""
+        return METRICS[self.kind][0] if self.kind in METRICS else None
+
+    @property
+    def higher_is_better(self) -> bool:
+        return METRICS[self.kind][1] if self.kind in METRICS else True
+
+    def better(self, a: Mapping[str, float], b: Mapping[str, float]) -> bool:
+        """Whether measurements ``a`` are strictly better than ``b`` on the subject's metric."""
+        m = self.metric
+        if m is None:
+            return False
+        return a[m] > b[m] if self.higher_is_better else a[m] < b[m]
+
+    @torch.no_grad()
+    def measure(self, model: nn.Module) -> dict[str, float]:
+        """The functional effect of ``model`` (the original or a compressed copy) on held-out inputs."""
+        from .evaluate import digits_accuracy, embed, embedding_cosine, output_agreement
+        from .data import sentences
+
+        if self.model is None:
+            raise TnvizError(f"a functional metric needs a model with an architecture; {self.name!r} holds weights only")
+        if self.kind == "digits":
+            return {"accuracy": digits_accuracy(model)}
+        if self.kind == "sentences":
+            if self._reference is None:
+                self._reference = embed(sentences("heldout"), self.model)
+            rep = embedding_cosine(self._reference, model)
+            return {"cosine": rep.mean, "cosine min": rep.min}
+        if not self.heldout:
+            raise TnvizError("output agreement needs sample input batches; got none")
+        agree = output_agreement(self.model, model, self.heldout)
+        out = {"output cosine": agree.cosine, "output rel. error": agree.rel_error}
+        if agree.top1 is not None:
+            out["top-1 agreement"] = agree.top1
+        return out
+
+    # ------------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        """Release a weights-only subject's open file (models need nothing)."""
+        if self.weights is not None:
+            self.weights.close()
+            self.weights = None
+
+    def __enter__(self) -> "Subject":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------- opening
+def demo_subject(name: str, device: Any = None) -> Subject:
+    """A bundled demo (:data:`tnviz.model.demos.DEMOS`) with its calibration and held-out batches."""
+    from .demos import DEMOS, load_demo
+    from .io import open_weights
+
+    model = load_demo(name, device)
+    demo = DEMOS[name]
+    path = demo.file()
+    if path is not None and Path(path).is_file():
+        with open_weights(path) as weights:
+            source = Source.of_weights(weights, model)
+    else:
+        source = Source.of_model(model)
+    return Subject(name, demo.metric, model, demo.calibration(model, device=device),
+                   demo.heldout(model, device=device), demo.inputs, source)
+
+
+def hf_subject(path: str | os.PathLike, device: Any = None, *, max_bytes: int | None = None, samples: int = 8,
+               tokens: int = 16, seed: int = 0, batch_size: int = 32, max_tokens: int = 128) -> Subject:
+    """A Hugging Face folder or zip built as a model (no remote code), with its inputs.
+
+    With a ``tokenizer.json`` in the upload, the bundled sentences tokenized by it (calibration
+    split for calibration and healing, held-out split for output agreement; ``batch_size`` per
+    batch, at most ``max_tokens`` tokens); without one, random token ids (``samples`` sequences of
+    ``tokens`` ids, seeded), which exercise every weight but not the statistics of real text.
+    """
+    from .data import sentences
+    from .hf import load_hf_model, load_tokenizer
+    from .io import MAX_FILE_BYTES, HFFolderWeights, open_weights
+
+    weights = open_weights(path, max_bytes=max_bytes or MAX_FILE_BYTES)
+    try:
+        if not isinstance(weights, HFFolderWeights):
+            raise ModelFileError(f"a model with an architecture must be a Hugging Face folder or zip "
+                                 f"(config.json + model.safetensors); {Path(path).name!r} holds weights only")
+        model, keys = load_hf_model(weights, device)
+        source = Source.of_weights(weights, model, keys)
+        if Path(path).is_file():  # a zip: its extraction is temporary, the zip is what must not be overwritten
+            source.path = str(path)
+        config = weights.config or {}
+        vocab = int(config.get("vocab_size") or 100)
+        tokenizer, reason = load_tokenizer(Path(weights.folder), config, max_tokens)
+    finally:
+        weights.close()
+    dev = next(model.parameters()).device
+    name = Path(path).name
+    if tokenizer is not None:
+        def encode(texts: Sequence[str]) -> list[dict[str, torch.Tensor]]:
+            out = []
+            for start in range(0, len(texts), batch_size):
+                enc = tokenizer.encode_batch(list(texts[start:start + batch_size]))
+                ids = torch.tensor([e.ids for e in enc], dtype=torch.long)
+                mask = torch.tensor([e.attention_mask for e in enc], dtype=torch.long)
+                out.append({"input_ids": ids.to(dev), "attention_mask": mask.to(dev)})
+            return out
+
+        calibration, held_out = encode(sentences("calibration")), encode(sentences("heldout"))
+        largest = max(int(b["input_ids"].max()) for b in calibration + held_out)
+        if largest < vocab:
+            return Subject(name, "outputs", model, calibration, held_out,
+                           f"the bundled sentences tokenized by the upload's tokenizer.json ({len(calibration)} "
+                           f"calibration batches, {len(held_out)} held-out)", source)
+        reason = (f"its tokenizer.json gives token ids up to {largest}, beyond the config's vocab_size={vocab}, "
+                  f"so it does not belong to this model")
+    generator = torch.Generator().manual_seed(seed)
+
+    def batch() -> dict[str, torch.Tensor]:
+        ids = torch.randint(0, vocab, (samples, tokens), generator=generator).to(dev)
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+    return Subject(name, "outputs", model, [batch(), batch()], [batch()],
+                   f"random token ids ({reason}; add one to calibrate on real text)", source)
+
+
+def file_subject(path: str | os.PathLike, *, max_bytes: int | None = None) -> Subject:
+    """A weights-only file, kept open (memory-mapped) for reading one tensor at a time."""
+    from .io import MAX_FILE_BYTES, open_weights
+
+    weights = open_weights(path, max_bytes=max_bytes or MAX_FILE_BYTES)
+    return Subject(Path(path).name, "weights", None, inputs="weights only: no architecture, so no calibration "
+                   "inputs and no functional metric", source=Source.of_weights(weights), weights=weights)
+
+
+def has_architecture(source: str | os.PathLike) -> bool:
+    """A bundled demo name, or a Hugging Face folder / zipped folder (config.json + weights)."""
+    from .demos import DEMOS
+
+    text = str(source)
+    return text in DEMOS or Path(text).is_dir() or text.lower().endswith(".zip")
+
+
+def open_subject(source: Any, device: Any = None, *, max_bytes: int | None = None) -> Subject:
+    """What a user brings, as a :class:`Subject` (a subject passes through unchanged): a demo name,
+    a Hugging Face folder or zip (built as a model), or a weights-only file."""
+    if isinstance(source, Subject):
+        return source
+    if isinstance(source, nn.Module):
+        return Subject(type(source).__name__, "model", source, source=Source.of_model(source),
+                       inputs="a model given in code: calibration batches only if passed")
+    if not isinstance(source, (str, os.PathLike)):
+        raise TnvizError(f"a model to compress is a demo name, a Hugging Face folder or zip, or a weights file; "
+                         f"got {type(source).__name__}")
+    from .demos import DEMOS
+
+    if str(source) in DEMOS:
+        return demo_subject(str(source), device)
+    path = Path(source)
+    if path.is_dir() or str(source).lower().endswith(".zip"):
+        return hf_subject(path, device, max_bytes=max_bytes)
+    return file_subject(path, max_bytes=max_bytes)
+
