@@ -325,3 +325,17 @@ def test_module_doctests():
     for module in (tnviz.spectra, tnviz.render.spectra_charts):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+def test_a_row_whose_network_saves_nothing_says_so_and_counts_as_dense():
+    """(issue 13 item 7) the model-wide table showed an embedding at "1.00x" while its parameters went
+    up (11,720,448 -> 11,720,548): a network that saves nothing has no compression and stays dense."""
+    from tnviz.model.io import Candidate
+    from tnviz.spectra import LayerRow
+
+    cand = Candidate("embeddings.word_embeddings.weight", (30522, 384), "Embedding", 11_720_448)
+    row = LayerRow(cand.name, cand.kind, cand.shape, cand.params, 11_720_548, 0.1, 0.1)
+    assert not row.saves and row.compression is None and row.kept_params == 11_720_448
+    assert row.as_dict()["message"].startswith("no saving: the network would hold 11,720,548 parameters")
+    saving = LayerRow(cand.name, cand.kind, cand.shape, cand.params, 1_000_000, 0.1, 0.1)
+    assert saving.saves and saving.compression == pytest.approx(11.720448) and saving.as_dict()["message"] == ""

@@ -453,14 +453,29 @@ class LayerRow:
                    seconds=seconds, error=message)
 
     @property
+    def saves(self) -> bool:
+        """Whether the network holds fewer parameters than the weight (else a compression keeps it dense)."""
+        return self.params_after is not None and self.params_after < self.params_before
+
+    @property
     def compression(self) -> float | None:
-        return self.params_before / self.params_after if self.params_after else None
+        """Dense parameters / network parameters, where the network saves any (``None`` otherwise)."""
+        return self.params_before / self.params_after if self.saves else None
+
+    @property
+    def kept_params(self) -> int:
+        """The parameters this weight keeps in a compression: the network's where it saves, else the weight's."""
+        return self.params_after if self.saves else self.params_before
 
     def as_dict(self) -> dict[str, Any]:
+        message = self.error
+        if not self.error and not self.saves:
+            message = (f"no saving: the network would hold {self.params_after:,} parameters, not fewer than the "
+                       f"weight's {self.params_before:,}; a compression keeps this weight dense")
         return {
             "layer": self.name, "kind": self.kind, "shape": " × ".join(map(str, self.shape)),
             "params": self.params_before, "params after": self.params_after,
             "compression": self.compression, "relative error": self.rel_error, "bound": self.bound,
             "ranks": ", ".join(f"{k}={v}" for k, v in self.ranks.items()), "seconds": self.seconds,
-            "message": self.error,
+            "message": message,
         }

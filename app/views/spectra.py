@@ -374,9 +374,12 @@ def model_view(source: dict[str, str], cands: list[Candidate], device: str) -> N
             st.caption(f"Shown: {DESCRIPTIONS[t_method]} at {'rank' if t_mode == 'rank' else 'relative error'} {t_value}; "
                        "press the button to recompute at the new setting.")
         total_before = sum(r.params_before for r in rows)
-        total_after = sum(r.params_after or r.params_before for r in rows)
+        total_after = sum(r.kept_params for r in rows)  # as a compression would: a network that saves nothing stays dense
+        dense = sum(1 for r in rows if not r.error and not r.saves)
         st.caption(f"All {len(rows)} layers: {total_before:,} → {total_after:,} parameters "
-                   f"({total_before / total_after:,.2f}x smaller)" if total_after else "")
+                   f"({total_before / total_after:,.2f}x smaller)"
+                   + (f"; {dense} layer{'s' * (dense != 1)} would not save parameters and stay dense" if dense else "")
+                   if total_after else "")
         st.dataframe(
             [r.as_dict() for r in rows], hide_index=True, key="spectra.table_view",
             column_config={
