@@ -7,31 +7,8 @@ import torch
 
 import tnviz
 from tnviz.errors import BudgetError, InvalidNetworkError
+from tests.nn_cases import F64, LAYER_NETWORKS as NETWORKS, strategies_for
 from tnviz.nn import STRATEGIES, StrategyError, TNLinear, choose
-from tnviz.nn.strategies import chain_cores
-
-F64 = torch.float64
-
-# name -> network; odd leg sizes on purpose, ranks at or above full rank where it matters
-NETWORKS = {
-    "mpo": tnviz.mpo([2, 3, 5], [3, 2, 3], ranks=[4, 5]),
-    "mpo unequal legs": tnviz.mpo([3, 5], [2, 3, 2], ranks=3),
-    "mpo one core": tnviz.mpo([7], [5], ranks=[]),
-    "tensor ring": tnviz.tensor_ring([3, 2, 2], [2, 3, 2], ranks=[2, 3, 2]),
-    "tucker": tnviz.tucker([3, 5], [2, 7], ranks=[2, 3, 4, 2]),
-    "cp": tnviz.cp([3, 5], [2, 7], rank=4),
-    "generic": tnviz.from_einsum(
-        "xab,ayc,bczd,dw->xyzw", {"x": 3, "y": 2, "z": 5, "w": 3, "a": 2, "b": 3, "c": 2, "d": 4}, inputs="xz"
-    ),
-    "hyperedge generic": tnviz.from_einsum(
-        "xr,yr,zrs,ws->xyzw", {"x": 3, "y": 4, "z": 2, "w": 5, "r": 3, "s": 2}, inputs="xz"
-    ),
-}
-
-
-def strategies_for(net):
-    return [name for name, s in STRATEGIES.items() if s.supports(net)]
-
 
 def dense_reference(net, seed=0):
     """Random float64 tensors, the nn.Linear with the same matrix (from tnviz.to_dense, numpy)."""
@@ -60,17 +37,6 @@ def test_equals_nn_linear_for_every_strategy(name):
             assert layer.last_strategy in STRATEGIES
             if strategy != "auto":
                 assert layer.last_strategy == strategy
-
-
-def test_mpo_uses_the_chain_strategy_and_rings_do_not():
-    assert "chain" in strategies_for(NETWORKS["mpo"])
-    assert "chain" in strategies_for(NETWORKS["mpo unequal legs"])
-    for name in ("tensor ring", "tucker", "cp", "generic"):
-        assert "chain" not in strategies_for(NETWORKS[name])
-    # legs out of row-major order along the chain cannot be swept without permutes
-    shuffled = tnviz.mpo([2, 3], [3, 2], ranks=2, in_cores=[0, 1])
-    swapped = tnviz.TensorNetwork.build(shuffled.tensors, shuffled.sizes, ("i2", "i1"), shuffled.outputs)
-    assert chain_cores(swapped) is None
 
 
 @pytest.mark.parametrize("name", list(NETWORKS))
@@ -252,16 +218,6 @@ def test_eval_cache_is_reused_and_invalidated_by_parameter_changes():
     layer(x).sum().backward()
     assert all(p.grad is not None for p in layer.tensors.values())
     assert layer._cache == {}
-
-
-def test_chain_merged_cores_are_cached_in_eval_mode():
-    net = tnviz.mpo([4, 4, 4, 4], [4, 4, 4, 4], ranks=8)
-    layer = TNLinear(net, strategy="chain").eval()
-    x = torch.randn(64, net.in_features)
-    with torch.no_grad():
-        y = layer(x)
-        assert any(k[0] == "chain" for k in layer._cache)
-        torch.testing.assert_close(y, x @ layer.to_dense().T + layer.bias, rtol=1e-4, atol=1e-5)
 
 
 def test_plans_are_made_once_per_shape():
