@@ -29,3 +29,16 @@ def test_chain_merged_cores_are_cached_in_eval_mode():
         y = layer(x)
         assert any(k[0] == "chain" for k in layer._cache)
         torch.testing.assert_close(y, x @ layer.to_dense().T + layer.bias, rtol=1e-4, atol=1e-5)
+
+
+def test_the_plan_merges_cores_where_that_is_cheaper_and_counts_its_flops():
+    net = tnviz.mpo([8, 8, 8, 8], [8, 8, 8, 8], ranks=8)
+    assert plan_chain(net, 1024).describe() == "AB | CD"
+    for batch in (1, 64, 1024):
+        for cached in (False, True):
+            plan = plan_chain(net, batch, cached)
+            segments = plan.segments
+            assert plan.flops() == sum(2 * s.M * s.k * s.n * s.r for s in segments)
+            assert plan.flops(step=True) == (3 * plan.flops() - segments[0].flops
+                                             + 3 * sum(s.merge_flops for s in segments))
+            assert [(s.first, s.last) for s in segments][0][0] == 0 and segments[-1].last == 3

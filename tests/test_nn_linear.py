@@ -9,6 +9,7 @@ import tnviz
 from tnviz.errors import BudgetError, InvalidNetworkError
 from tests.nn_cases import F64, LAYER_NETWORKS as NETWORKS, strategies_for
 from tnviz.nn import STRATEGIES, StrategyError, TNLinear, choose
+from tnviz.nn.linear import MAX_PARAMS
 
 def dense_reference(net, seed=0):
     """Random float64 tensors, the nn.Linear with the same matrix (from tnviz.to_dense, numpy)."""
@@ -289,3 +290,46 @@ def test_numpy_tensors_round_trip_through_from_tensors():
     layer = TNLinear.from_tensors(net, tensors)
     assert layer.bias is None
     np.testing.assert_allclose(layer.to_dense().detach().numpy(), tnviz.to_dense(net, tensors), rtol=1e-12)
+
+
+# ------------------------------------------------------------------ parameter guard (issue 15)
+HUGE = {
+    "bond 10^9": tnviz.mpo([4, 4], [4, 4], ranks=10**9),
+    "leg 10^9": tnviz.mpo([10**9, 2], [2, 2], ranks=2),
+    "40 output legs of 2 (the bias)": tnviz.cp([2], [2] * 40, rank=2),
+}
+
+
+@pytest.mark.parametrize("name", list(HUGE))
+def test_a_network_too_large_to_hold_is_refused_before_any_allocation(name, monkeypatch):
+    net = HUGE[name]
+
+    def no_allocation(*args, **kwargs):
+        raise AssertionError("allocated before the size check")
+
+    monkeypatch.setattr(torch, "empty", no_allocation)
+    with pytest.raises(BudgetError) as err:
+        TNLinear(net)
+    text = str(err.value)
+    assert MAX_PARAMS == 1 << 30
+    assert "at most 1,073,741,824 parameter elements (max_params=None lifts the limit)" in text
+    assert repr(net.name) in text and "GiB in float32" in text
+    biggest = max(net.sizes.values())
+    assert f"={biggest:,}" in text  # the sizes, as the network file gives them
+    if net.params > MAX_PARAMS:  # the tensors alone (from_tensors without a bias has none)
+        with pytest.raises(BudgetError, match="in float64"):
+            TNLinear.from_tensors(net, {}, dtype=F64)  # the same guard, before any tensor is read
+    with pytest.raises(BudgetError):  # from the network file's dict
+        TNLinear(net.to_dict())
+
+
+def test_the_parameter_limit_counts_the_bias_and_can_be_lifted_or_lowered():
+    net = tnviz.mpo([4, 4], [4, 4], ranks=3)  # 96 tensor elements, 16 of bias
+    assert net.params == 96
+    with pytest.raises(BudgetError, match="at most 100 parameter elements.*needs 112"):
+        TNLinear(net, max_params=100)
+    assert sum(p.numel() for p in TNLinear(net, bias=False, max_params=100).parameters()) == 96
+    assert sum(p.numel() for p in TNLinear(net, max_params=None).parameters()) == 112
+    many = tnviz.cp([2] * 14, [2] * 14, rank=1)  # a few parameters, 16,384 bias elements
+    with pytest.raises(BudgetError, match=r"\.\.\. \(29 indices\)"):  # long size lists are cut short
+        TNLinear(many, max_params=1000)
