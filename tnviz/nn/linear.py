@@ -19,12 +19,13 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from ..contract import DEFAULT_BUDGET_ELEMENTS
+from ..contract import DEFAULT_BUDGET_ELEMENTS, ordered_tensors
+from ..decompose import decompose
 from ..errors import BudgetError, InvalidNetworkError
 from ..network import TensorNetwork, load_network
+from . import autotune as tuning
 from . import strategies as S
 from . import workspace
-from . import autotune as tuning
 from .plan import Plan
 from .rebuild import dense_weight
 from .strategies import AUTOTUNE_MIN_ELEMENTS, FAST_PATHS  # noqa: F401  (re-exported: they lived here)
@@ -145,10 +146,11 @@ class TNLinear(nn.Module):
     parameters would be larger, before anything is allocated; ``None`` lifts it.
     ``autotune=True`` makes ``auto`` pick by *measured* time instead: the first call in each
     (batch bucket, dtype, device, mode) times the plausible strategies a few times on this device
-    (:func:`tnviz.nn.autotune.autotune`, cached for every layer of the same network).  ``autotune=None`` (the default) measures only
-    where the cost model is known to be weak: in inference (eval mode, no gradients) for layers of
-    at least :data:`AUTOTUNE_MIN_ELEMENTS` weight elements whose network has no fast path
-    (neither ``chain`` nor ``modes`` fits: tensor rings, generic networks), and MPO layers in
+    (:func:`tnviz.nn.autotune.autotune`, cached for every layer of the same network).
+    ``autotune=None`` (the default) measures only where the cost model is known to be weak (the
+    decision's ``measured``): in inference (eval mode, no gradients) for layers of at least
+    :data:`~tnviz.nn.strategies.AUTOTUNE_MIN_ELEMENTS` weight elements whose network has no fast
+    path (neither ``chain`` nor ``modes`` fits: tensor rings, generic networks), and MPO layers in
     inference where the fused Triton kernel can run (CUDA with triton).  ``False`` never measures.
     """
 
@@ -251,8 +253,6 @@ class TNLinear(nn.Module):
         ``decompose_options`` go to the decomposition (legs, ranks, truncation).  The relative
         weight error is kept in ``decomposition_error``.
         """
-        from ..decompose import decompose
-
         weight = linear.weight.detach()
         dec = decompose(weight, method, **decompose_options)
         bias = None if linear.bias is None else linear.bias.detach()
@@ -262,8 +262,6 @@ class TNLinear(nn.Module):
 
     def load_tensors(self, tensors: Mapping[str, Any]) -> None:
         """Copy arrays (by tensor name) into the parameters, checking every shape."""
-        from ..contract import ordered_tensors
-
         arrays = ordered_tensors(self.network, tensors)
         with torch.no_grad():
             for t, a in zip(self.network.tensors, arrays):
@@ -342,8 +340,8 @@ class TNLinear(nn.Module):
         return hit
 
     def _measures(self, decision: S.Decision | None) -> bool:
-        """``auto`` hands the choice to the autotune: always with ``autotune=True``, never with
-        ``False``, where the decision says so with ``None``."""
+        """Whether ``auto`` hands the choice to the autotune: always with ``autotune=True``, never
+        with ``False``; with ``None`` where the decision says ``measured``."""
         if decision is None:
             return False
         return decision.measured if self.autotune is None else bool(self.autotune)
