@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import tnviz  # noqa: E402
 from tnviz.nn import TNLinear  # noqa: E402
-from tnviz.nn.fused import available  # noqa: E402
+from tnviz.nn.fused import FUSED  # noqa: E402
+from tnviz.nn.fused_launch import available, triton_importable  # noqa: E402
 from tnviz.nn.graphs import GraphedModule  # noqa: E402
 from tnviz.nn.measure import time_interleaved  # noqa: E402
 
@@ -45,6 +46,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     dims = args.dims
     n = math.prod(dims)
     rows = []
+    skipped = []
     for dtype_name in args.dtypes:
         dtype = getattr(torch, dtype_name)
         for rank in args.ranks:
@@ -56,14 +58,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             dense = tn.to_linear()  # the same weight, so every row computes the same function
             ref_w = tn.to_dense().detach().double()
             ref_b = tn.bias.detach().double()
-            fused = TNLinear(net, device=device, dtype=dtype, strategy="fused")
-            fused.load_state_dict(tn.state_dict())
             eval_methods = {
                 "nn.Linear": dense, "nn.Linear graphed": GraphedModule(dense, args.max_graph_batch),
                 "TNLinear auto": auto, "TNLinear auto graphed": GraphedModule(auto, args.max_graph_batch),
-                "TNLinear chain": tn, "TNLinear fused": fused,
-                "TNLinear fused graphed": GraphedModule(fused, args.max_graph_batch),
+                "TNLinear chain": tn,
             }
+            step_methods = {"nn.Linear": dense, "TNLinear chain": tn}
+            if FUSED.supports(net):
+                fused = TNLinear(net, device=device, dtype=dtype, strategy="fused")
+                fused.load_state_dict(tn.state_dict())
+                eval_methods["TNLinear fused"] = fused
+                eval_methods["TNLinear fused graphed"] = GraphedModule(fused, args.max_graph_batch)
+                step_methods["TNLinear fused"] = fused
+            elif not skipped:  # the optional dependency is missing: said once, in the result
+                skipped.append(f"TNLinear fused: {_fused_missing()}")
             for batch in args.batches:
                 x = torch.randn(batch, n, device=device, dtype=dtype)
                 g = torch.randn(batch, n, device=device, dtype=dtype)
@@ -77,9 +85,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 for k in eval_methods:
                     rows.append(_row(dtype_name, rank, batch, "eval", k, ms[k], ms["nn.Linear"], outs[k], ref))
                 if batch in args.step_batches:
-                    for m in (tn, fused, dense):
+                    step = step_methods
+                    for m in step.values():
                         m.train()
-                    step = {"nn.Linear": dense, "TNLinear chain": tn, "TNLinear fused": fused}
                     outs = {k: m(x).detach() for k, m in step.items()}
                     ms = time_interleaved({k: _step(m, x, g) for k, m in step.items()}, device, args.repeats,
                                           min_seconds=0.01)
@@ -87,7 +95,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         rows.append(_row(dtype_name, rank, batch, "step", k, ms[k], ms["nn.Linear"], outs[k], ref))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (smoke run)"
     return {"machine": f"{name}, torch {torch.__version__}", "device": str(device), "dims": dims,
-            "fused_kernel": available(device), "graphs": device.type == "cuda", "rows": rows}
+            "fused_kernel": available(device), "graphs": device.type == "cuda", "rows": rows, "skipped": skipped}
+
+
+def _fused_missing() -> str:
+    return ("skipped: triton is not installed (optional dependency)" if not triton_importable()
+            else "skipped: the strategy does not fit this network")
 
 
 def _row(dtype, rank, batch, mode, method, ms, dense_ms, out, ref) -> dict[str, Any]:
@@ -101,6 +114,7 @@ def markdown(result: dict[str, Any]) -> str:
     out = [f"Machine: {result['machine']} ({result['device']}); MPO {math.prod(dims)}x{math.prod(dims)} as {dims}x{dims}; "
            f"fused kernel ran: {result['fused_kernel']}, graphs replayed: {result['graphs']}. "
            "Speed-up = nn.Linear ms / method ms in the same mode (eager nn.Linear).",
+           *(["", *result.get("skipped", [])] if result.get("skipped") else []),
            "", "| dtype | bond | batch | mode | method | ms | speed-up vs nn.Linear | max rel. error |",
            "|---|---:|---:|---|---|---:|---:|---:|"]
     for r in result["rows"]:
@@ -118,12 +132,13 @@ def summary(result: dict[str, Any]) -> list[str]:
         groups.setdefault((r["dtype"], r["bond"], r["batch"], r["mode"]), {})[r["method"]] = r
     for (dtype, bond, batch, mode), g in groups.items():
         fastest = min(g.values(), key=lambda r: r["ms"])
-        fused = g["TNLinear fused"]["ms"]
+        fused = g.get("TNLinear fused", {}).get("ms")
         chain = g["TNLinear chain"]["ms"]
+        versus_chain = f"{chain / fused:.2f}x" if fused else "skipped"
         graphed = g.get("TNLinear auto graphed", {}).get("ms")
         ratio = f"{g['TNLinear auto']['ms'] / graphed:.2f}x" if graphed else "-"
         worst = max(r["rel_error"] for r in g.values())
-        lines.append(f"{dtype:9} {bond:>4} {batch:>6} {mode:5} {fastest['method']:22} {chain / fused:>10.2f}x "
+        lines.append(f"{dtype:9} {bond:>4} {batch:>6} {mode:5} {fastest['method']:22} {versus_chain:>11} "
                      f"{ratio:>18} {worst:>9.1e}")
     return lines
 

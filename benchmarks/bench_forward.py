@@ -31,7 +31,8 @@ import tnviz
 from tnviz.nn import STRATEGIES, TNLinear
 from tnviz.nn.measure import time_interleaved as _time_interleaved
 from tnviz.cost import training_step_flops
-from tnviz.nn.strategies import measured_only, plan_chain
+from tnviz.nn.chain import plan_chain
+from tnviz.nn.strategies import measured_only
 
 
 #: --network: how the layer is tensorized at a given rank (TensorLy-Torch is compared on mpo only)

@@ -10,7 +10,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 python -c "import torch, opt_einsum, numpy" 2>/dev/null || {
   echo "gpu_check: needs torch (CUDA build), opt_einsum and numpy in this python" >&2; exit 2; }
 python -c "import scipy" 2>/dev/null || echo "gpu_check: scipy missing (only the stack tests need it)" >&2
-python -c "import triton" 2>/dev/null || echo "gpu_check: triton not importable; the fused-kernel tests skip and its rows run the chain" >&2
+python -c "import triton" 2>/dev/null || echo "gpu_check: triton not importable; the fused-kernel tests skip and bench_cuda reports its rows skipped" >&2
 python -c "import tltorch" 2>/dev/null || echo "gpu_check: tensorly-torch not importable; its rows are left out" >&2
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
 python benchmarks/bench_minilm_compress.py --out "${OUT:-benchmarks/out}" || echo "gpu_check: bench_minilm_compress failed" >&2

@@ -35,8 +35,11 @@ def test_bench_forward_command_line_step_with_input_grad(capsys):
 
 def test_bench_cuda_runs_its_rows_on_cpu():
     """The GPU script's second half (fused kernel, CUDA graphs) as a CPU smoke run: no kernel, no
-    graphs, but every row, its error against the float64 reference, and the summary."""
+    graphs, but every row, its error against the float64 reference, and the summary.  Without
+    triton (an optional dependency) the fused rows are reported skipped, not failed."""
     import bench_cuda
+
+    from tnviz.nn.fused_launch import triton_importable
 
     args = bench_cuda.parse_args(["--device", "cpu", "--dtypes", "float32", "--dims", "2", "3", "--ranks", "2",
                                   "--batches", "1", "4", "--step-batches", "4", "--repeats", "1"])
@@ -46,3 +49,11 @@ def test_bench_cuda_runs_its_rows_on_cpu():
     assert max(r["rel_error"] for r in rows) < 1e-5
     assert len(bench_cuda.summary(result)) == 1 + 3  # header, (batch 1, 4) eval and batch 4 step
     assert "| dtype |" in bench_cuda.markdown(result)
+    fused_rows = [r for r in rows if r["method"].startswith("TNLinear fused")]
+    if triton_importable():  # the strategy exists (its plan runs the chain on CPU)
+        assert {r["mode"] for r in fused_rows} == {"eval", "step"} and not result["skipped"]
+    else:
+        assert not fused_rows
+        assert result["skipped"] == ["TNLinear fused: skipped: triton is not installed (optional dependency)"]
+        assert result["skipped"][0] in bench_cuda.markdown(result)
+        assert all(line.split()[5] == "skipped" for line in bench_cuda.summary(result)[1:])

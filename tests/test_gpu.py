@@ -102,19 +102,20 @@ def test_from_linear_on_cuda():
 
 
 def test_autotune_and_measure_on_cuda():
+    from tnviz.nn import autotune as A
     from tnviz.nn import measure as M
 
-    M.clear_autotune()
+    A.clear_autotune()
     net = tnviz.mpo([8, 8, 8, 8], [8, 8, 8, 8], ranks=4)
     layer = TNLinear(net, device="cuda", autotune=True).eval()
     x = torch.randn(64, net.in_features, device="cuda")
     with torch.no_grad():
         y = layer(x)
     assert layer.last_strategy in STRATEGIES
-    assert any(k[0] == net and k[3].startswith("cuda") for k in M._TUNED)
+    assert any(k[0] == net and k[3].startswith("cuda") for k in A._TUNED)
     ref = reference(layer, x)
     assert float((y.double().cpu() - ref).abs().max() / ref.abs().max()) < 2e-3
     rows = M.measure(tnviz.cp([16, 16], [16, 16], rank=8), batch=32, device="cuda", repeats=2, mode="step")
     assert {"nn.Linear", "TNLinear auto", "TNLinear modes"} <= {r["method"] for r in rows}
     assert all(r["ms"] > 0 for r in rows)
-    M.clear_autotune()
+    A.clear_autotune()

@@ -16,8 +16,11 @@ import torch
 
 import tnviz
 from tnviz.nn import TNLinear
-from tnviz.nn.fused import FUSED, available, fused_mpo, plan_fused, triton_importable
-from tnviz.nn.strategies import StrategyError, plan_chain
+from tnviz.nn.chain import plan_chain
+from tnviz.nn.fused import FUSED, plan_fused
+from tnviz.nn.fused_launch import available, triton_importable
+from tnviz.nn.fused_op import FusedMPO, fused_mpo
+from tnviz.nn.strategies import StrategyError
 
 needs_triton = pytest.mark.skipif(not triton_importable(), reason="triton not installed (optional dependency)")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: run benchmarks/gpu_check.sh on a CUDA machine")
@@ -71,9 +74,9 @@ def test_plan_cuts_at_the_bond_with_fewest_flops_and_counts_them():
     plan = plan_fused(net, 32, cached=True)
     assert plan.describe() == "AB | CD (fused)"
     assert (plan.IA, plan.IB, plan.OA, plan.OB, plan.R) == (64, 64, 64, 64, 4)
-    assert plan.flops == 2 * 32 * 4 * 64 * 64 * (64 + 64)  # one ob tile: GEMM 1 counted once
+    assert plan.flops() == 2 * 32 * 4 * 64 * 64 * (64 + 64)  # one ob tile: GEMM 1 counted once
     # the same two GEMMs as the two-segment chain: equal FLOPs
-    assert plan.flops == plan.halves.flops
+    assert plan.flops() == plan.halves.flops()
     u = 32 * 64 * 4 * 64  # the intermediate U[b, oa, r, ib] that the chain's two segments store
     assert max(s.M * s.n * s.r for s in plan_chain(net, 32, True).segments) == u
     assert plan.largest == 32 * 4096 < u  # inference: only y (and parts) in memory
@@ -89,7 +92,7 @@ def test_without_a_kernel_the_plan_runs_the_chain(monkeypatch):
     net = tnviz.mpo([3, 4], [5, 2], ranks=3)
     layer = TNLinear(net, dtype=torch.float64)
     x = torch.randn(6, 12, dtype=torch.float64)
-    y = plan_fused(net, 6)(x, layer)
+    y = plan_fused(net, 6)(x, layer.call_context())
     torch.testing.assert_close(y, x @ layer.to_dense().T, rtol=1e-12, atol=1e-12)
     with pytest.raises(StrategyError, match="TRITON_INTERPRET"):
         fused_mpo(x, torch.zeros(3, 5, 3, dtype=torch.float64), torch.zeros(12, 2, dtype=torch.float64))
@@ -98,7 +101,8 @@ def test_without_a_kernel_the_plan_runs_the_chain(monkeypatch):
 def test_module_imports_and_declines_without_triton():
     code = (
         "import sys; sys.modules['triton'] = None\n"  # import triton now raises ImportError
-        "import tnviz; from tnviz.nn.fused import FUSED, available\n"
+        "import tnviz; from tnviz.nn.fused import FUSED; from tnviz.nn.fused_launch import available\n"
+        "import tnviz.nn.fused_op, tnviz.nn.fused_kernel\n"  # the op and the kernel's module import too
         "net = tnviz.mpo([4, 4], [4, 4], ranks=2)\n"
         "assert not FUSED.supports(net) and not available('cpu') and not FUSED.available('cuda')\n"
         "print(FUSED.plan(net, 2).describe())\n"
@@ -107,6 +111,44 @@ def test_module_imports_and_declines_without_triton():
                          env={"TRITON_INTERPRET": "1", "PATH": ""}, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "A | B (fused)"
+
+
+STEP_FLOP_CASES = [(([4, 4, 4], [4, 4, 4]), 3, 7), (([4, 4], [16, 16]), 8, 6)]
+
+
+def test_fused_step_flops_count_the_kernel_and_its_backwards_gemms():
+    """The fused kernel counts its own forward; its backward (plain GEMMs, run here on CPU with the
+    saved tensors: no triton needed) recomputes U and takes the gradients of both parts."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    F64 = torch.float64
+    for dims, rank, batch in STEP_FLOP_CASES:
+        net = tnviz.mpo(*dims, ranks=rank)
+        plan = plan_fused(net, batch, False)
+        tensors = TNLinear(net, bias=False, dtype=F64).ordered_tensors()
+        left, right = plan.halves.segments
+        a_t = plan.halves.merge(left, tensors).reshape(plan.IA, plan.OA, plan.R).permute(2, 1, 0).contiguous()
+        b = plan.halves.merge(right, tensors)
+
+        class Ctx:
+            saved_tensors = (torch.randn(batch, net.in_features, dtype=F64), a_t.detach(), b.detach())
+            needs_input_grad = (False, True, True)
+
+        with FlopCounterMode(display=False) as counter:
+            FusedMPO.backward(Ctx(), torch.randn(batch, net.out_features, dtype=F64))
+        merges = left.merge_flops + right.merge_flops
+        assert plan.flops(step=True) == plan.flops() + counter.get_total_flops() + 3 * merges
+
+
+@needs_triton
+def test_measured_step_flops_of_fused_are_the_plans_own():
+    """``strategy_flops`` (the Measure table) reads the plan's count; the strategy exists only
+    where triton imports."""
+    from tnviz.nn.measure import strategy_flops
+
+    for dims, rank, batch in STEP_FLOP_CASES:
+        net = tnviz.mpo(*dims, ranks=rank)
+        assert strategy_flops(net, "fused", batch, cached=False, step=True) == plan_fused(net, batch).flops(step=True)
 
 
 # ---------------------------------------------------------------------- interpreter (CPU)
@@ -151,7 +193,7 @@ def test_kernel_compiles_for_sm90_without_a_gpu(dtype):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from tnviz.nn.fused import TILES
+    from tnviz.nn.fused_launch import TILES
     from tnviz.nn.fused_kernel import _fused_mpo_kernel
 
     pointer = {torch.bfloat16: "*bf16", torch.float32: "*fp32", torch.float64: "*fp64"}[dtype]
@@ -186,7 +228,7 @@ def test_layer_forward_and_gradients_equal_dense_float64(interpret, net, batch):
     g = torch.randn(batch, net.out_features, dtype=torch.float64)
     plan = plan_fused(net, batch)
     assert available(x.device)  # the interpreted kernel runs, not the chain fallback
-    y = plan(x, layer)
+    y = plan(x, layer.call_context())
     w = layer.to_dense()
     ref = x @ w.T
     torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
@@ -205,10 +247,10 @@ def test_eval_cache_sees_in_place_updates(interpret):
     x = torch.randn(3, 16, dtype=torch.float64)
     plan = plan_fused(net, 3, cached=True)
     with torch.no_grad():
-        y1 = plan(x, layer)
+        y1 = plan(x, layer.call_context())
         assert any(key[0] == "fused-a" for key in layer._cache)  # merged parts were cached
         layer.ordered_tensors()[1].mul_(-2.0)
-        y2 = plan(x, layer)
+        y2 = plan(x, layer.call_context())
         assert not torch.allclose(y1, y2)
         torch.testing.assert_close(y2, x @ layer.to_dense().T, rtol=1e-12, atol=1e-12)
 
@@ -247,7 +289,7 @@ def test_layer_on_cuda_forward_and_gradients_match_cpu_float64(net):
         g = torch.randn(batch, net.out_features, dtype=torch.float64)
         ref = x @ cpu.to_dense().T
         ref_grads = torch.autograd.grad((ref * g).sum(), cpu.ordered_tensors())
-        y = plan(x.float().cuda(), gpu)
+        y = plan(x.float().cuda(), gpu.call_context())
         assert float((y.double().cpu() - ref).abs().max() / ref.abs().max()) < TOL[torch.float32]
         grads = torch.autograd.grad((y * g.float().cuda()).sum(), gpu.ordered_tensors())
         for got, want in zip(grads, ref_grads):

@@ -148,7 +148,7 @@ def test_fused_kernel_replays_inside_a_graph():
             self.layer = TNLinear(tnviz.mpo([8, 8, 8, 8], [8, 8, 8, 8], ranks=8), device="cuda").eval()
 
         def forward(self, x):
-            return plan_fused(self.layer.network, x.shape[0], True)(x, self.layer)
+            return plan_fused(self.layer.network, x.shape[0], True)(x, self.layer.call_context())
 
     module = FusedLayer()
     wrapped = graphed(module)

@@ -17,7 +17,7 @@ from tnviz.nn import TNLinear
 from tnviz.nn import workspace as W
 from tnviz.nn.workspace import Workspace, pooled_sweep
 
-from test_nn_fast import MODES_NETWORKS, RING_NETWORKS, check_against_dense
+from tests.nn_cases import MODES_NETWORKS, RING_NETWORKS, check_against_dense
 
 F64 = torch.float64
 BATCH = 256  # the layer's output, BATCH x 4096, is at the default pooling threshold
@@ -392,3 +392,69 @@ def test_a_one_off_measurement_keeps_no_buffers():
     rows = measure(tnviz.mpo([8, 8, 8, 8], [8, 8, 8, 8], ranks=4), batch=64, repeats=1, mode="step")
     assert {r["method"] for r in rows} >= {"nn.Linear", "TNLinear auto", "TNLinear chain"}
     assert W.shared().nbytes == 0
+
+
+@pytest.mark.parametrize("dims", [(3, 2, 4, 5, 1), (1, 3, 1, 2, 2), (4, 4, 6, 2, 3)])
+def test_the_halves_product_passes_gradcheck_and_gradgradcheck(dims):
+    from tnviz.nn.workspace import Workspace, halves_product
+
+    O, I, K, P, J = dims
+    gen = torch.Generator().manual_seed(sum(dims))
+    left = torch.randn(O, I, K, dtype=F64, generator=gen, requires_grad=True)
+    right = torch.randn(K, P, J, dtype=F64, generator=gen, requires_grad=True)
+    want = torch.einsum("oik,kpj->opij", left, right).reshape(O * P, I * J)
+    for ws in (None, Workspace()):
+        torch.testing.assert_close(halves_product(left, right, O, I, K, P, J, ws), want)
+        fn = lambda a, b: halves_product(a, b, O, I, K, P, J, ws)  # noqa: E731
+        assert torch.autograd.gradcheck(fn, (left, right))
+        assert torch.autograd.gradgradcheck(fn, (left, right))
+    # only one half needing a gradient
+    grad = torch.autograd.grad(halves_product(left, right.detach(), O, I, K, P, J).sum(), left)[0]
+    torch.testing.assert_close(grad, torch.autograd.grad(want.sum(), left, retain_graph=True)[0])
+
+
+def test_the_halves_product_runs_a_vmapped_backward():
+    """``is_grads_batched`` and ``jacobian(vectorize=True)`` run the backward under legacy vmap
+    (no rules for ``out=`` or in-place ops): the rebuilt layer's Jacobian equals the reference."""
+    from tnviz.nn.workspace import halves_product
+
+    O, I, K, P, J = 2, 3, 2, 3, 2
+    gen = torch.Generator().manual_seed(5)
+    left = torch.randn(O, I, K, dtype=F64, generator=gen, requires_grad=True)
+    right = torch.randn(K, P, J, dtype=F64, generator=gen, requires_grad=True)
+    fn = lambda a, b: halves_product(a, b, O, I, K, P, J)  # noqa: E731
+    ref = lambda a, b: torch.einsum("oik,kpj->opij", a, b).reshape(O * P, I * J)  # noqa: E731
+    for got, want in zip(torch.autograd.functional.jacobian(fn, (left, right), vectorize=True),
+                         torch.autograd.functional.jacobian(ref, (left, right))):
+        torch.testing.assert_close(got, want)
+    net = tnviz.tensor_ring([2, 3, 2], [3, 2, 2], ranks=2)
+    layer = TNLinear(net, strategy="rebuilt", dtype=F64)
+    x = torch.randn(2, net.in_features, dtype=F64, generator=gen)
+    y = layer(x)
+    eye = torch.eye(y.numel(), dtype=F64).reshape(-1, *y.shape)
+    params = list(layer.parameters())
+    batched = torch.autograd.grad(y, params, eye, is_grads_batched=True, retain_graph=True)
+    for i, p in enumerate(params):
+        one_by_one = torch.stack([torch.autograd.grad(y, p, e, retain_graph=True)[0] for e in eye])
+        torch.testing.assert_close(batched[i], one_by_one)
+
+
+def test_the_halves_product_pools_w_in_training_only_and_falls_back_where_it_must():
+    from tnviz.nn import workspace as W
+
+    left = torch.randn(64, 64, 16, requires_grad=True)  # W: 64*64*64*64 elements, above the pool's floor
+    right = torch.randn(16, 64, 64, requires_grad=True)
+    ws = W.Workspace()
+    w = W.halves_product(left, right, 64, 64, 16, 64, 64, ws)
+    assert ws.nbytes == w.numel() * 4  # rebuilt every training step: from the workspace
+    del w
+    ws2 = W.Workspace()
+    with torch.no_grad():
+        W.halves_product(left, right, 64, 64, 16, 64, 64, ws2)
+    assert ws2.nbytes == 0  # the eval cache keeps its weight: not the pool's
+    assert W.halves_product_ok(left, 64)
+    assert not W.halves_product_ok(left, W.HALVES_MAX_LOOP + 1)
+    assert not W.halves_product_ok(left.to(torch.complex64), 64)
+    with torch.autograd.forward_ad.dual_level():
+        assert not W.halves_product_ok(left, 64)
+

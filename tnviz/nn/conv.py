@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..builders import conv_cp
+from ..decompose import decompose
 from ..errors import InvalidNetworkError, RankError
 from ..network import TensorNetwork, load_network
 from .linear import TNLinear
@@ -160,8 +162,6 @@ class CPConv2d(_ConvGeometry):
 
     @property
     def network(self) -> TensorNetwork:
-        from ..builders import conv_cp
-
         return conv_cp(self.out_channels, self.in_channels, self.kernel_size, self.rank)
 
     def network_tensors(self) -> dict[str, torch.Tensor]:
@@ -196,8 +196,6 @@ class CPConv2d(_ConvGeometry):
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, rank: int, **decompose_options: Any) -> "CPConv2d":
         """CP-ALS of ``conv.weight`` through :func:`tnviz.decompose.decompose` (method ``cp``)."""
-        from ..decompose import decompose
-
         _check_plain_conv(conv)
         dec = decompose(conv.weight.detach(), "cp", max_rank=rank, **decompose_options)
         net = dec.network
@@ -258,8 +256,6 @@ class TNConv2d(_ConvGeometry):
     def from_conv(cls, conv: nn.Conv2d, method: str = "tucker", *, strategy: str = "auto",
                   **decompose_options: Any) -> "TNConv2d":
         """Decompose ``conv.weight`` (legs ``cin, kh, kw`` -> ``cout``) with any method."""
-        from ..decompose import decompose
-
         _check_plain_conv(conv)
         K = conv.weight.detach()
         dec = decompose(K, method, **decompose_options)

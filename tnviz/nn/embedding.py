@@ -2,9 +2,12 @@
 
 >>> import torch, tnviz
 >>> from tnviz.nn import TNLinear
->>> emb = TNEmbedding(TNLinear(tnviz.mpo([4, 4], [4, 4], ranks=2), bias=False))
->>> emb(torch.tensor([[1, 15]])).shape
-torch.Size([1, 2, 16])
+>>> table = TNLinear(tnviz.mpo([2, 4], [5, 10], ranks=3), bias=False)   # 50 rows of dimension 8
+>>> emb = TNEmbedding(table, padding_idx=0)
+>>> emb(torch.tensor([[1, 2], [3, 0]])).shape
+torch.Size([2, 2, 8])
+>>> bool(torch.equal(emb(torch.tensor([3])), table.to_dense()[3:4]))
+True
 """
 from __future__ import annotations
 
@@ -15,7 +18,8 @@ from torch import nn
 
 class TNEmbedding(nn.Module):
     """An embedding table ``(num_embeddings, dim)`` held as a tensor network (a TNLinear with
-    ``out_features = num_embeddings``); lookups gather rows of the rebuilt table."""
+    ``out_features = num_embeddings``); lookups gather rows of the rebuilt table (cached while
+    the weights are unchanged, in eval mode)."""
 
     def __init__(self, linear: nn.Module, padding_idx: int | None = None) -> None:
         super().__init__()

@@ -1,11 +1,19 @@
-"""The Triton kernel of :mod:`tnviz.nn.fused` (imports triton: load it only through
-:func:`kernel`).  See :mod:`tnviz.nn.fused` for what it computes and why."""
+"""The Triton kernel of :mod:`tnviz.nn.fused` (imports triton: :mod:`tnviz.nn.fused_op` loads it
+at the first launch).  See :mod:`tnviz.nn.fused` for what it computes and why.
+
+Without triton the module still imports (the kernel's annotations are strings) and
+:func:`kernel` refuses."""
 from __future__ import annotations
 
 import functools
 
-import triton
-import triton.language as tl
+from .plan import StrategyError
+
+try:
+    import triton
+    import triton.language as tl
+except Exception:  # not installed, or built for another torch/python (as fused_launch.triton_importable)
+    triton = tl = None
 
 
 def _fused_mpo_kernel(x_ptr, a_ptr, b_ptr, y_ptr, IA, IB, OA, OB, R,
@@ -47,6 +55,8 @@ def kernel(interpreted: bool):
     """The kernel compiled for the GPU, or wrapped for Triton's interpreter (CPU tensors).  Both
     are built here rather than by ``@triton.jit`` at import, which fixes the choice by the
     ``TRITON_INTERPRET`` seen at import time: a process may interpret on CPU and compile for CUDA."""
+    if triton is None:
+        raise StrategyError("the fused kernel needs the optional dependency triton, which does not import here")
     if interpreted:
         from triton.runtime.interpreter import InterpretedFunction
 

@@ -13,16 +13,22 @@ from __future__ import annotations
 import math
 import os
 import re
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from ..contract import DEFAULT_BUDGET_ELEMENTS
+from ..contract import DEFAULT_BUDGET_ELEMENTS, ordered_tensors
+from ..decompose import decompose
 from ..errors import BudgetError, InvalidNetworkError
 from ..network import TensorNetwork, load_network
+from . import autotune as tuning
 from . import strategies as S
 from . import workspace
+from .plan import Plan
+from .rebuild import dense_weight
+from .strategies import AUTOTUNE_MIN_ELEMENTS, FAST_PATHS  # noqa: F401  (re-exported: they lived here)
 
 _SAFE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -39,26 +45,22 @@ def _parameter_keys(net: TensorNetwork) -> dict[str, str]:
     return keys
 
 
-#: With ``autotune=None``, layers at least this large (in_features * out_features) and without a
-#: fast path are autotuned in inference (benchmarks/README.md, tensor ring).
-AUTOTUNE_MIN_ELEMENTS = 1 << 20
-
-#: Strategies whose presence means the cost model's choice is trusted by default.  ``ring`` is
-#: not one: on rings of few large cores its modelled cost is off by 2x either way
-#: (benchmarks/README.md), so large tensor rings are still measured in inference.
-FAST_PATHS = ("chain", "modes")
+#: A layer holds at most this many parameter elements unless ``max_params`` lifts the limit
+#: (4 GiB in float32): a network file with enormous sizes is refused before anything is allocated.
+MAX_PARAMS = 1 << 30
 
 
-class _Call:
-    """What one forward's plan sees of the layer: its tensors, and its weight cache at the version
-    taken once when the call starts (one lookup per step of the plan bounds small batches; kept per
-    call, not on the layer, so that threads sharing a layer never mix their modes)."""
+class LayerCall:
+    """The :class:`~tnviz.nn.plan.PlanContext` of one forward: the layer's tensors, its weight
+    cache at the version taken once when the call starts (one lookup per step of the plan bounds
+    small batches; kept per call, not on the layer, so that threads sharing a layer never mix
+    their modes), the shared workspace and the bias."""
 
     __slots__ = ("layer", "version", "workspace", "bias", "bias_added")
 
     def __init__(self, layer: "TNLinear") -> None:
         self.layer = layer
-        self.version = layer._version() if layer._caching_allowed() else None
+        self.version = layer._version() if layer.caches_weights() else None
         self.workspace = workspace.shared()
         self.bias = layer.bias  # a plan may add it inside its last step and say so in bias_added
         self.bias_added = False
@@ -68,6 +70,32 @@ class _Call:
 
     def cached(self, key: Any, compute):
         return self.layer._cached_at(self.version, key, compute)
+
+
+@dataclass(frozen=True)
+class _Selected:
+    """One entry of a layer's plan cache: the strategy that runs, its plan, and for ``auto`` the
+    decision it came from (whose ``measured`` may hand the choice to the autotune)."""
+
+    strategy: str
+    plan: Plan
+    decision: S.Decision | None
+
+
+def _too_many_parameters(net: TensorNetwork, bias: bool, dtype: Any, max_params: int) -> str | None:
+    """The refusal of a layer whose parameters would exceed ``max_params`` elements, or ``None``;
+    predicted from the shapes (nothing allocated)."""
+    total = net.params + (net.out_features if bias else 0)
+    if total <= max_params:
+        return None
+    dtype = dtype if dtype is not None else torch.get_default_dtype()
+    gib = total * dtype.itemsize / 2**30
+    sizes = list(net.sizes.items())
+    shown = ", ".join(f"{i}={v:,}" for i, v in sizes[:12]) + (f", ... ({len(sizes)} indices)" if len(sizes) > 12 else "")
+    largest = max(zip(net.shapes, net.tensor_names), key=lambda s: math.prod(s[0]))
+    return (f"a TNLinear holds at most {max_params:,} parameter elements (max_params=None lifts the limit); "
+            f"network {net.name or 'unnamed'!r} with sizes {{{shown}}} needs {total:,} "
+            f"({gib:,.3g} GiB in {str(dtype).replace('torch.', '')}; tensor {largest[1]!r} has shape {largest[0]})")
 
 
 class _AddBias(torch.autograd.Function):
@@ -110,16 +138,19 @@ class TNLinear(nn.Module):
     """``y = x W^T + b`` with ``W`` (out_features, in_features) given by a tensor network.
 
     ``strategy`` is one of ``"auto"`` or a name in :data:`tnviz.nn.STRATEGIES`; with ``"auto"``
-    the layer picks by the cost model for each batch size and records its choice in
-    ``last_strategy``.  Plans are made once per (batch, dtype, device, mode) and reused.
-    ``budget`` (elements) refuses any contraction whose largest intermediate is bigger
-    (:class:`tnviz.BudgetError`); ``None`` disables the guard.  ``autotune=True`` makes ``auto``
-    pick by *measured* time instead: the first call in each (batch bucket, dtype, device, mode)
-    times the plausible strategies a few times on this device (:func:`tnviz.nn.measure.autotune`,
-    cached for every layer of the same network).  ``autotune=None`` (the default) measures only
-    where the cost model is known to be weak: in inference (eval mode, no gradients) for layers of
-    at least :data:`AUTOTUNE_MIN_ELEMENTS` weight elements whose network has no fast path
-    (neither ``chain`` nor ``modes`` fits: tensor rings, generic networks), and MPO layers in
+    the layer runs what :func:`tnviz.nn.strategies.decide` says for each batch size and mode
+    and records its choice in ``last_strategy``.  Plans are made once per (strategy, batch, mode,
+    device) and reused (one cache, ``_plans``).  ``budget`` (elements) refuses any contraction
+    whose largest intermediate is bigger (:class:`tnviz.BudgetError`); ``None`` disables the
+    guard.  ``max_params`` (elements, default :data:`MAX_PARAMS`) refuses a network whose
+    parameters would be larger, before anything is allocated; ``None`` lifts it.
+    ``autotune=True`` makes ``auto`` pick by *measured* time instead: the first call in each
+    (batch bucket, dtype, device, mode) times the plausible strategies a few times on this device
+    (:func:`tnviz.nn.autotune.autotune`, cached for every layer of the same network).
+    ``autotune=None`` (the default) measures only where the cost model is known to be weak (the
+    decision's ``measured``): in inference (eval mode, no gradients) for layers of at least
+    :data:`~tnviz.nn.strategies.AUTOTUNE_MIN_ELEMENTS` weight elements whose network has no fast
+    path (neither ``chain`` nor ``modes`` fits: tensor rings, generic networks), and MPO layers in
     inference where the fused Triton kernel can run (CUDA with triton).  ``False`` never measures.
     """
 
@@ -133,9 +164,13 @@ class TNLinear(nn.Module):
         *,
         budget: int | None = DEFAULT_BUDGET_ELEMENTS,
         autotune: bool | None = None,
+        max_params: int | None = MAX_PARAMS,
     ) -> None:
         super().__init__()
         net = load_network(network)
+        refusal = None if max_params is None else _too_many_parameters(net, bias, dtype, max_params)
+        if refusal is not None:
+            raise BudgetError(refusal)
         self.network = net
         self.in_features = net.in_features
         self.out_features = net.out_features
@@ -149,10 +184,10 @@ class TNLinear(nn.Module):
         self.budget = budget
         self.autotune = autotune
         self.last_strategy: str | None = None
-        self._choices: dict[Any, str] = {}
-        self._plans: dict[Any, Any] = {}
+        # (strategy asked for, batch, cached, device type, TRITON_INTERPRET) -> what runs
+        self._plans: dict[tuple, _Selected] = {}
+        # weight-only results (merged cores, the rebuilt matrix) by key: (weights' version, value)
         self._cache: dict[Any, tuple[Any, Any]] = {}
-        self._measured_by_default: dict[tuple, bool] = {}
         self.reset_parameters()
 
     # ------------------------------------------------------------------ construction
@@ -185,6 +220,7 @@ class TNLinear(nn.Module):
         strategy: str = "auto",
         budget: int | None = DEFAULT_BUDGET_ELEMENTS,
         autotune: bool | None = None,
+        max_params: int | None = MAX_PARAMS,
     ) -> "TNLinear":
         """A layer holding the given tensors (numpy arrays or torch tensors, by tensor name)."""
         net = load_network(network)
@@ -196,7 +232,7 @@ class TNLinear(nn.Module):
         if device is None and isinstance(first, torch.Tensor):
             device = first.device
         layer = cls(net, bias=bias is not None, device=device, dtype=dtype, strategy=strategy, budget=budget,
-                    autotune=autotune)
+                    autotune=autotune, max_params=max_params)
         layer.load_tensors(tensors)
         if bias is not None:
             with torch.no_grad():
@@ -217,8 +253,6 @@ class TNLinear(nn.Module):
         ``decompose_options`` go to the decomposition (legs, ranks, truncation).  The relative
         weight error is kept in ``decomposition_error``.
         """
-        from ..decompose import decompose
-
         weight = linear.weight.detach()
         dec = decompose(weight, method, **decompose_options)
         bias = None if linear.bias is None else linear.bias.detach()
@@ -228,8 +262,6 @@ class TNLinear(nn.Module):
 
     def load_tensors(self, tensors: Mapping[str, Any]) -> None:
         """Copy arrays (by tensor name) into the parameters, checking every shape."""
-        from ..contract import ordered_tensors
-
         arrays = ordered_tensors(self.network, tensors)
         with torch.no_grad():
             for t, a in zip(self.network.tensors, arrays):
@@ -246,7 +278,9 @@ class TNLinear(nn.Module):
         """The parameters keyed by the network's tensor names."""
         return {n: self.tensors[self._keys[n]] for n in self.network.tensor_names}
 
-    def _caching_allowed(self) -> bool:
+    def caches_weights(self) -> bool:
+        """Whether a call now may cache weight-only results: eval mode, no gradient needed (the
+        mode a plan is made for: ``cached``)."""
         if self.training:
             return False
         return not (torch.is_grad_enabled() and any(p.requires_grad for p in self.tensors._parameters.values()))
@@ -258,7 +292,7 @@ class TNLinear(nn.Module):
         """``compute()`` cached while the weights are unchanged (eval mode, no gradient needed);
         any in-place change of a tensor (optimizer step, ``load_state_dict``) bumps its version
         counter and invalidates the entry."""
-        return self._cached_at(self._version() if self._caching_allowed() else None, key, compute)
+        return self._cached_at(self._version() if self.caches_weights() else None, key, compute)
 
     def _cached_at(self, version: tuple | None, key: Any, compute):
         """:meth:`cached` for weights at ``version`` (``None``: no caching allowed)."""
@@ -285,48 +319,49 @@ class TNLinear(nn.Module):
             self.clear_cache()
         return super().train(mode)
 
+    def call_context(self) -> LayerCall:
+        """The context a plan runs with for one call (:class:`~tnviz.nn.plan.PlanContext`)."""
+        return LayerCall(self)
+
     # ------------------------------------------------------------------ forward
+    def _selected(self, strategy: str, batch: int, cached: bool, device: Any) -> _Selected:
+        """The plan cache: what runs for ``strategy`` (``auto`` or a name) at ``batch`` in this
+        mode on ``device`` (``None``: not known), made once."""
+        kind = None if device is None else (device if isinstance(device, torch.device) else torch.device(device)).type
+        # the Triton interpreter makes a CPU kernel available (read per call, as the kernel does)
+        key = (strategy, batch, cached, kind, os.environ.get("TRITON_INTERPRET", ""))
+        hit = self._plans.get(key)
+        if hit is None:
+            decision = None
+            if strategy == S.AUTO:
+                decision = S.decide(self.network, batch, cached=cached, device=kind or "cpu", budget=self.budget)
+                strategy = decision.strategy
+            hit = self._plans[key] = _Selected(strategy, S.make_plan(strategy, self.network, batch, cached), decision)
+        return hit
+
+    def _measures(self, decision: S.Decision | None) -> bool:
+        """Whether ``auto`` hands the choice to the autotune: always with ``autotune=True``, never
+        with ``False``; with ``None`` where the decision says ``measured``."""
+        if decision is None:
+            return False
+        return decision.measured if self.autotune is None else bool(self.autotune)
+
     def choose_strategy(self, batch: int, dtype: Any = None, device: Any = None) -> str:
-        """The strategy the layer uses at ``batch`` in its current mode (measured when
-        ``autotune`` is on and ``dtype``/``device`` of the input are given)."""
+        """The strategy the layer uses at ``batch`` in its current mode (measured when the
+        autotune applies and ``dtype``/``device`` of the input are given)."""
         if self.strategy != S.AUTO:
             return self.strategy
-        if dtype is not None and device is not None and self._autotuning(device):
-            from .measure import autotune
+        selected = self._selected(S.AUTO, batch, self.caches_weights(), device)
+        if dtype is not None and device is not None and self._measures(selected.decision):
+            return tuning.autotune(self, batch, dtype, device)
+        return selected.strategy
 
-            return autotune(self, batch, dtype, device)
-        cached = self._caching_allowed()
-        key = (batch, cached)
-        if key not in self._choices:
-            self._choices[key] = S.choose(self.network, batch, cached, self.budget)
-        return self._choices[key]
-
-    def _autotuning(self, device: Any) -> bool:
-        if self.autotune is not None:
-            return bool(self.autotune)
-        if not self._caching_allowed():
-            return False
-        # per device (and Triton interpreter setting, which makes a CPU kernel available): this
-        # runs on every forward
-        key = (str(device), os.environ.get("TRITON_INTERPRET", ""))
-        if key not in self._measured_by_default:
-            net = self.network
-            kernel = any(S.measured_only(n) and s.supports(net) and s.available(device)
-                         for n, s in S.STRATEGIES.items())  # a device kernel (fused) is chosen by measurement only
-            weak = (net.in_features * net.out_features >= AUTOTUNE_MIN_ELEMENTS
-                    and not any(S.STRATEGIES[name].supports(net) for name in FAST_PATHS))
-            self._measured_by_default[key] = kernel or weak
-        return self._measured_by_default[key]
-
-    def plan(self, batch: int, strategy: str | None = None, dtype: Any = None, device: Any = None) -> Any:
-        """The plan for ``batch``, made once per (strategy, batch, mode, dtype, device) and reused;
-        refuses plans above the memory budget."""
+    def plan(self, batch: int, strategy: str | None = None, dtype: Any = None, device: Any = None) -> Plan:
+        """The plan for ``batch`` (of ``strategy``, else the one :meth:`choose_strategy` picks
+        without measuring), made once per (strategy, batch, mode, device) and reused; refuses
+        plans above the memory budget.  ``dtype`` does not change a plan."""
         name = strategy or self.choose_strategy(batch)
-        cached = self._caching_allowed()
-        key = (name, batch, cached, dtype, device)
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = self._plans[key] = S.make_plan(name, self.network, batch, cached)
+        plan = self._selected(name, batch, self.caches_weights(), device).plan
         if self.budget is not None and plan.largest > self.budget:
             raise BudgetError(
                 f"contractions are limited to {self.budget:,} elements per intermediate; strategy {name!r} "
@@ -346,7 +381,7 @@ class TNLinear(nn.Module):
             return y if self.bias is None else y + self.bias
         name = self.choose_strategy(batch, x.dtype, x.device)
         plan = self.plan(batch, name, x.dtype, x.device)
-        call = _Call(self)
+        call = LayerCall(self)
         y = plan(x.reshape(batch, self.in_features), call)
         self.last_strategy = name
         if self.bias is not None and not call.bias_added:
@@ -358,7 +393,7 @@ class TNLinear(nn.Module):
     # ------------------------------------------------------------------ conversions
     def to_dense(self) -> torch.Tensor:
         """The weight matrix ``(out_features, in_features)``, differentiable w.r.t. the tensors."""
-        return S.dense_weight(self.network, self.ordered_tensors())
+        return dense_weight(self.network, self.ordered_tensors())
 
     def to_linear(self) -> nn.Linear:
         """An ``nn.Linear`` with the same weight and bias."""

@@ -17,8 +17,8 @@ step's peak activations until :func:`release` (called when a layer leaves traini
 clears its cache), never more than :data:`MAX_PER_SIZE` buffers of one size and never more than
 :data:`MAX_BYTES` in all.
 :func:`pooled_sweep` is one sweep step that writes its result, and in backward its
-temporaries, into such buffers; it is the same arithmetic as the plain step in
-:mod:`tnviz.nn.strategies`, which small or non-CPU states take.
+temporaries, into such buffers; it is the same arithmetic as the plain step of
+:func:`tnviz.nn.plan.sweep`, which small or non-CPU states take.
 """
 from __future__ import annotations
 
@@ -149,6 +149,16 @@ class Workspace:
             held = self._held()
             self._buffers.clear()
         return held
+
+    # what a plan's sweep step asks of the workspace it is handed (tnviz.nn.plan.SweepWorkspace)
+    def worth(self, state: torch.Tensor, out_elements: int) -> bool:
+        """:func:`worth_pooling`: the pooled step pays off and applies to ``state``."""
+        return worth_pooling(state, out_elements)
+
+    def sweep(self, state: torch.Tensor, w: torch.Tensor, M: int, k: int, n: int, r: int, mode: str,
+              bias: torch.Tensor | None = None) -> Any:
+        """:func:`pooled_sweep` with this workspace's buffers."""
+        return pooled_sweep(state, w, M, k, n, r, mode, self, bias=bias)
 
 
 _SHARED = Workspace()
@@ -372,7 +382,7 @@ class _HalvesProduct(torch.autograd.Function):
 def halves_product(left: torch.Tensor, right: torch.Tensor, O: int, I: int, K: int, P: int, J: int,
                    ws: Workspace | None = None) -> torch.Tensor:
     """``W (O P, I J)`` from the halves ``left (O, I, K)`` and ``right (K, P, J)`` of a chain or
-    ring (:class:`tnviz.nn.strategies.Halves`); see :class:`_HalvesProduct`.  Under autograd
+    ring (:class:`tnviz.nn.rebuild.Halves`); see :class:`_HalvesProduct`.  Under autograd
     (W rebuilt every step) ``W`` comes from the workspace ``ws`` (default: :func:`shared`); a
     weight built without gradients (the eval cache, kept for long) is not the pool's."""
     pooled = torch.is_grad_enabled() and (left.requires_grad or right.requires_grad)

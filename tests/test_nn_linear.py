@@ -7,31 +7,9 @@ import torch
 
 import tnviz
 from tnviz.errors import BudgetError, InvalidNetworkError
+from tests.nn_cases import F64, LAYER_NETWORKS as NETWORKS, strategies_for
 from tnviz.nn import STRATEGIES, StrategyError, TNLinear, choose
-from tnviz.nn.strategies import chain_cores
-
-F64 = torch.float64
-
-# name -> network; odd leg sizes on purpose, ranks at or above full rank where it matters
-NETWORKS = {
-    "mpo": tnviz.mpo([2, 3, 5], [3, 2, 3], ranks=[4, 5]),
-    "mpo unequal legs": tnviz.mpo([3, 5], [2, 3, 2], ranks=3),
-    "mpo one core": tnviz.mpo([7], [5], ranks=[]),
-    "tensor ring": tnviz.tensor_ring([3, 2, 2], [2, 3, 2], ranks=[2, 3, 2]),
-    "tucker": tnviz.tucker([3, 5], [2, 7], ranks=[2, 3, 4, 2]),
-    "cp": tnviz.cp([3, 5], [2, 7], rank=4),
-    "generic": tnviz.from_einsum(
-        "xab,ayc,bczd,dw->xyzw", {"x": 3, "y": 2, "z": 5, "w": 3, "a": 2, "b": 3, "c": 2, "d": 4}, inputs="xz"
-    ),
-    "hyperedge generic": tnviz.from_einsum(
-        "xr,yr,zrs,ws->xyzw", {"x": 3, "y": 4, "z": 2, "w": 5, "r": 3, "s": 2}, inputs="xz"
-    ),
-}
-
-
-def strategies_for(net):
-    return [name for name, s in STRATEGIES.items() if s.supports(net)]
-
+from tnviz.nn.linear import MAX_PARAMS
 
 def dense_reference(net, seed=0):
     """Random float64 tensors, the nn.Linear with the same matrix (from tnviz.to_dense, numpy)."""
@@ -60,17 +38,6 @@ def test_equals_nn_linear_for_every_strategy(name):
             assert layer.last_strategy in STRATEGIES
             if strategy != "auto":
                 assert layer.last_strategy == strategy
-
-
-def test_mpo_uses_the_chain_strategy_and_rings_do_not():
-    assert "chain" in strategies_for(NETWORKS["mpo"])
-    assert "chain" in strategies_for(NETWORKS["mpo unequal legs"])
-    for name in ("tensor ring", "tucker", "cp", "generic"):
-        assert "chain" not in strategies_for(NETWORKS[name])
-    # legs out of row-major order along the chain cannot be swept without permutes
-    shuffled = tnviz.mpo([2, 3], [3, 2], ranks=2, in_cores=[0, 1])
-    swapped = tnviz.TensorNetwork.build(shuffled.tensors, shuffled.sizes, ("i2", "i1"), shuffled.outputs)
-    assert chain_cores(swapped) is None
 
 
 @pytest.mark.parametrize("name", list(NETWORKS))
@@ -254,16 +221,6 @@ def test_eval_cache_is_reused_and_invalidated_by_parameter_changes():
     assert layer._cache == {}
 
 
-def test_chain_merged_cores_are_cached_in_eval_mode():
-    net = tnviz.mpo([4, 4, 4, 4], [4, 4, 4, 4], ranks=8)
-    layer = TNLinear(net, strategy="chain").eval()
-    x = torch.randn(64, net.in_features)
-    with torch.no_grad():
-        y = layer(x)
-        assert any(k[0] == "chain" for k in layer._cache)
-        torch.testing.assert_close(y, x @ layer.to_dense().T + layer.bias, rtol=1e-4, atol=1e-5)
-
-
 def test_plans_are_made_once_per_shape():
     net = NETWORKS["generic"]
     layer = TNLinear(net, dtype=F64, strategy="factorized")
@@ -333,3 +290,46 @@ def test_numpy_tensors_round_trip_through_from_tensors():
     layer = TNLinear.from_tensors(net, tensors)
     assert layer.bias is None
     np.testing.assert_allclose(layer.to_dense().detach().numpy(), tnviz.to_dense(net, tensors), rtol=1e-12)
+
+
+# ------------------------------------------------------------------ parameter guard (issue 15)
+HUGE = {
+    "bond 10^9": tnviz.mpo([4, 4], [4, 4], ranks=10**9),
+    "leg 10^9": tnviz.mpo([10**9, 2], [2, 2], ranks=2),
+    "40 output legs of 2 (the bias)": tnviz.cp([2], [2] * 40, rank=2),
+}
+
+
+@pytest.mark.parametrize("name", list(HUGE))
+def test_a_network_too_large_to_hold_is_refused_before_any_allocation(name, monkeypatch):
+    net = HUGE[name]
+
+    def no_allocation(*args, **kwargs):
+        raise AssertionError("allocated before the size check")
+
+    monkeypatch.setattr(torch, "empty", no_allocation)
+    with pytest.raises(BudgetError) as err:
+        TNLinear(net)
+    text = str(err.value)
+    assert MAX_PARAMS == 1 << 30
+    assert "at most 1,073,741,824 parameter elements (max_params=None lifts the limit)" in text
+    assert repr(net.name) in text and "GiB in float32" in text
+    biggest = max(net.sizes.values())
+    assert f"={biggest:,}" in text  # the sizes, as the network file gives them
+    if net.params > MAX_PARAMS:  # the tensors alone (from_tensors without a bias has none)
+        with pytest.raises(BudgetError, match="in float64"):
+            TNLinear.from_tensors(net, {}, dtype=F64)  # the same guard, before any tensor is read
+    with pytest.raises(BudgetError):  # from the network file's dict
+        TNLinear(net.to_dict())
+
+
+def test_the_parameter_limit_counts_the_bias_and_can_be_lifted_or_lowered():
+    net = tnviz.mpo([4, 4], [4, 4], ranks=3)  # 96 tensor elements, 16 of bias
+    assert net.params == 96
+    with pytest.raises(BudgetError, match="at most 100 parameter elements.*needs 112"):
+        TNLinear(net, max_params=100)
+    assert sum(p.numel() for p in TNLinear(net, bias=False, max_params=100).parameters()) == 96
+    assert sum(p.numel() for p in TNLinear(net, max_params=None).parameters()) == 112
+    many = tnviz.cp([2] * 14, [2] * 14, rank=1)  # a few parameters, 16,384 bias elements
+    with pytest.raises(BudgetError, match=r"\.\.\. \(29 indices\)"):  # long size lists are cut short
+        TNLinear(many, max_params=1000)

@@ -1,0 +1,44 @@
+"""The ``chain`` strategy (tnviz.nn.chain: MPO/TT sweeps): which networks it takes, its plan's
+segments, and its merged cores cached in eval mode."""
+from __future__ import annotations
+
+import torch
+
+import tnviz
+from tests.nn_cases import LAYER_NETWORKS as NETWORKS, strategies_for
+from tnviz.nn import TNLinear
+from tnviz.nn.chain import chain_cores, plan_chain
+
+
+def test_mpo_uses_the_chain_strategy_and_rings_do_not():
+    assert "chain" in strategies_for(NETWORKS["mpo"])
+    assert "chain" in strategies_for(NETWORKS["mpo unequal legs"])
+    for name in ("tensor ring", "tucker", "cp", "generic"):
+        assert "chain" not in strategies_for(NETWORKS[name])
+    # legs out of row-major order along the chain cannot be swept without permutes
+    shuffled = tnviz.mpo([2, 3], [3, 2], ranks=2, in_cores=[0, 1])
+    swapped = tnviz.TensorNetwork.build(shuffled.tensors, shuffled.sizes, ("i2", "i1"), shuffled.outputs)
+    assert chain_cores(swapped) is None
+
+
+def test_chain_merged_cores_are_cached_in_eval_mode():
+    net = tnviz.mpo([4, 4, 4, 4], [4, 4, 4, 4], ranks=8)
+    layer = TNLinear(net, strategy="chain").eval()
+    x = torch.randn(64, net.in_features)
+    with torch.no_grad():
+        y = layer(x)
+        assert any(k[0] == "chain" for k in layer._cache)
+        torch.testing.assert_close(y, x @ layer.to_dense().T + layer.bias, rtol=1e-4, atol=1e-5)
+
+
+def test_the_plan_merges_cores_where_that_is_cheaper_and_counts_its_flops():
+    net = tnviz.mpo([8, 8, 8, 8], [8, 8, 8, 8], ranks=8)
+    assert plan_chain(net, 1024).describe() == "AB | CD"
+    for batch in (1, 64, 1024):
+        for cached in (False, True):
+            plan = plan_chain(net, batch, cached)
+            segments = plan.segments
+            assert plan.flops() == sum(2 * s.M * s.k * s.n * s.r for s in segments)
+            assert plan.flops(step=True) == (3 * plan.flops() - segments[0].flops
+                                             + 3 * sum(s.merge_flops for s in segments))
+            assert [(s.first, s.last) for s in segments][0][0] == 0 and segments[-1].last == 3
