@@ -277,3 +277,41 @@ def test_cli_compress_draws_a_progress_bar_on_a_terminal_only(model_file, tmp_pa
     piped = _cli("compress", str(path), "--max-rank", "2", "-o", str(tmp_path / "pipe"))
     assert piped.returncode == 0 and piped.stderr == ""
     assert "weights:" in proc.stdout and "weights:" in piped.stdout
+
+
+def test_library_warnings_stay_off_the_one_error_line(model_file, tmp_path, capsys, monkeypatch):
+    """(issue 15 item 10) torch's and transformers' warnings added lines next to the one error line."""
+    import warnings
+
+    import tnviz.model.compress as compress_module
+    from tnviz.cli import main
+    from tnviz.errors import ModelFileError
+
+    def noisy(*args, **kwargs):
+        warnings.warn_explicit("TypedStorage is deprecated", UserWarning, torch.__file__, 1)
+        raise ModelFileError("a weights file must be readable; it is not")
+
+    monkeypatch.setattr(compress_module, "compress", noisy)
+    code = main(["compress", str(model_file[0]), "--max-rank", "2", "-o", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip().splitlines() == ["tnviz: error: a weights file must be readable; it is not"]
+
+
+def test_the_app_is_served_on_this_machine_only_unless_asked(monkeypatch):
+    """(issue 15 item 11) localhost by default, an explicit --host to share; the upload cap and the
+    error details set deliberately (tracebacks only to a local user)."""
+    from tnviz.cli import APP_MAX_UPLOAD_MB, app_command, build_parser
+
+    def flags(*argv):
+        cmd = app_command(build_parser().parse_args(["app", *argv]))
+        return dict(zip(cmd[::1], cmd[1:]))
+
+    local = flags()
+    assert local["--server.address"] == "localhost" and local["--server.maxUploadSize"] == str(APP_MAX_UPLOAD_MB)
+    assert local["--client.showErrorDetails"] == "true"
+    shared = flags("--host", "0.0.0.0", "--port", "9000")
+    assert shared["--server.address"] == "0.0.0.0" and shared["--server.port"] == "9000"
+    assert shared["--client.showErrorDetails"] == "false"
+    from app.components.subjects import MAX_UPLOAD_BYTES
+
+    assert MAX_UPLOAD_BYTES == APP_MAX_UPLOAD_MB * 1024**2  # the page's own check says the same number

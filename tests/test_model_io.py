@@ -289,6 +289,40 @@ def test_refuses_zip_bombs_and_zips_without_a_model(tmp_path):
     _raises(tmp_path / "sharded", "single model.safetensors")
 
 
+def _deflated_hf_zip(tmp_path: Path) -> bytes:
+    _tiny_bert_folder(tmp_path / "bert")
+    archive = tmp_path / "bert.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as handle:
+        for file in (tmp_path / "bert").iterdir():
+            handle.write(file, file.name)
+    return archive.read_bytes()
+
+
+def test_refuses_damaged_zip_members_with_one_line(tmp_path):
+    """(issue 15 item 7) a damaged deflate stream (zlib.error) and a member whose CRC-32 or size lies
+    (BadZipFile) are refusals naming the member, not tracebacks; no extracted folder is left."""
+    import tempfile
+
+    good = _deflated_hf_zip(tmp_path)
+    start = good.index(b"model.safetensors") + len("model.safetensors")
+    damaged = bytearray(good)
+    for k in range(start + 40, start + 300):
+        damaged[k] ^= 0x55
+    (tmp_path / "damaged.zip").write_bytes(bytes(damaged))
+    before = set(Path(tempfile.gettempdir()).glob("tnviz-hf-*"))
+    message = _raises(tmp_path / "damaged.zip", "readable zip archive", "'model.safetensors'")
+    assert "\n" not in message
+    with zipfile.ZipFile(tmp_path / "crc.zip", "w") as handle:  # stored, then one data byte changed: bad CRC-32
+        handle.writestr("config.json", (tmp_path / "bert" / "config.json").read_text())
+        handle.writestr("model.safetensors", (tmp_path / "bert" / "model.safetensors").read_bytes())
+    crc = bytearray((tmp_path / "crc.zip").read_bytes())
+    at = crc.index(b"model.safetensors") + len("model.safetensors") + 200
+    crc[at] ^= 0xFF
+    (tmp_path / "crc.zip").write_bytes(bytes(crc))
+    _raises(tmp_path / "crc.zip", "readable zip archive", "Bad CRC-32")
+    assert set(Path(tempfile.gettempdir()).glob("tnviz-hf-*")) == before
+
+
 # ---------------------------------------------------------------------------- fuzz
 
 
@@ -300,6 +334,23 @@ def test_random_bytes_never_crash(tmp_path, data, header, extension):
     # half the cases look like a safetensors header (length + '{') followed by junk
     payload = header.to_bytes(8, "little") + b"{" + data if header % 2 else data
     path.write_bytes(payload)
+    try:
+        open_weights(path).close()
+    except ModelFileError:
+        pass
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(flips=st.lists(st.tuples(st.integers(min_value=0, max_value=10**9), st.integers(min_value=1, max_value=255)),
+                      min_size=1, max_size=8))
+def test_corrupted_hf_zips_never_crash(tmp_path_factory, flips):
+    """Random byte flips anywhere in a valid Hugging Face zip: refused, or read, never a traceback."""
+    folder = tmp_path_factory.mktemp("zips")
+    good = bytearray(_deflated_hf_zip(folder))
+    for where, mask in flips:
+        good[where % len(good)] ^= mask
+    path = folder / "fuzz.zip"
+    path.write_bytes(bytes(good))
     try:
         open_weights(path).close()
     except ModelFileError:

@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -48,22 +49,37 @@ def _app_path() -> Path:
 
 
 # ---------------------------------------------------------------------- commands
-#: Largest upload the app accepts (MB): Streamlit's own default (200) is set here, deliberately.
-APP_MAX_UPLOAD_MB = 200
+def _max_upload_mb() -> int:
+    from .model.io import MAX_UPLOAD_BYTES
+
+    return MAX_UPLOAD_BYTES // 2**20
+
+
+#: Largest upload the app accepts (MB), set deliberately rather than left to Streamlit's default.
+APP_MAX_UPLOAD_MB = _max_upload_mb()
+
+
+def app_command(args: argparse.Namespace) -> list[str]:
+    """The ``streamlit run`` command of ``tnviz app``: served on this machine only unless ``--host``
+    says otherwise (the app has no authentication), uploads capped at :data:`APP_MAX_UPLOAD_MB`, and
+    error details (tracebacks) shown only to a local user."""
+    local = args.host in ("localhost", "127.0.0.1", "::1")
+    cmd = [sys.executable, "-m", "streamlit", "run", str(_app_path()), "--server.port", str(args.port),
+           "--server.address", args.host, "--server.maxUploadSize", str(APP_MAX_UPLOAD_MB),
+           "--client.showErrorDetails", "true" if local else "false", "--browser.gatherUsageStats", "false"]
+    if args.headless:
+        cmd += ["--server.headless", "true"]
+    return cmd
 
 
 def cmd_app(args: argparse.Namespace) -> int:
     path = _app_path()
     if not path.is_file():
         return _fail(f"the app needs its pages next to the package; {str(path)!r} is missing")
-    # Served on this machine only unless --host says otherwise: the app has no authentication.
-    cmd = [sys.executable, "-m", "streamlit", "run", str(path), "--server.port", str(args.port),
-           "--server.address", args.host, "--server.maxUploadSize", str(APP_MAX_UPLOAD_MB),
-           "--client.showErrorDetails", "false" if args.host not in ("localhost", "127.0.0.1", "::1") else "true",
-           "--browser.gatherUsageStats", "false"]
-    if args.headless:
-        cmd += ["--server.headless", "true"]
-    return subprocess.call(cmd)
+    if args.host not in ("localhost", "127.0.0.1", "::1"):
+        print(f"tnviz: serving on {args.host}:{args.port} to every machine that can reach this one; the app has "
+              f"no authentication", file=sys.stderr)
+    return subprocess.call(app_command(args))
 
 
 def cmd_cost(args: argparse.Namespace) -> int:
@@ -169,7 +185,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         print(f"  {skipped['name']:<50} kept dense: {skipped['reason']}")
     t = report["totals"]
     print(f"{len(report['layers'])} weights: {t['params_before']:,} -> {t['params_after']:,} parameters "
-          f"({t['params_before'] / max(t['params_after'], 1):.2f}x) in {report['seconds']:.2f} s on {report['device']}")
+          f"({t['ratio']:.2f}x) in {report['seconds']:.2f} s on {report['device']}")
     for stage, values in (report.get("functional") or {}).items():
         print(f"  {stage:<11} " + ", ".join(f"{k} {v:.4f}" for k, v in values.items() if isinstance(v, (int, float))))
     for outcome in result.heals:
@@ -325,17 +341,26 @@ def _above_one(text: str) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except TnvizError as exc:
-        return _fail(str(exc))
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        return _fail(f"cannot read {exc.filename!r}: {exc.strerror}")
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:  # e.g. piped into `head`
-        sys.stdout = open(os.devnull, "w")
-        return 0
+    # torch's and transformers' warnings (deprecations, "some weights were not used") are not the
+    # user's to act on; an error is one line, and a success prints tnviz's own warnings only
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            code = args.func(args)
+        except TnvizError as exc:
+            return _fail(str(exc))
+        except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+            return _fail(f"cannot read {exc.filename!r}: {exc.strerror}")
+        except KeyboardInterrupt:
+            return 130
+        except BrokenPipeError:  # e.g. piped into `head`
+            sys.stdout = open(os.devnull, "w")
+            return 0
+    for w in caught:
+        if w.filename.startswith(str(Path(__file__).resolve().parent)):
+            print(f"tnviz: warning: {w.message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

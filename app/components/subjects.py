@@ -17,9 +17,7 @@ from typing import Any
 import streamlit as st
 
 from tnviz.errors import TnvizError
-
-#: Largest upload accepted (bytes); ``tnviz app`` sets Streamlit's own cap to the same.
-MAX_UPLOAD_BYTES = 200 * 1024**2
+from tnviz.model.io import MAX_UPLOAD_BYTES  # noqa: F401  (``tnviz app`` sets Streamlit's cap to the same)
 #: Where uploads are kept while the server runs (one folder per upload).
 UPLOAD_DIR = Path(tempfile.gettempdir()) / "tnviz-uploads"
 

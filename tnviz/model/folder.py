@@ -40,7 +40,7 @@ import uuid
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 from ..errors import BudgetError, InvalidNetworkError, ModelFileError
 from ..network import TensorNetwork
@@ -70,8 +70,7 @@ _ITEM_BYTES = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "int64":
                "uint64": 8}
 
 
-@dataclass(frozen=True)
-class Item:
+class Item(NamedTuple):
     """One tensor to write: its name, torch dtype name, shape, and how to get it (called once, at its turn)."""
 
     name: str
@@ -88,7 +87,7 @@ def write_safetensors_streamed(path: str | os.PathLike, items: Iterable[Item | t
     most one source tensor is in memory.  ``items`` are :class:`Item` s or ``(name, dtype, shape, get)``."""
     import torch
 
-    items = [i if isinstance(i, Item) else Item(*i) for i in items]
+    items = [i if isinstance(i, Item) else Item(*i) for i in items]  # (a plain 4-tuple works too)
     header: dict[str, Any] = {}
     offset = 0
     for it in items:

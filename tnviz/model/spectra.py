@@ -31,7 +31,10 @@ def spectra_file(model: str | os.PathLike, *, layers: str | None = None, method:
         if not chosen:
             raise ModelFileError(f"the layer pattern must select at least one 2-D or 4-D weight; {layers!r} selects none")
         for cand in chosen:
-            dec = decompose(weights.get(cand.name, device=dev, dtype=torch.float32), method, **decompose_options)
+            try:
+                dec = decompose(weights.get(cand.name, device=dev, dtype=torch.float32), method, **decompose_options)
+            except TnvizError as exc:  # name the weight: a file may hold hundreds
+                raise type(exc)(f"weight {cand.name!r}: {exc}") from None
             bonds = {}
             for bond, sv in dec.spectra.items():
                 values = sv.to(torch.float64).cpu()
