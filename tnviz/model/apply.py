@@ -27,6 +27,7 @@ from torch import nn
 
 from ..errors import DecompositionError, RankError, TnvizError
 from .device import resolve_device
+from .parallel import map_ordered
 from .plan import LayerPlan, Plan
 from .surgery import build_layer, set_module, to_device
 
@@ -276,16 +277,21 @@ def apply_plan(model: nn.Module, plan: Plan, *, calibration: Sequence[Any] | Non
     stats = stats if data_aware else {}
     results, skipped = [], []
     modules = dict(work.named_modules())
-    for k, lp in enumerate(plan.layers):
-        if progress:
-            progress(k + steps - len(names), steps, lp.name)
-        module = modules[lp.name]
+    offset = steps - len(names)
+    if progress:
+        progress(offset, steps, "decomposing")
+
+    def one(lp: LayerPlan) -> Any:
         cov = stats[lp.name].second_moment if lp.name in stats else None
-        outcome = compress_layer(module.weight, lp, cov, options)
+        return compress_layer(modules[lp.name].weight, lp, cov, options)
+
+    done = (lambda n, lp: progress(offset + n, steps, lp.name)) if progress else None
+    outcomes = map_ordered(one, plan.layers, workers=1 if dev.type != "cpu" else None, done=done)
+    for lp, outcome in zip(plan.layers, outcomes):  # the surgery in plan order, on this thread
         if isinstance(outcome, Kept):
             skipped.append(outcome.as_dict())
             continue
-        set_module(work, lp.name, build_layer(module, outcome, strategy))
+        set_module(work, lp.name, build_layer(modules[lp.name], outcome, strategy))
         results.append(result_of(lp, outcome, flops_batch))
     if progress:
         progress(steps, steps, "done")
@@ -305,18 +311,24 @@ def compress_weights(weights: Any, plan: Plan, *, covariances: Mapping[str, torc
     dev = resolve_device(device)
     started = time.perf_counter()
     results, skipped, factors = [], [], {}
-    for k, lp in enumerate(plan.layers):
-        if progress:
-            progress(k, len(plan.layers), lp.name)
+    if progress:
+        progress(0, len(plan.layers), "decomposing")
+
+    def one(lp: LayerPlan) -> tuple[Any, dict[str, torch.Tensor] | None]:
         cov = None if not covariances else covariances.get(lp.weight_name)
-        weight = weights.get(lp.weight_name, device=dev)
-        dtype = weight.dtype
-        outcome = compress_layer(weight if weight.is_floating_point() else weight.float(), lp, cov, options)
-        del weight
+        weight = weights.get(lp.weight_name, device=dev)  # read alone, memory-mapped
+        outcome = compress_layer(weight, lp, cov, options)
+        if isinstance(outcome, Kept):
+            return outcome, None
+        return outcome, {t: v.detach().to("cpu", weight.dtype).contiguous() for t, v in outcome.tensors.items()}
+
+    done = (lambda n, lp: progress(n, len(plan.layers), lp.name)) if progress else None
+    for lp, (outcome, tensors) in zip(plan.layers, map_ordered(one, plan.layers, done=done,
+                                                               workers=1 if dev.type != "cpu" else None)):
         if isinstance(outcome, Kept):
             skipped.append(outcome.as_dict())
             continue
-        factors[lp.weight_name] = {t: v.detach().to("cpu", dtype).contiguous() for t, v in outcome.tensors.items()}
+        factors[lp.weight_name] = tensors
         results.append(result_of(lp, outcome, flops_batch))
     if progress:
         progress(len(plan.layers), len(plan.layers), "done")

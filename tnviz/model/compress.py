@@ -400,7 +400,7 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
         settings["decompose"] = {k: v for k, v in decompose_options.items()}
     result = Compression(subject, applied, settings)
     if subject.metric is not None:
-        result.metrics = {"original": subject.measure(subject.model), "compressed": subject.measure(result.model)}
+        result.metrics = {"original": subject.measure_original(), "compressed": subject.measure(result.model)}
     if heal is not None:
         result.heal(heal, heal_steps, progress)
     result.seconds = time.perf_counter() - started

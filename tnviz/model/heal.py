@@ -68,11 +68,19 @@ def _rows(x: torch.Tensor, mask: torch.Tensor | None, conv: bool) -> torch.Tenso
     return x.reshape(-1, x.shape[-1])
 
 
+class _Seen(Exception):
+    """Raised by a capture hook once every wanted input of a batch is stored: the rest of that
+    forward pass is not needed (on MiniLM this halves the cost of layer-wise healing's captures)."""
+
+
 @torch.no_grad()
 def _capture(model: nn.Module, names: Sequence[str], batches: Sequence[Any], want_output: bool) -> dict:
+    """The inputs (and, with ``want_output``, the outputs) of modules ``names`` on ``batches``, as
+    rows (padding tokens left out).  Without outputs, each forward pass stops as soon as every
+    module has been reached: what comes after cannot change what it saw."""
     modules = dict(model.named_modules())
     store: dict[str, dict[str, list]] = {n: {"x": [], "y": []} for n in names}
-    state = {"mask": None}
+    state: dict[str, Any] = {"mask": None, "seen": set()}
 
     def hook(name: str, conv: bool):
         def run(module, args, kwargs, output):
@@ -80,6 +88,10 @@ def _capture(model: nn.Module, names: Sequence[str], batches: Sequence[Any], wan
             store[name]["x"].append(_rows(x.detach(), state["mask"], conv))
             if want_output:
                 store[name]["y"].append(_rows(output.detach(), state["mask"], conv))
+            else:
+                state["seen"].add(name)
+                if len(state["seen"]) == len(store):
+                    raise _Seen
         return run
 
     handles = []
@@ -91,7 +103,11 @@ def _capture(model: nn.Module, names: Sequence[str], batches: Sequence[Any], wan
     try:
         for batch in batches:
             state["mask"] = batch["attention_mask"].bool() if isinstance(batch, Mapping) and "attention_mask" in batch else None
-            call_model(model, batch)
+            state["seen"] = set()
+            try:
+                call_model(model, batch)
+            except _Seen:
+                pass
     finally:
         for h in handles:
             h.remove()

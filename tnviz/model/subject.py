@@ -91,6 +91,7 @@ class Subject:
     weights: Any = field(default=None, repr=False)  # the open WeightsFile of a weights-only subject
     _stats: dict = field(default_factory=dict, repr=False)
     _reference: Any = field(default=None, repr=False)
+    _original: dict | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------------ inputs
     @property
@@ -142,6 +143,12 @@ class Subject:
         if m is None:
             return False
         return a[m] > b[m] if self.higher_is_better else a[m] < b[m]
+
+    def measure_original(self) -> dict[str, float]:
+        """:meth:`measure` of the original model, computed once per subject."""
+        if self._original is None:
+            self._original = self.measure(self.model)
+        return dict(self._original)
 
     @torch.no_grad()
     def measure(self, model: nn.Module) -> dict[str, float]:
