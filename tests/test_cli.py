@@ -37,7 +37,12 @@ def test_cost_human_output(spec):
     out = run("cost", spec, "--batch", "64")
     assert out.returncode == 0
     assert "parameters        2,560 (dense 16,777,216" in out.stdout
-    assert "path (auto):" in out.stdout
+    # the default is the best path found, and the output says which search found it
+    expected = tnviz.cost(tnviz.load_network(spec), batch=64)
+    assert f"path (best: {expected.path_optimizer}, of " in out.stdout
+    assert "searched          optimal " in out.stdout
+    explicit = run("cost", spec, "--batch", "64", "--optimize", "auto")
+    assert "path (auto):" in explicit.stdout
 
 
 @pytest.mark.parametrize("args,message", [

@@ -190,8 +190,11 @@ def test_bad_batch_and_optimizer():
     with pytest.raises(InvalidNetworkError, match=r"unknown path optimizer 'fast'; choose one of \["):
         cost(net, optimize="fast")
     big = mpo([2] * 12, [2] * 12, 2)
-    with pytest.raises(InvalidNetworkError, match="limited to 10 operands"):
+    with pytest.raises(InvalidNetworkError, match="limited to 8 operands"):
         cost(big, optimize="optimal")
+    huge = mpo([2] * 16, [2] * 16, 2)
+    with pytest.raises(InvalidNetworkError, match="'dp' optimizer is limited to 16 operands"):
+        cost(huge, optimize="dp")
 
 
 def test_to_dict_is_json_ready():
