@@ -150,6 +150,9 @@ class TensorNetwork:
         if BATCH_INDEX in sizes:
             raise InvalidNetworkError(f"the index name {BATCH_INDEX!r} is reserved for the batch dimension")
         for role, declared in (("input", self.inputs), ("output", self.outputs)):
+            for index in declared:
+                if not isinstance(index, str) or not index:
+                    raise InvalidNetworkError(f"each {role} must be an index name (a non-empty string); got {index!r:.80}")
             dup = [k for k, c in Counter(declared).items() if c > 1]
             if dup:
                 raise InvalidNetworkError(f"each {role} is listed once; {dup[0]!r} is listed twice")
