@@ -15,6 +15,19 @@ from typing import Any
 
 from ..cost import BatchSweep, LayerCost
 
+#: Browsers (and plotly's JSON encoder) hold integers to 64 bits; FLOP counts of large networks
+#: pass that, so a series with a value beyond 2^53 is plotted as floats.
+_EXACT_FLOAT = 2**53
+
+
+def plottable(values: Any) -> list:
+    """The values as a list plotly can send: floats when one of them is too large for exact floats."""
+    values = list(values)
+    if any(isinstance(v, int) and abs(v) > _EXACT_FLOAT for v in values):
+        return [float(v) for v in values]
+    return values
+
+
 STRATEGY_LABELS = {
     "factorized": "factorized (x through the tensors)",
     "rebuilt": "rebuilt (dense weight, then matmul)",
@@ -35,7 +48,7 @@ def flops_vs_batch(sweep: BatchSweep, *, current_batch: int | None = None, title
         if getattr(sweep, key, None) is None:
             continue
         fig.add_trace(go.Scatter(
-            x=list(sweep.batches), y=list(getattr(sweep, key)), mode="lines+markers", name=STRATEGY_LABELS[key],
+            x=list(sweep.batches), y=plottable(getattr(sweep, key)), mode="lines+markers", name=STRATEGY_LABELS[key],
             line={"color": STRATEGY_COLORS[key], "dash": STRATEGY_DASH[key]},
             hovertemplate="batch %{x}<br>%{y:.3s} FLOPs<extra>" + key + "</extra>",
         ))
@@ -83,11 +96,11 @@ def step_bars(layer_cost: LayerCost, *, title: str = "") -> Any:
         for s in layer_cost.steps
     ]
     fig.add_trace(go.Bar(
-        x=labels, y=[s.flops for s in layer_cost.steps], name="FLOPs", marker_color="#1f77b4",
+        x=labels, y=plottable(s.flops for s in layer_cost.steps), name="FLOPs", marker_color="#1f77b4",
         hovertext=hover, hovertemplate="%{hovertext}<br>%{y:.3s} FLOPs<extra></extra>",
     ), row=1, col=1)
     fig.add_trace(go.Bar(
-        x=labels, y=[s.size for s in layer_cost.steps], name="intermediate", marker_color="#d62728",
+        x=labels, y=plottable(s.size for s in layer_cost.steps), name="intermediate", marker_color="#d62728",
         hovertext=hover, hovertemplate="%{hovertext}<br>%{y:.3s} elements<extra></extra>",
     ), row=1, col=2)
     # explicit log ranges so the smallest bar still shows (autorange starts near the smallest value)
