@@ -39,6 +39,7 @@ import opt_einsum as oe
 
 from .contract import ordered_tensors, random_tensors
 from .errors import BudgetError, InvalidNetworkError
+from .gauge import apply_gauge, check_bond, random_invertible
 from .network import TensorNetwork, load_network
 
 #: Refuse a stack layer with more structural non-zeros than this (its COO arrays would not fit).
@@ -395,37 +396,15 @@ def _checked(net: TensorNetwork, view: StackView, seed: int) -> StackView:
 
 
 # ---------------------------------------------------------------------- gauge
-def random_invertible(n: int, rng: np.random.Generator) -> np.ndarray:
-    """A random ``n x n`` matrix with singular values in ``[0.5, 2]`` (well conditioned), not orthogonal."""
-    q1, _ = np.linalg.qr(rng.standard_normal((n, n)))
-    q2, _ = np.linalg.qr(rng.standard_normal((n, n)))
-    s = rng.uniform(0.5, 2.0, size=n)
-    if n > 1:
-        s[0], s[-1] = 0.5, 2.0
-    else:
-        s[:] = 2.0  # a 1x1 gauge is a scale; make it visible
-    return q1 @ np.diag(s) @ q2
-
-
 def gauge_move(net: TensorNetwork, tensors: Mapping[str, Any], bond: str, X: np.ndarray | None = None,
                seed: int = 0) -> dict[str, np.ndarray]:
     """New tensors with ``a -> a X^-1`` and ``b -> X b`` on ``bond`` (between ``a`` and ``b``, in
-    network order); the dense matrix is unchanged."""
-    if bond not in net.bonds:
-        raise InvalidNetworkError(f"a gauge move needs a bond shared by two tensors; {bond!r} is not one (bonds: {list(net.bonds)})")
+    network order; ``X`` defaults to :func:`tnviz.gauge.random_invertible`); the dense matrix is
+    unchanged."""
+    check_bond(net, bond)
     arrays = {n: np.asarray(a, dtype=np.float64) for n, a in zip(net.tensor_names, ordered_tensors(net, tensors))}
-    n = net.sizes[bond]
-    X = random_invertible(n, np.random.default_rng(seed)) if X is None else np.asarray(X, dtype=np.float64)
-    if X.shape != (n, n):
-        raise InvalidNetworkError(f"the gauge matrix must be {n}x{n} for bond {bond!r}; got {X.shape}")
-    Xinv = np.linalg.inv(X)
-    a, b = net.tensors_on(bond)
-    out = dict(arrays)
-    ax = net.tensor(a).indices.index(bond)
-    out[a] = np.moveaxis(np.tensordot(arrays[a], Xinv, axes=([ax], [0])), -1, ax)
-    bx = net.tensor(b).indices.index(bond)
-    out[b] = np.moveaxis(np.tensordot(arrays[b], X, axes=([bx], [1])), -1, bx)
-    return out
+    X = random_invertible(net.sizes[bond], seed) if X is None else X
+    return apply_gauge(net, arrays, bond, X)
 
 
 # ---------------------------------------------------------------------- the views
@@ -483,10 +462,9 @@ def _view_shifted(net, arrays, seed):
 
 def gauge_view(net: TensorNetwork, tensors: Mapping[str, Any], bond: str, seed: int = 0) -> StackView:
     """The left-to-right stack after a gauge move with a random invertible ``X`` on ``bond``."""
+    check_bond(net, bond)
     arrays = {n: np.asarray(a, dtype=np.float64) for n, a in zip(net.tensor_names, ordered_tensors(net, tensors))}
-    if bond not in net.bonds:
-        raise InvalidNetworkError(f"a gauge move needs a bond shared by two tensors; {bond!r} is not one (bonds: {list(net.bonds)})")
-    X = random_invertible(net.sizes[bond], np.random.default_rng(seed))
+    X = random_invertible(net.sizes[bond], seed)
     gauged = gauge_move(net, arrays, bond, X)
     a, b = net.tensors_on(bond)
     changed = max(float(np.max(np.abs(gauged[t] - arrays[t]))) for t in (a, b))

@@ -33,8 +33,9 @@ import numpy as np
 from .contract import forward, random_tensors, to_dense
 from .cost import INPUT_NAME, forward_path
 from .errors import BudgetError, InvalidNetworkError
+from .gauge import apply_gauge, check_bond, gauge_bonds, random_invertible  # noqa: F401 (re-exported)
+from .layout import auto_layout
 from .network import BATCH_INDEX, Tensor, TensorNetwork
-from .render.scene import auto_layout
 
 #: Name of the batch leg of ``x`` in drawn networks ("batch" itself is reserved by the model).
 BATCH_LEG = "B"
@@ -271,57 +272,6 @@ class GaugeDemo:
     after: dict[str, np.ndarray]
 
 
-def random_invertible(size: int, seed: int = 0) -> np.ndarray:
-    """A seeded random invertible ``size x size`` matrix, far from orthogonal but well
-    conditioned: ``U diag(s) V^T`` with random orthogonal ``U, V`` and ``s`` in [0.5, 2]."""
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        raise InvalidNetworkError(f"a gauge matrix needs a positive size; got {size!r}")
-    rng = np.random.default_rng(seed)
-    u, _ = np.linalg.qr(rng.standard_normal((size, size)))
-    v, _ = np.linalg.qr(rng.standard_normal((size, size)))
-    s = rng.uniform(0.5, 2.0, size)
-    return (u * s) @ v.T
-
-
-def gauge_bonds(net: TensorNetwork) -> tuple[str, ...]:
-    """The indices a gauge move can act on: bonds (shared by exactly two tensors)."""
-    return net.bonds
-
-
-def _check_bond(net: TensorNetwork, bond: str) -> None:
-    if bond not in net.index_counts:
-        raise InvalidNetworkError(
-            f"a gauge move needs a bond of the network (one of {list(net.bonds)}); {bond!r} is not an index of it"
-        )
-    count = net.index_counts[bond]
-    if count != 2:
-        what = "an open leg" if count == 1 else f"a hyperedge shared by {count} tensors"
-        raise InvalidNetworkError(
-            f"a gauge move acts on a bond shared by exactly two tensors; {bond!r} is {what}"
-        )
-
-
-def apply_gauge(
-    net: TensorNetwork, tensors: Mapping[str, Any], bond: str, X: np.ndarray
-) -> dict[str, np.ndarray]:
-    """New tensors with ``X X^-1`` inserted on ``bond``: the first tensor on the bond
-    (network order) becomes ``a X^-1``, the second ``X b``; the others are unchanged."""
-    _check_bond(net, bond)
-    size = net.sizes[bond]
-    if X.shape != (size, size):
-        raise InvalidNetworkError(f"the gauge matrix must be {size}x{size} for bond {bond!r}; got {X.shape}")
-    left, right = net.tensors_on(bond)
-    x_inv = np.linalg.inv(X)
-    out = {n: tensors[n] for n in net.tensor_names}
-    p = net.tensor(left).indices.index(bond)
-    q = net.tensor(right).indices.index(bond)
-    # a'[..., beta, ...] = sum_alpha a[..., alpha, ...] Xinv[alpha, beta]
-    out[left] = np.moveaxis(np.tensordot(tensors[left], x_inv, axes=([p], [0])), -1, p)
-    # b'[..., beta, ...] = sum_alpha X[beta, alpha] b[..., alpha, ...]
-    out[right] = np.moveaxis(np.tensordot(X, tensors[right], axes=([1], [q])), 0, q)
-    return out
-
-
 def gauge_demo(
     net: TensorNetwork,
     bond: str,
@@ -336,7 +286,7 @@ def gauge_demo(
     float64 tensors (``tensors``, or seeded random ones) and measure: how much ``a`` and ``b``
     changed, and the largest change of the layer, on the whole dense matrix when it has at most
     ``max_dense_elements`` entries, else on the outputs for ``probes`` seeded random inputs."""
-    _check_bond(net, bond)
+    check_bond(net, bond)
     if tensors is None:
         if net.params > MAX_DEMO_PARAMS:
             raise BudgetError(
