@@ -45,8 +45,10 @@ from .network import TensorNetwork, load_network
 #: Refuse a stack layer with more structural non-zeros than this (its COO arrays would not fit).
 MAX_LAYER_NNZ = 2**24
 #: Refuse a stack layer with more inputs or outputs than this (the self-check multiplies vectors
-#: of that length by every layer, at least 8 of them).
-MAX_STACK_WIDTH = 2**21
+#: of that length by every layer, at least 8 of them; a picture of it has one pixel per 2,000 rows).
+MAX_STACK_WIDTH = 2**18
+#: Refuse a view whose layers hold more structural non-zeros than this in all.
+MAX_VIEW_NNZ = 2**25
 #: Refuse to draw random tensors for stack views of networks with more parameters than this.
 MAX_STACK_PARAMS = 2**24
 #: The self-check's reference contraction is refused above this many elements per intermediate.
@@ -298,23 +300,29 @@ def check_plan(net: TensorNetwork, plans: Sequence[LayerPlan], *, view: str = ""
                 f"a stack layer is limited to {MAX_LAYER_NNZ:,} non-zeros; layer {plan.name!r} of "
                 f"{what}{net.name or 'this network'!r} ({plan.in_size:,} -> {plan.out_size:,}) has {plan.nnz:,}"
             )
+    total = sum(plan.nnz for plan in plans)
+    if total > MAX_VIEW_NNZ:
+        raise BudgetError(
+            f"a stack view is limited to {MAX_VIEW_NNZ:,} non-zeros in all its layers; {what}"
+            f"{net.name or 'this network'!r} has {total:,} in {len(plans)} layers"
+        )
 
 
 def check_network(net: TensorNetwork) -> None:
     """Refuse (:class:`BudgetError`) a network whose stack views cannot be drawn here, from its
     shapes alone: too many parameters for random tensors, or in/out features wider than a stack
     layer may be."""
-    if net.params > MAX_STACK_PARAMS:
-        raise BudgetError(
-            f"stack views draw random tensors for networks up to {MAX_STACK_PARAMS:,} parameters; "
-            f"{net.name or 'this network'!r} has {net.params:,}"
-        )
     for what, features in (("in_features", net.in_features), ("out_features", net.out_features)):
         if features > MAX_STACK_WIDTH:
             raise BudgetError(
                 f"a stack layer is limited to {MAX_STACK_WIDTH:,} inputs or outputs; {net.name or 'this network'!r} "
                 f"has {what} = {features:,}"
             )
+    if net.params > MAX_STACK_PARAMS:
+        raise BudgetError(
+            f"stack views draw random tensors for networks up to {MAX_STACK_PARAMS:,} parameters; "
+            f"{net.name or 'this network'!r} has {net.params:,}"
+        )
 
 
 def build_view(
