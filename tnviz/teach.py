@@ -252,6 +252,8 @@ def _separate(layout: dict[str, tuple[float, float]]) -> dict[str, tuple[float, 
 MAX_DENSE_ELEMENTS = 1 << 20
 #: Refuse to draw random tensors for networks with more parameters than this.
 MAX_DEMO_PARAMS = 1 << 24
+#: Refuse probe inputs (probes x in_features) larger than this.
+MAX_PROBE_ELEMENTS = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -296,12 +298,18 @@ def gauge_demo(
         before = random_tensors(net, seed=tensor_seed, dtype=np.float64)
     else:
         before = {n: np.asarray(tensors[n], dtype=np.float64) for n in net.tensor_names}
+    dense = net.in_features * net.out_features <= max_dense_elements
+    if not dense and probes * net.in_features > MAX_PROBE_ELEMENTS:
+        raise BudgetError(
+            f"the gauge demo compares the layer on {probes} random inputs of up to {MAX_PROBE_ELEMENTS // probes:,} "
+            f"features; this layer has in_features = {net.in_features:,}"
+        )
     X = random_invertible(net.sizes[bond], seed)
     after = apply_gauge(net, before, bond, X)
     left, right = net.tensors_on(bond)
     change = {n: float(np.linalg.norm(after[n] - before[n])) for n in (left, right)}
     relative = {n: change[n] / max(float(np.linalg.norm(before[n])), 1e-300) for n in (left, right)}
-    if net.in_features * net.out_features <= max_dense_elements:
+    if dense:
         old, new = to_dense(net, before), to_dense(net, after)
         compared = f"dense matrix {net.out_features}x{net.in_features}"
     else:

@@ -161,3 +161,14 @@ def test_costs_of_a_network_past_two_to_the_63_flops(open_page):
     steps = at.dataframe[0].value
     assert len(steps) == len(c.steps) and float(steps["FLOPs"].max()) == float(max(s.flops for s in c.steps))
     assert _metric(at, "Forward FLOPs").value == human(c.flops)
+
+
+def test_costs_of_a_500_tensor_chain_load_and_say_which_search_ran(open_page):
+    # Costs hung on long chains (the input-first search, the useful ranks, the sweep)
+    net = tnviz.mpo([2] * 500, [2] * 500, ranks=2, name="chain of 500")
+    at = open_page(COSTS, network=net)
+    assert not at.exception and not at.error
+    c = tnviz.cost(net, batch=1024)
+    assert _metric(at, "Forward FLOPs").value == human(c.flops)
+    assert any("among the searches that fit this size: input-first" in cap.value for cap in at.caption)
+    assert len(at.dataframe[0].value) == 500

@@ -147,3 +147,12 @@ def test_the_path_comparison_names_each_paths_flops_and_the_chosen_sequence(open
         assert f"{name} {human(walk.total_flops)}{' (this sequence)' if same else ''}" in line, line
     assert "optimal " + human(walks["optimal"].total_flops) + " (this sequence)" in line
     assert "left-to-right " + human(walks["left-to-right"].total_flops) + " (this" not in line  # it differs here
+
+
+def test_a_500_tensor_chain_steps_through_and_the_gauge_refuses_in_place(open_page):
+    # Teach defaulted to 'optimal' and hung the same way as Costs; the gauge demo drew 2^500 inputs
+    net = tnviz.mpo([2] * 500, [2] * 500, ranks=2, name="chain of 500")
+    at = open_page(TEACH, network=net)
+    assert not at.exception
+    assert _step_title(at).startswith("Step 1 of 500")
+    assert any("the gauge demo compares the layer on 16 random inputs" in e.value for e in at.error)
