@@ -496,3 +496,37 @@ def test_every_format_in_one_registry_named_after_the_network():
         "MPO_4x4___v2.json", "MPO_4x4___v2_torch.py", "MPO_4x4___v2.png", "MPO_4x4___v2.dot"]
     assert export(net, "dot") == to_dot(net)
     assert tnviz.load_network(export(net, "json")) == net
+
+
+# ---------------------------------------------------------------------- every chart names its axes (issue 17)
+def _axis_titles(fig) -> list[str]:
+    layout = fig.to_plotly_json()["layout"]
+    return [layout[k].get("title", {}).get("text") for k in sorted(layout) if k.startswith(("xaxis", "yaxis"))]
+
+
+def test_every_chart_names_its_axes_and_units():
+    import numpy as np
+
+    from tnviz.cost import batch_sweep
+    from tnviz.render.bond_charts import class_channel_heatmap, spectrum_chart
+    from tnviz.render.stack_charts import column_figure, pattern_figure
+    from tnviz.stack import stack_views
+
+    net = tnviz.mpo([4, 4], [4, 4], ranks=3)
+    (view,) = stack_views(net, views=["left-to-right"])
+    report = view.to_dict()
+    figures = {
+        "flops vs batch": flops_vs_batch(batch_sweep(net)),
+        "step bars": step_bars(tnviz.cost(net, 64)),
+        "stack column": column_figure(report, 0),
+        "sparsity pattern": pattern_figure(view.layers[0].pattern(20), report["layers"][0]),
+        "class x channel": class_channel_heatmap(np.ones((3, 4)), [0, 1, 2]),
+        "bond spectrum": spectrum_chart(np.array([3.0, 2.0, 1.0])),
+    }
+    for name, fig in figures.items():
+        titles = _axis_titles(fig)
+        assert titles and all(titles), (name, titles)
+    assert "FLOPs" in _axis_titles(figures["flops vs batch"])[1]
+    assert _axis_titles(figures["step bars"])[2:] == ["FLOPs", "elements"]
+    sweep_layout = figures["flops vs batch"].to_plotly_json()["layout"]
+    assert sweep_layout["yaxis"]["dtick"] == 1 and sweep_layout["yaxis"]["exponentformat"] == "SI"

@@ -38,7 +38,8 @@ from .layout import auto_layout
 from .network import BATCH_INDEX, Tensor, TensorNetwork
 
 #: Name of the batch leg of ``x`` in drawn networks ("batch" itself is reserved by the model).
-BATCH_LEG = "B"
+#: Not "B": templates name their second tensor B, and "B=1" beside tensor B read as one thing.
+BATCH_LEG = "N"
 
 
 def _fresh(base: str, taken: set[str]) -> str:
@@ -88,7 +89,7 @@ class Walkthrough:
     network: TensorNetwork
     display: TensorNetwork  # the layer with x drawn as a tensor (see with_input)
     input_name: str  # the name of x in ``display`` (normally 'x')
-    batch_leg: str  # the name of the batch leg in ``display`` (normally 'B')
+    batch_leg: str  # the name of the batch leg in ``display`` (normally 'N')
     batch: int
     optimize: str
     steps: tuple[TeachStep, ...]
@@ -101,18 +102,19 @@ class Walkthrough:
 
 
 def with_input(net: TensorNetwork, batch: int = 1) -> TensorNetwork:
-    """The layer with the input drawn as a tensor ``x[B, inputs...]``: each input leg becomes a
-    bond between ``x`` and its tensor, the batch leg ``B`` (size ``batch``) dangles from ``x``.
+    """The layer with the input drawn as a tensor ``x[N, inputs...]``: each input leg becomes a
+    bond between ``x`` and its tensor, the batch leg ``N`` (size ``batch``) dangles from ``x``
+    (renamed ``N'``... when the network uses the name for an index or a tensor).
     ``x`` sits below the tensors that carry the inputs.
 
     >>> from tnviz.builders import mpo
     >>> with_input(mpo([4, 4], [4, 4], ranks=2), batch=8).tensor("x").indices
-    ('B', 'i1', 'i2')
+    ('N', 'i1', 'i2')
     """
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise InvalidNetworkError(f"the batch size must be a positive integer; got {batch!r}")
     xname = _fresh(INPUT_NAME, set(net.tensor_names))
-    bname = _fresh(BATCH_LEG, set(net.sizes))
+    bname = _fresh(BATCH_LEG, set(net.sizes) | set(net.tensor_names))
     layout = net.layout if all(n in net.layout for n in net.tensor_names) else auto_layout(net)
     pts = {n: (float(layout[n][0]), float(layout[n][1])) for n in net.tensor_names}
     names = list(pts)

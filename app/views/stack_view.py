@@ -14,6 +14,7 @@ from tnviz.errors import plain_message
 from app.components.persist import remember, restore
 from app.state import get_network
 from tnviz.render import to_source
+from tnviz.render.stack_charts import column_figure, pattern_figure
 from tnviz.stack import VIEWS, check_network, gauge_view, stack_views
 
 K_VIEW, K_SEED, K_BOND, K_LAYER = "stack.view", "stack.seed", "stack.bond", "stack.layer"
@@ -35,46 +36,6 @@ def compute_view(net_json: str, view: str, seed: int, bond: str | None) -> dict[
     report = v.to_dict()
     report["patterns"] = [layer.pattern(PATTERN_SIDE) for layer in v.layers]
     return report
-
-
-def column_figure(report: dict[str, Any], selected: int):
-    """The stack drawn bottom (input) to top (output): one trapezoid per layer, width ~ log(size)."""
-    import plotly.graph_objects as go
-
-    layers = report["layers"]
-    widest = max(math.log2(max(l["in_size"], l["out_size"], 2)) for l in layers)
-    fig = go.Figure()
-    for k, layer in enumerate(layers):
-        w_in = math.log2(max(layer["in_size"], 2)) / widest
-        w_out = math.log2(max(layer["out_size"], 2)) / widest
-        y0, y1 = 2 * k, 2 * k + 1.6
-        color = "#c0392b" if k == selected else ("#7f8c8d" if layer["name"] == "P" else "#2c3e50")
-        fig.add_trace(go.Scatter(
-            x=[-w_in, w_in, w_out, -w_out, -w_in], y=[y0, y0, y1, y1, y0], fill="toself", mode="lines",
-            line={"color": color}, fillcolor=color, opacity=0.85 if k == selected else 0.55, hoverinfo="text",
-            text=f"{layer['name']}: {layer['in_size']:,} → {layer['out_size']:,}", name=layer["name"], showlegend=False,
-        ))
-        fig.add_annotation(x=1.05, y=(y0 + y1) / 2, xanchor="left", showarrow=False, font={"size": 12},
-                           text=(f"<b>{layer['name']}</b>  {layer['in_size']:,} → {layer['out_size']:,}<br>"
-                                 f"density {layer['density']:.3g} · {human(layer['flops'])} FLOPs/sample"))
-    fig.add_annotation(x=0, y=-0.5, showarrow=False, text=f"input {layers[0]['in_size']:,}")
-    fig.add_annotation(x=0, y=2 * len(layers) - 0.1, showarrow=False, text=f"output {layers[-1]['out_size']:,}")
-    fig.update_layout(height=max(260, 110 * len(layers)), margin={"l": 10, "r": 10, "t": 10, "b": 10},
-                      xaxis={"visible": False, "range": [-1.1, 3.2]}, yaxis={"visible": False})
-    return fig
-
-
-def pattern_figure(pattern, layer: dict[str, Any]):
-    import plotly.graph_objects as go
-
-    fig = go.Figure(go.Heatmap(z=pattern, colorscale="Greys", zmin=0, zmax=max(float(pattern.max()), 1e-12),
-                               showscale=False, hovertemplate="block density %{z:.3g}<extra></extra>"))
-    fig.update_layout(
-        title={"text": f"{layer['name']}: {layer['out_size']:,} x {layer['in_size']:,}", "font": {"size": 12}},
-        height=260, margin={"l": 5, "r": 5, "t": 30, "b": 5},
-        xaxis={"visible": False}, yaxis={"visible": False, "autorange": "reversed", "scaleanchor": "x"},
-    )
-    return fig
 
 
 def _next_seed() -> None:
@@ -176,7 +137,7 @@ st.dataframe(
 )
 st.subheader("Sparsity patterns")
 st.caption(f"Block density of non-zeros (each picture at most {PATTERN_SIDE}x{PATTERN_SIDE} blocks, drawn square "
-           "whatever the matrix's shape: read its size from the title; rows = outputs, columns = inputs).")
+           "whatever the matrix's shape: read its size from the title and the axes).")
 cols = st.columns(min(4, len(layers)))
 for k, (l, pattern) in enumerate(zip(layers, report["patterns"])):
     cols[k % len(cols)].plotly_chart(pattern_figure(pattern, l), width="stretch", key=f"stack.pattern.{k}")

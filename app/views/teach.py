@@ -64,24 +64,27 @@ def notation() -> None:
     with cols[0]:
         st.markdown("**Leg**")
         st.graphviz_chart(to_source(emphasis(matrix, ["i", "j"])), alt="a matrix with two legs")
-        st.caption("A matrix m_ij has two legs, i and j: one line per index. Highlighted: the legs i=4 (output) and j=3 (input).")
+        st.caption(r"A matrix $m_{ij}$ has two legs, $i$ and $j$: one line per index. Highlighted in orange: "
+                   r"the legs $i=4$ (output) and $j=3$ (input).")
     with cols[1]:
         st.markdown("**Bond**")
         st.graphviz_chart(to_source(emphasis(product, ["k"])), alt="two tensors joined by a bond")
-        st.caption("A line joining two tensors is a **bond**: an index they share and that is summed. "
-                   "Bonds are red (here highlighted: k=3).")
+        st.caption(r"A line joining two tensors is a **bond**: an index they share and that is summed. "
+                   r"Bonds are drawn red; this one, $k=3$, is highlighted in orange.")
     with cols[2]:
         st.markdown("**Contraction**")
         st.graphviz_chart(to_source(contracted), alt="the result of contracting a and b")
+        st.latex(r"c_{ij} = \sum_k a_{ik}\, b_{kj}")
         st.caption(
-            f"Contracting a and b sums over their bond: c_ij = Σ_k a_ik b_kj. The pair becomes one tensor "
-            f"with the open legs left. Cost: {rebuild_path(product).flops:,} FLOPs (2·i·k·j)."
+            f"Contracting $a$ and $b$ sums over their bond: the pair becomes one tensor with the open legs "
+            f"left. Cost: {rebuild_path(product).flops:,} FLOPs ($2 \\cdot i \\cdot k \\cdot j$)."
         )
     with cols[3]:
         st.markdown("**Hyperedge**")
         st.graphviz_chart(to_source(emphasis(delta, ["r"])), alt="three tensors sharing one index")
+        st.latex(r"\delta_{ijk} = 1 \text{ if } i = j = k, \text{ else } 0")
         st.caption("An index shared by three or more tensors is a **hyperedge**, drawn through a dot: "
-                   "the delta tensor δ_ijk (the core of a CP layer).")
+                   r"the delta tensor $\delta_{ijk}$ (the core of a CP layer), highlighted in orange.")
 
 
 # ---------------------------------------------------------------------- 2. contraction

@@ -67,8 +67,9 @@ def flops_vs_batch(sweep: BatchSweep, *, current_batch: int | None = None, title
         )
     fig.update_layout(
         title=title or "FLOPs vs batch size",
-        xaxis={"title": "batch size", "type": "log"},
-        yaxis={"title": "FLOPs (forward)", "type": "log"},
+        # one labelled tick per decade, SI prefixes: no bare "2" or "5" minor labels without a unit
+        xaxis={"title": "batch size (inputs per call)", "type": "log", "dtick": 1, "exponentformat": "SI"},
+        yaxis={"title": "FLOPs per forward pass of the batch", "type": "log", "dtick": 1, "exponentformat": "SI"},
         legend={"orientation": "h", "yanchor": "bottom", "y": -0.35, "x": 0},
         margin={"l": 60, "r": 20, "t": 60, "b": 40},
         template="plotly_white",
@@ -104,13 +105,16 @@ def step_bars(layer_cost: LayerCost, *, title: str = "") -> Any:
         hovertext=hover, hovertemplate="%{hovertext}<br>%{y:.3s} elements<extra></extra>",
     ), row=1, col=2)
     # explicit log ranges so the smallest bar still shows (autorange starts near the smallest value)
-    for col, values in ((1, [s.flops for s in layer_cost.steps]), (2, [s.size for s in layer_cost.steps])):
+    for col, values, unit in ((1, [s.flops for s in layer_cost.steps], "FLOPs"),
+                              (2, [s.size for s in layer_cost.steps], "elements")):
         positive = [v for v in values if v > 0] or [1]
         fig.update_yaxes(
             type="log", range=[math.log10(min(positive)) - 0.5, math.log10(max(positive)) + 0.3], row=1, col=col,
+            title_text=unit, dtick=1, exponentformat="SI",
         )
+        fig.update_xaxes(title_text="pairwise step (operands)", row=1, col=col)
     fig.update_layout(
-        title=title or f"forward path at batch {layer_cost.batch} ({layer_cost.optimize})",
+        title=title or f"forward path at batch {layer_cost.batch} ({layer_cost.path_note})",
         showlegend=False, template="plotly_white", height=380, margin={"l": 60, "r": 20, "t": 70, "b": 60},
     )
     return fig
