@@ -4,6 +4,10 @@ Pages read the network with :func:`get_network` and replace it with :func:`set_n
 first visit loads a bundled example from ``assets/networks/`` (no download).  A failed edit or
 upload never calls ``set_network``, so the previous network stays.
 
+The Designer's canvas sends its edits as component state, which is there before the run starts:
+:func:`get_network` takes a new valid edit first, so everything drawn in a run (the sidebar runs
+before the page) shows the same, latest network.
+
 >>> from app.state import load_example, DEFAULT_EXAMPLE
 >>> load_example(DEFAULT_EXAMPLE).name
 'MPO 4096x4096'
@@ -25,6 +29,12 @@ DEFAULT_EXAMPLE = "mpo_4096x4096.json"
 
 NETWORK_KEY = "tnviz.network"
 SOURCE_KEY = "tnviz.network_source"
+#: The name the user gave the current network (kept through canvas edits), if any.
+USER_NAME_KEY = "tnviz.user_name"
+#: The widget key of the Designer's canvas.
+CANVAS_KEY = "designer.canvas"
+#: Appended to a template's or example's name once its drawing is edited.
+EDITED = " (edited)"
 
 #: Largest network JSON accepted from an upload (a network spec is a few kB).
 MAX_NETWORK_UPLOAD_BYTES = 1 << 20
@@ -57,18 +67,54 @@ def load_example(filename: str) -> TensorNetwork:
 
 
 def get_network() -> TensorNetwork:
-    """The current network of this session (the default example on first use)."""
+    """The current network of this session (the default example on first use), with the
+    canvas's latest valid edit taken."""
     if NETWORK_KEY not in st.session_state:
         set_network(load_example(DEFAULT_EXAMPLE), f"example {DEFAULT_EXAMPLE}")
+    _take_canvas_edit()
     return st.session_state[NETWORK_KEY]
 
 
-def set_network(net: TensorNetwork, source: str = "") -> None:
-    """Make ``net`` the current network of this session; ``source`` says where it came from."""
+def set_network(net: TensorNetwork, source: str = "", *, user_named: bool = False) -> None:
+    """Make ``net`` the current network of this session; ``source`` says where it came from.
+    ``user_named`` when the user gave it its name (kept through later canvas edits)."""
     if not isinstance(net, TensorNetwork):
         raise TypeError(f"set_network takes a TensorNetwork; got {type(net).__name__}")
     st.session_state[NETWORK_KEY] = net
     st.session_state[SOURCE_KEY] = source
+    if user_named:
+        st.session_state[USER_NAME_KEY] = net.name
+    elif st.session_state.get(USER_NAME_KEY) != net.name:
+        st.session_state.pop(USER_NAME_KEY, None)
+
+
+def drawn_name(previous: TensorNetwork, drawn: TensorNetwork, user_name: str | None = None) -> str:
+    """The name of a network edited on the canvas: the previous name while only positions
+    change, or when the user gave it (``user_name``), or when it is already marked as edited;
+    else the previous name marked as edited: a drawing is no longer the template it started from.
+
+    >>> import tnviz
+    >>> a = tnviz.mpo([4, 4], [4, 4], ranks=2, name="MPO 16x16")
+    >>> drawn_name(a, a.with_sizes(b1=3)), drawn_name(a, a.with_layout({"A": (0, 0)}))
+    ('MPO 16x16 (edited)', 'MPO 16x16')
+    """
+    if drawn.with_layout(None).with_name("") == previous.with_layout(None).with_name(""):
+        return previous.name
+    if previous.name and (previous.name == user_name or previous.name.endswith(EDITED)):
+        return previous.name
+    return f"{previous.name}{EDITED}" if previous.name else "drawn network"
+
+
+def _take_canvas_edit() -> None:
+    from app.components.canvas import take_canvas_edit
+
+    edited = take_canvas_edit(CANVAS_KEY)
+    if edited is None:
+        return
+    previous = st.session_state[NETWORK_KEY]
+    user_name = st.session_state.get(USER_NAME_KEY)
+    name = drawn_name(previous, edited, user_name)
+    set_network(edited.with_name(name), "canvas", user_named=name == user_name)
 
 
 def network_source() -> str:

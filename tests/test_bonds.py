@@ -334,3 +334,35 @@ def test_principal_gauge_diagonalises_the_bond_covariance():
     assert np.array_equal(principal_gauge(res.activations), res.X)
     with pytest.raises(TnvizError, match="principal-axes gauge needs"):
         gauge_matrix("principal", 5)
+
+
+# ---------------------------------------------------------------------- bond entropy: one implementation
+def test_bond_entropy_has_one_implementation_which_every_copy_agrees_with():
+    import math
+
+    import tnviz.spectra
+    from tnviz.bonds import bond_entropy
+
+    assert tnviz.spectra.bond_entropy is bond_entropy is tnviz.bonds.analysis.bond_entropy
+    values = [4.0, 2.0, 1.0, 0.5, 0.0]
+    p = [v * v / sum(w * w for w in values) for v in values if v]
+    assert bond_entropy(values) == pytest.approx(-sum(q * math.log(q) for q in p), rel=1e-12)
+    assert bond_entropy(np.array(values)) == bond_entropy(values) and bond_entropy([0.0, 0.0]) == 0.0
+    with pytest.raises(tnviz.RankError, match="finite and non-negative"):
+        bond_entropy([1.0, -1.0])
+    torch = pytest.importorskip("torch")
+    t = torch.tensor(values, dtype=torch.float32)
+    assert bond_entropy(t) == pytest.approx(bond_entropy(values), rel=1e-6)
+    import importlib
+    import pkgutil
+
+    # no module keeps a copy of its own (model/compress.py had one)
+    for info in pkgutil.walk_packages(tnviz.__path__, "tnviz."):
+        if info.name.startswith(("tnviz.cli", "tnviz.nn.triton")):
+            continue
+        module = importlib.import_module(info.name)
+        if hasattr(module, "bond_entropy"):
+            assert module.bond_entropy is bond_entropy, info.name
+    dec = tnviz.decompose(torch.randn(16, 16, dtype=torch.float64), "mpo", in_dims=[4, 4], out_dims=[4, 4])
+    for bond, s in dec.spectra.items():
+        assert dec.entropies[bond] == pytest.approx(bond_entropy(s), rel=1e-9)

@@ -1,6 +1,8 @@
 """Builders and contraction: every template's dense matrix against a direct np.einsum."""
 from __future__ import annotations
 
+import re
+
 import math
 import subprocess
 import sys
@@ -151,13 +153,43 @@ def test_from_einsum_errors(eq, sizes, inputs, message):
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.text(alphabet="abcij,->.1 ", max_size=14), st.text(alphabet="abij", max_size=3))
+@given(st.text(alphabet="abcij,->.1 \n\t", max_size=14), st.text(alphabet="abij", max_size=3))
 def test_fuzz_einsum_parser_raises_only_our_error(eq, inputs):
     try:
         net = from_einsum(eq, 2, inputs=list(dict.fromkeys(inputs)))
     except InvalidNetworkError:
         return
     assert net.in_features == 2 ** len(net.inputs)
+    assert all(i.isalpha() for i in net.sizes)  # no whitespace became an index
+
+
+_ANY = st.none() | st.booleans() | st.integers(-3, 3) | st.text(alphabet="ijk\n", max_size=3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_ANY | st.lists(_ANY, max_size=3), st.none() | _ANY | st.lists(_ANY, max_size=3),
+       st.integers(-2, 3) | st.dictionaries(st.text(alphabet="ijk", max_size=2), _ANY, max_size=3))
+def test_fuzz_einsum_arguments_of_any_type_raise_only_our_error(inputs, outputs, sizes):
+    try:
+        from_einsum("ij,jk->ik", sizes, inputs=inputs, outputs=outputs)
+    except InvalidNetworkError:
+        pass
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"inputs": 5}, "inputs are einsum letters, a string like 'ij'"),
+    ({"inputs": "i", "outputs": [1]}, "outputs are einsum letters, one character each; got 1"),
+    ({"inputs": [["i"]]}, "one character each; got ['i']"),
+])
+def test_einsum_inputs_and_outputs_must_be_letters(kwargs, message):
+    with pytest.raises(InvalidNetworkError, match=re.escape(message)):
+        from_einsum("ij,jk->ik", 2, **kwargs)
+
+
+@pytest.mark.parametrize("equation", ["ij,jk->ik\n", "ij,jk\n->ik", "ij,\njk->ik"])
+def test_a_newline_is_not_an_einsum_index(equation):
+    with pytest.raises(InvalidNetworkError, match="may only hold letters"):
+        from_einsum(equation, 2, inputs="i")
 
 
 # ---------------------------------------------------------------------- factorization

@@ -40,7 +40,12 @@ def test_cost_human_output(spec):
     out = run("cost", spec, "--batch", "64")
     assert out.returncode == 0
     assert "parameters        2,560 (dense 16,777,216" in out.stdout
-    assert "path (auto):" in out.stdout
+    # the default is the best path found, and the output says which search found it
+    expected = tnviz.cost(tnviz.load_network(spec), batch=64)
+    assert f"path (best: {expected.path_optimizer}, of " in out.stdout
+    assert "searched          optimal " in out.stdout
+    explicit = run("cost", spec, "--batch", "64", "--optimize", "auto")
+    assert "path (auto):" in explicit.stdout
 
 
 @pytest.mark.parametrize("args,message", [
@@ -315,3 +320,54 @@ def test_the_app_is_served_on_this_machine_only_unless_asked(monkeypatch):
     from app.components.subjects import MAX_UPLOAD_BYTES
 
     assert MAX_UPLOAD_BYTES == APP_MAX_UPLOAD_MB * 1024**2  # the page's own check says the same number
+
+
+# ---------------------------------------------------------------------- oversized stacks (issue 15 item 5)
+@pytest.mark.parametrize("net,message", [
+    (tnviz.mpo([2, 2], [2, 2], ranks=10**9), "stack views draw random tensors for networks up to"),
+    (tnviz.mpo([2, 2], [2, 2], ranks=10**7), "stack views draw random tensors for networks up to 16,777,216"),
+    (tnviz.TensorNetwork.build([("A", ["i", "o"])], {"i": 10**9, "o": 2}, ["i"], ["o"], "one wide leg"),
+     "a stack layer is limited to 262,144 inputs or outputs; 'one wide leg' has in_features = 1,000,000,000"),
+    (tnviz.TensorNetwork.build([("A", ["i", "o"])], {"i": 10**9, "o": 1}, ["i"], ["o"], "one thin leg"),
+     "a stack layer is limited to 262,144 inputs or outputs; 'one thin leg' has in_features = 1,000,000,000"),
+    (tnviz.mpo([2] * 20, [2] * 20, ranks=1, name="40 legs of 2"),
+     "a stack layer is limited to 262,144 inputs or outputs; '40 legs of 2' has in_features = 1,048,576"),
+])
+def test_stack_refuses_oversized_networks_from_their_shapes(net, message, tmp_path):
+    # MemoryError tracebacks, or 29 s and 5 GB before the refusal
+    spec = str(tnviz.save_network(net, tmp_path / "big.json"))
+    out = run("stack", spec)
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "Traceback" not in out.stderr and "MemoryError" not in out.stderr
+
+
+def test_cost_json_says_which_search_found_the_path(spec):
+    out = run("cost", spec, "--batch", "1024", "--json")
+    d = json.loads(out.stdout)
+    expected = tnviz.cost(tnviz.load_network(spec), batch=1024)
+    assert d["optimize"] == "best" and d["flops"] == expected.flops == 2_684_354_560
+    assert d["path_optimizer"] == expected.path_optimizer
+    assert [s["optimizer"] for s in d["searched"]] == [n for n, _ in expected.searched]
+    assert d["skipped"] == []
+
+
+def test_cost_of_a_500_tensor_chain_finishes(tmp_path):
+    # did not finish in 15 minutes (100 tensors: 6.9 s)
+    spec = str(tnviz.save_network(tnviz.mpo([2] * 500, [2] * 500, ranks=2), tmp_path / "chain.json"))
+    out = run("cost", spec, "--json")
+    assert out.returncode == 0, out.stderr
+    d = json.loads(out.stdout)
+    assert len(d["steps"]) == 500 and {s["optimizer"] for s in d["searched"]} == {"input-first", "left-to-right"}
+
+
+def test_fail_prints_one_plain_line():
+    import io
+    from contextlib import redirect_stderr
+
+    from tnviz.cli import _fail
+
+    err = io.StringIO()
+    with redirect_stderr(err):
+        assert _fail(tnviz.TnvizError("\x1b[31mred\x1b[0m and\nwrapped")) == 2
+    assert err.getvalue() == "tnviz: error: red and wrapped\n"

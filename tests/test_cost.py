@@ -190,8 +190,11 @@ def test_bad_batch_and_optimizer():
     with pytest.raises(InvalidNetworkError, match=r"unknown path optimizer 'fast'; choose one of \["):
         cost(net, optimize="fast")
     big = mpo([2] * 12, [2] * 12, 2)
-    with pytest.raises(InvalidNetworkError, match="limited to 10 operands"):
+    with pytest.raises(InvalidNetworkError, match="limited to 8 operands"):
         cost(big, optimize="optimal")
+    huge = mpo([2] * 16, [2] * 16, 2)
+    with pytest.raises(InvalidNetworkError, match="'dp' optimizer is limited to 16 operands"):
+        cost(huge, optimize="dp")
 
 
 def test_to_dict_is_json_ready():
@@ -203,3 +206,151 @@ def test_to_dict_is_json_ready():
                 "peak_elements", "path", "steps"):
         assert key in d
     assert "x" in text
+
+
+# ---------------------------------------------------------------------- the best path (issue 13 item 2)
+def _best_path_cases():
+    from tnviz.gallery import GALLERY
+
+    cases = [(name, net, batch) for name, net in template_networks() for batch in (1, 64, 1024)]
+    cases += [
+        ("MPO 4096x4096 bond 4", mpo([8, 8, 8, 8], [8, 8, 8, 8], 4), 1024),
+        # 8-core MPOs at B=1024: opt_einsum's 'auto' path cost up to 3.2x the optimum here
+        ("8-core MPO 2^8 bond 4", mpo([2] * 8, [2] * 8, 4), 1024),
+        ("8-core MPO 4^8 bond 2", mpo([4] * 8, [4] * 8, 2), 1024),
+        ("8-core MPO 4^8 bond 8", mpo([4] * 8, [4] * 8, 8), 1024),
+        ("6-core MPO 4^6 bond 4", mpo([4] * 6, [4] * 6, 4), 1024),
+        ("6-core ring", tnviz.tensor_ring([4] * 6, [4] * 6, 3), 256),
+    ]
+    for name in ("Fig. 4 (iv): generic TN layer", "Fig. 1 (ii): B reshaped, 3 in / 5 out"):
+        cases += [(name, GALLERY[name].network(), batch) for batch in (1, 1024)]
+    return cases
+
+
+BEST_CASES = _best_path_cases()
+
+
+@pytest.mark.parametrize("name,net,batch", BEST_CASES, ids=[f"{n}@{b}" for n, _, b in BEST_CASES])
+def test_best_path_is_never_worse_than_opt_einsum_exact_searches(name, net, batch):
+    c = cost(net, batch=batch)  # the default optimizer
+    assert c.optimize == "best"
+    shapes = [(batch, *net.in_dims), *net.shapes]
+    operands = len(shapes)
+    references = ["dp"] + (["optimal"] if operands <= 8 else [])
+    for reference in references:
+        _, info = oe.contract_path(net.layer_equation(), *shapes, shapes=True, optimize=reference)
+        assert c.flops <= int(info.opt_cost), (reference, c.path_note)
+    # the figure is the path's own sum, and the path is the winner's
+    assert c.flops == sum(s.flops for s in c.steps)
+    assert (c.path_optimizer, c.flops) in c.searched
+    assert c.flops == min(f for _, f in c.searched)
+    assert forward_path(net, batch, c.path_optimizer).path == c.path
+
+
+def test_the_default_path_of_the_4096_mpo_is_the_factorized_one():
+    # Costs showed 4.30 G "best path" beside a 2.68 G factorized path on the same page
+    net = tnviz.load_network("assets/networks/mpo_4096x4096.json")
+    c = cost(net, batch=1024)
+    assert c.flops == c.factorized_flops == 2_684_354_560
+    assert cost(net, batch=1024, optimize="auto").flops == 4_295_229_440  # what the old default showed
+    d = c.to_dict()
+    assert d["flops"] == c.flops and d["optimize"] == "best" and d["path_optimizer"] == c.path_optimizer
+    assert {"optimizer": "auto", "flops": 4_295_229_440} in d["searched"]
+
+
+def test_best_runs_the_searches_that_fit_the_size_and_says_which():
+    from tnviz.cost import best_candidates
+
+    small = cost(mpo([4, 4], [4, 4], 2), batch=8)
+    assert [n for n, _ in small.searched] == list(best_candidates(3))
+    assert {"optimal", "dp", "greedy", "input-first"} <= {n for n, _ in small.searched}
+    assert small.path_note.startswith(f"best: {small.path_optimizer}, of optimal, dp")
+    # a 20-core chain: no factorial or exponential search, and the note says what ran
+    chain = cost(mpo([2] * 20, [2] * 20, 2), batch=4)
+    ran = {n for n, _ in chain.searched}
+    assert "optimal" not in ran and "input-first" in ran
+    assert cost(mpo([2] * 20, [2] * 20, 2), batch=4, optimize="auto").path_note == "auto"
+
+
+def test_a_500_tensor_chain_costs_from_shapes_with_bounded_searches():
+    # did not finish in 15 minutes: input-first recomputed sets every step, paths were costed in
+    # quadratic time per step, useful ranks walked the network once per bond
+    net = mpo([2] * 500, [2] * 500, 2)
+    c = cost(net, batch=1)
+    assert len(c.steps) == 500 and c.steps[-1].result_indices == ("batch", *net.outputs)
+    assert {n for n, _ in c.searched} == {"input-first", "left-to-right"}
+    assert c.flops == c.factorized_flops
+    assert len(c.max_useful_ranks) == 499 and c.warnings == ()
+    # b1: the first core has only i1, o1 (4) besides it; inner bonds: one core's 2 x 2 x 2 legs
+    assert (c.max_useful_ranks["b1"], c.max_useful_ranks["b250"], c.max_useful_ranks["b499"]) == (4, 8, 4)
+    sweep = batch_sweep(net)
+    assert sweep.best == tuple(forward_path(net, b).flops for b in sweep.batches)
+    assert sweep.crossovers == ()
+    # opt_einsum's greedy search at every batch would be slow here: the sweep says so
+    slow = batch_sweep(net, optimize="greedy")
+    assert slow.best is None and "slow for 501 operands" in slow.best_skipped
+
+
+def _all_bonded(k: int) -> tnviz.TensorNetwork:
+    import itertools
+
+    tensors = {f"T{a}": [f"i{a}", f"o{a}"] for a in range(k)}
+    sizes = {f"i{a}": 2 for a in range(k)} | {f"o{a}": 2 for a in range(k)}
+    for a, b in itertools.combinations(range(k), 2):
+        tensors[f"T{a}"].append(f"b{a}_{b}")
+        tensors[f"T{b}"].append(f"b{a}_{b}")
+        sizes[f"b{a}_{b}"] = 2
+    return tnviz.TensorNetwork.build(list(tensors.items()), sizes, [f"i{a}" for a in range(k)],
+                                     [f"o{a}" for a in range(k)], f"{k} tensors all bonded")
+
+
+def test_dp_is_bounded_by_a_work_count_and_best_skips_it_with_the_reason():
+    dense = _all_bonded(12)  # 13 operands, 66 bonds: dp would weigh millions of pairs (minutes)
+    with pytest.raises(BudgetError, match=r"'dp' search is limited to 200,000 candidate pairs"):
+        cost(dense, batch=8, optimize="dp")
+    c = cost(dense, batch=8)
+    assert "dp" not in {n for n, _ in c.searched}
+    assert c.skipped and c.skipped[0][0] == "dp" and "search budget" in c.skipped[0][1]
+    small = _all_bonded(6)  # dp fits: the same path as opt_einsum's
+    path, _ = oe.contract_path(small.layer_equation(), *[(8, *small.in_dims), *small.shapes], shapes=True,
+                               optimize="dp")
+    assert list(cost(small, batch=8, optimize="dp").path) == [tuple(p) for p in path]
+
+
+def test_the_input_first_path_is_linear_in_the_batch():
+    for _, net in template_networks():
+        one = forward_path(net, 1, "input-first")
+        many = forward_path(net, 96, "input-first")
+        assert many.path == one.path and many.flops == 96 * one.flops
+
+
+def test_random_greedy_is_reproducible_and_leaves_global_random_alone():
+    import random
+
+    net = mpo([2] * 10, [2] * 10, 3)
+    random.seed(123)
+    expected = random.random()
+    random.seed(123)
+    first = tnviz.cost(net, 64, optimize="random-greedy").path
+    assert random.random() == expected
+    from tnviz.paths import _path_cost
+
+    _path_cost.cache_clear()
+    assert tnviz.cost(net, 64, optimize="random-greedy").path == first
+
+
+def test_bridge_bounds_match_the_exhaustive_ones_on_chains_and_never_undercut_them():
+    from tnviz.cost import _bridge_ranks
+
+    for _, net in template_networks():
+        exhaustive = max_useful_ranks(net)
+        bridges = dict(_bridge_ranks(net))
+        assert set(bridges) == set(exhaustive)
+        assert all(bridges[b] >= exhaustive[b] for b in exhaustive)  # fewer parts: a looser bound
+    chain = mpo([2, 3, 4], [5, 6, 7], ranks=200)
+    assert dict(_bridge_ranks(chain)) == max_useful_ranks(chain) == {"b1": 10, "b2": 28}
+    long = mpo([2] * 14, [3] * 14, ranks=10**9)  # past the exhaustive limit: min(prod left, prod right)
+    useful = max_useful_ranks(long)
+    for k in range(1, 14):
+        left, right = 6 ** k, 6 ** (14 - k)
+        assert useful[f"b{k}"] == min(left, right)

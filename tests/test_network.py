@@ -177,6 +177,52 @@ def test_fuzz_json_documents(text):
         pass
 
 
+_VALID = {"format": "tnviz.network", "version": 1, "name": "mpo",
+          "sizes": {"i1": 2, "i2": 2, "o1": 2, "o2": 2, "b1": 3},
+          "tensors": [{"name": "A", "indices": ["i1", "o1", "b1"]}, {"name": "B", "indices": ["b1", "i2", "o2"]}],
+          "inputs": ["i1", "i2"], "outputs": ["o1", "o2"], "layout": {"A": [0, 0], "B": [1, 0]}}
+
+
+def _mutations():
+    """A valid network with one part replaced by any JSON value: a field, one list item, one
+    tensor's name or indices (where the escapes were: ``"inputs": [[]]`` raised TypeError)."""
+    import copy
+
+    def mutate(path, value):
+        data = copy.deepcopy(_VALID)
+        *parents, last = path
+        target = data
+        for key in parents:
+            target = target[key]
+        target[last] = value
+        return data
+
+    paths = st.sampled_from([
+        ("name",), ("sizes",), ("tensors",), ("inputs",), ("outputs",), ("layout",),
+        ("inputs", 0), ("outputs", 1), ("sizes", "b1"), ("tensors", 0), ("tensors", 1, "name"),
+        ("tensors", 0, "indices"), ("tensors", 1, "indices", 0), ("layout", "A"), ("layout", "B", 1),
+    ])
+    return st.builds(mutate, paths, json_values | st.lists(json_values, max_size=3))
+
+
+@settings(max_examples=400, deadline=None)
+@given(_mutations())
+def test_fuzz_one_broken_part_of_a_valid_network_raises_only_our_error(data):
+    try:
+        net = load_network(data)
+    except InvalidNetworkError:
+        return
+    assert load_network(net.to_json()) == net
+
+
+@pytest.mark.parametrize("role", ["inputs", "outputs"])
+@pytest.mark.parametrize("bad", [[[]], [{}], [None], [3], [""], [["i1"]]])
+def test_inputs_and_outputs_must_be_index_names(role, bad):
+    data = {**_VALID, role: bad}
+    with pytest.raises(InvalidNetworkError, match=f"each {role[:-1]} must be an index name"):
+        load_network(data)
+
+
 def test_reachable_tensors_across_or_not_across_a_bond():
     chain = tnviz.mpo([2, 2, 2], [2, 2, 2], 2)
     assert chain.reachable("A") == {"A", "B", "C"}

@@ -450,3 +450,83 @@ def test_a_bond_bends_around_a_tensor_it_would_run_through():
                 assert _distance_to_polyline((t.x, t.y), pts) >= CLEARANCE - 1e-6, (e.index, t.label)
     assert scene.edges_of("a")[0].via and scene.edges_of("e")[0].via
     assert not scene.edges_of("b")[0].via  # neighbours stay joined by a straight line
+
+
+# ---------------------------------------------------------------------- exports (moved from test_export.py)
+@pytest.mark.skipif(not has_neato, reason="Graphviz 'neato' is not installed")
+def test_diagram_svg_and_png():
+    from tnviz.render.exports import export
+
+    net = tnviz.mpo([2, 2, 2], [2, 2, 2], ranks=3)
+    svg = export(net, "svg")
+    root = ET.fromstring(svg)
+    assert root.tag.endswith("svg")
+    texts = " ".join(t.text or "" for t in root.iter() if t.tag.endswith("text"))
+    for name in net.tensor_names:
+        assert re.search(rf"\b{name}\b", texts), f"tensor {name} is labelled in the diagram"
+    png = export(net, "png")
+    assert isinstance(png, bytes) and png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    import struct
+
+    return struct.unpack(">II", data[16:24])  # IHDR width, height
+
+
+@pytest.mark.skipif(not has_neato, reason="Graphviz 'neato' is not installed")
+def test_png_export_is_at_print_resolution():
+    # was 384x231 px at Graphviz's default 96 dpi: too coarse to print
+    from tnviz.render.exports import PNG_DPI, export
+
+    net = tnviz.build_template("MPO / tensor train")
+    default = _png_size(tnviz.render.to_png(net))
+    printed = _png_size(export(net, "png"))
+    assert PNG_DPI >= 192
+    assert printed[0] >= 2 * default[0] and printed[1] >= 2 * default[1]
+
+
+def test_every_format_in_one_registry_named_after_the_network():
+    from tnviz.export import EXPORTS as TEXT
+    from tnviz.render.exports import EXPORTS, export, export_filename
+
+    assert set(EXPORTS) == {"json", "einsum", "torch", "svg", "png", "dot"} and set(TEXT) < set(EXPORTS)
+    net = tnviz.mpo([2, 2], [2, 2], ranks=2).with_name("MPO 4x4 / v2")
+    assert [export_filename(net, f) for f in ("json", "torch", "png", "dot")] == [
+        "MPO_4x4___v2.json", "MPO_4x4___v2_torch.py", "MPO_4x4___v2.png", "MPO_4x4___v2.dot"]
+    assert export(net, "dot") == to_dot(net)
+    assert tnviz.load_network(export(net, "json")) == net
+
+
+# ---------------------------------------------------------------------- every chart names its axes (issue 17)
+def _axis_titles(fig) -> list[str]:
+    layout = fig.to_plotly_json()["layout"]
+    return [layout[k].get("title", {}).get("text") for k in sorted(layout) if k.startswith(("xaxis", "yaxis"))]
+
+
+def test_every_chart_names_its_axes_and_units():
+    import numpy as np
+
+    from tnviz.cost import batch_sweep
+    from tnviz.render.bond_charts import class_channel_heatmap, spectrum_chart
+    from tnviz.render.stack_charts import column_figure, pattern_figure
+    from tnviz.stack import stack_views
+
+    net = tnviz.mpo([4, 4], [4, 4], ranks=3)
+    (view,) = stack_views(net, views=["left-to-right"])
+    report = view.to_dict()
+    figures = {
+        "flops vs batch": flops_vs_batch(batch_sweep(net)),
+        "step bars": step_bars(tnviz.cost(net, 64)),
+        "stack column": column_figure(report, 0),
+        "sparsity pattern": pattern_figure(view.layers[0].pattern(20), report["layers"][0]),
+        "class x channel": class_channel_heatmap(np.ones((3, 4)), [0, 1, 2]),
+        "bond spectrum": spectrum_chart(np.array([3.0, 2.0, 1.0])),
+    }
+    for name, fig in figures.items():
+        titles = _axis_titles(fig)
+        assert titles and all(titles), (name, titles)
+    assert "FLOPs" in _axis_titles(figures["flops vs batch"])[1]
+    assert _axis_titles(figures["step bars"])[2:] == ["FLOPs", "elements"]
+    sweep_layout = figures["flops vs batch"].to_plotly_json()["layout"]
+    assert sweep_layout["yaxis"]["dtick"] == 1 and sweep_layout["yaxis"]["exponentformat"] == "SI"

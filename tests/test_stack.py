@@ -150,3 +150,32 @@ def test_pattern_is_a_downsampled_density():
     pic = layer.pattern(max_side=8)
     assert pic.shape == (8, 8)
     assert math.isclose(pic.mean(), layer.density, rel_tol=1e-9)
+
+
+# ---------------------------------------------------------------------- refused before allocating (issue 15 item 5)
+def test_random_tensors_refuse_from_the_shapes_before_allocating():
+    huge = tnviz.mpo([2, 2], [2, 2], ranks=10**9)  # 8e9 parameters: 64 GB in float64
+    with pytest.raises(tnviz.BudgetError, match=r"random tensors are limited to 268,435,456 elements in all; .* has 8,000,000,000 parameters"):
+        tnviz.random_tensors(huge)
+    assert tnviz.random_tensors(tnviz.mpo([2, 2], [2, 2], ranks=3), budget=None)["A"].shape == (2, 2, 3)
+
+
+def test_stack_views_plan_every_layer_from_shapes_and_refuse_first():
+    from tnviz.stack import MAX_LAYER_NNZ, check_plan, plan_view
+
+    net = tnviz.mpo([4, 4, 4], [4, 4, 4], ranks=3)
+    plans = plan_view(net, [(n,) for n in net.tensor_names])
+    (view,) = stack_views(net, views=["left-to-right"])
+    assert [(p.in_size, p.out_size) for p in plans] == [(l.in_size, l.out_size) for l in view.layers]
+    assert all(p.nnz >= l.nnz for p, l in zip(plans, view.layers))  # an upper bound, exact here
+    assert [p.nnz for p in plans] == [l.nnz for l in view.layers]
+    dense_core = tnviz.mpo([16, 16, 16], [16, 16, 16], ranks=64)  # 1 M parameters; B's layer: 268 M non-zeros
+    plans = plan_view(dense_core, [(n,) for n in dense_core.tensor_names])
+    assert max(p.nnz for p in plans) > MAX_LAYER_NNZ >= dense_core.params
+    with pytest.raises(tnviz.BudgetError, match=f"limited to {MAX_LAYER_NNZ:,} non-zeros; layer 'B'"):
+        check_plan(dense_core, plans[:2])
+    with pytest.raises(tnviz.BudgetError, match="non-zeros"):
+        stack_views(dense_core, views=["left-to-right"])
+    for bad in (tnviz.mpo([2] * 20, [2] * 20, ranks=1), tnviz.mpo([2, 2], [2, 2], ranks=10**7)):
+        with pytest.raises(tnviz.BudgetError):
+            stack_views(bad)

@@ -89,12 +89,16 @@ def test_path_choice_changes_the_sequence():
 def test_with_input_draws_x_with_a_batch_leg_and_avoids_name_clashes():
     net = tnviz.mpo([2, 3], [3, 2], ranks=2)
     shown = with_input(net, batch=4)
-    assert shown.tensor("x").indices == ("B", "i1", "i2") and shown.inputs == ("B",)
-    assert shown.sizes["B"] == 4 and set(net.inputs) <= set(shown.bonds)
+    # the batch leg is N, not B: "B=4" beside the tensor B read as one thing (issue 17)
+    assert shown.tensor("x").indices == ("N", "i1", "i2") and shown.inputs == ("N",)
+    assert shown.sizes["N"] == 4 and set(net.inputs) <= set(shown.bonds)
+    assert "N" not in net.tensor_names and "B" in net.tensor_names
     assert shown.layout["x"][1] < min(y for n, (_, y) in shown.layout.items() if n != "x")
-    clash = tnviz.from_einsum("xB,Bo->xo", {"x": 2, "B": 3, "o": 2}, inputs="x", names=["x", "y"])
+    clash = tnviz.from_einsum("xN,No->xo", {"x": 2, "N": 3, "o": 2}, inputs="x", names=["x", "y"])
     walk = contraction_walkthrough(clash, 1, "left-to-right")
-    assert walk.input_name == "x'" and walk.batch_leg == "B'"
+    assert walk.input_name == "x'" and walk.batch_leg == "N'"
+    named = tnviz.from_einsum("ab,bc->ac", 2, inputs="a", names=["N", "M"])  # a tensor named N
+    assert with_input(named).inputs == ("N'",)
     assert walk.steps[0].members == (("x'",), ("x",))
     with pytest.raises(tnviz.InvalidNetworkError, match="positive integer; got 0"):
         with_input(net, 0)

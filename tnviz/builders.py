@@ -262,7 +262,19 @@ def conv_cp(out_channels: int, in_channels: int, kernel_size: int | Sequence[int
     )
 
 
-_EINSUM_TERM = re.compile(r"^[A-Za-z]*$")
+_EINSUM_TERM = re.compile(r"[A-Za-z]*")
+
+
+def _letters(value: Any, what: str) -> list[str]:
+    """Einsum letters given as a string (``"ij"``) or a sequence of one-letter strings."""
+    if isinstance(value, str):
+        return list(value)
+    if not isinstance(value, (list, tuple)):
+        raise InvalidNetworkError(f"{what} are einsum letters, a string like 'ij' or a list of letters; got {value!r:.80}")
+    for item in value:
+        if not isinstance(item, str) or len(item) != 1:
+            raise InvalidNetworkError(f"{what} are einsum letters, one character each; got {item!r:.80} in {what}")
+    return list(value)
 
 
 def from_einsum(
@@ -294,7 +306,7 @@ def from_einsum(
     lhs, rhs = eq.split("->")
     terms = lhs.split(",")
     for term in [*terms, rhs]:
-        if not _EINSUM_TERM.match(term):
+        if not _EINSUM_TERM.fullmatch(term):  # fullmatch: '$' would let a trailing newline through
             raise InvalidNetworkError(
                 f"einsum terms may only hold letters a-z, A-Z (no '...'); got {term!r} in {equation!r}"
             )
@@ -306,8 +318,8 @@ def from_einsum(
     for ch in rhs:
         if ch not in used:
             raise InvalidNetworkError(f"every index after '->' must appear in a term; {ch!r} does not")
-    ins = list(inputs)
-    outs = [c for c in rhs if c not in ins] if outputs is None else list(outputs)
+    ins = _letters(inputs, "inputs")
+    outs = [c for c in rhs if c not in ins] if outputs is None else _letters(outputs, "outputs")
     for ch in [*ins, *outs]:
         if ch not in rhs:
             raise InvalidNetworkError(

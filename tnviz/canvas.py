@@ -28,32 +28,19 @@ import math
 from typing import Any, Mapping
 
 from .errors import InvalidNetworkError
+from .layout import CANVAS_SPACING, canvas_layout
 from .network import Tensor, TensorNetwork
 
 CANVAS_FORMAT = "tnviz.canvas"
 CANVAS_VERSION = 1
 
 #: Layout units between neighbouring tensors when a network comes without positions.
-AUTO_SPACING = 2.0
+AUTO_SPACING = CANVAS_SPACING
 
 
 def auto_layout(net: TensorNetwork) -> dict[str, tuple[float, float]]:
-    """Positions for every tensor: the network's own layout where it has one; a network with no
-    positions at all gets the diagram's layout (chain, ring, star or stress layout, see
-    :func:`tnviz.render.scene.auto_layout`) at :data:`AUTO_SPACING`; tensors missing from a
-    partial layout go in a row (wrapping every 6 tensors) below the positioned ones."""
-    layout = net.layout
-    missing = [t.name for t in net.tensors if t.name not in layout]
-    if missing and not layout:
-        from .render.scene import auto_layout as diagram_layout
-
-        return {name: (round(x * AUTO_SPACING, 4), round(y * AUTO_SPACING, 4))
-                for name, (x, y) in diagram_layout(net).items()}
-    if missing:
-        top = min((y for _, y in layout.values()), default=AUTO_SPACING) - AUTO_SPACING
-        for k, name in enumerate(missing):
-            layout[name] = (AUTO_SPACING * (k % 6), top - AUTO_SPACING * (k // 6))
-    return {t.name: layout[t.name] for t in net.tensors}
+    """Positions for every tensor on the canvas (:func:`tnviz.layout.canvas_layout`)."""
+    return canvas_layout(net, AUTO_SPACING)
 
 
 def network_to_canvas(net: TensorNetwork) -> dict[str, Any]:

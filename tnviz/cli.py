@@ -7,15 +7,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
-from .errors import TnvizError
+from .errors import TnvizError, plain_message
 
 EXIT_USAGE = 2
 
@@ -27,13 +26,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-
-
-def _fail(message: str) -> int:
-    # (review) one plain line: drop terminal escapes and newlines that wrapped errors (e.g. torch's) carry
-    message = " ".join(_ANSI.sub("", message).split())
-    print(f"tnviz: error: {message}", file=sys.stderr)
+def _fail(message: "str | BaseException") -> int:
+    # one plain line: drop terminal escapes and newlines that wrapped errors (e.g. torch's) carry
+    print(f"tnviz: error: {plain_message(message)}", file=sys.stderr)
     return EXIT_USAGE
 
 
@@ -88,7 +83,8 @@ def cmd_cost(args: argparse.Namespace) -> int:
 
     net = load_network(args.spec)
     report = cost(net, batch=args.batch, optimize=args.optimize)
-    sweep = batch_sweep(net, optimize=args.optimize)
+    # only the crossovers are printed: the optimizer's path at every batch is not needed
+    sweep = batch_sweep(net, optimize=args.optimize, include_best=False)
     if args.json:
         d = report.to_dict()
         d["crossovers"] = [{"batch": b, "cheaper": w} for b, w in sweep.crossovers]
@@ -105,7 +101,10 @@ def cmd_cost(args: argparse.Namespace) -> int:
     print(f"  cheaper strategy  {report.best_strategy} at this batch")
     for b, w in sweep.crossovers:
         print(f"  crossover         from batch {b} on, {w} is cheaper")
-    print(f"  path ({args.optimize}):")
+    if report.searched:
+        print("  searched          " + ", ".join(f"{name} {_human(flops)}" for name, flops in report.searched)
+              + "".join(f"; {name} skipped ({why})" for name, why in report.skipped))
+    print(f"  path ({report.path_note}):")
     for k, s in enumerate(report.steps, 1):
         print(f"    {k}. {' * '.join(s.operands)} -> {s.result}[{','.join(s.result_indices)}]  "
               f"{_human(s.flops)} FLOPs, {s.size:,} elements")
@@ -211,7 +210,7 @@ def cmd_spectra(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    from .cost import OPTIMIZERS
+    from .cost import DEFAULT_OPTIMIZER, OPTIMIZERS
 
     parser = _Parser(prog="tnviz", description="Design, cost, decompose and run tensorized neural-network layers.")
     parser.add_argument("--version", action="version", version=f"tnviz {_version()}")
@@ -228,7 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cost", help="parameters, FLOPs, memory and contraction path of a network JSON")
     p.add_argument("spec", help="network JSON file (format tnviz.network, version 1)")
     p.add_argument("--batch", type=_positive_int, default=1, help="batch size (default 1)")
-    p.add_argument("--optimize", choices=list(OPTIMIZERS), default="auto", help="path optimizer (default auto)")
+    p.add_argument("--optimize", choices=list(OPTIMIZERS), default=DEFAULT_OPTIMIZER,
+                   help=f"path optimizer (default {DEFAULT_OPTIMIZER}: the cheapest path of the searches that fit "
+                        "the network's size)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_cost)
 
@@ -349,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             code = args.func(args)
         except TnvizError as exc:
-            return _fail(str(exc))
+            return _fail(exc)
         except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
             return _fail(f"cannot read {exc.filename!r}: {exc.strerror}")
         except KeyboardInterrupt:

@@ -1,7 +1,9 @@
 """Numerical contraction of a network: the dense matrix, a forward pass, seeded random tensors.
 
 Works on numpy arrays and on torch tensors alike (opt_einsum dispatches on the array type).
-Plans are built once per (equation, shapes, optimizer) and reused.
+The contraction runs along the path :mod:`tnviz.paths` costs for the optimizer asked for (a key of
+:data:`tnviz.OPTIMIZERS`), so the budget check and the run agree; plans are built once per
+(equation, shapes, path) and reused.
 
 >>> from tnviz.builders import mpo
 >>> net = mpo([2, 3], [4, 5], ranks=2)
@@ -18,7 +20,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import opt_einsum as oe
 
-from .errors import InvalidNetworkError
+from .errors import BudgetError, InvalidNetworkError
 from .network import TensorNetwork
 
 #: Refuse contractions whose largest predicted intermediate holds more elements than this.
@@ -26,8 +28,8 @@ DEFAULT_BUDGET_ELEMENTS = 2**28  # 256 M elements = 1 GiB in float32
 
 
 @lru_cache(maxsize=512)
-def _expression(equation: str, shapes: tuple[tuple[int, ...], ...], optimize: str):
-    return oe.contract_expression(equation, *shapes, optimize=optimize)
+def _expression(equation: str, shapes: tuple[tuple[int, ...], ...], path: tuple[tuple[int, ...], ...]):
+    return oe.contract_expression(equation, *shapes, optimize=[tuple(p) for p in path])
 
 
 def ordered_tensors(net: TensorNetwork, tensors: "Mapping[str, Any] | Sequence[Any]") -> list[Any]:
@@ -53,11 +55,12 @@ def ordered_tensors(net: TensorNetwork, tensors: "Mapping[str, Any] | Sequence[A
 def to_tensor(net: TensorNetwork, tensors, *, optimize: str = "auto", budget: int | None = DEFAULT_BUDGET_ELEMENTS):
     """The full layer tensor with axes ``(outputs..., inputs...)``."""
     from .cost import check_budget
+    from .paths import rebuild_path
 
     arrays = ordered_tensors(net, tensors)
     if budget is not None:
         check_budget(net, None, budget, optimize=optimize)
-    expr = _expression(net.equation(), net.shapes, optimize)
+    expr = _expression(net.equation(), net.shapes, rebuild_path(net, optimize).path)
     return expr(*arrays)
 
 
@@ -70,6 +73,7 @@ def to_dense(net: TensorNetwork, tensors, *, optimize: str = "auto", budget: int
 def forward(net: TensorNetwork, x, tensors, *, optimize: str = "auto", budget: int | None = DEFAULT_BUDGET_ELEMENTS):
     """``y = x @ W.T`` computed by contracting ``x`` through the network (x: ``(batch, in_features)``)."""
     from .cost import check_budget
+    from .paths import forward_path
 
     arrays = ordered_tensors(net, tensors)
     if x.shape[-1] != net.in_features:
@@ -79,18 +83,26 @@ def forward(net: TensorNetwork, x, tensors, *, optimize: str = "auto", budget: i
         check_budget(net, batch, budget, optimize=optimize)
     xs = x.reshape((batch, *net.in_dims))
     shapes = (tuple(xs.shape), *net.shapes)
-    y = _expression(net.layer_equation(), shapes, optimize)(xs, *arrays)
+    y = _expression(net.layer_equation(), shapes, forward_path(net, max(batch, 1), optimize).path)(xs, *arrays)
     return y.reshape((*x.shape[:-1], net.out_features))
 
 
 def random_tensors(
-    net: TensorNetwork, seed: int = 0, *, dtype: Any = np.float64, gain: float = 1.0
+    net: TensorNetwork, seed: int = 0, *, dtype: Any = np.float64, gain: float = 1.0,
+    budget: int | None = DEFAULT_BUDGET_ELEMENTS,
 ) -> dict[str, np.ndarray]:
     """Seeded Gaussian tensors scaled so that the dense matrix has entries of variance ``gain**2``.
 
     Each internal index of size ``s`` shared by ``d`` tensors contributes ``s**(-1/d)`` to the
-    variance of each of them, so every summed index is normalised exactly once.
+    variance of each of them, so every summed index is normalised exactly once.  Refused
+    (:class:`~tnviz.errors.BudgetError`, before anything is allocated) when the tensors hold more
+    than ``budget`` elements in all.
     """
+    if budget is not None and net.params > budget:
+        raise BudgetError(
+            f"random tensors are limited to {budget:,} elements in all; {net.name or 'this network'!r} has "
+            f"{net.params:,} parameters ({net.params * 8 / 2**30:,.1f} GiB in float64)"
+        )
     rng = np.random.default_rng(seed)
     sizes, counts = net.sizes, net.index_counts
     out = {}
@@ -100,5 +112,7 @@ def random_tensors(
             if counts[index] >= 2:
                 var *= sizes[index] ** (-1.0 / counts[index])
         var *= gain ** (2.0 / len(net.tensors))
-        out[t.name] = (rng.standard_normal(shape) * math.sqrt(var)).astype(dtype)
+        values = rng.standard_normal(shape)
+        values *= math.sqrt(var)
+        out[t.name] = values.astype(dtype, copy=False)
     return out

@@ -16,241 +16,25 @@ import itertools
 import math
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-import opt_einsum as oe
-from opt_einsum.helpers import flop_count
-
-from .errors import BudgetError, InvalidNetworkError
+from .errors import BudgetError
 from .network import BATCH_INDEX, TensorNetwork
-
-INPUT_NAME = "x"
+from .paths import (  # noqa: F401  (re-exported: tnviz.cost is where scripts look for them)
+    BEST, DEFAULT_OPTIMIZER, INPUT_NAME, MAX_DP_OPERANDS, MAX_OPTIMAL_OPERANDS, OPTIMIZERS, PathCost, Step,
+    _path_cost, best_candidates, check_batch, check_optimizer, forward_path, grad_flops, input_first,
+    left_to_right, rebuild_path, sequence_to_path,
+)
 
 DTYPE_BYTES = {"float64": 8, "float32": 4, "bfloat16": 2, "float16": 2}
 
-
-def _sequence_to_path(order: Sequence[int]) -> list[tuple[int, ...]]:
-    """Turn "absorb operand order[1], then order[2], ... into operand order[0]" into an
-    opt_einsum path (each pairwise result goes to the end of the operand list)."""
-    if len(order) < 2:
-        return [(0,)] if order else []
-    remaining = list(range(len(order)))
-    path = []
-    first, rest = order[0], list(order[1:])
-    a, b = remaining.index(first), remaining.index(rest[0])
-    path.append(tuple(sorted((a, b))))
-    remaining = [r for r in remaining if r not in (first, rest[0])] + [-1]
-    for nxt in rest[1:]:
-        pos = remaining.index(nxt)
-        path.append((pos, len(remaining) - 1))
-        remaining = [r for r in remaining if r != nxt][:-1] + [-1]
-    return path
-
-
-def _left_to_right(operand_indices, output, sizes) -> list[tuple[int, ...]]:
-    """x with the first tensor, then the running result with each next tensor in order."""
-    return _sequence_to_path(list(range(len(operand_indices))))
-
-
-def _input_first(operand_indices, output, sizes, *, exhaustive_limit: int = 12) -> list[tuple[int, ...]]:
-    """The cheapest path that absorbs one tensor at a time into the running intermediate of the
-    first operand (the input): "contracting the input through the cores".  Exact by dynamic
-    programming over subsets up to ``exhaustive_limit`` tensors, greedy beyond."""
-    n = len(operand_indices)
-    if n < 2:
-        return _sequence_to_path(list(range(n)))
-    sets = [frozenset(ix) for ix in operand_indices]
-    out = frozenset(output)
-
-    def running(absorbed: frozenset[int]) -> frozenset[str]:
-        held = set(sets[0]).union(*(sets[t] for t in absorbed))
-        needed = set(out).union(*(sets[t] for t in range(1, n) if t not in absorbed))
-        return frozenset(held & needed)
-
-    def step(absorbed: frozenset[int], t: int) -> int:
-        cur = running(absorbed)
-        union = cur | sets[t]
-        return flop_count(union, bool(union - running(absorbed | {t})), 2, sizes)
-
-    tensors = list(range(1, n))
-    if len(tensors) <= exhaustive_limit:
-        best: dict[frozenset[int], tuple[int, list[int]]] = {frozenset(): (0, [])}
-        for k in range(len(tensors)):
-            layer: dict[frozenset[int], tuple[int, list[int]]] = {}
-            for absorbed, (c, order) in best.items():
-                for t in tensors:
-                    if t in absorbed:
-                        continue
-                    nxt = absorbed | {t}
-                    total = c + step(absorbed, t)
-                    if nxt not in layer or total < layer[nxt][0]:
-                        layer[nxt] = (total, order + [t])
-            best = layer
-        order = next(iter(best.values()))[1]
-    else:
-        order, absorbed = [], frozenset()
-        for _ in tensors:
-            t = min((t for t in tensors if t not in absorbed), key=lambda t: step(absorbed, t))
-            order.append(t)
-            absorbed = absorbed | {t}
-    return _sequence_to_path([0, *order])
-
-
-#: Path optimizers by name (feeds the CLI choices, the app's select boxes and the tests).
-#: A string is handed to opt_einsum; a callable gets (operand_indices, output, sizes) and returns a path.
-OPTIMIZERS: dict[str, str | Callable[..., list[tuple[int, ...]]]] = {
-    "optimal": "optimal",
-    "dp": "dp",
-    "greedy": "greedy",
-    "auto": "auto",
-    "left-to-right": _left_to_right,
-    "input-first": _input_first,
-}
-
-#: opt_einsum's exhaustive search grows factorially; refuse it beyond this many operands.
-MAX_OPTIMAL_OPERANDS = 10
-
-
-@dataclass(frozen=True)
-class Step:
-    """One pairwise contraction of a path."""
-
-    operands: tuple[str, ...]  # names: tensor names, 'x', or '#k' for the k-th intermediate
-    operand_indices: tuple[tuple[str, ...], ...]
-    result: str
-    result_indices: tuple[str, ...]
-    summed: tuple[str, ...]
-    flops: int
-    size: int  # elements of the intermediate
-    backward_flops: int
-
-
-@dataclass(frozen=True)
-class PathCost:
-    """The path of one contraction (with or without the input)."""
-
-    path: tuple[tuple[int, ...], ...]
-    steps: tuple[Step, ...]
-    flops: int
-    backward_flops: int
-    largest_intermediate: int
-    peak_elements: int
-
-
-def _check_optimizer(optimize: str, n_operands: int) -> Any:
-    if optimize not in OPTIMIZERS:
-        raise InvalidNetworkError(f"unknown path optimizer {optimize!r}; choose one of {list(OPTIMIZERS)}")
-    if optimize == "optimal" and n_operands > MAX_OPTIMAL_OPERANDS:
-        raise InvalidNetworkError(
-            f"the 'optimal' optimizer is limited to {MAX_OPTIMAL_OPERANDS} operands (its search grows "
-            f"factorially); this contraction has {n_operands}: use 'dp' or 'auto'"
-        )
-    return OPTIMIZERS[optimize]
-
-
-def _grad_flops(operand: set[str], others: set[str], result: set[str], sizes: dict[str, int]) -> int:
-    """FLOPs of d(result)/d(operand): contract grad(result) with the other operand(s) onto operand."""
-    union = result | others
-    return flop_count(union | operand, bool(union - operand), 2, sizes)
-
-
-@lru_cache(maxsize=1024)
-def _path_cost(
-    operand_names: tuple[str, ...],
-    operand_indices: tuple[tuple[str, ...], ...],
-    output: tuple[str, ...],
-    size_items: tuple[tuple[str, int], ...],
-    optimize: str,
-) -> PathCost:
-    sizes = dict(size_items)
-    opt = _check_optimizer(optimize, len(operand_names))
-    symbols = {name: oe.get_symbol(k) for k, name in enumerate(sizes)}
-    eq = ",".join("".join(symbols[i] for i in ix) for ix in operand_indices) + "->" + "".join(symbols[i] for i in output)
-    shapes = [tuple(sizes[i] for i in ix) for ix in operand_indices]
-    if callable(opt):
-        path = opt(operand_indices, output, sizes)
-    elif len(shapes) == 1:
-        path = [(0,)]
-    else:
-        path, _ = oe.contract_path(eq, *shapes, shapes=True, optimize=opt)
-    names = list(operand_names)
-    indices = [tuple(ix) for ix in operand_indices]
-    live = [math.prod(sh) for sh in shapes]
-    peak = sum(live)
-    steps: list[Step] = []
-    largest = 0
-    for k, pair in enumerate(path):
-        # pop from the back so positions stay valid, then restore left-to-right order
-        picked = [(names.pop(p), indices.pop(p), live.pop(p)) for p in sorted(pair, reverse=True)][::-1]
-        ops_idx = [set(ix) for _, ix, _ in picked]
-        union: set[str] = set().union(*ops_idx)
-        still_needed = set(output).union(*[set(ix) for ix in indices])
-        keep = [i for i in dict.fromkeys(itertools.chain(*[ix for _, ix, _ in picked])) if i in still_needed]
-        if not indices:  # last step: result in output order
-            keep = list(output)
-        summed = tuple(i for i in dict.fromkeys(itertools.chain(*[ix for _, ix, _ in picked])) if i not in keep)
-        flops = flop_count(union, bool(summed), len(picked), sizes)
-        size = math.prod(sizes[i] for i in keep)
-        result_set = set(keep)
-        bwd = 0
-        if len(picked) == 2:
-            bwd = _grad_flops(ops_idx[0], ops_idx[1], result_set, sizes) + _grad_flops(ops_idx[1], ops_idx[0], result_set, sizes)
-        else:  # a lone operand reduced (sum/transpose): its gradient is a broadcast
-            bwd = math.prod(sizes[i] for i in union)
-        result_name = f"#{k + 1}"
-        # Memory: the result is allocated while its operands are still alive.
-        peak = max(peak, sum(live) + sum(p[2] for p in picked) + size)
-        largest = max(largest, size)
-        steps.append(Step(
-            operands=tuple(p[0] for p in picked),
-            operand_indices=tuple(p[1] for p in picked),
-            result=result_name,
-            result_indices=tuple(keep),
-            summed=summed,
-            flops=int(flops),
-            size=int(size),
-            backward_flops=int(bwd),
-        ))
-        names.append(result_name)
-        indices.append(tuple(keep))
-        live.append(size)
-    return PathCost(
-        path=tuple(tuple(p) for p in path),
-        steps=tuple(steps),
-        flops=sum(s.flops for s in steps),
-        backward_flops=sum(s.backward_flops for s in steps),
-        largest_intermediate=largest,
-        peak_elements=peak,
-    )
-
-
-def forward_path(net: TensorNetwork, batch: int, optimize: str = "auto") -> PathCost:
-    """The path of ``x[batch, inputs] * tensors -> y[batch, outputs]`` (input as an operand)."""
-    _check_batch(batch)
-    sizes = {BATCH_INDEX: batch, **net.sizes}
-    return _path_cost(
-        (INPUT_NAME, *net.tensor_names),
-        ((BATCH_INDEX, *net.inputs), *[t.indices for t in net.tensors]),
-        (BATCH_INDEX, *net.outputs),
-        tuple(sizes.items()),
-        optimize,
-    )
-
-
-def rebuild_path(net: TensorNetwork, optimize: str = "auto") -> PathCost:
-    """The path that contracts the tensors alone into the dense weight ``W[outputs, inputs]``."""
-    return _path_cost(
-        net.tensor_names,
-        tuple(t.indices for t in net.tensors),
-        (*net.outputs, *net.inputs),
-        net.size_items,
-        optimize,
-    )
-
-
-def _check_batch(batch: Any) -> None:
-    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
-        raise InvalidNetworkError(f"the batch size must be a positive integer; got {batch!r}")
+# The path machinery lives in tnviz.paths; these names stay importable from here.
+_sequence_to_path = sequence_to_path
+_left_to_right = left_to_right
+_input_first = input_first
+_check_optimizer = check_optimizer
+_grad_flops = grad_flops
+_check_batch = check_batch
 
 
 # ---------------------------------------------------------------------- useful ranks
@@ -265,47 +49,119 @@ def max_useful_ranks(net: TensorNetwork, *, exhaustive_limit: int = 12) -> dict[
     use single tensors and the two sides of each bridge.  Hyperedges (CP ranks) have no such
     bound and are left out.
     """
+    return dict(_max_useful_ranks(net, exhaustive_limit))
+
+
+@lru_cache(maxsize=256)
+def _max_useful_ranks(net: TensorNetwork, exhaustive_limit: int) -> tuple[tuple[str, int], ...]:
+    if len(net.tensors) > exhaustive_limit:
+        return _bridge_ranks(net)
+    # Parts are bit masks over the tensors, so a part's bound is a pass over the indices.
     sizes = net.sizes
     names = net.tensor_names
-    idx_of = {t.name: set(t.indices) for t in net.tensors}
+    bit = {n: 1 << k for k, n in enumerate(names)}
     counts = net.index_counts
-    internal = [i for i, c in counts.items() if c >= 2]
-    open_set = {i for i, c in counts.items() if c == 1}
+    owners = {i: sum(bit[n] for n in net.tensors_on(i)) for i in counts}
 
-    def bound(part: frozenset[str], bond: str) -> int:
-        inside: set[str] = set().union(*(idx_of[n] for n in part))
+    def bound(part: int, bond: str) -> int:
         value = 1
-        for i in inside:
-            if i == bond:
-                continue
-            if i in open_set:
-                value *= sizes[i]
-            elif any(n not in part for n in net.tensors_on(i)):
+        for i, mask in owners.items():
+            if i != bond and mask & part and (counts[i] == 1 or mask & ~part):
                 value *= sizes[i]
         return value
 
     def candidate_parts(bond: str):
         a, b = net.tensors_on(bond)
-        rest = [n for n in names if n not in (a, b)]
-        if len(names) <= exhaustive_limit:
-            for k in range(len(rest) + 1):
-                for combo in itertools.combinations(rest, k):
-                    yield frozenset((a, *combo))
-                    yield frozenset((b, *combo))
-        else:
-            yield frozenset((a,))
-            yield frozenset((b,))
-            side = net.reachable(a, without=bond)
-            if b not in side:
-                yield frozenset(side)
-                yield frozenset(set(names) - side)
+        rest = [bit[n] for n in names if n not in (a, b)]
+        for k in range(len(rest) + 1):
+            for combo in itertools.combinations(rest, k):
+                extra = sum(combo)
+                yield bit[a] | extra
+                yield bit[b] | extra
 
-    out = {}
-    for bond in internal:
-        if counts[bond] != 2:
+    return tuple((bond, min(bound(p, bond) for p in candidate_parts(bond)))
+                 for bond, c in counts.items() if c == 2)
+
+
+def _bridge_ranks(net: TensorNetwork) -> tuple[tuple[str, int], ...]:
+    """The bound from single tensors and, for a bond that is a bridge (removing it splits the
+    network), from the two sides, whose only crossing index is the bond: the product of each
+    side's open legs.  One depth-first search finds every bridge and every side's product
+    (Tarjan), so this is linear in the network's size."""
+    sizes, counts = net.sizes, net.index_counts
+    # a graph of tensors and hyperedges: a bond is an edge, a hyperedge a node joined to its tensors
+    nodes = [*net.tensor_names, *(f"\0{i}" for i, c in counts.items() if c >= 3)]
+    where = {n: k for k, n in enumerate(nodes)}
+    weight = [1] * len(nodes)
+    edges: list[list[tuple[int, int, str]]] = [[] for _ in nodes]  # (other node, edge id, index)
+    for t in net.tensors:
+        for i in t.indices:
+            if counts[i] == 1:
+                weight[where[t.name]] *= sizes[i]
+    side_ids: list[str] = []
+    for i, c in counts.items():
+        owners = net.tensors_on(i)
+        if c == 2:
+            a, b = where[owners[0]], where[owners[1]]
+            edges[a].append((b, len(side_ids), i))
+            edges[b].append((a, len(side_ids), i))
+            side_ids.append(i)
+        elif c >= 3:
+            h = where[f"\0{i}"]
+            for o in owners:
+                edges[where[o]].append((h, len(side_ids), i))
+                edges[h].append((where[o], len(side_ids), i))
+                side_ids.append(i)
+    order = [-1] * len(nodes)
+    low = [0] * len(nodes)
+    below = weight[:]  # product of open legs in each DFS subtree
+    side: dict[str, tuple[int, int]] = {}  # bridge bond -> (open product below it, of its whole part)
+    counter = 0
+    for root in range(len(nodes)):
+        if order[root] >= 0:
             continue
-        out[bond] = min(bound(p, bond) for p in candidate_parts(bond))
-    return out
+        component = []
+        order[root] = low[root] = counter
+        counter += 1
+        stack = [(root, -1, "", iter(edges[root]))]
+        while stack:
+            node, via, _, todo = stack[-1]
+            advanced = False
+            for nxt, edge, index in todo:
+                if edge == via:
+                    continue
+                if order[nxt] < 0:
+                    order[nxt] = low[nxt] = counter
+                    counter += 1
+                    stack.append((nxt, edge, index, iter(edges[nxt])))
+                    advanced = True
+                    break
+                low[node] = min(low[node], order[nxt])
+            if advanced:
+                continue
+            _, _, index, _ = stack.pop()
+            component.append(node)
+            if stack:
+                parent = stack[-1][0]
+                low[parent] = min(low[parent], low[node])
+                below[parent] *= below[node]
+                if low[node] > order[parent] and counts[index] == 2:
+                    side[index] = (below[node], 0)
+        total = below[root]
+        for bond, (under, _) in list(side.items()):
+            if side[bond][1] == 0:
+                side[bond] = (under, total)
+    out = []
+    for bond, c in counts.items():
+        if c != 2:
+            continue
+        a, b = net.tensors_on(bond)
+        candidates = [math.prod(sizes[i] for i in net.tensor(n).indices if i != bond) for n in (a, b)]
+        if bond in side:
+            under, total = side[bond]
+            candidates += [under, total // under]
+        out.append((bond, min(candidates)))
+    return tuple(out)
 
 
 def rank_warnings(net: TensorNetwork) -> list[str]:
@@ -322,7 +178,12 @@ def rank_warnings(net: TensorNetwork) -> list[str]:
 # ---------------------------------------------------------------------- the report
 @dataclass(frozen=True)
 class LayerCost:
-    """Every cost of a layer at one batch size (SPEC 2.2 ``tnviz cost --json``)."""
+    """Every cost of a layer at one batch size (SPEC 2.2 ``tnviz cost --json``).
+
+    ``optimize`` is the optimizer asked for; ``path_optimizer`` the one whose path ``path``,
+    ``steps`` and ``flops`` describe (for ``"best"``, the winner) and ``searched`` the FLOPs of
+    every candidate that ran, as ``(optimizer, flops)``.
+    """
 
     name: str
     batch: int
@@ -342,6 +203,16 @@ class LayerCost:
     steps: tuple[Step, ...]
     max_useful_ranks: dict[str, int] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    path_optimizer: str = ""
+    searched: tuple[tuple[str, int], ...] = ()
+    skipped: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def path_note(self) -> str:
+        """Which optimizer found the path, for people: ``"best: dp, of optimal, dp, ..."``."""
+        if self.optimize != BEST or not self.searched:
+            return self.path_optimizer or self.optimize
+        return f"best: {self.path_optimizer}, of {', '.join(name for name, _ in self.searched)}"
 
     @property
     def compression(self) -> float:
@@ -365,14 +236,19 @@ class LayerCost:
             for s in self.steps
         ]
         d["warnings"] = list(self.warnings)
+        d["searched"] = [{"optimizer": name, "flops": flops} for name, flops in self.searched]
+        d["skipped"] = [{"optimizer": name, "reason": why} for name, why in self.skipped]
         d["compression"] = self.compression
         d["best_strategy"] = self.best_strategy
         d["peak_bytes_float32"] = self.peak_bytes("float32")
         return d
 
 
-def cost(net: TensorNetwork, batch: int = 1, optimize: str = "auto") -> LayerCost:
-    """All the costs of ``net`` as a layer applied to a batch of ``batch`` inputs."""
+def cost(net: TensorNetwork, batch: int = 1, optimize: str = DEFAULT_OPTIMIZER) -> LayerCost:
+    """All the costs of ``net`` as a layer applied to a batch of ``batch`` inputs.
+
+    ``optimize`` (a key of :data:`OPTIMIZERS`) defaults to ``"best"``: the cheapest path the
+    optimizers that fit the network's size find, so ``flops`` is the best path found."""
     fwd = forward_path(net, batch, optimize)
     rebuild = rebuild_path(net, optimize)
     dense = 2 * batch * net.in_features * net.out_features
@@ -396,6 +272,9 @@ def cost(net: TensorNetwork, batch: int = 1, optimize: str = "auto") -> LayerCos
         steps=fwd.steps,
         max_useful_ranks=max_useful_ranks(net),
         warnings=tuple(rank_warnings(net)),
+        path_optimizer=fwd.optimizer,
+        searched=fwd.searched,
+        skipped=fwd.skipped,
     )
 
 
@@ -426,29 +305,45 @@ class BatchSweep:
 
     * ``factorized``: the input contracted through the tensors one at a time ("input-first" path);
     * ``rebuilt``: rebuild the dense weight from the tensors, then one matmul;
-    * ``best``: the best path of the chosen optimizer (it may mix both);
+    * ``best``: the path of the chosen optimizer at each batch (``forward_path(net, b,
+      optimize).flops``, the figure :func:`cost` reports; it may mix both), or ``None`` when
+      ``best_skipped`` says why it was not searched at every batch;
     plus ``dense`` (a stored dense weight: one matmul) for reference.
     """
 
     batches: tuple[int, ...]
     factorized: tuple[int, ...]
     rebuilt: tuple[int, ...]
-    best: tuple[int, ...]
+    best: tuple[int, ...] | None
     dense: tuple[int, ...]
     crossovers: tuple[tuple[int, str], ...]  # (first batch where the cheaper of factorized/rebuilt changes, new winner)
+    optimize: str = DEFAULT_OPTIMIZER
+    best_skipped: str = ""
 
     def rows(self) -> list[dict[str, Any]]:
+        best = self.best if self.best is not None else (None,) * len(self.batches)
         return [
             {"batch": b, "factorized": f, "rebuilt": r, "best_path": p, "dense": d,
              "cheaper": "factorized" if f <= r else "rebuilt"}
-            for b, f, r, p, d in zip(self.batches, self.factorized, self.rebuilt, self.best, self.dense)
+            for b, f, r, p, d in zip(self.batches, self.factorized, self.rebuilt, best, self.dense)
         ]
 
 
-def batch_sweep(net: TensorNetwork, batches: Sequence[int] | None = None, optimize: str = "auto") -> BatchSweep:
+#: Optimizers whose path costs little to find at any size (bounded by design, or one order for
+#: every batch); a sweep runs any other one at every batch only up to this many operands.
+SWEEP_ANY_SIZE = (BEST, "input-first", "left-to-right")
+SWEEP_SEARCH_OPERANDS = 128
+
+
+def batch_sweep(net: TensorNetwork, batches: Sequence[int] | None = None,
+                optimize: str = DEFAULT_OPTIMIZER, *, include_best: bool = True) -> BatchSweep:
     """FLOPs of the factorized and the rebuilt strategy (and the optimizer's best path and a
     stored dense weight) per batch, with every batch size where the cheaper of factorized and
-    rebuilt changes, found exactly by bisection."""
+    rebuilt changes, found exactly by bisection.
+
+    The optimizer's path is searched at every batch (``include_best``) unless its search is
+    slow at this size (opt_einsum's greedy search beyond :data:`SWEEP_SEARCH_OPERANDS` operands):
+    then ``best`` is ``None`` and ``best_skipped`` says so."""
     if batches is None:
         batches = [2**k for k in range(17)]
     batches = sorted(set(batches))
@@ -456,9 +351,12 @@ def batch_sweep(net: TensorNetwork, batches: Sequence[int] | None = None, optimi
         _check_batch(b)
     reconstruct = rebuild_path(net, optimize).flops
     io = net.in_features * net.out_features
+    # Every step of the input-first path holds the running intermediate, which carries the batch:
+    # its FLOPs are exactly linear in the batch (and its order does not depend on it).
+    per_sample = forward_path(net, 1, "input-first").flops
 
     def fact(b: int) -> int:
-        return forward_path(net, b, "input-first").flops
+        return per_sample * b
 
     def winner(b: int) -> str:
         return "factorized" if fact(b) <= reconstruct + 2 * b * io else "rebuilt"
@@ -474,13 +372,22 @@ def batch_sweep(net: TensorNetwork, batches: Sequence[int] | None = None, optimi
                 else:
                     hi = mid
             crossovers.append((hi, w_hi))
+    operands = len(net.tensors) + 1
+    skipped = ""
+    if not include_best:
+        skipped = "not asked for"
+    elif optimize not in SWEEP_ANY_SIZE and operands > SWEEP_SEARCH_OPERANDS:
+        skipped = (f"the {optimize!r} search at every batch is slow for {operands} operands (more than "
+                   f"{SWEEP_SEARCH_OPERANDS}); {BEST!r} bounds its searches")
     return BatchSweep(
         batches=tuple(batches),
         factorized=tuple(fact(b) for b in batches),
         rebuilt=tuple(reconstruct + 2 * b * io for b in batches),
-        best=tuple(forward_path(net, b, optimize).flops for b in batches),
+        best=None if skipped else tuple(forward_path(net, b, optimize).flops for b in batches),
         dense=tuple(2 * b * io for b in batches),
         crossovers=tuple(crossovers),
+        optimize=optimize,
+        best_skipped=skipped,
     )
 
 

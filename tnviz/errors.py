@@ -6,6 +6,8 @@ context and re-raise; nothing here prints.
 """
 from __future__ import annotations
 
+import re
+
 
 class TnvizError(Exception):
     """Base class for every error tnviz raises on purpose (a user mistake or a refused request)."""
@@ -28,4 +30,28 @@ class ModelFileError(TnvizError):
 
 
 class BudgetError(TnvizError):
-    """A contraction was refused because a predicted intermediate exceeds the memory budget."""
+    """A request was refused before any work because its predicted size exceeds a budget: an
+    intermediate or an array too large for memory, or a path search too large to finish."""
+
+
+#: Terminal control sequences (colours, cursor moves: CSI ... final byte) and other escapes.
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+#: Control characters other than the whitespace that ``split`` removes.
+_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def plain_message(error: "BaseException | str") -> str:
+    """One plain line for people: the message of ``error`` (an exception or text) without
+    terminal escapes or control characters, its whitespace and newlines folded into single
+    spaces (wrapped errors, torch's for one, carry several lines and colours).
+
+    >>> plain_message("\x1b[31mbad\x1b[0m value\n  on two lines")
+    'bad value on two lines'
+    """
+    text = str(error) if isinstance(error, BaseException) else str(error)
+    if isinstance(error, KeyError) and len(error.args) == 1:  # str(KeyError('x')) is "'x'"
+        text = str(error.args[0])
+    text = _CONTROLS.sub("", _ESCAPES.sub("", text))
+    # torch's wrapped weights_only error advises unpickling anyway, which is not ours to give
+    text = re.sub(r":?\s*Weights only load failed\..*?(?=;|$)", "", text, flags=re.S)
+    return " ".join(text.split())

@@ -1,8 +1,10 @@
-"""Exports of a network layer: the JSON spec, an ``opt_einsum`` snippet with its contraction
-path, a PyTorch snippet built on :class:`tnviz.nn.TNLinear`, and the diagram as SVG / PNG.
+"""Text exports of a network layer: the JSON spec, an ``opt_einsum`` snippet with its
+contraction path, a PyTorch snippet built on :class:`tnviz.nn.TNLinear`.
 
 Every snippet is a complete script that runs as is (seeded random tensors stand in for
-trained ones).  ``EXPORTS`` is the registry the app's download buttons and the tests share.
+trained ones).  ``EXPORTS`` is the registry of these formats; the diagram formats (SVG, PNG,
+DOT) need a drawing and live in :mod:`tnviz.render.exports`, whose ``EXPORTS`` holds every
+format (the app's download buttons use that one).
 
 >>> from tnviz.builders import mpo
 >>> code = einsum_snippet(mpo([4, 4], [4, 4], ranks=2), batch=3)
@@ -15,10 +17,11 @@ from __future__ import annotations
 
 import pprint
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from .errors import InvalidNetworkError
 from .network import TensorNetwork
+from .paths import DEFAULT_OPTIMIZER, forward_path
 
 
 def _header(net: TensorNetwork, what: str) -> str:
@@ -35,11 +38,9 @@ def json_spec(net: TensorNetwork, **_: object) -> str:
     return net.to_json() + "\n"
 
 
-def einsum_snippet(net: TensorNetwork, *, batch: int = 1, optimize: str = "auto") -> str:
+def einsum_snippet(net: TensorNetwork, *, batch: int = 1, optimize: str = DEFAULT_OPTIMIZER) -> str:
     """A numpy + opt_einsum script: one ``oe.contract`` of the input with every tensor, along
     the path ``tnviz.cost`` picked (``optimize``), leaving ``y`` of shape ``(batch, out_features)``."""
-    from .cost import forward_path
-
     fwd = forward_path(net, batch, optimize)
     shape_lines = "\n".join(
         f"    {t.name!r}: {tuple(net.shape(t))!r},  # {', '.join(t.indices)}" for t in net.tensors
@@ -53,7 +54,9 @@ def einsum_snippet(net: TensorNetwork, *, batch: int = 1, optimize: str = "auto"
         "shapes = {\n" + shape_lines + "\n}\n"
         f"# x[batch, inputs], then the tensors in the order above -> y[batch, outputs]\n"
         f"equation = {net.layer_equation()!r}\n"
-        f"# contraction path from tnviz.cost (optimize={optimize!r}): {fwd.flops:,} FLOPs at batch {batch}\n"
+        f"# contraction path from tnviz.cost (optimize={optimize!r}"
+        + (f", found by {fwd.optimizer!r}" if fwd.optimizer and fwd.optimizer != optimize else "")
+        + f"): {fwd.flops:,} FLOPs at batch {batch}\n"
         f"path = {[tuple(p) for p in fwd.path]!r}\n\n"
         "rng = np.random.default_rng(0)\n"
         "tensors = [rng.standard_normal(shape) for shape in shapes.values()]  # your trained tensors here\n"
@@ -79,20 +82,6 @@ def torch_snippet(net: TensorNetwork, *, batch: int = 1, **_: object) -> str:
     )
 
 
-def diagram_svg(net: TensorNetwork, **_: object) -> str:
-    """The Penrose diagram as SVG text (``tnviz.render``, Graphviz)."""
-    from .render import to_svg
-
-    return to_svg(net)
-
-
-def diagram_png(net: TensorNetwork, **_: object) -> bytes:
-    """The Penrose diagram as PNG bytes (``tnviz.render``, Graphviz)."""
-    from .render import to_png
-
-    return to_png(net)
-
-
 @dataclass(frozen=True)
 class Export:
     """One export format: what it is called, its file suffix and MIME type, and its maker."""
@@ -103,27 +92,31 @@ class Export:
     make: Callable[..., "str | bytes"]
 
 
-#: Export formats by name (the app's download buttons and the tests iterate over it).
+#: Text export formats by name (the tests iterate over it; :data:`tnviz.render.exports.EXPORTS`
+#: adds the diagrams).
 EXPORTS: dict[str, Export] = {
     "json": Export("Network JSON", "json", "application/json", json_spec),
     "einsum": Export("opt_einsum snippet", "py", "text/x-python", einsum_snippet),
     "torch": Export("PyTorch snippet", "py", "text/x-python", torch_snippet),
-    "svg": Export("Diagram SVG", "svg", "image/svg+xml", diagram_svg),
-    "png": Export("Diagram PNG", "png", "image/png", diagram_png),
 }
 
 
-def export(net: TensorNetwork, fmt: str, *, batch: int = 1, optimize: str = "auto") -> "str | bytes":
-    """``net`` in the export format ``fmt`` (a key of :data:`EXPORTS`)."""
-    if fmt not in EXPORTS:
-        raise InvalidNetworkError(f"unknown export format {fmt!r}; choose one of {list(EXPORTS)}")
-    return EXPORTS[fmt].make(net, batch=batch, optimize=optimize)
+def _format(fmt: str, registry: Mapping[str, Export]) -> Export:
+    if fmt not in registry:
+        where = "" if "svg" in registry else " (the diagrams SVG, PNG and DOT: tnviz.render.exports)"
+        raise InvalidNetworkError(f"unknown export format {fmt!r}; choose one of {list(registry)}{where}")
+    return registry[fmt]
 
 
-def export_filename(net: TensorNetwork, fmt: str) -> str:
+def export(net: TensorNetwork, fmt: str, *, batch: int = 1, optimize: str = DEFAULT_OPTIMIZER,
+           registry: Mapping[str, Export] = EXPORTS, **options: Any) -> "str | bytes":
+    """``net`` in the export format ``fmt`` (a key of ``registry``, :data:`EXPORTS` by default)."""
+    return _format(fmt, registry).make(net, batch=batch, optimize=optimize, **options)
+
+
+def export_filename(net: TensorNetwork, fmt: str, registry: Mapping[str, Export] = EXPORTS) -> str:
     """A file name for the export: the network's name made safe, then the format's suffix."""
-    if fmt not in EXPORTS:
-        raise InvalidNetworkError(f"unknown export format {fmt!r}; choose one of {list(EXPORTS)}")
+    spec = _format(fmt, registry)
     stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in (net.name or "network")).strip("_") or "network"
     extra = {"einsum": "_einsum", "torch": "_torch"}.get(fmt, "")
-    return f"{stem}{extra}.{EXPORTS[fmt].suffix}"
+    return f"{stem}{extra}.{spec.suffix}"

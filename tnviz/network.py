@@ -150,6 +150,9 @@ class TensorNetwork:
         if BATCH_INDEX in sizes:
             raise InvalidNetworkError(f"the index name {BATCH_INDEX!r} is reserved for the batch dimension")
         for role, declared in (("input", self.inputs), ("output", self.outputs)):
+            for index in declared:
+                if not isinstance(index, str) or not index:
+                    raise InvalidNetworkError(f"each {role} must be an index name (a non-empty string); got {index!r:.80}")
             dup = [k for k, c in Counter(declared).items() if c > 1]
             if dup:
                 raise InvalidNetworkError(f"each {role} is listed once; {dup[0]!r} is listed twice")
@@ -242,9 +245,9 @@ class TensorNetwork:
         return tuple(t.name for t in self.tensors)
 
     def tensor(self, name: str) -> Tensor:
-        for t in self.tensors:
-            if t.name == name:
-                return t
+        t = self._by_name.get(name) if isinstance(name, str) else None
+        if t is not None:
+            return t
         raise InvalidNetworkError(f"no tensor named {name!r}; tensors are {list(self.tensor_names)}")
 
     def shape(self, tensor: str | Tensor) -> tuple[int, ...]:
@@ -271,9 +274,21 @@ class TensorNetwork:
         """Dense parameters divided by network parameters (>1 means smaller)."""
         return self.dense_params / self.params
 
+    @cached_property
+    def _owners(self) -> dict[str, tuple[str, ...]]:
+        owners: dict[str, list[str]] = {}
+        for t in self.tensors:
+            for index in t.indices:
+                owners.setdefault(index, []).append(t.name)
+        return {index: tuple(names) for index, names in owners.items()}
+
+    @cached_property
+    def _by_name(self) -> dict[str, Tensor]:
+        return {t.name: t for t in self.tensors}
+
     def tensors_on(self, index: str) -> tuple[str, ...]:
         """Names of the tensors that carry ``index``."""
-        return tuple(t.name for t in self.tensors if index in t.indices)
+        return self._owners.get(index, ())
 
     def reachable(self, start: str, *, without: str | None = None) -> set[str]:
         """Names of the tensors connected to ``start``, not crossing the index ``without``."""

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .bonds.analysis import bond_entropy  # noqa: F401  (the one implementation; re-exported here)
 from .errors import DecompositionError, RankError, TnvizError
 from .network import TensorNetwork, load_network
 
@@ -80,17 +81,6 @@ def rank_for_error(singular_values: Iterable[float], rel_error: float, norm: flo
         if tails[r] <= limit:
             return r
     return int(s.size)
-
-
-def bond_entropy(singular_values: Iterable[float]) -> float:
-    """Von Neumann entropy (nats) of ``p = s^2 / sum s^2``; ``log(n)`` for a flat spectrum of n values."""
-    s = _values(singular_values)
-    p = s ** 2
-    total = p.sum()
-    if total <= 0:
-        return 0.0
-    p = p[p > 0] / total
-    return float(-(p * np.log(p)).sum())
 
 
 # ---------------------------------------------------------------------- one layer

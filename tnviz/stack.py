@@ -39,10 +39,20 @@ import opt_einsum as oe
 
 from .contract import ordered_tensors, random_tensors
 from .errors import BudgetError, InvalidNetworkError
+from .gauge import apply_gauge, check_bond, random_invertible
 from .network import TensorNetwork, load_network
 
 #: Refuse a stack layer with more structural non-zeros than this (its COO arrays would not fit).
 MAX_LAYER_NNZ = 2**24
+#: Refuse a stack layer with more inputs or outputs than this (the self-check multiplies vectors
+#: of that length by every layer, at least 8 of them; a picture of it has one pixel per 2,000 rows).
+MAX_STACK_WIDTH = 2**18
+#: Refuse a view whose layers hold more structural non-zeros than this in all.
+MAX_VIEW_NNZ = 2**25
+#: Refuse to draw random tensors for stack views of networks with more parameters than this.
+MAX_STACK_PARAMS = 2**24
+#: The self-check's reference contraction is refused above this many elements per intermediate.
+CHECK_BUDGET_ELEMENTS = 2**25
 
 #: The self-check multiplies the whole identity through the stack when ``in_features`` times the
 #: widest layer stays below this many elements; otherwise a seeded subset of its columns.
@@ -212,20 +222,26 @@ def _group_tensor(net: TensorNetwork, group: Sequence[str], arrays: Mapping[str,
     return oe.contract(eq, *[arrays[n] for n in group])
 
 
-def build_view(
-    net: TensorNetwork,
-    tensors: Mapping[str, Any],
-    groups: Sequence[Sequence[str]],
-    *,
-    name: str,
-    description: str = "",
-    check: bool = True,
-    seed: int = 0,
-    extra: dict[str, Any] | None = None,
-) -> StackView:
-    """A stack that applies the tensor ``groups`` in the given order (each group contracted into
-    one tensor first), checked against the dense matrix."""
-    arrays = {n: np.asarray(a, dtype=np.float64) for n, a in zip(net.tensor_names, ordered_tensors(net, tensors))}
+@dataclass(frozen=True)
+class LayerPlan:
+    """What one stack layer will be, from shapes alone (no arrays): its wires and its sizes."""
+
+    name: str
+    tensors: tuple[str, ...]
+    old: tuple[str, ...]
+    new: tuple[str, ...]
+    consumed: tuple[str, ...]
+    produced: tuple[str, ...]
+    group_indices: tuple[str, ...]  # the group's legs, in the order its tensor is contracted to
+    in_size: int
+    out_size: int
+    core_size: int  # elements of the matricized group tensor (produced x consumed)
+    nnz: int  # structural non-zeros at most (every entry of the core, on every passing wire)
+
+
+def plan_view(net: TensorNetwork, groups: Sequence[Sequence[str]]) -> list[LayerPlan]:
+    """The layers a stack applying ``groups`` in order will have, with their sizes, from the
+    network's shapes: what :func:`build_view` allocates is known before it allocates."""
     flat = [n for g in groups for n in g]
     if sorted(flat) != sorted(net.tensor_names):
         raise InvalidNetworkError(
@@ -234,12 +250,16 @@ def build_view(
     sizes = net.sizes
     keys = _wire_keys(net)
     order = lambda wires: sorted(wires, key=keys.__getitem__)  # noqa: E731
-    layers: list[StackLayer] = []
+    width = lambda wires: math.prod(sizes[w] for w in wires)  # noqa: E731
+
+    def permutation(old: Sequence[str], new: Sequence[str]) -> LayerPlan:
+        return LayerPlan("P", (), tuple(old), tuple(new), (), (), (), width(old), width(new), 1, width(old))
+
+    plans: list[LayerPlan] = []
     state = list(net.inputs)
-    sorted_state = order(state)
-    if sorted_state != state:
-        layers.append(_layer("P", (), state, sorted_state, (), (), np.ones((1, 1)), sizes))
-        state = sorted_state
+    if order(state) != state:
+        plans.append(permutation(state, order(state)))
+        state = order(state)
     applied: set[str] = set()
     for group in groups:
         group = tuple(group)
@@ -252,17 +272,89 @@ def build_view(
         passing = [w for w in state if w not in g_idx]
         new_state = order(passing + produced_set)
         produced = [w for w in new_state if w in produced_set]
-        # the group's tensor over (produced, consumed); a wire both read and written (a hyperedge
-        # passing through) gets a delta between its two copies
-        both = [w for w in consumed if w in produced]
-        base = _group_tensor(net, group, arrays, g_idx)
-        core, structure = _with_deltas(base, g_idx, produced, consumed, both, sizes)
-        label = "·".join(group)
-        layers.append(_layer(label, group, state, new_state, consumed, produced, core, sizes, structure))
+        core = width(produced) * width(consumed)
+        plans.append(LayerPlan("·".join(group), group, tuple(state), tuple(new_state), tuple(consumed),
+                               tuple(produced), tuple(g_idx), width(state), width(new_state), core,
+                               width(passing) * core))
         applied |= members
         state = new_state
     if state != list(net.outputs):
-        layers.append(_layer("P", (), state, list(net.outputs), (), (), np.ones((1, 1)), sizes))
+        plans.append(permutation(state, net.outputs))
+    return plans
+
+
+def check_plan(net: TensorNetwork, plans: Sequence[LayerPlan], *, view: str = "") -> None:
+    """Refuse (:class:`BudgetError`, before any allocation) a stack whose layers would not fit:
+    more than :data:`MAX_LAYER_NNZ` non-zeros in one layer, or a layer wider than
+    :data:`MAX_STACK_WIDTH` (the self-check multiplies vectors of that length)."""
+    what = f"the {view!r} view of " if view else ""
+    for plan in plans:
+        widest = max(plan.in_size, plan.out_size)
+        if widest > MAX_STACK_WIDTH:
+            raise BudgetError(
+                f"a stack layer is limited to {MAX_STACK_WIDTH:,} inputs or outputs; layer {plan.name!r} of "
+                f"{what}{net.name or 'this network'!r} maps {plan.in_size:,} -> {plan.out_size:,}"
+            )
+        if max(plan.nnz, plan.core_size) > MAX_LAYER_NNZ:
+            raise BudgetError(
+                f"a stack layer is limited to {MAX_LAYER_NNZ:,} non-zeros; layer {plan.name!r} of "
+                f"{what}{net.name or 'this network'!r} ({plan.in_size:,} -> {plan.out_size:,}) has {plan.nnz:,}"
+            )
+    total = sum(plan.nnz for plan in plans)
+    if total > MAX_VIEW_NNZ:
+        raise BudgetError(
+            f"a stack view is limited to {MAX_VIEW_NNZ:,} non-zeros in all its layers; {what}"
+            f"{net.name or 'this network'!r} has {total:,} in {len(plans)} layers"
+        )
+
+
+def check_network(net: TensorNetwork) -> None:
+    """Refuse (:class:`BudgetError`) a network whose stack views cannot be drawn here, from its
+    shapes alone: too many parameters for random tensors, or in/out features wider than a stack
+    layer may be."""
+    for what, features in (("in_features", net.in_features), ("out_features", net.out_features)):
+        if features > MAX_STACK_WIDTH:
+            raise BudgetError(
+                f"a stack layer is limited to {MAX_STACK_WIDTH:,} inputs or outputs; {net.name or 'this network'!r} "
+                f"has {what} = {features:,}"
+            )
+    if net.params > MAX_STACK_PARAMS:
+        raise BudgetError(
+            f"stack views draw random tensors for networks up to {MAX_STACK_PARAMS:,} parameters; "
+            f"{net.name or 'this network'!r} has {net.params:,}"
+        )
+
+
+def build_view(
+    net: TensorNetwork,
+    tensors: Mapping[str, Any],
+    groups: Sequence[Sequence[str]],
+    *,
+    name: str,
+    description: str = "",
+    check: bool = True,
+    seed: int = 0,
+    extra: dict[str, Any] | None = None,
+) -> StackView:
+    """A stack that applies the tensor ``groups`` in the given order (each group contracted into
+    one tensor first), checked against the dense matrix.  Its layers are planned from shapes and
+    refused (:func:`check_plan`) before anything is allocated."""
+    plans = plan_view(net, groups)
+    check_plan(net, plans, view=name)
+    arrays = {n: np.asarray(a, dtype=np.float64) for n, a in zip(net.tensor_names, ordered_tensors(net, tensors))}
+    sizes = net.sizes
+    layers: list[StackLayer] = []
+    for plan in plans:
+        if not plan.tensors:  # a permutation of the wires
+            layers.append(_layer("P", (), plan.old, plan.new, (), (), np.ones((1, 1)), sizes))
+            continue
+        # the group's tensor over (produced, consumed); a wire both read and written (a hyperedge
+        # passing through) gets a delta between its two copies
+        both = [w for w in plan.consumed if w in plan.produced]
+        base = _group_tensor(net, plan.tensors, arrays, plan.group_indices)
+        core, structure = _with_deltas(base, plan.group_indices, plan.produced, plan.consumed, both, sizes)
+        layers.append(_layer(plan.name, plan.tensors, plan.old, plan.new, plan.consumed, plan.produced, core, sizes,
+                             structure))
     view = StackView(name, description, tuple(layers), arrays, extra=dict(extra or {}))
     return _checked(net, view, seed) if check else view
 
@@ -305,52 +397,31 @@ def _checked(net: TensorNetwork, view: StackView, seed: int) -> StackView:
     state = probe
     for layer in view.layers:
         state = layer.matrix @ state
-    reference = forward(net, probe.T, view.tensors, budget=None).T  # W[:, cols]
+    reference = forward(net, probe.T, view.tensors, budget=CHECK_BUDGET_ELEMENTS).T  # W[:, cols]
     diff = float(np.max(np.abs(state - reference))) if state.size else 0.0
     return StackView(view.name, view.description, view.layers, view.tensors, diff, len(cols),
                      len(cols) == n_in, view.extra)
 
 
 # ---------------------------------------------------------------------- gauge
-def random_invertible(n: int, rng: np.random.Generator) -> np.ndarray:
-    """A random ``n x n`` matrix with singular values in ``[0.5, 2]`` (well conditioned), not orthogonal."""
-    q1, _ = np.linalg.qr(rng.standard_normal((n, n)))
-    q2, _ = np.linalg.qr(rng.standard_normal((n, n)))
-    s = rng.uniform(0.5, 2.0, size=n)
-    if n > 1:
-        s[0], s[-1] = 0.5, 2.0
-    else:
-        s[:] = 2.0  # a 1x1 gauge is a scale; make it visible
-    return q1 @ np.diag(s) @ q2
-
-
 def gauge_move(net: TensorNetwork, tensors: Mapping[str, Any], bond: str, X: np.ndarray | None = None,
                seed: int = 0) -> dict[str, np.ndarray]:
     """New tensors with ``a -> a X^-1`` and ``b -> X b`` on ``bond`` (between ``a`` and ``b``, in
-    network order); the dense matrix is unchanged."""
-    if bond not in net.bonds:
-        raise InvalidNetworkError(f"a gauge move needs a bond shared by two tensors; {bond!r} is not one (bonds: {list(net.bonds)})")
+    network order; ``X`` defaults to :func:`tnviz.gauge.random_invertible`); the dense matrix is
+    unchanged."""
+    check_bond(net, bond)
     arrays = {n: np.asarray(a, dtype=np.float64) for n, a in zip(net.tensor_names, ordered_tensors(net, tensors))}
-    n = net.sizes[bond]
-    X = random_invertible(n, np.random.default_rng(seed)) if X is None else np.asarray(X, dtype=np.float64)
-    if X.shape != (n, n):
-        raise InvalidNetworkError(f"the gauge matrix must be {n}x{n} for bond {bond!r}; got {X.shape}")
-    Xinv = np.linalg.inv(X)
-    a, b = net.tensors_on(bond)
-    out = dict(arrays)
-    ax = net.tensor(a).indices.index(bond)
-    out[a] = np.moveaxis(np.tensordot(arrays[a], Xinv, axes=([ax], [0])), -1, ax)
-    bx = net.tensor(b).indices.index(bond)
-    out[b] = np.moveaxis(np.tensordot(arrays[b], X, axes=([bx], [1])), -1, bx)
-    return out
+    X = random_invertible(net.sizes[bond], seed) if X is None else X
+    return apply_gauge(net, arrays, bond, X)
 
 
 # ---------------------------------------------------------------------- the views
 def _contraction_groups(net: TensorNetwork) -> list[tuple[str, ...]]:
-    """Tensor groups in the order the planned forward path (batch 1) applies them to x."""
-    from .cost import forward_path
+    """Tensor groups in the order the forward path (batch 1, the best path :func:`tnviz.cost`
+    reports) applies them to x."""
+    from .paths import DEFAULT_OPTIMIZER, forward_path
 
-    path = forward_path(net, 1, "auto").path
+    path = forward_path(net, 1, DEFAULT_OPTIMIZER).path
     live: list[Any] = ["x", *[(n,) for n in net.tensor_names]]
     groups: list[tuple[str, ...]] = []
     for pair in path:
@@ -399,10 +470,9 @@ def _view_shifted(net, arrays, seed):
 
 def gauge_view(net: TensorNetwork, tensors: Mapping[str, Any], bond: str, seed: int = 0) -> StackView:
     """The left-to-right stack after a gauge move with a random invertible ``X`` on ``bond``."""
+    check_bond(net, bond)
     arrays = {n: np.asarray(a, dtype=np.float64) for n, a in zip(net.tensor_names, ordered_tensors(net, tensors))}
-    if bond not in net.bonds:
-        raise InvalidNetworkError(f"a gauge move needs a bond shared by two tensors; {bond!r} is not one (bonds: {list(net.bonds)})")
-    X = random_invertible(net.sizes[bond], np.random.default_rng(seed))
+    X = random_invertible(net.sizes[bond], seed)
     gauged = gauge_move(net, arrays, bond, X)
     a, b = net.tensors_on(bond)
     changed = max(float(np.max(np.abs(gauged[t] - arrays[t]))) for t in (a, b))
@@ -450,12 +520,13 @@ def stack_views(
     the dense matrix.
     """
     net = load_network(network)
-    if tensors is None:
-        tensors = random_tensors(net, seed=seed)
     names = list(VIEWS) if views is None else list(views)
     for v in names:
         if v not in VIEWS:
             raise InvalidNetworkError(f"unknown stack view {v!r}; choose one of {list(VIEWS)}")
+    check_network(net)
+    if tensors is None:
+        tensors = random_tensors(net, seed=seed)
     out = []
     for v in names:
         view = VIEWS[v](net, tensors, seed)

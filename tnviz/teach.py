@@ -33,11 +33,13 @@ import numpy as np
 from .contract import forward, random_tensors, to_dense
 from .cost import INPUT_NAME, forward_path
 from .errors import BudgetError, InvalidNetworkError
+from .gauge import apply_gauge, check_bond, gauge_bonds, random_invertible  # noqa: F401 (re-exported)
+from .layout import auto_layout
 from .network import BATCH_INDEX, Tensor, TensorNetwork
-from .render.scene import auto_layout
 
 #: Name of the batch leg of ``x`` in drawn networks ("batch" itself is reserved by the model).
-BATCH_LEG = "B"
+#: Not "B": templates name their second tensor B, and "B=1" beside tensor B read as one thing.
+BATCH_LEG = "N"
 
 
 def _fresh(base: str, taken: set[str]) -> str:
@@ -87,7 +89,7 @@ class Walkthrough:
     network: TensorNetwork
     display: TensorNetwork  # the layer with x drawn as a tensor (see with_input)
     input_name: str  # the name of x in ``display`` (normally 'x')
-    batch_leg: str  # the name of the batch leg in ``display`` (normally 'B')
+    batch_leg: str  # the name of the batch leg in ``display`` (normally 'N')
     batch: int
     optimize: str
     steps: tuple[TeachStep, ...]
@@ -100,18 +102,19 @@ class Walkthrough:
 
 
 def with_input(net: TensorNetwork, batch: int = 1) -> TensorNetwork:
-    """The layer with the input drawn as a tensor ``x[B, inputs...]``: each input leg becomes a
-    bond between ``x`` and its tensor, the batch leg ``B`` (size ``batch``) dangles from ``x``.
+    """The layer with the input drawn as a tensor ``x[N, inputs...]``: each input leg becomes a
+    bond between ``x`` and its tensor, the batch leg ``N`` (size ``batch``) dangles from ``x``
+    (renamed ``N'``... when the network uses the name for an index or a tensor).
     ``x`` sits below the tensors that carry the inputs.
 
     >>> from tnviz.builders import mpo
     >>> with_input(mpo([4, 4], [4, 4], ranks=2), batch=8).tensor("x").indices
-    ('B', 'i1', 'i2')
+    ('N', 'i1', 'i2')
     """
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise InvalidNetworkError(f"the batch size must be a positive integer; got {batch!r}")
     xname = _fresh(INPUT_NAME, set(net.tensor_names))
-    bname = _fresh(BATCH_LEG, set(net.sizes))
+    bname = _fresh(BATCH_LEG, set(net.sizes) | set(net.tensor_names))
     layout = net.layout if all(n in net.layout for n in net.tensor_names) else auto_layout(net)
     pts = {n: (float(layout[n][0]), float(layout[n][1])) for n in net.tensor_names}
     names = list(pts)
@@ -251,6 +254,8 @@ def _separate(layout: dict[str, tuple[float, float]]) -> dict[str, tuple[float, 
 MAX_DENSE_ELEMENTS = 1 << 20
 #: Refuse to draw random tensors for networks with more parameters than this.
 MAX_DEMO_PARAMS = 1 << 24
+#: Refuse probe inputs (probes x in_features) larger than this.
+MAX_PROBE_ELEMENTS = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -271,57 +276,6 @@ class GaugeDemo:
     after: dict[str, np.ndarray]
 
 
-def random_invertible(size: int, seed: int = 0) -> np.ndarray:
-    """A seeded random invertible ``size x size`` matrix, far from orthogonal but well
-    conditioned: ``U diag(s) V^T`` with random orthogonal ``U, V`` and ``s`` in [0.5, 2]."""
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        raise InvalidNetworkError(f"a gauge matrix needs a positive size; got {size!r}")
-    rng = np.random.default_rng(seed)
-    u, _ = np.linalg.qr(rng.standard_normal((size, size)))
-    v, _ = np.linalg.qr(rng.standard_normal((size, size)))
-    s = rng.uniform(0.5, 2.0, size)
-    return (u * s) @ v.T
-
-
-def gauge_bonds(net: TensorNetwork) -> tuple[str, ...]:
-    """The indices a gauge move can act on: bonds (shared by exactly two tensors)."""
-    return net.bonds
-
-
-def _check_bond(net: TensorNetwork, bond: str) -> None:
-    if bond not in net.index_counts:
-        raise InvalidNetworkError(
-            f"a gauge move needs a bond of the network (one of {list(net.bonds)}); {bond!r} is not an index of it"
-        )
-    count = net.index_counts[bond]
-    if count != 2:
-        what = "an open leg" if count == 1 else f"a hyperedge shared by {count} tensors"
-        raise InvalidNetworkError(
-            f"a gauge move acts on a bond shared by exactly two tensors; {bond!r} is {what}"
-        )
-
-
-def apply_gauge(
-    net: TensorNetwork, tensors: Mapping[str, Any], bond: str, X: np.ndarray
-) -> dict[str, np.ndarray]:
-    """New tensors with ``X X^-1`` inserted on ``bond``: the first tensor on the bond
-    (network order) becomes ``a X^-1``, the second ``X b``; the others are unchanged."""
-    _check_bond(net, bond)
-    size = net.sizes[bond]
-    if X.shape != (size, size):
-        raise InvalidNetworkError(f"the gauge matrix must be {size}x{size} for bond {bond!r}; got {X.shape}")
-    left, right = net.tensors_on(bond)
-    x_inv = np.linalg.inv(X)
-    out = {n: tensors[n] for n in net.tensor_names}
-    p = net.tensor(left).indices.index(bond)
-    q = net.tensor(right).indices.index(bond)
-    # a'[..., beta, ...] = sum_alpha a[..., alpha, ...] Xinv[alpha, beta]
-    out[left] = np.moveaxis(np.tensordot(tensors[left], x_inv, axes=([p], [0])), -1, p)
-    # b'[..., beta, ...] = sum_alpha X[beta, alpha] b[..., alpha, ...]
-    out[right] = np.moveaxis(np.tensordot(X, tensors[right], axes=([1], [q])), 0, q)
-    return out
-
-
 def gauge_demo(
     net: TensorNetwork,
     bond: str,
@@ -336,7 +290,7 @@ def gauge_demo(
     float64 tensors (``tensors``, or seeded random ones) and measure: how much ``a`` and ``b``
     changed, and the largest change of the layer, on the whole dense matrix when it has at most
     ``max_dense_elements`` entries, else on the outputs for ``probes`` seeded random inputs."""
-    _check_bond(net, bond)
+    check_bond(net, bond)
     if tensors is None:
         if net.params > MAX_DEMO_PARAMS:
             raise BudgetError(
@@ -346,12 +300,18 @@ def gauge_demo(
         before = random_tensors(net, seed=tensor_seed, dtype=np.float64)
     else:
         before = {n: np.asarray(tensors[n], dtype=np.float64) for n in net.tensor_names}
+    dense = net.in_features * net.out_features <= max_dense_elements
+    if not dense and probes * net.in_features > MAX_PROBE_ELEMENTS:
+        raise BudgetError(
+            f"the gauge demo compares the layer on {probes} random inputs of up to {MAX_PROBE_ELEMENTS // probes:,} "
+            f"features; this layer has in_features = {net.in_features:,}"
+        )
     X = random_invertible(net.sizes[bond], seed)
     after = apply_gauge(net, before, bond, X)
     left, right = net.tensors_on(bond)
     change = {n: float(np.linalg.norm(after[n] - before[n])) for n in (left, right)}
     relative = {n: change[n] / max(float(np.linalg.norm(before[n])), 1e-300) for n in (left, right)}
-    if net.in_features * net.out_features <= max_dense_elements:
+    if dense:
         old, new = to_dense(net, before), to_dense(net, after)
         compared = f"dense matrix {net.out_features}x{net.in_features}"
     else:

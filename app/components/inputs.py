@@ -19,7 +19,9 @@ MAX_ENTRIES = 16
 #: Largest single size a field takes.
 MAX_SIZE = 1 << 20
 
-_SEP = re.compile(r"[\s,;x×*]+")
+#: Between entries: a comma or semicolon; inside one entry, numbers may be written "8 x 8" or "8 8".
+_ENTRY_SEP = re.compile(r"[,;]")
+_WITHIN = re.compile(r"\s*[x×*]\s*|\s+")
 
 
 def _positive_int(token: str, what: str, text: str) -> int:
@@ -35,10 +37,36 @@ def _positive_int(token: str, what: str, text: str) -> int:
 
 
 def parse_int_list(text: str, what: str, *, allow_empty: bool = False) -> tuple[int, ...]:
-    """``"8,8,8,8"`` (commas, spaces or ``x`` between numbers) -> ``(8, 8, 8, 8)``."""
-    tokens = [t for t in _SEP.split(str(text).strip()) if t]
-    if not tokens and not allow_empty:
+    """``"8,8,8,8"`` (commas, spaces or ``x`` between numbers) -> ``(8, 8, 8, 8)``.
+
+    Every separator stands between two numbers: ``"4,x,4"`` (``x`` is no number) and ``"4,,4"``
+    (an empty entry) are refused, naming what is wrong, rather than read as two legs."""
+    raw = str(text).strip()
+    if not raw:
+        if allow_empty:
+            return ()
         raise InvalidNetworkError(f"{what} need at least one number (e.g. '8,8,8,8'); got {text!r}")
+    tokens: list[str] = []
+    empty = False
+    for entry in _ENTRY_SEP.split(raw):
+        entry = entry.strip()
+        if not entry:
+            empty = True
+            continue
+        if not any(ch.isdigit() for ch in entry):
+            _positive_int(entry, what, text)  # refuses it, by name
+        for part in _WITHIN.split(entry):
+            if part:
+                tokens.append(part)
+            else:
+                empty = True
+    for token in tokens:
+        _positive_int(token, what, text)
+    if empty:
+        raise InvalidNetworkError(
+            f"{what} must be positive whole numbers separated by commas (e.g. '8,8,8,8'); {text!r} has an empty "
+            f"entry (two separators in a row, or one at an end)"
+        )
     if len(tokens) > MAX_ENTRIES:
         raise InvalidNetworkError(f"{what} take at most {MAX_ENTRIES} numbers; got {len(tokens)} in {text!r}")
     return tuple(_positive_int(t, what, text) for t in tokens)

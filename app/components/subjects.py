@@ -8,7 +8,6 @@ A *source* is a small dict kept in a page's session state: ``{"kind": "demo" | "
 """
 from __future__ import annotations
 
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -20,14 +19,6 @@ from tnviz.errors import TnvizError
 from tnviz.model.io import MAX_UPLOAD_BYTES  # noqa: F401  (``tnviz app`` sets Streamlit's cap to the same)
 #: Where uploads are kept while the server runs (one folder per upload).
 UPLOAD_DIR = Path(tempfile.gettempdir()) / "tnviz-uploads"
-
-
-def plain(exc: BaseException | str) -> str:
-    """One plain line: torch's wrapped weights_only message carries terminal escapes, line breaks and
-    advice to unpickle anyway, which is not ours to give."""
-    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(exc))
-    text = re.sub(r":?\s*Weights only load failed\..*?(?=;|$)", "", text, flags=re.S)
-    return " ".join(text.split())
 
 
 def demo_label(name: str) -> str:

@@ -4,20 +4,16 @@ from __future__ import annotations
 import streamlit as st
 
 import tnviz
-from app.components.formatting import human, human_bytes
+from app.components.figures import forward_flops, forward_label, layer_cost, path_found_by
+from app.components.formatting import arrow_safe, human, human_bytes
 from app.components.measure import measure_panel
 from app.components.persist import remember, restore
 from app.state import get_network
-from tnviz.cost import DTYPE_BYTES, BatchSweep, LayerCost
+from tnviz.cost import DEFAULT_OPTIMIZER, DTYPE_BYTES, BatchSweep
 from tnviz.render.charts import flops_vs_batch, step_bars
 
 K_BATCH, K_OPT, K_DTYPE = "costs.batch", "costs.optimize", "costs.dtype"
 MAX_BATCH = 1 << 24
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def layer_cost(net_json: str, batch: int, optimize: str) -> LayerCost:
-    return tnviz.cost(tnviz.load_network(net_json), batch=batch, optimize=optimize)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -47,11 +43,14 @@ st.caption(f"{net.name or '(unnamed)'} · {net.in_features:,} → {net.out_featu
 
 optimizers = list(tnviz.OPTIMIZERS)
 restore(K_BATCH, 1024)
-restore(K_OPT, "auto" if "auto" in optimizers else optimizers[0])
+restore(K_OPT, DEFAULT_OPTIMIZER)
 restore(K_DTYPE, "float32")
 c1, c2, c3 = st.columns(3)
 batch = int(c1.number_input("Batch size", min_value=1, max_value=MAX_BATCH, step=1, key=K_BATCH))
-optimize = c2.selectbox("Path optimizer", optimizers, key=K_OPT, help="opt_einsum's path search, or a fixed order")
+optimize = c2.selectbox(
+    "Path optimizer", optimizers, key=K_OPT,
+    help="best: the cheapest path of the searches that fit the network's size; the others: one of opt_einsum's "
+         "searches, or a fixed order")
 dtype = c3.selectbox("dtype (for memory)", list(DTYPE_BYTES), key=K_DTYPE)
 remember(K_BATCH, K_OPT, K_DTYPE)
 
@@ -66,8 +65,8 @@ except tnviz.TnvizError as exc:
 
 row1, row2 = st.columns(3), st.columns(3)
 tile(row1[0], "Parameters", f"{c.params:,}", c.params, c.dense_params, f"dense: {c.dense_params:,}")
-tile(row1[1], "Forward FLOPs (best path)", human(c.flops), c.flops, c.dense_flops,
-     f"{c.flops:,} on the {optimize!r} path, which may mix both strategies (dense: {c.dense_flops:,} = 2·B·in·out)")
+tile(row1[1], forward_label(optimize), forward_flops(c), c.flops, c.dense_flops,
+     f"{c.flops:,} on the path {c.path_note}; it may mix both strategies (dense: {c.dense_flops:,} = 2·B·in·out)")
 tile(row1[2], "Backward FLOPs", human(c.backward_flops), c.backward_flops, c.dense_backward_flops,
      f"{c.backward_flops:,}: gradients for x and for every tensor (dense: {c.dense_backward_flops:,})")
 tile(row2[0], "Factorized FLOPs", human(c.factorized_flops), c.factorized_flops, c.dense_flops,
@@ -87,9 +86,9 @@ st.info(
 )
 
 st.subheader("Contraction path")
-st.caption(f"{len(c.steps)} pairwise steps with the input x as an operand · optimizer {optimize!r}")
+st.caption(f"{len(c.steps)} pairwise steps with the input x as an operand · {path_found_by(c)}")
 st.dataframe(
-    [
+    arrow_safe([
         {
             "step": k + 1,
             "contract": " · ".join(f"{n}[{','.join(ix)}]" for n, ix in zip(s.operands, s.operand_indices)),
@@ -100,7 +99,7 @@ st.dataframe(
             "intermediate (elements)": s.size,
         }
         for k, s in enumerate(c.steps)
-    ],
+    ]),
     hide_index=True,
 )
 
@@ -108,11 +107,11 @@ st.subheader("Useful ranks")
 sizes = net.sizes
 if c.max_useful_ranks:
     st.dataframe(
-        [
+        arrow_safe([
             {"bond": bond, "size": sizes[bond], "max useful": useful,
              "status": "ok" if sizes[bond] <= useful else f"{sizes[bond] - useful} wasted"}
             for bond, useful in c.max_useful_ranks.items()
-        ],
+        ]),
         hide_index=True,
     )
 else:
@@ -121,6 +120,8 @@ for warning in c.warnings:
     st.warning(warning, icon=":material/warning:")
 
 st.subheader("Strategies vs batch size")
+if sw.best_skipped:
+    st.caption(f"The {optimize!r} path is not drawn per batch: {sw.best_skipped}.")
 if sw.crossovers:
     st.caption(" · ".join(f"from batch {b:,}: {w} is cheaper" for b, w in sw.crossovers))
 else:

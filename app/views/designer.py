@@ -12,12 +12,13 @@ from typing import Any
 import streamlit as st
 
 import tnviz
-from app.components.canvas import take_canvas_edit
 from app.components.canvas.panel import draw_section
-from app.components.formatting import human
+from app.components.formatting import arrow_safe, human
 from app.components.inputs import parse_int_list, parse_letters, parse_ranks, parse_sizes
 from app.components.persist import remember, restore
+from tnviz.errors import plain_message
 from app.state import (
+    CANVAS_KEY,
     MAX_NETWORK_UPLOAD_BYTES,
     get_network,
     list_examples,
@@ -25,7 +26,7 @@ from app.state import (
     network_source,
     set_network,
 )
-from tnviz.render import auto_layout, to_source, to_svg
+from tnviz.render import auto_layout, to_source
 
 K_TEMPLATE, K_IN, K_OUT, K_RANKS = "designer.template", "designer.in_dims", "designer.out_dims", "designer.ranks"
 K_EQ, K_SIZES, K_INPUTS, K_OUTPUTS = "designer.eq", "designer.eq_sizes", "designer.eq_inputs", "designer.eq_outputs"
@@ -33,6 +34,10 @@ K_UPLOAD, K_EXAMPLE = "designer.upload", "designer.example"
 K_FEAT_IN, K_FEAT_OUT, K_PROPOSAL = "designer.features_in", "designer.features_out", "designer.proposal"
 K_HL_T, K_HL_I = "designer.highlight_tensors", "designer.highlight_indices"
 K_ERROR = "designer.error"
+K_NAME, K_NAME_OF = "designer.name", "designer.name_shown_for"
+K_NOTE = "designer.note"
+#: Longest network name the rename field takes.
+MAX_NAME = 80
 
 EINSUM_DEFAULTS = {
     K_EQ: "ima,ajnb,bko->ijkmno",
@@ -54,12 +59,28 @@ def template_fields(template: str) -> dict[str, str]:
 
 # ---------------------------------------------------------------------- callbacks
 def _fail(where: str, exc: Exception) -> None:
-    st.session_state[K_ERROR] = {"where": where, "message": str(exc)}
+    # the message belongs to the network it was refused against: a later change of the network,
+    # from any page or the canvas, makes it stale
+    st.session_state[K_ERROR] = {"where": where, "message": plain_message(exc), "network": get_network()}
 
 
-def _succeed(net: tnviz.TensorNetwork, source: str) -> None:
-    set_network(net, source)
+def _succeed(net: tnviz.TensorNetwork, source: str, *, named: bool = False) -> None:
+    set_network(net, source, user_named=named)
     st.session_state.pop(K_ERROR, None)
+    st.session_state.pop(K_NOTE, None)
+
+
+def _rename() -> None:
+    name = " ".join(str(st.session_state.get(K_NAME, "")).split())
+    if not name:
+        _fail("name", tnviz.InvalidNetworkError("a network name needs at least one character; got an empty name"))
+        st.session_state[K_NAME_OF] = None  # show the current name again
+        return
+    if len(name) > MAX_NAME:
+        _fail("name", tnviz.InvalidNetworkError(f"a network name may be at most {MAX_NAME} characters; got {len(name)}"))
+        st.session_state[K_NAME_OF] = None
+        return
+    _succeed(get_network().with_name(name), network_source(), named=True)
 
 
 def _apply_template() -> None:
@@ -83,12 +104,30 @@ def _pick_template() -> None:
 
 
 def _use_proposal() -> None:
+    """Build the template with the proposed legs.  Ranks typed one per bond of the old legs do
+    not fit other legs: then one rank (the largest typed) goes on every bond, and a note says so."""
     choice = st.session_state.get(K_PROPOSAL)
     if not choice:
         return
     ins, outs = choice
     st.session_state[K_IN], st.session_state[K_OUT] = _as_text(ins), _as_text(outs)
+    note = None
+    try:
+        ranks = parse_ranks(st.session_state[K_RANKS])
+    except tnviz.TnvizError:
+        ranks = None  # _apply_template reports it
+    if isinstance(ranks, tuple):
+        try:
+            tnviz.build_template(st.session_state[K_TEMPLATE], in_dims=list(ins), out_dims=list(outs), ranks=ranks)
+        except tnviz.TnvizError:
+            st.session_state[K_RANKS] = str(max(ranks))
+            note = (f"The ranks {_as_text(ranks)} were one per bond of the previous legs; these legs have other "
+                    f"bonds, so every bond has rank {max(ranks)}.")
     _apply_template()
+    if st.session_state.get(K_ERROR):
+        st.session_state[K_ERROR]["where"] = "proposal"  # shown beside the button the user pressed
+    elif note:
+        st.session_state[K_NOTE] = note
 
 
 def _apply_einsum() -> None:
@@ -111,7 +150,10 @@ def _apply_einsum() -> None:
 
 def _apply_upload() -> None:
     upload = st.session_state.get(K_UPLOAD)
-    if upload is None:
+    if upload is None:  # the file was removed: its message goes with it
+        error = st.session_state.get(K_ERROR)
+        if error and error["where"] == "upload":
+            st.session_state.pop(K_ERROR)
         return
     try:
         if upload.size > MAX_NETWORK_UPLOAD_BYTES:
@@ -137,23 +179,17 @@ def _load_example() -> None:
 
 def _show_error(where: str) -> None:
     error = st.session_state.get(K_ERROR)
+    if error and error["network"] != get_network():
+        st.session_state.pop(K_ERROR)  # the network changed since (the canvas, another page): stale
+        return
     if error and error["where"] == where:
         st.error(error["message"], icon=":material/error:")
         st.caption(f"Kept the previous network: {get_network().name or '(unnamed)'}")
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def _svg(net_json: str, tensors: tuple[str, ...], indices: tuple[str, ...]) -> str | None:
-    try:
-        return to_svg(tnviz.load_network(net_json), highlight_tensors=tensors, highlight_indices=indices)
-    except tnviz.TnvizError:
-        return None  # Graphviz is not installed on the server: no SVG download
-
-
 # ---------------------------------------------------------------------- page
-# canvas edit first (Draw section below), so every section of this run shows the edited network
-if (_edited := take_canvas_edit("designer.canvas")) is not None:
-    set_network(_edited, "canvas")
+# A canvas edit (Draw section below) was taken by get_network() before anything was drawn, the
+# sidebar included, so every part of this run shows the edited network.
 st.title("Designer")
 st.caption("Design a tensor-network layer: tensors as shapes, bonds in red, open legs labelled with their size.")
 
@@ -191,6 +227,9 @@ with controls:
                     format_func=lambda p: f"{_as_text(p[0])}  →  {_as_text(p[1])}",
                 )
                 st.button("Use these legs", on_click=_use_proposal)
+                _show_error("proposal")
+                if st.session_state.get(K_NOTE):
+                    st.caption(st.session_state[K_NOTE])
             else:
                 st.info("No factorization with legs of size 2 or more; use one leg per side.")
             remember(K_FEAT_IN, K_FEAT_OUT)
@@ -203,8 +242,10 @@ with controls:
             st.form_submit_button("Build from einsum", on_click=_apply_einsum)
         _show_error("einsum")
     with tab_upload:
+        # no type filter: a file of another type is read and refused here, with its name, instead
+        # of the browser's own refusal leaving the previous file's message on screen
         st.file_uploader(
-            f"Network JSON (tnviz.network, at most {MAX_NETWORK_UPLOAD_BYTES // 1024} KiB)", type=["json"],
+            f"Network JSON (tnviz.network, at most {MAX_NETWORK_UPLOAD_BYTES // 1024} KiB)",
             key=K_UPLOAD, on_change=_apply_upload,
         )
         _show_error("upload")
@@ -221,8 +262,14 @@ remember(K_TEMPLATE, K_IN, K_OUT, K_RANKS, K_EQ, K_SIZES, K_INPUTS, K_OUTPUTS, K
 
 net = get_network()
 with view:
+    if st.session_state.get(K_NAME_OF) != net:  # a new network: the field shows its name
+        st.session_state[K_NAME] = net.name
+        st.session_state[K_NAME_OF] = net
     st.subheader(net.name or "(unnamed network)")
     st.caption(f"from {network_source()}")
+    st.text_input("Name", key=K_NAME, on_change=_rename, max_chars=MAX_NAME,
+                  help="The network's name: the header, the Costs page and the export file names use it.")
+    _show_error("name")
     with st.expander("Highlight tensors or indices"):
         for key, options in ((K_HL_T, list(net.tensor_names)), (K_HL_I, list(net.index_counts))):
             # a new network may not have the old selection: drop what no longer exists
@@ -246,25 +293,13 @@ with view:
     st.code(net.named_equation(), language=None, wrap_lines=True)
     st.code(f"einsum: {net.equation()}\nlayer:  {net.layer_equation()}   (x first, batch = a)", language=None, wrap_lines=True)
 
-    svg = _svg(net.to_json(), tuple(highlight["highlight_tensors"]), tuple(highlight["highlight_indices"]))
-    d1, d2, d3 = st.columns(3)
-    slug = "".join(c if c.isalnum() else "_" for c in (net.name or "network")).strip("_").lower() or "network"
-    d1.download_button("Download JSON", net.to_json(), file_name=f"{slug}.json", mime="application/json")
-    if svg is not None:
-        d2.download_button("Download SVG", svg, file_name=f"{slug}.svg", mime="image/svg+xml")
-    else:
-        d2.caption("SVG export needs Graphviz on the server.")
-    d3.download_button(
-        "Download DOT", to_source(net, **highlight).source, file_name=f"{slug}.dot", mime="text/vnd.graphviz",
-    )
-
     with st.expander("Tensors"):
         st.dataframe(
-            [
+            arrow_safe([
                 {"tensor": t.name, "indices": ", ".join(t.indices), "shape": " × ".join(map(str, net.shape(t))),
                  "params": math.prod(net.shape(t))}
                 for t in net.tensors
-            ],
+            ]),
             hide_index=True,
         )
 
@@ -276,4 +311,4 @@ st.caption(
     "another leg for a bond, onto a bond's leg or ● for a hyperedge; click a leg or bond to set its size and "
     "input/output role. Every edit is validated; a bad one shows its message and keeps your drawing."
 )
-draw_section(get_network(), key="designer.canvas")  # its edits are taken at the top of the page
+draw_section(get_network(), key=CANVAS_KEY)  # its edits are taken by get_network()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 import tnviz
+from app.components.figures import forward_flops, forward_label, layer_cost
 from app.components.formatting import human
 from app.state import set_network
 from tnviz.gallery import GALLERY, GalleryEntry
@@ -27,9 +28,10 @@ def built(entry_name: str) -> list[str]:
 def params_line(net: tnviz.TensorNetwork) -> str:
     ratio = net.compression
     versus = f"{ratio:,.1f}x fewer than" if ratio > 1 else "the same as" if ratio == 1 else f"{1 / ratio:,.2f}x more than"
+    c = layer_cost(net.to_json(), 1)
     return (
         f"{net.in_features:,} → {net.out_features:,} · **{net.params:,}** parameters, {versus} "
-        f"the dense {net.dense_params:,}"
+        f"the dense {net.dense_params:,} · {forward_label(c.optimize)} per input: **{forward_flops(c)}**"
     )
 
 
@@ -62,7 +64,7 @@ def show_entry(name: str, entry: GalleryEntry) -> None:
         st.markdown(
             f"The whole MLP: **{total:,}** parameters in its tensor layers against {dense:,} dense "
             f"({dense / total:,.0f}x fewer); FLOPs per input: "
-            f"{human(sum(tnviz.cost(n, 1).flops for n in nets))} against "
+            f"{human(sum(layer_cost(n.to_json(), 1).flops for n in nets))} against "
             f"{human(sum(2 * n.dense_params for n in nets))} dense."
         )
 

@@ -20,9 +20,10 @@ import tnviz
 from app.components.formatting import human
 from app.components.inputs import parse_int_list
 from app.components.persist import remember, restore
-from app.components.subjects import MAX_UPLOAD_BYTES, UPLOAD_DIR, demo_source, plain, subject_of
+from app.components.subjects import MAX_UPLOAD_BYTES, UPLOAD_DIR, demo_source, subject_of
 from app.state import device_info, set_network
 from tnviz import spectra as sp
+from tnviz.errors import plain_message
 from tnviz.decompose import DECOMPOSITIONS, DESCRIPTIONS
 from tnviz.model.io import EXTENSIONS, Candidate, WeightsFile, candidates, open_weights
 from tnviz.render import to_source
@@ -143,7 +144,7 @@ def _apply_upload() -> None:
             path.unlink(missing_ok=True)
             raise
     except tnviz.TnvizError as exc:
-        st.session_state[K_ERROR] = f"{upload.name}: {plain(exc)}"
+        st.session_state[K_ERROR] = f"{upload.name}: {plain_message(exc)}"
         return
     st.session_state[K_SOURCE] = {"label": f"upload {upload.name}", "path": str(path), "digest": digest}
     st.session_state.pop(K_ERROR, None)

@@ -8,11 +8,14 @@ from typing import Any
 import streamlit as st
 
 import tnviz
-from app.components.formatting import human
+from app.components.figures import forward_flops, forward_label, layer_cost
+from app.components.formatting import arrow_safe, human
+from tnviz.errors import plain_message
 from app.components.persist import remember, restore
 from app.state import get_network
 from tnviz.render import to_source
-from tnviz.stack import VIEWS, gauge_view, stack_views
+from tnviz.render.stack_charts import column_figure, pattern_figure
+from tnviz.stack import VIEWS, check_network, gauge_view, stack_views
 
 K_VIEW, K_SEED, K_BOND, K_LAYER = "stack.view", "stack.seed", "stack.bond", "stack.layer"
 PATTERN_SIDE = 120
@@ -22,6 +25,7 @@ PATTERN_SIDE = 120
 def compute_view(net_json: str, view: str, seed: int, bond: str | None) -> dict[str, Any]:
     """One view as plain data: its report (sizes, density, FLOPs, proof) and each layer's pattern."""
     net = tnviz.load_network(net_json)
+    check_network(net)  # from shapes: refuse before drawing a single random number
     tensors = tnviz.random_tensors(net, seed=seed)
     if view == "gauge":
         v = gauge_view(net, tensors, bond, seed=seed)
@@ -32,46 +36,6 @@ def compute_view(net_json: str, view: str, seed: int, bond: str | None) -> dict[
     report = v.to_dict()
     report["patterns"] = [layer.pattern(PATTERN_SIDE) for layer in v.layers]
     return report
-
-
-def column_figure(report: dict[str, Any], selected: int):
-    """The stack drawn bottom (input) to top (output): one trapezoid per layer, width ~ log(size)."""
-    import plotly.graph_objects as go
-
-    layers = report["layers"]
-    widest = max(math.log2(max(l["in_size"], l["out_size"], 2)) for l in layers)
-    fig = go.Figure()
-    for k, layer in enumerate(layers):
-        w_in = math.log2(max(layer["in_size"], 2)) / widest
-        w_out = math.log2(max(layer["out_size"], 2)) / widest
-        y0, y1 = 2 * k, 2 * k + 1.6
-        color = "#c0392b" if k == selected else ("#7f8c8d" if layer["name"] == "P" else "#2c3e50")
-        fig.add_trace(go.Scatter(
-            x=[-w_in, w_in, w_out, -w_out, -w_in], y=[y0, y0, y1, y1, y0], fill="toself", mode="lines",
-            line={"color": color}, fillcolor=color, opacity=0.85 if k == selected else 0.55, hoverinfo="text",
-            text=f"{layer['name']}: {layer['in_size']:,} → {layer['out_size']:,}", name=layer["name"], showlegend=False,
-        ))
-        fig.add_annotation(x=1.05, y=(y0 + y1) / 2, xanchor="left", showarrow=False, font={"size": 12},
-                           text=(f"<b>{layer['name']}</b>  {layer['in_size']:,} → {layer['out_size']:,}<br>"
-                                 f"density {layer['density']:.3g} · {human(layer['flops'])} FLOPs/sample"))
-    fig.add_annotation(x=0, y=-0.5, showarrow=False, text=f"input {layers[0]['in_size']:,}")
-    fig.add_annotation(x=0, y=2 * len(layers) - 0.1, showarrow=False, text=f"output {layers[-1]['out_size']:,}")
-    fig.update_layout(height=max(260, 110 * len(layers)), margin={"l": 10, "r": 10, "t": 10, "b": 10},
-                      xaxis={"visible": False, "range": [-1.1, 3.2]}, yaxis={"visible": False})
-    return fig
-
-
-def pattern_figure(pattern, layer: dict[str, Any]):
-    import plotly.graph_objects as go
-
-    fig = go.Figure(go.Heatmap(z=pattern, colorscale="Greys", zmin=0, zmax=max(float(pattern.max()), 1e-12),
-                               showscale=False, hovertemplate="block density %{z:.3g}<extra></extra>"))
-    fig.update_layout(
-        title={"text": f"{layer['name']}: {layer['out_size']:,} x {layer['in_size']:,}", "font": {"size": 12}},
-        height=260, margin={"l": 5, "r": 5, "t": 30, "b": 5},
-        xaxis={"visible": False}, yaxis={"visible": False, "autorange": "reversed", "scaleanchor": "x"},
-    )
-    return fig
 
 
 def _next_seed() -> None:
@@ -108,23 +72,29 @@ try:
     with st.spinner("Building the stack and checking it against the dense matrix..."):
         report = compute_view(net.to_json(), view, seed, bond)
 except tnviz.TnvizError as exc:
-    st.error(str(exc), icon=":material/error:")
+    st.error(plain_message(exc), icon=":material/error:")
     st.stop()
 
 layers = report["layers"]
 st.markdown(f"**{view}**: {report['description']}")
-m1, m2, m3, m4 = st.columns(4)
+m1, m2, m3, m4, m5 = st.columns(5)
 checked = ("all" if report["exact_check"] else f"{report['checked_columns']:,} seeded") + f" of {net.in_features:,} columns"
 m1.metric("max |stack product − dense|", f"{report['max_abs_diff']:.1e}", help=f"checked on {checked}", border=True)
 m2.metric("Layers", len(layers), border=True)
 dense_flops = 2 * net.in_features * net.out_features
-m3.metric("FLOPs per sample", human(report["flops"]), help=f"dense layer: {dense_flops:,}", border=True)
+m3.metric("This view's FLOPs per sample", human(report["flops"]), f"dense {human(dense_flops)}",
+          delta_color="off", delta_arrow="off", border=True,
+          help=f"{report['flops']:,}: one multiply-add per structural non-zero of each layer (dense layer: {dense_flops:,})")
+try:
+    best = layer_cost(net.to_json(), 1)
+    m4.metric(f"{forward_label(best.optimize)}, per sample", forward_flops(best), border=True,
+              help=f"{best.flops:,}: tnviz.cost at batch 1, path {best.path_note} (the Costs page's figure)")
+except tnviz.TnvizError as exc:
+    m4.caption(plain_message(exc))
 if view == "gauge":
-    m4.metric("Tensors changed by", f"{report['tensors_changed_by']:.3g}",
+    m5.metric("Tensors changed by", f"{report['tensors_changed_by']:.3g}",
               help=f"max |change| of the two tensors on bond {report['bond']!r}; cond(X) = {report['X_condition']:.2f}",
               border=True)
-else:
-    m4.metric("Dense FLOPs per sample", human(dense_flops), border=True)
 ok = report["max_abs_diff"] < 1e-9 * max(1.0, math.sqrt(net.in_features))
 (st.success if ok else st.error)(
     f"The product of the {len(layers)} layers equals the dense matrix to {report['max_abs_diff']:.1e} "
@@ -153,9 +123,10 @@ with left:
 
 st.subheader("Layers")
 st.dataframe(
-    [{"layer": l["name"], "in": l["in_size"], "out": l["out_size"], "reads": ",".join(l["consumed"]),
-      "writes": ",".join(l["produced"]), "non-zeros": l["nnz"], "density": l["density"],
-      "FLOPs/sample": l["flops"], "as dense FLOPs": l["dense_flops"], "I ⊗ core ⊗ I": l["kron"]} for l in layers],
+    arrow_safe([{"layer": l["name"], "in": l["in_size"], "out": l["out_size"], "reads": ",".join(l["consumed"]),
+                 "writes": ",".join(l["produced"]), "non-zeros": l["nnz"], "density": l["density"],
+                 "FLOPs/sample": l["flops"], "as dense FLOPs": l["dense_flops"], "I ⊗ core ⊗ I": l["kron"]}
+                for l in layers]),
     hide_index=True,
     column_config={"density": st.column_config.NumberColumn("density", format="%.3g"),
                    "in": st.column_config.NumberColumn("in", format="localized"),
@@ -166,7 +137,7 @@ st.dataframe(
 )
 st.subheader("Sparsity patterns")
 st.caption(f"Block density of non-zeros (each picture at most {PATTERN_SIDE}x{PATTERN_SIDE} blocks, drawn square "
-           "whatever the matrix's shape: read its size from the title; rows = outputs, columns = inputs).")
+           "whatever the matrix's shape: read its size from the title and the axes).")
 cols = st.columns(min(4, len(layers)))
 for k, (l, pattern) in enumerate(zip(layers, report["patterns"])):
     cols[k % len(cols)].plotly_chart(pattern_figure(pattern, l), width="stretch", key=f"stack.pattern.{k}")

@@ -5,11 +5,13 @@ from __future__ import annotations
 import streamlit as st
 
 import tnviz
-from app.components.formatting import human
+from app.components.figures import forward_label
+from app.components.formatting import arrow_safe, human
+from tnviz.errors import plain_message
 from app.components.persist import remember, restore
 from app.state import get_network
 from tnviz.gallery import fig2_delta, fig2_matrix, fig2_matrix_product
-from tnviz.cost import rebuild_path
+from tnviz.cost import DEFAULT_OPTIMIZER, rebuild_path
 from tnviz.network import TensorNetwork
 from tnviz.render import Scene, build_scene, to_source
 from tnviz.teach import Walkthrough, contraction_walkthrough, gauge_bonds, gauge_demo, stage
@@ -62,28 +64,31 @@ def notation() -> None:
     with cols[0]:
         st.markdown("**Leg**")
         st.graphviz_chart(to_source(emphasis(matrix, ["i", "j"])), alt="a matrix with two legs")
-        st.caption("A matrix m_ij has two legs, i and j: one line per index. Highlighted: the legs i=4 (output) and j=3 (input).")
+        st.caption(r"A matrix $m_{ij}$ has two legs, $i$ and $j$: one line per index. Highlighted in orange: "
+                   r"the legs $i=4$ (output) and $j=3$ (input).")
     with cols[1]:
         st.markdown("**Bond**")
         st.graphviz_chart(to_source(emphasis(product, ["k"])), alt="two tensors joined by a bond")
-        st.caption("A line joining two tensors is a **bond**: an index they share and that is summed. "
-                   "Bonds are red (here highlighted: k=3).")
+        st.caption(r"A line joining two tensors is a **bond**: an index they share and that is summed. "
+                   r"Bonds are drawn red; this one, $k=3$, is highlighted in orange.")
     with cols[2]:
         st.markdown("**Contraction**")
         st.graphviz_chart(to_source(contracted), alt="the result of contracting a and b")
+        st.latex(r"c_{ij} = \sum_k a_{ik}\, b_{kj}")
         st.caption(
-            f"Contracting a and b sums over their bond: c_ij = Σ_k a_ik b_kj. The pair becomes one tensor "
-            f"with the open legs left. Cost: {rebuild_path(product).flops:,} FLOPs (2·i·k·j)."
+            f"Contracting $a$ and $b$ sums over their bond: the pair becomes one tensor with the open legs "
+            f"left. Cost: {rebuild_path(product).flops:,} FLOPs ($2 \\cdot i \\cdot k \\cdot j$)."
         )
     with cols[3]:
         st.markdown("**Hyperedge**")
         st.graphviz_chart(to_source(emphasis(delta, ["r"])), alt="three tensors sharing one index")
+        st.latex(r"\delta_{ijk} = 1 \text{ if } i = j = k, \text{ else } 0")
         st.caption("An index shared by three or more tensors is a **hyperedge**, drawn through a dot: "
-                   "the delta tensor δ_ijk (the core of a CP layer).")
+                   r"the delta tensor $\delta_{ijk}$ (the core of a CP layer), highlighted in orange.")
 
 
 # ---------------------------------------------------------------------- 2. contraction
-COMPARED_PATHS = ("optimal", "greedy", "left-to-right")
+COMPARED_PATHS = ("best", "optimal", "greedy", "left-to-right")
 
 
 def compare_paths(net: TensorNetwork, batch: int, chosen: Walkthrough) -> None:
@@ -112,12 +117,13 @@ def contraction(net: TensorNetwork) -> None:
         "the order (the *path*) decides the cost. Change it and step through."
     )
     optimizers = list(tnviz.OPTIMIZERS)
-    restore(K_OPT, "optimal")
+    restore(K_OPT, DEFAULT_OPTIMIZER)
     restore(K_BATCH, 1)
     c1, c2 = st.columns(2)
     optimize = c1.selectbox(
         "Path", optimizers, key=K_OPT, on_change=_reset_step,
-        help="optimal: exhaustive search; greedy: cheapest pair first; left-to-right: x with the first "
+        help="best: the cheapest path of the searches that fit the network's size (the Costs page's); "
+             "optimal: exhaustive search; greedy: cheapest pair first; left-to-right: x with the first "
              "tensor, then each next one in order; others from opt_einsum",
     )
     batch = int(c2.number_input("Batch size", min_value=1, max_value=MAX_BATCH, step=1, key=K_BATCH,
@@ -126,7 +132,7 @@ def contraction(net: TensorNetwork) -> None:
     try:
         walk = walkthrough(net.to_json(), batch, optimize)
     except tnviz.TnvizError as exc:
-        st.error(str(exc), icon=":material/error:")
+        st.error(plain_message(exc), icon=":material/error:")
         return
     compare_paths(net, batch, walk)
     count = len(walk.steps)
@@ -156,7 +162,10 @@ def contraction(net: TensorNetwork) -> None:
         f"New intermediate: **{step.result}[{', '.join(step.result_indices)}]** (the indices still needed "
         "by another operand or by the output)"
     )
-    m1, m2, m3 = st.columns(3)
+    m1, m2, m3, m4 = st.columns(4)
+    m4.metric(forward_label(optimize), human(walk.total_flops), f"batch {batch:,}", delta_color="off",
+              delta_arrow="off", border=True,
+              help=f"{walk.total_flops:,}: the whole contraction on this path (tnviz.cost's figure)")
     m1.metric("Its size", f"{step.size:,}", f"shape {shape}", delta_color="off", delta_arrow="off", border=True)
     m2.metric("FLOPs of this step", human(step.flops), f"{step.flops:,}", delta_color="off", delta_arrow="off",
               border=True)
@@ -186,12 +195,12 @@ def contraction(net: TensorNetwork) -> None:
             icon=":material/check_circle:",
         )
     st.dataframe(
-        [
+        arrow_safe([
             {"": "▶" if s.number == step.number else "", "step": s.number, "merge": " · ".join(s.operands),
              "summed": ", ".join(s.summed), "result": f"{s.result}[{', '.join(s.result_indices)}]",
              "size": s.size, "FLOPs": s.flops, "running FLOPs": s.running_flops}
             for s in walk.steps
-        ],
+        ]),
         hide_index=True,
     )
 
@@ -222,7 +231,7 @@ def gauge(net: TensorNetwork) -> None:
         with st.spinner("Contracting..."):
             g = gauge_summary(net.to_json(), bond, seed)
     except tnviz.TnvizError as exc:
-        st.error(str(exc), icon=":material/error:")
+        st.error(plain_message(exc), icon=":material/error:")
         return
     left, right = g["left"], g["right"]
     d, m = st.columns([1, 1])

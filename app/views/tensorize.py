@@ -13,10 +13,10 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app.components.subjects import (MAX_UPLOAD_BYTES, demo_label, demo_source, plain, receive_model_upload,
+from app.components.subjects import (MAX_UPLOAD_BYTES, demo_label, demo_source, receive_model_upload,
                                      subject_of)
 from app.state import device_info
-from tnviz.errors import TnvizError
+from tnviz.errors import TnvizError, plain_message
 from tnviz.model.demos import DEMOS
 from tnviz.model.heal import HEALINGS
 from tnviz.model.plan import METHODS, TRUNCATIONS
@@ -122,7 +122,7 @@ def _receive_upload() -> None:
     try:
         source = receive_model_upload(upload, _device())
     except TnvizError as exc:
-        st.session_state[K + "upload_error"] = f"{upload.name}: {plain(exc)}"
+        st.session_state[K + "upload_error"] = f"{upload.name}: {plain_message(exc)}"
         return
     st.session_state[K + "loaded"] = source
     st.session_state[K + "uploaded"] = source
@@ -178,7 +178,7 @@ try:
     table = pd.DataFrame([{"layer": i.name, "kind": i.kind, "shape": "x".join(map(str, i.shape)), "params": i.params}
                           for i in infos])
 except TnvizError as exc:
-    st.error(plain(exc))
+    st.error(plain_message(exc))
     st.stop()
 
 # ---------------------------------------------------------------------- settings
@@ -238,7 +238,7 @@ try:
         table["params after (preview)"] = [pv.get(n, {}).get("params after") for n in table["layer"]]
         table["weight error (preview)"] = [pv.get(n, {}).get("weight error") for n in table["layer"]]
 except (TnvizError, re.error, ValueError, KeyError) as exc:
-    st.error(f"Settings: {plain(exc)}")
+    st.error(f"Settings: {plain_message(exc)}")
     plan = None
 
 st.subheader("Layers")
@@ -279,7 +279,7 @@ if st.button("Run compression", type="primary", disabled=plan is None, key=K + "
     try:
         _run()
     except TnvizError as exc:
-        st.error(f"Compression: {plain(exc)}")
+        st.error(f"Compression: {plain_message(exc)}")
 
 
 # ---------------------------------------------------------------------- results

@@ -9,7 +9,8 @@ import json
 
 import tnviz
 from tnviz.canvas import canvas_to_network, network_to_canvas
-from tnviz.export import EXPORTS
+from app.components.formatting import human
+from tnviz.render.exports import EXPORTS
 from tests.app.conftest import current_network, diagram_spec
 
 KEY = "designer.canvas"
@@ -41,6 +42,10 @@ def live_flops(at) -> tuple[str, str]:
     return m.label, m.value
 
 
+def live_flops_help(at) -> str:
+    return [m for m in at.metric if m.label.startswith("Forward FLOPs")][-1].help
+
+
 def test_canvas_shows_the_current_network(open_page):
     at = open_page()
     net = current_network(at)
@@ -49,7 +54,9 @@ def test_canvas_shows_the_current_network(open_page):
     assert data["error"] is None and data["revision"]
     assert live_params(at) == f"{net.params:,}"
     batch = at.selectbox(key=f"{KEY}.batch").value
-    assert live_flops(at) == (f"Forward FLOPs (batch {batch:,})", f"{tnviz.cost(net, batch).flops:,}")
+    c = tnviz.cost(net, batch)
+    assert live_flops(at) == ("Forward FLOPs (best path)", human(c.flops))
+    assert f"{c.flops:,} at batch {batch:,}" in live_flops_help(at)
     # the layer's einsum beside the canvas, as wrapping inline code (a code block cut long ones off)
     assert any(f">{html.escape(net.layer_equation())}</code>" in m.value for m in at.markdown)
 
@@ -64,12 +71,14 @@ def test_an_edit_updates_the_network_numbers_and_diagram(open_page):
     after = current_network(at)
     assert after != before
     assert after.sizes["b2"] == 9 and after.layout["A"] == (-3.5, 0.0)
-    assert after == canvas_to_network(drawing)
+    # the drawing is no longer the example it started from: its name says so
+    assert after == canvas_to_network(drawing).with_name(f"{before.name} (edited)")
     assert at.session_state["tnviz.network_source"] == "canvas"
     assert "b2=9" in diagram_spec(at), "the Designer's diagram shows the edited network"
     assert live_params(at) == f"{after.params:,}" != f"{before.params:,}"
     batch = at.selectbox(key=f"{KEY}.batch").value
-    assert live_flops(at)[1] == f"{tnviz.cost(after, batch).flops:,}"
+    assert live_flops(at)[1] == human(tnviz.cost(after, batch).flops)
+    assert f"{tnviz.cost(after, batch).flops:,} at batch" in live_flops_help(at)
     assert canvas_data(at)["error"] is None
 
 
@@ -99,7 +108,7 @@ def test_a_bad_edit_shows_its_message_and_keeps_the_last_valid_network(open_page
     fixed["outputs"].insert(1, "o2")
     inject(at, fixed, "fixed")
     assert canvas_data(at)["error"] is None and not at.error
-    assert current_network(at) == canvas_to_network(fixed) and current_network(at).sizes["b3"] == 2
+    assert current_network(at) == canvas_to_network(fixed).with_name(valid.name) and current_network(at).sizes["b3"] == 2
 
 
 def test_a_template_opens_on_the_canvas_and_stale_edits_are_ignored(open_page):
@@ -167,3 +176,52 @@ def test_one_export_button_per_format(open_page):
     buttons = [b for b in at.get("download_button") if b.proto.id and "designer.canvas.export" in b.proto.id]
     labels = [b.proto.label for b in buttons]
     assert labels == [spec.label for spec in EXPORTS.values()]
+
+
+# ---------------------------------------------------------------------- issue 13 item 9: no stale state
+def _sidebar(at) -> str:
+    return " ".join(str(getattr(e, "value", "")) for e in at.sidebar.children.values())
+
+
+def test_the_sidebar_shows_the_canvas_edit_of_the_same_run(open_page):
+    # the sidebar (drawn before the page) lagged one canvas edit behind
+    at = open_page()
+    drawing = network_to_canvas(current_network(at))
+    drawing["sizes"]["b2"] = 40
+    inject(at, drawing, "wide")
+    after = current_network(at)
+    assert live_params(at) == f"{after.params:,}"
+    assert f"{after.params:,} params" in _sidebar(at)
+
+
+def test_an_old_error_goes_once_a_canvas_edit_succeeds(open_page):
+    at = open_page()
+    at.text_input(key="designer.eq").set_value("ab,bc")
+    next(b for b in at.button if b.label == "Build from einsum").click().run()
+    assert at.error and any("Kept the previous network" in c.value for c in at.caption)
+    drawing = network_to_canvas(current_network(at))
+    drawing["sizes"]["b1"] = 3
+    inject(at, drawing, "after the error")
+    assert not at.error
+    assert not any("Kept the previous network" in c.value for c in at.caption)
+
+
+def test_a_drawn_network_is_marked_edited_and_keeps_a_name_the_user_gave(open_page):
+    at = open_page()
+    drawing = network_to_canvas(current_network(at))
+    drawing["tensors"][0]["x"] = -4.0  # a move only: still the example
+    inject(at, drawing, "move")
+    assert current_network(at).name == "MPO 4096x4096"
+    drawing["sizes"]["b1"] = 3
+    inject(at, drawing, "resize")
+    net = current_network(at)
+    assert net.name == "MPO 4096x4096 (edited)" and at.subheader[0].value == net.name
+    assert at.text_input(key="designer.name").value == net.name
+    assert any("`MPO_4096x4096__edited.*`" in c.value for c in at.caption)  # the export files' names
+    revision = at.session_state[f"{KEY}.revision"]
+    at.text_input(key="designer.name").set_value("Wide MPO").run()
+    assert current_network(at).name == "Wide MPO"
+    assert at.session_state[f"{KEY}.revision"] == revision, "a rename keeps the drawing (no reset)"
+    drawing["sizes"]["b2"] = 5
+    inject(at, drawing, "another")
+    assert current_network(at).name == "Wide MPO" and current_network(at).sizes["b2"] == 5

@@ -18,9 +18,11 @@ def test_tiles_show_the_engine_numbers(open_page):
     at = open_page(COSTS)
     assert at.title[0].value == "Costs"
     net = current_network(at)
-    c = tnviz.cost(net, batch=1024, optimize="auto")
+    c = tnviz.cost(net, batch=1024)  # the default: the best path found
     assert _metric(at, "Parameters").value == f"{c.params:,}"
-    assert _metric(at, "Forward FLOPs").value == human(c.flops)
+    assert _metric(at, "Forward FLOPs").label == "Forward FLOPs (best path)"
+    assert _metric(at, "Forward FLOPs").value == human(c.flops) == "2.68 G"  # was 4.30 G (opt_einsum's auto)
+    assert c.path_note in _metric(at, "Forward FLOPs").help
     assert _metric(at, "Backward FLOPs").value == human(c.backward_flops)
     assert _metric(at, "Rebuild").value == human(c.rebuild_flops)
     assert _metric(at, "Peak memory (float32)").value == human_bytes(c.peak_bytes("float32"))
@@ -95,3 +97,78 @@ def test_costs_follow_the_network_chosen_in_the_designer(open_page):
     assert not at.exception
     assert _metric(at, "Parameters").value == f"{tnviz.build_template('CP').params:,}"
     assert any("hyperedges" in c.value for c in at.caption)  # no bond table for a CP layer
+
+
+# ---------------------------------------------------------------------- one figure on every page
+def _forward_metric(at):
+    (m,) = [m for m in at.metric if m.label.startswith("Forward FLOPs")]
+    return m
+
+
+def _gallery_figure(at, net) -> str:
+    import re
+
+    head = f"{net.in_features:,} → {net.out_features:,} · **{net.params:,}** parameters"
+    (line,) = [m.value for m in at.markdown if m.value.startswith(head)]
+    return re.search(r"Forward FLOPs \(best path\) per input: \*\*(.+?)\*\*", line).group(1)
+
+
+def test_every_page_shows_the_same_forward_flops_for_the_same_network_and_batch(open_page):
+    """Designer, Costs, Stack view, Teach and Gallery: one figure, from one function (issue 13:
+    Costs and Designer showed 4.30 G where Stack view and Teach showed 2.68 G)."""
+    from tnviz.gallery import GALLERY
+
+    from app.components.figures import layer_cost
+
+    name = "Fig. 4 (i): MPO with 4 tensors"
+    net = GALLERY[name].network()
+    for batch in (1, 1024):
+        expected = human(tnviz.cost(net, batch).flops)
+        assert expected == human(layer_cost(net.to_json(), batch).flops)
+        shown, labels = {}, set()
+
+        def read(page: str) -> None:
+            metric = _forward_metric(at)
+            shown[page] = metric.value
+            labels.add(metric.label.split(",")[0])  # the Stack view adds ", per sample"
+
+        at = open_page("views/designer.py", network=net)
+        at.selectbox(key="designer.canvas.batch").set_value(batch).run()
+        read("Designer")
+        at.switch_page(COSTS).run()
+        at.number_input(key="costs.batch").set_value(batch).run()
+        read("Costs")
+        at.switch_page("views/teach.py").run()
+        at.number_input(key="teach.batch").set_value(batch).run()
+        read("Teach")
+        if batch == 1:  # per sample: the Stack view's and the Gallery's figures
+            at.switch_page("views/stack_view.py").run()
+            read("Stack view")
+            at.switch_page("views/gallery.py").run()
+            shown["Gallery"] = _gallery_figure(at, net)
+        assert not at.exception
+        assert set(shown.values()) == {expected}, (batch, shown)
+        assert labels == {"Forward FLOPs (best path)"}, labels
+
+
+def test_costs_of_a_network_past_two_to_the_63_flops(open_page):
+    # Arrow stores integers as int64: the path table crashed the page
+    net = tnviz.mpo([4] * 40, [4] * 40, ranks=2, name="80-bit MPO")
+    c = tnviz.cost(net, batch=1024)
+    assert max(s.flops for s in c.steps) > 2**63
+    at = open_page(COSTS, network=net)
+    assert not at.exception and not at.error
+    steps = at.dataframe[0].value
+    assert len(steps) == len(c.steps) and float(steps["FLOPs"].max()) == float(max(s.flops for s in c.steps))
+    assert _metric(at, "Forward FLOPs").value == human(c.flops)
+
+
+def test_costs_of_a_500_tensor_chain_load_and_say_which_search_ran(open_page):
+    # Costs hung on long chains (the input-first search, the useful ranks, the sweep)
+    net = tnviz.mpo([2] * 500, [2] * 500, ranks=2, name="chain of 500")
+    at = open_page(COSTS, network=net)
+    assert not at.exception and not at.error
+    c = tnviz.cost(net, batch=1024)
+    assert _metric(at, "Forward FLOPs").value == human(c.flops)
+    assert any("among the searches that fit this size: input-first" in cap.value for cap in at.caption)
+    assert len(at.dataframe[0].value) == 500

@@ -225,3 +225,59 @@ def test_parsers_accept_and_reject():
             parse_sizes(bad)
     with pytest.raises(tnviz.InvalidNetworkError, match="'1'"):
         parse_letters("i1", "inputs")
+
+
+# ---------------------------------------------------------------------- issue 13 items 8 and 9
+@pytest.mark.parametrize("text,named", [("4,x,4", "'x'"), ("4,,4", "empty entry"), ("4,4,", "empty entry")])
+def test_leg_sizes_with_a_stray_separator_are_refused_by_name(open_page, text, named):
+    # "4,x,4" and "4,,4" built a 2-leg network with no message
+    at = open_page()
+    net = current_network(at)
+    at.text_input(key="designer.in_dims").set_value(text).run()
+    errors = _errors(at)
+    assert len(errors) == 1 and named in errors[0] and repr(text) in errors[0], errors
+    assert current_network(at) == net
+
+
+def test_a_new_upload_replaces_the_previous_files_message(open_page):
+    # a .txt dropped after a bad .json left the .json's error on screen
+    at = open_page()
+    at.file_uploader(key="designer.upload").set_value(("first.json", b"{not json", "application/json")).run()
+    assert len(_errors(at)) == 1 and "first.json" in _errors(at)[0]
+    at.file_uploader(key="designer.upload").set_value(("notes.txt", b"hello", "text/plain")).run()
+    errors = _errors(at)
+    assert len(errors) == 1 and "notes.txt" in errors[0] and "first.json" not in errors[0], errors
+    at.file_uploader(key="designer.upload").set_value(None).run()  # the file removed: its message too
+    assert not _errors(at)
+
+
+def test_use_these_legs_builds_the_proposal_even_with_per_bond_ranks(open_page):
+    # the fields were filled but the old network stayed (ranks typed per bond of the old legs)
+    at = open_page()
+    at.text_input(key="designer.ranks").set_value("4,6,4").run()  # one per bond of the 4-core MPO
+    assert current_network(at).sizes["b2"] == 6
+    at.number_input(key="designer.features_in").set_value(768)
+    at.number_input(key="designer.features_out").set_value(3072).run()
+    choice = at.selectbox(key="designer.proposal").value
+    next(b for b in at.button if b.label == "Use these legs").click().run()
+    net = current_network(at)
+    assert (net.in_features, net.out_features) == (768, 3072) and net.in_dims == tuple(choice[0])
+    assert set(net.sizes[b] for b in net.bonds) == {6} and at.text_input(key="designer.ranks").value == "6"
+    assert any("every bond has rank 6" in c.value for c in at.caption)
+    assert not _errors(at)
+
+
+def test_the_name_field_renames_the_network_everywhere(open_page):
+    at = open_page()
+    assert at.text_input(key="designer.name").value == "MPO 4096x4096"
+    at.text_input(key="designer.name").set_value("My layer").run()
+    net = current_network(at)
+    assert net.name == "My layer" and at.subheader[0].value == "My layer"
+    assert any("`My_layer.*`" in c.value for c in at.caption)  # the export files' names
+    sidebar = " ".join(str(getattr(e, "value", "")) for e in at.sidebar.children.values())
+    assert "My layer" in sidebar
+    at.switch_page("views/costs.py").run()
+    assert any("My layer" in c.value for c in at.caption)
+    at.switch_page(DESIGNER).run()
+    at.text_input(key="designer.name").set_value("   ").run()  # an empty name is refused, the old one kept
+    assert current_network(at).name == "My layer" and any("needs at least one character" in e for e in _errors(at))

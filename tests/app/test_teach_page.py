@@ -118,7 +118,9 @@ def test_networks_without_bonds_or_too_large_for_optimal_show_a_message(open_pag
     assert any("no bond" in i.value for i in at.info)
     long = tnviz.mpo([2] * 10, [2] * 10, ranks=2)  # x + 10 tensors: beyond the exhaustive search
     at = open_page(TEACH, network=long)
-    assert any("limited to 10 operands" in e.value for e in at.error)
+    assert not at.error and _step_title(at).startswith("Step 1 of 10")  # the default 'best' fits any size
+    at.selectbox(key="teach.optimize").set_value("optimal").run()
+    assert any("limited to 8 operands" in e.value for e in at.error)
     at.selectbox(key="teach.optimize").set_value("greedy").run()
     assert not at.error and _step_title(at).startswith("Step 1 of 10")
 
@@ -145,3 +147,30 @@ def test_the_path_comparison_names_each_paths_flops_and_the_chosen_sequence(open
         assert f"{name} {human(walk.total_flops)}{' (this sequence)' if same else ''}" in line, line
     assert "optimal " + human(walks["optimal"].total_flops) + " (this sequence)" in line
     assert "left-to-right " + human(walks["left-to-right"].total_flops) + " (this" not in line  # it differs here
+
+
+def test_a_500_tensor_chain_steps_through_and_the_gauge_refuses_in_place(open_page):
+    # Teach defaulted to 'optimal' and hung the same way as Costs; the gauge demo drew 2^500 inputs
+    net = tnviz.mpo([2] * 500, [2] * 500, ranks=2, name="chain of 500")
+    at = open_page(TEACH, network=net)
+    assert not at.exception
+    assert _step_title(at).startswith("Step 1 of 500")
+    assert any("the gauge demo compares the layer on 16 random inputs" in e.value for e in at.error)
+
+
+def test_the_notation_typesets_its_formulas_and_names_the_colours_it_draws(open_page):
+    # formulas were plain text ("c_ij = Σ_k a_ik b_kj"); the caption said red for a bond drawn orange
+    at = open_page(TEACH)
+    formulas = [l.value for l in at.latex]
+    assert any(r"c_{ij} = \sum_k a_{ik}\, b_{kj}" in f for f in formulas) and any(r"\delta_{ijk}" in f for f in formulas)
+    captions = " ".join(c.value for c in at.caption)
+    assert "highlighted in orange" in captions and "Σ_k" not in captions and "$m_{ij}$" in captions
+    from tnviz.render import PALETTE
+
+    assert PALETTE["highlight"] == "#f59e0b"  # orange, the colour the captions name
+
+
+def test_the_batch_leg_is_not_named_like_a_tensor(open_page):
+    at = open_page(TEACH, network=MPO4)  # tensors A, B, C, D: "B=1" beside tensor B read as one thing
+    layer_and_x = at.get("graphviz_chart")[4].proto.spec
+    assert "N=1" in layer_and_x and "B=1" not in layer_and_x

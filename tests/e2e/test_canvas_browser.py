@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import tnviz
+from app.components.formatting import human
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "artifacts" / "screenshots"
@@ -98,13 +99,14 @@ def summary(page) -> str:
     return page.locator("[data-testid=summary]").inner_text()
 
 
-def numbers(page) -> dict[str, int]:
-    """The live numbers beside the canvas: Parameters and Forward FLOPs (with the batch)."""
+def numbers(page) -> dict:
+    """The live numbers beside the canvas: Parameters and Forward FLOPs (as shown, with the batch
+    from the caption under it)."""
     panel = page.locator(".st-key-designer-canvas-numbers")
     values = panel.locator("[data-testid=stMetricValue]").all_inner_texts()
-    labels = panel.locator("[data-testid=stMetricLabel]").all_inner_texts()
-    batch = int(re.search(r"batch ([\d,]+)", labels[1]).group(1).replace(",", ""))
-    return {"params": int(values[0].replace(",", "")), "flops": int(values[1].replace(",", "")), "batch": batch}
+    captions = " ".join(panel.locator("[data-testid=stCaptionContainer]").all_inner_texts())
+    batch = int(re.search(r"batch ([\d,]+)", captions).group(1).replace(",", ""))
+    return {"params": int(values[0].replace(",", "")), "flops": values[1].strip(), "batch": batch}
 
 
 def wait_for(predicate, what: str, timeout: float = 45.0):
@@ -224,7 +226,7 @@ def test_draw_a_three_tensor_mpo_with_the_mouse_then_undo(canvas_page, screensho
     assert set(exported.layout) == {"A", "B", "C"} and exported.layout["A"][0] < exported.layout["B"][0] < exported.layout["C"][0]
     cost = tnviz.cost(exported, batch=shown["batch"])
     assert shown["params"] == cost.params == 2 * 4 * 5 + 4 * 4 * 5 * 6 + 4 * 6 * 3
-    assert shown["flops"] == cost.flops
+    assert shown["flops"] == human(cost.flops)  # the same figure as every other page (app.components.figures)
     assert cost.flops != tnviz.cost(start_net, batch=shown["batch"]).flops
     shot(page, "2_drawn")
     shot(page, "2_drawn_page", full=True)

@@ -9,10 +9,12 @@ are the outputs already produced and the inputs still to absorb.  A bond channel
 for one sample is that state with the other legs summed (``"sum"``), picked (``"index"``) or
 reduced to their norm (``"norm"``).
 
-* Capture: :class:`BondCapture` (forward hooks on every :class:`~tnviz.nn.TNLinear` of a model;
+* The cut (core, arrays only): :func:`bond_cut`, :func:`bond_state`, :func:`finish_from_state`,
+  :func:`reduce_state` (:mod:`tnviz.bonds.cut`).
+* Capture (drives TN layers, above ``tnviz.nn``): :class:`BondCapture` (forward hooks on every :class:`~tnviz.nn.TNLinear` of a model;
   the hooks compute the state on the side and return nothing, so outputs are bit-identical) and
   :func:`capture_bonds` (a dataset through a model -> ``{(layer, bond): (N, r) array}``).
-* Analysis: :func:`bond_stats` (class means, selectivity, covariance spectrum, rank,
+* Analysis: :func:`bond_entropy` (of a bond's spectrum), :func:`bond_stats` (class means, selectivity, covariance spectrum, rank,
   class-separation spectrum, linear-probe accuracy) and :data:`GAUGE_BEHAVIOUR`, which says which
   of them survive a gauge move ``a -> a X^-1, b -> X b`` on the bond: the state becomes
   ``state @ M`` (:func:`bond_map`), so quantities that are invariant under congruence with ``M``
@@ -35,19 +37,18 @@ True
 """
 from __future__ import annotations
 
-from .analysis import GAUGE_BEHAVIOUR, BondStats, bond_stats, compare_stats, top_inputs
-from .capture import (
-    REDUCTIONS, BondCapture, BondCut, bond_cut, bond_state, capture_bonds, finish_from_state, reduce_state,
+from ..gauge import random_orthogonal
+from .analysis import GAUGE_BEHAVIOUR, BondStats, bond_entropy, bond_stats, compare_stats, top_inputs
+from .capture import BondCapture, capture_bonds
+from .cut import REDUCTIONS, BondCut, bond_cut, bond_state, finish_from_state, reduce_state
+from .gauge import GAUGE_KINDS, ORTHOGONAL_KINDS, UNCHANGED_RTOL, bond_map, gauge_matrix, gauge_report, principal_gauge
+from .inspection import (
+    DIGITS_TN_LAYERS, BondInspection, gauge_layer, gauge_model, inspect_bond, tensorized_digits_mlp,
 )
-from .gauge import (
-    GAUGE_KINDS, ORTHOGONAL_KINDS, UNCHANGED_RTOL, bond_map, gauge_layer, gauge_matrix, gauge_model, gauge_report,
-    principal_gauge, random_orthogonal,
-)
-from .inspection import DIGITS_TN_LAYERS, BondInspection, inspect_bond, tensorized_digits_mlp
 
 __all__ = [
     "REDUCTIONS", "BondCut", "bond_cut", "bond_state", "finish_from_state", "reduce_state", "BondCapture",
-    "capture_bonds", "BondStats", "GAUGE_BEHAVIOUR", "bond_stats", "top_inputs", "compare_stats", "GAUGE_KINDS",
+    "capture_bonds", "BondStats", "GAUGE_BEHAVIOUR", "bond_entropy", "bond_stats", "top_inputs", "compare_stats", "GAUGE_KINDS",
     "ORTHOGONAL_KINDS", "UNCHANGED_RTOL", "random_orthogonal", "bond_map", "gauge_layer", "gauge_model",
     "principal_gauge", "gauge_matrix", "gauge_report", "BondInspection", "inspect_bond", "DIGITS_TN_LAYERS",
     "tensorized_digits_mlp",

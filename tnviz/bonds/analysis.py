@@ -1,4 +1,6 @@
-"""Statistics of bond activations and which of them a gauge move keeps (see :mod:`tnviz.bonds`)."""
+"""Statistics of a bond: the entropy of its spectrum (:func:`bond_entropy`, the one place it is
+computed), statistics of its activations and which of them a gauge move keeps (see
+:mod:`tnviz.bonds`)."""
 from __future__ import annotations
 
 import math
@@ -7,7 +9,30 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import TnvizError
+from ..errors import RankError, TnvizError
+
+
+def bond_entropy(singular_values: Any) -> float:
+    """Von Neumann entropy (nats) of ``p = s^2 / sum s^2`` over a bond's singular values: 0 for a
+    product state (one value), ``log(n)`` for a flat spectrum of ``n`` values.  Takes a list, a
+    numpy array or a torch tensor (read as float64 without importing torch).
+
+    >>> import math
+    >>> bond_entropy([3.0]), math.isclose(bond_entropy([1.0] * 4), math.log(4))
+    (0.0, True)
+    """
+    values = singular_values
+    if hasattr(values, "detach"):  # a torch tensor
+        values = values.detach().cpu().double().numpy()
+    s = np.asarray(values if hasattr(values, "shape") else list(values), dtype=np.float64).reshape(-1)
+    if s.size and (not np.all(np.isfinite(s)) or np.any(s < 0)):
+        raise RankError(f"singular values must be finite and non-negative; got {s[:6].tolist()}...")
+    p = s ** 2
+    total = p.sum()
+    if total <= 0:
+        return 0.0
+    p = p[p > 0] / total
+    return float(-(p * np.log(p)).sum())
 
 
 @dataclass(frozen=True)

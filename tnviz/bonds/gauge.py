@@ -1,4 +1,7 @@
-"""Gauge moves on a bond of a TN layer or a model, and what they do to bond statistics."""
+"""Gauge moves on a bond seen from its activations: the ``X`` of a move of each kind, what the
+move does to the state (:func:`bond_map`) and to bond statistics (:func:`gauge_report`).  The
+move itself is the core's :func:`tnviz.gauge.apply_gauge`; on a layer or a model it is
+:func:`tnviz.bonds.inspection.gauge_layer` / :func:`~tnviz.bonds.inspection.gauge_model`."""
 from __future__ import annotations
 
 from typing import Any
@@ -6,39 +9,16 @@ from typing import Any
 import numpy as np
 
 from ..errors import TnvizError
+from ..gauge import random_invertible, random_orthogonal
 from .analysis import GAUGE_BEHAVIOUR, BondStats, compare_stats
-from .capture import BondCut
-
-
-def random_orthogonal(size: int, seed: int = 0) -> np.ndarray:
-    """A seeded random orthogonal matrix (``Q`` of a Gaussian's QR, signs fixed)."""
-    q, r = np.linalg.qr(np.random.default_rng(seed).standard_normal((size, size)))
-    return q * np.sign(np.diag(r))[None, :]
+from .cut import BondCut
 
 
 def bond_map(cut: BondCut, X: np.ndarray) -> np.ndarray:
     """``M`` with ``state' = state @ M`` (on the bond axis) after the gauge move ``X`` of
-    :func:`tnviz.teach.apply_gauge`: ``X⁻¹`` when the bond's first tensor is on the left, else ``Xᵀ``."""
+    :func:`tnviz.gauge.apply_gauge`: ``X⁻¹`` when the bond's first tensor is on the left, else ``Xᵀ``."""
     X = np.asarray(X, dtype=np.float64)
     return np.linalg.inv(X) if cut.first_tensor_left else X.T
-
-
-def gauge_layer(layer: Any, bond: str, X: np.ndarray) -> Any:
-    """A copy of a :class:`~tnviz.nn.TNLinear` with ``X X⁻¹`` inserted on ``bond`` (done in
-    float64, stored back in the layer's dtype): the same layer, other bond channels."""
-    import copy
-
-    import torch
-
-    from ..teach import apply_gauge
-
-    net = layer.network
-    tensors = {n: t.detach().double().cpu().numpy() for n, t in layer.named_network_tensors().items()}
-    moved = apply_gauge(net, tensors, bond, np.asarray(X, dtype=np.float64))
-    new = copy.deepcopy(layer)
-    new.clear_cache()
-    new.load_tensors({n: torch.from_numpy(a) for n, a in moved.items()})
-    return new
 
 
 #: Gauge moves offered to users: kind -> description.
@@ -77,8 +57,6 @@ def gauge_matrix(kind: str, size: int, seed: int = 0, acts: Any = None) -> np.nd
     if kind == "orthogonal":
         return random_orthogonal(size, seed)
     if kind == "invertible":
-        from ..teach import random_invertible
-
         return random_invertible(size, seed)
     raise TnvizError(f"a gauge move is one of {list(GAUGE_KINDS)}; got {kind!r}")
 
@@ -96,25 +74,3 @@ def gauge_report(before: BondStats, after: BondStats, kind: str, rtol: float = U
         rows.append({"quantity": quantity, "invariant": invariant, "relative change": change[quantity],
                      "unchanged": unchanged, "agrees": unchanged == invariant, "why": why})
     return rows
-
-
-
-def gauge_model(model: Any, layer: str, bond: str, X: np.ndarray) -> Any:
-    """A deep copy of ``model`` whose TN layer ``layer`` (module name, ``""`` for the model
-    itself) has ``X X⁻¹`` inserted on ``bond``; the model computes the same function."""
-    import copy
-
-    from ..nn import TNLinear
-
-    modules = dict(model.named_modules())
-    if not isinstance(modules.get(layer), TNLinear):
-        names = [n for n, m in modules.items() if isinstance(m, TNLinear)]
-        raise TnvizError(f"a gauge move acts on a TN layer of the model ({names}); {layer!r} is not one")
-    moved = gauge_layer(modules[layer], bond, X)
-    if layer == "":
-        return moved
-    new = copy.deepcopy(model)
-    parent_name, _, child = layer.rpartition(".")
-    parent = new.get_submodule(parent_name) if parent_name else new
-    setattr(parent, child, moved)
-    return new

@@ -1,4 +1,7 @@
-"""Everything about one bond of one model (:func:`inspect_bond`), and the tensorized digits MLP demo."""
+"""Everything about one bond of one model (:func:`inspect_bond`), the gauge move on a TN layer or
+inside a model, and the tensorized digits MLP demo.  Drives torch models (``tnviz.nn``,
+``tnviz.model``), so it sits above them; the arithmetic is the core's (:mod:`tnviz.gauge`,
+:mod:`tnviz.bonds.cut`, :mod:`tnviz.bonds.analysis`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,9 +10,11 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import TnvizError
+from ..gauge import apply_gauge
 from .analysis import BondStats, bond_stats, top_inputs
-from .capture import BondCut, bond_cut, capture_bonds
-from .gauge import gauge_matrix, gauge_model, gauge_report
+from .capture import capture_bonds
+from .cut import BondCut, bond_cut
+from .gauge import gauge_matrix, gauge_report
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,45 @@ def inspect_bond(model: Any, layer: str, bond: str, x: Any, labels: Any, *, redu
         layer, cut, acts, stats, top, gauge, X, after, stats_after, tuple(gauge_report(stats, stats_after, gauge)),
         float((y2 - y).abs().max()), float(y.abs().max()),
     )
+
+
+# ---------------------------------------------------------------------- gauge on a layer or a model
+def gauge_layer(layer: Any, bond: str, X: np.ndarray) -> Any:
+    """A copy of a :class:`~tnviz.nn.TNLinear` with ``X X⁻¹`` inserted on ``bond`` (done in
+    float64, stored back in the layer's dtype): the same layer, other bond channels."""
+    import copy
+
+    import torch
+
+    net = layer.network
+    tensors = {n: t.detach().double().cpu().numpy() for n, t in layer.named_network_tensors().items()}
+    moved = apply_gauge(net, tensors, bond, np.asarray(X, dtype=np.float64))
+    new = copy.deepcopy(layer)
+    new.clear_cache()
+    new.load_tensors({n: torch.from_numpy(a) for n, a in moved.items()})
+    return new
+
+
+
+def gauge_model(model: Any, layer: str, bond: str, X: np.ndarray) -> Any:
+    """A deep copy of ``model`` whose TN layer ``layer`` (module name, ``""`` for the model
+    itself) has ``X X⁻¹`` inserted on ``bond``; the model computes the same function."""
+    import copy
+
+    from ..nn import TNLinear
+
+    modules = dict(model.named_modules())
+    if not isinstance(modules.get(layer), TNLinear):
+        names = [n for n, m in modules.items() if isinstance(m, TNLinear)]
+        raise TnvizError(f"a gauge move acts on a TN layer of the model ({names}); {layer!r} is not one")
+    moved = gauge_layer(modules[layer], bond, X)
+    if layer == "":
+        return moved
+    new = copy.deepcopy(model)
+    parent_name, _, child = layer.rpartition(".")
+    parent = new.get_submodule(parent_name) if parent_name else new
+    setattr(parent, child, moved)
+    return new
 
 
 # ---------------------------------------------------------------------- demo model

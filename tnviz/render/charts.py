@@ -15,6 +15,19 @@ from typing import Any
 
 from ..cost import BatchSweep, LayerCost
 
+#: Browsers (and plotly's JSON encoder) hold integers to 64 bits; FLOP counts of large networks
+#: pass that, so a series with a value beyond 2^53 is plotted as floats.
+_EXACT_FLOAT = 2**53
+
+
+def plottable(values: Any) -> list:
+    """The values as a list plotly can send: floats when one of them is too large for exact floats."""
+    values = list(values)
+    if any(isinstance(v, int) and abs(v) > _EXACT_FLOAT for v in values):
+        return [float(v) for v in values]
+    return values
+
+
 STRATEGY_LABELS = {
     "factorized": "factorized (x through the tensors)",
     "rebuilt": "rebuilt (dense weight, then matmul)",
@@ -35,7 +48,7 @@ def flops_vs_batch(sweep: BatchSweep, *, current_batch: int | None = None, title
         if getattr(sweep, key, None) is None:
             continue
         fig.add_trace(go.Scatter(
-            x=list(sweep.batches), y=list(getattr(sweep, key)), mode="lines+markers", name=STRATEGY_LABELS[key],
+            x=list(sweep.batches), y=plottable(getattr(sweep, key)), mode="lines+markers", name=STRATEGY_LABELS[key],
             line={"color": STRATEGY_COLORS[key], "dash": STRATEGY_DASH[key]},
             hovertemplate="batch %{x}<br>%{y:.3s} FLOPs<extra>" + key + "</extra>",
         ))
@@ -54,8 +67,9 @@ def flops_vs_batch(sweep: BatchSweep, *, current_batch: int | None = None, title
         )
     fig.update_layout(
         title=title or "FLOPs vs batch size",
-        xaxis={"title": "batch size", "type": "log"},
-        yaxis={"title": "FLOPs (forward)", "type": "log"},
+        # one labelled tick per decade, SI prefixes: no bare "2" or "5" minor labels without a unit
+        xaxis={"title": "batch size (inputs per call)", "type": "log", "dtick": 1, "exponentformat": "SI"},
+        yaxis={"title": "FLOPs per forward pass of the batch", "type": "log", "dtick": 1, "exponentformat": "SI"},
         legend={"orientation": "h", "yanchor": "bottom", "y": -0.35, "x": 0},
         margin={"l": 60, "r": 20, "t": 60, "b": 40},
         template="plotly_white",
@@ -83,21 +97,24 @@ def step_bars(layer_cost: LayerCost, *, title: str = "") -> Any:
         for s in layer_cost.steps
     ]
     fig.add_trace(go.Bar(
-        x=labels, y=[s.flops for s in layer_cost.steps], name="FLOPs", marker_color="#1f77b4",
+        x=labels, y=plottable(s.flops for s in layer_cost.steps), name="FLOPs", marker_color="#1f77b4",
         hovertext=hover, hovertemplate="%{hovertext}<br>%{y:.3s} FLOPs<extra></extra>",
     ), row=1, col=1)
     fig.add_trace(go.Bar(
-        x=labels, y=[s.size for s in layer_cost.steps], name="intermediate", marker_color="#d62728",
+        x=labels, y=plottable(s.size for s in layer_cost.steps), name="intermediate", marker_color="#d62728",
         hovertext=hover, hovertemplate="%{hovertext}<br>%{y:.3s} elements<extra></extra>",
     ), row=1, col=2)
     # explicit log ranges so the smallest bar still shows (autorange starts near the smallest value)
-    for col, values in ((1, [s.flops for s in layer_cost.steps]), (2, [s.size for s in layer_cost.steps])):
+    for col, values, unit in ((1, [s.flops for s in layer_cost.steps], "FLOPs"),
+                              (2, [s.size for s in layer_cost.steps], "elements")):
         positive = [v for v in values if v > 0] or [1]
         fig.update_yaxes(
             type="log", range=[math.log10(min(positive)) - 0.5, math.log10(max(positive)) + 0.3], row=1, col=col,
+            title_text=unit, dtick=1, exponentformat="SI",
         )
+        fig.update_xaxes(title_text="pairwise step (operands)", row=1, col=col)
     fig.update_layout(
-        title=title or f"forward path at batch {layer_cost.batch} ({layer_cost.optimize})",
+        title=title or f"forward path at batch {layer_cost.batch} ({layer_cost.path_note})",
         showlegend=False, template="plotly_white", height=380, margin={"l": 60, "r": 20, "t": 70, "b": 60},
     )
     return fig

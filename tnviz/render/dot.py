@@ -55,8 +55,11 @@ def to_dot(
     title: bool = False,
     highlight_tensors: Iterable[str] = (),
     highlight_indices: Iterable[str] = (),
+    dpi: int | None = None,
 ) -> str:
     """DOT text of a network (or a prepared scene) with pinned positions for ``neato``.
+
+    ``dpi`` sets the resolution of bitmap output (PNG); Graphviz's default is 96.
 
     ``title`` puts the network name above the drawing.  Highlight options are passed to
     :func:`~tnviz.render.scene.build_scene` when a network is given.
@@ -67,7 +70,7 @@ def to_dot(
         "  graph " + _attrs(
             layout=ENGINE, splines="false", overlap="true", forcelabels="true", outputorder="edgesfirst", bgcolor="white",
             pad="0.25", fontname=FONT, label=scene.title if title else None, labelloc="t" if title else None,
-            fontsize="14",
+            fontsize="14", dpi=dpi,
         ) + ";",
         "  node " + _attrs(fontname=FONT, fontsize="12", fontcolor=PALETTE["text"]) + ";",
         "  edge " + _attrs(fontname=FONT, fontsize="10") + ";",

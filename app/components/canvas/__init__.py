@@ -95,8 +95,9 @@ def apply_drawing(key: str, event: Mapping[str, Any] | None) -> tuple[TensorNetw
         ss[k["error"]] = str(exc)
         return None, str(exc)
     ss[k["error"]] = None
-    if net == ss.get(k["expected"]):
-        return None, None
+    expected = ss.get(k["expected"])
+    if expected is not None and net.with_name(expected.name) == expected:
+        return None, None  # nothing changed (the drawing's name is the page's business, not the canvas's)
     ss[k["expected"]] = net
     return net, None
 
@@ -121,9 +122,14 @@ def network_canvas(net: TensorNetwork, *, key: str, height: int = DEFAULT_HEIGHT
     ss = st.session_state
     k = _keys(key)
     new_net, _ = apply_drawing(key, _event(ss.get(key)))
-    if new_net is not None and net == new_net:
-        new_net = None  # the page took the edit already (take_canvas_edit)
-    if new_net is None and net != ss.get(k["expected"]):
+    if new_net is not None and net.with_name(new_net.name) == new_net:
+        new_net = None  # the page took the edit already (take_canvas_edit), perhaps renaming it
+    expected = ss.get(k["expected"])
+    if new_net is None and expected is not None and net != expected and net.with_name(expected.name) == expected:
+        # only the name changed (a rename, or the page naming a drawn network): keep the drawing
+        ss[k["expected"]] = net
+        ss[k["drawing"]] = {**ss[k["drawing"]], "name": net.name}
+    elif new_net is None and net != expected:
         # A network from outside the canvas: draw it, fresh revision, no error.
         ss[k["loads"]] = ss.get(k["loads"], 0) + 1
         ss[k["revision"]] = _revision(net, ss[k["loads"]])

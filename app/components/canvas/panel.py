@@ -14,10 +14,12 @@ import streamlit as st
 
 import tnviz
 from tnviz.contract import DEFAULT_BUDGET_ELEMENTS
-from tnviz.errors import TnvizError
-from tnviz.export import EXPORTS, export, export_filename
+from tnviz.errors import TnvizError, plain_message
+from tnviz.render.exports import EXPORTS, export, export_filename
 from tnviz.network import TensorNetwork
 
+from ..figures import forward_flops, forward_label, layer_cost
+from ..formatting import human
 from . import CanvasResult, network_canvas
 
 BATCH_CHOICES = [1, 8, 32, 128, 512, 1024, 4096, 16384]
@@ -41,15 +43,17 @@ def layer_warnings(net: TensorNetwork, layer_cost: tnviz.LayerCost, budget: int 
 def live_numbers(net: TensorNetwork, *, batch: int, key: str) -> tnviz.LayerCost | None:
     """Parameters vs dense, forward FLOPs at ``batch``, the einsum equation and the warnings."""
     try:
-        c = tnviz.cost(net, batch=batch)
+        c = layer_cost(net.to_json(), batch)
     except TnvizError as exc:
-        st.error(str(exc))
+        st.error(plain_message(exc))
         return None
     with st.container(key=f"{key}-numbers".replace(".", "-")):
         st.metric("Parameters", _count(c.params), help=f"dense layer: {c.dense_params:,}")
         st.caption(f"dense {c.dense_params:,} · {c.compression:,.2f}x smaller · {net.in_features:,} → {net.out_features:,}")
-        st.metric(f"Forward FLOPs (batch {batch:,})", _count(c.flops), help=f"dense layer: {c.dense_flops:,}")
-        st.caption(f"dense {c.dense_flops:,} · {c.dense_flops / c.flops:,.2f}x fewer · backward {c.backward_flops:,}")
+        st.metric(forward_label(c.optimize), forward_flops(c),
+                  help=f"{c.flops:,} at batch {batch:,} on the path {c.path_note}; dense layer: {c.dense_flops:,}")
+        st.caption(f"batch {batch:,} · dense {human(c.dense_flops)} · {c.dense_flops / c.flops:,.2f}x fewer · "
+                   f"backward {human(c.backward_flops)}")
         st.caption(f"largest intermediate {c.largest_intermediate:,} elements · best: {c.best_strategy}")
         st.markdown("**einsum** (x first, then the tensors)")
         # inline code breaks anywhere in a narrow column; a code block would cut a long einsum off
@@ -62,7 +66,10 @@ def live_numbers(net: TensorNetwork, *, batch: int, key: str) -> tnviz.LayerCost
 
 
 def export_buttons(net: TensorNetwork, *, batch: int, key: str) -> None:
-    """One download button per :data:`tnviz.export.EXPORTS` format (made when clicked)."""
+    """One download button per :data:`tnviz.render.exports.EXPORTS` format (made when clicked),
+    each file named after the network."""
+    stem = export_filename(net, "json").rsplit(".", 1)[0]
+    st.caption(f"Export: files named after the network, `{stem}.*` (rename it in the Name field above)")
     cols = st.columns(len(EXPORTS))
     for col, (fmt, spec) in zip(cols, EXPORTS.items()):
         with col:
