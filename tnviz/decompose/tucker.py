@@ -1,21 +1,55 @@
-"""Tucker decomposition by truncated HOSVD (De Lathauwer et al. 2000), optionally refined by
-HOOI (``hooi_iters``).
+"""Tucker decomposition: HOOI (higher-order orthogonal iteration) from a truncated-HOSVD start
+(De Lathauwer et al. 2000), as TensorLy's default does.
 
 One factor ``U_k[leg_k, r_k]`` per leg (outputs first, then inputs, as
-:func:`tnviz.builders.tucker` orders them) from the leading left singular vectors of the mode-k
-unfolding; the core ``G = T ×_k U_k^T``.  The error obeys ``||T - T~||^2 <= sum_k discarded_k^2``
-(HOOI only lowers it), so ``rtol`` uses ``delta = rtol·||W||/sqrt(N)`` per mode.
+:func:`tnviz.builders.tucker` orders them); the core ``G = T ×_k U_k^T``.  The HOSVD start takes
+the leading left singular vectors of each mode-k unfolding; each HOOI sweep then replaces every
+``U_k`` in turn by the leading left singular vectors of ``T`` projected on the other factors,
+which can only raise ``||G||`` and so only lower the error ``sqrt(||T||^2 - ||G||^2)``.
+
+``hooi_iters``: ``None`` (default) sweeps until the relative error improves by less than
+:data:`HOOI_TOL` (at most :data:`HOOI_MAX_ITERS` sweeps); ``0`` is plain HOSVD; ``n`` runs exactly
+``n`` sweeps.  ``extra['hooi_history']`` holds the error after each sweep.
+
+Ranks:
+
+* ``max_rank``: per-mode caps (the HOSVD error obeys ``||T - T~||^2 <= sum_k discarded_k^2``).
+* ``energy``: the kept fraction of each mode's squared spectrum.
+* ``target_params``: per-mode ranks chosen greedily from the full HOSVD (:func:`choose_ranks`):
+  starting from rank 1 everywhere, grow the mode whose next slice of the HOSVD core buys the most
+  error reduction per added parameter, while the network fits the budget.  The error of any rank
+  tuple is read exactly from prefix sums of the squared full HOSVD core, so the choice uses the
+  true HOSVD error, not the bound.
+* ``rtol``: the same greedy growth, stopped at the first ranks whose HOSVD error is within
+  ``rtol`` (measured, or from the per-mode bound where rounding blurs the measured one), then
+  trimmed mode by mode while it stays within; HOOI only lowers the error, so
+  ``||W - W~|| <= rtol·||W||`` holds.
+
+>>> import torch
+>>> from tnviz.decompose import decompose
+>>> W = torch.randn(64, 48, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+>>> hosvd_only = decompose(W, "tucker", in_dims=[8, 6], out_dims=[8, 8], max_rank=4, hooi_iters=0)
+>>> hooi = decompose(W, "tucker", in_dims=[8, 6], out_dims=[8, 8], max_rank=4)
+>>> hooi.rel_error <= hosvd_only.rel_error, hooi.algorithm.startswith("HOOI")
+(True, True)
 """
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 from ..builders import tucker
+from ..errors import RankError
 from .legs import Legs
-from .randomized import truncated_svd
+from .randomized import POWER_ITERS, describe, truncated_svd
 from .result import MethodOutput
-from .truncation import Truncation
+from .truncation import Truncation, tail_squares
+
+#: HOOI stops when a sweep lowers the relative error by less than this (absolute, like
+#: TensorLy's ``tol`` but 100x tighter: TensorLy stops at 1e-4) ...
+HOOI_TOL = 1e-6
+#: ... or after this many sweeps.
+HOOI_MAX_ITERS = 50
 
 
 def unfold(T, mode: int):
@@ -31,11 +65,12 @@ def mode_product(T, M, mode: int):
 
 
 def project(T, factors, skip: int | None = None):
-    """``T ×_k U_k^T`` over every mode except ``skip``."""
+    """``T ×_k U_k^T`` over every mode except ``skip`` (the modes that shrink most first)."""
+    order = sorted((k for k in range(len(factors)) if k != skip),
+                   key=lambda k: factors[k].shape[1] / factors[k].shape[0])
     G = T
-    for k, U in enumerate(factors):
-        if k != skip:
-            G = mode_product(G, U.mT, k)
+    for k in order:
+        G = mode_product(G, factors[k].mT, k)
     return G
 
 
@@ -43,38 +78,198 @@ def tucker_network(legs: Legs, ranks):
     return tucker(legs.in_dims, legs.out_dims, list(ranks), in_names=legs.in_names, out_names=legs.out_names)
 
 
-def hosvd(T, legs: Legs, trunc: Truncation, *, norm: float, randomized: Any = "auto", seed: int = 0,
-          oversample: int = 10, power_iters: int = 2, hooi_iters: int = 0) -> MethodOutput:
-    """Truncated HOSVD (+ ``hooi_iters`` HOOI sweeps) of ``T`` (axes ``legs.names``)."""
-    N = T.ndim
-    bonds = [f"r{k + 1}" for k in range(N)]
-    caps = trunc.caps(bonds)
-    if trunc.kind == "rtol":
-        trunc = Truncation("rtol", trunc.value, trunc.value * norm / math.sqrt(N))
-    factors, spectra, discarded, used_random = [], {}, {}, []
-    for k, bond in enumerate(bonds):
-        res = truncated_svd(unfold(T, k), trunc, bond=bond, cap=caps[bond], randomized=randomized,
-                            seed=seed + k, oversample=oversample, power_iters=power_iters)
-        factors.append(res.U)
-        spectra[bond], discarded[bond] = res.spectrum, res.discarded
-        if res.randomized:
-            used_random.append(bond)
-    history = []
-    for _ in range(int(hooi_iters)):
+def tucker_params(dims: Sequence[int], ranks: Sequence[int]) -> int:
+    """Parameters of a Tucker network: the core plus one ``d_k x r_k`` factor per mode."""
+    return math.prod(ranks) + sum(d * r for d, r in zip(dims, ranks))
+
+
+def _relative_error(norm: float, core_sq: float) -> float:
+    return math.sqrt(max(norm ** 2 - core_sq, 0.0)) / norm if norm else 0.0
+
+
+def hooi(T, factors: list, *, norm: float, iters: int | None = None, tol: float = HOOI_TOL,
+         max_iters: int = HOOI_MAX_ITERS, randomized: Any = "auto", seed: int = 0, oversample: int = 10,
+         power_iters: int | None = POWER_ITERS) -> tuple[list, Any, list[float], bool]:
+    """HOOI sweeps from ``factors`` (orthonormal columns, ranks fixed).  ``iters=None``: until a
+    sweep improves the relative error by less than ``tol`` (at most ``max_iters``); else exactly
+    ``iters`` sweeps.  Returns the best factors seen (the start included), their core, the error
+    after each sweep, and whether it converged."""
+    N = len(factors)
+    factors = list(factors)
+    G = project(T, factors)
+    best_sq = float(G.double().pow(2).sum())
+    best = (list(factors), G)
+    history: list[float] = []
+    previous = _relative_error(norm, best_sq)
+    limit = max_iters if iters is None else int(iters)
+    converged = False
+    for _ in range(limit):
         for k in range(N):
-            Y = project(T, factors, skip=k)
             r = factors[k].shape[1]
-            res = truncated_svd(unfold(Y, k), Truncation("max_rank", r), bond=bonds[k], cap=r,
+            Y = project(T, factors, skip=k)
+            res = truncated_svd(unfold(Y, k), Truncation("max_rank", r), bond=f"r{k + 1}", cap=r,
                                 randomized=randomized, seed=seed + k, oversample=oversample,
                                 power_iters=power_iters)
             factors[k] = res.U
         G = project(T, factors)
-        history.append(math.sqrt(max(norm ** 2 - float(G.double().pow(2).sum()), 0.0)) / norm if norm else 0.0)
-    G = project(T, factors)
+        core_sq = float(G.double().pow(2).sum())
+        error = _relative_error(norm, core_sq)
+        history.append(error)
+        if core_sq > best_sq:   # exact SVDs never lower ||G||; a randomized one might
+            best_sq, best = core_sq, (list(factors), G)
+        if iters is None and previous - error < tol:
+            converged = True
+            break
+        previous = error
+    return best[0], best[1], history, converged
+
+
+# ---------------------------------------------------------------- per-mode ranks from the full HOSVD
+class _CoreEnergy:
+    """Squared norm of every leading corner ``G[:r_1, ..., :r_N]`` of the full HOSVD core, in O(1)
+    per query from N-D prefix sums (``kept(r)``), and the per-mode bound of what a corner drops."""
+
+    def __init__(self, G_full, spectra: Sequence, norm: float):
+        import torch
+
+        P = G_full.double().pow(2)
+        for axis in range(P.ndim):
+            P = torch.cumsum(P, dim=axis)
+        self.prefix = P.cpu()
+        self.full = tuple(G_full.shape)
+        self.total = norm ** 2
+        self.tails = [tail_squares(s) for s in spectra]
+        self.noise = 100 * torch.finfo(G_full.dtype).eps * self.total
+
+    def kept(self, ranks: Sequence[int]) -> float:
+        return float(self.prefix[tuple(r - 1 for r in ranks)])
+
+    def discarded(self, ranks: Sequence[int]) -> float:
+        """The squared HOSVD error of ``ranks``: measured (``||T||^2 - kept``), or the per-mode
+        bound where that is lower or where the measured value is down at the rounding level of
+        the subtraction (then only the bound is safe)."""
+        measured = self.total - self.kept(ranks)
+        bound = sum(t[r] for t, r in zip(self.tails, ranks))
+        if measured <= self.noise:
+            return bound
+        return min(measured, bound)
+
+
+def choose_ranks(energy: _CoreEnergy, dims: Sequence[int], *, target_params: int | None = None,
+                 max_discarded: float | None = None) -> list[int]:
+    """Per-mode ranks by greedy growth on the full HOSVD.
+
+    From rank 1 on every mode, repeatedly grow the mode whose next core slice adds the most kept
+    energy per added parameter, among the steps that keep the network within ``target_params``;
+    with ``max_discarded`` (a squared absolute error) stop at the first ranks within it, then
+    lower each mode while the ranks stay within it (largest saving first).
+    """
+    full = energy.full
+    ranks = [1] * len(full)
+
+    def done() -> bool:
+        return max_discarded is not None and energy.discarded(ranks) <= max_discarded * (1 + 1e-12)
+
+    while not done():
+        base_kept, base_params = energy.kept(ranks), tucker_params(dims, ranks)
+        best, best_score = None, -1.0
+        for k in range(len(full)):
+            if ranks[k] >= full[k]:
+                continue
+            ranks[k] += 1
+            params = tucker_params(dims, ranks)
+            gain = energy.kept(ranks) - base_kept
+            ranks[k] -= 1
+            if target_params is not None and params > target_params:
+                continue
+            score = gain / (params - base_params)
+            if score > best_score:
+                best, best_score = k, score
+        if best is None:
+            break
+        ranks[best] += 1
+    if max_discarded is not None:
+        trimmed = True
+        while trimmed:
+            trimmed = False
+            # Lowering mode k by one saves its factor column and a slice of the core.
+            for k in sorted(range(len(full)), key=lambda k: -(math.prod(ranks) // ranks[k] + dims[k])):
+                if ranks[k] > 1:
+                    ranks[k] -= 1
+                    if done():
+                        trimmed = True
+                        break
+                    ranks[k] += 1
+    return ranks
+
+
+def uniform_rank(dims: Sequence[int], target_params: int) -> int:
+    """The largest ``r`` whose Tucker network with ranks ``min(r, d_k)`` fits ``target_params`` (0 if none)."""
+    best = 0
+    for r in range(1, max(dims) + 1):
+        if tucker_params(dims, [min(r, d) for d in dims]) > target_params:
+            break
+        best = r
+    return best
+
+
+def hosvd(T, legs: Legs, trunc: Truncation, *, norm: float, randomized: Any = "auto", seed: int = 0,
+          oversample: int = 10, power_iters: int | None = POWER_ITERS,
+          hooi_iters: int | None = None) -> MethodOutput:
+    """Tucker of ``T`` (axes ``legs.names``): truncated HOSVD, then HOOI (``hooi_iters``: ``None``
+    until converged, ``0`` none, ``n`` exactly n sweeps)."""
+    if hooi_iters is not None and (isinstance(hooi_iters, bool) or not isinstance(hooi_iters, int) or hooi_iters < 0):
+        raise RankError(f"hooi_iters must be None (until converged), 0 (plain HOSVD) or a positive integer; "
+                        f"got {hooi_iters!r}")
+    N = T.ndim
+    dims = tuple(T.shape)
+    bonds = [f"r{k + 1}" for k in range(N)]
+    caps = trunc.caps(bonds)
+    extra: dict[str, Any] = {}
+    factors, spectra, discarded, svds = [], {}, {}, {}
+    by_error = trunc.kind in ("rtol", "target_params")
+    for k, bond in enumerate(bonds):
+        # The greedy rank choice needs every singular vector of every mode: exact SVDs of the
+        # unfoldings (short: d_k rows), truncated below.
+        res = truncated_svd(unfold(T, k), Truncation() if by_error else trunc, bond=bond,
+                            cap=None if by_error else caps[bond], randomized=False if by_error else randomized,
+                            seed=seed + k, oversample=oversample, power_iters=power_iters)
+        factors.append(res.U)
+        spectra[bond] = res.spectrum
+        svds[bond] = res
+    if by_error:
+        energy = _CoreEnergy(project(T, factors), [spectra[b] for b in bonds], norm)
+        if trunc.kind == "target_params":
+            ranks = choose_ranks(energy, dims, target_params=int(trunc.value))
+            uniform = [min(uniform_rank(dims, int(trunc.value)), f) for f in energy.full]
+            if uniform[0] >= 1 and energy.kept(uniform) > energy.kept(ranks):
+                ranks = uniform   # never worse than the uniform ranks (greedy is myopic)
+                extra["rank_rule"] = "uniform ranks (the greedy per-mode ranks kept less energy)"
+            else:
+                extra["rank_rule"] = "greedy per-mode ranks (HOSVD error per parameter)"
+        else:
+            ranks = choose_ranks(energy, dims, max_discarded=(trunc.value * norm) ** 2)
+            extra["rank_rule"] = "smallest greedy per-mode ranks whose HOSVD error is within rtol"
+        factors = [U[:, :r] for U, r in zip(factors, ranks)]
+        for k, bond in enumerate(bonds):
+            discarded[bond] = energy.tails[k][ranks[k]] ** 0.5
+        extra["hosvd_error"] = math.sqrt(energy.discarded(ranks)) / norm if norm else 0.0
+    else:
+        discarded = {b: svds[b].discarded for b in bonds}
+    extra.update(describe(svds))
+    if hooi_iters == 0:
+        G = project(T, factors)
+        extra["algorithm"] = "HOSVD"
+    else:
+        factors, G, history, converged = hooi(T, factors, norm=norm, iters=hooi_iters, randomized=randomized,
+                                              seed=seed, oversample=oversample, power_iters=power_iters)
+        extra["hooi_history"] = history
+        extra["hooi_converged"] = converged
+        n = len(history)
+        how = (f"converged: last sweep improved the error by < {HOOI_TOL:g}" if converged else
+               (f"stopped at the {HOOI_MAX_ITERS}-sweep cap" if hooi_iters is None else "fixed hooi_iters"))
+        extra["algorithm"] = f"HOOI from HOSVD, {n} sweep{'s' if n != 1 else ''} ({how})"
     net = tucker_network(legs, [U.shape[1] for U in factors])
     tensors = {"G": G.contiguous()}
     tensors.update({f"U{k + 1}": U.contiguous() for k, U in enumerate(factors)})
-    extra = {"randomized": used_random}
-    if hooi_iters:
-        extra["hooi_history"] = history
     return MethodOutput(net, tensors, spectra, discarded, extra)
