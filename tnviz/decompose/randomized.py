@@ -150,22 +150,27 @@ def block_krylov_svd(A, block: int, rank: int, *, steps: int | None = None, tol:
     max_basis = min(m, n) if max_basis is None else max(block, min(max_basis, m, n))
     gen = torch.Generator(device=A.device).manual_seed(int(seed))
     omega = torch.randn(n, block, generator=gen, device=A.device, dtype=A.dtype)
-    X = _qr(A @ omega)
-    Xs, Zs = [X], [A.mT @ X]
-    gram = (Zs[0].mT @ Zs[0]).double()
+    blocks = max_basis // block if steps is None else min(steps + 1, max_basis // block)
+    K = torch.empty(m, blocks * block, device=A.device, dtype=A.dtype)       # the basis, block by block
+    Z = torch.empty(n, blocks * block, device=A.device, dtype=A.dtype)       # A^T K
+    gram = torch.zeros(blocks * block, blocks * block, device=A.device, dtype=torch.float64)  # Z^T Z
+    K[:, :block] = _qr(A @ omega)
+    Z[:, :block] = A.mT @ K[:, :block]
+    gram[:block, :block] = (Z[:, :block].mT @ Z[:, :block]).double()
 
-    def captured(G) -> float:
-        ev = torch.linalg.eigvalsh(G)
+    def captured(cols: int) -> float:
+        ev = torch.linalg.eigvalsh(gram[:cols, :cols])
         return float(ev[-rank:].clamp(min=0).sum())
 
-    energies = [captured(gram)]
+    energies = [captured(block)]
     converged, gap = False, None
+    cols = block
     while True:
-        j = len(Xs) - 1
+        j = cols // block - 1
         if steps is not None:
             if j >= steps:
                 break
-        elif j >= 2:
+        elif j >= MIN_STEPS:
             inc, prev = energies[-1] - energies[-2], energies[-2] - energies[-3]
             top = max(energies[-1], 1e-300)
             if inc <= NOISE_FLOOR * top:
@@ -177,26 +182,31 @@ def block_krylov_svd(A, block: int, rank: int, *, steps: int | None = None, tol:
                 if gap <= tol:
                     converged = True
                     break
-        if (j + 2) * block > max_basis:
+        if cols + block > blocks * block:
             break
-        K = torch.cat(Xs, dim=1)
-        Y = A @ Zs[-1]
+        Kc = K[:, :cols]
+        Y = A @ Z[:, cols - block:cols]
         for _ in range(2):
-            Y = Y - K @ (K.mT @ Y)
+            Y = Y - Kc @ (Kc.mT @ Y)
         X = _qr(Y)
-        X = _qr(X - K @ (K.mT @ X))   # a near-exhausted Krylov space leaves Y tiny: re-orthogonalise
-        Z = A.mT @ X
-        Zall = torch.cat(Zs, dim=1)
-        cross = (Zall.mT @ Z).double()
-        gram = torch.cat([torch.cat([gram, cross], dim=1), torch.cat([cross.mT, (Z.mT @ Z).double()], dim=1)], dim=0)
-        Xs.append(X)
-        Zs.append(Z)
-        energies.append(captured(gram))
-    K = torch.cat(Xs, dim=1)
-    Ub, S, Vh, SVh = exact_svd(torch.cat(Zs, dim=1).mT)      # B = K^T A
-    if SVh is None:
-        SVh = S[:, None] * Vh
-    return KrylovResult(K @ Ub, S, Vh, SVh, len(Xs) - 1, converged, gap, energies)
+        X = _qr(X - Kc @ (Kc.mT @ X))   # a near-exhausted Krylov space leaves Y tiny: re-orthogonalise
+        new = slice(cols, cols + block)
+        K[:, new] = X
+        Z[:, new] = A.mT @ X
+        cross = (Z[:, :cols + block].mT @ Z[:, new]).double()
+        gram[:cols + block, new] = cross
+        gram[new, :cols + block] = cross.mT
+        cols += block
+        energies.append(captured(cols))
+    # B = K^T A = Z^T; its SVD from the Gram matrix already at hand (one small eigh instead of a
+    # QR + SVD of the wide B).  S·Vh is formed directly as V^T Z^T = U^T A, so the factorization
+    # is the exact projection of A on span(U) whatever rounding does to the smallest eigenvalues.
+    evals, evecs = torch.linalg.eigh(gram[:cols, :cols])
+    V = evecs.flip(-1).to(A.dtype)
+    S = evals.flip(-1).clamp(min=0).sqrt().to(A.dtype)
+    SVh = (Z[:, :cols] @ V).mT
+    Vh = SVh / torch.where(S > 0, S, torch.ones_like(S))[:, None]
+    return KrylovResult(K[:, :cols] @ V, S, Vh, SVh, cols // block - 1, converged, gap, energies)
 
 
 def _wide_r_factor(A):

@@ -183,8 +183,7 @@ def tradeoff(
                 if sweeps == 0:
                     G = out.tensors["G"][tuple(slice(0, k) for k in ks)].contiguous()
                 else:
-                    factors, G, _, _ = hooi(T, factors, norm=norm, iters=sweeps, randomized=randomized, seed=seed,
-                                            **opts)
+                    factors, G, _, _ = hooi(T, factors, norm=norm, iters=sweeps)
                 tensors = {"G": G.contiguous()}
                 tensors.update({f"U{k + 1}": factors[k] for k in range(N)})
                 net = tucker_network(legs, ks)
