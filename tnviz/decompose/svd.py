@@ -6,7 +6,6 @@ a conv kernel keeps ``cout`` / ``cin, kh, kw`` (so ``V`` is a bank of ``r`` smal
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from ..network import TensorNetwork
