@@ -160,22 +160,13 @@ class _CoreEnergy:
         return min(measured, bound)
 
 
-def choose_ranks(energy: _CoreEnergy, dims: Sequence[int], *, target_params: int | None = None,
-                 max_discarded: float | None = None) -> list[int]:
-    """Per-mode ranks by greedy growth on the full HOSVD.
-
-    From rank 1 on every mode, repeatedly grow the mode whose next core slice adds the most kept
-    energy per added parameter, among the steps that keep the network within ``target_params``;
-    with ``max_discarded`` (a squared absolute error) stop at the first ranks within it, then
-    lower each mode while the ranks stay within it (largest saving first).
-    """
+def _grow(energy: _CoreEnergy, dims: Sequence[int], ranks: list[int], target_params: int | None,
+          done=lambda ranks: False) -> list[int]:
+    """Grow ``ranks`` one mode at a time, each time the step with the most kept energy per added
+    parameter among those that fit ``target_params``, until ``done(ranks)`` or nothing fits."""
+    ranks = list(ranks)
     full = energy.full
-    ranks = [1] * len(full)
-
-    def done() -> bool:
-        return max_discarded is not None and energy.discarded(ranks) <= max_discarded * (1 + 1e-12)
-
-    while not done():
+    while not done(ranks):
         base_kept, base_params = energy.kept(ranks), tucker_params(dims, ranks)
         best, best_score = None, -1.0
         for k in range(len(full)):
@@ -193,6 +184,54 @@ def choose_ranks(energy: _CoreEnergy, dims: Sequence[int], *, target_params: int
         if best is None:
             break
         ranks[best] += 1
+    return ranks
+
+
+def _exchange(energy: _CoreEnergy, dims: Sequence[int], ranks: list[int], target_params: int,
+              max_passes: int = 100) -> list[int]:
+    """Local search after the greedy growth, which can stall with budget left: move one rank from
+    mode ``a`` to mode ``b``, grow again into what the budget then allows, and keep the best such
+    move while it raises the kept energy."""
+    full = energy.full
+    for _ in range(max_passes):
+        best, best_kept = None, energy.kept(ranks)
+        for a in range(len(full)):
+            for b in range(len(full)):
+                if a == b or ranks[a] <= 1 or ranks[b] >= full[b]:
+                    continue
+                moved = list(ranks)
+                moved[a] -= 1
+                moved[b] += 1
+                if tucker_params(dims, moved) > target_params:
+                    continue
+                moved = _grow(energy, dims, moved, target_params)
+                kept = energy.kept(moved)
+                if kept > best_kept * (1 + 1e-12):
+                    best, best_kept = moved, kept
+        if best is None:
+            break
+        ranks = best
+    return ranks
+
+
+def choose_ranks(energy: _CoreEnergy, dims: Sequence[int], *, target_params: int | None = None,
+                 max_discarded: float | None = None) -> list[int]:
+    """Per-mode ranks by greedy growth on the full HOSVD.
+
+    From rank 1 on every mode, repeatedly grow the mode whose next core slice adds the most kept
+    energy per added parameter, among the steps that keep the network within ``target_params``
+    (then exchange ranks between modes while that keeps more energy within the budget); with
+    ``max_discarded`` (a squared absolute error) stop at the first ranks within it, then lower
+    each mode while the ranks stay within it (largest saving first).
+    """
+    full = energy.full
+
+    def done(ranks) -> bool:
+        return max_discarded is not None and energy.discarded(ranks) <= max_discarded * (1 + 1e-12)
+
+    ranks = _grow(energy, dims, [1] * len(full), target_params, done)
+    if target_params is not None:
+        ranks = _exchange(energy, dims, ranks, target_params)
     if max_discarded is not None:
         trimmed = True
         while trimmed:
@@ -201,7 +240,7 @@ def choose_ranks(energy: _CoreEnergy, dims: Sequence[int], *, target_params: int
             for k in sorted(range(len(full)), key=lambda k: -(math.prod(ranks) // ranks[k] + dims[k])):
                 if ranks[k] > 1:
                     ranks[k] -= 1
-                    if done():
+                    if done(ranks):
                         trimmed = True
                         break
                     ranks[k] += 1
@@ -242,31 +281,46 @@ def hosvd(T, legs: Legs, trunc: Truncation, *, norm: float, randomized: Any = "a
         factors.append(res.U)
         spectra[bond] = res.spectrum
         svds[bond] = res
+    full_factors = factors
+    candidates: list[tuple[list[int], str]] = []
+    energy = None
     if by_error:
         energy = _CoreEnergy(project(T, factors), [spectra[b] for b in bonds], norm)
         if trunc.kind == "target_params":
             ranks = choose_ranks(energy, dims, target_params=int(trunc.value))
+            candidates.append((ranks, "greedy per-mode ranks (HOSVD error per parameter)"))
             uniform = [min(uniform_rank(dims, int(trunc.value)), f) for f in energy.full]
-            if uniform[0] >= 1 and energy.kept(uniform) > energy.kept(ranks):
-                ranks = uniform   # never worse than the uniform ranks (greedy is myopic)
-                extra["rank_rule"] = "uniform ranks (the greedy per-mode ranks kept less energy)"
-            else:
-                extra["rank_rule"] = "greedy per-mode ranks (HOSVD error per parameter)"
+            if uniform != ranks and uniform[0] >= 1:
+                # The greedy works on the HOSVD error; HOOI can reorder close candidates, so the
+                # uniform ranks run too and the better final error wins: never worse than them.
+                candidates.append((uniform, "uniform ranks (lower error than the greedy per-mode ranks)"))
         else:
             ranks = choose_ranks(energy, dims, max_discarded=(trunc.value * norm) ** 2)
-            extra["rank_rule"] = "smallest greedy per-mode ranks whose HOSVD error is within rtol"
-        factors = [U[:, :r] for U, r in zip(factors, ranks)]
+            candidates.append((ranks, "smallest greedy per-mode ranks whose HOSVD error is within rtol"))
+    else:
+        candidates.append(([U.shape[1] for U in factors], ""))
+    extra.update(describe(svds))
+    best = None
+    for ranks, rule in candidates:
+        start = [U[:, :r] for U, r in zip(full_factors, ranks)]
+        if hooi_iters == 0:
+            run = (start, project(T, start), None, None)
+        else:
+            run = hooi(T, start, norm=norm, iters=hooi_iters)
+        core_sq = float(run[1].double().pow(2).sum())
+        if best is None or core_sq > best[0]:
+            best = (core_sq, ranks, rule, run)
+    _, ranks, rule, (factors, G, history, converged) = best
+    if by_error:
+        extra["rank_rule"] = rule
         for k, bond in enumerate(bonds):
             discarded[bond] = energy.tails[k][ranks[k]] ** 0.5
         extra["hosvd_error"] = math.sqrt(energy.discarded(ranks)) / norm if norm else 0.0
     else:
         discarded = {b: svds[b].discarded for b in bonds}
-    extra.update(describe(svds))
     if hooi_iters == 0:
-        G = project(T, factors)
         extra["algorithm"] = "HOSVD"
     else:
-        factors, G, history, converged = hooi(T, factors, norm=norm, iters=hooi_iters)
         extra["hooi_history"] = history
         extra["hooi_converged"] = converged
         n = len(history)
