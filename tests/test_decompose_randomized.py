@@ -2,7 +2,6 @@
 rule of randomized="auto", seeding, the short-side paths."""
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
@@ -124,3 +123,104 @@ def test_forced_randomized_covers_a_short_side_exactly():
     assert torch.allclose(got[:3], exact[:3], rtol=1e-10)
     # Documented limit of the Gram path: values below ~sqrt(eps)·s_max are only that small.
     assert float(got[3:].max()) < 1e-6 * float(exact[0]) and float(exact[3:].max()) < 1e-12
+
+
+# ---------------------------------------------------------------- the energy rule of randomized="auto"
+def with_spectrum(n, s, seed):
+    """An ``n x n`` matrix with singular values ``s`` in a random orthogonal basis."""
+    g = gen(seed)
+    U, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    V, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    return (U * s) @ V.T
+
+
+def spectrum(kind, n):
+    k = torch.arange(n, dtype=torch.float64)
+    return {"exp/300": torch.exp(-k / 300), "exp/100": torch.exp(-k / 100), "pow0.3": (k + 1) ** -0.3,
+            "pow0.5": (k + 1) ** -0.5}[kind]
+
+
+def captured(res) -> float:
+    return 1.0 - res.rel_error ** 2
+
+
+ENERGY_CASES = [(512, "exp/300", 16), (512, "exp/100", 32), (768, "pow0.3", 32), (1024, "exp/300", 32),
+                (1024, "pow0.5", 16)]
+
+
+@pytest.mark.parametrize("n,kind,rank", ENERGY_CASES)
+def test_auto_captures_within_two_percent_of_the_exact_energy(n, kind, rank):
+    """Realistic decaying spectra: the randomized SVD "auto" picks captures at least 98% of the
+    energy (1 - err^2) of the exact truncated SVD; two plain power iterations, the old default,
+    do not on these (non-vacuous)."""
+    s = spectrum(kind, n)
+    W = with_spectrum(n, s, seed=n + rank)
+    auto = decompose(W, "svd", max_rank=rank)
+    exact = decompose(W, "svd", max_rank=rank, randomized=False)
+    assert auto.extra["randomized"] == ["r"] and "randomized SVD on r" in auto.algorithm
+    assert exact.extra["randomized"] == [] and exact.algorithm == "truncated SVD; exact SVDs"
+    assert captured(exact) == pytest.approx(float((s[:rank] ** 2).sum() / (s ** 2).sum()), rel=1e-9)
+    assert captured(auto) >= 0.98 * captured(exact), (captured(auto), captured(exact))
+    assert captured(auto) <= captured(exact) * (1 + 1e-9)
+    U, S, _ = randomized_svd(W, rank + 10, power_iters=2, seed=0)
+    old = float((S[:rank] ** 2).sum() / (s ** 2).sum())
+    if kind != "pow0.5":
+        assert old < 0.98 * captured(exact)
+
+
+def test_auto_tt_svd_keeps_the_energy_on_a_decaying_unfolding():
+    """TT-SVD at bond 32 of a 1024² weight whose first unfolding (32·32 x 32·32) decays slowly."""
+    n, rank = 1024, 32
+    M = with_spectrum(n, spectrum("exp/300", n), seed=1)
+    W = M.reshape(32, 32, 32, 32).permute(1, 3, 0, 2).reshape(n, n).contiguous()   # unfolding -> (o1,o2,i1,i2)
+    legs = dict(in_dims=[32, 32], out_dims=[32, 32])
+    auto = decompose(W, "mpo", max_rank=rank, **legs)
+    exact = decompose(W, "mpo", max_rank=rank, randomized=False, **legs)
+    assert auto.extra["randomized"] == ["b1"] and auto.extra["krylov_steps"]["b1"] >= 2
+    assert "randomized SVD on b1 (b1: " in auto.algorithm and "Krylov steps" in auto.algorithm
+    assert captured(auto) >= 0.98 * captured(exact)
+    assert auto.rel_error <= auto.bound() * (1 + 1e-9)
+
+
+def test_auto_falls_back_to_exact_when_the_energy_does_not_converge():
+    """A flat spectrum: within half the short side the Krylov basis cannot pin down the top 20
+    singular values to the energy target, so "auto" runs the exact SVD and says so."""
+    W = torch.randn(256, 256, generator=gen(11), dtype=torch.float64)
+    auto = decompose(W, "svd", max_rank=20)
+    exact = decompose(W, "svd", max_rank=20, randomized=False)
+    assert auto.extra["randomized"] == [] and auto.extra["randomized_fallback"] == ["r"]
+    assert "fell short of the energy target" in auto.algorithm
+    assert auto.rel_error == pytest.approx(exact.rel_error, abs=1e-12)
+    # Forced, it keeps the randomized result (and says how many steps it took).
+    forced = decompose(W, "svd", max_rank=20, randomized=True)
+    assert forced.extra["randomized"] == ["r"] and "randomized_fallback" not in forced.extra
+    assert forced.rel_error >= exact.rel_error - 1e-12
+
+
+def test_fixed_krylov_steps_and_bad_values():
+    from tnviz.errors import DecompositionError
+
+    W = with_spectrum(512, spectrum("exp/100", 512), seed=2)
+    res = decompose(W, "svd", max_rank=16, power_iters=1)
+    assert res.extra["krylov_steps"] == {"r": 1}
+    more = decompose(W, "svd", max_rank=16, power_iters=4)
+    assert more.extra["krylov_steps"] == {"r": 4} and more.rel_error <= res.rel_error + 1e-12
+    with pytest.raises(DecompositionError, match="power_iters .* non-negative integer or None; got -1"):
+        decompose(W, "svd", max_rank=16, power_iters=-1)
+
+
+def test_block_krylov_svd_is_a_projection_with_growing_energy():
+    from tnviz.decompose.randomized import block_krylov_svd
+
+    A = with_spectrum(400, spectrum("pow0.3", 400), seed=3)[:, :300]
+    res = block_krylov_svd(A, 20, 10, seed=0)
+    assert res.converged and res.gap is not None and res.gap <= 0.005
+    assert all(b >= a * (1 - 1e-12) for a, b in zip(res.energies, res.energies[1:]))
+    K = res.U.shape[1]
+    assert K == 20 * (res.steps + 1)
+    assert torch.allclose(res.U.T @ res.U, torch.eye(K, dtype=torch.float64), atol=1e-10)
+    assert torch.allclose(res.SVh, res.U.T @ A, atol=1e-10)                    # S·Vh = U^T A exactly
+    assert torch.allclose(res.S[:, None] * res.Vh, res.SVh, atol=1e-10)
+    s = torch.linalg.svdvals(A)
+    assert float((res.S[:10] ** 2).sum()) >= (1 - 0.005) * float((s[:10] ** 2).sum())
+    assert bool((res.S[:10] <= s[:10] * (1 + 1e-10)).all())                    # Ritz values are lower bounds

@@ -92,3 +92,17 @@ def test_pareto_front_is_the_non_dominated_set(weight):
         pareto_front(pts, by="speed")
     with pytest.raises(DecompositionError, match="unknown decomposition method 'pca'"):
         tradeoff(weight, methods=("pca",))
+
+
+def test_tradeoff_tucker_points_run_hooi_like_decompose(weight):
+    """Tucker points start from the corners of one HOSVD and run HOOI as decompose does; with
+    hooi_iters=0 they are the corners themselves (plain HOSVD), which HOOI beats."""
+    hooi = {p.rank: p for p in tradeoff(weight, methods=("tucker",), ranks=[1, 2, 3], in_dims=IN_DIMS, out_dims=OUT_DIMS)}
+    plain = {p.rank: p for p in tradeoff(weight, methods=("tucker",), ranks=[1, 2, 3], in_dims=IN_DIMS,
+                                         out_dims=OUT_DIMS, hooi_iters=0)}
+    for r in [1, 2, 3]:
+        d = decompose(weight, "tucker", in_dims=IN_DIMS, out_dims=OUT_DIMS, max_rank=r, hooi_iters=0)
+        assert plain[r].rel_error == pytest.approx(d.rel_error, rel=1e-9)
+        assert hooi[r].ranks == plain[r].ranks
+    assert all(hooi[r].rel_error <= plain[r].rel_error + 1e-12 for r in [1, 2, 3])
+    assert hooi[2].rel_error < plain[2].rel_error - 1e-3
