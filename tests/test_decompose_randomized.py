@@ -2,7 +2,6 @@
 rule of randomized="auto", seeding, the short-side paths."""
 from __future__ import annotations
 
-
 import pytest
 import torch
 
