@@ -179,6 +179,10 @@ def decompose(
     ``energy``, ``target_params`` (none = exact).  ``input_cov`` (full or per-input-leg
     Kronecker factors) makes it data-aware, see :mod:`tnviz.decompose.data_aware`;
     ``randomized`` is ``"auto"``, ``True`` or ``False``, see :mod:`tnviz.decompose.randomized`.
+    The result's ``algorithm`` says what ran (e.g. which bonds took the randomized SVD, or how
+    many HOOI sweeps Tucker made) and ``compresses`` whether the network is smaller than the
+    weight (a loose ``rtol`` on a flat spectrum may return one that is not; it is returned all
+    the same, with ``extra['note']``).
 
     >>> import torch
     >>> W = torch.randn(64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
