@@ -230,3 +230,29 @@ def test_data_aware_tucker_runs_hooi_on_the_whitened_weight():
     assert hooi.algorithm.startswith("HOOI") and "absorbed exactly" in hooi.extra["data_aware"]
     assert hooi.data_error < hosvd.data_error - 1e-3
     assert hooi.data_error <= hooi.bound() * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("trunc", [("max_rank", 3), ("max_rank", [2, 4, 3, 1, 2, 3]), ("rtol", 0.5),
+                                   ("target_params", 900), ("energy", 0.8)])
+def test_from_factors_of_the_exact_hosvd_equals_a_fresh_decomposition(trunc):
+    """What tnviz.spectra.cut needs: one exact (untruncated) Tucker, then any truncation of it
+    through from_factors, equal to a fresh decompose(..., randomized=False)."""
+    from tnviz.decompose.legs import make_legs
+    from tnviz.decompose.truncation import parse_truncation
+    from tnviz.decompose.tucker import from_factors
+
+    W = decaying(48, 64, seed=4)
+    legs = dict(in_dims=[4, 4, 4], out_dims=[4, 3, 4])
+    exact = decompose(W, "tucker", randomized=False, **legs)
+    assert exact.rel_error < 1e-12 and exact.algorithm.startswith("HOSVD (nothing truncated")
+    kind, value = trunc
+    fresh = decompose(W, "tucker", randomized=False, **{kind: value}, **legs)
+    L = make_legs(W.shape, legs["in_dims"], legs["out_dims"])
+    t = parse_truncation(**{kind: value})
+    out = from_factors(W.reshape(L.dims), L, [exact.tensors[f"U{k + 1}"] for k in range(6)],
+                       [exact.spectra[f"r{k + 1}"] for k in range(6)], t, norm=float(W.norm()))
+    assert out.network == fresh.network
+    for name, tensor in out.tensors.items():
+        assert torch.allclose(tensor, fresh.tensors[name], atol=1e-10), name
+    assert {b: round(v / float(W.norm()), 12) for b, v in out.discarded.items()} == \
+        {b: round(v, 12) for b, v in fresh.discarded.items()}

@@ -43,7 +43,7 @@ from ..errors import RankError
 from .legs import Legs
 from .randomized import POWER_ITERS, describe, truncated_svd
 from .result import MethodOutput
-from .truncation import Truncation, tail_squares
+from .truncation import Truncation, choose_rank, tail_squares
 
 #: HOOI stops when a sweep lowers the relative error by less than this (absolute, like
 #: TensorLy's ``tol`` but 100x tighter: TensorLy stops at 1e-4) ...
@@ -257,35 +257,58 @@ def uniform_rank(dims: Sequence[int], target_params: int) -> int:
     return best
 
 
+def _check_hooi_iters(hooi_iters) -> None:
+    if hooi_iters is not None and (isinstance(hooi_iters, bool) or not isinstance(hooi_iters, int) or hooi_iters < 0):
+        raise RankError(f"hooi_iters must be None (until converged), 0 (plain HOSVD) or a positive integer; "
+                        f"got {hooi_iters!r}")
+
+
 def hosvd(T, legs: Legs, trunc: Truncation, *, norm: float, randomized: Any = "auto", seed: int = 0,
           oversample: int = 10, power_iters: int | None = POWER_ITERS,
           hooi_iters: int | None = None) -> MethodOutput:
     """Tucker of ``T`` (axes ``legs.names``): truncated HOSVD, then HOOI (``hooi_iters``: ``None``
     until converged, ``0`` none, ``n`` exactly n sweeps)."""
-    if hooi_iters is not None and (isinstance(hooi_iters, bool) or not isinstance(hooi_iters, int) or hooi_iters < 0):
-        raise RankError(f"hooi_iters must be None (until converged), 0 (plain HOSVD) or a positive integer; "
-                        f"got {hooi_iters!r}")
+    _check_hooi_iters(hooi_iters)
+    bonds = [f"r{k + 1}" for k in range(T.ndim)]
+    caps = trunc.caps(bonds)
+    by_error = trunc.kind in ("rtol", "target_params")
+    svds = {}
+    for k, bond in enumerate(bonds):
+        # The greedy rank choice needs every singular vector of every mode: exact SVDs of the
+        # unfoldings (short: d_k rows), truncated by from_factors.
+        svds[bond] = truncated_svd(unfold(T, k), Truncation() if by_error else trunc, bond=bond,
+                                   cap=None if by_error else caps[bond],
+                                   randomized=False if by_error else randomized, seed=seed + k,
+                                   oversample=oversample, power_iters=power_iters)
+    out = from_factors(T, legs, [svds[b].U for b in bonds], [svds[b].spectrum for b in bonds], trunc, norm=norm,
+                       hooi_iters=hooi_iters, discarded=None if by_error else [svds[b].discarded for b in bonds])
+    out.extra.update(describe(svds))
+    return out
+
+
+def from_factors(T, legs: Legs, factors: Sequence, spectra: Sequence, trunc: Truncation, *, norm: float,
+                 hooi_iters: int | None = None, discarded: Sequence[float] | None = None) -> MethodOutput:
+    """The Tucker network of ``T`` from HOSVD factors (columns = leading left singular vectors of
+    each unfolding, ``spectra`` its singular values): ranks by ``trunc``, then HOOI.
+
+    This is the second half of :func:`hosvd`; a caller holding the *full* HOSVD (e.g. the exact
+    decomposition that :func:`tnviz.spectra.cut` slices) gets exactly what a fresh
+    ``decompose(W, "tucker", randomized=False, ...)`` returns for any truncation.  With
+    ``rtol``/``target_params`` the factors must be full; ``max_rank``/``energy``/exact slice them.
+    ``discarded`` (absolute, per mode) defaults to the spectra's tails at the chosen ranks.
+    """
+    _check_hooi_iters(hooi_iters)
     N = T.ndim
     dims = tuple(T.shape)
     bonds = [f"r{k + 1}" for k in range(N)]
-    caps = trunc.caps(bonds)
+    spectra = list(spectra)
+    widths = [U.shape[1] for U in factors]
+    tails = [tail_squares(s) for s in spectra]
     extra: dict[str, Any] = {}
-    factors, spectra, discarded, svds = [], {}, {}, {}
-    by_error = trunc.kind in ("rtol", "target_params")
-    for k, bond in enumerate(bonds):
-        # The greedy rank choice needs every singular vector of every mode: exact SVDs of the
-        # unfoldings (short: d_k rows), truncated below.
-        res = truncated_svd(unfold(T, k), Truncation() if by_error else trunc, bond=bond,
-                            cap=None if by_error else caps[bond], randomized=False if by_error else randomized,
-                            seed=seed + k, oversample=oversample, power_iters=power_iters)
-        factors.append(res.U)
-        spectra[bond] = res.spectrum
-        svds[bond] = res
-    full_factors = factors
     candidates: list[tuple[list[int], str]] = []
     energy = None
-    if by_error:
-        energy = _CoreEnergy(project(T, factors), [spectra[b] for b in bonds], norm)
+    if trunc.kind in ("rtol", "target_params"):
+        energy = _CoreEnergy(project(T, list(factors)), spectra, norm)
         if trunc.kind == "target_params":
             ranks = choose_ranks(energy, dims, target_params=int(trunc.value))
             candidates.append((ranks, "greedy per-mode ranks (HOSVD error per parameter)"))
@@ -297,29 +320,34 @@ def hosvd(T, legs: Legs, trunc: Truncation, *, norm: float, randomized: Any = "a
         else:
             ranks = choose_ranks(energy, dims, max_discarded=(trunc.value * norm) ** 2)
             candidates.append((ranks, "smallest greedy per-mode ranks whose HOSVD error is within rtol"))
+    elif trunc.kind == "max_rank":
+        caps = trunc.caps(bonds)
+        candidates.append(([min(w, caps[b]) if caps[b] is not None else w for w, b in zip(widths, bonds)], ""))
+    elif trunc.kind == "energy":
+        candidates.append(([min(w, choose_rank(s, trunc, bond=b)) for w, s, b in zip(widths, spectra, bonds)], ""))
     else:
-        candidates.append(([U.shape[1] for U in factors], ""))
-    extra.update(describe(svds))
+        candidates.append((widths, ""))
     best = None
     for ranks, rule in candidates:
-        start = [U[:, :r] for U, r in zip(full_factors, ranks)]
-        if hooi_iters == 0:
+        start = [U[:, :r] for U, r in zip(factors, ranks)]
+        untruncated = all(r >= int(s.shape[0]) for r, s in zip(ranks, spectra))
+        if hooi_iters == 0 or untruncated:   # nothing cut: the HOSVD is exact, HOOI has nothing to do
             run = (start, project(T, start), None, None)
         else:
             run = hooi(T, start, norm=norm, iters=hooi_iters)
         core_sq = float(run[1].double().pow(2).sum())
         if best is None or core_sq > best[0]:
-            best = (core_sq, ranks, rule, run)
-    _, ranks, rule, (factors, G, history, converged) = best
-    if by_error:
+            best = (core_sq, ranks, rule, run, untruncated)
+    _, ranks, rule, (factors, G, history, converged), untruncated = best
+    if energy is not None:
         extra["rank_rule"] = rule
-        for k, bond in enumerate(bonds):
-            discarded[bond] = energy.tails[k][ranks[k]] ** 0.5
         extra["hosvd_error"] = math.sqrt(energy.discarded(ranks)) / norm if norm else 0.0
-    else:
-        discarded = {b: svds[b].discarded for b in bonds}
+    if discarded is None:
+        discarded = [t[r] ** 0.5 for t, r in zip(tails, ranks)]
     if hooi_iters == 0:
         extra["algorithm"] = "HOSVD"
+    elif untruncated:
+        extra["algorithm"] = "HOSVD (nothing truncated: exact, no HOOI sweep needed)"
     else:
         extra["hooi_history"] = history
         extra["hooi_converged"] = converged
@@ -330,4 +358,4 @@ def hosvd(T, legs: Legs, trunc: Truncation, *, norm: float, randomized: Any = "a
     net = tucker_network(legs, [U.shape[1] for U in factors])
     tensors = {"G": G.contiguous()}
     tensors.update({f"U{k + 1}": U.contiguous() for k, U in enumerate(factors)})
-    return MethodOutput(net, tensors, spectra, discarded, extra)
+    return MethodOutput(net, tensors, dict(zip(bonds, spectra)), dict(zip(bonds, discarded)), extra)
