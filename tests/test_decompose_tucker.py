@@ -236,7 +236,7 @@ def test_data_aware_tucker_runs_hooi_on_the_whitened_weight():
                                    ("target_params", 900), ("energy", 0.8)])
 def test_from_factors_of_the_exact_hosvd_equals_a_fresh_decomposition(trunc):
     """What tnviz.spectra.cut needs: one exact (untruncated) Tucker, then any truncation of it
-    through from_factors, equal to a fresh decompose(..., randomized=False)."""
+    through from_factors / truncate_exact, equal to a fresh decompose(..., randomized=False)."""
     from tnviz.decompose.legs import make_legs
     from tnviz.decompose.truncation import parse_truncation
     from tnviz.decompose.tucker import from_factors
@@ -256,3 +256,9 @@ def test_from_factors_of_the_exact_hosvd_equals_a_fresh_decomposition(trunc):
         assert torch.allclose(tensor, fresh.tensors[name], atol=1e-10), name
     assert {b: round(v / float(W.norm()), 12) for b, v in out.discarded.items()} == \
         {b: round(v, 12) for b, v in fresh.discarded.items()}
+    # truncate_exact does the same from the Decomposition itself (legs read off its network).
+    from tnviz.decompose.tucker import truncate_exact
+
+    again = truncate_exact(exact, W, t)
+    assert again.network == fresh.network
+    assert all(torch.allclose(again.tensors[n], fresh.tensors[n], atol=1e-10) for n in fresh.tensors)

@@ -359,3 +359,21 @@ def from_factors(T, legs: Legs, factors: Sequence, spectra: Sequence, trunc: Tru
     tensors = {"G": G.contiguous()}
     tensors.update({f"U{k + 1}": U.contiguous() for k, U in enumerate(factors)})
     return MethodOutput(net, tensors, dict(zip(bonds, spectra)), dict(zip(bonds, discarded)), extra)
+
+
+def truncate_exact(exact, weight, trunc: Truncation, *, hooi_iters: int | None = None) -> MethodOutput:
+    """Any truncation of an exact (untruncated, ``randomized=False``) Tucker decomposition of
+    ``weight``, equal to a fresh ``decompose(weight, "tucker", randomized=False, ...)``: ranks
+    by ``trunc`` from its HOSVD factors and spectra, then HOOI (see :func:`from_factors`).
+    ``discarded`` in the output is absolute, as methods return it."""
+    import torch
+
+    net = exact.network
+    sizes = net.sizes
+    legs = Legs(in_dims=tuple(sizes[i] for i in net.inputs), out_dims=tuple(sizes[o] for o in net.outputs),
+                in_names=tuple(net.inputs), out_names=tuple(net.outputs), weight_shape=tuple(weight.shape))
+    factors = [exact.tensors[f"U{k + 1}"] for k in range(len(legs.dims))]
+    T = weight.detach().to(factors[0].dtype).reshape(legs.dims)
+    spectra = [exact.spectra[f"r{k + 1}"] for k in range(len(legs.dims))]
+    return from_factors(T, legs, factors, spectra, trunc, norm=float(torch.linalg.vector_norm(T.reshape(-1))),
+                        hooi_iters=hooi_iters)
