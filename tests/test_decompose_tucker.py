@@ -95,18 +95,22 @@ def test_hooi_default_is_never_less_accurate_than_hosvd(k):
 
 
 def test_hooi_stopping_rule():
-    from tnviz.decompose.tucker import HOOI_MAX_ITERS, HOOI_TOL
+    from tnviz.decompose.tucker import HOOI_MAX_ITERS, HOOI_MIN_ITERS, HOOI_TOL
 
     W, legs, rank = case_weight(1)
     res = decompose(W, "tucker", max_rank=rank, **legs)
     hist = res.extra["hooi_history"]
-    assert res.extra["hooi_converged"] and 1 < len(hist) < HOOI_MAX_ITERS
+    assert res.extra["hooi_converged"] and HOOI_MIN_ITERS < len(hist) < HOOI_MAX_ITERS
     assert all(b <= a + 1e-12 for a, b in zip(hist, hist[1:]))          # never rises
     assert hist[-2] - hist[-1] < HOOI_TOL <= hist[-3] - hist[-2]       # stopped at the first small step
     assert hist[-1] == pytest.approx(res.rel_error, abs=1e-9)
     assert f"{len(hist)} sweeps (converged" in res.algorithm
     fixed = decompose(W, "tucker", max_rank=rank, hooi_iters=3, **legs)
     assert len(fixed.extra["hooi_history"]) == 3 and fixed.extra["hooi_history"] == hist[:3]
+    # At least HOOI_MIN_ITERS sweeps, as TensorLy, even when the first one already gains little.
+    exact_rank = decompose(dense_of(tnviz.tucker([6, 5], [4, 7], ranks=[2, 3, 4, 2]), seed=5), "tucker",
+                           in_dims=[6, 5], out_dims=[4, 7], max_rank=[2, 3, 4, 2])
+    assert len(exact_rank.extra["hooi_history"]) == HOOI_MIN_ITERS
     capped = decompose(W, "tucker", max_rank=rank, hooi_iters=HOOI_MAX_ITERS + 5, **legs)
     assert len(capped.extra["hooi_history"]) == HOOI_MAX_ITERS + 5 and capped.rel_error <= res.rel_error + 1e-12
     from tnviz.errors import RankError
