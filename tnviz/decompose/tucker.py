@@ -68,12 +68,13 @@ def mode_product(T, M, mode: int):
     return torch.movedim(torch.tensordot(M, T, dims=([1], [mode])), 0, mode)
 
 
-def project(T, factors, skip: int | None = None):
-    """``T ×_k U_k^T`` over every mode except ``skip`` (the modes that shrink most first)."""
-    order = sorted((k for k in range(len(factors)) if k != skip),
-                   key=lambda k: factors[k].shape[1] / factors[k].shape[0])
+def project(T, factors, skip: int | None = None, modes=None):
+    """``T ×_k U_k^T`` over ``modes`` (default: every mode except ``skip``), the modes that shrink
+    most first."""
+    if modes is None:
+        modes = [k for k in range(len(factors)) if k != skip]
     G = T
-    for k in order:
+    for k in sorted(modes, key=lambda k: factors[k].shape[1] / factors[k].shape[0]):
         G = mode_product(G, factors[k].mT, k)
     return G
 
@@ -118,9 +119,15 @@ def hooi(T, factors: list, *, norm: float, iters: int | None = None, tol: float 
     previous = _relative_error(norm, best_sq)
     limit = max_iters if iters is None else int(iters)
     converged = False
+    # Modes in two halves: while one half is updated the other's factors are fixed, so T is
+    # projected on them once per half-sweep instead of once per mode (the same Gauss-Seidel order).
+    halves = [list(range(0, max(1, N // 2))), list(range(max(1, N // 2), N))]
     for _ in range(limit):
-        for k in range(N):
-            factors[k] = leading_left_vectors(unfold(project(T, factors, skip=k), k), factors[k].shape[1])
+        for half in halves:
+            base = project(T, factors, modes=[j for j in range(N) if j not in half])
+            for k in half:
+                Y = project(base, factors, modes=[j for j in half if j != k])
+                factors[k] = leading_left_vectors(unfold(Y, k), factors[k].shape[1])
         G = project(T, factors)
         core_sq = float(G.double().pow(2).sum())
         error = _relative_error(norm, core_sq)
