@@ -105,9 +105,13 @@ def bench_tt(device: str, repeats: int, size: int) -> list[str]:
         W = synthetic(kind, n, device)
         legs = LEGS if n == 4096 else {}
         decompose(W[:64, :64], "mpo", in_dims=[8, 8], out_dims=[8, 8], max_rank=4)   # warm-up
-        t_exact, exact = timed(lambda: decompose(W, "mpo", max_rank=bond, randomized=False, **legs), 1, device)
-        t_auto, auto = timed(lambda: decompose(W, "mpo", max_rank=bond, randomized="auto", **legs), repeats, device)
-        t_forced, forced = timed(lambda: decompose(W, "mpo", max_rank=bond, randomized=True, **legs), repeats, device)
+        times: dict = {False: [], "auto": [], True: []}
+        for _ in range(repeats):          # interleaved, so that load drifts hit all three alike
+            for mode in times:
+                t, res = timed(lambda: decompose(W, "mpo", max_rank=bond, randomized=mode, **legs), 1, device)
+                times[mode].append((t, res))
+        (t_exact, exact), (t_auto, auto), (t_forced, forced) = (
+            (statistics.median(t for t, _ in times[mode]), times[mode][-1][1]) for mode in (False, "auto", True))
         rows.append(f"| {n}² {kind} | {bond} | TT-SVD, full SVDs | {t_exact:.2f} | {exact.rel_error:.4f} | "
                     f"{energy(exact):.4f} | 1.000 | 1.0x | exact |")
         for label, t, res in (("auto", t_auto, auto), ("True", t_forced, forced)):
