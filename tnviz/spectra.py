@@ -323,13 +323,14 @@ def exact_decomposition(weight: "torch.Tensor", method: str, *, in_dims: Sequenc
 
 
 def cut(exact: "Decomposition", weight: "torch.Tensor", setting: str = "rank", value: float = 8) -> LayerSpectra:
-    """The truncation of an :func:`exact_decomposition` at ``setting`` = ``value`` without a new SVD.
+    """The truncation of an :func:`exact_decomposition` at ``setting`` = ``value`` without a new SVD,
+    equal to a fresh ``layer_spectra(weight, method, setting, value)``.
 
-    Keeping the leading ``r`` triplets of the SVD, or the leading ``r_k`` columns of each HOSVD
-    factor with the matching corner of the core, is exactly what a fresh truncated SVD / HOSVD
-    gives; ranks for an error follow the same per-bond thresholds (``rtol·||W||``, and
-    ``rtol·||W||/sqrt(N)`` per Tucker mode).  The error is measured on the reconstruction of
-    ``weight`` (the weight that was decomposed).
+    SVD: the leading ``r`` triplets of the exact SVD are exactly a fresh truncated SVD.  Tucker:
+    the ranks come from the exact HOSVD's mode spectra and the factors start from its leading
+    columns, then HOOI runs as in a fresh decomposition
+    (:func:`tnviz.decompose.tucker.truncate_exact`); only the mode SVDs are saved.  The error is
+    measured on the reconstruction of ``weight`` (the weight that was decomposed).
     """
     from dataclasses import replace
 
@@ -347,20 +348,27 @@ def cut(exact: "Decomposition", weight: "torch.Tensor", setting: str = "rank", v
     else:
         per_bond = trunc["rtol"] / math.sqrt(len(bonds))
         ranks = {b: rank_for_error(spectra[b], per_bond, norm) for b in bonds}
-    net = exact.network.with_sizes(**ranks)
+    extra = exact.extra
     if exact.method == "svd":
+        net = exact.network.with_sizes(**ranks)
         r = ranks["r"]
         tensors = {"U": exact.tensors["U"][:, :r], "V": exact.tensors["V"][:r]}
+        discarded = {b: discarded_weight(spectra[b], ranks[b]) / norm if norm > 0 else 0.0 for b in bonds}
     else:
-        corner = tuple(slice(0, ranks[b]) for b in bonds)
-        tensors = {"G": exact.tensors["G"][corner].contiguous()}
-        tensors.update({f"U{k + 1}": exact.tensors[f"U{k + 1}"][:, : ranks[b]] for k, b in enumerate(bonds)})
+        from .decompose.api import algorithm_of
+        from .decompose.truncation import parse_truncation
+        from .decompose.tucker import truncate_exact
+
+        out = truncate_exact(exact, weight, parse_truncation(**trunc))
+        net, tensors = out.network.with_name(exact.network.name), out.tensors
+        discarded = {b: v / norm if norm > 0 else 0.0 for b, v in out.discarded.items()}
+        extra = {**exact.extra, **out.extra}
     W = weight.detach().reshape(net.out_features, net.in_features).to(exact.tensors[next(iter(exact.tensors))].dtype)
     w_norm = float(W.double().norm())
     diff = float((W - to_dense(net, tensors)).double().norm())
     dec = replace(
-        exact, network=net, tensors=tensors,
-        discarded={b: discarded_weight(spectra[b], ranks[b]) / norm if norm > 0 else 0.0 for b in bonds},
+        exact, network=net, tensors=tensors, discarded=discarded, extra=extra,
+        algorithm=algorithm_of(exact.method, extra, bonds) if exact.method == "tucker" else exact.algorithm,
         rel_error=diff / w_norm if w_norm > 0 else diff, seconds=time.perf_counter() - start,
     )
     return from_decomposition(dec, setting, value)

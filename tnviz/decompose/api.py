@@ -29,7 +29,7 @@ METHODS: dict[str, Callable[..., MethodOutput]] = {
 DESCRIPTIONS: dict[str, str] = {
     "mpo": "MPO / tensor train (TT-SVD)",
     "tr": "Tensor ring (TR-SVD)",
-    "tucker": "Tucker (HOSVD, optional HOOI)",
+    "tucker": "Tucker (HOOI from a HOSVD start)",
     "cp": "CP (ALS)",
     "svd": "Low-rank SVD (baseline)",
 }
@@ -60,7 +60,9 @@ def _check_weight(weight):
     W = weight.detach()
     if W.dtype not in (torch.float32, torch.float64):
         W = W.float()  # SVD/QR need float32 or float64; half precisions are upcast
-    if not bool(torch.isfinite(W).all()):
+    # The sum is finite whenever every entry is (bar an overflow, which the full check settles):
+    # one reduction instead of a weight-sized mask on the common path.
+    if not bool(torch.isfinite(W.sum())) and not bool(torch.isfinite(W).all()):
         raise DecompositionError("a weight must hold finite numbers; it has NaN or inf")
     return W
 
@@ -179,6 +181,10 @@ def decompose(
     ``energy``, ``target_params`` (none = exact).  ``input_cov`` (full or per-input-leg
     Kronecker factors) makes it data-aware, see :mod:`tnviz.decompose.data_aware`;
     ``randomized`` is ``"auto"``, ``True`` or ``False``, see :mod:`tnviz.decompose.randomized`.
+    The result's ``algorithm`` says what ran (e.g. which bonds took the randomized SVD, or how
+    many HOOI sweeps Tucker made) and ``compresses`` whether the network is smaller than the
+    weight (a loose ``rtol`` on a flat spectrum may return one that is not; it is returned all
+    the same, with ``extra['note']``).
 
     >>> import torch
     >>> W = torch.randn(64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
@@ -213,8 +219,10 @@ def decompose(
         raise RankError(f"CP needs its rank: give max_rank (an int) or target_params; got {trunc.kind}")
     extra: dict[str, Any] = {}
     if trunc.kind == "target_params":
-        trunc, uniform = _uniform_rank_for_params(method, legs, trunc.value)
+        uniform_trunc, uniform = _uniform_rank_for_params(method, legs, trunc.value)
         extra["target_params"], extra["uniform_rank"] = target_params, uniform
+        if method != "tucker":   # Tucker picks per-mode ranks itself (tucker.choose_ranks)
+            trunc = uniform_trunc
 
     Wm = W.reshape(legs.out_features, legs.in_features)
     cov = refit_cov = None
@@ -276,11 +284,40 @@ def decompose(
     extra = {**out.extra, **extra}
     if W.dtype != weight.dtype:
         extra["upcast_from"] = str(weight.dtype)
+    if out.network.params >= out.network.dense_params:
+        extra["note"] = (f"does not compress: the network has {out.network.params:,} parameters, the dense weight "
+                         f"{out.network.dense_params:,}")
     return Decomposition(
         method=method, network=out.network, tensors=tensors, spectra=out.spectra, discarded=discarded,
         rel_error=rel_error, data_error=data_err, seconds=time.perf_counter() - start, extra=extra,
-        weight_shape=tuple(weight.shape),
+        weight_shape=tuple(weight.shape), algorithm=algorithm_of(method, extra, list(out.spectra)),
     )
+
+
+_NAMES = {"mpo": "TT-SVD", "tr": "TR-SVD", "svd": "truncated SVD", "cp": "CP-ALS"}
+
+
+def algorithm_of(method: str, extra: dict[str, Any], bonds: list[str]) -> str:
+    """One line saying what ran: the method's algorithm and, per bond, which SVD (exact,
+    randomized block Krylov with its steps, or exact after the randomized one fell short)."""
+    head = extra.get("algorithm") or _NAMES.get(method, method)
+    if method == "cp":
+        return f"{head}, {extra.get('iterations', 0)} sweeps" + (" (converged)" if extra.get("converged") else "")
+    randomized = list(extra.get("randomized", []))
+    fallback = list(extra.get("randomized_fallback", []))
+    if not randomized and not fallback:
+        return f"{head}; exact SVDs"
+    parts = []
+    if randomized:
+        steps = extra.get("krylov_steps", {})
+        detail = ", ".join(f"{b}: {steps[b]} Krylov steps" for b in randomized if b in steps)
+        parts.append(f"randomized SVD on {', '.join(randomized)}" + (f" ({detail})" if detail else ""))
+    if fallback:
+        parts.append(f"exact SVD on {', '.join(fallback)} (the randomized one fell short of the energy target)")
+    rest = [b for b in bonds if b not in randomized and b not in fallback]
+    if rest:
+        parts.append(f"exact SVD on {', '.join(rest)}")
+    return f"{head}; " + "; ".join(parts)
 
 
 def _method_function(name: str) -> Callable[..., Decomposition]:

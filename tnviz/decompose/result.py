@@ -52,6 +52,9 @@ class Decomposition:
     seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
     weight_shape: tuple[int, ...] = ()
+    #: What ran, in words: e.g. ``"TT-SVD; randomized SVD on b2 (b2: 4 Krylov steps); exact SVD on
+    #: b1, b3"`` or ``"HOOI from HOSVD, 6 sweeps (converged: ...)"``.
+    algorithm: str = ""
 
     def to_dense(self):
         """The approximated matrix ``(out_features, in_features)``, contracted by :func:`tnviz.to_dense`."""
@@ -75,6 +78,14 @@ class Decomposition:
     @property
     def compression(self) -> float:
         return self.network.compression
+
+    @property
+    def compresses(self) -> bool:
+        """Whether the network has fewer parameters than the dense weight.  A loose ``rtol`` on a
+        weight with a flat spectrum can keep (nearly) every rank, and a Tucker or MPO network at
+        full rank holds *more* numbers than the matrix; ``extra['note']`` then says so.  Callers
+        that replace layers keep such a weight dense."""
+        return self.params < self.dense_params
 
     @property
     def ranks(self) -> dict[str, int]:
@@ -107,5 +118,6 @@ class Decomposition:
             "method": self.method, "params": self.params, "dense_params": self.dense_params,
             "ranks": self.ranks, "rel_error": self.rel_error, "data_error": self.data_error,
             "seconds": self.seconds, "discarded": dict(self.discarded),
-            "randomized": self.extra.get("randomized", []),
+            "randomized": self.extra.get("randomized", []), "algorithm": self.algorithm,
+            "compresses": self.compresses,
         }

@@ -1,6 +1,6 @@
 """How a data-aware MPO spends a parameter budget across its bonds, chosen by the data error.
 
-With every input leg on one core (the last: ``tnviz.model.tensorize.inputs_last_cores``) the full
+With every input leg on one core (the last: ``tnviz.model.apply.inputs_last_cores``) the full
 input covariance ``C = L L^T`` is absorbed exactly, and the MPO of ``W`` is the TT-SVD of the
 whitened ``M = W·L``.  Its data error ``||(W - W~) X|| / ||W X||`` is then exactly
 ``sqrt(sum of the squared discarded singular values over the bonds) / ||M||`` (TT-SVD's
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Sequence
 
 from ..errors import DecompositionError
 from . import data_aware as da

@@ -6,12 +6,11 @@ a conv kernel keeps ``cout`` / ``cin, kh, kw`` (so ``V`` is a bank of ``r`` smal
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from ..network import TensorNetwork
 from .legs import Legs
-from .randomized import truncated_svd
+from .randomized import POWER_ITERS, describe, truncated_svd
 from .result import MethodOutput
 from .truncation import Truncation
 
@@ -29,7 +28,7 @@ def svd_network(legs: Legs, rank: int) -> TensorNetwork:
 
 
 def truncated_svd_method(T, legs: Legs, trunc: Truncation, *, norm: float, randomized: Any = "auto",
-                         seed: int = 0, oversample: int = 10, power_iters: int = 2) -> MethodOutput:
+                         seed: int = 0, oversample: int = 10, power_iters: int | None = POWER_ITERS) -> MethodOutput:
     """Truncated SVD of the matrix view of ``T``."""
     import torch
 
@@ -44,4 +43,4 @@ def truncated_svd_method(T, legs: Legs, trunc: Truncation, *, norm: float, rando
     V = (root[:, None] * res.Vh).reshape(net.shape("V"))
     tensors = {"U": (res.U * root).contiguous(), "V": V.contiguous()}
     return MethodOutput(net, tensors, {"r": res.spectrum}, {"r": res.discarded},
-                        {"randomized": ["r"] if res.randomized else []})
+                        describe({"r": res}))

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import RankError
 from .legs import Legs
-from .randomized import truncated_svd
+from .randomized import POWER_ITERS, describe, truncated_svd
 from .result import MethodOutput
 from .truncation import Truncation
 from .tt import chain_network, permuted
@@ -46,7 +46,7 @@ def split_rank(R: int, cap0: int | None, cap1: int | None, ring_rank: int | None
 
 
 def tr_svd(T, legs: Legs, trunc: Truncation, *, norm: float, randomized: Any = "auto", seed: int = 0,
-           oversample: int = 10, power_iters: int = 2, ring_rank: int | None = None) -> MethodOutput:
+           oversample: int = 10, power_iters: int | None = POWER_ITERS, ring_rank: int | None = None) -> MethodOutput:
     """TR-SVD of the weight tensor ``T`` (axes ``legs.names``)."""
     net = chain_network(legs, ring=True)
     X, shapes = permuted(T, net, legs)
@@ -74,7 +74,7 @@ def tr_svd(T, legs: Legs, trunc: Truncation, *, norm: float, randomized: Any = "
     spectra = {"b1": res.spectrum, ring: res.spectrum}
     extra_disc = float((res.S[keep:].double() ** 2).sum()) if keep < R else 0.0
     discarded = {"b1": math.sqrt(res.discarded ** 2 + extra_disc), ring: 0.0}
-    used_random = ["b1"] if res.randomized else []
+    svds = {"b1": res}
     core0 = U.reshape(*shapes[0], r0, r1)
     nl = len(shapes[0])
     core0 = core0.permute(nl, *range(nl), nl + 1).contiguous()          # (r0, legs..., r1)
@@ -91,8 +91,7 @@ def tr_svd(T, legs: Legs, trunc: Truncation, *, norm: float, randomized: Any = "
         cores.append(res.U.reshape(r_prev, *shapes[c], r))
         C = res.s_vh()
         spectra[bond], discarded[bond] = res.spectrum, res.discarded
-        if res.randomized:
-            used_random.append(bond)
+        svds[bond] = res
         r_prev = r
     cores.append(C.reshape(r_prev, *shapes[-1], r0))
     ranks = {"b1": r1, ring: r0}
@@ -101,4 +100,4 @@ def tr_svd(T, legs: Legs, trunc: Truncation, *, norm: float, randomized: Any = "
     net = net.with_sizes(**ranks)
     ordered = {b: spectra[b] for b in bonds}
     return MethodOutput(net, dict(zip(net.tensor_names, cores)), ordered, {b: discarded[b] for b in bonds},
-                        {"randomized": used_random, "ring_split": (r0, r1)})
+                        {**describe(svds), "ring_split": (r0, r1)})

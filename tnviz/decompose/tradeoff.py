@@ -4,9 +4,10 @@ The SVDs are not redone per point where the math allows:
 
 * ``svd``: one truncated SVD at the largest rank; each point keeps the leading ``r`` triplets
   (identical to a fresh truncated SVD).
-* ``tucker``: one HOSVD at the largest ranks; a point keeps the leading ``r`` columns of each
-  factor and the matching corner of the core (identical to a fresh HOSVD, since
-  ``T ×_k U_k[:, :r]^T`` is the corner of ``T ×_k U_k^T``).
+* ``tucker``: one HOSVD at the largest ranks; a point starts from the leading ``r`` columns of
+  each factor (the HOSVD at rank ``r``, since ``T ×_k U_k[:, :r]^T`` is the corner of
+  ``T ×_k U_k^T``) and runs the HOOI sweeps from there, as a fresh decomposition does
+  (``hooi_iters=0``: the corner itself).
 * ``mpo``: one TT-SVD at the largest rank; each point is its TT-rounding to rank ``r`` (a
   right-to-left sweep of small SVDs over the left-orthogonal cores), i.e. the TT-SVD of the
   largest-rank approximation.
@@ -39,7 +40,7 @@ from .randomized import truncated_svd
 from .svd import svd_network
 from .truncation import Truncation
 from .tt import chain_network, permuted, tt_svd
-from .tucker import hosvd, tucker_network
+from .tucker import hooi, hosvd, tucker_network
 
 DEFAULT_RANKS = (1, 2, 4, 8, 16, 32, 64)
 
@@ -170,14 +171,21 @@ def tradeoff(
                 tensors = {"U": res.U[:, :k] * root, "V": (root[:, None] * res.Vh[:k]).reshape(net.shape("V"))}
                 points.append(_point(method, r, net, tensors, Wm, cov, measure, legs, setup + time.perf_counter() - t0))
         elif method == "tucker":
-            out = hosvd(T, legs, Truncation("max_rank", top), norm=norm, randomized=randomized, seed=seed, **opts)
+            sweeps = opts.pop("hooi_iters", None)
+            out = hosvd(T, legs, Truncation("max_rank", top), norm=norm, randomized=randomized, seed=seed,
+                        hooi_iters=0, **opts)
             setup = time.perf_counter() - start
             N = len(legs.dims)
             for r in rs:
                 t0 = time.perf_counter()
                 ks = [min(r, out.tensors[f"U{k + 1}"].shape[1]) for k in range(N)]
-                tensors = {"G": out.tensors["G"][tuple(slice(0, k) for k in ks)].contiguous()}
-                tensors.update({f"U{k + 1}": out.tensors[f"U{k + 1}"][:, : ks[k]] for k in range(N)})
+                factors = [out.tensors[f"U{k + 1}"][:, : ks[k]] for k in range(N)]
+                if sweeps == 0:
+                    G = out.tensors["G"][tuple(slice(0, k) for k in ks)].contiguous()
+                else:
+                    factors, G, _, _ = hooi(T, factors, norm=norm, iters=sweeps)
+                tensors = {"G": G.contiguous()}
+                tensors.update({f"U{k + 1}": factors[k] for k in range(N)})
                 net = tucker_network(legs, ks)
                 points.append(_point(method, r, net, tensors, Wm, cov, measure, legs, setup + time.perf_counter() - t0))
         else:  # mpo

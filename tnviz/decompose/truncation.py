@@ -1,10 +1,11 @@
 """Truncation settings and rank choice from a spectrum.
 
 Exactly one of ``max_rank`` (one int for every bond, or a per-bond list/dict), ``rtol``
-(relative Frobenius error of the whole result; each method turns it into a per-bond
-threshold that guarantees the total), ``energy`` (kept fraction of the squared spectrum on each
-bond) or ``target_params`` (the largest uniform rank whose network fits the count); none means
-exact.
+(relative Frobenius error of the whole result; MPO, TR and SVD turn it into a per-bond threshold
+that guarantees the total, Tucker picks per-mode ranks on its measured HOSVD error), ``energy``
+(kept fraction of the squared spectrum on each bond) or ``target_params`` (the largest uniform
+rank whose network fits the count; Tucker spends it on per-mode ranks, see
+:mod:`tnviz.decompose.tucker`); none means exact.
 
 >>> import torch
 >>> s = torch.tensor([4.0, 2.0, 1.0, 0.5], dtype=torch.float64)

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..builders import mpo
 from .legs import Legs, generic_to_legs, renamed
-from .randomized import truncated_svd
+from .randomized import POWER_ITERS, describe, truncated_svd
 from .result import MethodOutput
 from .truncation import Truncation
 
@@ -43,7 +43,7 @@ def chain_network(legs: Legs, ring: bool):
 
 
 def tt_svd(T, legs: Legs, trunc: Truncation, *, norm: float, randomized: Any = "auto", seed: int = 0,
-           oversample: int = 10, power_iters: int = 2) -> MethodOutput:
+           oversample: int = 10, power_iters: int | None = POWER_ITERS) -> MethodOutput:
     """TT-SVD of the weight tensor ``T`` (axes ``legs.names``)."""
     net = chain_network(legs, ring=False)
     X, shapes = permuted(T, net, legs)
@@ -52,7 +52,7 @@ def tt_svd(T, legs: Legs, trunc: Truncation, *, norm: float, randomized: Any = "
     caps = trunc.caps(bonds)
     if trunc.kind == "rtol":
         trunc = Truncation("rtol", trunc.value, trunc.value * norm / math.sqrt(max(n - 1, 1)))
-    cores, spectra, discarded, used_random = [], {}, {}, []
+    cores, spectra, discarded, svds = [], {}, {}, {}
     C = X.reshape(-1)
     r_prev = 1
     for c, bond in enumerate(bonds):
@@ -65,12 +65,11 @@ def tt_svd(T, legs: Legs, trunc: Truncation, *, norm: float, randomized: Any = "
         cores.append(core[0] if c == 0 else core)
         C = res.s_vh()
         spectra[bond], discarded[bond] = res.spectrum, res.discarded
-        if res.randomized:
-            used_random.append(bond)
+        svds[bond] = res
         r_prev = r
     last = C.reshape(r_prev, *shapes[-1])
     cores.append(last[0] if n == 1 else last)
     ranks = {b: cores[k].shape[-1] for k, b in enumerate(bonds)}
     net = net.with_sizes(**ranks) if ranks else net
     tensors = dict(zip(net.tensor_names, cores))
-    return MethodOutput(net, tensors, spectra, discarded, {"randomized": used_random})
+    return MethodOutput(net, tensors, spectra, discarded, describe(svds))
