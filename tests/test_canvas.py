@@ -179,7 +179,7 @@ def test_canvas_module_does_not_import_streamlit():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-FRONTEND = Path(__file__).resolve().parents[1] / "app" / "components" / "canvas" / "frontend"
+FRONTEND = Path(__file__).resolve().parents[1] / "tnviz_app" / "components" / "canvas" / "frontend"
 
 
 def test_frontend_edit_rules_with_node():

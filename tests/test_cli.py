@@ -317,7 +317,7 @@ def test_the_app_is_served_on_this_machine_only_unless_asked(monkeypatch):
     shared = flags("--host", "0.0.0.0", "--port", "9000")
     assert shared["--server.address"] == "0.0.0.0" and shared["--server.port"] == "9000"
     assert shared["--client.showErrorDetails"] == "false"
-    from app.components.subjects import MAX_UPLOAD_BYTES
+    from tnviz_app.components.subjects import MAX_UPLOAD_BYTES
 
     assert MAX_UPLOAD_BYTES == APP_MAX_UPLOAD_MB * 1024**2  # the page's own check says the same number
 

@@ -1,7 +1,10 @@
 """Costs: FLOPs by hand on small networks, equal to opt_einsum's on large ones; memory; ranks; guard."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import opt_einsum as oe
+
 import pytest
 
 import tnviz
@@ -249,7 +252,7 @@ def test_best_path_is_never_worse_than_opt_einsum_exact_searches(name, net, batc
 
 def test_the_default_path_of_the_4096_mpo_is_the_factorized_one():
     # Costs showed 4.30 G "best path" beside a 2.68 G factorized path on the same page
-    net = tnviz.load_network("assets/networks/mpo_4096x4096.json")
+    net = tnviz.load_network(Path(__file__).resolve().parents[1] / "tnviz_app" / "examples" / "mpo_4096x4096.json")
     c = cost(net, batch=1024)
     assert c.flops == c.factorized_flops == 2_684_354_560
     assert cost(net, batch=1024, optimize="auto").flops == 4_295_229_440  # what the old default showed

@@ -102,7 +102,7 @@ def test_costs_page_measures_on_click():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    page = next(p for p in (root / "app/views/costs.py", root / "app/pages/costs.py") if p.exists())
+    page = next(p for p in (root / "tnviz_app/views/costs.py", root / "tnviz_app/pages/costs.py") if p.exists())
     at = AppTest.from_file(str(page), default_timeout=120)
     at.run()
     assert not at.exception

@@ -1,6 +1,6 @@
 """Conversion between the drawing canvas's state and a :class:`TensorNetwork`, both ways.
 
-The canvas (``app/components/canvas``) edits a plain JSON value, the *canvas state*::
+The canvas (``tnviz_app/components/canvas``) edits a plain JSON value, the *canvas state*::
 
     {"format": "tnviz.canvas", "version": 1, "name": "MPO",
      "tensors": [{"id": "t0", "name": "A", "x": 0.0, "y": 0.0,

@@ -40,7 +40,13 @@ def _human(n: float) -> str:
 
 
 def _app_path() -> Path:
-    return Path(__file__).resolve().parent.parent / "app" / "streamlit_app.py"
+    """The app's entry script: the ``tnviz_app`` package installed beside ``tnviz``."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("tnviz_app")
+    if spec is None or not spec.submodule_search_locations:
+        return Path(__file__).resolve().parent.parent / "tnviz_app" / "streamlit_app.py"
+    return Path(next(iter(spec.submodule_search_locations))) / "streamlit_app.py"
 
 
 # ---------------------------------------------------------------------- commands

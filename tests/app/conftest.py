@@ -8,8 +8,8 @@ from typing import Callable
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-APP = ROOT / "app" / "streamlit_app.py"
-if str(ROOT) not in sys.path:  # the tests import app.* helpers directly
+APP = ROOT / "tnviz_app" / "streamlit_app.py"
+if str(ROOT) not in sys.path:  # the tests import tnviz_app.* helpers directly
     sys.path.insert(0, str(ROOT))
 
 

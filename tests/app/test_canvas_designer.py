@@ -9,7 +9,7 @@ import json
 
 import tnviz
 from tnviz.canvas import canvas_to_network, network_to_canvas
-from app.components.formatting import human
+from tnviz_app.components.formatting import human
 from tnviz.render.exports import EXPORTS
 from tests.app.conftest import current_network, diagram_spec
 

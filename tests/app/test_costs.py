@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 import tnviz
-from app.components.formatting import human, human_bytes
+from tnviz_app.components.formatting import human, human_bytes
 from tests.app.conftest import current_network
 
 COSTS = "views/costs.py"
@@ -118,7 +118,7 @@ def test_every_page_shows_the_same_forward_flops_for_the_same_network_and_batch(
     Costs and Designer showed 4.30 G where Stack view and Teach showed 2.68 G)."""
     from tnviz.gallery import GALLERY
 
-    from app.components.figures import layer_cost
+    from tnviz_app.components.figures import layer_cost
 
     name = "Fig. 4 (i): MPO with 4 tensors"
     net = GALLERY[name].network()

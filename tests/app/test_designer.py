@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 import tnviz
-from app.components.inputs import parse_int_list, parse_letters, parse_ranks, parse_sizes
-from app.state import DEFAULT_EXAMPLE, EXAMPLES_DIR, MAX_NETWORK_UPLOAD_BYTES, list_examples, load_example
+from tnviz_app.components.inputs import parse_int_list, parse_letters, parse_ranks, parse_sizes
+from tnviz_app.state import DEFAULT_EXAMPLE, EXAMPLES_DIR, MAX_NETWORK_UPLOAD_BYTES, list_examples, load_example
 from tests.app.conftest import current_network, diagram_spec
 
 DESIGNER = "views/designer.py"

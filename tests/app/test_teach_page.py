@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import tnviz
-from app.components.formatting import human
+from tnviz_app.components.formatting import human
 from tnviz.gallery import GALLERY
 from tnviz.render import to_dot
 from tnviz.teach import contraction_walkthrough, gauge_demo, stage

@@ -177,7 +177,7 @@ def test_hf_zip_upload_is_built_compressed_and_measured(open_page, tmp_path):
 
 def test_a_fresh_server_downloads_the_compressed_demo(open_page, tmp_path, monkeypatch):
     """(issue 13 item 5) the download works before any upload ever created the upload folder."""
-    import app.components.subjects as subjects
+    import tnviz_app.components.subjects as subjects
 
     monkeypatch.setattr(subjects, "UPLOAD_DIR", tmp_path / "never-created")
     at = open_page(PAGE)

@@ -27,7 +27,7 @@ from typing import Callable, Iterator
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-APP = ROOT / "app" / "streamlit_app.py"
+APP = ROOT / "tnviz_app" / "streamlit_app.py"
 ARTIFACTS = ROOT / "artifacts"
 SCREENSHOTS = ARTIFACTS / "screenshots"
 README_SCREENSHOTS = ROOT / "assets" / "screenshots"
@@ -72,19 +72,24 @@ def _healthy(url: str) -> bool:
         return False
 
 
+def _tnviz() -> list[str]:
+    """``tnviz`` (what the README starts) on this interpreter: the same ``tnviz app`` code path,
+    bound to the tnviz under test rather than whichever ``tnviz`` is first on PATH."""
+    return [sys.executable, "-m", "tnviz.cli"]
+
+
 @pytest.fixture(scope="session")
 def app_url() -> Iterator[str]:
-    """Start ``streamlit run app/streamlit_app.py`` headless on a free port; yield its URL."""
+    """Start the app as a user does, ``tnviz app --headless`` on a free port; yield its URL."""
     ARTIFACTS.mkdir(exist_ok=True)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = ARTIFACTS / f"e2e-streamlit-{port}.log"
     log = open(log_path, "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(APP.relative_to(ROOT)),
-         "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        [*_tnviz(), "app", "--headless", "--port", str(port), "--host", "127.0.0.1"],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "STREAMLIT_SERVER_FILE_WATCHER_TYPE": "none"},
     )
     try:
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S

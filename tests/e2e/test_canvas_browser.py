@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import tnviz
-from app.components.formatting import human
+from tnviz_app.components.formatting import human
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "artifacts" / "screenshots"

@@ -2,7 +2,7 @@
 
 * :func:`digits_split`: the 1797 8x8 digits of ``sklearn.datasets.load_digits`` split once by a
   fixed permutation (75 % training / calibration, 25 % held out);
-* :func:`sentences`: the English sentences in ``assets/sentences.txt``; ``'calibration'`` takes 3 of
+* :func:`sentences`: the English sentences in ``tnviz/model/sentences.txt``; ``'calibration'`` takes 3 of
   every 4, ``'heldout'`` every 4th, so calibration and evaluation never share a sentence.
 
 >>> len(sentences("heldout")) * 3 <= len(sentences("calibration")) + 3
@@ -61,7 +61,7 @@ def digits_batches(split: str = "train", batch_size: int = 256, limit: int | Non
 
 
 def sentences_path() -> Path:
-    return Path(__file__).resolve().parents[2] / "assets" / "sentences.txt"
+    return Path(__file__).resolve().parent / "sentences.txt"
 
 
 @functools.lru_cache(maxsize=1)

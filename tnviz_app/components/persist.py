@@ -10,7 +10,7 @@ from typing import Any
 
 import streamlit as st
 
-MEMORY_KEY = "app.widget_memory"
+MEMORY_KEY = "tnviz_app.widget_memory"
 
 
 def restore(key: str, default: Any) -> str:

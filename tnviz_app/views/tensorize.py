@@ -13,9 +13,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app.components.subjects import (MAX_UPLOAD_BYTES, demo_label, demo_source, receive_model_upload,
+from tnviz_app.components.subjects import (MAX_UPLOAD_BYTES, demo_label, demo_source, receive_model_upload,
                                      subject_of)
-from app.state import device_info
+from tnviz_app.state import device_info
 from tnviz.errors import TnvizError, plain_message
 from tnviz.model.demos import DEMOS
 from tnviz.model.heal import HEALINGS

@@ -8,11 +8,11 @@ from typing import Any
 import streamlit as st
 
 import tnviz
-from app.components.figures import forward_flops, forward_label, layer_cost
-from app.components.formatting import arrow_safe, human
+from tnviz_app.components.figures import forward_flops, forward_label, layer_cost
+from tnviz_app.components.formatting import arrow_safe, human
 from tnviz.errors import plain_message
-from app.components.persist import remember, restore
-from app.state import get_network
+from tnviz_app.components.persist import remember, restore
+from tnviz_app.state import get_network
 from tnviz.render import to_source
 from tnviz.render.stack_charts import column_figure, pattern_figure
 from tnviz.stack import VIEWS, check_network, gauge_view, stack_views

@@ -17,11 +17,11 @@ from typing import Any
 import streamlit as st
 
 import tnviz
-from app.components.formatting import human
-from app.components.inputs import parse_int_list
-from app.components.persist import remember, restore
-from app.components.subjects import MAX_UPLOAD_BYTES, UPLOAD_DIR, demo_source, subject_of
-from app.state import device_info, set_network
+from tnviz_app.components.formatting import human
+from tnviz_app.components.inputs import parse_int_list
+from tnviz_app.components.persist import remember, restore
+from tnviz_app.components.subjects import MAX_UPLOAD_BYTES, UPLOAD_DIR, demo_source, subject_of
+from tnviz_app.state import device_info, set_network
 from tnviz import spectra as sp
 from tnviz.errors import plain_message
 from tnviz.decompose import DECOMPOSITIONS, DESCRIPTIONS

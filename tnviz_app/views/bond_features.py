@@ -12,7 +12,7 @@ import numpy as np
 import streamlit as st
 
 import tnviz
-from app.components.persist import remember, restore
+from tnviz_app.components.persist import remember, restore
 from tnviz.autoencoder import ENCODER_BONDS, LATENT_BOND, autoencoder_network, train_autoencoder
 from tnviz.bonds import DIGITS_TN_LAYERS, GAUGE_KINDS, REDUCTIONS, bond_cut, inspect_bond, tensorized_digits_mlp
 from tnviz.render import to_source

@@ -3,7 +3,7 @@
 Numbers come from :func:`tnviz.cost` and snippets from :mod:`tnviz.export`; this module only
 lays them out.
 
->>> from app.components.canvas.panel import draw_section   # in a page:
+>>> from tnviz_app.components.canvas.panel import draw_section   # in a page:
 >>> # result = draw_section(get_network(), key="designer.canvas")
 """
 from __future__ import annotations

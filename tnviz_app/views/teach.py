@@ -5,11 +5,11 @@ from __future__ import annotations
 import streamlit as st
 
 import tnviz
-from app.components.figures import forward_label
-from app.components.formatting import arrow_safe, human
+from tnviz_app.components.figures import forward_label
+from tnviz_app.components.formatting import arrow_safe, human
 from tnviz.errors import plain_message
-from app.components.persist import remember, restore
-from app.state import get_network
+from tnviz_app.components.persist import remember, restore
+from tnviz_app.state import get_network
 from tnviz.gallery import fig2_delta, fig2_matrix, fig2_matrix_product
 from tnviz.cost import DEFAULT_OPTIMIZER, rebuild_path
 from tnviz.network import TensorNetwork

@@ -7,7 +7,7 @@ import math
 import streamlit as st
 
 import tnviz
-from app.components.formatting import human
+from tnviz_app.components.formatting import human
 
 #: Largest dense weight (elements) the panel builds for the comparison; bigger layers are refused.
 MAX_DENSE_ELEMENTS = 1 << 26

@@ -1,5 +1,5 @@
 """tnviz app entry point: routing only.  Run with ``tnviz app`` or
-``streamlit run app/streamlit_app.py``.
+``streamlit run tnviz_app/streamlit_app.py``.
 
 Add a page with one ``st.Page(...)`` line in its section; empty sections are hidden.
 """
@@ -10,12 +10,13 @@ from pathlib import Path
 
 import streamlit as st
 
-# `streamlit run` puts app/ on sys.path; pages import `app.*`, so the repo root must be there too.
+# `streamlit run` puts tnviz_app/ on sys.path; pages import `tnviz_app.*`, so its parent must be there too
+# (the repository root, or site-packages when installed from a wheel).
 ROOT = str(Path(__file__).resolve().parents[1])
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from app.state import render_sidebar  # noqa: E402
+from tnviz_app.state import render_sidebar  # noqa: E402
 
 st.set_page_config(page_title="tnviz", page_icon=":material/hub:", layout="wide")
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import streamlit as st
 
 import tnviz
-from app.components.figures import forward_flops, forward_label, layer_cost
-from app.components.formatting import human
-from app.state import set_network
+from tnviz_app.components.figures import forward_flops, forward_label, layer_cost
+from tnviz_app.components.formatting import human
+from tnviz_app.state import set_network
 from tnviz.gallery import GALLERY, GalleryEntry
 from tnviz.render import to_source
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 import streamlit as st
 
 import tnviz
-from app.components.figures import forward_flops, forward_label, layer_cost, path_found_by
-from app.components.formatting import arrow_safe, human, human_bytes
-from app.components.measure import measure_panel
-from app.components.persist import remember, restore
-from app.state import get_network
+from tnviz_app.components.figures import forward_flops, forward_label, layer_cost, path_found_by
+from tnviz_app.components.formatting import arrow_safe, human, human_bytes
+from tnviz_app.components.measure import measure_panel
+from tnviz_app.components.persist import remember, restore
+from tnviz_app.state import get_network
 from tnviz.cost import DEFAULT_OPTIMIZER, DTYPE_BYTES, BatchSweep
 from tnviz.render.charts import flops_vs_batch, step_bars
 

@@ -1,14 +1,14 @@
 """State shared by every page: the current network and the compute device.
 
 Pages read the network with :func:`get_network` and replace it with :func:`set_network`; the
-first visit loads a bundled example from ``assets/networks/`` (no download).  A failed edit or
+first visit loads a bundled example from ``tnviz_app/examples/`` (no download).  A failed edit or
 upload never calls ``set_network``, so the previous network stays.
 
 The Designer's canvas sends its edits as component state, which is there before the run starts:
 :func:`get_network` takes a new valid edit first, so everything drawn in a run (the sidebar runs
 before the page) shows the same, latest network.
 
->>> from app.state import load_example, DEFAULT_EXAMPLE
+>>> from tnviz_app.state import load_example, DEFAULT_EXAMPLE
 >>> load_example(DEFAULT_EXAMPLE).name
 'MPO 4096x4096'
 """
@@ -23,8 +23,7 @@ import streamlit as st
 import tnviz
 from tnviz import TensorNetwork
 
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES_DIR = ROOT / "assets" / "networks"
+EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 DEFAULT_EXAMPLE = "mpo_4096x4096.json"
 
 NETWORK_KEY = "tnviz.network"
@@ -106,7 +105,7 @@ def drawn_name(previous: TensorNetwork, drawn: TensorNetwork, user_name: str | N
 
 
 def _take_canvas_edit() -> None:
-    from app.components.canvas import take_canvas_edit
+    from tnviz_app.components.canvas import take_canvas_edit
 
     edited = take_canvas_edit(CANVAS_KEY)
     if edited is None:

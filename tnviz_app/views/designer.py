@@ -12,12 +12,12 @@ from typing import Any
 import streamlit as st
 
 import tnviz
-from app.components.canvas.panel import draw_section
-from app.components.formatting import arrow_safe, human
-from app.components.inputs import parse_int_list, parse_letters, parse_ranks, parse_sizes
-from app.components.persist import remember, restore
+from tnviz_app.components.canvas.panel import draw_section
+from tnviz_app.components.formatting import arrow_safe, human
+from tnviz_app.components.inputs import parse_int_list, parse_letters, parse_ranks, parse_sizes
+from tnviz_app.components.persist import remember, restore
 from tnviz.errors import plain_message
-from app.state import (
+from tnviz_app.state import (
     CANVAS_KEY,
     MAX_NETWORK_UPLOAD_BYTES,
     get_network,
