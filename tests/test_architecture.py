@@ -13,9 +13,8 @@ Rules enforced here:
   plotly, graphviz.
 * **No import circles** between files (strongly connected parts of the import graph).
 
-Known violations in ``model/``, ``nn/`` and two top-level modules that others are redesigning are
-``xfail(strict=False)`` per rule and package: flip them (delete the entry in :data:`PENDING`) once
-fixed.  Every other (rule, package) pair must pass.
+A known violation can be listed in :data:`PENDING` (``xfail(strict=False)`` per rule and package)
+while a redesign is under way; none is listed today, so every (rule, package) pair must pass.
 """
 from __future__ import annotations
 
@@ -40,16 +39,10 @@ FACADE = "tnviz"
 RENDER_ONLY = ("plotly", "graphviz")
 HEAVY = ("torch",)
 
-#: Modules reported on their own (not the core's, though top-level): others are moving them.
-APART = ("tnviz.spectra", "tnviz.autoencoder")
-_SPECTRA = "pending: spectra.py drives decompose/ and model/ from the top level (move it above them)"
-_AUTOENCODER = "pending: autoencoder.py is a torch module using nn/ and model/ from the top level (move it above them)"
+#: Modules reported on their own (not the core's, though top-level); none today.
+APART: tuple[str, ...] = ()
 #: (rule, package) -> why it fails today; the check xfails (not strictly) until it is fixed.
-PENDING = {
-    ("layers", "tnviz.spectra"): _SPECTRA,
-    ("layers", "tnviz.autoencoder"): _AUTOENCODER,
-    ("torch", "tnviz.autoencoder"): _AUTOENCODER,
-}
+PENDING: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)

@@ -273,7 +273,7 @@ def test_inspect_bond_with_a_gauge_move_keeps_the_model():
 
 
 def test_autoencoder_bond_activations_are_the_code_and_the_b1_state():
-    from tnviz.autoencoder import TensorizedAutoencoder
+    from tnviz.model.autoencoder import TensorizedAutoencoder
 
     torch.manual_seed(0)
     ae = TensorizedAutoencoder(latent=5, dtype=torch.float64)
@@ -340,10 +340,10 @@ def test_principal_gauge_diagonalises_the_bond_covariance():
 def test_bond_entropy_has_one_implementation_which_every_copy_agrees_with():
     import math
 
-    import tnviz.spectra
+    import tnviz.decompose.spectra
     from tnviz.bonds import bond_entropy
 
-    assert tnviz.spectra.bond_entropy is bond_entropy is tnviz.bonds.analysis.bond_entropy
+    assert tnviz.decompose.spectra.bond_entropy is bond_entropy is tnviz.bonds.analysis.bond_entropy
     values = [4.0, 2.0, 1.0, 0.5, 0.0]
     p = [v * v / sum(w * w for w in values) for v in values if v]
     assert bond_entropy(values) == pytest.approx(-sum(q * math.log(q) for q in p), rel=1e-12)

@@ -239,7 +239,7 @@ def test_data_aware_tucker_runs_hooi_on_the_whitened_weight():
 @pytest.mark.parametrize("trunc", [("max_rank", 3), ("max_rank", [2, 4, 3, 1, 2, 3]), ("rtol", 0.5),
                                    ("target_params", 900), ("energy", 0.8)])
 def test_from_factors_of_the_exact_hosvd_equals_a_fresh_decomposition(trunc):
-    """What tnviz.spectra.cut needs: one exact (untruncated) Tucker, then any truncation of it
+    """What tnviz.decompose.spectra.cut needs: one exact (untruncated) Tucker, then any truncation of it
     through from_factors / truncate_exact, equal to a fresh decompose(..., randomized=False)."""
     from tnviz.decompose.legs import make_legs
     from tnviz.decompose.truncation import parse_truncation

@@ -10,7 +10,7 @@ import torch
 from tnviz.errors import RankError
 from tnviz.model.io import candidates, open_weights, save_safetensors
 from tnviz.model.spectra import input_covariances, model_table, spectra_file
-from tnviz.spectra import layer_spectra
+from tnviz.decompose.spectra import layer_spectra
 
 pytestmark = pytest.mark.one_torch_thread  # see tests/conftest.py
 

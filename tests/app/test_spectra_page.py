@@ -15,7 +15,7 @@ import torch
 
 import tnviz
 from tests.app.conftest import current_network
-from tnviz.spectra import layer_spectra, useful_rank
+from tnviz.decompose.spectra import layer_spectra, useful_rank
 
 SPECTRA = "views/spectra.py"
 
@@ -110,7 +110,7 @@ def test_error_setting_picks_the_rank(small_page):
     err = float(_metric(at, "Relative error"))
     assert err <= 0.2
     s = np.linalg.svd(SMALL["fc1.weight"].double().numpy(), compute_uv=False)
-    from tnviz.spectra import rank_for_error
+    from tnviz.decompose.spectra import rank_for_error
 
     r = rank_for_error(s, 0.2)
     assert _metric(at, "Ranks") == f"r={r}"

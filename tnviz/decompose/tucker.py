@@ -304,7 +304,7 @@ def from_factors(T, legs: Legs, factors: Sequence, spectra: Sequence, trunc: Tru
     each unfolding, ``spectra`` its singular values): ranks by ``trunc``, then HOOI.
 
     This is the second half of :func:`hosvd`; a caller holding the *full* HOSVD (e.g. the exact
-    decomposition that :func:`tnviz.spectra.cut` slices) gets exactly what a fresh
+    decomposition that :func:`tnviz.decompose.spectra.cut` slices) gets exactly what a fresh
     ``decompose(W, "tucker", randomized=False, ...)`` returns for any truncation.  With
     ``rtol``/``target_params`` the factors must be full; ``max_rank``/``energy``/exact slice them.
     ``discarded`` (absolute, per mode) defaults to the spectra's tails at the chosen ranks.

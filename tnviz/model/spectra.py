@@ -1,6 +1,6 @@
 """Bond spectra of a model's weights: per weight and bond the singular values and the bond entropy
 (``tnviz spectra``), the model-wide table of layers at one common setting, and the calibration
-covariances that make a spectrum data-aware.  The arithmetic on one spectrum is in :mod:`tnviz.spectra`.
+covariances that make a spectrum data-aware.  The arithmetic on one spectrum is in :mod:`tnviz.decompose.spectra`.
 
 >>> from tnviz.model.io import save_safetensors, open_weights     # doctest: +SKIP
 >>> spectra_file("model.safetensors", layers="fc1")["layers"][0]["bonds"]
@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ..errors import ModelFileError, TnvizError
-from ..spectra import LayerRow, bond_entropy, layer_spectra
+from ..decompose.spectra import LayerRow, bond_entropy, layer_spectra
 from .device import resolve_device
 from .io import Candidate, WeightsFile, candidates, open_weights
 
@@ -59,7 +59,7 @@ def model_table(
     """Every candidate weight (or ``layers``) decomposed by ``method`` at one common setting,
     read one at a time onto ``device``; a weight that cannot be decomposed gets a row with its
     message instead of stopping the table.  ``progress(done, total, name)`` after each weight."""
-    from ..spectra import _truncation
+    from ..decompose.spectra import _truncation
 
     chosen = list(layers) if layers is not None else candidates(weights)
     _truncation(setting, value)  # refuse a bad setting before reading anything

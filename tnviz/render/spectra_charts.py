@@ -3,7 +3,7 @@
 plotly is imported inside each function, so importing this module costs nothing.
 
 >>> import torch
->>> from tnviz.spectra import layer_spectra
+>>> from tnviz.decompose.spectra import layer_spectra
 >>> W = torch.randn(16, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
 >>> fig = spectra_chart(layer_spectra(W, "svd", value=3))
 >>> [t.name for t in fig.data], [s.x0 for s in fig.layout.shapes]
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 if TYPE_CHECKING:
     from ..decompose import TradeoffPoint
-    from ..spectra import LayerRow, LayerSpectra
+    from ..decompose.spectra import LayerRow, LayerSpectra
 
 METHOD_COLORS = {"mpo": "#1f77b4", "tr": "#ff7f0e", "tucker": "#2ca02c", "cp": "#9467bd", "svd": "#7f7f7f"}
 METHOD_LABELS = {"mpo": "MPO / TT", "tr": "tensor ring", "tucker": "Tucker", "cp": "CP", "svd": "low-rank SVD"}

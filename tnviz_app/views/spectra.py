@@ -22,7 +22,7 @@ from tnviz_app.components.inputs import parse_int_list
 from tnviz_app.components.persist import remember, restore
 from tnviz_app.components.subjects import MAX_UPLOAD_BYTES, UPLOAD_DIR, demo_source, subject_of
 from tnviz_app.state import device_info, set_network
-from tnviz import spectra as sp
+from tnviz.decompose import spectra as sp
 from tnviz.errors import plain_message
 from tnviz.decompose import DECOMPOSITIONS, DESCRIPTIONS
 from tnviz.model.io import EXTENSIONS, Candidate, WeightsFile, candidates, open_weights

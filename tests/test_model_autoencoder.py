@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import tnviz
-from tnviz.autoencoder import (
+from tnviz.model.autoencoder import (
     LATENT_BOND, TensorizedAutoencoder, autoencoder_network, mean_image_mse, reconstruction_mse, train_autoencoder,
 )
 from tnviz.errors import TnvizError

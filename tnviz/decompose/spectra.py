@@ -22,15 +22,15 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .bonds.analysis import bond_entropy  # noqa: F401  (the one implementation; re-exported here)
-from .errors import DecompositionError, RankError, TnvizError
-from .network import TensorNetwork, load_network
+from ..bonds.analysis import bond_entropy  # noqa: F401  (the one implementation; re-exported here)
+from ..errors import DecompositionError, RankError, TnvizError
+from ..network import TensorNetwork, load_network
 
 if TYPE_CHECKING:
     import torch
 
-    from .decompose import Decomposition, TradeoffPoint
-    from .model.io import Candidate
+    from . import Decomposition, TradeoffPoint
+    from ..model.io import Candidate
 
 #: How the truncation is set: one rank for every bond, or one relative Frobenius error for the whole weight.
 SETTINGS: dict[str, str] = {
@@ -164,7 +164,7 @@ class LayerSpectra:
 def default_legs(shape: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """The automatic leg factorization ``(in_dims, out_dims)`` used when none is given
     (a conv kernel keeps ``cin, kh, kw`` / ``cout``)."""
-    from .decompose.legs import make_legs
+    from .legs import make_legs
 
     legs = make_legs(shape)
     return legs.in_dims, legs.out_dims
@@ -174,10 +174,10 @@ def useful_rank(shape: Sequence[int], method: str, in_dims: Sequence[int] | None
                 out_dims: Sequence[int] | None = None) -> int:
     """The largest uniform rank that changes anything for ``method`` on a weight of ``shape``
     (the slider's end): above it every bond is already exact.  For CP, ``min(out, in)``."""
-    from .decompose import DECOMPOSITIONS
-    from .decompose.legs import make_legs
-    from .decompose.tr import split_rank
-    from .decompose.tt import chain_network
+    from . import DECOMPOSITIONS
+    from .legs import make_legs
+    from .tr import split_rank
+    from .tt import chain_network
 
     if method not in DECOMPOSITIONS:
         raise RankError(f"unknown decomposition method {method!r}; choose one of {list(DECOMPOSITIONS)}")
@@ -206,7 +206,7 @@ def not_applicable(shape: Sequence[int], in_dims: Sequence[int] | None = None,
                    out_dims: Sequence[int] | None = None) -> dict[str, str]:
     """The methods that cannot decompose a weight of ``shape`` on these legs, with the reason
     (e.g. a tensor ring needs at least two cores)."""
-    from .decompose import DECOMPOSITIONS
+    from . import DECOMPOSITIONS
 
     out = {}
     for m in DECOMPOSITIONS:
@@ -292,7 +292,7 @@ def layer_spectra(
     >>> res.bonds[0].full, res.bonds[0].kept, res.params == 3 * (16 + 12)
     (12, 3, True)
     """
-    from .decompose import decompose
+    from . import decompose
 
     if method == "cp" and setting != "rank":
         raise RankError(f"CP has no singular values to cut by error: set a rank; got setting {setting!r}")
@@ -314,7 +314,7 @@ def exact_decomposition(weight: "torch.Tensor", method: str, *, in_dims: Sequenc
                         out_dims: Sequence[int] | None = None, name: str = "") -> "Decomposition":
     """The untruncated decomposition by exact SVDs, computed once, that :func:`cut` slices
     (``method`` in :data:`SLICEABLE`)."""
-    from .decompose import decompose
+    from . import decompose
 
     if method not in SLICEABLE:
         raise RankError(f"only {list(SLICEABLE)} are cut by slicing one exact decomposition; got {method!r}")
@@ -334,7 +334,7 @@ def cut(exact: "Decomposition", weight: "torch.Tensor", setting: str = "rank", v
     """
     from dataclasses import replace
 
-    from .contract import to_dense
+    from ..contract import to_dense
 
     if exact.method not in SLICEABLE:
         raise RankError(f"only {list(SLICEABLE)} are cut by slicing one exact decomposition; got {exact.method!r}")
@@ -355,9 +355,9 @@ def cut(exact: "Decomposition", weight: "torch.Tensor", setting: str = "rank", v
         tensors = {"U": exact.tensors["U"][:, :r], "V": exact.tensors["V"][:r]}
         discarded = {b: discarded_weight(spectra[b], ranks[b]) / norm if norm > 0 else 0.0 for b in bonds}
     else:
-        from .decompose.api import algorithm_of
-        from .decompose.truncation import parse_truncation
-        from .decompose.tucker import truncate_exact
+        from .api import algorithm_of
+        from .truncation import parse_truncation
+        from .tucker import truncate_exact
 
         out = truncate_exact(exact, weight, parse_truncation(**trunc))
         net, tensors = out.network.with_name(exact.network.name), out.tensors
@@ -404,7 +404,7 @@ def layer_tradeoff(
     :func:`sweep_ranks` per method) and the Pareto front over all of them.  Methods that cannot
     apply to these legs (see :func:`not_applicable`) are left out.  ``input_cov`` (in ``options``)
     makes every point data-aware and ranks the front by the error on those inputs."""
-    from .decompose import pareto_front, tradeoff
+    from . import pareto_front, tradeoff
 
     shape = tuple(weight.shape)
     skipped = not_applicable(shape, in_dims, out_dims)

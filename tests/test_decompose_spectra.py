@@ -1,4 +1,4 @@
-"""tnviz.spectra: spectrum arithmetic, per-bond cuts and the model-wide table, against direct
+"""tnviz.decompose.spectra: spectrum arithmetic, per-bond cuts and the model-wide table, against direct
 numpy/torch computations in float64."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 
 from tnviz.errors import DecompositionError, RankError
 from tnviz.model.io import candidates, open_weights, save_safetensors
-from tnviz.spectra import (
+from tnviz.decompose.spectra import (
     LayerRow,
     bond_entropy,
     cut,
@@ -281,7 +281,7 @@ def test_tradeoff_and_sensitivity_charts():
 
 
 def test_import_is_light():
-    code = ("import sys, tnviz.spectra, tnviz.render.spectra_charts; "
+    code = ("import sys, tnviz.decompose.spectra, tnviz.render.spectra_charts; "
             "print([m for m in ('torch', 'plotly', 'streamlit', 'graphviz') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -320,9 +320,9 @@ def test_module_doctests():
     import doctest
 
     import tnviz.render.spectra_charts
-    import tnviz.spectra
+    import tnviz.decompose.spectra
 
-    for module in (tnviz.spectra, tnviz.render.spectra_charts):
+    for module in (tnviz.decompose.spectra, tnviz.render.spectra_charts):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__
 
@@ -331,7 +331,7 @@ def test_a_row_whose_network_saves_nothing_says_so_and_counts_as_dense():
     """(issue 13 item 7) the model-wide table showed an embedding at "1.00x" while its parameters went
     up (11,720,448 -> 11,720,548): a network that saves nothing has no compression and stays dense."""
     from tnviz.model.io import Candidate
-    from tnviz.spectra import LayerRow
+    from tnviz.decompose.spectra import LayerRow
 
     cand = Candidate("embeddings.word_embeddings.weight", (30522, 384), "Embedding", 11_720_448)
     row = LayerRow(cand.name, cand.kind, cand.shape, cand.params, 11_720_548, 0.1, 0.1)

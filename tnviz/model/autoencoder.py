@@ -25,9 +25,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .bonds import bond_cut, bond_state, finish_from_state
-from .errors import TnvizError
-from .network import TensorNetwork
+from ..bonds import bond_cut, bond_state, finish_from_state
+from ..errors import TnvizError
+from ..network import TensorNetwork
 
 #: Name of the latent bond.
 LATENT_BOND = "z"
@@ -66,7 +66,7 @@ class TensorizedAutoencoder(nn.Module):
     def __init__(self, latent: int = 16, side: int = 8, activation: str = "tanh", output: str = "sigmoid",
                  device: Any = None, dtype: Any = None) -> None:
         super().__init__()
-        from .nn import TNLinear
+        from ..nn import TNLinear
 
         if activation not in ACTIVATIONS:
             raise TnvizError(f"the code activation must be one of {list(ACTIVATIONS)}; got {activation!r}")
@@ -98,7 +98,7 @@ class TensorizedAutoencoder(nn.Module):
                          at: dict[str, int] | None = None) -> torch.Tensor:
         """``(N, size)`` activations of a bond of the encoder: the code for ``z`` (after the
         activation, what the decoder reads), the reduced bond state for ``b1``."""
-        from .bonds import reduce_state
+        from ..bonds import reduce_state
 
         if bond == LATENT_BOND:
             return self.encode(x)
@@ -160,8 +160,8 @@ def train_autoencoder(latent: int = 16, *, epochs: int = 40, lr: float = 1e-2, b
     as the digits demos do) and measure the held-out error against the mean-image baseline."""
     import time
 
-    from .model.demos import digits_split
-    from .model.device import resolve_device
+    from .demos import digits_split
+    from .device import resolve_device
 
     if epochs < 1:
         raise TnvizError(f"training needs at least one epoch; got epochs={epochs}")
