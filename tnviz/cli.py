@@ -169,15 +169,27 @@ def cmd_compress(args: argparse.Namespace) -> int:
         return _fail(f"choose exactly one of {', '.join(flags)}; got {chosen or 'none'}")
     given = truncation_from(max_rank=args.max_rank, rtol=args.rtol, energy=args.energy, ratio=args.ratio,
                             target_ratio=args.target_ratio, error_budget=args.error_budget)
-    bar = _Bar() if not args.json and sys.stderr.isatty() else None
+    from .model.distributed import init_from_env, rank
+
+    # under torchrun (WORLD_SIZE > 1) every process joins the group and takes its share of the
+    # weights; rank 0 alone draws the bar, writes the folder and prints
+    joined = init_from_env(args.device if args.device != "auto" else "cpu")
+    lead = rank() == 0
+    bar = _Bar() if lead and not args.json and sys.stderr.isatty() else None
     try:
-        result = compress(args.model, args.output, method=args.method, layers=args.layers,
+        result = compress(args.model, args.output if lead else None, method=args.method, layers=args.layers,
                           truncation=given if "target" not in given else None, target=given.get("target"),
                           data_aware=False if args.no_data_aware else None, heal=args.heal, heal_steps=args.heal_steps,
                           device=args.device, progress=bar, overwrite=args.overwrite)
     finally:
         if bar:
             bar.close()
+        if joined:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    if not lead:
+        return 0
     report = result.report()
     if args.json:
         print(json.dumps(report, indent=2))

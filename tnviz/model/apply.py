@@ -27,7 +27,7 @@ from torch import nn
 
 from ..errors import DecompositionError, RankError, TnvizError
 from .device import resolve_device
-from .parallel import map_ordered
+from .distributed import map_spread, svd_cost
 from .plan import LayerPlan, Plan
 from .surgery import build_layer, set_module, to_device
 
@@ -247,7 +247,8 @@ def apply_plan(model: nn.Module, plan: Plan, *, calibration: Sequence[Any] | Non
                data_aware: bool = True, device: Any = None, progress: ProgressFn | None = None,
                flops_batch: int = 1, strategy: str = "auto", stats: Mapping[str, Any] | None = None,
                precision: torch.dtype | None = None, refit_sweeps: int = 1, refit_iters: int = 15,
-               placement: str = "auto", bond_split: str = "data", **decompose_options: Any) -> Applied:
+               placement: str = "auto", bond_split: str = "data", distributed: bool = False,
+               **decompose_options: Any) -> Applied:
     """Decompose every planned layer and return a compressed deep copy (the original is untouched).
 
     ``calibration``: batches for the data-aware statistics (required when ``data_aware``, unless
@@ -259,7 +260,8 @@ def apply_plan(model: nn.Module, plan: Plan, *, calibration: Sequence[Any] | Non
     covariance and input legs on several tensors (MPO, TR, Tucker, CP), the input tensors are refit
     by least squares on the full covariance after whitening with its Kronecker approximation; kept
     only where it lowers the data error; 0 turns it off. ``placement`` (:data:`PLACEMENTS`) and
-    ``bond_split`` (:data:`BOND_SPLITS`): see there.
+    ``bond_split`` (:data:`BOND_SPLITS`): see there.  ``distributed``: the layers spread over the
+    ranks of the initialized process group (:mod:`tnviz.model.distributed`); every rank gets all.
     """
     options = Options(placement, bond_split, refit_sweeps, refit_iters, precision, dict(decompose_options))
     options.check()
@@ -286,7 +288,8 @@ def apply_plan(model: nn.Module, plan: Plan, *, calibration: Sequence[Any] | Non
         return compress_layer(modules[lp.name].weight, lp, cov, options)
 
     done = (lambda n, lp: progress(offset + n, steps, lp.name)) if progress else None
-    outcomes = map_ordered(one, plan.layers, workers=1 if dev.type != "cpu" else None, done=done)
+    outcomes = map_spread(one, plan.layers, [svd_cost(lp.shape) for lp in plan.layers], distributed=distributed,
+                          workers=1 if dev.type != "cpu" else None, done=done)
     for lp, outcome in zip(plan.layers, outcomes):  # the surgery in plan order, on this thread
         if isinstance(outcome, Kept):
             skipped.append(outcome.as_dict())
@@ -302,10 +305,11 @@ def apply_plan(model: nn.Module, plan: Plan, *, calibration: Sequence[Any] | Non
 def compress_weights(weights: Any, plan: Plan, *, covariances: Mapping[str, torch.Tensor] | None = None,
                      device: Any = None, progress: ProgressFn | None = None, flops_batch: int = 1,
                      precision: torch.dtype | None = None, placement: str = "auto", bond_split: str = "data",
-                     **decompose_options: Any) -> Applied:
+                     distributed: bool = False, **decompose_options: Any) -> Applied:
     """Decompose the planned weights of a weights-only file (a :class:`tnviz.model.io.WeightsFile`),
     each read alone (memory-mapped) onto ``device``; ``covariances`` by weight name make a weight's
-    decomposition data-aware.  The factors are kept per weight, in the weight's dtype, on the CPU."""
+    decomposition data-aware.  The factors are kept per weight, in the weight's dtype, on the CPU.
+    ``distributed``: spread over the process group's ranks (:mod:`tnviz.model.distributed`)."""
     options = Options(placement, bond_split, 1, 15, precision, dict(decompose_options))
     options.check()
     dev = resolve_device(device)
@@ -323,8 +327,9 @@ def compress_weights(weights: Any, plan: Plan, *, covariances: Mapping[str, torc
         return outcome, {t: v.detach().to("cpu", weight.dtype).contiguous() for t, v in outcome.tensors.items()}
 
     done = (lambda n, lp: progress(n, len(plan.layers), lp.name)) if progress else None
-    for lp, (outcome, tensors) in zip(plan.layers, map_ordered(one, plan.layers, done=done,
-                                                               workers=1 if dev.type != "cpu" else None)):
+    outcomes = map_spread(one, plan.layers, [svd_cost(lp.shape) for lp in plan.layers], distributed=distributed,
+                          workers=1 if dev.type != "cpu" else None, done=done)
+    for lp, (outcome, tensors) in zip(plan.layers, outcomes):
         if isinstance(outcome, Kept):
             skipped.append(outcome.as_dict())
             continue

@@ -32,6 +32,8 @@ from torch import nn
 from ..errors import TnvizError
 from .apply import Applied, LayerResult, Options, apply_plan, compress_weights
 from .device import resolve_device
+from .distributed import rank as group_rank
+from .distributed import resolve as resolve_distributed
 from .folder import SEPARATOR, Item, write_folder, zip_folder
 from .heal import HEALINGS, HealReport, heal
 from .plan import Plan, Rule, make_plan, truncation_from
@@ -335,7 +337,8 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
              error_budget: float | None = None, data_aware: bool | None = None, calibration: Sequence[Any] | None = None,
              input_covs: Mapping[str, Any] | None = None, heal: str | None = None, heal_steps: int | None = None,
              device: Any = "auto", progress: ProgressFn | None = None, overwrite: bool = False,
-             placement: str = "auto", bond_split: str = "data", **decompose_options: Any) -> Compression:
+             placement: str = "auto", bond_split: str = "data", distributed: bool | None = None,
+             **decompose_options: Any) -> Compression:
     """Compress ``source`` (see the module doc) and, with ``output``, write the compressed folder.
 
     What to compress: ``rules`` (per name pattern: method, truncation, legs; first match wins), or
@@ -347,6 +350,10 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
     inputs (``calibration`` batches for an ``nn.Module`` given in code; ``input_covs`` by weight
     name for a weights-only file).  ``heal``: a key of :data:`tnviz.model.heal.HEALINGS`, kept only
     where it helps the held-out metric.  ``progress(done, total, label)`` is called as it goes.
+    ``distributed`` (default: when a torch.distributed process group of several ranks is
+    initialized): the weights are spread over the ranks (:mod:`tnviz.model.distributed`); rank 0
+    measures, heals and writes ``output`` (the single-process run's bytes), the other ranks return
+    the layers only.
     """
     started = time.perf_counter()
     given = truncation_from(max_rank=max_rank, rtol=rtol, energy=energy, ratio=ratio, target_ratio=target_ratio,
@@ -362,6 +369,8 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
         raise TnvizError("give either rules or layers/method/truncation, not both")
     if heal is not None and heal not in HEALINGS:
         raise TnvizError(f"healing must be one of {list(HEALINGS)}; got {heal!r}")
+    spread = resolve_distributed(distributed)
+    lead = not spread or group_rank() == 0
     dev = resolve_device(device)
     subject = open_subject(source, dev)
     if calibration is not None:
@@ -386,19 +395,23 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
 
         applied = apply_plan(subject.model, plan, data_aware=aware, stats=stats or {}, device=dev,
                              progress=step if progress else None, placement=placement, bond_split=bond_split,
-                             **decompose_options)
+                             distributed=spread, **decompose_options)
         applied.data_aware = aware and bool(stats)
     else:
         if aware and input_covs is None:
             raise TnvizError(f"a data-aware compression needs calibration inputs; {subject.name!r} holds weights only "
                              f"(pass input_covs=... or data_aware=False)")
         applied = compress_weights(subject.weights, plan, covariances=input_covs if aware else None, device=dev,
-                                   progress=progress, placement=placement, bond_split=bond_split, **decompose_options)
+                                   progress=progress, placement=placement, bond_split=bond_split,
+                                   distributed=spread, **decompose_options)
     settings: dict[str, Any] = {**plan.settings(), "data_aware": applied.data_aware,
                                 "placement": placement, "bond_split": bond_split}
     if decompose_options:
         settings["decompose"] = {k: v for k, v in decompose_options.items()}
     result = Compression(subject, applied, settings)
+    if not lead:  # the other ranks' share is done: rank 0 measures, heals and writes
+        result.seconds = time.perf_counter() - started
+        return result
     if subject.metric is not None:
         result.metrics = {"original": subject.measure_original(), "compressed": subject.measure(result.model)}
     if heal is not None:
