@@ -11,9 +11,10 @@ import torch
 
 import tnviz
 from tnviz.bonds import (
-    GAUGE_BEHAVIOUR, REDUCTIONS, BondCapture, bond_cut, bond_map, bond_state, bond_stats, capture_bonds,
-    compare_stats, finish_from_state, gauge_layer, random_orthogonal, reduce_state, top_inputs,
+    GAUGE_BEHAVIOUR, REDUCTIONS, bond_cut, bond_map, bond_state, bond_stats, compare_stats, finish_from_state,
+    random_orthogonal, reduce_state, top_inputs,
 )
+from tnviz.model.bonds import BondCapture, capture_bonds, gauge_layer
 from tnviz.errors import InvalidNetworkError, TnvizError
 from tnviz.nn import TNLinear
 from tnviz.teach import random_invertible
@@ -226,7 +227,7 @@ def test_random_orthogonal_is_orthogonal():
 
 
 def test_tensorized_digits_mlp_has_bonds_to_capture():
-    from tnviz.bonds import tensorized_digits_mlp
+    from tnviz.model.bonds import tensorized_digits_mlp
     from tnviz.model.demos import digits_batches
 
     model = tensorized_digits_mlp("fc2", max_rank=4)
@@ -246,7 +247,8 @@ def test_bonds_module_imports_without_torch():
 
 # ---------------------------------------------------------------------- inspection, gauge report, charts
 def test_inspect_bond_with_a_gauge_move_keeps_the_model():
-    from tnviz.bonds import GAUGE_KINDS, gauge_matrix, gauge_model, gauge_report, inspect_bond
+    from tnviz.bonds import GAUGE_KINDS, gauge_matrix, gauge_report
+    from tnviz.model.bonds import gauge_model, inspect_bond
 
     model = _model(torch.float32)
     x = torch.rand(60, 16)
@@ -305,7 +307,7 @@ def test_bond_charts_carry_the_numbers():
 
 def test_healing_moves_the_bond_features_and_the_accuracy():
     """One epoch of end-to-end healing: accuracy up, the bond's statistics change with the weights."""
-    from tnviz.bonds import inspect_bond, tensorized_digits_mlp
+    from tnviz.model.bonds import inspect_bond, tensorized_digits_mlp
     from tnviz.model.demos import digits_split
     from tnviz.model.evaluate import digits_accuracy
 
@@ -320,7 +322,8 @@ def test_healing_moves_the_bond_features_and_the_accuracy():
 
 
 def test_principal_gauge_diagonalises_the_bond_covariance():
-    from tnviz.bonds import gauge_matrix, inspect_bond, principal_gauge
+    from tnviz.bonds import gauge_matrix, principal_gauge
+    from tnviz.model.bonds import inspect_bond
 
     model = _model()
     x = torch.rand(80, 16, dtype=torch.float64)

@@ -12,7 +12,7 @@ from tnviz.testing import small_template_networks
 
 def test_every_face_uses_the_core_gauge():
     import tnviz.bonds.gauge as bonds_gauge
-    import tnviz.bonds.inspection as inspection
+    import tnviz.model.bonds as inspection
     import tnviz.stack as stack
     import tnviz.teach as teach
 

@@ -6,7 +6,8 @@ import json
 
 import numpy as np
 
-from tnviz.bonds import GAUGE_BEHAVIOUR, inspect_bond, tensorized_digits_mlp
+from tnviz.bonds import GAUGE_BEHAVIOUR
+from tnviz.model.bonds import inspect_bond, tensorized_digits_mlp
 from tnviz.model.demos import digits_split
 
 PAGE = "views/bond_features.py"

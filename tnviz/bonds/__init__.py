@@ -11,18 +11,22 @@ reduced to their norm (``"norm"``).
 
 * The cut (core, arrays only): :func:`bond_cut`, :func:`bond_state`, :func:`finish_from_state`,
   :func:`reduce_state` (:mod:`tnviz.bonds.cut`).
-* Capture (drives TN layers, above ``tnviz.nn``): :class:`BondCapture` (forward hooks on every :class:`~tnviz.nn.TNLinear` of a model;
-  the hooks compute the state on the side and return nothing, so outputs are bit-identical) and
-  :func:`capture_bonds` (a dataset through a model -> ``{(layer, bond): (N, r) array}``).
 * Analysis: :func:`bond_entropy` (of a bond's spectrum), :func:`bond_stats` (class means, selectivity, covariance spectrum, rank,
   class-separation spectrum, linear-probe accuracy) and :data:`GAUGE_BEHAVIOUR`, which says which
   of them survive a gauge move ``a -> a X^-1, b -> X b`` on the bond: the state becomes
   ``state @ M`` (:func:`bond_map`), so quantities that are invariant under congruence with ``M``
   stay, per-channel ones do not.
-* Gauge: :func:`gauge_layer` / :func:`gauge_model` (the move on a layer or inside a model),
-  :func:`gauge_matrix` (:data:`GAUGE_KINDS`: random orthogonal, random invertible, the principal
-  axes of the activations via :func:`principal_gauge`), :func:`compare_stats`, :func:`gauge_report`.
-* All of it for one bond: :func:`inspect_bond` (what the Bond features page shows).
+* Gauge: :func:`gauge_matrix` (:data:`GAUGE_KINDS`: random orthogonal, random invertible, the
+  principal axes of the activations via :func:`principal_gauge`), :func:`compare_stats`,
+  :func:`gauge_report`.
+
+What drives torch models lives in :mod:`tnviz.model.bonds`, above ``tnviz.nn``: the capture of
+bond states with forward hooks (:class:`~tnviz.model.bonds.BondCapture`, whose hooks compute the
+state on the side and return nothing, so outputs are bit-identical, and
+:func:`~tnviz.model.bonds.capture_bonds`), the gauge move on a layer or inside a model
+(:func:`~tnviz.model.bonds.gauge_layer`, :func:`~tnviz.model.bonds.gauge_model`), all of it for
+one bond (:func:`~tnviz.model.bonds.inspect_bond`, what the Bond features page shows) and the
+tensorized digits MLP.
 
 >>> import numpy as np, tnviz
 >>> net = tnviz.mpo([4, 4], [4, 4], ranks=3)
@@ -39,17 +43,12 @@ from __future__ import annotations
 
 from ..gauge import random_orthogonal
 from .analysis import GAUGE_BEHAVIOUR, BondStats, bond_entropy, bond_stats, compare_stats, top_inputs
-from .capture import BondCapture, capture_bonds
 from .cut import REDUCTIONS, BondCut, bond_cut, bond_state, finish_from_state, reduce_state
 from .gauge import GAUGE_KINDS, ORTHOGONAL_KINDS, UNCHANGED_RTOL, bond_map, gauge_matrix, gauge_report, principal_gauge
-from .inspection import (
-    DIGITS_TN_LAYERS, BondInspection, gauge_layer, gauge_model, inspect_bond, tensorized_digits_mlp,
-)
 
 __all__ = [
-    "REDUCTIONS", "BondCut", "bond_cut", "bond_state", "finish_from_state", "reduce_state", "BondCapture",
-    "capture_bonds", "BondStats", "GAUGE_BEHAVIOUR", "bond_entropy", "bond_stats", "top_inputs", "compare_stats", "GAUGE_KINDS",
-    "ORTHOGONAL_KINDS", "UNCHANGED_RTOL", "random_orthogonal", "bond_map", "gauge_layer", "gauge_model",
-    "principal_gauge", "gauge_matrix", "gauge_report", "BondInspection", "inspect_bond", "DIGITS_TN_LAYERS",
-    "tensorized_digits_mlp",
+    "REDUCTIONS", "BondCut", "bond_cut", "bond_state", "finish_from_state", "reduce_state",
+    "BondStats", "GAUGE_BEHAVIOUR", "bond_entropy", "bond_stats", "top_inputs", "compare_stats", "GAUGE_KINDS",
+    "ORTHOGONAL_KINDS", "UNCHANGED_RTOL", "random_orthogonal", "bond_map",
+    "principal_gauge", "gauge_matrix", "gauge_report",
 ]

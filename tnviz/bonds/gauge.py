@@ -1,7 +1,7 @@
 """Gauge moves on a bond seen from its activations: the ``X`` of a move of each kind, what the
 move does to the state (:func:`bond_map`) and to bond statistics (:func:`gauge_report`).  The
 move itself is the core's :func:`tnviz.gauge.apply_gauge`; on a layer or a model it is
-:func:`tnviz.bonds.inspection.gauge_layer` / :func:`~tnviz.bonds.inspection.gauge_model`."""
+:func:`tnviz.model.bonds.gauge_layer` / :func:`~tnviz.model.bonds.gauge_model`."""
 from __future__ import annotations
 
 from typing import Any

@@ -14,7 +14,8 @@ import streamlit as st
 import tnviz
 from tnviz_app.components.persist import remember, restore
 from tnviz.model.autoencoder import ENCODER_BONDS, LATENT_BOND, autoencoder_network, train_autoencoder
-from tnviz.bonds import DIGITS_TN_LAYERS, GAUGE_KINDS, REDUCTIONS, bond_cut, inspect_bond, tensorized_digits_mlp
+from tnviz.bonds import GAUGE_KINDS, REDUCTIONS, bond_cut
+from tnviz.model.bonds import DIGITS_TN_LAYERS, inspect_bond, tensorized_digits_mlp
 from tnviz.render import to_source
 from tnviz.render.bond_charts import HEATMAP_VALUES, class_channel_heatmap, image_mosaic, spectrum_chart
 
