@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     import torch
 
     from . import Decomposition, TradeoffPoint
-    from ..model.io import Candidate
 
 #: How the truncation is set: one rank for every bond, or one relative Frobenius error for the whole weight.
 SETTINGS: dict[str, str] = {
@@ -422,6 +421,15 @@ def layer_tradeoff(
 
 
 # ---------------------------------------------------------------------- model-wide
+class Weight(Protocol):
+    """What a row needs of a model's weight (e.g. a :class:`tnviz.model.io.Candidate`)."""
+
+    name: str
+    kind: str
+    shape: Sequence[int]
+    params: int
+
+
 @dataclass(frozen=True)
 class LayerRow:
     """One weight of a model at the common setting (``error`` holds a message when it failed)."""
@@ -438,14 +446,14 @@ class LayerRow:
     error: str = ""
 
     @classmethod
-    def of(cls, candidate: "Candidate", spectra: LayerSpectra, seconds: float | None = None) -> "LayerRow":
+    def of(cls, candidate: Weight, spectra: LayerSpectra, seconds: float | None = None) -> "LayerRow":
         """The row of a weight from its :class:`LayerSpectra`."""
         return cls(candidate.name, candidate.kind, tuple(candidate.shape), candidate.params, spectra.params,
                    spectra.rel_error, spectra.bound, dict(spectra.ranks),
                    spectra.seconds if seconds is None else seconds)
 
     @classmethod
-    def failed(cls, candidate: "Candidate", message: str, seconds: float = 0.0) -> "LayerRow":
+    def failed(cls, candidate: Weight, message: str, seconds: float = 0.0) -> "LayerRow":
         """The row of a weight that could not be decomposed, with the reason."""
         return cls(candidate.name, candidate.kind, tuple(candidate.shape), candidate.params, None, None, None,
                    seconds=seconds, error=message)
