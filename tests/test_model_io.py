@@ -88,40 +88,72 @@ def test_state_dict_is_loaded_weights_only_and_memory_mapped(tmp_path, state, mo
     assert calls == [{"map_location": "cpu", "weights_only": True, "mmap": True}]
 
 
-class _RecordingHandle:
-    """Wraps safe_open's handle and counts tensor reads."""
+def test_safetensors_reads_lazily_one_tensor_at_a_time(tmp_path, state, monkeypatch):
+    import builtins
 
-    def __init__(self, handle):
-        self.handle, self.reads = handle, []
+    import tnviz.model.io as io_module
 
-    def get_tensor(self, name):
-        self.reads.append(name)
-        return self.handle.get_tensor(name)
-
-    def __getattr__(self, attr):
-        return getattr(self.handle, attr)
-
-
-def test_safetensors_reads_lazily_one_tensor_at_a_time(tmp_path, state):
     path = save_safetensors(state, tmp_path / "m.safetensors")
     weights = open_weights(path)
-    recorder = _RecordingHandle(weights._handle)
-    weights._handle = recorder
+    reads: list[int] = []
+
+    class Recording:
+        """The file a tensor is read from: records how many bytes each read asks for."""
+
+        def __init__(self, fh):
+            self.fh = fh
+
+        def readinto(self, view):
+            reads.append(len(view))
+            return self.fh.readinto(view)
+
+        def __getattr__(self, attr):
+            return getattr(self.fh, attr)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+    monkeypatch.setattr(io_module, "open", lambda *a, **k: Recording(builtins.open(*a, **k)), raising=False)
+    weights._handle = None  # a tensor read must not go through the memory map (safe_open's handle)
     found = candidates(weights, pattern="fc|conv")
     shapes = {n: weights.shape(n) for n in weights.names()}
     assert [c.name for c in found] == ["conv.weight", "fc.weight"] and shapes["fc.weight"] == (5, 6)
-    assert recorder.reads == []  # names, shapes, dtypes and candidates come from the header alone
-    weights.get("fc.weight")
-    assert recorder.reads == ["fc.weight"]
+    assert reads == []  # names, shapes, dtypes and candidates come from the header alone
+    got = weights.get("fc.weight")
+    assert reads == [state["fc.weight"].numel() * state["fc.weight"].element_size()]  # that tensor's bytes only
+    assert torch.equal(got, state["fc.weight"]) and got.dtype == state["fc.weight"].dtype
     weights.close()
 
 
-def test_minilm_file_candidates_without_reading_tensors():
+def test_safetensors_reads_every_dtype_bit_for_bit(tmp_path):
+    tensors = {"f32": torch.randn(3, 4), "bf16": torch.randn(5).to(torch.bfloat16), "f16": torch.randn(2, 2).half(),
+               "i64": torch.arange(7), "u8": torch.arange(5, dtype=torch.uint8), "b": torch.tensor([True, False]),
+               "empty": torch.zeros(0, 3), "scalar": torch.tensor(2.5, dtype=torch.float64)}
+    path = save_safetensors(tensors, tmp_path / "d.safetensors")
+    with open_weights(path) as weights:
+        for name, t in tensors.items():
+            got = weights.get(name)
+            assert got.dtype == t.dtype and got.shape == t.shape and torch.equal(got, t), name
+    cut = tmp_path / "cut.safetensors"
+    data = path.read_bytes()
+    cut.write_bytes(data[: len(data) - 4])
+    with pytest.raises(ModelFileError):
+        with open_weights(cut) as weights:
+            weights.get("f32")
+
+
+def test_minilm_file_candidates_without_reading_tensors(monkeypatch):
     from tnviz.model.demos import minilm_dir
 
     with open_weights(minilm_dir() / "model.safetensors") as weights:
-        recorder = _RecordingHandle(weights._handle)
-        weights._handle = recorder
+        def no_reads(*args, **kwargs):
+            raise AssertionError("a tensor was read")
+
+        monkeypatch.setattr(weights, "get", no_reads)
+        weights._handle = None
         found = candidates(weights)
         kinds = {}
         for c in found:
@@ -129,7 +161,6 @@ def test_minilm_file_candidates_without_reading_tensors():
         assert kinds == {"Linear": 6 * 6 + 1, "Embedding": 3}
         ffn = candidates(weights, r"intermediate\.dense|output\.dense")
         assert len(ffn) == 6 * 3 and all(c.params == c.shape[0] * c.shape[1] for c in ffn)
-        assert recorder.reads == []
 
 
 def test_candidates_kinds_and_skips(tmp_path, state):

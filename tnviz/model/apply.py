@@ -28,6 +28,7 @@ from torch import nn
 from ..errors import DecompositionError, RankError, TnvizError
 from .device import resolve_device
 from .distributed import map_spread, svd_cost
+from .memory import trim
 from .plan import LayerPlan, Plan
 from .surgery import build_layer, set_module, to_device
 
@@ -320,11 +321,15 @@ def compress_weights(weights: Any, plan: Plan, *, covariances: Mapping[str, torc
 
     def one(lp: LayerPlan) -> tuple[Any, dict[str, torch.Tensor] | None]:
         cov = None if not covariances else covariances.get(lp.weight_name)
-        weight = weights.get(lp.weight_name, device=dev)  # read alone, memory-mapped
-        outcome = compress_layer(weight, lp, cov, options)
-        if isinstance(outcome, Kept):
-            return outcome, None
-        return outcome, {t: v.detach().to("cpu", weight.dtype).contiguous() for t, v in outcome.tensors.items()}
+        weight = weights.get(lp.weight_name, device=dev)  # read alone
+        try:
+            outcome = compress_layer(weight, lp, cov, options)
+            if isinstance(outcome, Kept):
+                return outcome, None
+            return outcome, {t: v.detach().to("cpu", weight.dtype).contiguous() for t, v in outcome.tensors.items()}
+        finally:
+            del weight
+            trim()  # the weight's and the decomposition's memory back to the system (tnviz.model.memory)
 
     done = (lambda n, lp: progress(n, len(plan.layers), lp.name)) if progress else None
     outcomes = map_spread(one, plan.layers, [svd_cost(lp.shape) for lp in plan.layers], distributed=distributed,

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, NamedTuple, 
 
 from ..errors import BudgetError, InvalidNetworkError, ModelFileError
 from ..network import TensorNetwork
+from .memory import trim
 
 if TYPE_CHECKING:
     import torch
@@ -116,6 +117,9 @@ def write_safetensors_streamed(path: str | os.PathLike, items: Iterable[Item | t
             fh.write(data)
             digest.update(data)
             size += len(data)
+            if len(data) >= 1 << 20:  # a large copied tensor's memory back to the system
+                del t, data
+                trim()
         fh.flush()
         os.fsync(fh.fileno())
     return {"bytes": size, "sha256": digest.hexdigest()}
