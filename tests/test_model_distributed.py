@@ -40,6 +40,14 @@ def test_without_a_process_group_the_map_is_the_ordered_one_and_distributed_true
         tnviz.compress("digits-mlp", max_rank=4, distributed=True)
 
 
+def test_under_torchrun_without_a_group_the_library_refuses_rather_than_race(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(TnvizError, match=r"running under torchrun \(WORLD_SIZE=2\) needs the process group"):
+        tnviz.compress("digits-mlp", max_rank=4)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert map_spread(lambda x: -x, [1, 2], [1, 1]) == [-1, -2]
+
+
 def _weights(path: Path) -> Path:
     g = torch.Generator().manual_seed(0)
     tensors = {f"l{k}.weight": torch.randn(64 if k % 2 else 96, 48, generator=g) for k in range(5)}

@@ -68,6 +68,12 @@ def resolve(distributed: bool | None) -> bool:
     """``None``: spread when a process group of several ranks is initialized; ``True``: require
     one; ``False``: never."""
     if distributed is None:
+        world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+        if world > 1 and not group_active():
+            # every process would compress everything and write the same folder at once
+            raise TnvizError(f"running under torchrun (WORLD_SIZE={world}) needs the process group: call "
+                             "torch.distributed.init_process_group() before tnviz.compress, or pass distributed=False "
+                             "to compress everything on each process alone")
         return group_active()
     if distributed and not group_active():
         import torch.distributed as dist

@@ -1,0 +1,162 @@
+"""Scale: compressing LLaMA-shaped weights files of growing size, weights only.
+
+For each size a synthetic LLaMA-shaped ``.safetensors`` file (hidden 1024, intermediate 2752,
+vocabulary 8000; random weights; generated on disk tensor by tensor with tnviz's streamed writer,
+deleted after) is compressed in a fresh subprocess (``tnviz.compress(file, out, method="svd",
+max_rank=32, layers="layers\\.[0-9]+\\.")``), which reports its wall time and its peak resident set
+(``VmHWM``).  The table shows whether the time per weight stays constant and the peak stays flat
+as the file grows, and the same run on two torch.distributed ranks (``torchrun``, gloo) for the
+largest size below the machine's RAM.  ``--ram-multiple 2`` adds a file twice the machine's RAM.
+
+Not here yet: the data-aware path block by block (issue 18 item 2), which needs the model built
+one decoder block at a time; a data-aware run today holds the whole model.
+
+    python benchmarks/bench_scale.py [--sizes 0.25 0.5 1 2] [--ram-multiple 2] [--write]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+HIDDEN, INTER, VOCAB = 1024, 2752, 8000
+
+_RUN = r"""
+import json, sys, time
+import tnviz
+from tnviz.model.memory import peak_rss_bytes
+start = time.perf_counter()
+r = tnviz.compress(sys.argv[1], sys.argv[2], method="svd", max_rank=32, layers=r"layers\.[0-9]+\.")
+print(json.dumps({"seconds": time.perf_counter() - start, "weights": len(r.layers), "peak": peak_rss_bytes(),
+                  "ratio": r.totals["ratio"]}))
+"""
+
+
+def layers_for(gigabytes: float) -> int:
+    per_layer = (4 * HIDDEN * HIDDEN + 3 * INTER * HIDDEN + 2 * HIDDEN) * 4
+    return max(1, round((gigabytes * 2**30 - 2 * VOCAB * HIDDEN * 4) / per_layer))
+
+
+def generate(path: Path, layers: int) -> int:
+    """A LLaMA-shaped weights file written tensor by tensor (never the whole model in memory)."""
+    import torch
+
+    from tnviz.model.folder import Item, write_safetensors_streamed
+
+    def randn(shape, seed):
+        return lambda: torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) / shape[-1] ** 0.5
+
+    items = [Item("model.embed_tokens.weight", "float32", (VOCAB, HIDDEN), randn((VOCAB, HIDDEN), 0))]
+    for k in range(layers):
+        p = f"model.layers.{k}."
+        for j, n in enumerate("qkvo"):
+            items.append(Item(p + f"self_attn.{n}_proj.weight", "float32", (HIDDEN, HIDDEN),
+                              randn((HIDDEN, HIDDEN), 10 * k + j + 1)))
+        items.append(Item(p + "mlp.gate_proj.weight", "float32", (INTER, HIDDEN), randn((INTER, HIDDEN), 10 * k + 5)))
+        items.append(Item(p + "mlp.up_proj.weight", "float32", (INTER, HIDDEN), randn((INTER, HIDDEN), 10 * k + 6)))
+        items.append(Item(p + "mlp.down_proj.weight", "float32", (HIDDEN, INTER), randn((HIDDEN, INTER), 10 * k + 7)))
+        for n in ("input_layernorm", "post_attention_layernorm"):
+            items.append(Item(p + f"{n}.weight", "float32", (HIDDEN,), lambda: torch.ones(HIDDEN)))
+    items.append(Item("model.norm.weight", "float32", (HIDDEN,), lambda: torch.ones(HIDDEN)))
+    items.append(Item("lm_head.weight", "float32", (VOCAB, HIDDEN), randn((VOCAB, HIDDEN), 99)))
+    return write_safetensors_streamed(path, items)["bytes"]
+
+
+def run(path: Path, out: Path, ranks: int) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "")}
+    if not env["OMP_NUM_THREADS"]:
+        env.pop("OMP_NUM_THREADS")
+    if ranks == 1:
+        cmd = [sys.executable, "-c", _RUN, str(path), str(out)]
+    else:  # every rank prints its own line; rank 0's (the one that wrote) holds the ratio
+        script = out.parent / "run_rank.py"
+        script.write_text("import torch.distributed as dist\ndist.init_process_group('gloo')\n" + _RUN)
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}",
+               str(script), str(path), str(out)]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        errors = [ln for ln in done.stderr.splitlines() if "Error" in ln or "error:" in ln]
+        raise SystemExit("\n".join(errors[:10]) + "\n" + done.stderr[-1500:])
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return {"wall": wall, "seconds": max(d["seconds"] for d in lines), "weights": lines[0]["weights"],
+            "peak": max(d["peak"] for d in lines), "ratio": lines[0]["ratio"]}
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        names = [ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    import torch
+
+    return f"{cpu}, {os.cpu_count()} cores, {ram:.0f} GiB RAM, torch {torch.__version__}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=float, nargs="+", default=[0.25, 0.5, 1.0, 2.0], help="file sizes in GiB")
+    ap.add_argument("--ram-multiple", type=float, default=0.0, help="also a file this many times the RAM")
+    ap.add_argument("--ranks", type=int, default=2, help="ranks of the torchrun row (0: none)")
+    ap.add_argument("--write", action="store_true", help="write the table into benchmarks/README.md")
+    args = ap.parse_args()
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    sizes = list(args.sizes) + ([args.ram_multiple * ram] if args.ram_multiple else [])
+    rows = []
+    stamp = (f"Machine: {machine()}; {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC; "
+             f"load average {os.getloadavg()[0]:.1f} at the start")
+    work = Path(tempfile.mkdtemp(prefix="tnviz-scale-", dir=os.environ.get("TNVIZ_SCALE_DIR")))
+    try:
+        for size in sizes:
+            layers = layers_for(size)
+            path = work / "model.safetensors"
+            nbytes = generate(path, layers)
+            plans = [1] + ([args.ranks] if args.ranks > 1 and size == max(s for s in sizes if s < ram) else [])
+            for ranks in plans:
+                out = work / f"out{ranks}"
+                r = run(path, out, ranks)
+                block = (4 * HIDDEN * HIDDEN + 3 * INTER * HIDDEN) * 4
+                rows.append(f"| {nbytes / 2**30:.2f} | {layers} | {r['weights']} | {ranks} | {r['seconds']:.1f} | "
+                            f"{1000 * r['seconds'] / r['weights']:.0f} | {r['peak'] / 2**30:.2f} | "
+                            f"{(2 * block + 2**30) / 2**30:.2f} | {r['ratio']:.1f}x |")
+                print(rows[-1], flush=True)
+                shutil.rmtree(out, ignore_errors=True)
+            path.unlink()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    table = "\n".join([
+        stamp + ".", "",
+        "| file GiB | layers | weights | ranks | seconds | ms per weight | peak RSS GiB | goal (2x block + 1 GiB) | compression |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *rows,
+    ])
+    print(table)
+    if args.write:
+        readme = HERE / "README.md"
+        text = readme.read_text()
+        block = f"<!-- scale -->\n{table}\n<!-- /scale -->"
+        if "<!-- scale -->" in text:
+            text = re.sub(r"<!-- scale -->.*?<!-- /scale -->", lambda _: block, text, flags=re.S)
+        else:
+            text += ("\n## Scale (`bench_scale.py`)\n\nLLaMA-shaped weights files of growing size compressed weights-only "
+                     "(SVD, rank 32, every block's linear weights) in a fresh process: time per weight and peak "
+                     "resident set (VmHWM) against the goal of issue 18.\n\n" + block + "\n")
+        readme.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
