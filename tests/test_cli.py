@@ -36,6 +36,33 @@ def test_cost_json_has_the_contract_keys_and_the_engine_values(spec):
     assert "crossovers" in d
 
 
+def test_cost_says_the_strategy_the_layer_itself_runs():
+    """Issue 13.3: the CLI said 'factorized' (FLOPs of two einsum ways) for the bundled MPO at batch
+    1024 while TNLinear ran 'chain'.  The answer is now the layer's own: a real layer, run in both
+    modes at that batch, records the strategy the JSON and the human output name."""
+    from tnviz.nn import TNLinear
+    spec = str(Path(tnviz.__file__).parents[1] / "tnviz_app" / "examples" / "mpo_4096x4096.json")
+    out = run("cost", spec, "--batch", "1024", "--json")
+    assert out.returncode == 0, out.stderr
+    d = json.loads(out.stdout)
+    assert "best_strategy" not in d
+    layer = TNLinear(tnviz.load_network(spec))
+    x = torch.randn(1024, 4096)
+    layer.train()
+    layer(x)
+    trained = layer.last_strategy
+    layer.eval()
+    with torch.no_grad():
+        layer(x)
+    assert d["strategy"]["inference"]["strategy"] == layer.last_strategy == "chain"
+    assert d["strategy"]["training"]["strategy"] == trained == "chain"
+    est = d["strategy"]["inference"]["estimates"]
+    assert min(est, key=est.get) == "chain" and set(est) == {"chain", "factorized", "rebuilt"}
+    human = run("cost", spec, "--batch", "1024").stdout
+    assert "inference runs    chain (modelled cost in FLOP-equivalents: chain " in human
+    assert "training runs     chain" in human and "cheaper strategy" not in human
+
+
 def test_cost_human_output(spec):
     out = run("cost", spec, "--batch", "64")
     assert out.returncode == 0

@@ -86,13 +86,17 @@ def cmd_app(args: argparse.Namespace) -> int:
 def cmd_cost(args: argparse.Namespace) -> int:
     from .cost import batch_sweep, cost
     from .network import load_network
+    from .nn.strategies import decisions
 
     net = load_network(args.spec)
     report = cost(net, batch=args.batch, optimize=args.optimize)
     # only the crossovers are printed: the optimizer's path at every batch is not needed
     sweep = batch_sweep(net, optimize=args.optimize, include_best=False)
+    chosen = decisions(net, args.batch)
     if args.json:
         d = report.to_dict()
+        d["strategy"] = {mode: (c.to_dict() if not isinstance(c, Exception) else {"strategy": None, "error": str(c)})
+                         for mode, c in chosen.items()}
         d["crossovers"] = [{"batch": b, "cheaper": w} for b, w in sweep.crossovers]
         print(json.dumps(d, indent=2))
         return 0
@@ -104,9 +108,17 @@ def cmd_cost(args: argparse.Namespace) -> int:
     print(f"  backward FLOPs    {_human(report.backward_flops)} (dense {_human(report.dense_backward_flops)})")
     print(f"  rebuild + matmul  {_human(report.rebuild_flops)} (rebuild alone {_human(report.reconstruct_flops)})")
     print(f"  peak memory       {report.peak_elements:,} elements = {report.peak_bytes('float32') / 2**20:.2f} MiB float32")
-    print(f"  cheaper strategy  {report.best_strategy} at this batch")
+    for mode, c in chosen.items():
+        if isinstance(c, Exception):
+            print(f"  {mode + ' runs':<17} nothing: {c}")
+            continue
+        how = "timed at its first call; modelled" if c.measured else "modelled"
+        how += " cost in FLOP-equivalents"
+        print(f"  {mode + ' runs':<17} {c.strategy} ({how}: "
+              + ", ".join(f"{name} {_human(e)}" for name, e in sorted(c.estimates.items(), key=lambda kv: kv[1]))
+              + ")")
     for b, w in sweep.crossovers:
-        print(f"  crossover         from batch {b} on, {w} is cheaper")
+        print(f"  FLOPs crossover   from batch {b} on, {w} costs fewer FLOPs")
     if report.searched:
         print("  searched          " + ", ".join(f"{name} {_human(flops)}" for name, flops in report.searched)
               + "".join(f"; {name} skipped ({why})" for name, why in report.skipped))

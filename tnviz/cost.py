@@ -218,12 +218,6 @@ class LayerCost:
     def compression(self) -> float:
         return self.dense_params / self.params
 
-    @property
-    def best_strategy(self) -> str:
-        """'factorized' when contracting x through the tensors costs no more than rebuilding the
-        dense weight and doing one matmul, else 'rebuilt'."""
-        return "factorized" if self.factorized_flops <= self.rebuild_flops else "rebuilt"
-
     def peak_bytes(self, dtype: str = "float32") -> int:
         return self.peak_elements * DTYPE_BYTES[dtype]
 
@@ -239,7 +233,6 @@ class LayerCost:
         d["searched"] = [{"optimizer": name, "flops": flops} for name, flops in self.searched]
         d["skipped"] = [{"optimizer": name, "reason": why} for name, why in self.skipped]
         d["compression"] = self.compression
-        d["best_strategy"] = self.best_strategy
         d["peak_bytes_float32"] = self.peak_bytes("float32")
         return d
 

@@ -28,7 +28,15 @@ def test_tiles_show_the_engine_numbers(open_page):
     assert _metric(at, "Peak memory (float32)").value == human_bytes(c.peak_bytes("float32"))
     assert _metric(at, "Peak memory (float32)").delta == f"{c.peak_elements:,} elements"
     assert _metric(at, "Factorized FLOPs").value == human(c.factorized_flops)
-    assert f"**{c.best_strategy}**" in at.info[0].value
+    # the strategy shown is the layer's own choice (was LayerCost.best_strategy, 'factorized' by FLOPs)
+    from tnviz.nn.strategies import decisions
+    chosen = decisions(net, 1024)
+    for mode, d in chosen.items():
+        assert any(m.value.startswith(f"**{mode.capitalize()}** at batch 1,024: `{d.strategy}`") for m in at.markdown)
+    table = at.dataframe[2].value
+    runs = table[table["runs"] == "yes"]
+    assert list(runs["mode"]) == ["inference", "training"]
+    assert list(runs["strategy"]) == [chosen["inference"].strategy, chosen["training"].strategy] == ["chain", "chain"]
     assert "less than dense" in _metric(at, "Parameters").delta
     steps = at.dataframe[0].value
     assert len(steps) == len(c.steps)

@@ -128,6 +128,16 @@ def estimates(net: TensorNetwork, batch: int, cached: bool = False) -> dict[str,
     }
 
 
+def _output_over_budget(net: TensorNetwork, batch: int, budget: int | None) -> None:
+    """Every strategy holds the layer's output (``batch x out_features`` elements): refuse before
+    planning when that alone exceeds ``budget`` (planning a 500-core chain takes minutes)."""
+    if budget is not None and batch * net.out_features > budget:
+        raise BudgetError(
+            f"contractions are limited to {budget:,} elements per intermediate; the output of "
+            f"{net.name or 'this network'!r} at batch {batch} alone has {batch * net.out_features:,}"
+        )
+
+
 def _pick(net: TensorNetwork, batch: int, cached: bool, budget: int | None, est: dict[str, float]) -> str:
     ranked = sorted(est.items(), key=lambda kv: kv[1])
     for name, _ in ranked:
@@ -142,6 +152,7 @@ def _pick(net: TensorNetwork, batch: int, cached: bool, budget: int | None, est:
 
 def choose(net: TensorNetwork, batch: int, cached: bool = False, budget: int | None = None) -> str:
     """The cheapest supported strategy whose largest intermediate fits ``budget`` elements."""
+    _output_over_budget(net, batch, budget)
     return _pick(net, batch, cached, budget, estimates(net, batch, cached))
 
 
@@ -158,6 +169,14 @@ class Decision:
     estimates: dict[str, float]
     measured: bool
     reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"strategy": self.strategy, "measured": self.measured, "reason": self.reason,
+                "estimates": dict(sorted(self.estimates.items(), key=lambda kv: kv[1]))}
+
+
+MODES = {"inference": True, "training": False}
+"""The two modes a layer decides for: name -> ``cached`` (inference: eval mode, weights cached)."""
 
 
 def _measured_because(net: TensorNetwork, cached: bool, device: Any) -> str | None:
@@ -189,6 +208,7 @@ def decide(net: TensorNetwork, batch: int, *, cached: bool, device: Any = "cpu",
     >>> d.measured, d.reason.startswith("timed at the first call")
     (True, True)
     """
+    _output_over_budget(net, batch, budget)
     est = estimates(net, batch, cached)
     strategy = _pick(net, batch, cached, budget, est)
     mode = "in inference (weights cached)" if cached else "in training"
@@ -204,3 +224,24 @@ def decide(net: TensorNetwork, batch: int, *, cached: bool, device: Any = "cpu",
                       f"intermediates fit the budget of {budget:,} elements ({cheapest!r} costs less but "
                       f"needs {needs:,})")
     return Decision(strategy, est, because is not None, reason)
+
+
+def decisions(net: TensorNetwork, batch: int, *, device: Any = "cpu",
+              budget: int | None = DEFAULT_BUDGET_ELEMENTS) -> dict[str, Decision | BudgetError]:
+    """:func:`decide` in both :data:`MODES` (``"inference"``, ``"training"``): what a default
+    layer runs at ``batch`` on ``device``.  A mode where no strategy fits the ``budget`` maps to
+    its :class:`tnviz.BudgetError` instead of raising, so a face can show the other mode.  The
+    CLI's ``tnviz cost``, the Costs page and the Designer show this, and nothing else, as the
+    layer's strategy.
+
+    >>> from tnviz.builders import mpo
+    >>> {mode: d.strategy for mode, d in decisions(mpo([8, 8, 8, 8], [8, 8, 8, 8], ranks=4), 1024).items()}
+    {'inference': 'chain', 'training': 'chain'}
+    """
+    out: dict[str, Decision | BudgetError] = {}
+    for mode, cached in MODES.items():
+        try:
+            out[mode] = decide(net, batch, cached=cached, device=device, budget=budget)
+        except BudgetError as exc:
+            out[mode] = exc
+    return out

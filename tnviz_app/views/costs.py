@@ -4,7 +4,9 @@ from __future__ import annotations
 import streamlit as st
 
 import tnviz
-from tnviz_app.components.figures import forward_flops, forward_label, layer_cost, path_found_by
+from tnviz_app.components.figures import (estimate_rows, forward_flops, forward_label, layer_cost, layer_decisions,
+                                          path_found_by)
+from tnviz.nn.strategies import Decision
 from tnviz_app.components.formatting import arrow_safe, human, human_bytes
 from tnviz_app.components.measure import measure_panel
 from tnviz_app.components.persist import remember, restore
@@ -79,12 +81,6 @@ row2[2].metric(
     help=f"{c.peak_elements:,} elements alive at once on the forward path; largest intermediate "
          f"{c.largest_intermediate:,}",
 )
-st.info(
-    f"At batch {batch:,} the **{c.best_strategy}** strategy is the cheaper of the two ways to run the layer "
-    f"(factorized {human(c.factorized_flops, 'FLOPs')}, rebuilt {human(c.rebuild_flops, 'FLOPs')}).",
-    icon=":material/speed:",
-)
-
 st.subheader("Contraction path")
 st.caption(f"{len(c.steps)} pairwise steps with the input x as an operand · {path_found_by(c)}")
 st.dataframe(
@@ -119,7 +115,20 @@ else:
 for warning in c.warnings:
     st.warning(warning, icon=":material/warning:")
 
-st.subheader("Strategies vs batch size")
+chosen = layer_decisions(net_json, batch)
+st.subheader("Strategy the layer runs")
+for mode, d in chosen.items():
+    if isinstance(d, Decision):
+        st.markdown(f"**{mode.capitalize()}** at batch {batch:,}: `{d.strategy}`. {d.reason}.")
+    else:
+        st.warning(f"{mode.capitalize()}: {d}", icon=":material/warning:")
+st.caption("This is what a default tnviz.nn.TNLinear of this network runs on the CPU (strategy 'auto'), from the "
+           "modelled costs below: FLOPs weighted by memory traffic, not the FLOP counts above. Factorized and "
+           "rebuilt FLOPs are the two einsum ways to compute the layer; the sweep strategies ('chain', 'ring', "
+           "'modes') are usually faster than either.")
+st.dataframe(arrow_safe(estimate_rows(chosen)), hide_index=True)
+
+st.subheader("FLOPs vs batch size")
 if sw.best_skipped:
     st.caption(f"The {optimize!r} path is not drawn per batch: {sw.best_skipped}.")
 if sw.crossovers:

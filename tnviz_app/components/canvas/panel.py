@@ -18,7 +18,7 @@ from tnviz.errors import TnvizError, plain_message
 from tnviz.render.exports import EXPORTS, export, export_filename
 from tnviz.network import TensorNetwork
 
-from ..figures import forward_flops, forward_label, layer_cost
+from ..figures import forward_flops, forward_label, layer_cost, layer_decisions, runs_line
 from ..formatting import human
 from . import CanvasResult, network_canvas
 
@@ -54,7 +54,8 @@ def live_numbers(net: TensorNetwork, *, batch: int, key: str) -> tnviz.LayerCost
                   help=f"{c.flops:,} at batch {batch:,} on the path {c.path_note}; dense layer: {c.dense_flops:,}")
         st.caption(f"batch {batch:,} · dense {human(c.dense_flops)} · {c.dense_flops / c.flops:,.2f}x fewer · "
                    f"backward {human(c.backward_flops)}")
-        st.caption(f"largest intermediate {c.largest_intermediate:,} elements · best: {c.best_strategy}")
+        st.caption(f"largest intermediate {c.largest_intermediate:,} elements · runs "
+                   f"{runs_line(layer_decisions(net.to_json(), batch))}")
         st.markdown("**einsum** (x first, then the tensors)")
         # inline code breaks anywhere in a narrow column; a code block would cut a long einsum off
         st.markdown(f"<code style='overflow-wrap:anywhere'>{html.escape(net.layer_equation())}</code>",
