@@ -194,7 +194,11 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
+    block = None
     for layer in report["layers"]:
+        if layer.get("block") is not None and layer["block"] != block:  # the table grouped by block
+            block = layer["block"]
+            print(f"block {block}")
         on_data = "" if layer.get("data_error") is None else f", on calibration data {layer['data_error']:.3g}"
         print(f"  {layer['name']:<50} {str(tuple(layer['shape'])):<16} {layer['params_before']:>10,} -> "
               f"{layer['params_after']:>9,}  weight error {layer['rel_error']:.3g}{on_data}")

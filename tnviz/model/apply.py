@@ -30,7 +30,7 @@ from .device import resolve_device
 from .distributed import map_spread, svd_cost
 from .memory import trim
 from .plan import LayerPlan, Plan
-from .surgery import build_layer, set_module, to_device
+from .surgery import build_layer, is_conv1d, linear_weight, set_module, tie_layer, to_device
 
 ProgressFn = Callable[[int, int, str], None]
 
@@ -87,6 +87,8 @@ class LayerResult:
     flops_before: int = 0
     flops_after: int = 0
     weight: str = ""
+    transposed: bool = False  # the model stores the weight as (in, out) (GPT-2's Conv1D); shape is (out, in)
+    tied: tuple[str, ...] = ()  # weight names of the modules sharing this weight (see tnviz.model.plan)
 
     @property
     def weight_name(self) -> str:
@@ -198,15 +200,15 @@ def result_of(lp: LayerPlan, dec: Any, flops_batch: int = 1) -> LayerResult:
     before, after = layer_flops(dec.network, lp.kind, flops_batch)
     return LayerResult(lp.name, lp.kind, lp.shape, lp.method, lp.params, dec.params, float(dec.rel_error),
                        None if dec.data_error is None else float(dec.data_error), dict(dec.ranks),
-                       float(dec.seconds), dec.network, before, after, lp.weight_name)
+                       float(dec.seconds), dec.network, before, after, lp.weight_name, lp.transposed, tuple(lp.tied))
 
 
 def calibration_stats(model: nn.Module, batches: Sequence[Any], names: Sequence[str], device: Any = None) -> dict:
-    """Input second moments of the Linear/Conv2d modules ``names`` (one pass; Embeddings have none)."""
+    """Input second moments of the Linear/Conv1D/Conv2d modules ``names`` (one pass; Embeddings have none)."""
     from .calibrate import collect_input_stats
 
     modules = dict(model.named_modules())
-    chosen = [n for n in names if isinstance(modules.get(n), (nn.Linear, nn.Conv2d))]
+    chosen = [n for n in names if isinstance(modules.get(n), (nn.Linear, nn.Conv2d)) or is_conv1d(modules.get(n))]
     if not chosen:
         return {}
     return collect_input_stats(model, batches, chosen, device=device)
@@ -286,7 +288,7 @@ def apply_plan(model: nn.Module, plan: Plan, *, calibration: Sequence[Any] | Non
 
     def one(lp: LayerPlan) -> Any:
         cov = stats[lp.name].second_moment if lp.name in stats else None
-        return compress_layer(modules[lp.name].weight, lp, cov, options)
+        return compress_layer(linear_weight(modules[lp.name]), lp, cov, options)
 
     done = (lambda n, lp: progress(offset + n, steps, lp.name)) if progress else None
     outcomes = map_spread(one, plan.layers, [svd_cost(lp.shape) for lp in plan.layers], distributed=distributed,
@@ -295,7 +297,10 @@ def apply_plan(model: nn.Module, plan: Plan, *, calibration: Sequence[Any] | Non
         if isinstance(outcome, Kept):
             skipped.append(outcome.as_dict())
             continue
-        set_module(work, lp.name, build_layer(modules[lp.name], outcome, strategy))
+        new = build_layer(modules[lp.name], outcome, strategy)
+        set_module(work, lp.name, new)
+        for alias in lp.tied:  # a tied lm_head shares the embedding's network: one set of parameters
+            tie_layer(work, alias.removesuffix(".weight"), new)
         results.append(result_of(lp, outcome, flops_batch))
     if progress:
         progress(steps, steps, "done")
@@ -356,7 +361,7 @@ def preview(source: Any, plan: Plan, stats: Mapping[str, Any] | None = None, dev
     weights = getattr(source, "weights", None) if modules is None else None
     rows = []
     for lp in plan.layers:
-        weight = modules[lp.name].weight if modules is not None else weights.get(lp.weight_name)
+        weight = linear_weight(modules[lp.name]) if modules is not None else weights.get(lp.weight_name)
         cov = stats[lp.name].second_moment if stats and lp.name in stats else None
         try:
             outcome = compress_layer(weight.to(dev), lp, cov, options)

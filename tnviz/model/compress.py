@@ -36,7 +36,7 @@ from .distributed import rank as group_rank
 from .distributed import resolve as resolve_distributed
 from .folder import SEPARATOR, Item, write_folder, zip_folder
 from .heal import HEALINGS, HealReport, heal
-from .plan import Plan, Rule, make_plan, truncation_from
+from .plan import Plan, Rule, block_and_role, make_plan, truncation_from
 from .subject import Subject, open_subject
 from .surgery import tn_linear, tn_modules
 
@@ -181,14 +181,19 @@ class Compression:
         key_map = {} if source is None else {k: v for k, v in source.key_map.items() if k != v}
         layers = []
         for r in self.layers:
-            layers.append({
+            entry = {
                 "name": r.weight_name if self.model is not None else r.name,
                 "module": r.name if self.model is not None else None,
                 "shape": list(r.shape), "dtype": self._dtype_of(r), "kind": r.kind, "method": r.method,
                 "params_before": r.params_before, "params_after": r.params_after, "rel_error": r.rel_error,
                 "data_error": r.data_error, "ranks": {k: int(v) for k, v in r.ranks.items()},
                 "network": r.network.to_dict(),
-            })
+            }
+            if r.transposed:  # the input stores this weight as (in, out) (GPT-2's Conv1D); "shape" is (out, in)
+                entry["transposed"] = True
+            if r.tied:  # modules sharing this weight (a tied lm_head), by the model's weight names
+                entry["tied"] = list(r.tied)
+            layers.append(entry)
         names, changed = self._untouched()
         doc: dict[str, Any] = {
             "source": self.subject.name,
@@ -213,6 +218,7 @@ class Compression:
         doc = self.manifest()
         for entry, r in zip(doc["layers"], self.layers):
             entry["seconds"] = r.seconds
+            entry["block"], entry["role"] = block_and_role(r.name)
         doc["totals"] = dict(self.totals)
         doc["seconds"] = self.seconds
         doc["device"] = self.device
@@ -285,6 +291,7 @@ class Compression:
         whose value healing changed."""
         src = self.subject.source
         compressed = {self._file_name(r.weight_name) if self.model is not None else r.weight_name for r in self.layers}
+        compressed |= {self._file_name(t) for r in self.layers for t in r.tied}  # a tied alias is the same weight
         names = [n for n in src.names if n not in compressed] if src is not None else []
         if self.model is None:
             return names, []
@@ -407,7 +414,8 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
     settings: dict[str, Any] = {**plan.settings(), "data_aware": applied.data_aware,
                                 "placement": placement, "bond_split": bond_split}
     if decompose_options:
-        settings["decompose"] = {k: v for k, v in decompose_options.items()}
+        settings["decompose"] = {k: str(v).removeprefix("torch.") if isinstance(v, torch.dtype) else v
+                                 for k, v in decompose_options.items()}  # precision=torch.float64 as JSON
     result = Compression(subject, applied, settings)
     if not lead:  # the other ranks' share is done: rank 0 measures, heals and writes
         result.seconds = time.perf_counter() - started
