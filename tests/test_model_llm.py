@@ -271,3 +271,45 @@ def test_the_cli_compresses_by_role_in_every_block(folders, tmp_path):
                            "--ratio", "1.5", "-o", str(tmp_path / "t")], capture_output=True, text=True, timeout=300)
     assert text.returncode == 0 and "block 0" in text.stdout and "block 1" in text.stdout, text.stderr
     assert "perplexity" in text.stdout and "next-token KL" in text.stdout
+
+
+_PLAIN_LOAD = """
+import sys
+sys.modules["tnviz"] = None  # importing tnviz from here fails: the folder must stand alone
+import torch, transformers
+model = transformers.AutoModelForCausalLM.from_pretrained(sys.argv[1]).eval()
+ids = torch.load(sys.argv[2])
+with torch.no_grad():
+    torch.save(model(input_ids=ids).logits, sys.argv[3])
+print(type(model).__name__, "tnviz" in sys.modules and sys.modules["tnviz"] is not None)
+"""
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2", "qwen2"])
+def test_a_dense_export_is_a_plain_folder_transformers_loads_without_tnviz(kind, folders, tmp_path):
+    import os
+
+    folder, original, state = folders[kind]
+    result = tnviz.compress(folder, tmp_path / "dense", ratio=1.5, dense=True)
+    files = {p.name for p in (tmp_path / "dense").iterdir()}
+    assert {"config.json", "model.safetensors"} <= files and ("tokenizer.json" in files) == (kind == "llama")
+    with open_weights(tmp_path / "dense") as weights:  # the input's names, shapes and dtypes
+        assert sorted(weights.names()) == sorted(state)
+        assert all(weights.shape(n) == tuple(state[n].shape) for n in state)
+    torch.save(IDS, tmp_path / "ids.pt")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", _PLAIN_LOAD, str(tmp_path / "dense"), str(tmp_path / "ids.pt"),
+                          str(tmp_path / "logits.pt")], capture_output=True, text=True, timeout=300, env=env,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == [type(original).__name__, "False"]
+    plain = torch.load(tmp_path / "logits.pt")
+    assert (plain - logits(result.model, IDS)).abs().max() < 1e-5
+    assert (plain - logits(original, IDS)).abs().max() > 1e-3  # it is the compressed model, not the input
+    cli = subprocess.run([sys.executable, "-m", "tnviz.cli", "compress", str(folder), "--ratio", "1.5", "--dense",
+                          "-o", str(tmp_path / "cli")], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})  # the calibration GEMMs at this test's count
+    assert cli.returncode == 0, cli.stderr
+    assert (tmp_path / "cli" / "model.safetensors").read_bytes() == (tmp_path / "dense" / "model.safetensors").read_bytes()
+    with pytest.raises(ModelFileError, match="must have format 'tnviz.compressed'"):
+        load_compressed(tmp_path / "dense")

@@ -232,6 +232,13 @@ class Compression:
         protect = [self.subject.source.path] if self.subject.source is not None else []
         return write_folder(folder, self._items(), self.manifest(), overwrite=overwrite, protect=protect)
 
+    def write_dense(self, folder: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write a plain Hugging Face folder of dense weights rebuilt from the networks, with the
+        input's config and tokenizer (:mod:`tnviz.model.dense`): transformers loads it alone."""
+        from .dense import write_dense
+
+        return write_dense(self, folder, overwrite=overwrite)
+
     def zip(self) -> bytes:
         """The compressed folder as zip bytes (the app's download)."""
         import tempfile
@@ -345,7 +352,7 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
              input_covs: Mapping[str, Any] | None = None, heal: str | None = None, heal_steps: int | None = None,
              device: Any = "auto", progress: ProgressFn | None = None, overwrite: bool = False,
              placement: str = "auto", bond_split: str = "data", distributed: bool | None = None,
-             **decompose_options: Any) -> Compression:
+             dense: bool = False, **decompose_options: Any) -> Compression:
     """Compress ``source`` (see the module doc) and, with ``output``, write the compressed folder.
 
     What to compress: ``rules`` (per name pattern: method, truncation, legs; first match wins), or
@@ -360,7 +367,8 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
     ``distributed`` (default: when a torch.distributed process group of several ranks is
     initialized): the weights are spread over the ranks (:mod:`tnviz.model.distributed`); rank 0
     measures, heals and writes ``output`` (the single-process run's bytes), the other ranks return
-    the layers only.
+    the layers only.  ``dense``: ``output`` is written as a plain Hugging Face folder of dense
+    weights rebuilt from the networks (:meth:`Compression.write_dense`) instead of the compressed one.
     """
     started = time.perf_counter()
     given = truncation_from(max_rank=max_rank, rtol=rtol, energy=energy, ratio=ratio, target_ratio=target_ratio,
@@ -426,7 +434,7 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
         result.heal(heal, heal_steps, progress)
     result.seconds = time.perf_counter() - started
     if output is not None:
-        result.write(output, overwrite=overwrite)
+        (result.write_dense if dense else result.write)(output, overwrite=overwrite)
     return result
 
 

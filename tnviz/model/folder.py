@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 FORMAT = "tnviz.compressed"
 #: Version 2 adds the checksum and ``changed``; version 1 folders (no checksum) still load.
 VERSION = 2
+#: The manifest format of a dense export (a plain Hugging Face folder: see tnviz.model.dense).
+DENSE_FORMAT = "tnviz.dense"
 SEPARATOR = "::"
 WEIGHTS_FILE = "model.safetensors"
 MANIFEST_FILE = "tnviz.json"
@@ -131,7 +133,7 @@ def _is_output(folder: Path) -> bool:
         doc = json.loads((folder / MANIFEST_FILE).read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(doc, dict) and doc.get("format") == FORMAT
+    return isinstance(doc, dict) and doc.get("format") in (FORMAT, DENSE_FORMAT)
 
 
 def check_target(folder: str | os.PathLike, *, overwrite: bool = False,
@@ -195,9 +197,13 @@ def _stale_temporaries(target: Path) -> Iterable[Path]:
 
 
 def write_folder(folder: str | os.PathLike, items: Sequence[Item], manifest: Mapping[str, Any], *,
-                 overwrite: bool = False, protect: Sequence[str | os.PathLike] = ()) -> Path:
+                 overwrite: bool = False, protect: Sequence[str | os.PathLike] = (), format: str = FORMAT,
+                 extra_files: Mapping[str, bytes] | None = None) -> Path:
     """Write ``items`` to ``folder/model.safetensors`` and ``manifest`` (plus format, version and the
-    file's checksum) to ``folder/tnviz.json``, atomically (see the module doc); returns the folder."""
+    file's checksum) to ``folder/tnviz.json``, atomically (see the module doc); returns the folder.
+    ``format``: :data:`FORMAT`, or :data:`DENSE_FORMAT` for a dense export (its safetensors
+    metadata then says ``pt``, as transformers requires); ``extra_files`` (name -> bytes: a
+    config, a tokenizer) are written beside them."""
     target = check_target(folder, overwrite=overwrite, protect=protect)
     target.parent.mkdir(parents=True, exist_ok=True)
     for stale in _stale_temporaries(target):
@@ -205,8 +211,13 @@ def write_folder(folder: str | os.PathLike, items: Sequence[Item], manifest: Map
     tmp = target.parent / f".{target.name}.tnviz-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        written = write_safetensors_streamed(tmp / WEIGHTS_FILE, items, metadata={"format": FORMAT})
-        doc = {"format": FORMAT, "version": VERSION, **dict(manifest), "files": {WEIGHTS_FILE: written}}
+        for name, data in (extra_files or {}).items():
+            if Path(name).name != name or name in (WEIGHTS_FILE, MANIFEST_FILE):
+                raise ModelFileError(f"an extra file must be a plain file name other than the folder's own; got {name!r}")
+            (tmp / name).write_bytes(data)
+        written = write_safetensors_streamed(tmp / WEIGHTS_FILE, items,
+                                             metadata={"format": "pt" if format == DENSE_FORMAT else FORMAT})
+        doc = {"format": format, "version": VERSION, **dict(manifest), "files": {WEIGHTS_FILE: written}}
         with open(tmp / MANIFEST_FILE, "w") as fh:  # the manifest last: a folder without it is not an output
             fh.write(json.dumps(doc, indent=2) + "\n")
             fh.flush()
