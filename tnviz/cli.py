@@ -180,7 +180,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
         result = compress(args.model, args.output if lead else None, method=args.method, layers=args.layers,
                           truncation=given if "target" not in given else None, target=given.get("target"),
                           data_aware=False if args.no_data_aware else None, heal=args.heal, heal_steps=args.heal_steps,
-                          device=args.device, progress=bar, overwrite=args.overwrite, dense=args.dense)
+                          device=args.device, progress=bar, overwrite=args.overwrite, dense=args.dense,
+                          resume=args.resume)
     finally:
         if bar:
             bar.close()
@@ -295,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output folder: new, empty, or an earlier tnviz output (replaced only with --overwrite)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier tnviz output in the output folder (never the input, never other files)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a run into the same -o that was stopped (killed): the weights it finished are "
+                        "taken from its progress beside the output; the folder is the uninterrupted run's")
     p.add_argument("--dense", action="store_true",
                    help="write a plain Hugging Face folder instead: dense weights rebuilt from the networks, the "
                         "input's config.json and tokenizer copied (transformers loads it without tnviz)")

@@ -251,7 +251,7 @@ def apply_plan(model: nn.Module, plan: Plan, *, calibration: Sequence[Any] | Non
                flops_batch: int = 1, strategy: str = "auto", stats: Mapping[str, Any] | None = None,
                precision: torch.dtype | None = None, refit_sweeps: int = 1, refit_iters: int = 15,
                placement: str = "auto", bond_split: str = "data", distributed: bool = False,
-               **decompose_options: Any) -> Applied:
+               journal: Any = None, **decompose_options: Any) -> Applied:
     """Decompose every planned layer and return a compressed deep copy (the original is untouched).
 
     ``calibration``: batches for the data-aware statistics (required when ``data_aware``, unless
@@ -291,8 +291,9 @@ def apply_plan(model: nn.Module, plan: Plan, *, calibration: Sequence[Any] | Non
         return compress_layer(linear_weight(modules[lp.name]), lp, cov, options)
 
     done = (lambda n, lp: progress(offset + n, steps, lp.name)) if progress else None
-    outcomes = map_spread(one, plan.layers, [svd_cost(lp.shape) for lp in plan.layers], distributed=distributed,
-                          workers=1 if dev.type != "cpu" else None, done=done)
+    outcomes = _resumable(one, plan, journal, lambda fn, todo: map_spread(
+        fn, todo, [svd_cost(lp.shape) for lp in todo], distributed=distributed,
+        workers=1 if dev.type != "cpu" else None, done=done))
     for lp, outcome in zip(plan.layers, outcomes):  # the surgery in plan order, on this thread
         if isinstance(outcome, Kept):
             skipped.append(outcome.as_dict())
@@ -308,10 +309,26 @@ def apply_plan(model: nn.Module, plan: Plan, *, calibration: Sequence[Any] | Non
                    original=model, model=work.eval())
 
 
+def _resumable(one: Callable[[LayerPlan], Any], plan: Plan, journal: Any, run: Callable) -> list[Any]:
+    """The outcome of every planned layer: with a :class:`tnviz.model.resume.Journal`, those an
+    earlier run finished from it and the others computed by ``run`` and journaled as they finish."""
+    if journal is None:
+        return run(one, list(plan.layers))
+    todo = [lp for lp in plan.layers if lp.name not in journal.finished]
+
+    def recorded(lp: LayerPlan) -> Any:
+        outcome = one(lp)
+        journal.record(lp.name, outcome[0] if isinstance(outcome, tuple) else outcome)
+        return outcome
+
+    fresh = iter(run(recorded, todo))
+    return [journal.finished[lp.name] if lp.name in journal.finished else next(fresh) for lp in plan.layers]
+
+
 def compress_weights(weights: Any, plan: Plan, *, covariances: Mapping[str, torch.Tensor] | None = None,
                      device: Any = None, progress: ProgressFn | None = None, flops_batch: int = 1,
                      precision: torch.dtype | None = None, placement: str = "auto", bond_split: str = "data",
-                     distributed: bool = False, **decompose_options: Any) -> Applied:
+                     distributed: bool = False, journal: Any = None, **decompose_options: Any) -> Applied:
     """Decompose the planned weights of a weights-only file (a :class:`tnviz.model.io.WeightsFile`),
     each read alone (memory-mapped) onto ``device``; ``covariances`` by weight name make a weight's
     decomposition data-aware.  The factors are kept per weight, in the weight's dtype, on the CPU.
@@ -337,9 +354,15 @@ def compress_weights(weights: Any, plan: Plan, *, covariances: Mapping[str, torc
             trim()  # the weight's and the decomposition's memory back to the system (tnviz.model.memory)
 
     done = (lambda n, lp: progress(n, len(plan.layers), lp.name)) if progress else None
-    outcomes = map_spread(one, plan.layers, [svd_cost(lp.shape) for lp in plan.layers], distributed=distributed,
-                          workers=1 if dev.type != "cpu" else None, done=done)
-    for lp, (outcome, tensors) in zip(plan.layers, outcomes):
+    outcomes = _resumable(one, plan, journal, lambda fn, todo: map_spread(
+        fn, todo, [svd_cost(lp.shape) for lp in todo], distributed=distributed,
+        workers=1 if dev.type != "cpu" else None, done=done))
+    for lp, outcome in zip(plan.layers, outcomes):
+        if not isinstance(outcome, tuple):  # finished by an earlier run: its factors in the weight's dtype
+            kind = getattr(torch, weights.dtype(lp.weight_name))
+            outcome = (outcome, None if isinstance(outcome, Kept) else
+                       {t: v.to("cpu", kind).contiguous() for t, v in outcome.tensors.items()})
+        outcome, tensors = outcome
         if isinstance(outcome, Kept):
             skipped.append(outcome.as_dict())
             continue

@@ -86,6 +86,7 @@ class Compression:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     heals: list[HealOutcome] = field(default_factory=list)
     seconds: float = 0.0
+    resumed: int = 0  # weights taken from a stopped run's progress (resume=True)
 
     # ------------------------------------------------------------------ views
     @property
@@ -352,7 +353,7 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
              input_covs: Mapping[str, Any] | None = None, heal: str | None = None, heal_steps: int | None = None,
              device: Any = "auto", progress: ProgressFn | None = None, overwrite: bool = False,
              placement: str = "auto", bond_split: str = "data", distributed: bool | None = None,
-             dense: bool = False, **decompose_options: Any) -> Compression:
+             dense: bool = False, resume: bool = False, **decompose_options: Any) -> Compression:
     """Compress ``source`` (see the module doc) and, with ``output``, write the compressed folder.
 
     What to compress: ``rules`` (per name pattern: method, truncation, legs; first match wins), or
@@ -369,6 +370,8 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
     measures, heals and writes ``output`` (the single-process run's bytes), the other ranks return
     the layers only.  ``dense``: ``output`` is written as a plain Hugging Face folder of dense
     weights rebuilt from the networks (:meth:`Compression.write_dense`) instead of the compressed one.
+    With ``output``, each finished weight is journaled beside it (:mod:`tnviz.model.resume`);
+    ``resume``: a run into ``output`` that was stopped continues after its finished weights.
     """
     started = time.perf_counter()
     given = truncation_from(max_rank=max_rank, rtol=rtol, energy=energy, ratio=ratio, target_ratio=target_ratio,
@@ -398,6 +401,19 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
         raise TnvizError(f"healing needs a model with an architecture (a demo name or a Hugging Face folder); "
                          f"{subject.name!r} holds weights only")
     plan = make_plan(subject, rules, target=target, device=dev)
+    journal = None
+    if output is not None and lead:
+        if resume and spread:
+            raise TnvizError("resume needs a single-process run; a distributed run journals no progress")
+        if not spread:
+            from .folder import check_target
+            from .resume import Journal, fingerprint
+
+            check_target(output, overwrite=overwrite,
+                         protect=[subject.source.path] if subject.source is not None else [])
+            journal = Journal(output, fingerprint(subject.source, plan, {
+                **plan.settings(), "data_aware": aware, "placement": placement, "bond_split": bond_split,
+                "decompose": decompose_options, "heal": [heal, heal_steps], "dense": dense}), resume=resume)
     if subject.has_model:
         steps = len(plan.layers) + (1 if aware else 0)
         if progress and aware:
@@ -410,7 +426,7 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
 
         applied = apply_plan(subject.model, plan, data_aware=aware, stats=stats or {}, device=dev,
                              progress=step if progress else None, placement=placement, bond_split=bond_split,
-                             distributed=spread, **decompose_options)
+                             distributed=spread, journal=journal, **decompose_options)
         applied.data_aware = aware and bool(stats)
     else:
         if aware and input_covs is None:
@@ -418,7 +434,7 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
                              f"(pass input_covs=... or data_aware=False)")
         applied = compress_weights(subject.weights, plan, covariances=input_covs if aware else None, device=dev,
                                    progress=progress, placement=placement, bond_split=bond_split,
-                                   distributed=spread, **decompose_options)
+                                   distributed=spread, journal=journal, **decompose_options)
     settings: dict[str, Any] = {**plan.settings(), "data_aware": applied.data_aware,
                                 "placement": placement, "bond_split": bond_split}
     if decompose_options:
@@ -435,6 +451,9 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
     result.seconds = time.perf_counter() - started
     if output is not None:
         (result.write_dense if dense else result.write)(output, overwrite=overwrite)
+        if journal is not None:
+            journal.done()
+    result.resumed = journal.resumed if journal is not None else 0
     return result
 
 

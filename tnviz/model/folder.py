@@ -389,7 +389,11 @@ def load_compressed(folder: str | os.PathLike, device: Any = None, *, verify: bo
     meta_path, weights_path = folder / MANIFEST_FILE, folder / WEIGHTS_FILE
     for p in (meta_path, weights_path):
         if not p.is_file():
-            raise ModelFileError(f"a compressed model folder holds tnviz.json and model.safetensors; {str(p)!r} is missing")
+            from .resume import stopped_run
+
+            stopped = stopped_run(folder)
+            raise ModelFileError(f"a compressed model folder holds tnviz.json and model.safetensors; {str(p)!r} is "
+                                 f"missing" + (f": the folder is not written yet; {stopped}" if stopped else ""))
     try:
         report = json.loads(meta_path.read_text())
     except (ValueError, UnicodeDecodeError) as exc:
