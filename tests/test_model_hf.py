@@ -71,8 +71,8 @@ def test_non_bert_hf_folder_is_built_by_transformers_without_remote_code(tmp_pat
         assert weights.config["model_type"] == "gpt2"
         built = build_hf_model(weights, device="cpu")
     with torch.no_grad():
-        expected = original.transformer(ids).last_hidden_state
-        got = built(ids).last_hidden_state
+        expected = original(ids).logits  # a GPT2LMHeadModel checkpoint builds the causal LM, head included
+        got = built(ids).logits
     assert torch.equal(got, expected)
     (tmp_path / "gpt2" / "config.json").write_text('{"model_type": "no-such-architecture"}')
     with open_weights(tmp_path / "gpt2") as weights, pytest.raises(ModelFileError, match="without remote code"):

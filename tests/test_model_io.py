@@ -91,7 +91,7 @@ def test_state_dict_is_loaded_weights_only_and_memory_mapped(tmp_path, state, mo
 def test_safetensors_reads_lazily_one_tensor_at_a_time(tmp_path, state, monkeypatch):
     import builtins
 
-    import tnviz.model.io as io_module
+    import tnviz.model.readers as readers_module
 
     path = save_safetensors(state, tmp_path / "m.safetensors")
     weights = open_weights(path)
@@ -116,7 +116,7 @@ def test_safetensors_reads_lazily_one_tensor_at_a_time(tmp_path, state, monkeypa
         def __exit__(self, *exc):
             self.fh.close()
 
-    monkeypatch.setattr(io_module, "open", lambda *a, **k: Recording(builtins.open(*a, **k)), raising=False)
+    monkeypatch.setattr(readers_module, "open", lambda *a, **k: Recording(builtins.open(*a, **k)), raising=False)
     weights._handle = None  # a tensor read must not go through the memory map (safe_open's handle)
     found = candidates(weights, pattern="fc|conv")
     shapes = {n: weights.shape(n) for n in weights.names()}
@@ -317,7 +317,7 @@ def test_refuses_zip_bombs_and_zips_without_a_model(tmp_path):
     (tmp_path / "sharded").mkdir()
     (tmp_path / "sharded" / "config.json").write_text("{}")
     save_safetensors({"w": torch.ones(2, 2)}, tmp_path / "sharded" / "model-00001-of-00002.safetensors")
-    _raises(tmp_path / "sharded", "single model.safetensors")
+    _raises(tmp_path / "sharded", "or shards with model.safetensors.index.json")
 
 
 def _deflated_hf_zip(tmp_path: Path) -> bytes:

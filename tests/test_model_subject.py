@@ -109,7 +109,7 @@ def test_open_subject_takes_every_kind_of_input(tmp_path):
     assert has_architecture("minilm") and has_architecture(tmp_path) and not has_architecture(path)
     with pytest.raises(TnvizError, match="a demo name, a Hugging Face folder or zip, or a weights file"):
         open_subject(42)
-    assert set(METRICS) == {"digits", "sentences", "outputs"}
+    assert set(METRICS) == {"digits", "sentences", "outputs", "causal"}
 
 
 def test_better_follows_the_direction_of_each_metric():

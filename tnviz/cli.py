@@ -192,7 +192,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
         result = compress(args.model, args.output if lead else None, method=args.method, layers=args.layers,
                           truncation=given if "target" not in given else None, target=given.get("target"),
                           data_aware=False if args.no_data_aware else None, heal=args.heal, heal_steps=args.heal_steps,
-                          device=args.device, progress=bar, overwrite=args.overwrite)
+                          device=args.device, progress=bar, overwrite=args.overwrite, dense=args.dense,
+                          resume=args.resume)
     finally:
         if bar:
             bar.close()
@@ -206,7 +207,11 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
+    block = None
     for layer in report["layers"]:
+        if layer.get("block") is not None and layer["block"] != block:  # the table grouped by block
+            block = layer["block"]
+            print(f"block {block}")
         on_data = "" if layer.get("data_error") is None else f", on calibration data {layer['data_error']:.3g}"
         print(f"  {layer['name']:<50} {str(tuple(layer['shape'])):<16} {layer['params_before']:>10,} -> "
               f"{layer['params_after']:>9,}  weight error {layer['rel_error']:.3g}{on_data}")
@@ -219,7 +224,11 @@ def cmd_compress(args: argparse.Namespace) -> int:
         print(f"  {stage:<11} " + ", ".join(f"{k} {v:.4f}" for k, v in values.items() if isinstance(v, (int, float))))
     for outcome in result.heals:
         print(f"  {outcome.report_line(result.subject.metric)}")
-    print(f"wrote {args.output}/model.safetensors and {args.output}/tnviz.json")
+    if args.dense:
+        print(f"wrote {args.output}/model.safetensors (dense, rebuilt from the networks) beside the input's config "
+              f"and tokenizer: a plain Hugging Face folder")
+    else:
+        print(f"wrote {args.output}/model.safetensors and {args.output}/tnviz.json")
     return 0
 
 
@@ -299,6 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output folder: new, empty, or an earlier tnviz output (replaced only with --overwrite)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier tnviz output in the output folder (never the input, never other files)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a run into the same -o that was stopped (killed): the weights it finished are "
+                        "taken from its progress beside the output; the folder is the uninterrupted run's")
+    p.add_argument("--dense", action="store_true",
+                   help="write a plain Hugging Face folder instead: dense weights rebuilt from the networks, the "
+                        "input's config.json and tokenizer copied (transformers loads it without tnviz)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_compress)
 

@@ -30,7 +30,7 @@ from .device import resolve_device
 from .distributed import map_spread, svd_cost
 from .memory import trim
 from .plan import LayerPlan, Plan
-from .surgery import build_layer, set_module, to_device
+from .surgery import build_layer, is_conv1d, linear_weight, set_module, tie_layer, to_device
 
 ProgressFn = Callable[[int, int, str], None]
 
@@ -87,6 +87,8 @@ class LayerResult:
     flops_before: int = 0
     flops_after: int = 0
     weight: str = ""
+    transposed: bool = False  # the model stores the weight as (in, out) (GPT-2's Conv1D); shape is (out, in)
+    tied: tuple[str, ...] = ()  # weight names of the modules sharing this weight (see tnviz.model.plan)
 
     @property
     def weight_name(self) -> str:
@@ -198,15 +200,15 @@ def result_of(lp: LayerPlan, dec: Any, flops_batch: int = 1) -> LayerResult:
     before, after = layer_flops(dec.network, lp.kind, flops_batch)
     return LayerResult(lp.name, lp.kind, lp.shape, lp.method, lp.params, dec.params, float(dec.rel_error),
                        None if dec.data_error is None else float(dec.data_error), dict(dec.ranks),
-                       float(dec.seconds), dec.network, before, after, lp.weight_name)
+                       float(dec.seconds), dec.network, before, after, lp.weight_name, lp.transposed, tuple(lp.tied))
 
 
 def calibration_stats(model: nn.Module, batches: Sequence[Any], names: Sequence[str], device: Any = None) -> dict:
-    """Input second moments of the Linear/Conv2d modules ``names`` (one pass; Embeddings have none)."""
+    """Input second moments of the Linear/Conv1D/Conv2d modules ``names`` (one pass; Embeddings have none)."""
     from .calibrate import collect_input_stats
 
     modules = dict(model.named_modules())
-    chosen = [n for n in names if isinstance(modules.get(n), (nn.Linear, nn.Conv2d))]
+    chosen = [n for n in names if isinstance(modules.get(n), (nn.Linear, nn.Conv2d)) or is_conv1d(modules.get(n))]
     if not chosen:
         return {}
     return collect_input_stats(model, batches, chosen, device=device)
@@ -249,7 +251,7 @@ def apply_plan(model: nn.Module, plan: Plan, *, calibration: Sequence[Any] | Non
                flops_batch: int = 1, strategy: str = "auto", stats: Mapping[str, Any] | None = None,
                precision: torch.dtype | None = None, refit_sweeps: int = 1, refit_iters: int = 15,
                placement: str = "auto", bond_split: str = "data", distributed: bool = False,
-               **decompose_options: Any) -> Applied:
+               journal: Any = None, **decompose_options: Any) -> Applied:
     """Decompose every planned layer and return a compressed deep copy (the original is untouched).
 
     ``calibration``: batches for the data-aware statistics (required when ``data_aware``, unless
@@ -286,16 +288,20 @@ def apply_plan(model: nn.Module, plan: Plan, *, calibration: Sequence[Any] | Non
 
     def one(lp: LayerPlan) -> Any:
         cov = stats[lp.name].second_moment if lp.name in stats else None
-        return compress_layer(modules[lp.name].weight, lp, cov, options)
+        return compress_layer(linear_weight(modules[lp.name]), lp, cov, options)
 
     done = (lambda n, lp: progress(offset + n, steps, lp.name)) if progress else None
-    outcomes = map_spread(one, plan.layers, [svd_cost(lp.shape) for lp in plan.layers], distributed=distributed,
-                          workers=1 if dev.type != "cpu" else None, done=done)
+    outcomes = _resumable(one, plan, journal, lambda fn, todo: map_spread(
+        fn, todo, [svd_cost(lp.shape) for lp in todo], distributed=distributed,
+        workers=1 if dev.type != "cpu" else None, done=done))
     for lp, outcome in zip(plan.layers, outcomes):  # the surgery in plan order, on this thread
         if isinstance(outcome, Kept):
             skipped.append(outcome.as_dict())
             continue
-        set_module(work, lp.name, build_layer(modules[lp.name], outcome, strategy))
+        new = build_layer(modules[lp.name], outcome, strategy)
+        set_module(work, lp.name, new)
+        for alias in lp.tied:  # a tied lm_head shares the embedding's network: one set of parameters
+            tie_layer(work, alias.removesuffix(".weight"), new)
         results.append(result_of(lp, outcome, flops_batch))
     if progress:
         progress(steps, steps, "done")
@@ -303,10 +309,26 @@ def apply_plan(model: nn.Module, plan: Plan, *, calibration: Sequence[Any] | Non
                    original=model, model=work.eval())
 
 
+def _resumable(one: Callable[[LayerPlan], Any], plan: Plan, journal: Any, run: Callable) -> list[Any]:
+    """The outcome of every planned layer: with a :class:`tnviz.model.resume.Journal`, those an
+    earlier run finished from it and the others computed by ``run`` and journaled as they finish."""
+    if journal is None:
+        return run(one, list(plan.layers))
+    todo = [lp for lp in plan.layers if lp.name not in journal.finished]
+
+    def recorded(lp: LayerPlan) -> Any:
+        outcome = one(lp)
+        journal.record(lp.name, outcome[0] if isinstance(outcome, tuple) else outcome)
+        return outcome
+
+    fresh = iter(run(recorded, todo))
+    return [journal.finished[lp.name] if lp.name in journal.finished else next(fresh) for lp in plan.layers]
+
+
 def compress_weights(weights: Any, plan: Plan, *, covariances: Mapping[str, torch.Tensor] | None = None,
                      device: Any = None, progress: ProgressFn | None = None, flops_batch: int = 1,
                      precision: torch.dtype | None = None, placement: str = "auto", bond_split: str = "data",
-                     distributed: bool = False, **decompose_options: Any) -> Applied:
+                     distributed: bool = False, journal: Any = None, **decompose_options: Any) -> Applied:
     """Decompose the planned weights of a weights-only file (a :class:`tnviz.model.io.WeightsFile`),
     each read alone (memory-mapped) onto ``device``; ``covariances`` by weight name make a weight's
     decomposition data-aware.  The factors are kept per weight, in the weight's dtype, on the CPU.
@@ -332,9 +354,15 @@ def compress_weights(weights: Any, plan: Plan, *, covariances: Mapping[str, torc
             trim()  # the weight's and the decomposition's memory back to the system (tnviz.model.memory)
 
     done = (lambda n, lp: progress(n, len(plan.layers), lp.name)) if progress else None
-    outcomes = map_spread(one, plan.layers, [svd_cost(lp.shape) for lp in plan.layers], distributed=distributed,
-                          workers=1 if dev.type != "cpu" else None, done=done)
-    for lp, (outcome, tensors) in zip(plan.layers, outcomes):
+    outcomes = _resumable(one, plan, journal, lambda fn, todo: map_spread(
+        fn, todo, [svd_cost(lp.shape) for lp in todo], distributed=distributed,
+        workers=1 if dev.type != "cpu" else None, done=done))
+    for lp, outcome in zip(plan.layers, outcomes):
+        if not isinstance(outcome, tuple):  # finished by an earlier run: its factors in the weight's dtype
+            kind = getattr(torch, weights.dtype(lp.weight_name))
+            outcome = (outcome, None if isinstance(outcome, Kept) else
+                       {t: v.to("cpu", kind).contiguous() for t, v in outcome.tensors.items()})
+        outcome, tensors = outcome
         if isinstance(outcome, Kept):
             skipped.append(outcome.as_dict())
             continue
@@ -356,7 +384,7 @@ def preview(source: Any, plan: Plan, stats: Mapping[str, Any] | None = None, dev
     weights = getattr(source, "weights", None) if modules is None else None
     rows = []
     for lp in plan.layers:
-        weight = modules[lp.name].weight if modules is not None else weights.get(lp.weight_name)
+        weight = linear_weight(modules[lp.name]) if modules is not None else weights.get(lp.weight_name)
         cov = stats[lp.name].second_moment if stats and lp.name in stats else None
         try:
             outcome = compress_layer(weight.to(dev), lp, cov, options)

@@ -62,7 +62,9 @@ class InputStats:
 
 def chosen_layers(model: nn.Module, layers: str | Sequence[str] | None = None) -> dict[str, nn.Module]:
     """``nn.Linear`` and ``nn.Conv2d`` modules by name: all, those whose name matches a regex, or a list."""
-    supported = {name: m for name, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
+    from .surgery import is_conv1d
+
+    supported = {name: m for name, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d)) or is_conv1d(m)}
     if layers is None:
         return supported
     if isinstance(layers, str):
@@ -103,7 +105,10 @@ class _Accumulator:
         self.name = name
         self.module = module
         self.kind = "Conv" if isinstance(module, nn.Conv2d) else "Linear"
-        dim = module.in_features if self.kind == "Linear" else module.weight[0].numel()
+        if self.kind == "Conv":
+            dim = module.weight[0].numel()
+        else:  # nn.Linear, or a Conv1D (GPT-2), whose weight is (in, out)
+            dim = module.in_features if isinstance(module, nn.Linear) else module.weight.shape[0]
         self.xtx = torch.zeros(dim, dim, dtype=torch.float64, device=device)
         self.total = torch.zeros(dim, dtype=torch.float64, device=device)
         self.count = 0

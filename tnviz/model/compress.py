@@ -36,7 +36,7 @@ from .distributed import rank as group_rank
 from .distributed import resolve as resolve_distributed
 from .folder import SEPARATOR, Item, write_folder, zip_folder
 from .heal import HEALINGS, HealReport, heal
-from .plan import Plan, Rule, make_plan, truncation_from
+from .plan import Plan, Rule, block_and_role, make_plan, truncation_from
 from .subject import Subject, open_subject
 from .surgery import tn_linear, tn_modules
 
@@ -86,6 +86,7 @@ class Compression:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     heals: list[HealOutcome] = field(default_factory=list)
     seconds: float = 0.0
+    resumed: int = 0  # weights taken from a stopped run's progress (resume=True)
 
     # ------------------------------------------------------------------ views
     @property
@@ -181,14 +182,19 @@ class Compression:
         key_map = {} if source is None else {k: v for k, v in source.key_map.items() if k != v}
         layers = []
         for r in self.layers:
-            layers.append({
+            entry = {
                 "name": r.weight_name if self.model is not None else r.name,
                 "module": r.name if self.model is not None else None,
                 "shape": list(r.shape), "dtype": self._dtype_of(r), "kind": r.kind, "method": r.method,
                 "params_before": r.params_before, "params_after": r.params_after, "rel_error": r.rel_error,
                 "data_error": r.data_error, "ranks": {k: int(v) for k, v in r.ranks.items()},
                 "network": r.network.to_dict(),
-            })
+            }
+            if r.transposed:  # the input stores this weight as (in, out) (GPT-2's Conv1D); "shape" is (out, in)
+                entry["transposed"] = True
+            if r.tied:  # modules sharing this weight (a tied lm_head), by the model's weight names
+                entry["tied"] = list(r.tied)
+            layers.append(entry)
         names, changed = self._untouched()
         doc: dict[str, Any] = {
             "source": self.subject.name,
@@ -213,6 +219,7 @@ class Compression:
         doc = self.manifest()
         for entry, r in zip(doc["layers"], self.layers):
             entry["seconds"] = r.seconds
+            entry["block"], entry["role"] = block_and_role(r.name)
         doc["totals"] = dict(self.totals)
         doc["seconds"] = self.seconds
         doc["device"] = self.device
@@ -225,6 +232,13 @@ class Compression:
         """Write the compressed folder (:mod:`tnviz.model.folder`); never over the input."""
         protect = [self.subject.source.path] if self.subject.source is not None else []
         return write_folder(folder, self._items(), self.manifest(), overwrite=overwrite, protect=protect)
+
+    def write_dense(self, folder: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write a plain Hugging Face folder of dense weights rebuilt from the networks, with the
+        input's config and tokenizer (:mod:`tnviz.model.dense`): transformers loads it alone."""
+        from .dense import write_dense
+
+        return write_dense(self, folder, overwrite=overwrite)
 
     def zip(self) -> bytes:
         """The compressed folder as zip bytes (the app's download)."""
@@ -285,6 +299,7 @@ class Compression:
         whose value healing changed."""
         src = self.subject.source
         compressed = {self._file_name(r.weight_name) if self.model is not None else r.weight_name for r in self.layers}
+        compressed |= {self._file_name(t) for r in self.layers for t in r.tied}  # a tied alias is the same weight
         names = [n for n in src.names if n not in compressed] if src is not None else []
         if self.model is None:
             return names, []
@@ -338,7 +353,7 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
              input_covs: Mapping[str, Any] | None = None, heal: str | None = None, heal_steps: int | None = None,
              device: Any = "auto", progress: ProgressFn | None = None, overwrite: bool = False,
              placement: str = "auto", bond_split: str = "data", distributed: bool | None = None,
-             **decompose_options: Any) -> Compression:
+             dense: bool = False, resume: bool = False, **decompose_options: Any) -> Compression:
     """Compress ``source`` (see the module doc) and, with ``output``, write the compressed folder.
 
     What to compress: ``rules`` (per name pattern: method, truncation, legs; first match wins), or
@@ -353,7 +368,10 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
     ``distributed`` (default: when a torch.distributed process group of several ranks is
     initialized): the weights are spread over the ranks (:mod:`tnviz.model.distributed`); rank 0
     measures, heals and writes ``output`` (the single-process run's bytes), the other ranks return
-    the layers only.
+    the layers only.  ``dense``: ``output`` is written as a plain Hugging Face folder of dense
+    weights rebuilt from the networks (:meth:`Compression.write_dense`) instead of the compressed one.
+    With ``output``, each finished weight is journaled beside it (:mod:`tnviz.model.resume`);
+    ``resume``: a run into ``output`` that was stopped continues after its finished weights.
     """
     started = time.perf_counter()
     given = truncation_from(max_rank=max_rank, rtol=rtol, energy=energy, ratio=ratio, target_ratio=target_ratio,
@@ -383,6 +401,19 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
         raise TnvizError(f"healing needs a model with an architecture (a demo name or a Hugging Face folder); "
                          f"{subject.name!r} holds weights only")
     plan = make_plan(subject, rules, target=target, device=dev)
+    journal = None
+    if output is not None and lead:
+        if resume and spread:
+            raise TnvizError("resume needs a single-process run; a distributed run journals no progress")
+        if not spread:
+            from .folder import check_target
+            from .resume import Journal, fingerprint
+
+            check_target(output, overwrite=overwrite,
+                         protect=[subject.source.path] if subject.source is not None else [])
+            journal = Journal(output, fingerprint(subject.source, plan, {
+                **plan.settings(), "data_aware": aware, "placement": placement, "bond_split": bond_split,
+                "decompose": decompose_options, "heal": [heal, heal_steps], "dense": dense}), resume=resume)
     if subject.has_model:
         steps = len(plan.layers) + (1 if aware else 0)
         if progress and aware:
@@ -395,7 +426,7 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
 
         applied = apply_plan(subject.model, plan, data_aware=aware, stats=stats or {}, device=dev,
                              progress=step if progress else None, placement=placement, bond_split=bond_split,
-                             distributed=spread, **decompose_options)
+                             distributed=spread, journal=journal, **decompose_options)
         applied.data_aware = aware and bool(stats)
     else:
         if aware and input_covs is None:
@@ -403,11 +434,12 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
                              f"(pass input_covs=... or data_aware=False)")
         applied = compress_weights(subject.weights, plan, covariances=input_covs if aware else None, device=dev,
                                    progress=progress, placement=placement, bond_split=bond_split,
-                                   distributed=spread, **decompose_options)
+                                   distributed=spread, journal=journal, **decompose_options)
     settings: dict[str, Any] = {**plan.settings(), "data_aware": applied.data_aware,
                                 "placement": placement, "bond_split": bond_split}
     if decompose_options:
-        settings["decompose"] = {k: v for k, v in decompose_options.items()}
+        settings["decompose"] = {k: str(v).removeprefix("torch.") if isinstance(v, torch.dtype) else v
+                                 for k, v in decompose_options.items()}  # precision=torch.float64 as JSON
     result = Compression(subject, applied, settings)
     if not lead:  # the other ranks' share is done: rank 0 measures, heals and writes
         result.seconds = time.perf_counter() - started
@@ -418,7 +450,10 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
         result.heal(heal, heal_steps, progress)
     result.seconds = time.perf_counter() - started
     if output is not None:
-        result.write(output, overwrite=overwrite)
+        (result.write_dense if dense else result.write)(output, overwrite=overwrite)
+        if journal is not None:
+            journal.done()
+    result.resumed = journal.resumed if journal is not None else 0
     return result
 
 

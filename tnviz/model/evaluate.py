@@ -5,6 +5,8 @@
   original's, on the held-out bundled sentences (or any list).
 * :func:`output_agreement`: for any model and sample inputs, how far its outputs are from a
   reference model's (relative error, worst absolute difference, cosine, top-1 agreement).
+* :func:`causal_lm_report`: for a causal language model, the perplexity of held-out text and the
+  mean next-token KL divergence from a reference model's predictions.
 
 >>> import torch
 >>> model = torch.nn.Linear(4, 3)
@@ -13,6 +15,7 @@
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -175,3 +178,70 @@ def output_agreement(reference: nn.Module, other: nn.Module, batches: Iterable[A
     rel = float(torch.linalg.norm(difference)) / norm if norm > 0 else float(torch.linalg.norm(difference))
     cosine = float(torch.nn.functional.cosine_similarity(y_ref, y_other, dim=1).mean())
     return Agreement(rel, float(difference.abs().max()), cosine, top1, int(y_ref.shape[0]))
+
+
+@dataclass(frozen=True)
+class CausalReport:
+    """A causal LM on held-out token batches: ``perplexity`` = exp(mean next-token negative
+    log-likelihood), ``kl`` = mean over the same positions of KL(reference || model) of the
+    next-token distributions (nats), ``top1`` = the fraction of positions whose most likely next
+    token is the reference's, over ``tokens`` predicted positions."""
+
+    perplexity: float
+    kl: float
+    top1: float
+    tokens: int
+
+    def as_dict(self) -> dict[str, float]:
+        return {"perplexity": self.perplexity, "next-token KL": self.kl, "top-1 agreement": self.top1}
+
+
+def _logits(model: nn.Module, batch: Any) -> torch.Tensor:
+    out = call_model(model, batch)
+    logits = getattr(out, "logits", None)
+    if logits is None and isinstance(out, torch.Tensor):
+        logits = out
+    if logits is None:
+        raise TnvizError(f"a causal LM's output must hold logits; got {type(out).__name__}")
+    return logits
+
+
+@torch.no_grad()
+def causal_lm_report(reference: nn.Module, model: nn.Module, batches: Iterable[Any]) -> CausalReport:
+    """Perplexity of ``model`` on ``batches`` (dicts with ``input_ids`` and ``attention_mask``:
+    position ``t`` predicts token ``t + 1`` where both are real tokens) and its next-token KL
+    divergence from ``reference`` at those positions (0 when ``model is reference``).  The
+    reference's logits are recomputed batch by batch, not kept: a vocabulary of 150k tokens makes
+    them the largest tensors of the run."""
+    nll = kl = 0.0
+    agree = count = 0
+    modes = (reference.training, model.training)
+    reference.eval()
+    model.eval()
+    try:
+        for batch in batches:
+            ids = batch["input_ids"]
+            mask = batch.get("attention_mask", torch.ones_like(ids)).bool()
+            valid = (mask[:, 1:] & mask[:, :-1]).cpu()
+            targets = ids[:, 1:].cpu()
+            got = _logits(model, batch)[:, :-1]
+            ref = got if model is reference else _logits(reference, batch)[:, :-1]
+            for row in range(ids.shape[0]):  # one sequence at a time in float64
+                keep = valid[row]
+                if not keep.any():
+                    continue
+                log_q = torch.log_softmax(got[row][keep.to(got.device)].double().cpu(), dim=-1)
+                nll -= float(log_q.gather(1, targets[row][keep][:, None]).sum())
+                if model is not reference:
+                    log_p = torch.log_softmax(ref[row][keep.to(ref.device)].double().cpu(), dim=-1)
+                    kl += float((log_p.exp() * (log_p - log_q)).sum())
+                    agree += int((log_p.argmax(-1) == log_q.argmax(-1)).sum())
+                else:
+                    agree += int(keep.sum())
+                count += int(keep.sum())
+    finally:
+        reference.train(modes[0])
+        model.train(modes[1])
+    if not count:
+        raise TnvizError("perplexity needs held-out batches with at least two real tokens in a row; got none")
+    return CausalReport(math.exp(nll / count), max(kl / count, 0.0), agree / count, count)

@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 FORMAT = "tnviz.compressed"
 #: Version 2 adds the checksum and ``changed``; version 1 folders (no checksum) still load.
 VERSION = 2
+#: The manifest format of a dense export (a plain Hugging Face folder: see tnviz.model.dense).
+DENSE_FORMAT = "tnviz.dense"
 SEPARATOR = "::"
 WEIGHTS_FILE = "model.safetensors"
 MANIFEST_FILE = "tnviz.json"
@@ -131,7 +133,7 @@ def _is_output(folder: Path) -> bool:
         doc = json.loads((folder / MANIFEST_FILE).read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(doc, dict) and doc.get("format") == FORMAT
+    return isinstance(doc, dict) and doc.get("format") in (FORMAT, DENSE_FORMAT)
 
 
 def check_target(folder: str | os.PathLike, *, overwrite: bool = False,
@@ -195,9 +197,13 @@ def _stale_temporaries(target: Path) -> Iterable[Path]:
 
 
 def write_folder(folder: str | os.PathLike, items: Sequence[Item], manifest: Mapping[str, Any], *,
-                 overwrite: bool = False, protect: Sequence[str | os.PathLike] = ()) -> Path:
+                 overwrite: bool = False, protect: Sequence[str | os.PathLike] = (), format: str = FORMAT,
+                 extra_files: Mapping[str, bytes] | None = None) -> Path:
     """Write ``items`` to ``folder/model.safetensors`` and ``manifest`` (plus format, version and the
-    file's checksum) to ``folder/tnviz.json``, atomically (see the module doc); returns the folder."""
+    file's checksum) to ``folder/tnviz.json``, atomically (see the module doc); returns the folder.
+    ``format``: :data:`FORMAT`, or :data:`DENSE_FORMAT` for a dense export (its safetensors
+    metadata then says ``pt``, as transformers requires); ``extra_files`` (name -> bytes: a
+    config, a tokenizer) are written beside them."""
     target = check_target(folder, overwrite=overwrite, protect=protect)
     target.parent.mkdir(parents=True, exist_ok=True)
     for stale in _stale_temporaries(target):
@@ -205,8 +211,13 @@ def write_folder(folder: str | os.PathLike, items: Sequence[Item], manifest: Map
     tmp = target.parent / f".{target.name}.tnviz-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        written = write_safetensors_streamed(tmp / WEIGHTS_FILE, items, metadata={"format": FORMAT})
-        doc = {"format": FORMAT, "version": VERSION, **dict(manifest), "files": {WEIGHTS_FILE: written}}
+        for name, data in (extra_files or {}).items():
+            if Path(name).name != name or name in (WEIGHTS_FILE, MANIFEST_FILE):
+                raise ModelFileError(f"an extra file must be a plain file name other than the folder's own; got {name!r}")
+            (tmp / name).write_bytes(data)
+        written = write_safetensors_streamed(tmp / WEIGHTS_FILE, items,
+                                             metadata={"format": "pt" if format == DENSE_FORMAT else FORMAT})
+        doc = {"format": format, "version": VERSION, **dict(manifest), "files": {WEIGHTS_FILE: written}}
         with open(tmp / MANIFEST_FILE, "w") as fh:  # the manifest last: a folder without it is not an output
             fh.write(json.dumps(doc, indent=2) + "\n")
             fh.flush()
@@ -266,7 +277,19 @@ class CompressedLayer:
             raise BudgetError(f"a dense weight is limited to {budget:,} elements; {self.name!r} {self.shape} has "
                               f"{elements:,} (pass budget=None to rebuild it anyway)")
         dense = to_dense(self.network, {k: v.to(torch.float64) for k, v in self.tensors.items()}, budget=None)
-        return dense.reshape(self.shape).to(getattr(torch, self.dtype))
+        dense = dense.reshape(self.shape).to(getattr(torch, self.dtype))
+        return dense.t().contiguous() if self.transposed else dense
+
+    @property
+    def transposed(self) -> bool:
+        """Whether the input stored this weight as ``(in, out)`` (GPT-2's Conv1D): ``to_weight``
+        gives it back that way; ``shape`` is the ``(out, in)`` map the network applies."""
+        return bool(self.info.get("transposed"))
+
+    @property
+    def tied(self) -> list[str]:
+        """Weight names of the modules that share this weight (a tied ``lm_head``)."""
+        return list(self.info.get("tied") or [])
 
 
 @dataclass
@@ -347,18 +370,30 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_compressed(folder: str | os.PathLike, device: Any = None, *, verify: bool = True) -> CompressedModel:
+def load_compressed(folder: str | os.PathLike, device: Any = None, *, verify: bool = True,
+                    into: "nn.Module | None" = None, strategy: str = "auto") -> "CompressedModel | nn.Module":
     """Read a compressed folder after checking that its manifest and its tensors agree: every
     factor and tensor the manifest names is in ``model.safetensors`` with the right shape and dtype,
     nothing else is, and (``verify``) the file's size and SHA-256 are the manifest's.  A mismatch —
-    a folder half-written, or mixed from two runs — is refused with what differs."""
+    a folder half-written, or mixed from two runs — is refused with what differs.
+
+    With ``into`` (the original architecture, built: e.g. ``AutoModelForCausalLM.from_config``),
+    the TN layers are swapped into it in place of the modules they compress (tied modules share one
+    network), every other tensor is loaded into it, and the model is returned in eval mode; a module
+    missing or of another shape is refused by name."""
+    if into is not None:
+        return _swap_in(into, load_compressed(folder, device, verify=verify), strategy)
     from safetensors import safe_open
 
     folder = Path(folder)
     meta_path, weights_path = folder / MANIFEST_FILE, folder / WEIGHTS_FILE
     for p in (meta_path, weights_path):
         if not p.is_file():
-            raise ModelFileError(f"a compressed model folder holds tnviz.json and model.safetensors; {str(p)!r} is missing")
+            from .resume import stopped_run
+
+            stopped = stopped_run(folder)
+            raise ModelFileError(f"a compressed model folder holds tnviz.json and model.safetensors; {str(p)!r} is "
+                                 f"missing" + (f": the folder is not written yet; {stopped}" if stopped else ""))
     try:
         report = json.loads(meta_path.read_text())
     except (ValueError, UnicodeDecodeError) as exc:
@@ -422,13 +457,18 @@ def load_compressed(folder: str | os.PathLike, device: Any = None, *, verify: bo
 def load_into(model: "nn.Module", folder: str | os.PathLike, strategy: str = "auto") -> "nn.Module":
     """Put the TN layers of a compressed folder into ``model`` (same architecture, in place) and load
     every other tensor; returns the model in eval mode.  Refuses a folder that does not fit."""
+    return _swap_in(model, load_compressed(folder), strategy)
+
+
+def _swap_in(model: "nn.Module", saved: CompressedModel, strategy: str = "auto") -> "nn.Module":
     import torch
     from torch import nn
 
     from ..nn import TNConv2d, TNEmbedding, TNLinear
-    from .surgery import set_module
+    from .surgery import set_module, tie_layer
 
-    saved = load_compressed(folder)
+    if not isinstance(model, nn.Module):
+        raise ModelFileError(f"into must be the original architecture as an nn.Module; got {type(model).__name__}")
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     modules = dict(model.named_modules())
@@ -438,10 +478,12 @@ def load_into(model: "nn.Module", folder: str | os.PathLike, strategy: str = "au
     for name, layer in saved.layers.items():
         path = layer.module
         original = modules.get(path)
-        if original is None or not hasattr(original, "weight") or tuple(original.weight.shape) != tuple(layer.shape):
-            got = None if original is None or not hasattr(original, "weight") else tuple(original.weight.shape)
-            raise ModelFileError(f"the model must have a module {path!r} with weight shape {tuple(layer.shape)} "
-                                 f"to take this layer; it has {got}")
+        stored = tuple(layer.shape)[::-1] if layer.transposed else tuple(layer.shape)
+        if original is None or not hasattr(original, "weight") or tuple(original.weight.shape) != stored:
+            got = "no such module" if original is None else (
+                f"weight shape {tuple(original.weight.shape)}" if hasattr(original, "weight") else "no weight")
+            raise ModelFileError(f"the model must have a module {path!r} with weight shape {stored} to take the "
+                                 f"compressed layer {name!r}; it has {got}")
         tensors = {k: v.to(device) for k, v in layer.tensors.items()}
         bias = rest.pop(f"{path}.bias", None)
         if isinstance(original, nn.Conv2d):
@@ -457,7 +499,14 @@ def load_into(model: "nn.Module", folder: str | os.PathLike, strategy: str = "au
                                         strategy=strategy)
             new = TNEmbedding(lin, original.padding_idx) if isinstance(original, nn.Embedding) else lin
         set_module(model, path, new)
-    tn_prefixes = tuple(f"{layer.module}." for layer in saved.layers.values())
+        for alias in layer.tied:
+            alias_path = alias.removesuffix(".weight")
+            if alias_path not in modules:
+                raise ModelFileError(f"the model must have a module {alias_path!r}, tied to {path!r} in the folder; "
+                                     f"it has none")
+            tie_layer(model, alias_path, new)
+    tn_prefixes = tuple(f"{p}." for layer in saved.layers.values()
+                        for p in (layer.module, *(t.removesuffix(".weight") for t in layer.tied)))
     state = {k: v.to(device) for k, v in rest.items() if k in own}  # a file may hold tensors the model has not
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith(tn_prefixes)]

@@ -10,7 +10,12 @@ A config is data from an upload, so it is checked before it is trusted:
    be in the weights file, and its parameter count within what the file holds;
 
 only then is it built for real and loaded.  ``BERT`` configs use the built-in :class:`Bert` (no
-extra dependency); other architectures need ``transformers`` (``AutoModel.from_config``, offline).
+extra dependency); other architectures need ``transformers`` (offline): a causal language model
+(LLaMA, Mistral, Qwen2, GPT-2 ... whose ``architectures`` name a ``...ForCausalLM`` /
+``...LMHeadModel``, or whose weights hold an ``lm_head``) by ``AutoModelForCausalLM.from_config``,
+anything else by ``AutoModel.from_config``.  Tied weights (an ``lm_head`` sharing the input
+embedding's table) stay one tensor: a checkpoint may leave the alias out, as ``save_pretrained``
+does, and the model is loaded tied (:func:`tied_aliases`).
 
 >>> import json, tempfile, pathlib, torch
 >>> from tnviz.model.bert import Bert
@@ -38,7 +43,7 @@ from torch import nn
 from ..errors import ModelFileError
 from .bert import Bert
 from .device import resolve_device
-from .io import HFFolderWeights
+from .hf_folder import HFFolderWeights
 
 #: Config keys that count layers (blocks); each must be one the weights hold.
 LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers", "num_decoder_layers",
@@ -71,13 +76,36 @@ def check_config(config: Mapping[str, Any], weights: HFFolderWeights) -> None:
                 f"model.safetensors holds weights for {held} numbered layer{'s' * (held != 1)}")
 
 
-def _meta_model(config: Mapping[str, Any]) -> nn.Module:
+def is_causal_lm(config: Mapping[str, Any], names: Any = ()) -> bool:
+    """Whether a config (and the weights' ``names``) describe a causal language model: its
+    ``architectures`` name a ``...ForCausalLM`` / ``...LMHeadModel``, or, without architectures,
+    the weights hold an ``lm_head.weight``."""
+    architectures = config.get("architectures") or []
+    if architectures:
+        return any(str(a).endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
+    return config.get("model_type") != "bert" and "lm_head.weight" in names
+
+
+def tied_aliases(model: nn.Module) -> dict[str, str]:
+    """State-dict names that are the same tensor as an earlier name (``lm_head.weight`` ->
+    ``model.embed_tokens.weight`` in a tied LLaMA): alias -> the name kept."""
+    first: dict[int, str] = {}
+    out: dict[str, str] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in first:
+            out[name] = first[id(p)]
+        else:
+            first[id(p)] = name
+    return out
+
+
+def _meta_model(config: Mapping[str, Any], causal: bool = False) -> nn.Module:
     """The architecture of ``config`` on the meta device (shapes only, nothing allocated)."""
     with torch.device("meta"):
-        return _build(config)
+        return _build(config, causal)
 
 
-def _build(config: Mapping[str, Any]) -> nn.Module:
+def _build(config: Mapping[str, Any], causal: bool = False) -> nn.Module:
     if config.get("model_type") == "bert":
         return Bert(config)
     try:
@@ -90,7 +118,8 @@ def _build(config: Mapping[str, Any]) -> nn.Module:
         ) from error
     try:
         hf_config = transformers.AutoConfig.for_model(**config)
-        return transformers.AutoModel.from_config(hf_config, trust_remote_code=False)
+        auto = transformers.AutoModelForCausalLM if causal else transformers.AutoModel
+        return auto.from_config(hf_config, trust_remote_code=False)
     except Exception as error:  # transformers raises many types for configs it cannot build
         raise ModelFileError(
             f"config.json must describe an architecture transformers knows without remote code; "
@@ -120,10 +149,12 @@ def load_hf_model(weights: HFFolderWeights, device: Any = None) -> tuple[nn.Modu
         from .bert import check_bert_config
 
         check_bert_config(config)
-    meta = _meta_model(config)
+    causal = is_causal_lm(config, weights)
+    meta = _meta_model(config, causal)
     keys = _key_map(meta, weights)
     own = meta.state_dict()
-    missing = [name for name in own if name not in keys]
+    aliases = tied_aliases(meta)
+    missing = [name for name in own if name not in keys and not (name in aliases and aliases[name] in keys)]
     if config.get("model_type") == "bert":  # the built-in encoder has no pooler, and position ids are a buffer
         missing = [name for name in missing if not name.endswith("position_ids")]
     if missing:
@@ -139,12 +170,22 @@ def load_hf_model(weights: HFFolderWeights, device: Any = None) -> tuple[nn.Modu
         raise ModelFileError(f"config.json must describe the model the weights hold; it describes {wanted:,} parameters, "
                              f"model.safetensors holds {held:,} values")
     del meta
-    model = _build(config)
+    model = _build(config, causal)
+    aliases = tied_aliases(model)
     state = {name: weights.get(keys[name]) for name in model.state_dict() if name in keys}
     if isinstance(model, Bert):
         model.load_weights(state)
     else:
-        model.load_state_dict(state, strict=True)
+        # a tied alias the checkpoint left out is the same tensor as the name it is tied to
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [n for n in missing if n not in aliases]
+        if missing or unexpected:
+            raise ModelFileError(f"model.safetensors must hold every tensor of the architecture; missing "
+                                 f"{missing[:5]}, unexpected {unexpected[:5]}")
+        for alias, kept in aliases.items():
+            if alias in keys and kept in keys and not torch.equal(weights.get(keys[alias]), weights.get(keys[kept])):
+                raise ModelFileError(f"config.json ties {alias!r} to {kept!r}, but model.safetensors holds different "
+                                     f"values for them (set tie_word_embeddings to false in config.json)")
     return model.to(resolve_device(device)).eval(), keys
 
 

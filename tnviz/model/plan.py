@@ -2,10 +2,16 @@
 layer, and the plan they make (optionally one global target spread over the layers).
 
 A *layer* is a weight a tensor network can replace: in a model with an architecture, an
-``nn.Linear``, a groups=1 ``nn.Conv2d`` with zero padding, or an ``nn.Embedding`` (named by module
-path, ``encoder.layer.0.intermediate.dense``); in a weights-only file, a 2-D or 4-D float tensor
-(named by tensor name, ``fc1.weight``).  Rules match those names (``re.search``, first match wins;
-layers no rule matches stay dense).
+``nn.Linear``, GPT-2's ``Conv1D`` (its ``(in, out)`` weight taken as the ``(out, in)`` map it
+applies: ``transposed``), a groups=1 ``nn.Conv2d`` with zero padding, or an ``nn.Embedding`` (named
+by module path, ``encoder.layer.0.intermediate.dense``); in a weights-only file, a 2-D or 4-D float
+tensor (named by tensor name, ``fc1.weight``).  A weight tied to an earlier one (a causal LM's
+``lm_head`` sharing the embedding table) is one layer, listed under the first name with the others
+in ``tied``.  Rules match those names (``re.search``, first match wins; a tied layer matches by
+any of its names; layers no rule matches stay dense).  Each layer has a ``block`` (the number of
+the decoder/encoder block it is in, ``None`` outside blocks) and a ``role`` (its name inside the
+block: ``self_attn.q_proj``, ``mlp.gate_proj``, ``attn.c_attn``), so a rule can pick a role in
+every block: ``mlp\\.(gate|up|down)_proj``.
 
 The truncation is one value ``{kind: value}`` with ``kind`` in :data:`TRUNCATIONS`; the faces
 (CLI flags, the app's rule rows, library keywords) turn what the user typed into it with
@@ -22,7 +28,7 @@ The truncation is one value ``{kind: value}`` with ``kind`` in :data:`TRUNCATION
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 from ..decompose import DECOMPOSITIONS
@@ -123,20 +129,58 @@ class LayerInfo:
     shape: tuple[int, ...]  # the weight's shape
     params: int  # weight parameters (bias not counted)
     weight: str = ""  # the weight's name among the model's tensors ('<module>.weight'; = name for files)
+    transposed: bool = False  # the module stores the weight as (in, out) (GPT-2's Conv1D); shape is (out, in)
+    tied: tuple[str, ...] = ()  # weight names of the modules sharing this weight (a tied lm_head)
 
     @property
     def weight_name(self) -> str:
         return self.weight or f"{self.name}.weight"
 
+    @property
+    def block(self) -> int | None:
+        return block_and_role(self.name)[0]
+
+    @property
+    def role(self) -> str:
+        return block_and_role(self.name)[1]
+
+
+_BLOCK = re.compile(r"^(?:.*\.)?(?:layers|layer|h|blocks|block)\.(\d+)\.(.+)$")
+
+
+def block_and_role(name: str) -> tuple[int | None, str]:
+    """The block number and the role of a layer name: ``model.layers.3.mlp.up_proj`` -> ``(3,
+    'mlp.up_proj')``, ``transformer.h.0.attn.c_attn`` -> ``(0, 'attn.c_attn')``; outside blocks
+    ``(None, last part)``: ``lm_head`` -> ``(None, 'lm_head')``."""
+    found = _BLOCK.match(name)
+    if found:
+        return int(found.group(1)), found.group(2)
+    return None, name.rsplit(".", 1)[-1]
+
+
+def group_layers(layers: Sequence[Any]) -> list[tuple[int | None, list[Any]]]:
+    """Layers (anything with a ``name``) grouped by block, in order of first appearance."""
+    groups: dict[int | None, list[Any]] = {}
+    for info in layers:
+        groups.setdefault(block_and_role(info.name)[0], []).append(info)
+    return list(groups.items())
+
 
 def layer_table(model: "nn.Module") -> list[LayerInfo]:
-    """Every ``nn.Linear``, groups=1 ``nn.Conv2d`` with numeric zero padding, and ``nn.Embedding``."""
+    """Every ``nn.Linear``, ``Conv1D``, groups=1 ``nn.Conv2d`` with numeric zero padding, and
+    ``nn.Embedding``; a weight shared by several modules once (see the module doc)."""
     from torch import nn
 
-    out = []
-    for name, module in model.named_modules():
+    from .surgery import is_conv1d
+
+    out: list[LayerInfo] = []
+    first: dict[int, int] = {}  # id(weight) -> index in out
+    for name, module in model.named_modules(remove_duplicate=False):
+        transposed = False
         if isinstance(module, nn.Linear):
             kind = "Linear"
+        elif is_conv1d(module):
+            kind, transposed = "Linear", True
         elif isinstance(module, nn.Conv2d) and module.groups == 1 and module.padding_mode == "zeros" \
                 and not isinstance(module.padding, str):
             kind = "Conv"
@@ -144,10 +188,16 @@ def layer_table(model: "nn.Module") -> list[LayerInfo]:
             kind = "Embedding"
         else:
             continue
-        shape = tuple(module.weight.shape)
+        shape = tuple(module.weight.shape)[::-1] if transposed else tuple(module.weight.shape)
         if min(shape[:2]) < 2:
             continue
-        out.append(LayerInfo(name, kind, shape, module.weight.numel(), f"{name}.weight"))
+        if id(module.weight) in first:
+            k = first[id(module.weight)]
+            if out[k].name != name and f"{name}.weight" not in out[k].tied:
+                out[k] = replace(out[k], tied=(*out[k].tied, f"{name}.weight"))
+            continue
+        first[id(module.weight)] = len(out)
+        out.append(LayerInfo(name, kind, shape, module.weight.numel(), f"{name}.weight", transposed))
     return out
 
 
@@ -209,6 +259,8 @@ class LayerPlan:
     method: str
     options: Mapping[str, Any]
     weight: str = ""
+    transposed: bool = False  # see LayerInfo
+    tied: tuple[str, ...] = ()
 
     @property
     def weight_name(self) -> str:
@@ -259,11 +311,13 @@ def decompose_options(info: LayerInfo, rule: Rule, truncation: Mapping[str, Any]
 
 
 def matched_layers(table: Sequence[LayerInfo], rules: Sequence[Rule]) -> list[tuple[LayerInfo, Rule]]:
-    """Each layer with the first rule whose pattern matches its name (layers no rule matches are left out)."""
+    """Each layer with the first rule whose pattern matches its name, or the name of a module tied
+    to it (layers no rule matches are left out)."""
     out = []
     for info in table:
+        names = [info.name, *(t.removesuffix(".weight") for t in getattr(info, "tied", ()))]
         for rule in rules:
-            if re.search(rule.pattern, info.name):
+            if any(re.search(rule.pattern, n) for n in names):
                 out.append((info, rule))
                 break
     return out
@@ -298,7 +352,7 @@ def make_plan(source: Any, rules: Sequence[Rule] | None = None, *, target: Mappi
 
     def layer(info: LayerInfo, rule: Rule, truncation: Mapping[str, Any] | None = None) -> LayerPlan:
         return LayerPlan(info.name, info.kind, info.shape, info.params, rule.method,
-                         decompose_options(info, rule, truncation), info.weight_name)
+                         decompose_options(info, rule, truncation), info.weight_name, info.transposed, info.tied)
 
     if goal is None:
         return Plan(tuple(layer(i, r) for i, r in matched), None, rules)
@@ -318,8 +372,10 @@ def _table(source: Any) -> tuple[list[LayerInfo], Any]:
     model = getattr(source, "model", source)
     weights = getattr(source, "weights", None)
     if model is not None and hasattr(model, "named_modules"):
+        from .surgery import linear_weight
+
         modules = dict(model.named_modules())
-        return layer_table(model), lambda info: modules[info.name].weight.detach()
+        return layer_table(model), lambda info: linear_weight(modules[info.name]).detach()
     if weights is None and hasattr(source, "names") and hasattr(source, "get"):
         weights = source
     if weights is None:

@@ -39,7 +39,17 @@ METRICS: dict[str, tuple[str, bool]] = {
     "digits": ("accuracy", True),
     "sentences": ("cosine", True),
     "outputs": ("output cosine", True),
+    "causal": ("perplexity", False),
 }
+
+#: The files of a Hugging Face folder besides its weights that a dense export copies (read when
+#: the folder is opened, so a zip's temporary extraction may go): config, generation settings,
+#: tokenizer.  Nothing else is copied: a folder's Python files are code, never taken along.
+HF_SIDE_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                 "special_tokens_map.json", "added_tokens.json", "vocab.json", "vocab.txt", "merges.txt",
+                 "tokenizer.model", "spiece.model", "chat_template.jinja", "chat_template.json")
+#: Largest total of those files read (bytes).
+MAX_SIDE_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -57,6 +67,7 @@ class Source:
     key_map: dict[str, str] = field(default_factory=dict)
     extra: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     path: str = ""
+    side_files: dict[str, bytes] = field(default_factory=dict, repr=False)  # a HF folder's config and tokenizer
 
     @classmethod
     def of_weights(cls, weights: Any, model: nn.Module | None = None, key_map: Mapping[str, str] | None = None) -> "Source":
@@ -160,6 +171,10 @@ class Subject:
             raise TnvizError(f"a functional metric needs a model with an architecture; {self.name!r} holds weights only")
         if self.kind == "digits":
             return {"accuracy": digits_accuracy(model)}
+        if self.kind == "causal":
+            from .evaluate import causal_lm_report
+
+            return causal_lm_report(self.model, model, self.heldout).as_dict()
         if self.kind == "sentences":
             if self._reference is None:
                 self._reference = embed(sentences("heldout"), self.model)
@@ -210,12 +225,17 @@ def hf_subject(path: str | os.PathLike, device: Any = None, *, max_bytes: int | 
     """A Hugging Face folder or zip built as a model (no remote code), with its inputs.
 
     With a ``tokenizer.json`` in the upload, the bundled sentences tokenized by it (calibration
-    split for calibration and healing, held-out split for output agreement; ``batch_size`` per
-    batch, at most ``max_tokens`` tokens); without one, random token ids (``samples`` sequences of
+    split for calibration and healing, held-out split for the metric; ``batch_size`` per batch, at
+    most ``max_tokens`` tokens); without one, random token ids (``samples`` sequences of
     ``tokens`` ids, seeded), which exercise every weight but not the statistics of real text.
+
+    A causal language model (:func:`tnviz.model.hf.is_causal_lm`) is measured by the perplexity
+    of the held-out sentences and the mean next-token KL divergence from the original
+    (:func:`tnviz.model.evaluate.causal_lm_report`); without a tokenizer its fallback is
+    :func:`byte_batches`: the same sentence splits, each sentence's UTF-8 bytes as token ids.
     """
     from .data import sentences
-    from .hf import load_hf_model, load_tokenizer
+    from .hf import is_causal_lm, load_hf_model, load_tokenizer
     from .io import MAX_FILE_BYTES, HFFolderWeights, open_weights
 
     weights = open_weights(path, max_bytes=max_bytes or MAX_FILE_BYTES)
@@ -230,10 +250,13 @@ def hf_subject(path: str | os.PathLike, device: Any = None, *, max_bytes: int | 
         config = weights.config or {}
         vocab = int(config.get("vocab_size") or 100)
         tokenizer, reason = load_tokenizer(Path(weights.folder), config, max_tokens)
+        source.side_files = side_files(Path(weights.folder))
+        causal = is_causal_lm(config, weights)
     finally:
         weights.close()
     dev = next(model.parameters()).device
     name = Path(path).name
+    kind = "causal" if causal else "outputs"
     if tokenizer is not None:
         def encode(texts: Sequence[str]) -> list[dict[str, torch.Tensor]]:
             out = []
@@ -247,19 +270,56 @@ def hf_subject(path: str | os.PathLike, device: Any = None, *, max_bytes: int | 
         calibration, held_out = encode(sentences("calibration")), encode(sentences("heldout"))
         largest = max(int(b["input_ids"].max()) for b in calibration + held_out)
         if largest < vocab:
-            return Subject(name, "outputs", model, calibration, held_out,
+            return Subject(name, kind, model, calibration, held_out,
                            f"the bundled sentences tokenized by the upload's tokenizer.json ({len(calibration)} "
                            f"calibration batches, {len(held_out)} held-out)", source)
         reason = (f"its tokenizer.json gives token ids up to {largest}, beyond the config's vocab_size={vocab}, "
                   f"so it does not belong to this model")
+    if causal:
+        positions = int(config.get("max_position_embeddings") or config.get("n_positions") or max_tokens)
+        length = min(max_tokens, positions)
+        return Subject(name, kind, model, byte_batches(sentences("calibration"), vocab, length, batch_size, dev),
+                       byte_batches(sentences("heldout"), vocab, length, batch_size, dev),
+                       f"the bundled sentences as UTF-8 bytes (token id = byte value mod vocab_size={vocab}; "
+                       f"{reason}, so perplexity is of this byte encoding; add one to measure real text)", source)
     generator = torch.Generator().manual_seed(seed)
 
     def batch() -> dict[str, torch.Tensor]:
         ids = torch.randint(0, vocab, (samples, tokens), generator=generator).to(dev)
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
-    return Subject(name, "outputs", model, [batch(), batch()], [batch()],
+    return Subject(name, kind, model, [batch(), batch()], [batch()],
                    f"random token ids ({reason}; add one to calibrate on real text)", source)
+
+
+def byte_batches(texts: Sequence[str], vocab: int, max_tokens: int, batch_size: int = 32,
+                 device: Any = None) -> list[dict[str, torch.Tensor]]:
+    """The deterministic fallback tokenization of a model without a tokenizer: each text's UTF-8
+    bytes as token ids (``byte % vocab``), at most ``max_tokens`` per text, padded with id 0 to the
+    longest of its batch (``attention_mask`` 0 there)."""
+    out = []
+    for start in range(0, len(texts), batch_size):
+        rows = [[b % vocab for b in t.encode("utf-8")][:max_tokens] for t in texts[start:start + batch_size]]
+        width = max(len(r) for r in rows)
+        ids = torch.tensor([r + [0] * (width - len(r)) for r in rows], dtype=torch.long)
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], dtype=torch.long)
+        out.append({"input_ids": ids.to(device), "attention_mask": mask.to(device)})
+    return out
+
+
+def side_files(folder: Path) -> dict[str, bytes]:
+    """The :data:`HF_SIDE_FILES` of a Hugging Face folder that are plain files, read (a dense
+    export writes them back beside its weights)."""
+    out, total = {}, 0
+    for name in HF_SIDE_FILES:
+        path = folder / name
+        if path.is_file() and not path.is_symlink():
+            total += path.stat().st_size
+            if total > MAX_SIDE_BYTES:
+                raise ModelFileError(f"a Hugging Face folder's config and tokenizer files may hold at most "
+                                     f"{MAX_SIDE_BYTES:,} bytes in all; {folder.name!r} has more")
+            out[name] = path.read_bytes()
+    return out
 
 
 def file_subject(path: str | os.PathLike, *, max_bytes: int | None = None) -> Subject:

@@ -1,5 +1,6 @@
 """Module surgery: put ``tnviz.nn`` layers into a model in place of its Linear / Conv2d / Embedding
-modules, find them again, and move batches to a device.
+modules (and GPT-2's ``Conv1D``: a linear layer that stores its weight transposed, in x out), find
+them again, and move batches to a device.
 
 >>> import torch
 >>> model = torch.nn.Sequential(torch.nn.Linear(4, 4))
@@ -9,6 +10,7 @@ modules, find them again, and move batches to a device.
 """
 from __future__ import annotations
 
+import sys
 from typing import Any, Mapping
 
 import torch
@@ -35,6 +37,20 @@ def model_device(model: nn.Module) -> torch.device:
     return parameter.device if parameter is not None else torch.device("cpu")
 
 
+def is_conv1d(module: nn.Module) -> bool:
+    """Whether ``module`` is transformers' ``Conv1D`` (GPT-2): ``x @ weight + bias`` with ``weight``
+    of shape ``(in, out)``.  Looked up only where transformers is already imported (a model that
+    holds one was built by it)."""
+    utils = sys.modules.get("transformers.pytorch_utils")
+    cls = getattr(utils, "Conv1D", None)
+    return cls is not None and isinstance(module, cls)
+
+
+def linear_weight(module: nn.Module) -> torch.Tensor:
+    """The ``(out, in, ...)`` weight a module applies: its ``weight``, transposed for a ``Conv1D``."""
+    return module.weight.t() if is_conv1d(module) else module.weight
+
+
 def set_module(model: nn.Module, name: str, module: nn.Module) -> None:
     """Replace the submodule at dotted path ``name``."""
     parent_name, _, leaf = name.rpartition(".")
@@ -44,7 +60,7 @@ def set_module(model: nn.Module, name: str, module: nn.Module) -> None:
 
 def build_layer(original: nn.Module, dec: Any, strategy: str = "auto") -> nn.Module:
     """The ``tnviz.nn`` module for ``original`` (Linear, Conv2d, Embedding) from a decomposition."""
-    if isinstance(original, nn.Linear):
+    if isinstance(original, nn.Linear) or is_conv1d(original):
         bias = None if original.bias is None else original.bias.detach()
         return TNLinear.from_decomposition(dec, bias, device=original.weight.device, dtype=original.weight.dtype,
                                            strategy=strategy)
@@ -54,7 +70,21 @@ def build_layer(original: nn.Module, dec: Any, strategy: str = "auto") -> nn.Mod
         lin = TNLinear.from_decomposition(dec, None, device=original.weight.device, dtype=original.weight.dtype,
                                           strategy=strategy)
         return TNEmbedding(lin, original.padding_idx)
-    raise TnvizError(f"a layer to tensorize must be Linear, Conv2d or Embedding; got {type(original).__name__}")
+    raise TnvizError(f"a layer to tensorize must be Linear, Conv1D, Conv2d or Embedding; got {type(original).__name__}")
+
+
+def tie_layer(model: nn.Module, alias: str, layer: nn.Module) -> None:
+    """Put the tensor network of ``layer`` (a TN module built for a tied weight) at module path
+    ``alias`` too, as one set of parameters: a tied ``lm_head`` (Linear) takes the TNLinear of a
+    TNEmbedding; a tied Embedding takes a TNEmbedding of a TNLinear."""
+    original = model.get_submodule(alias)
+    if isinstance(original, nn.Embedding):
+        set_module(model, alias, layer if isinstance(layer, TNEmbedding) else TNEmbedding(tn_linear(layer),
+                                                                                         original.padding_idx))
+        return
+    if getattr(original, "bias", None) is not None:
+        raise TnvizError(f"a weight tied to {alias!r} can share its network only where {alias!r} has no bias; it has one")
+    set_module(model, alias, tn_linear(layer))
 
 
 def tn_modules(model: nn.Module) -> dict[str, nn.Module]:
