@@ -128,3 +128,75 @@ def test_a_factored_covariance_passed_on_gives_the_same_decomposition_and_is_che
         da.parse_covariance(factored, legs, W, eps=1e-3)
     with pytest.raises(DecompositionError, match="factored input_cov must match"):
         da.parse_covariance(factored, legs, W.float())
+
+
+# ---------------------------------------------------------------------- cancelled runs keep what was there
+def _cancel_at(k: int):
+    from tnviz.errors import Cancelled
+
+    calls = []
+
+    def progress(done, total, label):
+        calls.append(label)
+        if len(calls) > k:
+            raise Cancelled(f"stopped at {label}")
+
+    return progress
+
+
+def test_a_cancelled_heal_keeps_the_previous_model_and_result():
+    from tnviz.errors import Cancelled
+    from tnviz.model.compress import compress
+
+    result = compress("digits-mlp", layers=r"fc[12]$", ratio=8, device="cpu")
+    before = _tn_tensors(result)
+    metrics = {k: dict(v) for k, v in result.metrics.items()}
+    for mode in ("layer-wise", "end-to-end"):
+        with pytest.raises(Cancelled):
+            result.heal(mode, progress=_cancel_at(1))  # after the first layer / epoch has trained
+        now = _tn_tensors(result)
+        assert all(torch.equal(before[k], now[k]) for k in before)
+        assert result.heals == [] and result.metrics == metrics
+
+
+def test_a_cancelled_compression_and_sensitivity_return_nothing_and_leave_the_subject_as_it_was():
+    from tnviz.errors import Cancelled
+    from tnviz.model.analysis import sensitivity
+    from tnviz.model.compress import compress
+    from tnviz.model.subject import demo_subject
+
+    subject = demo_subject("digits-mlp", "cpu")
+    state = {k: v.clone() for k, v in subject.model.state_dict().items()}
+    with pytest.raises(Cancelled):
+        compress(subject, layers=r"fc[12]$", ratio=8, device="cpu", progress=_cancel_at(2))
+    assert all(torch.equal(state[k], v) for k, v in subject.model.state_dict().items())
+    result = compress(subject, layers=r"fc[12]$", ratio=8, device="cpu")
+    tensors = _tn_tensors(result)
+    with pytest.raises(Cancelled):
+        sensitivity(result, progress=_cancel_at(1))
+    assert all(torch.equal(tensors[k], v) for k, v in _tn_tensors(result).items())
+    assert sensitivity(result)[0]["layer"] == "fc1"  # and it still runs after
+
+
+def test_a_heal_that_cannot_help_returns_the_input_model_unchanged():
+    """A healing that only makes the model worse (a learning rate that throws it away) is undone:
+    the model after it is the model before it, bit for bit, and the outcome says so."""
+    from tnviz.model import heal as heal_module
+    from tnviz.model.compress import compress
+
+    result = compress("digits-mlp", layers=r"fc[12]$", ratio=8, device="cpu")
+    before = _tn_tensors(result)
+    healing = heal_module.HEALINGS["end-to-end"]
+    wild = heal_module.Healing(healing.name, healing.description, healing.unit, healing.default_steps,
+                               healing.kinds, lambda model, subject, steps, progress=None:
+                               heal_module.heal_digits(model, epochs=steps, lr=10.0, progress=progress))
+    heal_module.HEALINGS["end-to-end"] = wild
+    try:
+        outcome = result.heal("end-to-end", 1)
+    finally:
+        heal_module.HEALINGS["end-to-end"] = healing
+    assert not outcome.improved and outcome.kept == "previous"
+    assert outcome.after["accuracy"] < outcome.before["accuracy"]
+    after = _tn_tensors(result)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert result.current == result.metrics["compressed"]
