@@ -200,3 +200,20 @@ def test_a_heal_that_cannot_help_returns_the_input_model_unchanged():
     after = _tn_tensors(result)
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert result.current == result.metrics["compressed"]
+
+
+def test_layerwise_heal_with_a_held_out_split_keeps_each_layers_best_state_and_a_budget_stops_it():
+    from tnviz.model.apply import apply_plan
+    from tnviz.model.heal import heal_layerwise
+    from tnviz.model.plan import Rule, make_plan
+    from tnviz.model.subject import demo_subject
+
+    mlp = demo_subject("digits-mlp", "cpu")
+    plan = make_plan(mlp.model, [Rule(r"fc[12]$", "mpo", {"ratio": 16})])
+    result = apply_plan(mlp.model, plan, calibration=mlp.calibration, device="cpu")
+    report = heal_layerwise(result.model, mlp.model, mlp.calibration, steps=60, lr=2e-3, holdout=0.2)
+    assert all(report.loss_after[n] <= report.loss_before[n] for n in report.loss_before)
+    assert all(1 <= report.layer_steps[n] <= 60 for n in ("fc1", "fc2"))
+    quick = apply_plan(mlp.model, plan, calibration=mlp.calibration, device="cpu")
+    budget = heal_layerwise(quick.model, mlp.model, mlp.calibration, steps=100_000, budget_s=0.0)
+    assert budget.layer_steps == {"fc1": 1, "fc2": 1}  # out of time after the first step of each layer
