@@ -10,6 +10,10 @@ True
 """
 from __future__ import annotations
 
+from ._runtime import configure as _configure
+
+_configure()  # before anything loads torch: see tnviz/_runtime.py
+
 from .builders import TEMPLATES, build_template, conv_cp, conv_tucker, cp, from_einsum, mpo, tensor_ring, tucker
 from .contract import forward, random_tensors, to_dense, to_tensor
 from .cost import OPTIMIZERS, LayerCost, batch_sweep, check_budget, cost, max_useful_ranks

@@ -55,3 +55,10 @@ def plain_message(error: "BaseException | str") -> str:
     # torch's wrapped weights_only error advises unpickling anyway, which is not ours to give
     text = re.sub(r":?\s*Weights only load failed\..*?(?=;|$)", "", text, flags=re.S)
     return " ".join(text.split())
+
+
+class Cancelled(Exception):
+    """Raised by a progress callback to stop a long run (a compression, a healing, a sweep).  The
+    library lets it through and keeps what was there before: no result is returned, and a model
+    healed in place is restored to its state before the run.  Not a :class:`TnvizError`: it is
+    the user's choice, not a bad input."""

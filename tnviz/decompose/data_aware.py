@@ -45,6 +45,15 @@ class Covariance:
     mats: list[Any]                # [C] or [C_1, ..., C_n]
     chol: list[Any]                # L (lower) of the regularised matrices
     inv: list[Any]                 # L^-1
+    eps: float = DEFAULT_EPS       # the regularisation the factors were computed with
+
+    def fits(self, legs: Legs, like, eps: float) -> bool:
+        """Whether these factors are the ones :func:`parse_covariance` would compute for a weight
+        like ``like`` with ``legs`` and ``eps`` (so a factored covariance can be passed on)."""
+        sizes = [int(m.shape[0]) for m in self.mats]
+        shape_ok = sizes == [legs.in_features] if self.kind == "full" else sizes == list(legs.in_dims)
+        first = self.chol[0]
+        return shape_ok and self.eps == eps and first.dtype == like.dtype and first.device == like.device
 
 
 def _as_matrix(C, size: int, what: str, like):
@@ -82,7 +91,20 @@ def _cholesky(C, eps: float, what: str):
 
 
 def parse_covariance(input_cov, legs: Legs, like, eps: float = DEFAULT_EPS) -> Covariance:
-    """Check ``input_cov`` against the weight's input legs and factor it."""
+    """Check ``input_cov`` against the weight's input legs and factor it.
+
+    A :class:`Covariance` this function returned earlier is passed through when it
+    :meth:`~Covariance.fits` (the same sizes, ``eps``, dtype and device): callers that decompose
+    one weight several times (the bond split, the decomposition and its refit; every point of a
+    trade-off) factor its covariance once, and get bit for bit the factors a fresh call computes.
+    """
+    if isinstance(input_cov, Covariance):
+        if not input_cov.fits(legs, like, eps):
+            raise DecompositionError(
+                f"a factored input_cov must match the weight: {input_cov.kind} factors of sizes "
+                f"{[int(m.shape[0]) for m in input_cov.mats]} (eps {input_cov.eps:g}, {input_cov.chol[0].dtype}) "
+                f"for input legs {list(legs.in_dims)} (eps {eps:g}, {like.dtype})")
+        return input_cov
     if isinstance(input_cov, (list, tuple)):
         if len(input_cov) != len(legs.in_dims):
             raise DecompositionError(
@@ -95,7 +117,7 @@ def parse_covariance(input_cov, legs: Legs, like, eps: float = DEFAULT_EPS) -> C
         mats = [_as_matrix(input_cov, legs.in_features, "input_cov", like)]
         kind = "full"
     chol, inv = zip(*(_cholesky(C, eps, "input_cov") for C in mats))
-    return Covariance(kind, mats, list(chol), list(inv))
+    return Covariance(kind, mats, list(chol), list(inv), eps)
 
 
 def kron_approximation(cov: Covariance, legs: Legs, eps: float = DEFAULT_EPS) -> Covariance:
@@ -113,7 +135,7 @@ def kron_approximation(cov: Covariance, legs: Legs, eps: float = DEFAULT_EPS) ->
         P = P.reshape(legs.in_dims[k], legs.in_dims[k], rest, rest)
         mats.append(P.diagonal(dim1=2, dim2=3).sum(-1) / total ** ((n - 1) / n))
     chol, inv = zip(*(_cholesky(M, eps, "input_cov (Kronecker approximation)") for M in mats))
-    return Covariance("kron", mats, list(chol), list(inv))
+    return Covariance("kron", mats, list(chol), list(inv), eps)
 
 
 def apply_legs(M, mats: Sequence[Any], in_dims: Sequence[int]):

@@ -150,7 +150,7 @@ def tradeoff(
         opts = {k: v for k, v in options.items() if k in _options_of(method)}
         if method in ("tr", "cp") or (multi and refit.get("refit_sweeps")):
             for r in rs:
-                res = decompose(W, method, in_dims=in_dims, out_dims=out_dims, max_rank=r, input_cov=input_cov,
+                res = decompose(W, method, in_dims=in_dims, out_dims=out_dims, max_rank=r, input_cov=cov_full,
                                 randomized=randomized, seed=seed, cov_eps=cov_eps, **refit, **opts)
                 points.append(TradeoffPoint(method, r, res.params, res.rel_error, res.data_error, res.ranks,
                                             res.seconds))

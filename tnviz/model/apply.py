@@ -161,6 +161,13 @@ def compress_layer(weight: torch.Tensor, lp: LayerPlan, cov: torch.Tensor | None
     extra = dict(options.decompose)
     opts = _placed(lp.options, lp.method, lp.shape, cov is not None, options.placement)
     try:
+        if cov is not None:  # factored once: the bond split, the decomposition and the refit share it
+            from ..decompose import data_aware as da
+            from ..decompose.legs import make_legs
+
+            legs = make_legs(weight.shape, opts.get("in_dims"), opts.get("out_dims"))
+            cov = da.parse_covariance(cov, legs, weight.reshape(legs.out_features, legs.in_features),
+                                      extra.get("cov_eps", da.DEFAULT_EPS))
         if cov is not None and options.bond_split == "data" and lp.method == "mpo" and len(lp.shape) == 2 \
                 and "target_params" in opts:
             legs = {k: opts[k] for k in ("in_dims", "out_dims", "in_cores", "out_cores") if k in opts}

@@ -100,6 +100,10 @@ def conv_patches(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return patches.transpose(1, 2).reshape(-1, patches.shape[1])
 
 
+class _Reached(Exception):
+    """Raised by the last wanted hook of a forward pass: nothing after it is needed."""
+
+
 class _Accumulator:
     def __init__(self, name: str, module: nn.Module, device: torch.device):
         self.name = name
@@ -114,8 +118,16 @@ class _Accumulator:
         self.count = 0
         self.device = device
         self.row_mask: torch.Tensor | None = None
+        self.calls = 0  # in the current forward pass
+        self.after: Any = None  # called after each accumulation (the early stop)
 
     def __call__(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        self.calls += 1
+        self._add(args, kwargs, module)
+        if self.after is not None:
+            self.after(self)
+
+    def _add(self, args: tuple, kwargs: dict, module: nn.Module) -> None:
         x = (args[0] if args else kwargs["input"]).detach()
         if self.kind == "Conv":
             rows = conv_patches(module, x)
@@ -158,14 +170,33 @@ def collect_input_stats(model: nn.Module, batches: Iterable[Any], layers: str | 
     device = resolve_device(device)
     accumulators = {name: _Accumulator(name, module, device) for name, module in chosen.items()}
     handles = [module.register_forward_hook(accumulators[name], with_kwargs=True) for name, module in chosen.items()]
+    # The first batch runs the whole model.  If it calls every chosen layer exactly once, the later
+    # batches stop as soon as each has been called (what comes after cannot change what they saw):
+    # asking for early layers does not pay for the rest of the model.
+    pending: set[str] = set()
+
+    def reached(acc: _Accumulator) -> None:
+        pending.discard(acc.name)
+        if not pending:
+            raise _Reached
+
     try:
-        for batch in batches:
+        for k, batch in enumerate(batches):
             mask = None
             if mask_key and isinstance(batch, Mapping) and mask_key in batch:
                 mask = batch[mask_key].bool()
             for accumulator in accumulators.values():
                 accumulator.row_mask = mask
-            call_model(model, batch)
+                accumulator.calls = 0
+            pending.update(accumulators)
+            try:
+                call_model(model, batch)
+            except _Reached:
+                pass
+            if k == 0:
+                once = all(acc.calls == 1 for acc in accumulators.values())
+                for acc in accumulators.values():
+                    acc.after = reached if once else None
     finally:
         for handle in handles:
             handle.remove()

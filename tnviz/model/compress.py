@@ -139,8 +139,12 @@ class Compression:
         before = (self.metrics.get("healed") or self.metrics.get("compressed") or self.subject.measure(self.model)
                   if measured else {})
         saved = copy.deepcopy(self.model.state_dict())
-        report = heal(self.model, self.subject, mode, steps, progress)
-        after = self.subject.measure(self.model) if measured else {}
+        try:
+            report = heal(self.model, self.subject, mode, steps, progress)
+            after = self.subject.measure(self.model) if measured else {}
+        except BaseException:  # cancelled from the progress callback (or failed): the model as it came
+            self.model.load_state_dict(saved)
+            raise
         # without a metric, the healing's own loss on the calibration inputs is the judge
         improved = self.subject.better(after, before) if measured else \
             sum(report.loss_after.values()) < sum(report.loss_before.values())

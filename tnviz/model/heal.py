@@ -58,6 +58,7 @@ class HealReport:
     steps: int = 0
     seconds: float = 0.0
     kept: list[str] = field(default_factory=list)  # layers whose healing did not lower the loss (left as they came)
+    layer_steps: dict[str, int] = field(default_factory=dict)  # steps each layer trained (early stop, budget)
 
 
 def _rows(x: torch.Tensor, mask: torch.Tensor | None, conv: bool) -> torch.Tensor:
@@ -117,12 +118,25 @@ def _capture(model: nn.Module, names: Sequence[str], batches: Sequence[Any], wan
 
 def heal_layerwise(model: nn.Module, original: nn.Module, batches: Sequence[Any], *, steps: int = 100,
                    lr: float = 1e-3, batch_rows: int = 512, inputs: str = "compressed", seed: int = 0,
-                   progress: ProgressFn | None = None) -> HealReport:
+                   progress: ProgressFn | None = None, holdout: float = 0.0, eval_every: int = 10,
+                   patience: int = 2, budget_s: float | None = None) -> HealReport:
     """Distil each TN layer of ``model`` (in place) to the matching layer of ``original``.
 
     ``batches`` are calibration inputs on the models' devices (moved as needed); Embedding
-    layers are skipped (their inputs are token ids).
+    layers are skipped (their inputs are token ids).  A seeded ``holdout`` share of each layer's
+    rows is not trained on: every ``eval_every`` steps its loss is measured, the layer keeps its
+    best state on it (its state before healing included, so no layer ends worse on held-out rows
+    than it came), and training stops after ``patience`` measurements without improvement or when
+    the layer's share of ``budget_s`` (seconds for the whole healing, spread over the layers
+    left) is spent.  ``holdout=0`` (default) trains on every row for ``steps`` steps (or until
+    the budget is spent) and judges on every row.  Not the default yet: on the digits MLP at ratio
+    16 (60 steps, lr 2e-3) a 20 % held-out split judged fc1's healing useless on unseen rows and
+    kept it as it came, and accuracy fell from 0.612 (every row) to 0.552.
     """
+    if not 0 <= holdout < 1:
+        raise TnvizError(f"the held-out share must be in [0, 1); got holdout={holdout}")
+    if eval_every < 1 or patience < 1:
+        raise TnvizError(f"eval_every and patience must be at least 1; got {eval_every} and {patience}")
     if inputs not in ("compressed", "original"):
         raise TnvizError(f"healing inputs must be 'compressed' or 'original'; got {inputs!r}")
     if steps < 1:
@@ -157,21 +171,49 @@ def heal_layerwise(model: nn.Module, original: nn.Module, batches: Sequence[Any]
             return ((layer(x[rows]) - y[rows]) ** 2).mean() / scale
 
         everything = torch.arange(len(x))
+        n_val = int(len(x) * holdout) if len(x) > 1 else 0
+        order = torch.randperm(len(x), generator=generator) if n_val else everything
+        val, train = order[:n_val], order[n_val:]
+        judge = val if n_val else everything
+
+        def judged() -> float:
+            with torch.no_grad():
+                return float(loss_of(judge))
+
         with torch.no_grad():
-            report.loss_before[name] = float(loss_of(everything))
+            report.loss_before[name] = float(loss_of(judge))
             start_state = {k: v.detach().clone() for k, v in layer.state_dict().items()}
-        for _ in range(steps):
-            rows = torch.randint(0, len(x), (min(batch_rows, len(x)),), generator=generator)
+        best, best_state, stale = report.loss_before[name], start_state, 0
+        deadline = None if budget_s is None else \
+            time.perf_counter() + max(0.0, start + budget_s - time.perf_counter()) / (len(layers) - k)
+        for step in range(1, steps + 1):
+            rows = train[torch.randint(0, len(train), (min(batch_rows, len(train)),), generator=generator)]
             optimizer.zero_grad(set_to_none=True)
             loss = loss_of(rows)
             loss.backward()
             optimizer.step()
+            out_of_time = deadline is not None and time.perf_counter() > deadline
+            if n_val and (step % eval_every == 0 or step == steps or out_of_time):
+                now = judged()
+                if now < best:
+                    best, stale = now, 0
+                    best_state = {k: v.detach().clone() for k, v in layer.state_dict().items()}
+                else:
+                    stale += 1
+                if stale >= patience:
+                    break
+            if out_of_time:
+                break
+        report.layer_steps[name] = step
         layer.eval()
         with torch.no_grad():
-            report.loss_after[name] = float(loss_of(everything))
+            if n_val:
+                layer.load_state_dict(best_state)
+            report.loss_after[name] = judged()
             if report.loss_after[name] > report.loss_before[name]:  # never leave a layer worse than it came
                 layer.load_state_dict(start_state)
                 report.loss_after[name] = report.loss_before[name]
+            if best_state is start_state or report.loss_after[name] >= report.loss_before[name]:
                 report.kept.append(name)
     model.train(was)
     model.eval()

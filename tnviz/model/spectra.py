@@ -78,12 +78,20 @@ def model_table(
     return rows
 
 
-def input_covariances(subject: Any, device: Any = None) -> dict[str, torch.Tensor]:
-    """Input second moments ``E[x x^T]`` (float64) of every Linear of a subject's model, by weight
-    name (``<module>.weight``), from its calibration batches (collected once per subject)."""
+def input_covariances(subject: Any, device: Any = None, layers: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+    """Input second moments ``E[x x^T]`` (float64) of the Linears of a subject's model, by weight
+    name (``<module>.weight``), from its calibration batches (collected once per subject and layer,
+    :meth:`~tnviz.model.subject.Subject.input_stats`).  ``layers``: weight or module names (default:
+    every Linear); asking for one layer costs one pass that stops at that layer."""
     from torch import nn
 
     names = [n for n, m in subject.model.named_modules() if isinstance(m, nn.Linear)]
+    if layers is not None:
+        wanted = {str(n).removesuffix(".weight") for n in layers}
+        unknown = sorted(wanted - set(names))
+        if unknown:
+            raise TnvizError(f"calibration statistics exist for the model's Linear layers; {unknown[:3]} are not among them")
+        names = [n for n in names if n in wanted]
     stats = subject.input_stats(names, device)
     return {f"{name}.weight": st.second_moment for name, st in stats.items()}
 

@@ -178,7 +178,12 @@ class Subject:
         if self.kind == "sentences":
             if self._reference is None:
                 self._reference = embed(sentences("heldout"), self.model)
-            rep = embedding_cosine(self._reference, model)
+            if model is self.model:  # the original against itself: its embeddings are the reference
+                from .evaluate import CosineReport, cosine_vs
+
+                rep = CosineReport.of(cosine_vs(self._reference, self._reference))
+            else:
+                rep = embedding_cosine(self._reference, model)
             return {"cosine": rep.mean, "cosine min": rep.min}
         if not self.heldout:
             raise TnvizError("output agreement needs sample input batches; got none")

@@ -82,15 +82,15 @@ def _exact(path: str, digest: str, name: str, method: str, in_dims: tuple[int, .
                                   name=name)
 
 
-@st.cache_resource(show_spinner=False, max_entries=1)
-def _calibration(kind: str, device: str) -> dict:
-    """Input second moments per weight name from the bundled calibration inputs: the statistics of
-    the same MiniLM subject the Tensorize page uses, collected once per server."""
+def _covariance(kind: str, device: str, name: str):
+    """The input second moment of weight ``name`` from the bundled calibration inputs: the
+    statistics of the same MiniLM subject the Tensorize page uses (opened once per server), kept by
+    that subject per layer; a pass for one layer stops at that layer."""
     from tnviz.model.spectra import input_covariances
 
     if kind != "minilm":
         raise tnviz.TnvizError(f"calibration inputs exist for the bundled MiniLM only; got {kind!r}")
-    return input_covariances(subject_of(demo_source("minilm"), device), device)
+    return input_covariances(subject_of(demo_source("minilm"), device), device, layers=[name])[name]
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
@@ -99,7 +99,7 @@ def _spectra(path: str, digest: str, name: str, method: str, in_dims: tuple[int,
              calibration: str | None = None) -> sp.LayerSpectra:
     weight = _tensor(path, digest, name, device)
     if calibration is not None:  # data-aware: the spectra are those of W·L, nothing to slice
-        cov = _calibration(calibration, device)[name]
+        cov = _covariance(calibration, device, name)
         return sp.layer_spectra(weight, method, setting=setting, value=value, in_dims=in_dims, out_dims=out_dims,
                                 name=name, input_cov=cov)
     if method in sp.SLICEABLE:
@@ -107,12 +107,26 @@ def _spectra(path: str, digest: str, name: str, method: str, in_dims: tuple[int,
     return sp.layer_spectra(weight, method, setting=setting, value=value, in_dims=in_dims, out_dims=out_dims, name=name)
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
+@st.cache_resource(show_spinner=False)
+def _tradeoff_store() -> dict:
+    """Computed trade-offs by their inputs, kept per server (a dict, not ``st.cache_data``: the sweep
+    draws its progress on the page, which a cached function may not do)."""
+    return {}
+
+
 def _tradeoff(path: str, digest: str, name: str, in_dims: tuple[int, ...] | None, out_dims: tuple[int, ...] | None,
-              methods: tuple[str, ...], device: str, calibration: str | None = None):
-    cov = _calibration(calibration, device)[name] if calibration is not None else None
-    return sp.layer_tradeoff(_tensor(path, digest, name, device), methods=methods, in_dims=in_dims, out_dims=out_dims,
-                             input_cov=cov)
+              methods: tuple[str, ...], device: str, calibration: str | None = None, progress=None):
+    """The trade-off of one weight, computed once per inputs (``progress(fraction, message)`` after
+    each method while it runs; a rerun with the same inputs computes nothing)."""
+    store = _tradeoff_store()
+    key = (path, digest, name, in_dims, out_dims, methods, device, calibration)
+    if key not in store:
+        cov = _covariance(calibration, device, name) if calibration is not None else None
+        store[key] = sp.layer_tradeoff(_tensor(path, digest, name, device), methods=methods, in_dims=in_dims,
+                                       out_dims=out_dims, input_cov=cov, progress=progress)
+        while len(store) > 32:
+            store.pop(next(iter(store)))
+    return store[key]
 
 
 def _safe_name(name: str) -> str:
@@ -309,9 +323,22 @@ def layer_view(source: dict[str, str], cands: list[Candidate], device: str) -> N
                   help="Error vs parameters over a sweep of ranks per method (the SVDs are reused where the math allows).")
         if st.session_state.get(K_TRADE_FOR) == trade_key and chosen:
             try:
-                with st.spinner("Sweeping ranks for every method..."):
-                    points, front = _tradeoff(source["path"], source["digest"], layer, *legs_key, tuple(chosen), device,
-                                              calibration)
+                import time
+
+                bar = st.progress(0.0, text="Sweeping ranks for every method...")
+                st.button("Cancel", key="spectra.tradeoff_cancel", icon=":material/cancel:",
+                          on_click=lambda: st.session_state.pop(K_TRADE_FOR, None),
+                          help="stop the sweep and keep the page as it was")
+                started = time.perf_counter()
+
+                def swept(fraction: float, message: str) -> None:
+                    elapsed = time.perf_counter() - started
+                    left = f" · about {elapsed * (1 - fraction) / fraction:.0f} s left" if 0 < fraction < 1 else ""
+                    bar.progress(min(max(fraction, 0.0), 1.0), text=f"{message}{left}")
+
+                points, front = _tradeoff(source["path"], source["digest"], layer, *legs_key, tuple(chosen), device,
+                                          calibration, progress=swept)
+                bar.empty()
             except tnviz.TnvizError as exc:
                 st.error(str(exc), icon=":material/error:")
             else:

@@ -252,10 +252,21 @@ if plan is not None and plan.allocation is not None:
 
 # ---------------------------------------------------------------------- run
 def _progress_bar():
+    """A bar fed by the library's ``progress(done, total, label)`` with an estimate of the time left
+    (from the pace so far), and a Cancel button: a click reruns the page, which stops the run at its
+    next progress call; the library keeps what was there before (no new result; a healed model is
+    restored), and only a finished run is stored in the session."""
+    import time
+
     bar = st.progress(0.0, text="starting")
+    st.button("Cancel", key=K + "cancel", icon=":material/cancel:",
+              help="stop now and keep the model and results from before")
+    started = time.perf_counter()
 
     def progress(done: int, total: int, name: str) -> None:
-        bar.progress(min(done / max(total, 1), 1.0), text=f"{done}/{total} {name}")
+        elapsed = time.perf_counter() - started
+        left = f" · about {elapsed * (total - done) / done:.0f} s left" if 0 < done < total else ""
+        bar.progress(min(done / max(total, 1), 1.0), text=f"{done}/{total} {name}{left}")
 
     return bar, progress
 
