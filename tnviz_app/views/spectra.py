@@ -17,7 +17,7 @@ from typing import Any
 import streamlit as st
 
 import tnviz
-from tnviz_app.components.formatting import human
+from tnviz_app.components.formatting import human, md_escape
 from tnviz_app.components.inputs import parse_int_list
 from tnviz_app.components.persist import remember, restore
 from tnviz_app.components.subjects import MAX_UPLOAD_BYTES, UPLOAD_DIR, demo_source, subject_of
@@ -35,6 +35,7 @@ RTOL_OPTIONS = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4,
 DEFAULT_RANK = 8
 
 K_SOURCE, K_UPLOAD, K_ERROR = "spectra.source", "spectra.upload", "spectra.error"
+K_LEGS_OPEN = "spectra.legs_open"
 K_LAYER, K_METHOD, K_IN, K_OUT, K_LEGS_FOR = "spectra.layer", "spectra.method", "spectra.in_legs", "spectra.out_legs", "spectra.legs_for"
 K_MODE, K_RANK, K_RTOL, K_DATA = "spectra.mode", "spectra.rank", "spectra.rtol", "spectra.data_aware"
 K_TRADE_FOR, K_TRADE_METHODS = "spectra.tradeoff_for", "spectra.tradeoff_methods"
@@ -192,13 +193,16 @@ def layer_view(source: dict[str, str], cands: list[Candidate], device: str) -> N
         st.session_state[K_LEGS_FOR] = legs_for
 
     default_in, default_out = sp.default_legs(cand.shape)
-    with st.expander(f"Leg factorization: {_legs_text(default_in)} → {_legs_text(default_out)} (automatic)"
-                     if (st.session_state[K_IN], st.session_state[K_OUT]) == (_legs_text(default_in), _legs_text(default_out))
-                     else f"Leg factorization: {st.session_state[K_IN]} → {st.session_state[K_OUT]}"):
+    automatic = (st.session_state[K_IN], st.session_state[K_OUT]) == (_legs_text(default_in), _legs_text(default_out))
+    # a fixed label and a key: the expander stays open across the reruns its own edits start
+    # (its label once carried the legs, so every edit made a new, closed expander)
+    with st.expander("Leg factorization", key=K_LEGS_OPEN, on_change="rerun"):
         l1, l2, l3 = st.columns([2, 2, 1], vertical_alignment="bottom")
         l1.text_input("Input legs", key=K_IN, help=f"sizes multiplying to in_features ({cand.shape[1] if len(cand.shape) == 2 else 'cin·kh·kw'})")
         l2.text_input("Output legs", key=K_OUT, help=f"sizes multiplying to out_features ({cand.shape[0]})")
         l3.button("Automatic", on_click=_reset_legs, args=(cand.shape,))
+    st.caption(f"Legs {md_escape(st.session_state[K_IN])} → {md_escape(st.session_state[K_OUT])}"
+               + (" (automatic)" if automatic else ""))
     legs_error = None
     try:
         in_dims = parse_int_list(st.session_state[K_IN], "input legs")

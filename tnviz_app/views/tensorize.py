@@ -425,8 +425,9 @@ if result is not None:
                            mime="application/zip", key=K + "download")
 
     if loaded["kind"] == "demo" and metric:
+        # a fixed `expanded` and a key: the expander stays as the user left it after the run
         with st.expander("Compare: method x plain/data-aware x healed (same parameters)",
-                         expanded=st.session_state.get(K + "cmp_df") is not None):
+                         key=K + "cmp_open", on_change="rerun"):
             rule_pattern = plan.rules[0].pattern if plan is not None else demo.layers
             ratio = st.number_input("Ratio", min_value=1.1, value=2.0, key=K + "cmp_ratio")
             if st.button("Run comparison (svd, mpo)", key=K + "cmp"):
