@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
+from tnviz_app.components.formatting import md_escape, times
 
 import tnviz
 from tnviz import TensorNetwork
@@ -158,8 +159,8 @@ def render_sidebar() -> None:
     with st.sidebar:
         st.markdown(f"**Device:** {dev.label}")
         st.caption(f"torch {dev.torch_version}")
-        st.markdown(f"**Network:** {net.name or '(unnamed)'}")
+        st.markdown(f"**Network:** {md_escape(net.name or '(unnamed)')}")
         st.caption(
             f"{len(net.tensors)} tensors · {net.in_features:,} → {net.out_features:,} · "
-            f"{net.params:,} params ({net.compression:,.1f}x smaller than dense)"
+            f"{net.params:,} params ({times(net.compression)} smaller than dense)"
         )

@@ -11,11 +11,12 @@ that fits); user-provided text inside markdown goes through :func:`md_escape`:
 
 >>> count(2560), count(16_777_216), times(6553.6), times(12.8), times(1.004)
 ('2,560', '16.8 M', '6,554x', '12.8x', '1.00x')
->>> print(md_escape("__main__.Net *a*"))
-\_\_main\_\_\.Net \*a\*
+>>> print(md_escape("__main__.Net *a* (x)"))
+\_\_main\_\_.Net \*a\* (x)
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Iterable
 
 _PREFIXES = ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
@@ -55,16 +56,25 @@ def times(ratio: float) -> str:
     return f"{ratio:,.0f}x" if abs(ratio) >= 100 else f"{_three_digits(ratio)}x"
 
 
-#: Characters that start markdown syntax in Streamlit's renderer (GitHub-flavoured markdown,
-#: plus ``$`` for LaTeX and ``:`` for emoji/icon shortcodes and colour directives).
-_MD_SPECIAL = set("\\`*_{}[]()<>#+-.!|~$:")
+#: Characters that make markdown syntax anywhere in a line in Streamlit's renderer (CommonMark
+#: emphasis, code, links, HTML, tables, strikethrough, LaTeX); ``()``, ``.``, ``-`` only matter
+#: after ``]`` or at the start of a line, handled below.
+_MD_SPECIAL = set("\\`*_[]<#$~|")
+#: Emoji / icon shortcodes (":smile:", ":material/x:") and colour directives (":red[...]").
+_SHORTCODE = re.compile(r":(?=[A-Za-z0-9_+/-]+:)")
+#: A line that would start a list, a quote or a heading.
+_LINE_START = re.compile(r"^(\s*)([-+=>]|\d+[.)])", re.M)
 
 
 def md_escape(text: object) -> str:
     """``text`` (a file, layer or network name, an error message) shown literally inside
-    ``st.markdown``/``st.info``/``st.error``...: every markdown character is backslash-escaped,
-    so a refusal naming ``__main__.Net`` does not turn "main" bold."""
-    return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in str(text))
+    ``st.markdown``/``st.info``/``st.error``...: markdown characters are backslash-escaped, so a
+    refusal naming ``__main__.Net`` does not turn "main" bold; plain words, spaces, commas,
+    colons and brackets that cannot start syntax stay as they are."""
+    out = "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in str(text))
+    out = _SHORTCODE.sub(r"\\:", out)
+    # a backslash escapes punctuation only: "1." becomes "1\\.", "-" becomes "\\-"
+    return _LINE_START.sub(lambda m: m.group(1) + m.group(2)[:-1] + "\\" + m.group(2)[-1], out)
 
 
 def human_bytes(n: int) -> str:

@@ -5,7 +5,7 @@ import streamlit as st
 
 import tnviz
 from tnviz_app.components.figures import forward_flops, forward_label, layer_cost, path_found_by
-from tnviz_app.components.formatting import arrow_safe, human, human_bytes
+from tnviz_app.components.formatting import arrow_safe, human, human_bytes, md_escape
 from tnviz_app.components.measure import measure_panel
 from tnviz_app.components.persist import remember, restore
 from tnviz_app.state import get_network
@@ -39,7 +39,7 @@ def tile(column, label: str, text: str, amount: int | None, dense: int | None, h
 
 st.title("Costs")
 net = get_network()
-st.caption(f"{net.name or '(unnamed)'} · {net.in_features:,} → {net.out_features:,} · FLOPs counted as opt_einsum does")
+st.caption(f"{md_escape(net.name or '(unnamed)')} · {net.in_features:,} → {net.out_features:,} · FLOPs counted as opt_einsum does")
 
 optimizers = list(tnviz.OPTIMIZERS)
 restore(K_BATCH, 1024)
@@ -60,7 +60,7 @@ try:
         c = layer_cost(net_json, batch, optimize)
         sw = sweep(net_json, optimize, max(1 << 16, 4 * batch))
 except tnviz.TnvizError as exc:
-    st.error(str(exc), icon=":material/error:")
+    st.error(md_escape(exc), icon=":material/error:")
     st.stop()
 
 row1, row2 = st.columns(3), st.columns(3)

@@ -13,7 +13,7 @@ import streamlit as st
 
 import tnviz
 from tnviz_app.components.canvas.panel import draw_section
-from tnviz_app.components.formatting import arrow_safe, count, times
+from tnviz_app.components.formatting import arrow_safe, count, md_escape, times
 from tnviz_app.components.inputs import parse_int_list, parse_letters, parse_ranks, parse_sizes
 from tnviz_app.components.persist import remember, restore
 from tnviz.errors import plain_message
@@ -186,8 +186,8 @@ def _show_error(where: str) -> None:
         st.session_state.pop(K_ERROR)  # the network changed since (the canvas, another page): stale
         return
     if error and error["where"] == where:
-        st.error(error["message"], icon=":material/error:")
-        st.caption(f"Kept the previous network: {get_network().name or '(unnamed)'}")
+        st.error(md_escape(error["message"]), icon=":material/error:")
+        st.caption(f"Kept the previous network: {md_escape(get_network().name or '(unnamed)')}")
 
 
 # ---------------------------------------------------------------------- page
@@ -269,8 +269,8 @@ with view:
     if st.session_state.get(K_NAME_OF) != net:  # a new network: the field shows its name
         st.session_state[K_NAME] = net.name
         st.session_state[K_NAME_OF] = net
-    st.subheader(net.name or "(unnamed network)")
-    st.caption(f"from {network_source()} · in_features {net.in_features:,} = "
+    st.subheader(md_escape(net.name or "(unnamed network)"))
+    st.caption(f"from {md_escape(network_source())} · in_features {net.in_features:,} = "
                f"{' × '.join(map(str, net.in_dims)) or '1'} · out_features {net.out_features:,} = "
                f"{' × '.join(map(str, net.out_dims)) or '1'}")
     st.text_input("Name", key=K_NAME, on_change=_rename, max_chars=MAX_NAME,

@@ -212,7 +212,7 @@ def layer_view(source: dict[str, str], cands: list[Candidate], device: str) -> N
         legs_error = str(exc)
         in_dims, out_dims = default_in, default_out
     if legs_error:
-        st.error(f"{legs_error}. Using the automatic legs {_legs_text(default_in)} → {_legs_text(default_out)}.",
+        st.error(f"{md_escape(legs_error)}. Using the automatic legs {_legs_text(default_in)} → {_legs_text(default_out)}.",
                  icon=":material/error:")
     # The automatic legs are passed as None so that a conv kernel keeps its named legs (cin, kh, kw).
     legs_key = (None, None) if (in_dims, out_dims) == (default_in, default_out) else (tuple(in_dims), tuple(out_dims))
@@ -221,7 +221,7 @@ def layer_view(source: dict[str, str], cands: list[Candidate], device: str) -> N
     try:
         useful = sp.useful_rank(cand.shape, method, *legs_key)
     except tnviz.TnvizError as exc:  # e.g. a tensor ring on single legs
-        st.error(f"{DESCRIPTIONS[method]} on legs {_legs_text(in_dims)} → {_legs_text(out_dims)}: {exc}",
+        st.error(f"{DESCRIPTIONS[method]} on legs {_legs_text(in_dims)} → {_legs_text(out_dims)}: {md_escape(exc)}",
                  icon=":material/error:")
         return
     restore(K_MODE, "rank")
@@ -262,7 +262,7 @@ def layer_view(source: dict[str, str], cands: list[Candidate], device: str) -> N
                         if calibration else "Decomposing..."):
             res = _spectra(source["path"], source["digest"], layer, method, *legs_key, mode, value, device, calibration)
     except tnviz.TnvizError as exc:
-        st.error(str(exc), icon=":material/error:")
+        st.error(md_escape(exc), icon=":material/error:")
         return
 
     cols = st.columns(4 if res.data_error is None else 5)
@@ -297,7 +297,7 @@ def layer_view(source: dict[str, str], cands: list[Candidate], device: str) -> N
         st.subheader("Resulting network")
         net = res.network
         st.graphviz_chart(to_source(net), alt=f"Tensor-network diagram of {net.name}")
-        st.caption(f"{net.name} · {net.params:,} parameters · bond sizes are the current ranks")
+        st.caption(f"{md_escape(net.name)} · {net.params:,} parameters · bond sizes are the current ranks")
         if st.button("Open in Designer", key="spectra.open", icon=":material/open_in_new:"):
             set_network(net, f"spectra: {layer} {method} {mode}={value}")
             st.switch_page(DESIGNER)
@@ -317,7 +317,7 @@ def layer_view(source: dict[str, str], cands: list[Candidate], device: str) -> N
                     points, front = _tradeoff(source["path"], source["digest"], layer, *legs_key, tuple(chosen), device,
                                               calibration)
             except tnviz.TnvizError as exc:
-                st.error(str(exc), icon=":material/error:")
+                st.error(md_escape(exc), icon=":material/error:")
             else:
                 measure = "data_error" if calibration else "rel_error"
                 st.plotly_chart(tradeoff_chart(points, front, current=(method, res.params, getattr(res, measure)),
@@ -328,7 +328,7 @@ def layer_view(source: dict[str, str], cands: list[Candidate], device: str) -> N
                                                           for p in front))
                 for m, reason in sp.not_applicable(cand.shape, *legs_key).items():
                     if m in chosen:
-                        st.caption(f"Left out {DESCRIPTIONS[m]}: {reason}")
+                        st.caption(f"Left out {DESCRIPTIONS[m]}: {md_escape(reason)}")
         else:
             st.caption("Sweeps every chosen method over ranks 1, 2, 4, ... for this layer and these legs.")
 
@@ -423,7 +423,7 @@ source = st.session_state.get(K_SOURCE)
 if st.session_state.get(K_ERROR):
     st.error(st.session_state[K_ERROR], icon=":material/error:")
     if source:
-        st.caption(f"Kept the weights loaded before: {source['label']}")
+        st.caption(f"Kept the weights loaded before: {md_escape(source['label'])}")
 if not source:
     st.info("Upload weights to start (the bundled MiniLM is not installed).", icon=":material/upload_file:")
     st.stop()
@@ -431,9 +431,9 @@ if not source:
 try:
     cands = _candidates(source["path"], source["digest"])
 except tnviz.TnvizError as exc:  # e.g. the temporary upload folder was cleaned
-    st.error(f"{source['label']}: {exc}", icon=":material/error:")
+    st.error(f"{md_escape(source['label'])}: {md_escape(exc)}", icon=":material/error:")
     st.stop()
-st.caption(f"**{source['label']}** · {len(cands)} weight{'s' if len(cands) != 1 else ''} that a tensor network can "
+st.caption(f"**{md_escape(source['label'])}** · {len(cands)} weight{'s' if len(cands) != 1 else ''} that a tensor network can "
            f"replace · device {device}")
 
 layer_view(source, cands, device)

@@ -16,6 +16,7 @@ import streamlit as st
 from tnviz_app.components.subjects import (MAX_UPLOAD_BYTES, demo_label, demo_source, receive_model_upload,
                                      subject_of)
 from tnviz_app.state import device_info
+from tnviz_app.components.formatting import md_escape
 from tnviz.errors import TnvizError, plain_message
 from tnviz.model.demos import DEMOS
 from tnviz.model.heal import HEALINGS
@@ -162,10 +163,10 @@ with upload_col:
         key=K + "upload", on_change=_receive_upload,  # no type filter: every refusal says why, in our words
     )
     if st.session_state.get(K + "upload_error"):
-        st.error(st.session_state[K + "upload_error"] + " — the loaded model is kept.", icon=":material/block:")
+        st.error(md_escape(st.session_state[K + "upload_error"]) + " — the loaded model is kept.", icon=":material/block:")
 loaded = _loaded()
 weights_only = loaded["kind"] == "file"
-st.markdown(f"**Loaded:** {loaded['name']} "
+st.markdown(f"**Loaded:** {md_escape(loaded['name'])} "
             f"({'weights only: no architecture, so no functional metric' if weights_only else 'with its architecture'})")
 
 device = _device()
@@ -178,7 +179,7 @@ try:
     table = pd.DataFrame([{"layer": i.name, "kind": i.kind, "shape": "x".join(map(str, i.shape)), "params": i.params}
                           for i in infos])
 except TnvizError as exc:
-    st.error(plain_message(exc))
+    st.error(md_escape(plain_message(exc)))
     st.stop()
 
 # ---------------------------------------------------------------------- settings
@@ -238,7 +239,7 @@ try:
         table["params after (preview)"] = [pv.get(n, {}).get("params after") for n in table["layer"]]
         table["weight error (preview)"] = [pv.get(n, {}).get("weight error") for n in table["layer"]]
 except (TnvizError, re.error, ValueError, KeyError) as exc:
-    st.error(f"Settings: {plain_message(exc)}")
+    st.error(f"Settings: {md_escape(plain_message(exc))}")
     plan = None
 
 st.subheader("Layers")
@@ -279,7 +280,7 @@ if st.button("Run compression", type="primary", disabled=plan is None, key=K + "
     try:
         _run()
     except TnvizError as exc:
-        st.error(f"Compression: {plain_message(exc)}")
+        st.error(f"Compression: {md_escape(plain_message(exc))}")
 
 
 # ---------------------------------------------------------------------- results
@@ -360,7 +361,7 @@ if result is not None:
         df = pd.DataFrame(result.rows())
         st.dataframe(df.drop(columns=["seconds"]), hide_index=True, width="stretch", column_config=NAME_COLUMN)
     for s in result.skipped:
-        st.caption(f"{s['name']}: {s['reason']}")
+        st.caption(f"{md_escape(s['name'])}: {md_escape(s['reason'])}")
     if result.layers:
         g1, g2 = st.columns(2)
         g1.plotly_chart(_bar_chart(df, ["params before", "params after"], "Parameters per layer", "parameters",

@@ -19,7 +19,7 @@ from tnviz.render.exports import EXPORTS, export, export_filename
 from tnviz.network import TensorNetwork
 
 from ..figures import forward_flops, forward_label, layer_cost
-from ..formatting import count, human, times
+from ..formatting import count, human, md_escape, times
 from . import CanvasResult, network_canvas
 
 BATCH_CHOICES = [1, 8, 32, 128, 512, 1024, 4096, 16384]
@@ -41,7 +41,7 @@ def live_numbers(net: TensorNetwork, *, batch: int, key: str) -> tnviz.LayerCost
     try:
         c = layer_cost(net.to_json(), batch)
     except TnvizError as exc:
-        st.error(plain_message(exc))
+        st.error(md_escape(plain_message(exc)))
         return None
     with st.container(key=f"{key}-numbers".replace(".", "-")):
         st.metric("Parameters", count(c.params), help=f"{c.params:,}; dense layer: {c.dense_params:,}")
@@ -57,7 +57,7 @@ def live_numbers(net: TensorNetwork, *, batch: int, key: str) -> tnviz.LayerCost
                     unsafe_allow_html=True)
         st.caption(net.named_equation())
         for message in layer_warnings(net, c):
-            st.warning(message, icon=":material/warning:")
+            st.warning(md_escape(message), icon=":material/warning:")
     return c
 
 
@@ -98,7 +98,7 @@ def draw_section(net: TensorNetwork, *, key: str = "designer.canvas", height: in
     with left:
         result = network_canvas(net, key=key, height=height)
         if result.error:
-            st.error(f"Canvas: {result.error} — the drawing is kept; the numbers show the last valid network.")
+            st.error(f"Canvas: {md_escape(result.error)} — the drawing is kept; the numbers show the last valid network.")
     current = result.network or result.current
     with right:
         batch = st.selectbox("Batch", BATCH_CHOICES, index=BATCH_CHOICES.index(1024), key=f"{key}.batch")
