@@ -41,5 +41,8 @@ SECTIONS: dict[str, list] = {
 
 page = st.navigation({section: pages for section, pages in SECTIONS.items() if pages})
 apply_page_style()
-render_sidebar()
-page.run()
+sidebar_slot = st.sidebar.container()  # filled after the page: see render_sidebar
+try:
+    page.run()
+finally:  # also after a page's st.stop()
+    render_sidebar(sidebar_slot)
