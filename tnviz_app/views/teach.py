@@ -60,7 +60,9 @@ def notation() -> None:
     )
     matrix, product, delta = fig2_matrix(), fig2_matrix_product(), fig2_delta()
     contracted = TensorNetwork.build([("c", ["i", "j"])], {"i": 4, "j": 5}, ["j"], ["i"], "c = ab")
-    cols = st.columns(4)
+    # the delta's three arms make it the widest picture (272 pt): in a quarter of the page it was
+    # shrunk to half size, its labels unreadable; a wider column draws it at the others' scale
+    cols = st.columns([1, 1, 1, 1.5])
     with cols[0]:
         st.markdown("**Leg**")
         st.graphviz_chart(to_source(emphasis(matrix, ["i", "j"])), alt="a matrix with two legs")
