@@ -10,7 +10,8 @@ ELIDED_JS = """() => {
   const out = [];
   const sel = '[data-testid="stMetricValue"], [data-testid="stMetricValue"] *, '
             + '[data-testid="stMetricLabel"], [data-testid="stMetricLabel"] *, '
-            + '[data-testid="stMainBlockContainer"] button p';
+            + '[data-testid="stMainBlockContainer"] button p, [data-testid="stCheckbox"] label p, '
+            + '[data-testid="stWidgetLabel"] p';
   for (const el of document.querySelectorAll(sel)) {
     if (!el.offsetParent || !el.textContent.trim()) continue;         // hidden (closed tab or expander)
     const cut = el.scrollWidth > el.clientWidth + 1;
@@ -71,12 +72,16 @@ def test_designer_layout_fits_the_window(browser, app_url, wait_idle, screenshot
         pg.locator('[data-testid="tn-canvas"]').scroll_into_view_if_needed()
         screenshot(pg, f"layout-canvas-{width}")
 
-        # Costs and Bond features: the pages with most metric tiles
-        for link, name in (("Costs", "costs"), ("Bond features", "bond-features")):
+        # Costs and Bond features (most metric tiles), Tensorize (checkboxes, the layer table)
+        for link, name in (("Costs", "costs"), ("Bond features", "bond-features"), ("Tensorize", "tensorize")):
             pg.goto(f"{app_url}/{name.replace('-', '_')}")
             wait_idle(pg, timeout_ms=90_000)
-            pg.wait_for_selector('[data-testid="stMetricValue"]', timeout=90_000)
+            pg.wait_for_selector('[data-testid="stMetricValue"], [data-testid="stDataFrame"]', timeout=90_000)
             assert pg.evaluate(ELIDED_JS) == [], link
+            if name == "tensorize" and width >= 1400:  # the layer table shows every column
+                widths = pg.locator('[data-testid="stDataFrame"] .dvn-scroller').last.evaluate(
+                    "el => [el.scrollWidth, el.clientWidth]")
+                assert widths[0] <= widths[1] + 1, f"layer table scrolls: {widths}"
             screenshot(pg, f"layout-{name}-{width}")
     finally:
         context.close()

@@ -33,7 +33,8 @@ CSS = """
   overflow-wrap: anywhere;
 }
 [data-testid="stMetricValue"] { font-size: clamp(1.35rem, 2.1vw, 2.25rem) !important; line-height: 1.2; }
-.stButton button p, .stDownloadButton button p, .stFormSubmitButton button p {
+.stButton button p, .stDownloadButton button p, .stFormSubmitButton button p,
+[data-testid="stCheckbox"] label p, [data-testid="stWidgetLabel"] p {
   white-space: normal !important; overflow: visible !important; text-overflow: clip !important;
 }
 </style>

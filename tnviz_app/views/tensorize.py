@@ -25,14 +25,16 @@ from tnviz.model.plan import METHODS, TRUNCATIONS
 K = "tensorize."  # session-state prefix
 UPLOADED = "upload"  # the source radio's entry for the loaded upload
 #: Layer names are long (encoder.layer.11.intermediate.dense): a wide column, pinned while scrolling.
-NAME_COLUMN = {
-    "layer": st.column_config.TextColumn("layer", width=240, pinned=True),
-    "kind": st.column_config.TextColumn("kind", width=85),
+NAME_COLUMN = {  # 845 px in all: the whole table fits a 1400 px window (it was 1010 px, the error cut off)
+    "layer": st.column_config.TextColumn("layer", width=200, pinned=True),
+    "kind": st.column_config.TextColumn("kind", width=70),
     "shape": st.column_config.TextColumn("shape", width=90),
-    "params": st.column_config.NumberColumn("params", width=95, format="localized"),
-    "setting": st.column_config.TextColumn("setting", width=200),
-    "params after (preview)": st.column_config.NumberColumn("params after (preview)", width=150, format="localized"),
-    "weight error (preview)": st.column_config.NumberColumn("weight error (preview)", width=150, format="%.4f"),
+    "params": st.column_config.NumberColumn("params", width=85, format="localized"),
+    "setting": st.column_config.TextColumn("setting", width=180),
+    "params after (preview)": st.column_config.NumberColumn(
+        "params after", width=110, format="localized", help="parameters after compression (preview)"),
+    "weight error (preview)": st.column_config.NumberColumn(
+        "weight error", width=110, format="%.4f", help="relative weight error of the layer (preview)"),
 }
 
 
