@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
+from tnviz_app.components.formatting import md_escape, times
 
 import tnviz
 from tnviz import TensorNetwork
@@ -151,15 +152,19 @@ def device_info() -> DeviceInfo:
     return DeviceInfo("cpu", f"{platform.machine()}, {os.cpu_count()} cores", torch.__version__)
 
 
-def render_sidebar() -> None:
-    """The sidebar shown on every page: the device found and the current network."""
-    dev = device_info()
+def render_sidebar(slot=None) -> None:
+    """The sidebar shown on every page: the current network and the device found.
+
+    ``slot`` is a sidebar container made before the page ran: the router fills it after the page,
+    so the first page of a session is drawn before ``device_info`` imports torch (about a
+    second and a half), yet the lines stay at the top of the sidebar."""
     net = get_network()
-    with st.sidebar:
-        st.markdown(f"**Device:** {dev.label}")
-        st.caption(f"torch {dev.torch_version}")
-        st.markdown(f"**Network:** {net.name or '(unnamed)'}")
+    with slot if slot is not None else st.sidebar:
+        st.markdown(f"**Network:** {md_escape(net.name or '(unnamed)')}")
         st.caption(
             f"{len(net.tensors)} tensors · {net.in_features:,} → {net.out_features:,} · "
-            f"{net.params:,} params ({net.compression:,.1f}x smaller than dense)"
+            f"{net.params:,} params ({times(net.compression)} smaller than dense)"
         )
+        dev = device_info()
+        st.markdown(f"**Device:** {md_escape(dev.label)}")
+        st.caption(f"torch {dev.torch_version}")

@@ -16,9 +16,11 @@ ROOT = str(Path(__file__).resolve().parents[1])
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from tnviz_app.components.layout import SIDEBAR_PX, apply_page_style  # noqa: E402
 from tnviz_app.state import render_sidebar  # noqa: E402
 
-st.set_page_config(page_title="tnviz", page_icon=":material/hub:", layout="wide")
+st.set_page_config(page_title="tnviz", page_icon=":material/hub:", layout="wide",
+                   initial_sidebar_state=SIDEBAR_PX)
 
 SECTIONS: dict[str, list] = {
     "Design": [
@@ -38,5 +40,9 @@ SECTIONS: dict[str, list] = {
 }
 
 page = st.navigation({section: pages for section, pages in SECTIONS.items() if pages})
-render_sidebar()
-page.run()
+apply_page_style()
+sidebar_slot = st.sidebar.container()  # filled after the page: see render_sidebar
+try:
+    page.run()
+finally:  # also after a page's st.stop()
+    render_sidebar(sidebar_slot)

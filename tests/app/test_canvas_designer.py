@@ -180,7 +180,7 @@ def test_one_export_button_per_format(open_page):
 
 # ---------------------------------------------------------------------- issue 13 item 9: no stale state
 def _sidebar(at) -> str:
-    return " ".join(str(getattr(e, "value", "")) for e in at.sidebar.children.values())
+    return " ".join(e.value for e in [*at.sidebar.markdown, *at.sidebar.caption])  # nested too
 
 
 def test_the_sidebar_shows_the_canvas_edit_of_the_same_run(open_page):

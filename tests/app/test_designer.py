@@ -27,7 +27,7 @@ def test_default_page_shows_the_bundled_example(open_page):
     assert at.get("graphviz_chart")[0].proto.engine == "neato"
     assert spec == tnviz.render.to_dot(net)
     assert "b1=4" in spec and "i4=8" in spec
-    sidebar = " ".join(str(getattr(e, "value", "")) for e in at.sidebar.children.values())
+    sidebar = " ".join(e.value for e in [*at.sidebar.markdown, *at.sidebar.caption])  # nested too
     assert "Device:" in sidebar and ("CPU" in sidebar or "CUDA" in sidebar)
     assert "MPO 4096x4096" in sidebar
     assert not _errors(at)
@@ -274,7 +274,7 @@ def test_the_name_field_renames_the_network_everywhere(open_page):
     net = current_network(at)
     assert net.name == "My layer" and at.subheader[0].value == "My layer"
     assert any("`My_layer.*`" in c.value for c in at.caption)  # the export files' names
-    sidebar = " ".join(str(getattr(e, "value", "")) for e in at.sidebar.children.values())
+    sidebar = " ".join(e.value for e in [*at.sidebar.markdown, *at.sidebar.caption])  # nested too
     assert "My layer" in sidebar
     at.switch_page("views/costs.py").run()
     assert any("My layer" in c.value for c in at.caption)

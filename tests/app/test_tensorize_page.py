@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import zipfile
 
 import pytest
@@ -208,3 +209,42 @@ def test_the_page_writes_the_bytes_the_cli_and_the_library_write(open_page, tmp_
     for name in ("model.safetensors", "tnviz.json"):
         lib = (tmp_path / "lib" / name).read_bytes()
         assert page.read(name) == lib == (tmp_path / "cli" / name).read_bytes(), name
+
+
+class Net(torch.nn.Module):  # pickled as __main__.Net when this file runs as a script, else tests.app...
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 4)
+
+
+def test_a_refusal_naming_a_class_renders_literally(open_page):
+    """Issue 17: `__main__.Net` in a refusal rendered as bold "main"; every user-provided text goes
+    through md_escape, so the markdown source carries no live underscore or asterisk."""
+    Net.__module__ = "__main__"  # what a user's own script pickles
+    buffer = io.BytesIO()
+    try:
+        import __main__
+        __main__.Net = Net
+        torch.save(Net(), buffer)
+    finally:
+        del __main__.Net
+    at = open_page(PAGE)
+    at.file_uploader(key="tensorize.upload").set_value(("__my_model__.pt", buffer.getvalue(), "application/octet-stream")).run()
+    error = at.error[0].value
+    assert "(\\_\\_main\\_\\_.Net)" in error, error
+    assert "\\_\\_my\\_model\\_\\_.pt" in error  # the file name, escaped
+    assert not re.search(r"(?<!\\)__", error), f"a live markdown underscore pair: {error}"
+
+
+def test_md_escape_round_trips_through_markdown():
+    """The escaped text renders back to the original under CommonMark (markdown-it, as Streamlit's
+    renderer follows CommonMark): every character shown literally."""
+    import html as _html
+
+    from tnviz_app.components.formatting import md_escape
+
+    markdown_it = pytest.importorskip("markdown_it")
+    for text in ("__main__.Net refused: *not* [a](b) `x` #1 <b>y</b> 2_3 $a$ :smile: ~~s~~ a|b",
+                 "1. not a list", "- nor this", "# nor a heading", "> nor a quote"):
+        rendered = markdown_it.MarkdownIt().render(md_escape(text))
+        assert _html.unescape(re.sub(r"</?p>\n?", "", rendered)) == text, (text, rendered)

@@ -76,8 +76,15 @@ def steady_centre(locator, timeout: float = 20.0) -> tuple[float, float]:
     pytest.fail(f"{locator} kept moving for {timeout} s")
 
 
+def show_canvas(page) -> None:
+    """Scroll the whole canvas into the middle of the window: a download button's click scrolls
+    the page down, which can leave the top of the drawing under Streamlit's fixed header."""
+    page.locator("[data-testid=tn-canvas]").evaluate("el => el.scrollIntoView({block: 'center'})")
+
+
 def drag(page, source, target) -> None:
     """A real mouse drag from one leg to another, in small steps like a hand."""
+    show_canvas(page)
     x0, y0 = steady_centre(source)
     x1, y1 = steady_centre(target)
     page.mouse.move(x0, y0)
@@ -299,6 +306,7 @@ def test_hyperedge_move_and_delete_with_the_mouse(canvas_page):
 
     # drag tensor C down: its position becomes the layout (y points up in layout units)
     idle(page)
+    show_canvas(page)
     x0, y0 = centre(page.locator("[data-tensor=C] .tn-name"))
     page.mouse.move(x0, y0)
     page.mouse.down()

@@ -108,3 +108,24 @@ def test_data_aware_toggle_on_the_bundled_minilm(page, app_url, wait_idle):
     weights = float(_metric(page, "Relative error"))
     assert 0 < on_data < weights  # the cut minimises the error on the inputs, not on the weights
     assert page.get_by_text("data-aware: the singular values are those of W·L").count() == 1
+
+
+def test_leg_factorization_stays_open_after_an_edit(page, app_url, wait_idle):
+    """Issue 17: the expander closed itself after every edit of the legs (its label changed)."""
+    _open_spectra(page, app_url, wait_idle)
+    expander = page.locator('[data-testid="stExpander"]').filter(has_text="Leg factorization").first
+    expander.locator("summary").click()
+    legs = expander.get_by_role("textbox", name="Input legs")
+    legs.wait_for()
+    automatic = legs.input_value()
+    sizes = [int(v) for v in automatic.split(",")]
+    merged = ",".join(map(str, [sizes[0] * sizes[1], *sizes[2:]]))  # the same product, one leg fewer
+    legs.fill(merged)
+    legs.press("Enter")
+    page.get_by_text(f"Legs {merged} →").first.wait_for(timeout=60_000)
+    wait_idle(page, timeout_ms=60_000)
+    assert legs.is_visible() and legs.input_value() == merged  # still open, showing the edit
+    expander.get_by_role("button", name="Automatic").click()
+    page.get_by_text(f"Legs {automatic} →").first.wait_for(timeout=60_000)
+    wait_idle(page, timeout_ms=60_000)
+    assert legs.is_visible()

@@ -89,3 +89,27 @@ def test_teach_next_twice_moves_the_step_and_the_highlight(page, app_url, wait_i
     )
     wait_idle(page)
     assert _highlighted_tensors(page) == set(first.highlight_tensors)
+
+
+#: The scale (drawn px per SVG pt) of each notation picture: Leg, Bond, Contraction, Hyperedge.
+NOTATION_SCALES_JS = """() => [...document.querySelectorAll('[data-testid="stGraphVizChart"] svg')].slice(0, 4)
+    .map(svg => svg.getBoundingClientRect().width / parseFloat(svg.getAttribute('width')))"""
+
+
+@pytest.mark.parametrize("width,share", [(800, 0.6), (1400, 0.9)])
+def test_the_hyperedge_example_is_drawn_at_the_others_scale(browser, app_url, wait_idle, screenshot, width, share):
+    """Issue 17: the hyperedge picture, the widest (272 pt), was shrunk to 0.62 of the others'
+    scale at 1400 px and 0.30 at 800 px (measured on main); now the same scale at 1400 px (within 10%) and at least
+    0.6 of it at 800 px (labels about 9 px)."""
+    context = browser.new_context(viewport={"width": width, "height": 1000})
+    pg = context.new_page()
+    try:
+        pg.goto(f"{app_url}/teach")
+        wait_idle(pg, timeout_ms=90_000)
+        pg.wait_for_function("() => document.querySelectorAll('[data-testid=\"stGraphVizChart\"] svg').length >= 4")
+        scales = pg.evaluate(NOTATION_SCALES_JS)
+        assert len(scales) == 4 and min(scales[:3]) > 0
+        assert scales[3] >= share * min(scales[:3]), f"hyperedge drawn at {scales[3]:.2f} px/pt, the others {scales[:3]}"
+        screenshot(pg, f"teach-notation-{width}")
+    finally:
+        context.close()

@@ -7,7 +7,7 @@ import math
 import streamlit as st
 
 import tnviz
-from tnviz_app.components.formatting import human
+from tnviz_app.components.formatting import human, md_escape
 
 #: Largest dense weight (elements) the panel builds for the comparison; bigger layers are refused.
 MAX_DENSE_ELEMENTS = 1 << 26
@@ -65,7 +65,7 @@ def measure_panel(net: tnviz.TensorNetwork, batch: int, dtype: str) -> None:
             try:
                 rows = measured(*key, repeats=5)
             except tnviz.TnvizError as exc:
-                st.error(str(exc), icon=":material/error:")
+                st.error(md_escape(exc), icon=":material/error:")
                 return
         st.session_state[K_RESULT] = (key, rows)
     stored = st.session_state.get(K_RESULT)

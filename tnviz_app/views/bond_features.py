@@ -13,6 +13,7 @@ import streamlit as st
 
 import tnviz
 from tnviz_app.components.persist import remember, restore
+from tnviz_app.components.formatting import md_escape
 from tnviz.model.autoencoder import ENCODER_BONDS, LATENT_BOND, autoencoder_network, train_autoencoder
 from tnviz.bonds import GAUGE_KINDS, REDUCTIONS, bond_cut
 from tnviz.model.bonds import DIGITS_TN_LAYERS, inspect_bond, tensorized_digits_mlp
@@ -163,7 +164,7 @@ try:
         # the gauge section below reads the same cached call with its gauge
         base = inspect(model_name, max_rank, heal_epochs, latent, bond, reduce, NO_GAUGE, 0, at)
 except tnviz.TnvizError as exc:
-    st.error(str(exc), icon=":material/error:")
+    st.error(md_escape(exc), icon=":material/error:")
     st.stop()
 
 stats, cut = base.stats, base.cut

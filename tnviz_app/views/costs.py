@@ -7,7 +7,7 @@ import tnviz
 from tnviz_app.components.figures import (estimate_rows, forward_flops, forward_label, layer_cost, layer_decisions,
                                           path_found_by)
 from tnviz.nn.strategies import Decision
-from tnviz_app.components.formatting import arrow_safe, human, human_bytes
+from tnviz_app.components.formatting import arrow_safe, human, human_bytes, md_escape
 from tnviz_app.components.measure import measure_panel
 from tnviz_app.components.persist import remember, restore
 from tnviz_app.state import get_network
@@ -41,7 +41,7 @@ def tile(column, label: str, text: str, amount: int | None, dense: int | None, h
 
 st.title("Costs")
 net = get_network()
-st.caption(f"{net.name or '(unnamed)'} · {net.in_features:,} → {net.out_features:,} · FLOPs counted as opt_einsum does")
+st.caption(f"{md_escape(net.name or '(unnamed)')} · {net.in_features:,} → {net.out_features:,} · FLOPs counted as opt_einsum does")
 
 optimizers = list(tnviz.OPTIMIZERS)
 restore(K_BATCH, 1024)
@@ -62,7 +62,7 @@ try:
         c = layer_cost(net_json, batch, optimize)
         sw = sweep(net_json, optimize, max(1 << 16, 4 * batch))
 except tnviz.TnvizError as exc:
-    st.error(str(exc), icon=":material/error:")
+    st.error(md_escape(exc), icon=":material/error:")
     st.stop()
 
 row1, row2 = st.columns(3), st.columns(3)
@@ -121,7 +121,7 @@ for mode, d in chosen.items():
     if isinstance(d, Decision):
         st.markdown(f"**{mode.capitalize()}** at batch {batch:,}: `{d.strategy}`. {d.reason}.")
     else:
-        st.warning(f"{mode.capitalize()}: {d}", icon=":material/warning:")
+        st.warning(f"{mode.capitalize()}: {md_escape(str(d))}", icon=":material/warning:")
 st.caption("This is what a default tnviz.nn.TNLinear of this network runs on the CPU (strategy 'auto'), from the "
            "modelled costs below: FLOPs weighted by memory traffic, not the FLOP counts above. Factorized and "
            "rebuilt FLOPs are the two einsum ways to compute the layer; the sweep strategies ('chain', 'ring', "

@@ -13,7 +13,7 @@ import streamlit as st
 
 import tnviz
 from tnviz_app.components.canvas.panel import draw_section
-from tnviz_app.components.formatting import arrow_safe, human
+from tnviz_app.components.formatting import arrow_safe, count, md_escape, times
 from tnviz_app.components.inputs import parse_int_list, parse_letters, parse_ranks, parse_sizes
 from tnviz_app.components.persist import remember, restore
 from tnviz.errors import plain_message
@@ -36,6 +36,9 @@ K_HL_T, K_HL_I = "designer.highlight_tensors", "designer.highlight_indices"
 K_ERROR = "designer.error"
 K_NAME, K_NAME_OF = "designer.name", "designer.name_shown_for"
 K_NOTE = "designer.note"
+#: Keys of the tabs and expanders, so that each stays as the user left it across reruns.
+K_BUILD_TAB, K_VIEW_TAB = "designer.build_tab", "designer.view_tab"
+K_FACTOR_OPEN, K_HL_OPEN = "designer.factor_open", "designer.highlight_open"
 #: Longest network name the rename field takes.
 MAX_NAME = 80
 
@@ -183,8 +186,8 @@ def _show_error(where: str) -> None:
         st.session_state.pop(K_ERROR)  # the network changed since (the canvas, another page): stale
         return
     if error and error["where"] == where:
-        st.error(error["message"], icon=":material/error:")
-        st.caption(f"Kept the previous network: {get_network().name or '(unnamed)'}")
+        st.error(md_escape(error["message"]), icon=":material/error:")
+        st.caption(f"Kept the previous network: {md_escape(get_network().name or '(unnamed)')}")
 
 
 # ---------------------------------------------------------------------- page
@@ -203,7 +206,8 @@ for key, text in EINSUM_DEFAULTS.items():
 controls, view = st.columns([2, 3], gap="large")
 
 with controls:
-    tab_template, tab_einsum, tab_upload, tab_example = st.tabs(["Template", "Einsum", "Upload JSON", "Examples"])
+    tab_template, tab_einsum, tab_upload, tab_example = st.tabs(
+        ["Template", "Einsum", "Upload JSON", "Examples"], key=K_BUILD_TAB, on_change="rerun")
     with tab_template:
         st.selectbox("Template", template_names, key=K_TEMPLATE, on_change=_pick_template)
         st.text_input("Input leg sizes", key=K_IN, on_change=_apply_template, help="e.g. 8,8,8,8 (product = in_features)")
@@ -213,7 +217,7 @@ with controls:
             help="One number for every bond, or one per bond (MPO/ring) or per leg (Tucker); CP takes one rank.",
         )
         _show_error("template")
-        with st.expander("Factor in_features / out_features into legs"):
+        with st.expander("Factor in_features / out_features into legs", key=K_FACTOR_OPEN, on_change="rerun"):
             net_now = get_network()
             restore(K_FEAT_IN, max(1, net_now.in_features))
             restore(K_FEAT_OUT, max(1, net_now.out_features))
@@ -265,12 +269,34 @@ with view:
     if st.session_state.get(K_NAME_OF) != net:  # a new network: the field shows its name
         st.session_state[K_NAME] = net.name
         st.session_state[K_NAME_OF] = net
-    st.subheader(net.name or "(unnamed network)")
-    st.caption(f"from {network_source()}")
+    st.subheader(md_escape(net.name or "(unnamed network)"))
+    st.caption(f"from {md_escape(network_source())} · in_features {net.in_features:,} = "
+               f"{' × '.join(map(str, net.in_dims)) or '1'} · out_features {net.out_features:,} = "
+               f"{' × '.join(map(str, net.out_dims)) or '1'}")
     st.text_input("Name", key=K_NAME, on_change=_rename, max_chars=MAX_NAME,
                   help="The network's name: the header, the Costs page and the export file names use it.")
     _show_error("name")
-    with st.expander("Highlight tensors or indices"):
+    m1, m2, m3 = st.columns(3)
+    m1.metric("Parameters", count(net.params), help=f"Total size of all tensors: {net.params:,}", border=True)
+    m2.metric("Dense parameters", count(net.dense_params), help=f"in × out = {net.dense_params:,}", border=True)
+    m3.metric("Compression", times(net.compression), help=f"dense / network parameters = {net.compression:,.2f}",
+              border=True)
+
+# ---------------------------------------------------------------------- draw: the canvas (app/components/canvas)
+# The canvas comes right after the controls, so it starts on the first screen of a laptop; the
+# Graphviz diagram, the equations and the tensor table sit in tabs below it.
+st.subheader("Draw")
+st.caption(
+    "Edit the layer with the mouse: + Tensor then click the canvas; select a tensor to add legs; drag a leg onto "
+    "another leg for a bond, onto a bond's leg or ● for a hyperedge; click a leg or bond to set its size and "
+    "input/output role. Every edit is validated; a bad one shows its message and keeps your drawing."
+)
+draw_section(net, key=CANVAS_KEY)  # its edits are taken by get_network()
+
+tab_diagram, tab_equation, tab_tensors = st.tabs(
+    ["Penrose diagram", "Equation", "Tensors"], key=K_VIEW_TAB, on_change="rerun")
+with tab_diagram:
+    with st.expander("Highlight tensors or indices", key=K_HL_OPEN, on_change="rerun"):
         for key, options in ((K_HL_T, list(net.tensor_names)), (K_HL_I, list(net.index_counts))):
             # a new network may not have the old selection: drop what no longer exists
             restore(key, [])
@@ -281,34 +307,17 @@ with view:
         remember(K_HL_T, K_HL_I)
     highlight = {"highlight_tensors": st.session_state[K_HL_T], "highlight_indices": st.session_state[K_HL_I]}
     st.graphviz_chart(to_source(net, **highlight), alt=f"Tensor-network diagram of {net.name}")
-
-    m1, m2, m3 = st.columns(3)
-    m1.metric("Parameters", f"{net.params:,}", help="Total size of all tensors", border=True)
-    m2.metric("Dense parameters", human(net.dense_params), help=f"in × out = {net.dense_params:,}", border=True)
-    m3.metric("Compression", f"{net.compression:,.1f}x", help="dense / network parameters", border=True)
-    st.caption(f"in_features {net.in_features:,} = {' × '.join(map(str, net.in_dims)) or '1'} · "
-               f"out_features {net.out_features:,} = {' × '.join(map(str, net.out_dims)) or '1'}")
-
+with tab_equation:
     st.markdown("**Equation** (the weight `W[outputs | inputs]` as a contraction)")
     st.code(net.named_equation(), language=None, wrap_lines=True)
-    st.code(f"einsum: {net.equation()}\nlayer:  {net.layer_equation()}   (x first, batch = a)", language=None, wrap_lines=True)
-
-    with st.expander("Tensors"):
-        st.dataframe(
-            arrow_safe([
-                {"tensor": t.name, "indices": ", ".join(t.indices), "shape": " × ".join(map(str, net.shape(t))),
-                 "params": math.prod(net.shape(t))}
-                for t in net.tensors
-            ]),
-            hide_index=True,
-        )
-
-# ---------------------------------------------------------------------- draw: the canvas (app/components/canvas)
-st.divider()
-st.subheader("Draw")
-st.caption(
-    "Edit the layer with the mouse: + Tensor then click the canvas; select a tensor to add legs; drag a leg onto "
-    "another leg for a bond, onto a bond's leg or ● for a hyperedge; click a leg or bond to set its size and "
-    "input/output role. Every edit is validated; a bad one shows its message and keeps your drawing."
-)
-draw_section(get_network(), key=CANVAS_KEY)  # its edits are taken by get_network()
+    st.code(f"einsum: {net.equation()}\nlayer:  {net.layer_equation()}   (x first, batch = a)", language=None,
+            wrap_lines=True)
+with tab_tensors:
+    st.dataframe(
+        arrow_safe([
+            {"tensor": t.name, "indices": ", ".join(t.indices), "shape": " × ".join(map(str, net.shape(t))),
+             "params": math.prod(net.shape(t))}
+            for t in net.tensors
+        ]),
+        hide_index=True,
+    )

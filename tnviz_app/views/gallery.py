@@ -5,7 +5,7 @@ import streamlit as st
 
 import tnviz
 from tnviz_app.components.figures import forward_flops, forward_label, layer_cost
-from tnviz_app.components.formatting import human
+from tnviz_app.components.formatting import human, md_escape
 from tnviz_app.state import set_network
 from tnviz.gallery import GALLERY, GalleryEntry
 from tnviz.render import to_source
@@ -56,7 +56,7 @@ def show_entry(name: str, entry: GalleryEntry) -> None:
         columns = st.columns(len(nets))
         for k, (column, net) in enumerate(zip(columns, nets)):
             with column:
-                st.markdown(f"*{net.name}*")
+                st.markdown(f"*{md_escape(net.name)}*")
                 st.graphviz_chart(to_source(net), alt=f"Diagram of {net.name}")
                 st.markdown(params_line(net))
                 open_button(net, name, k, f"Open layer {'ABCDEFGH'[k] if k < 8 else k + 1} in Designer")

@@ -17,7 +17,7 @@ from typing import Any
 import streamlit as st
 
 import tnviz
-from tnviz_app.components.formatting import human
+from tnviz_app.components.formatting import human, md_escape
 from tnviz_app.components.inputs import parse_int_list
 from tnviz_app.components.persist import remember, restore
 from tnviz_app.components.subjects import MAX_UPLOAD_BYTES, UPLOAD_DIR, demo_source, subject_of
@@ -35,6 +35,7 @@ RTOL_OPTIONS = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4,
 DEFAULT_RANK = 8
 
 K_SOURCE, K_UPLOAD, K_ERROR = "spectra.source", "spectra.upload", "spectra.error"
+K_LEGS_OPEN = "spectra.legs_open"
 K_LAYER, K_METHOD, K_IN, K_OUT, K_LEGS_FOR = "spectra.layer", "spectra.method", "spectra.in_legs", "spectra.out_legs", "spectra.legs_for"
 K_MODE, K_RANK, K_RTOL, K_DATA = "spectra.mode", "spectra.rank", "spectra.rtol", "spectra.data_aware"
 K_TRADE_FOR, K_TRADE_METHODS = "spectra.tradeoff_for", "spectra.tradeoff_methods"
@@ -206,13 +207,16 @@ def layer_view(source: dict[str, str], cands: list[Candidate], device: str) -> N
         st.session_state[K_LEGS_FOR] = legs_for
 
     default_in, default_out = sp.default_legs(cand.shape)
-    with st.expander(f"Leg factorization: {_legs_text(default_in)} → {_legs_text(default_out)} (automatic)"
-                     if (st.session_state[K_IN], st.session_state[K_OUT]) == (_legs_text(default_in), _legs_text(default_out))
-                     else f"Leg factorization: {st.session_state[K_IN]} → {st.session_state[K_OUT]}"):
+    automatic = (st.session_state[K_IN], st.session_state[K_OUT]) == (_legs_text(default_in), _legs_text(default_out))
+    # a fixed label and a key: the expander stays open across the reruns its own edits start
+    # (its label once carried the legs, so every edit made a new, closed expander)
+    with st.expander("Leg factorization", key=K_LEGS_OPEN, on_change="rerun"):
         l1, l2, l3 = st.columns([2, 2, 1], vertical_alignment="bottom")
         l1.text_input("Input legs", key=K_IN, help=f"sizes multiplying to in_features ({cand.shape[1] if len(cand.shape) == 2 else 'cin·kh·kw'})")
         l2.text_input("Output legs", key=K_OUT, help=f"sizes multiplying to out_features ({cand.shape[0]})")
         l3.button("Automatic", on_click=_reset_legs, args=(cand.shape,))
+    st.caption(f"Legs {md_escape(st.session_state[K_IN])} → {md_escape(st.session_state[K_OUT])}"
+               + (" (automatic)" if automatic else ""))
     legs_error = None
     try:
         in_dims = parse_int_list(st.session_state[K_IN], "input legs")
@@ -222,7 +226,7 @@ def layer_view(source: dict[str, str], cands: list[Candidate], device: str) -> N
         legs_error = str(exc)
         in_dims, out_dims = default_in, default_out
     if legs_error:
-        st.error(f"{legs_error}. Using the automatic legs {_legs_text(default_in)} → {_legs_text(default_out)}.",
+        st.error(f"{md_escape(legs_error)}. Using the automatic legs {_legs_text(default_in)} → {_legs_text(default_out)}.",
                  icon=":material/error:")
     # The automatic legs are passed as None so that a conv kernel keeps its named legs (cin, kh, kw).
     legs_key = (None, None) if (in_dims, out_dims) == (default_in, default_out) else (tuple(in_dims), tuple(out_dims))
@@ -231,7 +235,7 @@ def layer_view(source: dict[str, str], cands: list[Candidate], device: str) -> N
     try:
         useful = sp.useful_rank(cand.shape, method, *legs_key)
     except tnviz.TnvizError as exc:  # e.g. a tensor ring on single legs
-        st.error(f"{DESCRIPTIONS[method]} on legs {_legs_text(in_dims)} → {_legs_text(out_dims)}: {exc}",
+        st.error(f"{DESCRIPTIONS[method]} on legs {_legs_text(in_dims)} → {_legs_text(out_dims)}: {md_escape(exc)}",
                  icon=":material/error:")
         return
     restore(K_MODE, "rank")
@@ -272,7 +276,7 @@ def layer_view(source: dict[str, str], cands: list[Candidate], device: str) -> N
                         if calibration else "Decomposing..."):
             res = _spectra(source["path"], source["digest"], layer, method, *legs_key, mode, value, device, calibration)
     except tnviz.TnvizError as exc:
-        st.error(str(exc), icon=":material/error:")
+        st.error(md_escape(exc), icon=":material/error:")
         return
 
     cols = st.columns(4 if res.data_error is None else 5)
@@ -307,7 +311,7 @@ def layer_view(source: dict[str, str], cands: list[Candidate], device: str) -> N
         st.subheader("Resulting network")
         net = res.network
         st.graphviz_chart(to_source(net), alt=f"Tensor-network diagram of {net.name}")
-        st.caption(f"{net.name} · {net.params:,} parameters · bond sizes are the current ranks")
+        st.caption(f"{md_escape(net.name)} · {net.params:,} parameters · bond sizes are the current ranks")
         if st.button("Open in Designer", key="spectra.open", icon=":material/open_in_new:"):
             set_network(net, f"spectra: {layer} {method} {mode}={value}")
             st.switch_page(DESIGNER)
@@ -340,7 +344,7 @@ def layer_view(source: dict[str, str], cands: list[Candidate], device: str) -> N
                                           calibration, progress=swept)
                 bar.empty()
             except tnviz.TnvizError as exc:
-                st.error(str(exc), icon=":material/error:")
+                st.error(md_escape(exc), icon=":material/error:")
             else:
                 measure = "data_error" if calibration else "rel_error"
                 st.plotly_chart(tradeoff_chart(points, front, current=(method, res.params, getattr(res, measure)),
@@ -351,7 +355,7 @@ def layer_view(source: dict[str, str], cands: list[Candidate], device: str) -> N
                                                           for p in front))
                 for m, reason in sp.not_applicable(cand.shape, *legs_key).items():
                     if m in chosen:
-                        st.caption(f"Left out {DESCRIPTIONS[m]}: {reason}")
+                        st.caption(f"Left out {DESCRIPTIONS[m]}: {md_escape(reason)}")
         else:
             st.caption("Sweeps every chosen method over ranks 1, 2, 4, ... for this layer and these legs.")
 
@@ -446,7 +450,7 @@ source = st.session_state.get(K_SOURCE)
 if st.session_state.get(K_ERROR):
     st.error(st.session_state[K_ERROR], icon=":material/error:")
     if source:
-        st.caption(f"Kept the weights loaded before: {source['label']}")
+        st.caption(f"Kept the weights loaded before: {md_escape(source['label'])}")
 if not source:
     st.info("Upload weights to start (the bundled MiniLM is not installed).", icon=":material/upload_file:")
     st.stop()
@@ -454,9 +458,9 @@ if not source:
 try:
     cands = _candidates(source["path"], source["digest"])
 except tnviz.TnvizError as exc:  # e.g. the temporary upload folder was cleaned
-    st.error(f"{source['label']}: {exc}", icon=":material/error:")
+    st.error(f"{md_escape(source['label'])}: {md_escape(exc)}", icon=":material/error:")
     st.stop()
-st.caption(f"**{source['label']}** · {len(cands)} weight{'s' if len(cands) != 1 else ''} that a tensor network can "
+st.caption(f"**{md_escape(source['label'])}** · {len(cands)} weight{'s' if len(cands) != 1 else ''} that a tensor network can "
            f"replace · device {device}")
 
 layer_view(source, cands, device)

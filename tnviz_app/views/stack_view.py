@@ -9,7 +9,7 @@ import streamlit as st
 
 import tnviz
 from tnviz_app.components.figures import forward_flops, forward_label, layer_cost
-from tnviz_app.components.formatting import arrow_safe, human
+from tnviz_app.components.formatting import arrow_safe, human, md_escape
 from tnviz.errors import plain_message
 from tnviz_app.components.persist import remember, restore
 from tnviz_app.state import get_network
@@ -72,7 +72,7 @@ try:
     with st.spinner("Building the stack and checking it against the dense matrix..."):
         report = compute_view(net.to_json(), view, seed, bond)
 except tnviz.TnvizError as exc:
-    st.error(plain_message(exc), icon=":material/error:")
+    st.error(md_escape(plain_message(exc)), icon=":material/error:")
     st.stop()
 
 layers = report["layers"]

@@ -6,7 +6,7 @@ import streamlit as st
 
 import tnviz
 from tnviz_app.components.figures import forward_label
-from tnviz_app.components.formatting import arrow_safe, human
+from tnviz_app.components.formatting import arrow_safe, human, md_escape
 from tnviz.errors import plain_message
 from tnviz_app.components.persist import remember, restore
 from tnviz_app.state import get_network
@@ -60,7 +60,9 @@ def notation() -> None:
     )
     matrix, product, delta = fig2_matrix(), fig2_matrix_product(), fig2_delta()
     contracted = TensorNetwork.build([("c", ["i", "j"])], {"i": 4, "j": 5}, ["j"], ["i"], "c = ab")
-    cols = st.columns(4)
+    # the delta's three arms make it the widest picture (272 pt): in a quarter of the page it was
+    # shrunk to half size, its labels unreadable; a wider column draws it at the others' scale
+    cols = st.columns([1, 1, 1, 1.5])
     with cols[0]:
         st.markdown("**Leg**")
         st.graphviz_chart(to_source(emphasis(matrix, ["i", "j"])), alt="a matrix with two legs")
@@ -132,7 +134,7 @@ def contraction(net: TensorNetwork) -> None:
     try:
         walk = walkthrough(net.to_json(), batch, optimize)
     except tnviz.TnvizError as exc:
-        st.error(plain_message(exc), icon=":material/error:")
+        st.error(md_escape(plain_message(exc)), icon=":material/error:")
         return
     compare_paths(net, batch, walk)
     count = len(walk.steps)
@@ -231,7 +233,7 @@ def gauge(net: TensorNetwork) -> None:
         with st.spinner("Contracting..."):
             g = gauge_summary(net.to_json(), bond, seed)
     except tnviz.TnvizError as exc:
-        st.error(plain_message(exc), icon=":material/error:")
+        st.error(md_escape(plain_message(exc)), icon=":material/error:")
         return
     left, right = g["left"], g["right"]
     d, m = st.columns([1, 1])

@@ -16,6 +16,7 @@ import streamlit as st
 from tnviz_app.components.subjects import (MAX_UPLOAD_BYTES, demo_label, demo_source, receive_model_upload,
                                      subject_of)
 from tnviz_app.state import device_info
+from tnviz_app.components.formatting import md_escape
 from tnviz.errors import TnvizError, plain_message
 from tnviz.model.demos import DEMOS
 from tnviz.model.heal import HEALINGS
@@ -24,14 +25,16 @@ from tnviz.model.plan import METHODS, TRUNCATIONS
 K = "tensorize."  # session-state prefix
 UPLOADED = "upload"  # the source radio's entry for the loaded upload
 #: Layer names are long (encoder.layer.11.intermediate.dense): a wide column, pinned while scrolling.
-NAME_COLUMN = {
-    "layer": st.column_config.TextColumn("layer", width=240, pinned=True),
-    "kind": st.column_config.TextColumn("kind", width=85),
+NAME_COLUMN = {  # 845 px in all: the whole table fits a 1400 px window (it was 1010 px, the error cut off)
+    "layer": st.column_config.TextColumn("layer", width=200, pinned=True),
+    "kind": st.column_config.TextColumn("kind", width=70),
     "shape": st.column_config.TextColumn("shape", width=90),
-    "params": st.column_config.NumberColumn("params", width=95, format="localized"),
-    "setting": st.column_config.TextColumn("setting", width=200),
-    "params after (preview)": st.column_config.NumberColumn("params after (preview)", width=150, format="localized"),
-    "weight error (preview)": st.column_config.NumberColumn("weight error (preview)", width=150, format="%.4f"),
+    "params": st.column_config.NumberColumn("params", width=85, format="localized"),
+    "setting": st.column_config.TextColumn("setting", width=180),
+    "params after (preview)": st.column_config.NumberColumn(
+        "params after", width=110, format="localized", help="parameters after compression (preview)"),
+    "weight error (preview)": st.column_config.NumberColumn(
+        "weight error", width=110, format="%.4f", help="relative weight error of the layer (preview)"),
 }
 
 
@@ -162,10 +165,10 @@ with upload_col:
         key=K + "upload", on_change=_receive_upload,  # no type filter: every refusal says why, in our words
     )
     if st.session_state.get(K + "upload_error"):
-        st.error(st.session_state[K + "upload_error"] + " — the loaded model is kept.", icon=":material/block:")
+        st.error(md_escape(st.session_state[K + "upload_error"]) + " — the loaded model is kept.", icon=":material/block:")
 loaded = _loaded()
 weights_only = loaded["kind"] == "file"
-st.markdown(f"**Loaded:** {loaded['name']} "
+st.markdown(f"**Loaded:** {md_escape(loaded['name'])} "
             f"({'weights only: no architecture, so no functional metric' if weights_only else 'with its architecture'})")
 
 device = _device()
@@ -178,7 +181,7 @@ try:
     table = pd.DataFrame([{"layer": i.name, "kind": i.kind, "shape": "x".join(map(str, i.shape)), "params": i.params}
                           for i in infos])
 except TnvizError as exc:
-    st.error(plain_message(exc))
+    st.error(md_escape(plain_message(exc)))
     st.stop()
 
 # ---------------------------------------------------------------------- settings
@@ -238,7 +241,7 @@ try:
         table["params after (preview)"] = [pv.get(n, {}).get("params after") for n in table["layer"]]
         table["weight error (preview)"] = [pv.get(n, {}).get("weight error") for n in table["layer"]]
 except (TnvizError, re.error, ValueError, KeyError) as exc:
-    st.error(f"Settings: {plain_message(exc)}")
+    st.error(f"Settings: {md_escape(plain_message(exc))}")
     plan = None
 
 st.subheader("Layers")
@@ -290,7 +293,7 @@ if st.button("Run compression", type="primary", disabled=plan is None, key=K + "
     try:
         _run()
     except TnvizError as exc:
-        st.error(f"Compression: {plain_message(exc)}")
+        st.error(f"Compression: {md_escape(plain_message(exc))}")
 
 
 # ---------------------------------------------------------------------- results
@@ -371,7 +374,7 @@ if result is not None:
         df = pd.DataFrame(result.rows())
         st.dataframe(df.drop(columns=["seconds"]), hide_index=True, width="stretch", column_config=NAME_COLUMN)
     for s in result.skipped:
-        st.caption(f"{s['name']}: {s['reason']}")
+        st.caption(f"{md_escape(s['name'])}: {md_escape(s['reason'])}")
     if result.layers:
         g1, g2 = st.columns(2)
         g1.plotly_chart(_bar_chart(df, ["params before", "params after"], "Parameters per layer", "parameters",
@@ -436,8 +439,9 @@ if result is not None:
                            mime="application/zip", key=K + "download")
 
     if loaded["kind"] == "demo" and metric:
+        # a fixed `expanded` and a key: the expander stays as the user left it after the run
         with st.expander("Compare: method x plain/data-aware x healed (same parameters)",
-                         expanded=st.session_state.get(K + "cmp_df") is not None):
+                         key=K + "cmp_open", on_change="rerun"):
             rule_pattern = plan.rules[0].pattern if plan is not None else demo.layers
             ratio = st.number_input("Ratio", min_value=1.1, value=2.0, key=K + "cmp_ratio")
             if st.button("Run comparison (svd, mpo)", key=K + "cmp"):

@@ -19,14 +19,10 @@ from tnviz.render.exports import EXPORTS, export, export_filename
 from tnviz.network import TensorNetwork
 
 from ..figures import forward_flops, forward_label, layer_cost, layer_decisions, runs_line
-from ..formatting import human
+from ..formatting import count, human, md_escape, times
 from . import CanvasResult, network_canvas
 
 BATCH_CHOICES = [1, 8, 32, 128, 512, 1024, 4096, 16384]
-
-
-def _count(n: int) -> str:
-    return f"{n:,}"
 
 
 def layer_warnings(net: TensorNetwork, layer_cost: tnviz.LayerCost, budget: int = DEFAULT_BUDGET_ELEMENTS) -> list[str]:
@@ -45,11 +41,11 @@ def live_numbers(net: TensorNetwork, *, batch: int, key: str) -> tnviz.LayerCost
     try:
         c = layer_cost(net.to_json(), batch)
     except TnvizError as exc:
-        st.error(plain_message(exc))
+        st.error(md_escape(plain_message(exc)))
         return None
     with st.container(key=f"{key}-numbers".replace(".", "-")):
-        st.metric("Parameters", _count(c.params), help=f"dense layer: {c.dense_params:,}")
-        st.caption(f"dense {c.dense_params:,} · {c.compression:,.2f}x smaller · {net.in_features:,} → {net.out_features:,}")
+        st.metric("Parameters", count(c.params), help=f"{c.params:,}; dense layer: {c.dense_params:,}")
+        st.caption(f"dense {c.dense_params:,} · {times(c.compression)} smaller · {net.in_features:,} → {net.out_features:,}")
         st.metric(forward_label(c.optimize), forward_flops(c),
                   help=f"{c.flops:,} at batch {batch:,} on the path {c.path_note}; dense layer: {c.dense_flops:,}")
         st.caption(f"batch {batch:,} · dense {human(c.dense_flops)} · {c.dense_flops / c.flops:,.2f}x fewer · "
@@ -62,7 +58,7 @@ def live_numbers(net: TensorNetwork, *, batch: int, key: str) -> tnviz.LayerCost
                     unsafe_allow_html=True)
         st.caption(net.named_equation())
         for message in layer_warnings(net, c):
-            st.warning(message, icon=":material/warning:")
+            st.warning(md_escape(message), icon=":material/warning:")
     return c
 
 
@@ -71,9 +67,9 @@ def export_buttons(net: TensorNetwork, *, batch: int, key: str) -> None:
     each file named after the network."""
     stem = export_filename(net, "json").rsplit(".", 1)[0]
     st.caption(f"Export: files named after the network, `{stem}.*` (rename it in the Name field above)")
-    cols = st.columns(len(EXPORTS))
-    for col, (fmt, spec) in zip(cols, EXPORTS.items()):
-        with col:
+    # one row that wraps (a button never cuts its label to "Dow…" in a narrow window)
+    with st.container(horizontal=True, wrap=True, key=f"{key}-exports".replace(".", "-")):
+        for fmt, spec in EXPORTS.items():
             st.download_button(
                 spec.label,
                 data=lambda fmt=fmt: export(net, fmt, batch=batch),
@@ -82,10 +78,10 @@ def export_buttons(net: TensorNetwork, *, batch: int, key: str) -> None:
                 key=f"{key}.export.{fmt}",
                 on_click="ignore",
                 icon=":material/download:",
-                width="stretch",
+                width="content",
             )
-    with st.expander("Snippets"):
-        tabs = st.tabs(["opt_einsum", "PyTorch"])
+    with st.expander("Snippets", key=f"{key}.snippets_open", on_change="rerun"):
+        tabs = st.tabs(["opt_einsum", "PyTorch"], key=f"{key}.snippets_tab", on_change="rerun")
         with tabs[0]:
             st.code(export(net, "einsum", batch=batch), language="python")
         with tabs[1]:
@@ -98,11 +94,12 @@ def draw_section(net: TensorNetwork, *, key: str = "designer.canvas", height: in
     Returns the canvas result; the page decides what to do with ``result.network``
     (normally ``app.state.set_network``).  The numbers describe the last valid network.
     """
-    left, right = st.columns([3, 1], gap="medium")
+    # the drawing gets five sixths of the page (its inspector moves under it when that is narrow)
+    left, right = st.columns([5, 1], gap="medium")
     with left:
         result = network_canvas(net, key=key, height=height)
         if result.error:
-            st.error(f"Canvas: {result.error} — the drawing is kept; the numbers show the last valid network.")
+            st.error(f"Canvas: {md_escape(result.error)} — the drawing is kept; the numbers show the last valid network.")
     current = result.network or result.current
     with right:
         batch = st.selectbox("Batch", BATCH_CHOICES, index=BATCH_CHOICES.index(1024), key=f"{key}.batch")

@@ -384,6 +384,25 @@ function Canvas({ data, setStateValue }) {
     return () => clearTimeout(timer);
   }, []); // eslint-disable-line react-hooks/exhaustive-deps
 
+  // The drawing area takes the width the page gives it: refit the view when that width changes
+  // (a resized window, the sidebar opened or closed), debounced so a drag of the window edge
+  // refits once at the end.
+  const flowRef = useRef(null);
+  useEffect(() => {
+    const el = flowRef.current;
+    if (!el || typeof ResizeObserver === "undefined") return undefined;
+    let width = el.clientWidth;
+    let timer = null;
+    const observer = new ResizeObserver(() => {
+      if (Math.abs(el.clientWidth - width) < 2) return;
+      width = el.clientWidth;
+      clearTimeout(timer);
+      timer = setTimeout(() => fitView(FIT), 120);
+    });
+    observer.observe(el);
+    return () => { observer.disconnect(); clearTimeout(timer); };
+  }, [fitView]);
+
   const send = useCallback(
     (d) => {
       seq.current += 1;
@@ -556,7 +575,7 @@ function Canvas({ data, setStateValue }) {
         </span>
       </div>
       <div className="tn-body">
-      <div className="tn-flow">
+      <div className="tn-flow" ref={flowRef} data-testid="tn-flow">
       <ReactFlow
         nodes={nodes}
         edges={edges}
