@@ -58,9 +58,11 @@ class LayerCall:
 
     __slots__ = ("layer", "version", "workspace", "bias", "bias_added")
 
-    def __init__(self, layer: "TNLinear") -> None:
+    def __init__(self, layer: "TNLinear", cached: bool | None = None) -> None:
         self.layer = layer
-        self.version = layer._version() if layer.caches_weights() else None
+        if cached is None:
+            cached = layer.caches_weights()
+        self.version = layer._version() if cached else None
         self.workspace = workspace.shared()
         self.bias = layer.bias  # a plan may add it inside its last step and say so in bias_added
         self.bias_added = False
@@ -186,6 +188,9 @@ class TNLinear(nn.Module):
         self.last_strategy: str | None = None
         # (strategy asked for, batch, cached, device type, TRITON_INTERPRET) -> what runs
         self._plans: dict[tuple, _Selected] = {}
+        # forward's shortcut over choose_strategy + plan: (strategy setting, budget, batch, mode,
+        # device, interpreter) -> (name, plan), where no measurement decides (a few µs per call)
+        self._ready: dict[tuple, tuple[str, Plan]] = {}
         # weight-only results (merged cores, the rebuilt matrix) by key: (weights' version, value)
         self._cache: dict[Any, tuple[Any, Any]] = {}
         self.reset_parameters()
@@ -379,11 +384,22 @@ class TNLinear(nn.Module):
         if batch == 0:
             y = x.new_zeros((*lead, self.out_features))
             return y if self.bias is None else y + self.bias
-        name = self.choose_strategy(batch, x.dtype, x.device)
-        plan = self.plan(batch, name, x.dtype, x.device)
-        call = LayerCall(self)
+        cached = self.caches_weights()
+        key = (self.strategy, self.budget, self.autotune, batch, cached, x.device, os.environ.get("TRITON_INTERPRET", ""))
+        ready = self._ready.get(key)
+        if ready is None:
+            name = self.choose_strategy(batch, x.dtype, x.device)
+            plan = self.plan(batch, name, x.dtype, x.device)
+            measured = self.strategy == S.AUTO and self._measures(
+                self._selected(S.AUTO, batch, cached, x.device).decision)
+            if not measured:  # a measured choice is asked again each call (the autotune caches it)
+                self._ready[key] = (name, plan)
+        else:
+            name, plan = ready
+        call = LayerCall(self, cached)
         y = plan(x.reshape(batch, self.in_features), call)
-        self.last_strategy = name
+        if self.last_strategy != name:  # nn.Module.__setattr__ costs ~2 µs
+            self.last_strategy = name
         if self.bias is not None and not call.bias_added:
             # In place: an out-of-place add allocates a new output whose page faults cost more
             # than the whole Tucker sweep at batch 1024 (benchmarks/README.md).

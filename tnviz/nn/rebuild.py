@@ -163,6 +163,10 @@ class RebuiltPlan:
         import torch.nn.functional as F  # torch where tensors arrive: planning runs without it
 
         w = ctx.cached(("rebuilt",), lambda: dense_weight(self.net, ctx.ordered_tensors()))
+        bias = ctx.bias
+        if bias is not None and bias.dtype == w.dtype == x2d.dtype:
+            ctx.bias_added = True  # one addmm, as nn.Linear does
+            return F.linear(x2d, w, bias)
         return F.linear(x2d, w)
 
 
