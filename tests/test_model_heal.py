@@ -142,6 +142,10 @@ def test_layerwise_heal_lowers_each_layer_loss(mlp):
     print(f"layer-wise heal, digits MLP: {before:.4f} -> {after:.4f}")
     assert set(report.loss_after) == {"fc1", "fc2"}
     assert all(report.loss_after[n] < report.loss_before[n] for n in report.loss_after)
+    # the curve: one training loss per step and layer, starting near loss_before and going down
+    assert {n: len(c) for n, c in report.curve.items()} == {"fc1": 60, "fc2": 60}
+    for n, c in report.curve.items():
+        assert min(c[-10:]) < c[0] and c[0] < 3 * report.loss_before[n]
 
 
 def test_end_to_end_heal_of_a_digits_demo(mlp):

@@ -55,6 +55,11 @@ def test_demo_run_shows_results_and_heals(open_page):
     tile = next(m for m in at.metric if m.label == "Accuracy")
     assert tile.value == f"{outcome.after['accuracy']:.4f}"
     assert any("end-to-end healing" in s.value for s in at.success)
+    # the healing's loss curve is drawn from its report: one point per epoch
+    (curve,) = [c for c in at.get("plotly_chart") if "Healing loss" in c.proto.spec]
+    import json as _json
+    spec = _json.loads(curve.proto.spec)
+    assert [t["y"] for t in spec["data"]] == [outcome.report.curve["model"]] and len(outcome.report.curve["model"]) == 1
     # joint distillation to the original's outputs: its own step count, the result recorded
     at.radio(key="tensorize.heal_mode").set_value("distill").run()
     assert at.number_input(key="tensorize.heal_steps.distill").value == 60

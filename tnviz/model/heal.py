@@ -59,6 +59,9 @@ class HealReport:
     seconds: float = 0.0
     kept: list[str] = field(default_factory=list)  # layers whose healing did not lower the loss (left as they came)
     layer_steps: dict[str, int] = field(default_factory=dict)  # steps each layer trained (early stop, budget)
+    # the training loss as it went, per layer (layer-wise) or for "model": one value per step
+    # (per epoch for end-to-end, the mean over its batches), the loss that loss_before/after measure
+    curve: dict[str, list[float]] = field(default_factory=dict)
 
 
 def _rows(x: torch.Tensor, mask: torch.Tensor | None, conv: bool) -> torch.Tensor:
@@ -192,6 +195,7 @@ def heal_layerwise(model: nn.Module, original: nn.Module, batches: Sequence[Any]
             loss = loss_of(rows)
             loss.backward()
             optimizer.step()
+            report.curve.setdefault(name, []).append(float(loss))
             out_of_time = deadline is not None and time.perf_counter() > deadline
             if n_val and (step % eval_every == 0 or step == steps or out_of_time):
                 now = judged()
@@ -284,8 +288,10 @@ def heal_distill(model: nn.Module, original: nn.Module, batches: Sequence[Any], 
                 progress(step, steps, f"step {step + 1}")
             k = int(torch.randint(0, len(moved), (1,), generator=generator))
             optimizer.zero_grad(set_to_none=True)
-            loss_of(k).backward()
+            loss = loss_of(k)
+            loss.backward()
             optimizer.step()
+            report.curve.setdefault("model", []).append(float(loss))
     finally:
         for p in frozen:
             p.requires_grad_(True)
@@ -326,11 +332,15 @@ def heal_end_to_end(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epoch
             progress(epoch, epochs, f"epoch {epoch + 1}")
         model.train()
         order = torch.randperm(len(y), generator=generator).to(device)
+        total = 0.0
         for s in range(0, len(y), batch_size):
             rows = order[s:s + batch_size]
             optimizer.zero_grad(set_to_none=True)
-            nn.functional.cross_entropy(model(x[rows]), y[rows]).backward()
+            loss = nn.functional.cross_entropy(model(x[rows]), y[rows])
+            loss.backward()
             optimizer.step()
+            total += float(loss) * len(rows)
+        report.curve.setdefault("model", []).append(total / len(y))
     report.loss_after["model"] = full_loss()
     model.eval()
     if progress:

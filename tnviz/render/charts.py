@@ -179,3 +179,21 @@ def diagram_figure(net_or_scene: Any, **scene_options: Any) -> Any:
         title=scene.title, xaxis={"visible": False}, yaxis={"visible": False, "scaleanchor": "x"},
     )
     return fig
+
+
+def heal_curves(curves: dict[str, list[float]], *, unit: str = "step", title: str = "") -> Any:
+    """The training loss of a healing as it went: one line per layer (or one for the model),
+    against its step (or epoch), on a log axis when the losses span more than a factor of 10."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    values = [v for c in curves.values() for v in c if v > 0]
+    for name, curve in curves.items():
+        fig.add_trace(go.Scatter(x=list(range(1, len(curve) + 1)), y=plottable(curve), mode="lines", name=name))
+    log = bool(values) and max(values) > 10 * min(values)
+    fig.update_layout(title=title or None, height=320, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+                      xaxis_title=f"{unit} of its training", yaxis_title="training loss (relative to the target)",
+                      showlegend=len(curves) <= 12)
+    if log:
+        fig.update_yaxes(type="log", dtick=1, exponentformat="power")
+    return fig

@@ -21,6 +21,7 @@ from tnviz.errors import TnvizError, plain_message
 from tnviz.model.demos import DEMOS
 from tnviz.model.heal import HEALINGS
 from tnviz.model.plan import METHODS, TRUNCATIONS
+from tnviz.render.charts import heal_curves
 
 K = "tensorize."  # session-state prefix
 UPLOADED = "upload"  # the source radio's entry for the loaded upload
@@ -429,6 +430,11 @@ if result is not None:
                     st.rerun()
             else:
                 st.info(line)
+            if outcome.report is not None and outcome.report.curve:
+                unit = "epoch" if outcome.report.mode == "end-to-end" else "step"
+                st.plotly_chart(heal_curves(outcome.report.curve, unit=unit,
+                                            title=f"Healing loss per {unit} ({outcome.report.mode})"),
+                                key=K + "heal_curve")
 
     if result.layers:
         if st.session_state.get(K + "zip") is None:
