@@ -152,8 +152,10 @@ def test_end_to_end_heal_of_a_digits_demo(mlp):
     plan = make_plan(mlp.model, [Rule(r"fc[12]$", "mpo", {"ratio": 16})])
     result = apply_plan(mlp.model, plan, calibration=mlp.calibration, device="cpu")
     compressed = mlp.measure(result.model)["accuracy"]
-    report = heal_digits(result.model, epochs=2, seed=0)
+    seen = []
+    report = heal_digits(result.model, epochs=2, seed=0, on_loss=lambda name, loss: seen.append((name, loss)))
     healed = mlp.measure(result.model)["accuracy"]
+    assert seen == [("model", v) for v in report.curve["model"]] and len(seen) == 2  # live, as recorded
     assert report.loss_after["model"] < report.loss_before["model"]
     assert healed > compressed + 0.05
 

@@ -126,10 +126,11 @@ class Compression:
 
     # ------------------------------------------------------------------ heal
     def heal(self, mode: str, steps: int | None = None, progress: ProgressFn | None = None,
-             keep: str = "better") -> HealOutcome:
+             keep: str = "better", on_loss: Callable[[str, float], None] | None = None) -> HealOutcome:
         """Fine-tune the compressed model by ``mode`` (:data:`tnviz.model.heal.HEALINGS`), measure it
         on the held-out inputs, and keep the better model: a healing that made the held-out metric
-        worse is undone (``keep='better'``), unless ``keep='healed'``.  Returns what happened."""
+        worse is undone (``keep='better'``), unless ``keep='healed'``.  ``on_loss(curve, loss)``
+        sees the training loss as it goes (the page draws it live).  Returns what happened."""
         if self.model is None:
             raise TnvizError(f"healing needs a model with an architecture; {self.subject.name!r} holds weights only")
         if keep not in ("better", "healed"):
@@ -140,7 +141,7 @@ class Compression:
                   if measured else {})
         saved = copy.deepcopy(self.model.state_dict())
         try:
-            report = heal(self.model, self.subject, mode, steps, progress)
+            report = heal(self.model, self.subject, mode, steps, progress, on_loss)
             after = self.subject.measure(self.model) if measured else {}
         except BaseException:  # cancelled from the progress callback (or failed): the model as it came
             self.model.load_state_dict(saved)

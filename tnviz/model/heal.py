@@ -64,6 +64,16 @@ class HealReport:
     curve: dict[str, list[float]] = field(default_factory=dict)
 
 
+LossFn = Callable[[str, float], None]
+"""Called with (curve name, training loss) at every point a healing adds to its curve."""
+
+
+def _record(report: "HealReport", name: str, value: float, on_loss: LossFn | None) -> None:
+    report.curve.setdefault(name, []).append(value)
+    if on_loss:
+        on_loss(name, value)
+
+
 def _rows(x: torch.Tensor, mask: torch.Tensor | None, conv: bool) -> torch.Tensor:
     if conv:
         return x
@@ -122,7 +132,7 @@ def _capture(model: nn.Module, names: Sequence[str], batches: Sequence[Any], wan
 def heal_layerwise(model: nn.Module, original: nn.Module, batches: Sequence[Any], *, steps: int = 100,
                    lr: float = 1e-3, batch_rows: int = 512, inputs: str = "compressed", seed: int = 0,
                    progress: ProgressFn | None = None, holdout: float = 0.0, eval_every: int = 10,
-                   patience: int = 2, budget_s: float | None = None) -> HealReport:
+                   patience: int = 2, budget_s: float | None = None, on_loss: LossFn | None = None) -> HealReport:
     """Distil each TN layer of ``model`` (in place) to the matching layer of ``original``.
 
     ``batches`` are calibration inputs on the models' devices (moved as needed); Embedding
@@ -195,7 +205,7 @@ def heal_layerwise(model: nn.Module, original: nn.Module, batches: Sequence[Any]
             loss = loss_of(rows)
             loss.backward()
             optimizer.step()
-            report.curve.setdefault(name, []).append(float(loss))
+            _record(report, name, float(loss), on_loss)
             out_of_time = deadline is not None and time.perf_counter() > deadline
             if n_val and (step % eval_every == 0 or step == steps or out_of_time):
                 now = judged()
@@ -228,7 +238,7 @@ def heal_layerwise(model: nn.Module, original: nn.Module, batches: Sequence[Any]
 
 
 def heal_distill(model: nn.Module, original: nn.Module, batches: Sequence[Any], *, steps: int = 60, lr: float = 2e-4,
-                 seed: int = 0, progress: ProgressFn | None = None) -> HealReport:
+                 seed: int = 0, progress: ProgressFn | None = None, on_loss: LossFn | None = None) -> HealReport:
     """Distil every TN layer of ``model`` (in place) jointly to ``original``'s outputs on ``batches``.
 
     Adam on the TN layers' parameters only (everything else stays as it is), one calibration
@@ -291,7 +301,7 @@ def heal_distill(model: nn.Module, original: nn.Module, batches: Sequence[Any], 
             loss = loss_of(k)
             loss.backward()
             optimizer.step()
-            report.curve.setdefault("model", []).append(float(loss))
+            _record(report, "model", float(loss), on_loss)
     finally:
         for p in frozen:
             p.requires_grad_(True)
@@ -310,7 +320,8 @@ def heal_distill(model: nn.Module, original: nn.Module, batches: Sequence[Any], 
 
 
 def heal_end_to_end(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 3, lr: float = 1e-3,
-                    batch_size: int = 64, seed: int = 0, progress: ProgressFn | None = None) -> HealReport:
+                    batch_size: int = 64, seed: int = 0, progress: ProgressFn | None = None,
+                    on_loss: LossFn | None = None) -> HealReport:
     """Train every parameter of ``model`` (in place) with cross-entropy on labelled ``x, y``."""
     if epochs < 1:
         raise TnvizError(f"healing needs at least one epoch; got epochs={epochs}")
@@ -340,7 +351,7 @@ def heal_end_to_end(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epoch
             loss.backward()
             optimizer.step()
             total += float(loss) * len(rows)
-        report.curve.setdefault("model", []).append(total / len(y))
+        _record(report, "model", total / len(y), on_loss)
     report.loss_after["model"] = full_loss()
     model.eval()
     if progress:
@@ -350,10 +361,11 @@ def heal_end_to_end(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epoch
 
 
 def heal_digits(model: nn.Module, *, epochs: int = 3, lr: float = 1e-3, seed: int = 0,
-                progress: ProgressFn | None = None) -> HealReport:
+                progress: ProgressFn | None = None, on_loss: LossFn | None = None) -> HealReport:
     """End-to-end healing of a digits demo on its training split."""
     data = digits_split()
-    return heal_end_to_end(model, data.x_train, data.y_train, epochs=epochs, lr=lr, seed=seed, progress=progress)
+    return heal_end_to_end(model, data.x_train, data.y_train, epochs=epochs, lr=lr, seed=seed, progress=progress,
+                           on_loss=on_loss)
 
 
 # ---------------------------------------------------------------------- registry
@@ -367,29 +379,30 @@ class Healing:
     unit: str
     default_steps: int
     kinds: tuple[str, ...]  # subject kinds it applies to
-    run: Callable[..., HealReport]  # (model, subject, steps, progress) -> HealReport
+    run: Callable[..., HealReport]  # (model, subject, steps, progress, on_loss) -> HealReport
 
 
 HEALINGS: dict[str, Healing] = {
     "layer-wise": Healing(
         "layer-wise", "each TN layer distilled to the original layer's outputs on the calibration inputs",
         "steps per layer", 50, ("digits", "sentences", "outputs", "model"),
-        lambda model, subject, steps, progress=None: heal_layerwise(model, subject.model, subject.calibration,
-                                                                    steps=steps, progress=progress)),
+        lambda model, subject, steps, progress=None, on_loss=None: heal_layerwise(
+            model, subject.model, subject.calibration, steps=steps, progress=progress, on_loss=on_loss)),
     "distill": Healing(
         "distill", "every TN layer trained jointly towards the original model's outputs on the calibration inputs",
         "steps", 60, ("digits", "sentences", "outputs", "model"),
-        lambda model, subject, steps, progress=None: heal_distill(model, subject.model, subject.calibration,
-                                                                  steps=steps, progress=progress)),
+        lambda model, subject, steps, progress=None, on_loss=None: heal_distill(
+            model, subject.model, subject.calibration, steps=steps, progress=progress, on_loss=on_loss)),
     "end-to-end": Healing(
         "end-to-end", "the whole compressed model trained on the digits labels (digits demos)",
         "epochs", 2, ("digits",),
-        lambda model, subject, steps, progress=None: heal_digits(model, epochs=steps, progress=progress)),
+        lambda model, subject, steps, progress=None, on_loss=None: heal_digits(
+            model, epochs=steps, progress=progress, on_loss=on_loss)),
 }
 
 
 def heal(model: nn.Module, subject: "Subject", mode: str, steps: int | None = None,
-         progress: ProgressFn | None = None) -> HealReport:
+         progress: ProgressFn | None = None, on_loss: LossFn | None = None) -> HealReport:
     """Heal the compressed ``model`` of ``subject`` in place by the healing ``mode`` of :data:`HEALINGS`."""
     healing = HEALINGS.get(mode)
     if healing is None:
@@ -398,4 +411,7 @@ def heal(model: nn.Module, subject: "Subject", mode: str, steps: int | None = No
         raise TnvizError(f"{mode!r} healing applies to {', '.join(healing.kinds)} subjects; {subject.name!r} is a "
                          f"{subject.kind} subject (choose one of "
                          f"{[h for h, v in HEALINGS.items() if subject.kind in v.kinds]})")
-    return healing.run(model, subject, healing.default_steps if steps is None else int(steps), progress)
+    steps = healing.default_steps if steps is None else int(steps)
+    # a healing registered without ``on_loss`` still runs; it draws no curve as it goes
+    return healing.run(model, subject, steps, progress) if on_loss is None else \
+        healing.run(model, subject, steps, progress, on_loss)

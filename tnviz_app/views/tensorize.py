@@ -255,6 +255,27 @@ if plan is not None and plan.allocation is not None:
 
 
 # ---------------------------------------------------------------------- run
+def _live_curve(mode: str):
+    """An ``on_loss`` callback that draws the healing's training loss as it trains (redrawn at most
+    every half second, so drawing costs nothing next to the training)."""
+    import time
+
+    chart = st.empty()
+    curves: dict[str, list[float]] = {}
+    drawn = [0.0]
+    unit = "epoch" if mode == "end-to-end" else "step"
+
+    def on_loss(name: str, loss: float) -> None:
+        curves.setdefault(name, []).append(loss)
+        now = time.perf_counter()
+        if now - drawn[0] > 0.5:
+            drawn[0] = now
+            chart.plotly_chart(heal_curves(curves, unit=unit, title=f"Healing loss per {unit} (training)"),
+                               key=f"{K}heal_live.{sum(map(len, curves.values()))}")
+
+    return on_loss
+
+
 def _progress_bar():
     """A bar fed by the library's ``progress(done, total, label)`` with an estimate of the time left
     (from the pace so far), and a Cancel button: a click reruns the page, which stops the run at its
@@ -411,7 +432,7 @@ if result is not None:
         if h3.button("Heal", key=K + "heal"):
             with st.status("Healing…", expanded=True) as status:
                 bar, progress = _progress_bar()
-                outcome = result.heal(heal_mode, int(steps), progress)
+                outcome = result.heal(heal_mode, int(steps), progress, on_loss=_live_curve(heal_mode))
                 status.update(label="Healed" if outcome.improved else "Healing did not help", state="complete",
                               expanded=False)
             st.session_state[K + "healed"] = outcome
