@@ -205,7 +205,7 @@ def heal_layerwise(model: nn.Module, original: nn.Module, batches: Sequence[Any]
             loss = loss_of(rows)
             loss.backward()
             optimizer.step()
-            _record(report, name, float(loss), on_loss)
+            _record(report, name, float(loss.detach()), on_loss)
             out_of_time = deadline is not None and time.perf_counter() > deadline
             if n_val and (step % eval_every == 0 or step == steps or out_of_time):
                 now = judged()
@@ -301,7 +301,7 @@ def heal_distill(model: nn.Module, original: nn.Module, batches: Sequence[Any], 
             loss = loss_of(k)
             loss.backward()
             optimizer.step()
-            _record(report, "model", float(loss), on_loss)
+            _record(report, "model", float(loss.detach()), on_loss)
     finally:
         for p in frozen:
             p.requires_grad_(True)
@@ -350,7 +350,7 @@ def heal_end_to_end(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epoch
             loss = nn.functional.cross_entropy(model(x[rows]), y[rows])
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(rows)
+            total += float(loss.detach()) * len(rows)
         _record(report, "model", total / len(y), on_loss)
     report.loss_after["model"] = full_loss()
     model.eval()
