@@ -42,3 +42,30 @@ def test_the_plan_merges_cores_where_that_is_cheaper_and_counts_its_flops():
             assert plan.flops(step=True) == (3 * plan.flops() - segments[0].flops
                                              + 3 * sum(s.merge_flops for s in segments))
             assert [(s.first, s.last) for s in segments][0][0] == 0 and segments[-1].last == 3
+
+
+def test_a_merged_segment_equals_the_einsum_of_its_cores_with_gradients():
+    """Merged by GEMMs over the bonds and one permute (merge_along), a run of cores in the middle
+    of a chain (a left and a right bond, unequal legs, inputs-last placement) is opt_einsum's
+    merge, values and gradients."""
+    import opt_einsum as oe
+
+    from tnviz.nn.chain import chain_segment
+
+    for net in (tnviz.mpo([2, 3, 4, 2], [3, 2, 2, 5], ranks=[3, 4, 2]),
+                tnviz.mpo([8, 8, 6], [16, 12, 8], ranks=[5, 7], in_cores=(2, 2, 2), out_cores=(0, 0, 1))):
+        cores = chain_cores(net)
+        plan = plan_chain(net, 4)
+        tensors = [torch.randn(*s, dtype=torch.float64, requires_grad=True) for s in net.shapes]
+        for first, last in ((0, len(cores) - 1), (1, len(cores) - 1), (0, 1)):
+            seg = chain_segment(net, cores, first, last, 4)
+            got = plan.merge(seg, tensors)
+            arrays = [tensors[c.position].permute(c.perm) for c in cores[first:last + 1]]
+            want = oe.contract(seg.equation, *arrays, backend="torch").reshape(seg.k, seg.n)
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+            g = torch.randn_like(want)
+            for a, b in zip(torch.autograd.grad((got * g).sum(), tensors, allow_unused=True),
+                            torch.autograd.grad((want * g).sum(), tensors, allow_unused=True)):
+                assert (a is None) == (b is None)
+                if a is not None:
+                    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

@@ -51,9 +51,9 @@ def test_a_sweep_step_equals_einsum_in_every_mode(mode, pooled, monkeypatch):
         monkeypatch.setattr(workspace, "POOL_MIN_ELEMENTS", 1)  # every state goes through the workspace
     ctx = Context(workspace.Workspace() if pooled else None, bias=bias)
     got = sweep(state, s, ctx, ("k",), lambda: mat, last=True).reshape(M, n * r)
-    if ctx.bias_added:  # only the pooled path adds the (last step's) bias inside the step
+    if ctx.bias_added:  # the pooled path, and a last step that is one GEMM (addmm), add the bias
         got = got - bias
-    assert ctx.bias_added == pooled
+    assert ctx.bias_added == (pooled or mode == "gemm")
     torch.testing.assert_close(got, want)
     g = torch.randn(M, n * r, dtype=F64, generator=gen)
     for a, b in zip(torch.autograd.grad((got * g).sum(), (state, mat)),

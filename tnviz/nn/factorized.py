@@ -31,7 +31,7 @@ class FactorizedPlan:
 
     def estimate(self, cached: bool = False) -> float:
         work = self.path_flops + FACTORIZED_PASSES * MEMORY_WEIGHT * self.moved
-        return FACTORIZED_SLOWDOWN * work + STEP_OVERHEAD * self.steps
+        return FACTORIZED_SLOWDOWN * (work + STEP_OVERHEAD * self.steps)
 
     def flops(self, step: bool = False) -> int:
         """The path's FLOPs; with ``step`` a training step with an input that needs no gradient

@@ -38,8 +38,14 @@ FACTORIZED_PASSES = 3.0
 #: ``modes``) and the rebuilt GEMM on the 4096x4096 MPO and tensor-ring grids (benchmarks/README.md).
 FACTORIZED_SLOWDOWN = 3.0
 
-#: Fixed overhead per executed step (kernel launch / Python dispatch), in FLOP-equivalents.
-STEP_OVERHEAD = 20_000.0
+#: Fixed overhead per executed step (Python dispatch and the torch op, or a kernel launch), in
+#: FLOP-equivalents: about 7 µs at this 2-core CPU's GEMM rate (~270 GFLOP/s).  Measured on
+#: MiniLM's shapes (benchmarks/bench_minilm_shapes.py): a cached rebuilt layer at batch 1 runs one
+#: F.linear in ~9 µs over nn.Linear's call, a chain segment ~8 µs, an opt_einsum pairwise step
+#: (tensordot: permuted copies, reshapes, a GEMM) ~23 µs (hence ``FACTORIZED_SLOWDOWN`` per step).
+#: At 20,000 (the earlier value, fitted on 4096x4096 layers where the FLOPs dominate) the model
+#: sent batch-1 layers of MiniLM's size to ``factorized``, 4x slower than ``rebuilt``.
+STEP_OVERHEAD = 2_000_000.0
 
 #: Inside a batched matmul each GEMM is charged at least this many FLOPs: tens of thousands of
 #: tiny GEMMs (a core applied to a state with few trailing inputs) run far below peak.
@@ -194,7 +200,12 @@ def sweep(state: Any, s: Segment, ctx: PlanContext, key: Any, build: Callable[[]
                 bias = None
             return ws.sweep(state, w, s.M, s.k, s.n, s.r, mode, bias=bias)
     if mode == "gemm":
-        return state.reshape(s.M, s.k) @ ctx.cached(key, build)
+        w = ctx.cached(key, build)
+        bias = ctx.bias if last else None
+        if bias is not None and bias.numel() == s.n and bias.dtype == state.dtype == w.dtype:
+            ctx.bias_added = True  # one addmm, as nn.Linear does (an add after costs a pass over y)
+            return torch_addmm(bias, state.reshape(s.M, s.k), w)
+        return state.reshape(s.M, s.k) @ w
     if mode == "transposed":
         mat = ctx.cached(key, build)
         return (state.reshape(s.M, s.k, s.r).transpose(1, 2) @ mat).transpose(1, 2).contiguous()
@@ -204,6 +215,13 @@ def sweep(state: Any, s: Segment, ctx: PlanContext, key: Any, build: Callable[[]
         return mat_t @ state.reshape(s.k, s.r)
     # bmm on a stride-0 expand: matmul would copy the matrix M times under autograd
     return mat_t.expand(s.M, s.n, s.k).bmm(state.reshape(s.M, s.k, s.r))
+
+
+def torch_addmm(bias: Any, a: Any, b: Any) -> Any:
+    """``bias + a @ b`` as one addmm (torch where the tensors are: planning runs without it)."""
+    import torch
+
+    return torch.addmm(bias, a, b)
 
 
 def cheapest_segments(n: int, option: Callable[[int, int], tuple[float, Segment] | None]
