@@ -213,3 +213,47 @@ def test_accumulates_on_cuda_like_on_cpu():
     for name in on_cpu:
         assert on_gpu[name].second_moment.device.type == "cuda"
         assert _rel(on_gpu[name].second_moment.cpu(), on_cpu[name].second_moment) < 1e-5
+
+
+class _SharedInput(nn.Module):
+    """q, k and v read one tensor (as attention does); ``w`` reads it after an in-place change."""
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.k, self.v, self.w = (nn.Linear(6, 4) for _ in range(4))
+
+    def forward(self, x):
+        h = torch.tanh(x)
+        out = self.q(h) + self.k(h) + self.v(h)
+        h.mul_(2.0)  # the same object, changed: its moments must be computed again
+        return out.sum() + self.w(h).sum()
+
+
+def test_layers_fed_the_same_tensor_share_its_moments_and_an_in_place_change_is_seen():
+    torch.manual_seed(0)
+    model = _SharedInput()
+    batches = _batches(sizes=(7, 3), dim=6)
+    stats = collect_input_stats(model, batches, device="cpu")
+    h = torch.cat([torch.tanh(b) for b in batches]).double()
+    for name, rows in {"q": h, "k": h, "v": h, "w": 2 * h}.items():
+        want = rows.T @ rows / rows.shape[0]
+        assert _rel(stats[name].second_moment, want) < 1e-13, name
+        assert stats[name].count == 10
+    assert torch.equal(stats["q"].second_moment, stats["v"].second_moment)
+
+
+def test_a_cached_input_is_not_mistaken_for_a_later_tensor_at_the_same_address():
+    """Per batch the cache is cleared, and within one it holds the tensor it describes, so a
+    freed activation's memory cannot come back as a 'hit' for a different tensor."""
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(5, 5), nn.Tanh(), nn.Linear(5, 5), nn.Tanh(), nn.Linear(5, 5))
+    batches = _batches(sizes=(4, 4, 4), dim=5, seed=2)
+    stats = collect_input_stats(model, batches, device="cpu")
+    with torch.no_grad():
+        rows = {"0": [], "2": [], "4": []}
+        for b in batches:
+            h1 = torch.tanh(model[0](b))
+            rows["0"].append(b), rows["2"].append(h1), rows["4"].append(torch.tanh(model[2](h1)))
+    for name, parts in rows.items():
+        x = torch.cat(parts).double()
+        assert _rel(stats[name].second_moment, x.T @ x / len(x)) < 1e-13, name
