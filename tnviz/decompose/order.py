@@ -35,7 +35,7 @@ The search (:func:`search_order`), deterministic for a given ``seed``:
 >>> g = torch.Generator().manual_seed(0)
 >>> A, B = torch.randn(4, 2, generator=g, dtype=torch.float64), torch.randn(6, 3, generator=g, dtype=torch.float64)
 >>> W = torch.kron(A, B)[torch.randperm(24, generator=g)]          # a Kronecker product, rows shuffled
->>> found = search_order(W, (4, 6), (2, 6))
+>>> found = search_order(W, (4, 6), (2, 6), in_dims=(2, 3))
 >>> found.error_before > 0.1, found.error_after < 1e-6
 (True, True)
 """
