@@ -160,7 +160,7 @@ def spectral_order(M, dims: Sequence[int]):
     return torch.cat(blocks)
 
 
-def _balanced_kmeans(F, k: int, g, iters: int = 20):
+def _balanced_kmeans(F, k: int, g, iters: int = 8):
     """Labels of the rows of ``F`` in ``k`` clusters of equal size (``len(F) / k``): k-means with a
     balanced assignment (each centre offered ``len(F) / k`` times to one linear assignment)."""
     import torch
@@ -171,10 +171,11 @@ def _balanced_kmeans(F, k: int, g, iters: int = 20):
     if k == 1:
         return torch.zeros(n, dtype=torch.long)
     centres = [F[int(torch.randint(n, (1,), generator=g))]]  # k-means++ seeding
+    d2 = ((F - centres[0]) ** 2).sum(1)
     for _ in range(1, k):
-        d2 = torch.cdist(F, torch.stack(centres)).min(1).values ** 2
         probs = d2 / d2.sum() if float(d2.sum()) > 0 else torch.full((n,), 1.0 / n, dtype=F.dtype)
         centres.append(F[int(torch.multinomial(probs.float().cpu(), 1, generator=g))])
+        d2 = torch.minimum(d2, ((F - centres[-1]) ** 2).sum(1))
     C = torch.stack(centres)
     labels = None
     for _ in range(int(iters)):

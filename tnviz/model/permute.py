@@ -239,10 +239,14 @@ def search_ranks(dims: Sequence[int], rest: int, options: Mapping[str, Any], fra
 SEARCH_FRACTION = 0.5
 
 
-def search_pairs(model: nn.Module, plan: Any, stats: Mapping[str, Any] | None = None, *, seed: int = 0,
-                 fraction: float = SEARCH_FRACTION, restarts: int = 0) -> tuple[list[Permutation], dict, list[dict]]:
+def search_pairs(model: nn.Module, plan: Any, stats: Mapping[str, Any] | None = None, *, inputs_last: bool = True,
+                 seed: int = 0, fraction: float = SEARCH_FRACTION,
+                 restarts: int = 0) -> tuple[list[Permutation], dict, list[dict]]:
     """Search each feed-forward pair of ``model`` whose first planned member is an MPO with the hidden
     index as its output (``W_in``), and apply what it found to ``model`` in place (both weights).
+    ``inputs_last``: the MPO will put every input leg on its last core (the data-aware default;
+    the search's objective is then its exact data error); otherwise the legs are chained and the
+    objective, each output leg on its own core and the inputs after them, is a proxy.
     Returns the permutations, ``stats`` with the covariances of the re-ordered inputs (``W_out``'s)
     permuted to match, and a note per pair not searched (why)."""
     from ..decompose.legs import make_legs
@@ -269,7 +273,9 @@ def search_pairs(model: nn.Module, plan: Any, stats: Mapping[str, Any] | None = 
         modules = dict(model.named_modules())
         W = linear_weight(modules[first]).detach()
         legs = make_legs(tuple(W.shape), lp.options.get("in_dims"), lp.options.get("out_dims"))
-        cores = inputs_last_cores(legs.in_dims, legs.out_dims)
+        cores = inputs_last_cores(legs.in_dims, legs.out_dims) if inputs_last else None
+        if "in_cores" in lp.options or "out_cores" in lp.options:  # the plan placed the legs itself
+            cores = (lp.options.get("in_cores"), lp.options.get("out_cores")) if lp.options.get("out_cores") else None
         dims = _out_groups(legs.out_dims, cores[1]) if cores is not None else tuple(legs.out_dims)
         ranks = search_ranks(dims, legs.in_features, lp.options, fraction) if len(dims) > 1 else None
         if ranks is None:
