@@ -29,6 +29,7 @@ from ..errors import DecompositionError, RankError, TnvizError
 from .device import resolve_device
 from .distributed import map_spread, svd_cost
 from .memory import trim
+from ..decompose.legs import inputs_last_cores  # noqa: F401  (the data-aware placement; re-exported)
 from .plan import LayerPlan, Plan
 from .surgery import build_layer, is_conv1d, linear_weight, set_module, tie_layer, to_device
 
@@ -111,21 +112,6 @@ class Kept:
 
     def as_dict(self) -> dict[str, str]:
         return {"name": self.name, "reason": self.reason}
-
-
-def inputs_last_cores(in_dims: Sequence[int], out_dims: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
-    """``(in_cores, out_cores)`` putting every input leg on the last of ``max(len(in), len(out))``
-    MPO cores and the output legs, in order, spread evenly over the cores before it; ``None``
-    where that is impossible or changes nothing (one input leg, or too few output legs to give
-    each other core one).
-
-    >>> inputs_last_cores((8, 8, 6), (16, 12, 8))
-    ((2, 2, 2), (0, 0, 1))
-    """
-    n = max(len(in_dims), len(out_dims))
-    if len(in_dims) < 2 or n < 2 or len(out_dims) < n - 1:
-        return None
-    return (n - 1,) * len(in_dims), tuple(k * (n - 1) // len(out_dims) for k in range(len(out_dims)))
 
 
 def _placed(options: Mapping[str, Any], method: str, shape: Sequence[int], data_aware: bool,

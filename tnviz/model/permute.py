@@ -249,9 +249,8 @@ def search_pairs(model: nn.Module, plan: Any, stats: Mapping[str, Any] | None = 
     objective, each output leg on its own core and the inputs after them, is a proxy.
     Returns the permutations, ``stats`` with the covariances of the re-ordered inputs (``W_out``'s)
     permuted to match, and a note per pair not searched (why)."""
-    from ..decompose.legs import make_legs
+    from ..decompose.legs import inputs_last_cores, make_legs
     from ..decompose.order import search_order
-    from .apply import inputs_last_cores
 
     planned = {lp.name: lp for lp in plan.layers}
     stats = dict(stats or {})
