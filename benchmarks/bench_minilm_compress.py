@@ -105,7 +105,8 @@ def _sync(device: torch.device) -> None:
 
 
 def run(device_name: str, methods: list[str], pattern: str, ratio: float, heal: int, reference: torch.Tensor,
-        data_aware_only: bool, placements: list[str], bond_splits: list[str], distill: int = 0) -> list[dict]:
+        data_aware_only: bool, placements: list[str], bond_splits: list[str], distill: int = 0,
+        order_search: bool = False) -> list[dict]:
     device = torch.device(device_name)
     model = load_minilm(device)
     calibration = model.batches(sentences("calibration"), 32, device)
@@ -120,14 +121,16 @@ def run(device_name: str, methods: list[str], pattern: str, ratio: float, heal: 
         stats = calibration_stats(model, [to_device(b, device) for b in calibration], names, device) if aware else None
         _sync(device)
         calib_s = time.perf_counter() - t0
-        variants = [(m, p, b) for m in methods for p in (placements if m == "mpo" and aware else ["auto"])
+        variants = [(m, p, b, False) for m in methods for p in (placements if m == "mpo" and aware else ["auto"])
                     for b in (bond_splits if m == "mpo" and aware and p == "auto" else ["data"])]
-        for method, placement, bond_split in variants:
+        if order_search and aware and "mpo" in methods:  # the data-aware MPO's defaults, after the neuron-order search
+            variants.append(("mpo", "auto", "data", True))
+        for method, placement, bond_split, searched in variants:
             _sync(device)
             t1 = time.perf_counter()
             result = apply_plan(model, make_plan(model, [Rule(pattern, method, {"ratio": ratio})]),
                                 stats=stats, data_aware=aware, device=device, placement=placement,
-                                bond_split=bond_split)
+                                bond_split=bond_split, order_search=searched)
             _sync(device)
             seconds = time.perf_counter() - t1 + calib_s
             cosine = _cosine(reference, result.model)
@@ -138,7 +141,15 @@ def run(device_name: str, methods: list[str], pattern: str, ratio: float, heal: 
                                   if aware else None),
                    "layers": len(result.layers), "ratio": round(result.totals["ratio"], 3),
                    "flops": result.totals["flops_after"], "seconds": round(seconds, 3),
-                   "calibration_s": round(calib_s if aware else 0.0, 3), "cosine": round(cosine, 4)}
+                   "calibration_s": round(calib_s if aware else 0.0, 3), "cosine": round(cosine, 4),
+                   "order_search": searched, "params": result.totals["params_after"],
+                   "per_weight": {r.name: {"data_error": None if r.data_error is None else round(r.data_error, 4),
+                                           "ranks": dict(r.ranks)} for r in result.layers}}
+            if searched:  # what the search saw per pair: its error at the ranks it scored, before and after
+                row["search_s"] = round(sum(p.seconds for p in result.permutations), 2)
+                row["search"] = {p.pair: {"ranks": list(p.ranks), "before": round(p.error_before, 4),
+                                          "after": round(p.error_after, 4), "start": p.start}
+                                 for p in result.permutations}
             if distill:
                 copied = copy.deepcopy(result.model)
                 report = heal_distill(copied, model, calibration, steps=distill)
@@ -168,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bond-splits", default="data",
                         help="data-aware MPO bond splits to compare (tnviz.model.apply.BOND_SPLITS)")
     parser.add_argument("--devices", default="cuda,cpu", help="devices to time (cuda skipped when absent)")
+    parser.add_argument("--order-search", action="store_true", dest="order_search",
+                        help="also the data-aware MPO after the neuron-order search (apply_plan(order_search=True))")
     parser.add_argument("--out", type=Path, default=None, help="folder for minilm_compress.json")
     args = parser.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -179,23 +192,26 @@ def main(argv: list[str] | None = None) -> int:
     for device in devices:
         rows += run(device, methods, PATTERNS[args.layers], args.ratio, args.heal, reference, args.data_aware_only,
                     [p.strip() for p in args.placements.split(",") if p.strip()],
-                    [b.strip() for b in args.bond_splits.split(",") if b.strip()], args.distill)
+                    [b.strip() for b in args.bond_splits.split(",") if b.strip()], args.distill, args.order_search)
     machine = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"{platform.machine()} CPU"
     print(f"\nMiniLM ({args.layers} layers, {args.ratio}x each), whole compression incl. calibration; {machine}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-    head = (f"{'device':<6} {'method':<6} {'data-aware':<10} {'place':<6} {'split':<7} {'layers':>6} {'ratio':>6} "
-            f"{'seconds':>8} {'data err':>8} {'cosine':>7}")
+    head = (f"{'device':<6} {'method':<6} {'data-aware':<10} {'place':<6} {'split':<7} {'order':<5} {'layers':>6} "
+            f"{'ratio':>6} {'params':>8} {'seconds':>8} {'data err':>8} {'cosine':>7}")
     print(head + (f" {'healed':>7}" if args.heal else "") + (f" {'distil':>7}" if args.distill else ""))
     for r in rows:
         err = "-" if r["data_error"] is None else f"{r['data_error']:.4f}"
+        order = f"{r['search_s']:.0f}s" if r.get("order_search") else "-"
         line = (f"{r['device']:<6} {r['method']:<6} {str(r['data_aware']):<10} {r['placement']:<6} {r['bond_split']:<7} "
-                f"{r['layers']:>6} {r['ratio']:>6.2f} {r['seconds']:>8.2f} {err:>8} {r['cosine']:>7.4f}")
+                f"{order:<5} {r['layers']:>6} {r['ratio']:>6.2f} {r['params'] / 1e6:>7.2f}M {r['seconds']:>8.2f} "
+                f"{err:>8} {r['cosine']:>7.4f}")
         print(line + (f" {r['cosine_healed']:>7.4f}" if args.heal else "")
               + (f" {r['cosine_distilled']:>7.4f}" if args.distill else ""))
     for method in methods:
         for aware in (False, True):
             t = {r["device"]: r["seconds"] for r in rows
                  if r["method"] == method and r["data_aware"] == aware and r["bond_split"] in ("data", "-")
+                 and not r.get("order_search")
                  and (r["placement"] in ("auto", "-") or not aware)}  # the defaults
             if "cuda" in t and "cpu" in t:
                 print(f"speed-up cuda vs cpu, {method} {'data-aware' if aware else 'plain'}: {t['cpu'] / t['cuda']:.1f}x")

@@ -63,7 +63,7 @@ def test_shuffled_kronecker_product_is_recovered(shapes, ranks, seed):
     assert before > 0.2                  # the stored order hides the structure
     assert after < 1e-6                  # the order found exposes it: exact at the true ranks
     assert found.error_before == pytest.approx(before, abs=1e-9)
-    assert found.error_after == pytest.approx(after, abs=1e-9)
+    assert found.error_after == pytest.approx(after, abs=1e-7)  # scored from Gram eigenvalues: ~sqrt(eps) absolute
     assert sorted(found.perm) == list(range(W.shape[0]))
 
 
@@ -94,7 +94,7 @@ def test_never_worse_than_the_stored_order(seed):
 def test_structure_already_in_stored_order_keeps_identity():
     W, _ = _kron(((4, 2), (6, 3)), 0)            # exact in the stored order: nothing to gain
     found = search_order(W, (4, 6), (2, 6), in_dims=(2, 3))
-    assert found.identity and found.start == "identity" and found.error_after < 1e-12
+    assert found.identity and found.start == "identity" and found.error_after < 1e-7
 
 
 def test_deterministic_for_a_seed():
