@@ -208,7 +208,9 @@ def _out_groups(out_dims: Sequence[int], out_cores: Sequence[int]) -> tuple[int,
 def search_ranks(dims: Sequence[int], rest: int, options: Mapping[str, Any], fraction: float) -> tuple[int, ...] | None:
     """Bond caps the search scores at, from the layer's budget: a ``max_rank`` (int) on every bond;
     with ``target_params``, the index bonds at ``fraction`` of their useful maximum and the last one as
-    large as the budget then allows (the data split's family, :mod:`tnviz.decompose.split`)."""
+    large as the budget then allows (the data split's family, :mod:`tnviz.decompose.split`).  With a
+    covariance and every input leg on the last core, :func:`search_pairs` aims instead at the data
+    split's best factorized candidate (:func:`_split_ranks`)."""
     k = len(dims)
     useful = [min(math.prod(dims[: j + 1]), math.prod(dims[j + 1:]) * rest) for j in range(k)]
 
@@ -234,8 +236,8 @@ def search_ranks(dims: Sequence[int], rest: int, options: Mapping[str, Any], fra
     return (*head, last) if last else None
 
 
-#: Fraction of each index bond's useful maximum the search aims at (the data split may then choose
-#: another; see benchmarks/bench_minilm_compress.py for how it was measured on calibration data).
+#: Fraction of each index bond's useful maximum the search aims at without a covariance (the
+#: data-aware search aims at the data split's best factorized candidate instead).
 SEARCH_FRACTION = 0.5
 
 
@@ -281,8 +283,11 @@ def search_pairs(model: nn.Module, plan: Any, stats: Mapping[str, Any] | None = 
             notes.append({"pair": pair.name, "reason": f"{first!r}: no bond between its output legs to search over"})
             continue
         cov = stats[first].second_moment if first in stats else None
-        found = search_order(W.to(torch.float64), dims, ranks, input_cov=cov, in_dims=legs.in_dims, seed=seed,
-                             restarts=restarts)
+        if cov is not None and cores is not None and isinstance(lp.options.get("target_params"), int):
+            ranks = _split_ranks(W, cov, lp.options["target_params"], legs, cores) or ranks
+        with _one_thread():
+            found = search_order(W.to(torch.float64), dims, ranks, input_cov=cov, in_dims=legs.in_dims, seed=seed,
+                                 restarts=restarts)
         tensors = permute_pair(model, pair, found.perm)
         index = torch.as_tensor(found.perm, dtype=torch.long)
         if pair.output in stats:  # its inputs are the hidden activations, now re-ordered
@@ -290,6 +295,41 @@ def search_pairs(model: nn.Module, plan: Any, stats: Mapping[str, Any] | None = 
         done.append(Permutation(pair.name, pair.hidden, found.perm, tensors, f"{first}.weight", found.error_before,
                                 found.error_after, found.ranks, found.start, found.seconds))
     return done, stats, notes
+
+
+def _split_ranks(W, cov, target_params: int, legs: Any, cores: Any) -> tuple[int, ...] | None:
+    """The caps the search aims at under the data split (:func:`tnviz.decompose.split.split_bonds`):
+    of its candidates at this budget whose output-side bonds are factorized (below their useful
+    maximum, where the neuron order matters), the one with the lowest data error in the stored order."""
+    from ..decompose.split import split_bonds
+
+    split = split_bonds(W.to(torch.float64), cov, target_params=target_params, in_dims=legs.in_dims,
+                        out_dims=legs.out_dims, in_cores=cores[0], out_cores=cores[1])
+    if split is None:
+        return None
+    groups = _out_groups(legs.out_dims, cores[1])
+    rest = legs.in_features
+    useful = [min(math.prod(groups[: j + 1]), math.prod(groups[j + 1:]) * rest) for j in range(len(groups) - 1)]
+    bonds = [f"b{j + 1}" for j in range(len(groups))]
+    factorized = [c for c in split.candidates if any(c.caps[b] < u for b, u in zip(bonds, useful))]
+    if not factorized:
+        return None
+    best = min(factorized, key=lambda c: (c.data_error, c.params))
+    return tuple(int(best.caps[b]) for b in bonds)
+
+
+class _one_thread:
+    """torch on one thread for the search's small eigen-problems (192x192 Gram matrices on MiniLM):
+    on this repo's shared 2-core CPU, measured 2.6 s per MiniLM weight on one thread against 7-15 s
+    on two (the threads wait on each other under load); the caller's setting comes back after."""
+
+    def __enter__(self):
+        self.threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.threads)
+        return False
 
 
 def _permuted_stats(stat: Any, index: torch.Tensor) -> Any:
