@@ -128,3 +128,38 @@ def test_the_cli_flag_writes_the_library_bytes(searched, tmp_path):
     assert "neuron order of fc1" in cli.stdout
     for name in ("model.safetensors", "tnviz.json"):
         assert (lib / name).read_bytes() == (tmp_path / "cli" / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("kind", ["mistral", "gpt2"])
+def test_a_tiny_hf_model_round_trips_with_its_permutations(kind, tmp_path):
+    """Data-aware, the MLP input weights with three output legs so the search applies: Mistral's gate and
+    up projections share one order; GPT-2's Conv1D weights are re-ordered along their stored axes."""
+    transformers = pytest.importorskip("transformers")
+    from tests.test_model_llm import IDS, build, logits
+
+    original, state = build(kind, tmp_path / kind)
+    legs = ((2, 4, 4), (4, 4, 8)) if kind == "gpt2" else ((2, 4, 4), (4, 4, 4))
+    rules = [Rule(r"mlp\.(c_fc|gate_proj|up_proj)$", "mpo", {"ratio": 1.5}, *legs),
+             Rule(r"mlp\.(c_proj|down_proj)$", "svd", {"ratio": 1.5})]
+    result = tnviz.compress(tmp_path / kind, tmp_path / "out", rules=rules, device="cpu", order_search=True)
+    assert result.data_aware and len(result.applied.permutations) == 2
+    assert any(list(p.perm) != sorted(p.perm) for p in result.applied.permutations)
+    doc = json.loads((tmp_path / "out" / "tnviz.json").read_text())
+    first = doc["permutations"][0]["tensors"]
+    if kind == "gpt2":
+        assert first == {"transformer.h.0.mlp.c_fc.weight": 1, "transformer.h.0.mlp.c_fc.bias": 0,
+                         "transformer.h.0.mlp.c_proj.weight": 0}
+    else:
+        assert set(first) == {f"model.layers.0.mlp.{m}.weight" for m in ("gate_proj", "up_proj", "down_proj")}
+    config = transformers.AutoConfig.from_pretrained(tmp_path / kind)
+    expected = logits(result.model, IDS)
+    dense = transformers.AutoModelForCausalLM.from_config(config).eval()  # the folder's dense state_dict
+    dense.load_state_dict(load_compressed(tmp_path / "out").state_dict(), strict=False)  # (a tied lm_head: wte's)
+    assert torch.allclose(logits(dense, IDS), expected, atol=1e-5)
+    if not config.tie_word_embeddings:  # into= refuses a tied lm_head whose embedding stays dense (not this test)
+        loaded = load_compressed(tmp_path / "out", into=transformers.AutoModelForCausalLM.from_config(config))
+        assert torch.allclose(logits(loaded, IDS), expected, atol=1e-5)
+    with safe_open(str(tmp_path / "out" / "model.safetensors"), "pt") as fh:  # every dense tensor bit for bit
+        for name in doc["untouched"]:
+            assert torch.equal(fh.get_tensor(name), state[name]), name
+    assert set(doc["untouched"]) | {layer["name"] for layer in doc["layers"]} == set(state)
