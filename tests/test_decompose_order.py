@@ -121,3 +121,14 @@ def test_bad_input_named():
     with pytest.raises(DecompositionError, match="0..2 exactly once; 7 is out of range"):
         check_permutation([0, 7, 1], 3)
     assert math.isfinite(tt_error(W, (6, 4), (3, 10)))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_noisy_shuffled_kronecker_product_is_recovered_to_the_noise(seed):
+    W, shuffle = _kron(((4, 2), (4, 2), (4, 2)), seed)
+    g = torch.Generator().manual_seed(100 + seed)
+    noise = torch.randn(W.shape, dtype=torch.float64, generator=g)
+    W = W + 1e-3 * noise * (W.norm() / noise.norm())   # 0.1% relative noise
+    found = search_order(W[shuffle], (4, 4, 4), (2, 4, 8), in_dims=(2, 2, 2), seed=seed)
+    assert found.error_before > 0.3 and found.error_after < 2e-3
+    assert found.error_after == pytest.approx(_tt_svd_error(W[shuffle][list(found.perm)], (4, 4, 4), (2, 4, 8)), abs=1e-7)
