@@ -61,7 +61,7 @@ class OrderSearch:
     error_before: float
     error_after: float
     start: str              # which start the kept order came from: identity, spectral, random k
-    sweeps: int             # refinement sweeps that lowered the error, over all starts
+    sweeps: int             # refinement sweeps that lowered the error (from the best-scoring start)
     seconds: float
     history: tuple[tuple[str, float], ...] = field(default=(), repr=False)
 
