@@ -193,7 +193,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
                           truncation=given if "target" not in given else None, target=given.get("target"),
                           data_aware=False if args.no_data_aware else None, heal=args.heal, heal_steps=args.heal_steps,
                           device=args.device, progress=bar, overwrite=args.overwrite, dense=args.dense,
-                          resume=args.resume)
+                          resume=args.resume, order_search=args.order_search)
     finally:
         if bar:
             bar.close()
@@ -217,6 +217,11 @@ def cmd_compress(args: argparse.Namespace) -> int:
               f"{layer['params_after']:>9,}  weight error {layer['rel_error']:.3g}{on_data}")
     for skipped in report.get("skipped", []):
         print(f"  {skipped['name']:<50} kept dense: {skipped['reason']}")
+    for p in report.get("permutations", []):
+        print(f"  neuron order of {p['pair']}: error at ranks {p['ranks']} {p['error_before']:.4g} -> "
+              f"{p['error_after']:.4g} ({p['start']} start, {p['seconds']:.2f} s)")
+    for note in report.get("order_notes", []):
+        print(f"  neuron order of {note['pair']}: not searched, {note['reason']}")
     t = report["totals"]
     print(f"{len(report['layers'])} weights: {t['params_before']:,} -> {t['params_after']:,} parameters "
           f"({t['ratio']:.2f}x) in {report['seconds']:.2f} s on {report['device']}")
@@ -314,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dense", action="store_true",
                    help="write a plain Hugging Face folder instead: dense weights rebuilt from the networks, the "
                         "input's config.json and tokenizer copied (transformers loads it without tnviz)")
+    p.add_argument("--order-search", action="store_true", dest="order_search",
+                   help="re-order the hidden neurons of each feed-forward pair (the function is unchanged) so its "
+                        "MPO is more compressible; the folder stores the order and loading applies it")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_compress)
 

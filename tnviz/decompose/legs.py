@@ -127,3 +127,18 @@ def generic_to_legs(legs: Legs) -> dict[str, str]:
     m = {f"i{k + 1}": n for k, n in enumerate(legs.in_names)}
     m.update({f"o{k + 1}": n for k, n in enumerate(legs.out_names)})
     return {k: v for k, v in m.items() if k != v}
+
+
+def inputs_last_cores(in_dims: Sequence[int], out_dims: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """``(in_cores, out_cores)`` putting every input leg on the last of ``max(len(in), len(out))``
+    MPO cores and the output legs, in order, spread evenly over the cores before it; ``None``
+    where that is impossible or changes nothing (one input leg, or too few output legs to give
+    each other core one).
+
+    >>> inputs_last_cores((8, 8, 6), (16, 12, 8))
+    ((2, 2, 2), (0, 0, 1))
+    """
+    n = max(len(in_dims), len(out_dims))
+    if len(in_dims) < 2 or n < 2 or len(out_dims) < n - 1:
+        return None
+    return (n - 1,) * len(in_dims), tuple(k * (n - 1) // len(out_dims) for k in range(len(out_dims)))

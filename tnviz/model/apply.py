@@ -29,6 +29,7 @@ from ..errors import DecompositionError, RankError, TnvizError
 from .device import resolve_device
 from .distributed import map_spread, svd_cost
 from .memory import trim
+from ..decompose.legs import inputs_last_cores  # noqa: F401  (the data-aware placement; re-exported)
 from .plan import LayerPlan, Plan
 from .surgery import build_layer, is_conv1d, linear_weight, set_module, tie_layer, to_device
 
@@ -111,21 +112,6 @@ class Kept:
 
     def as_dict(self) -> dict[str, str]:
         return {"name": self.name, "reason": self.reason}
-
-
-def inputs_last_cores(in_dims: Sequence[int], out_dims: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
-    """``(in_cores, out_cores)`` putting every input leg on the last of ``max(len(in), len(out))``
-    MPO cores and the output legs, in order, spread evenly over the cores before it; ``None``
-    where that is impossible or changes nothing (one input leg, or too few output legs to give
-    each other core one).
-
-    >>> inputs_last_cores((8, 8, 6), (16, 12, 8))
-    ((2, 2, 2), (0, 0, 1))
-    """
-    n = max(len(in_dims), len(out_dims))
-    if len(in_dims) < 2 or n < 2 or len(out_dims) < n - 1:
-        return None
-    return (n - 1,) * len(in_dims), tuple(k * (n - 1) // len(out_dims) for k in range(len(out_dims)))
 
 
 def _placed(options: Mapping[str, Any], method: str, shape: Sequence[int], data_aware: bool,
@@ -235,6 +221,10 @@ class Applied:
     original: nn.Module | None = None
     model: nn.Module | None = None
     factors: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)  # files: per weight
+    # the order search (order_search=True): the hidden-neuron permutations applied to ``model``
+    # (tnviz.model.permute.Permutation) and, per feed-forward pair not searched, why
+    permutations: list[Any] = field(default_factory=list)
+    order_notes: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def totals(self) -> dict[str, Any]:
@@ -258,7 +248,7 @@ def apply_plan(model: nn.Module, plan: Plan, *, calibration: Sequence[Any] | Non
                flops_batch: int = 1, strategy: str = "auto", stats: Mapping[str, Any] | None = None,
                precision: torch.dtype | None = None, refit_sweeps: int = 1, refit_iters: int = 15,
                placement: str = "auto", bond_split: str = "data", distributed: bool = False,
-               journal: Any = None, **decompose_options: Any) -> Applied:
+               journal: Any = None, order_search: bool = False, **decompose_options: Any) -> Applied:
     """Decompose every planned layer and return a compressed deep copy (the original is untouched).
 
     ``calibration``: batches for the data-aware statistics (required when ``data_aware``, unless
@@ -272,6 +262,9 @@ def apply_plan(model: nn.Module, plan: Plan, *, calibration: Sequence[Any] | Non
     only where it lowers the data error; 0 turns it off. ``placement`` (:data:`PLACEMENTS`) and
     ``bond_split`` (:data:`BOND_SPLITS`): see there.  ``distributed``: the layers spread over the
     ranks of the initialized process group (:mod:`tnviz.model.distributed`); every rank gets all.
+    ``order_search``: before decomposing, re-order the hidden neurons of each feed-forward pair whose
+    first planned weight is an MPO of the hidden index (:func:`tnviz.model.permute.search_pairs`),
+    both weights of the pair, so the copy computes the same function; ``permutations`` records them.
     """
     options = Options(placement, bond_split, refit_sweeps, refit_iters, precision, dict(decompose_options))
     options.check()
@@ -287,6 +280,13 @@ def apply_plan(model: nn.Module, plan: Plan, *, calibration: Sequence[Any] | Non
             progress(0, steps, "calibration")
         stats = calibration_stats(work, [to_device(b, dev) for b in calibration], names, dev)
     stats = stats if data_aware else {}
+    orders, notes = [], []
+    if order_search:
+        from .permute import search_pairs
+
+        if progress:
+            progress(steps - len(names), steps, "order search")
+        orders, stats, notes = search_pairs(work, plan, stats, inputs_last=bool(stats) and placement == "auto")
     results, skipped = [], []
     modules = dict(work.named_modules())
     offset = steps - len(names)
@@ -313,7 +313,7 @@ def apply_plan(model: nn.Module, plan: Plan, *, calibration: Sequence[Any] | Non
     if progress:
         progress(steps, steps, "done")
     return Applied(results, skipped, bool(stats), str(dev), time.perf_counter() - started, plan,
-                   original=model, model=work.eval())
+                   original=model, model=work.eval(), permutations=orders, order_notes=notes)
 
 
 def _resumable(one: Callable[[LayerPlan], Any], plan: Plan, journal: Any, run: Callable) -> list[Any]:

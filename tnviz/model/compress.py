@@ -216,6 +216,9 @@ class Compression:
             doc["functional"] = self.metrics
         if key_map:
             doc["key_map"] = key_map
+        if self.applied.permutations or self.settings.get("order_search"):
+            doc["permutations"] = [p.to_dict(self._file_name) for p in self.applied.permutations]
+            doc["order_notes"] = list(self.applied.order_notes)
         return doc
 
     def report(self) -> dict[str, Any]:
@@ -297,6 +300,10 @@ class Compression:
                     out[f"{module}.bias"] = t
                 continue
             out[key] = t
+        if self.applied.permutations:  # dense tensors go back to the input's order (the reader re-applies it)
+            from .permute import unpermute_state
+
+            out = unpermute_state(out, self.applied.permutations)
         return out
 
     def _untouched(self) -> tuple[list[str], list[str]]:
@@ -358,7 +365,8 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
              input_covs: Mapping[str, Any] | None = None, heal: str | None = None, heal_steps: int | None = None,
              device: Any = "auto", progress: ProgressFn | None = None, overwrite: bool = False,
              placement: str = "auto", bond_split: str = "data", distributed: bool | None = None,
-             dense: bool = False, resume: bool = False, **decompose_options: Any) -> Compression:
+             dense: bool = False, resume: bool = False, order_search: bool = False,
+             **decompose_options: Any) -> Compression:
     """Compress ``source`` (see the module doc) and, with ``output``, write the compressed folder.
 
     What to compress: ``rules`` (per name pattern: method, truncation, legs; first match wins), or
@@ -377,6 +385,9 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
     weights rebuilt from the networks (:meth:`Compression.write_dense`) instead of the compressed one.
     With ``output``, each finished weight is journaled beside it (:mod:`tnviz.model.resume`);
     ``resume``: a run into ``output`` that was stopped continues after its finished weights.
+    ``order_search``: re-order the hidden neurons of each feed-forward pair before decomposing it
+    (:mod:`tnviz.model.permute`; the model's function is unchanged); the folder stores the
+    permutations and its reader applies them (:func:`tnviz.model.folder.load_compressed`).
     """
     started = time.perf_counter()
     given = truncation_from(max_rank=max_rank, rtol=rtol, energy=energy, ratio=ratio, target_ratio=target_ratio,
@@ -402,6 +413,9 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
     aware = subject.has_model and bool(subject.calibration) if data_aware is None else bool(data_aware)
     if aware and subject.has_model and not subject.calibration:
         raise TnvizError("a data-aware compression needs calibration batches; pass calibration=... or data_aware=False")
+    if order_search and not subject.has_model:
+        raise TnvizError(f"the order search needs a model with an architecture (its feed-forward pairs); "
+                         f"{subject.name!r} holds weights only")
     if heal is not None and not subject.has_model:
         raise TnvizError(f"healing needs a model with an architecture (a demo name or a Hugging Face folder); "
                          f"{subject.name!r} holds weights only")
@@ -418,7 +432,8 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
                          protect=[subject.source.path] if subject.source is not None else [])
             journal = Journal(output, fingerprint(subject.source, plan, {
                 **plan.settings(), "data_aware": aware, "placement": placement, "bond_split": bond_split,
-                "decompose": decompose_options, "heal": [heal, heal_steps], "dense": dense}), resume=resume)
+                "decompose": decompose_options, "heal": [heal, heal_steps], "dense": dense,
+                **({"order_search": True} if order_search else {})}), resume=resume)
     if subject.has_model:
         steps = len(plan.layers) + (1 if aware else 0)
         if progress and aware:
@@ -431,7 +446,7 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
 
         applied = apply_plan(subject.model, plan, data_aware=aware, stats=stats or {}, device=dev,
                              progress=step if progress else None, placement=placement, bond_split=bond_split,
-                             distributed=spread, journal=journal, **decompose_options)
+                             distributed=spread, journal=journal, order_search=order_search, **decompose_options)
         applied.data_aware = aware and bool(stats)
     else:
         if aware and input_covs is None:
@@ -442,6 +457,8 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
                                    distributed=spread, journal=journal, **decompose_options)
     settings: dict[str, Any] = {**plan.settings(), "data_aware": applied.data_aware,
                                 "placement": placement, "bond_split": bond_split}
+    if order_search:  # only when asked: the folders of runs without it keep their bytes
+        settings["order_search"] = True
     if decompose_options:
         settings["decompose"] = {k: str(v).removeprefix("torch.") if isinstance(v, torch.dtype) else v
                                  for k, v in decompose_options.items()}  # precision=torch.float64 as JSON

@@ -47,8 +47,15 @@ def dense_items(result: "Compression") -> list[Item]:
             network, tensors = r.network, result.applied.factors[r.weight_name]
         stored = tuple(r.shape)[::-1] if r.transposed else tuple(r.shape)
 
-        def get(n=network, t=tensors, s=tuple(r.shape), d=dtype, tr=r.transposed) -> torch.Tensor:
-            return _rebuild(n, t, s, d, tr)
+        # decomposed in the searched neuron order: back to the input's (as every other tensor is written)
+        records = [p for p in result.applied.permutations if r.weight_name in p.tensors]
+
+        def get(n=network, t=tensors, s=tuple(r.shape), d=dtype, tr=r.transposed, w=r.weight_name,
+                rec=records) -> torch.Tensor:
+            dense = _rebuild(n, t, s, d, tr)
+            for p in reversed(rec):
+                dense = dense.index_select(p.tensors[w], torch.argsort(torch.as_tensor(p.perm, dtype=torch.long)))
+            return dense.contiguous()
 
         for name in (r.weight_name, *r.tied):
             file_name = result._file_name(name) if result.model is not None else name

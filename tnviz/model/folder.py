@@ -8,7 +8,10 @@ A folder written by ``tnviz compress``, :func:`tnviz.compress` or the app's down
 * ``tnviz.json`` (the manifest, written last): per compressed weight its name, module, shape,
   dtype, method, parameters, errors and network spec (SPEC 2.1); the names of every other tensor;
   the weights kept dense and why; totals, the settings and the functional metrics; and the size and
-  SHA-256 of ``model.safetensors``.
+  SHA-256 of ``model.safetensors``; with the order search, ``permutations``: per feed-forward pair
+  the hidden-neuron order its compressed weights were decomposed in and the tensors it runs along
+  (:mod:`tnviz.model.permute`).  Dense tensors are stored in the input's order (bit for bit);
+  :func:`load_compressed` re-orders them so that they agree with the factors.
 
 Nothing in it depends on the clock or the machine, so the same input and settings give the same
 bytes from every face.  :func:`write_folder` writes into a temporary folder beside the target and
@@ -430,6 +433,16 @@ def load_compressed(folder: str | os.PathLike, device: Any = None, *, verify: bo
     if unlisted:
         raise ModelFileError(f"model.safetensors must hold only the tensors tnviz.json lists; it also has {unlisted[:5]} "
                              f"(the folder is mixed from two runs)")
+    permutations = report.get("permutations", [])
+    if permutations:  # the order search's: each checked against the tensors it names, before any is read
+        from .permute import check_record
+
+        if not isinstance(permutations, list):
+            raise _manifest_error(f"must list 'permutations' as objects; got {type(permutations).__name__}")
+        shapes = {n: tuple(header[n].get("shape", ())) for n in untouched_names}
+        shapes.update({name: shape[::-1] if info.get("transposed") else shape
+                       for (name, shape, _, _), info in zip(checked, layers_info)})
+        permutations = [check_record(rec, k, shapes) for k, rec in enumerate(permutations)]
     files = report.get("files", {}).get(WEIGHTS_FILE) if isinstance(report.get("files"), dict) else None
     if files is not None and verify:
         size = weights_path.stat().st_size
@@ -451,6 +464,11 @@ def load_compressed(folder: str | os.PathLike, device: Any = None, *, verify: bo
                 untouched[name] = fh.get_tensor(name)
     except Exception as exc:  # safetensors raises its own types for truncated/corrupt files
         raise ModelFileError(f"model.safetensors must be a complete safetensors file; reading it failed: {exc}") from None
+    if permutations:  # dense tensors are stored in the input's order, the factors in the searched one:
+        from .permute import permute_tensors  # re-order the dense ones so that the two agree
+
+        for rec in permutations:
+            untouched = permute_tensors(untouched, rec)
     return CompressedModel(layers, untouched, report)
 
 

@@ -226,6 +226,9 @@ with option_col:
     data_aware = st.checkbox("Data-aware (calibration inputs)", value=not weights_only, disabled=weights_only,
                              key=K + "data_aware") and not weights_only
     st.caption(f"Inputs: {subject.inputs}.")
+    order_search = st.checkbox("Search neuron order", value=False, disabled=weights_only, key=K + "order_search",
+                               help="re-order each feed-forward pair's hidden neurons (the function is unchanged) "
+                                    "so its MPO compresses better; stored in the folder") and not weights_only
     show_preview = st.checkbox("Preview parameters and error per layer", value=loaded["ref"] != "minilm",
                                key=K + "preview",
                                help="the same decompositions the run makes (data-aware ones calibrate first)")
@@ -302,7 +305,7 @@ def _run() -> None:
     with st.status("Compressing…", expanded=True) as status:
         bar, progress = _progress_bar()
         result = compress(subject, rules=plan.rules, target=_target(target), data_aware=data_aware, device=device,
-                          progress=progress)
+                          progress=progress, order_search=order_search)
         bar.progress(1.0, text="done")
         status.update(label="Done", state="complete", expanded=False)
     # assigned only now: a run cancelled or refused half way keeps the previous result
