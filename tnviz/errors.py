@@ -41,7 +41,7 @@ _CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def plain_message(error: "BaseException | str") -> str:
-    """One plain line for people: the message of ``error`` (an exception or text) without
+    r"""One plain line for people: the message of ``error`` (an exception or text) without
     terminal escapes or control characters, its whitespace and newlines folded into single
     spaces (wrapped errors, torch's for one, carry several lines and colours).
 

@@ -14,7 +14,7 @@ at any size) and keeps the cheapest path; :attr:`PathCost.optimizer` says which 
 >>> from tnviz.builders import mpo
 >>> pc = forward_path(mpo([8, 8, 8, 8], [8, 8, 8, 8], ranks=4), batch=1024)
 >>> pc.flops, pc.optimizer
-(2684354560, 'dp')
+(2684354560, 'optimal')
 """
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ def bond_entropy(singular_values: Any) -> float:
     if total <= 0:
         return 0.0
     p = p[p > 0] / total
-    return float(-(p * np.log(p)).sum())
+    return float(-(p * np.log(p)).sum()) + 0.0  # + 0.0: one value gives 0.0, not -0.0
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 methods compare at equal parameters, plain and data-aware, before and after healing
 (:func:`compare_methods`).
 
->>> from tnviz.model.compress import compress                     # doctest: +SKIP
+>>> from tnviz.model.compress import compress
 >>> result = compress("digits-mlp", layers=r"fc[12]$", ratio=8)
 >>> [row["layer"] for row in sensitivity(result)]
 ['fc1', 'fc2']

@@ -2,8 +2,12 @@
 (``tnviz spectra``), the model-wide table of layers at one common setting, and the calibration
 covariances that make a spectrum data-aware.  The arithmetic on one spectrum is in :mod:`tnviz.decompose.spectra`.
 
->>> from tnviz.model.io import save_safetensors, open_weights     # doctest: +SKIP
->>> spectra_file("model.safetensors", layers="fc1")["layers"][0]["bonds"]
+>>> import os, tempfile, torch
+>>> from tnviz.model.io import save_safetensors
+>>> path = os.path.join(tempfile.mkdtemp(), "model.safetensors")
+>>> _ = save_safetensors({"fc1.weight": torch.randn(64, 64)}, path)
+>>> {name: len(bond["singular_values"]) for name, bond in spectra_file(path, layers="fc1")["layers"][0]["bonds"].items()}
+{'b1': 64}
 """
 from __future__ import annotations
 
