@@ -220,6 +220,24 @@ def test_an_llm_folder_compresses_end_to_end_and_loads_into_its_architecture(kin
         assert model.lm_head is embed.linear  # one network for both
 
 
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+def test_a_folder_whose_tied_embedding_stayed_dense_loads_into_a_tied_model_and_not_an_untied_one(kind, folders,
+                                                                                                     tmp_path):
+    """Only the MLPs compressed: the folder holds the embedding once (the tied lm_head is not
+    stored twice), and a model that ties them takes it; one that does not is refused by name."""
+    folder, _, _ = folders[kind]
+    result = tnviz.compress(folder, tmp_path / "out", ratio=1.5, layers=r"mlp\.", data_aware=False)
+    config = transformers.AutoConfig.from_pretrained(folder)
+    fresh = transformers.AutoModelForCausalLM.from_config(config)
+    model = load_compressed(tmp_path / "out", into=fresh)
+    assert model.lm_head.weight is model.get_input_embeddings().weight
+    assert torch.allclose(logits(model, IDS), logits(result.model, IDS), atol=1e-5)
+    config.tie_word_embeddings = False
+    untied = transformers.AutoModelForCausalLM.from_config(config)
+    with pytest.raises(ModelFileError, match="missing \\['lm_head.weight'\\]"):
+        load_compressed(tmp_path / "out", into=untied)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_full_rank_compression_equals_the_original(kind, tmp_path):
     """Weights of rank 4 compressed by an SVD at rank 4 (their full rank): the compressed model is
