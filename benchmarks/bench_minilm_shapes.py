@@ -120,11 +120,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--no-tltorch", action="store_true")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice); 1 gives steadier ratios on a shared machine")
     p.add_argument("--quick", action="store_true", help="batches 1 and 64, 3 repeats")
     p.add_argument("--out", help="a folder: writes minilm_shapes.json and minilm_shapes.md there")
     args = p.parse_args(argv)
     if args.quick:
         args.batches, args.repeats = [1, 64], 3
+    if args.threads:
+        torch.set_num_threads(args.threads)
     entries = minilm_networks()
     rows = [cell(e, b, m, args.repeats, not args.no_tltorch)
             for e in entries for m in args.modes for b in args.batches]
