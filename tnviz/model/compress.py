@@ -225,6 +225,8 @@ class Compression:
         for entry, r in zip(doc["layers"], self.layers):
             entry["seconds"] = r.seconds
             entry["block"], entry["role"] = block_and_role(r.name)
+            if r.search is not None:  # method 'auto': what was chosen, the runner-up, every candidate
+                entry["search"] = r.search
         doc["totals"] = dict(self.totals)
         doc["seconds"] = self.seconds
         doc["device"] = self.device
