@@ -53,8 +53,9 @@ from ..errors import DecompositionError, RankError, TnvizError
 
 #: Largest CP rank the search runs (CP-ALS at a transformer weight's budget would need thousands).
 CP_MAX_RANK = 64
-#: CP-ALS sweeps during the search (the library default of 500 is for a final decomposition).
-CP_SEARCH_ITERS = 60
+#: CP-ALS sweeps of a CP candidate, and of the winner when CP wins (the library default of 500 is
+#: for a batch job: with the Kronecker safeguard and the refit, a winner runs CP-ALS four times).
+CP_SEARCH_ITERS = 30
 
 
 @dataclass(frozen=True)
@@ -78,9 +79,11 @@ class Candidate:
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out.pop("options")
         for key in ("in_dims", "out_dims"):
             out[key] = None if out[key] is None else list(out[key])
+        out["options"] = None if self.options is None else {  # as JSON: the decompose options that build it
+            k: (list(v) if isinstance(v, tuple) else dict(v) if isinstance(v, Mapping) else v)
+            for k, v in self.options.items()}
         out["label"] = self.label
         return out
 
@@ -165,6 +168,18 @@ def _inputs_last_candidate(W: torch.Tensor, cov: Any, budget: int, legs: tuple, 
                      f"bonds {', '.join(f'{k}={v}' for k, v in split.caps.items())} ({split.label})", opts)
 
 
+_COMMON = ("randomized", "seed", "cov_eps", "refit_sweeps", "refit_iters", "refit_ridge")
+
+
+def _for_method(extra: Mapping[str, Any], method: str, taken: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The pipeline's extra decompose options that ``method`` takes (``hooi_iters`` goes to Tucker
+    only, ``n_iter_max`` to CP only), less those the candidate sets itself (``taken``)."""
+    from ..decompose import method_options
+
+    allowed = set(_COMMON) | set(method_options(method))
+    return {k: v for k, v in extra.items() if k in allowed and k not in (taken or {})}
+
+
 def _decomposed(W: torch.Tensor, method: str, legs: tuple | None, cov: Any, budget: int,
                 extra: Mapping[str, Any]) -> tuple[Candidate, Any]:
     from ..decompose import decompose
@@ -172,9 +187,9 @@ def _decomposed(W: torch.Tensor, method: str, legs: tuple | None, cov: Any, budg
     in_dims, out_dims = legs if legs is not None else (None, None)
     opts: dict[str, Any] = {} if legs is None else {"in_dims": in_dims, "out_dims": out_dims}
     placement = "chain" if method == "mpo" else "-"
-    kwargs = dict(extra)
+    kwargs = _for_method(extra, method)
     if method == "cp":
-        kwargs.setdefault("n_iter_max", CP_SEARCH_ITERS)
+        opts["n_iter_max"] = int(kwargs.pop("n_iter_max", CP_SEARCH_ITERS))
         from ..decompose.legs import make_legs
 
         width = sum(make_legs(W.shape, in_dims, out_dims).dims)
@@ -183,7 +198,7 @@ def _decomposed(W: torch.Tensor, method: str, legs: tuple | None, cov: Any, budg
             return Candidate(method, in_dims, out_dims, placement, rank * width, None, "skipped",
                              f"CP rank {rank} at this budget is above the search's {CP_MAX_RANK}"), None
     try:
-        dec = decompose(W, method, input_cov=cov, target_params=budget, **opts, **kwargs)
+        dec = decompose(W, method, input_cov=cov, target_params=budget, **opts, **kwargs)  # no refit here
     except (RankError, DecompositionError) as exc:
         return Candidate(method, in_dims, out_dims, placement, None, None, "skipped", str(exc)), None
     error = dec.data_error if dec.data_error is not None else dec.rel_error
@@ -259,7 +274,9 @@ def compress_auto(weight: torch.Tensor, lp: Any, cov: Any, options: Any, *, comp
             return kept(lp.name, f"method 'auto': {why} ({budget:,} parameters); kept dense")
         win = found[best]
         plan = replace(lp, method=win.method, options=dict(win.options or {}))
-        dec = compress(weight, plan, cov, replace(options, placement="chain"))  # placement: the winner's own
+        settings = replace(options, placement="chain",  # the placement is the winner's own
+                           decompose=_for_method(extra, win.method, win.options))
+        dec = compress(weight, plan, cov, settings)
         if not isinstance(dec, kept):
             break
         tried.append(f"{win.label}: {dec.reason}")
