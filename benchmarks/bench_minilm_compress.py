@@ -85,7 +85,7 @@ if str(ROOT) not in sys.path:
 
 from tnviz.model.apply import apply_plan, calibration_stats  # noqa: E402
 from tnviz.model.data import sentences  # noqa: E402
-from tnviz.model.evaluate import embed, embedding_cosine  # noqa: E402
+from tnviz.model.evaluate import NEIGHBOURS, cosine_vs, embed, neighbour_overlap  # noqa: E402
 from tnviz.model.demos import load_minilm  # noqa: E402
 from tnviz.model.heal import heal_distill, heal_layerwise  # noqa: E402
 from tnviz.model.plan import Rule, make_plan  # noqa: E402
@@ -94,9 +94,11 @@ from tnviz.model.surgery import to_device  # noqa: E402
 PATTERNS = {"ff": r"layer\.\d+\.(intermediate|output)\.dense$", "all": r"encoder\.layer\."}
 
 
-def _cosine(reference: torch.Tensor, model: torch.nn.Module) -> float:
-    """Mean held-out embedding cosine against the original's (the MiniLM subject's metric)."""
-    return embedding_cosine(reference, model).mean
+def _measure(reference: torch.Tensor, model: torch.nn.Module) -> tuple[float, float]:
+    """Mean held-out embedding cosine against the original's and the top-5 neighbour overlap of
+    the held-out sentences (the MiniLM subject's metrics, :meth:`tnviz.model.subject.Subject.measure`)."""
+    embeddings = embed(sentences("heldout"), model)
+    return round(float(cosine_vs(reference, embeddings).mean()), 4), round(neighbour_overlap(reference, embeddings), 4)
 
 
 def _sync(device: torch.device) -> None:
@@ -105,7 +107,8 @@ def _sync(device: torch.device) -> None:
 
 
 def run(device_name: str, methods: list[str], pattern: str, ratio: float, heal: int, reference: torch.Tensor,
-        data_aware_only: bool, placements: list[str], bond_splits: list[str], distill: int = 0) -> list[dict]:
+        data_aware_only: bool, placements: list[str], bond_splits: list[str], distill: int = 0,
+        spread: bool = False) -> list[dict]:
     device = torch.device(device_name)
     model = load_minilm(device)
     calibration = model.batches(sentences("calibration"), 32, device)
@@ -125,29 +128,37 @@ def run(device_name: str, methods: list[str], pattern: str, ratio: float, heal: 
         for method, placement, bond_split in variants:
             _sync(device)
             t1 = time.perf_counter()
-            result = apply_plan(model, make_plan(model, [Rule(pattern, method, {"ratio": ratio})]),
-                                stats=stats, data_aware=aware, device=device, placement=placement,
+            rules = [Rule(pattern, method, {"ratio": ratio})]
+            covs = {n: stats[n].second_moment for n in names} if aware and spread else None
+            plan = (make_plan(model, rules, target_ratio=ratio, covariances=covs, device=device) if spread
+                    else make_plan(model, rules))
+            result = apply_plan(model, plan, stats=stats, data_aware=aware, device=device, placement=placement,
                                 bond_split=bond_split)
             _sync(device)
             seconds = time.perf_counter() - t1 + calib_s
-            cosine = _cosine(reference, result.model)
-            row = {"device": device_name, "method": method, "data_aware": aware,
+            cosine, neighbours = _measure(reference, result.model)
+            searched = [r.search for r in result.layers if r.search is not None]
+            row = {"device": device_name, "method": method, "data_aware": aware, "budget": "spread" if spread else "each",
+                   "chosen": (" ".join(f"{m}:{sum(s['chosen']['method'] == m for s in searched)}"
+                                       for m in dict.fromkeys(s["chosen"]["method"] for s in searched))
+                              if searched else "-"),
+                   "search_s": round(sum(s["search_seconds"] for s in searched), 2) if searched else None,
                    "placement": (placement if aware else "chain") if method == "mpo" else "-",
                    "bond_split": bond_split if method == "mpo" and aware and placement == "auto" else "-",
                    "data_error": (round(sum(r.data_error for r in result.layers) / len(result.layers), 4)
                                   if aware else None),
                    "layers": len(result.layers), "ratio": round(result.totals["ratio"], 3),
                    "flops": result.totals["flops_after"], "seconds": round(seconds, 3),
-                   "calibration_s": round(calib_s if aware else 0.0, 3), "cosine": round(cosine, 4)}
+                   "calibration_s": round(calib_s if aware else 0.0, 3), "cosine": cosine, "neighbours": neighbours}
             if distill:
                 copied = copy.deepcopy(result.model)
                 report = heal_distill(copied, model, calibration, steps=distill)
-                row["cosine_distilled"] = round(_cosine(reference, copied), 4)
+                row["cosine_distilled"], row["neighbours_distilled"] = _measure(reference, copied)
                 row["distill_s"] = round(report.seconds, 2)
                 del copied
             if heal:
                 report = heal_layerwise(result.model, model, calibration, steps=heal, lr=5e-4)
-                row["cosine_healed"] = round(_cosine(reference, result.model), 4)
+                row["cosine_healed"], row["neighbours_healed"] = _measure(reference, result.model)
                 row["heal_s"] = round(report.seconds, 2)
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -167,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="data-aware MPO leg placements to compare (tnviz.model.apply.PLACEMENTS)")
     parser.add_argument("--bond-splits", default="data",
                         help="data-aware MPO bond splits to compare (tnviz.model.apply.BOND_SPLITS)")
+    parser.add_argument("--spread", action="store_true",
+                        help="--ratio as one global target over the chosen weights, spread by sensitivity "
+                             "(make_plan(target_ratio=...)), instead of the same ratio for each weight")
     parser.add_argument("--devices", default="cuda,cpu", help="devices to time (cuda skipped when absent)")
     parser.add_argument("--out", type=Path, default=None, help="folder for minilm_compress.json")
     args = parser.parse_args(argv)
@@ -179,19 +193,24 @@ def main(argv: list[str] | None = None) -> int:
     for device in devices:
         rows += run(device, methods, PATTERNS[args.layers], args.ratio, args.heal, reference, args.data_aware_only,
                     [p.strip() for p in args.placements.split(",") if p.strip()],
-                    [b.strip() for b in args.bond_splits.split(",") if b.strip()], args.distill)
+                    [b.strip() for b in args.bond_splits.split(",") if b.strip()], args.distill, args.spread)
     machine = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"{platform.machine()} CPU"
     print(f"\nMiniLM ({args.layers} layers, {args.ratio}x each), whole compression incl. calibration; {machine}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-    head = (f"{'device':<6} {'method':<6} {'data-aware':<10} {'place':<6} {'split':<7} {'layers':>6} {'ratio':>6} "
-            f"{'seconds':>8} {'data err':>8} {'cosine':>7}")
-    print(head + (f" {'healed':>7}" if args.heal else "") + (f" {'distil':>7}" if args.distill else ""))
+    top = f"top{NEIGHBOURS}"
+    head = (f"{'device':<6} {'method':<6} {'data-aware':<10} {'place':<6} {'split':<7} {'budget':<6} {'layers':>6} "
+            f"{'ratio':>6} {'seconds':>8} {'search':>7} {'data err':>8} {'cosine':>7} {top:>6}")
+    print(head + (f" {'healed':>7} {top:>6}" if args.heal else "") + (f" {'distil':>7} {top:>6}" if args.distill else "")
+          + "  chosen")
     for r in rows:
         err = "-" if r["data_error"] is None else f"{r['data_error']:.4f}"
+        search = "-" if r["search_s"] is None else f"{r['search_s']:.1f}"
         line = (f"{r['device']:<6} {r['method']:<6} {str(r['data_aware']):<10} {r['placement']:<6} {r['bond_split']:<7} "
-                f"{r['layers']:>6} {r['ratio']:>6.2f} {r['seconds']:>8.2f} {err:>8} {r['cosine']:>7.4f}")
-        print(line + (f" {r['cosine_healed']:>7.4f}" if args.heal else "")
-              + (f" {r['cosine_distilled']:>7.4f}" if args.distill else ""))
+                f"{r['budget']:<6} {r['layers']:>6} {r['ratio']:>6.2f} {r['seconds']:>8.2f} {search:>7} {err:>8} "
+                f"{r['cosine']:>7.4f} {r['neighbours']:>6.3f}")
+        print(line + (f" {r['cosine_healed']:>7.4f} {r['neighbours_healed']:>6.3f}" if args.heal else "")
+              + (f" {r['cosine_distilled']:>7.4f} {r['neighbours_distilled']:>6.3f}" if args.distill else "")
+              + f"  {r['chosen']}")
     for method in methods:
         for aware in (False, True):
             t = {r["device"]: r["seconds"] for r in rows

@@ -18,8 +18,11 @@ data error of a truncated SVD / TT-SVD of the whitened ``M = W·L`` is ``sqrt(su
 squared singular values) / ||M||``, so ``svd`` and ``inputs-last`` are scored from singular
 values alone (``scored="spectra"``).  The others have their input legs on several tensors, where
 the covariance is whitened with its Kronecker approximation and the error is only known on the
-dense reconstruction: they are decomposed (``scored="decomposed"``; no refit during the search).
-A CP whose rank at the budget is above :data:`CP_MAX_RANK` is not run (``scored="skipped"``: its
+dense reconstruction: they are decomposed once (``scored="decomposed"``), whitened by the
+Kronecker approximation (one per leg factorization, shared by the methods) and measured on the full
+covariance; the search leaves out what the winner then gets (decompose's second, unwhitened run
+kept where it does better, the refit, HOOI past :data:`TUCKER_SEARCH_SWEEPS` sweeps), so a
+decomposed candidate's score is an upper bound of what its method would reach.  A CP whose rank at the budget is above :data:`CP_MAX_RANK` is not run (``scored="skipped"``: its
 ALS would take minutes on a transformer weight).  The covariance is factored once per weight and
 shared by every candidate (:func:`tnviz.decompose.data_aware.parse_covariance` passes a factored
 covariance through).
@@ -53,6 +56,8 @@ from ..errors import DecompositionError, RankError, TnvizError
 
 #: Largest CP rank the search runs (CP-ALS at a transformer weight's budget would need thousands).
 CP_MAX_RANK = 64
+#: HOOI sweeps of a Tucker candidate (the winner runs HOOI to convergence).
+TUCKER_SEARCH_SWEEPS = 2
 #: CP-ALS sweeps of a CP candidate, and of the winner when CP wins (the library default of 500 is
 #: for a batch job: with the Kronecker safeguard and the refit, a winner runs CP-ALS four times).
 CP_SEARCH_ITERS = 30
@@ -180,14 +185,20 @@ def _for_method(extra: Mapping[str, Any], method: str, taken: Mapping[str, Any] 
     return {k: v for k, v in extra.items() if k in allowed and k not in (taken or {})}
 
 
-def _decomposed(W: torch.Tensor, method: str, legs: tuple | None, cov: Any, budget: int,
+def _decomposed(W: torch.Tensor, method: str, legs: tuple | None, cov: Any, kron: Any, budget: int,
                 extra: Mapping[str, Any]) -> tuple[Candidate, Any]:
+    """A candidate with its input legs on several tensors, decomposed once, whitened by the
+    Kronecker approximation ``kron`` of ``cov`` (what decompose does; its second, unwhitened run
+    and the refit are left to the winner) and measured on the full ``cov``."""
+    from ..decompose import data_aware as da
     from ..decompose import decompose
 
     in_dims, out_dims = legs if legs is not None else (None, None)
     opts: dict[str, Any] = {} if legs is None else {"in_dims": in_dims, "out_dims": out_dims}
     placement = "chain" if method == "mpo" else "-"
     kwargs = _for_method(extra, method)
+    if method == "tucker":  # in the candidate's options (they rebuild it); the winner drops it
+        opts["hooi_iters"] = int(kwargs.pop("hooi_iters", TUCKER_SEARCH_SWEEPS))
     if method == "cp":
         opts["n_iter_max"] = int(kwargs.pop("n_iter_max", CP_SEARCH_ITERS))
         from ..decompose.legs import make_legs
@@ -198,10 +209,15 @@ def _decomposed(W: torch.Tensor, method: str, legs: tuple | None, cov: Any, budg
             return Candidate(method, in_dims, out_dims, placement, rank * width, None, "skipped",
                              f"CP rank {rank} at this budget is above the search's {CP_MAX_RANK}"), None
     try:
-        dec = decompose(W, method, input_cov=cov, target_params=budget, **opts, **kwargs)  # no refit here
+        dec = decompose(W, method, input_cov=kron if kron is not None else cov, target_params=budget, **opts,
+                        **kwargs)
     except (RankError, DecompositionError) as exc:
         return Candidate(method, in_dims, out_dims, placement, None, None, "skipped", str(exc)), None
-    error = dec.data_error if dec.data_error is not None else dec.rel_error
+    if cov is None:
+        error = dec.rel_error
+    else:
+        Wm = W.reshape(W.shape[0], -1)
+        error = da.data_error(Wm, dec.to_dense(), cov, [Wm.shape[1]]) if kron is not None else dec.data_error
     return Candidate(method, in_dims, out_dims, placement, dec.params, float(error), "decomposed",
                      ", ".join(f"{k}={v}" for k, v in dec.ranks.items()), {**opts, "target_params": budget}), dec
 
@@ -224,8 +240,15 @@ def candidates(W: torch.Tensor, cov: Any, budget: int, extra: Mapping[str, Any] 
                 found.append((cand, None))
     split_legs: list[Any] = leg_options(W.shape, (2, 3)) if W.ndim == 2 else [None]
     for legs in split_legs:
+        kron = None
+        if cov is not None:  # one Kronecker approximation per leg factorization, shared by the methods
+            from ..decompose.legs import make_legs
+
+            found_legs = make_legs(W.shape, *(legs or (None, None)))
+            if len(found_legs.in_dims) > 1:
+                kron = da.kron_approximation(cov, found_legs, eps)
         for method in ("mpo", "tucker", "tr", "cp"):
-            found.append(_decomposed(W, method, legs, cov, budget, extra))
+            found.append(_decomposed(W, method, legs, cov, kron, budget, extra))
     return found
 
 
@@ -273,9 +296,10 @@ def compress_auto(weight: torch.Tensor, lp: Any, cov: Any, options: Any, *, comp
             why = "; ".join(tried) or "no candidate network fits the budget"
             return kept(lp.name, f"method 'auto': {why} ({budget:,} parameters); kept dense")
         win = found[best]
-        plan = replace(lp, method=win.method, options=dict(win.options or {}))
+        winning = {k: v for k, v in (win.options or {}).items() if k != "hooi_iters"}  # HOOI: to convergence
+        plan = replace(lp, method=win.method, options=winning)
         settings = replace(options, placement="chain",  # the placement is the winner's own
-                           decompose=_for_method(extra, win.method, win.options))
+                           decompose=_for_method(extra, win.method, winning))
         dec = compress(weight, plan, cov, settings)
         if not isinstance(dec, kept):
             break
