@@ -105,8 +105,8 @@ The issue's goals (auto distilled >= 0.95 at 0.5x; >= 0.90 at 0.25x) are NOT met
   structure (the docstring above). Without a network that beats SVD per weight, auto cannot beat it.
 * Whitened SVD needs about 0.8x of the parameters for 0.95 before healing: 0.9559 at ratio 1.25,
   0.9316 at 1.5, 0.8850 at 2 (cosine; top-5 0.795, 0.731, 0.659).
-* Distillation saturates: 60 steps 0.9022, 120 steps 0.9004 (it starts to fit the 236 calibration
-  sentences), so more steps do not close the gap to 0.95.
+* Distillation saturates: 60 steps 0.9022, 120 steps 0.9004, 180 steps 0.8988 (rounds of 60 from
+  the same model; it starts to fit the 236 calibration sentences), so more steps do not close the gap to 0.95.
 * Spreading the target by sensitivity lowers the mean data error (0.104 vs 0.116) but the held-out
   cosine too (0.863 vs 0.885): the allocation's proxy (each weight's relative error) does not weigh
   a weight by its effect on the embedding.
