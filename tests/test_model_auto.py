@@ -158,3 +158,18 @@ def test_cli_auto_prints_the_choice_and_refuses_a_rank(tmp_path, capsys):
     assert "auto chose" in text and "runner-up" in text
     assert main(["compress", "digits-mlp", "--method", "auto", "--max-rank", "4", "-o", str(tmp_path / "c")]) != 0
     assert "max_rank=4" in capsys.readouterr().err
+
+
+def test_a_journaled_auto_layer_keeps_its_method_and_search(tmp_path):
+    from tnviz.model.apply import result_of
+    from tnviz.model.resume import Journal
+
+    W, C = _weight_and_cov(32, 24)
+    lp = _plan(W, W.numel() // 3)
+    dec = compress_layer(W, lp, C)
+    header = {"format": "test", "input": "x", "settings": "y", "layers": ["fc"]}
+    Journal(tmp_path / "out", header).record("fc", dec)
+    again = Journal(tmp_path / "out", header, resume=True).finished["fc"]
+    fresh, resumed = result_of(lp, dec), result_of(lp, again)
+    assert resumed.method == fresh.method == dec.extra["auto"]["chosen"]["method"]
+    assert resumed.search == fresh.search and resumed.row()["runner-up"] == fresh.row()["runner-up"]

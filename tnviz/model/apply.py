@@ -203,7 +203,7 @@ def result_of(lp: LayerPlan, dec: Any, flops_batch: int = 1) -> LayerResult:
     before, after = layer_flops(dec.network, lp.kind, flops_batch)
     search = dec.extra.get("auto")
     seconds = float(search["seconds"]) if search else float(dec.seconds)  # auto: the search and the winner's run
-    return LayerResult(lp.name, lp.kind, lp.shape, dec.method, lp.params, dec.params, float(dec.rel_error),
+    return LayerResult(lp.name, lp.kind, lp.shape, getattr(dec, "method", "") or lp.method, lp.params, dec.params, float(dec.rel_error),
                        None if dec.data_error is None else float(dec.data_error), dict(dec.ranks),
                        seconds, dec.network, before, after, lp.weight_name, lp.transposed, tuple(lp.tied), search)
 
