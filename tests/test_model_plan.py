@@ -21,7 +21,7 @@ def mlp():
 def test_methods_are_the_decomposition_registry():
     from tnviz.decompose import DECOMPOSITIONS
 
-    assert METHODS == tuple(DECOMPOSITIONS)
+    assert METHODS == (*DECOMPOSITIONS, "auto")  # auto: the search over them (tnviz.model.auto)
     assert set(TRUNCATIONS) == {"ratio", "max_rank", "rtol", "energy"}
 
 

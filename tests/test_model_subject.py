@@ -59,6 +59,10 @@ def test_hf_upload_with_a_tokenizer_calibrates_on_the_bundled_sentences(tmp_path
     plan = make_plan(subject.model, [Rule(r"intermediate\.dense|output\.dense", "svd", {"ratio": 2})])
     result = apply_plan(subject.model, plan, calibration=subject.calibration, device="cpu")
     assert result.data_aware and result.layers
+    # an encoder on real sentences: the held-out sentences' top-5 neighbours beside the output cosine
+    assert subject.neighbours and subject.measure_original()["top-5 neighbours"] == 1.0
+    measured = subject.measure(result.model)
+    assert 0.0 <= measured["top-5 neighbours"] <= 1.0 and "output cosine" in measured
 
 
 def test_hf_upload_with_a_foreign_tokenizer_falls_back_to_random_ids_and_says_why(tmp_path):

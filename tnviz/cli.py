@@ -215,6 +215,12 @@ def cmd_compress(args: argparse.Namespace) -> int:
         on_data = "" if layer.get("data_error") is None else f", on calibration data {layer['data_error']:.3g}"
         print(f"  {layer['name']:<50} {str(tuple(layer['shape'])):<16} {layer['params_before']:>10,} -> "
               f"{layer['params_after']:>9,}  weight error {layer['rel_error']:.3g}{on_data}")
+        if layer.get("search"):
+            from .model.auto import describe_choice
+
+            chosen, runner = describe_choice(layer["search"])
+            print(f"    auto chose {chosen}; runner-up {runner} ({len(layer['search']['candidates'])} candidates, "
+                  f"{layer['search']['seconds']:.2f} s)")
     for skipped in report.get("skipped", []):
         print(f"  {skipped['name']:<50} kept dense: {skipped['reason']}")
     for p in report.get("permutations", []):
@@ -289,7 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compress", help="tensorize a model: a weights file, a zipped Hugging Face folder or a demo")
     p.add_argument("model", help="a .safetensors file, a state_dict .pt/.pth, a zipped Hugging Face folder "
                                  "(config.json + model.safetensors), or a demo: digits-mlp, digits-cnn, minilm")
-    p.add_argument("--method", choices=methods, default="mpo")
+    p.add_argument("--method", choices=[*methods, "auto"], default="mpo",
+                   help="decomposition of every selected weight; auto: per weight, the method, legs and leg "
+                        "placement with the lowest (data) error at its parameter budget (needs --ratio, "
+                        "--target-ratio or --error-budget)")
     p.add_argument("--max-rank", type=_positive_int, dest="max_rank", help="largest rank of every bond")
     p.add_argument("--rtol", type=_fraction, help="relative Frobenius error per weight (0 < E < 1)")
     p.add_argument("--energy", type=_fraction, help="kept spectral energy per bond (0 < E < 1)")

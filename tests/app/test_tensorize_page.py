@@ -261,3 +261,44 @@ def test_md_escape_round_trips_through_markdown():
                  "1. not a list", "- nor this", "# nor a heading", "> nor a quote"):
         rendered = markdown_it.MarkdownIt().render(md_escape(text))
         assert _html.unescape(re.sub(r"</?p>\n?", "", rendered)) == text, (text, rendered)
+
+
+def test_auto_run_shows_the_choice_and_the_search_chart(open_page):
+    import json
+
+    import pandas as pd
+
+    at = open_page(PAGE)
+    at.session_state["tensorize.rules"] = pd.DataFrame([{
+        "pattern": r"fc[12]$", "method": "auto", "truncation": "ratio", "value": 4.0, "in_dims": "auto",
+        "out_dims": "auto"}])
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = _table(at, "setting")
+    assert list(table["setting"][:2]) == ["auto (target_params=4096)", "auto (target_params=16384)"]
+    _button(at, "tensorize.run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    result = at.session_state["tensorize.result"]
+    assert all(r.search is not None and r.method == r.search["chosen"]["method"] for r in result.layers)
+    rows = _table(at, "runner-up")
+    assert list(rows["chosen"]) == [r.row()["chosen"] for r in result.layers]
+    assert all(isinstance(v, str) and "error" in v for v in rows["runner-up"])
+
+    def chart(name):
+        (spec,) = [json.loads(c.proto.spec) for c in at.get("plotly_chart") if "candidates at its budget" in c.proto.spec]
+        assert spec["layout"]["title"]["text"].startswith(f"{name}: candidates")
+        star = next(t for t in spec["data"] if t["name"].startswith("chosen"))
+        layer = next(r for r in result.layers if r.name == name)
+        assert (star["x"], star["y"]) == ([layer.search["chosen"]["params"]], [layer.search["chosen"]["error"]])
+        assert any(t["name"] == "Pareto front" for t in spec["data"])
+        assert "parameters" in spec["layout"]["xaxis"]["title"]["text"]
+        assert "data error" in spec["layout"]["yaxis"]["title"]["text"]
+        return spec
+
+    chart("fc1")
+    assert any("Chosen:" in m.value and "Runner-up" in m.value for m in at.markdown)
+    at.selectbox(key="tensorize.search_layer").set_value("fc2").run()
+    assert not at.exception, [e.value for e in at.exception]
+    chart("fc2")
+    # the other metrics of the subject beside the headline tile (digits: accuracy only, so none)
+    assert not any("Also measured" in c.value for c in at.caption)

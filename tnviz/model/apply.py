@@ -25,6 +25,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
+from ..decompose.split import inputs_last_cores  # noqa: F401  (re-exported: where the data-aware MPO's legs go)
 from ..errors import DecompositionError, RankError, TnvizError
 from .device import resolve_device
 from .distributed import map_spread, svd_cost
@@ -90,17 +91,23 @@ class LayerResult:
     weight: str = ""
     transposed: bool = False  # the model stores the weight as (in, out) (GPT-2's Conv1D); shape is (out, in)
     tied: tuple[str, ...] = ()  # weight names of the modules sharing this weight (see tnviz.model.plan)
+    search: dict[str, Any] | None = None  # method 'auto': every candidate, the chosen and the runner-up
 
     @property
     def weight_name(self) -> str:
         return self.weight or f"{self.name}.weight"
 
     def row(self) -> dict[str, Any]:
-        return {"layer": self.name, "kind": self.kind, "shape": "x".join(map(str, self.shape)), "method": self.method,
-                "params before": self.params_before, "params after": self.params_after,
-                "ratio": self.params_before / max(self.params_after, 1), "weight error": self.rel_error,
-                "data error": self.data_error, "ranks": ", ".join(f"{k}={v}" for k, v in self.ranks.items()),
-                "FLOPs before": self.flops_before, "FLOPs after": self.flops_after, "seconds": self.seconds}
+        out = {"layer": self.name, "kind": self.kind, "shape": "x".join(map(str, self.shape)), "method": self.method,
+               "params before": self.params_before, "params after": self.params_after,
+               "ratio": self.params_before / max(self.params_after, 1), "weight error": self.rel_error,
+               "data error": self.data_error, "ranks": ", ".join(f"{k}={v}" for k, v in self.ranks.items()),
+               "FLOPs before": self.flops_before, "FLOPs after": self.flops_after, "seconds": self.seconds}
+        if self.search is not None:
+            from .auto import describe_choice
+
+            out["chosen"], out["runner-up"] = describe_choice(self.search)
+        return out
 
 
 @dataclass(frozen=True)
@@ -140,6 +147,10 @@ def compress_layer(weight: torch.Tensor, lp: LayerPlan, cov: torch.Tensor | None
     from ..decompose.data_aware import input_tensors
     from ..decompose.split import split_bonds
 
+    if lp.method == "auto":  # the search picks the network, then calls back here with it
+        from .auto import compress_auto
+
+        return compress_auto(weight, lp, cov, options, compress=compress_layer, kept=Kept)
     precision = options.precision
     if precision is None:
         precision = torch.float64 if cov is not None or weight.dtype == torch.float64 else torch.float32
@@ -191,9 +202,11 @@ def layer_flops(net: Any, kind: str, batch: int = 1) -> tuple[int, int]:
 
 def result_of(lp: LayerPlan, dec: Any, flops_batch: int = 1) -> LayerResult:
     before, after = layer_flops(dec.network, lp.kind, flops_batch)
-    return LayerResult(lp.name, lp.kind, lp.shape, lp.method, lp.params, dec.params, float(dec.rel_error),
+    search = dec.extra.get("auto")
+    seconds = float(search["seconds"]) if search else float(dec.seconds)  # auto: the search and the winner's run
+    return LayerResult(lp.name, lp.kind, lp.shape, getattr(dec, "method", "") or lp.method, lp.params, dec.params, float(dec.rel_error),
                        None if dec.data_error is None else float(dec.data_error), dict(dec.ranks),
-                       float(dec.seconds), dec.network, before, after, lp.weight_name, lp.transposed, tuple(lp.tied))
+                       seconds, dec.network, before, after, lp.weight_name, lp.transposed, tuple(lp.tied), search)
 
 
 def calibration_stats(model: nn.Module, batches: Sequence[Any], names: Sequence[str], device: Any = None) -> dict:

@@ -228,6 +228,8 @@ class Compression:
         for entry, r in zip(doc["layers"], self.layers):
             entry["seconds"] = r.seconds
             entry["block"], entry["role"] = block_and_role(r.name)
+            if r.search is not None:  # method 'auto': what was chosen, the runner-up, every candidate
+                entry["search"] = r.search
         doc["totals"] = dict(self.totals)
         doc["seconds"] = self.seconds
         doc["device"] = self.device
@@ -371,7 +373,8 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
 
     What to compress: ``rules`` (per name pattern: method, truncation, legs; first match wins), or
     the one rule of ``layers`` (a regex over module names, or tensor names for a weights-only file)
-    with ``method`` and one truncation: ``max_rank``, ``rtol``, ``energy``, ``ratio`` (each layer's),
+    with ``method`` (a decomposition, or ``"auto"``: per weight the network with the lowest error at
+    its parameter budget, :mod:`tnviz.model.auto`) and one truncation: ``max_rank``, ``rtol``, ``energy``, ``ratio`` (each layer's),
     or a global ``target_ratio`` / ``error_budget`` spread over the layers by sensitivity (also
     given as ``truncation={...}`` / ``target={...}``; default ``ratio=2``).  ``data_aware``
     (default: when the input has an architecture) minimises each layer's error on the calibration

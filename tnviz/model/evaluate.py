@@ -3,6 +3,9 @@
 * :func:`digits_accuracy`: accuracy of a digits demo on the fixed held-out split.
 * :func:`embedding_cosine`: per-sentence cosine of a sentence encoder's embeddings against the
   original's, on the held-out bundled sentences (or any list).
+* :func:`neighbour_overlap`: how many of each sentence's ``k`` nearest neighbours (by cosine,
+  among the same sentences) the compressed embeddings keep from the original's: what a search or
+  clustering built on the encoder sees change.
 * :func:`output_agreement`: for any model and sample inputs, how far its outputs are from a
   reference model's (relative error, worst absolute difference, cosine, top-1 agreement).
 * :func:`causal_lm_report`: for a causal language model, the perplexity of held-out text and the
@@ -103,6 +106,60 @@ def embedding_cosine(reference: nn.Module | torch.Tensor, other: nn.Module, text
     return CosineReport.of(cosine_vs(reference_embeddings, embed(texts, other, batch_size)))
 
 
+#: Neighbours per sentence of :func:`neighbour_overlap` as the subjects report it ("top-5 neighbours").
+NEIGHBOURS = 5
+
+
+def neighbour_overlap(reference: torch.Tensor, other: torch.Tensor, k: int = NEIGHBOURS) -> float:
+    """Mean over rows of ``|N_k(reference, i) ∩ N_k(other, i)| / k``, where ``N_k(E, i)`` is the
+    set of the ``k`` rows of ``E`` (other than ``i``) with the highest cosine to row ``i``: 1.0
+    when the compressed embeddings rank every sentence's nearest neighbours as the original's do.
+
+    >>> E = torch.eye(7)[:, :6] + 0.1
+    >>> neighbour_overlap(E, E, k=2)
+    1.0
+    """
+    if reference.shape != other.shape or reference.dim() != 2:
+        raise TnvizError(f"embeddings to compare must be two (n, d) matrices of one shape; got "
+                         f"{tuple(reference.shape)} and {tuple(other.shape)}")
+    n = reference.shape[0]
+    if not (isinstance(k, int) and 1 <= k < n):
+        raise TnvizError(f"neighbour overlap needs 1 <= k < the number of rows ({n}); got k={k!r}")
+
+    def top(E: torch.Tensor) -> torch.Tensor:
+        unit = torch.nn.functional.normalize(E.double(), dim=1)
+        sim = unit @ unit.T
+        sim.fill_diagonal_(-math.inf)  # a sentence is not its own neighbour
+        return sim.topk(k, dim=1).indices
+
+    a, b = top(reference), top(other)
+    shared = (a[:, :, None] == b[:, None, :]).any(dim=2).sum(dim=1)
+    return float(shared.double().mean() / k)
+
+
+@torch.no_grad()
+def pooled_outputs(model: nn.Module, batches: Iterable[Any]) -> torch.Tensor:
+    """One vector per sample of a text encoder: its main output (:func:`first_tensor`) averaged
+    over the real tokens of the batch's ``attention_mask`` (the sentence-transformers mean
+    pooling), ``(samples, hidden)`` float64 on the CPU."""
+    rows = []
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in batches:
+            out = first_tensor(call_model(model, batch)).double()
+            if out.dim() != 3:
+                raise TnvizError(f"pooling needs per-token outputs (batch, tokens, hidden); got shape {tuple(out.shape)}")
+            mask = position_mask(batch, out)
+            mask = torch.ones_like(out[..., :1]) if mask is None else mask
+            rows.append(((out * mask).sum(1) / mask.sum(1).clamp_min(1)).cpu())
+    finally:
+        model.train(was_training)
+    if not rows:
+        raise TnvizError("pooling needs at least one batch, got none")
+    return torch.cat(rows)
+
+
 @dataclass(frozen=True)
 class Agreement:
     """How close ``other``'s outputs are to ``reference``'s on sample inputs (all over the concatenated outputs)."""
@@ -171,13 +228,19 @@ def output_agreement(reference: nn.Module, other: nn.Module, batches: Iterable[A
         other.train(modes[1])
     if not ref_rows:
         raise TnvizError("output comparison needs at least one sample batch, got none")
-    y_ref, y_other = torch.cat(ref_rows), torch.cat(other_rows)
+    # per batch: text batches are padded to their own length, so their flattened rows differ in width
     top1 = float((torch.cat(ref_top) == torch.cat(other_top)).double().mean()) if ref_top else None
-    difference = y_other - y_ref
-    norm = float(torch.linalg.norm(y_ref))
-    rel = float(torch.linalg.norm(difference)) / norm if norm > 0 else float(torch.linalg.norm(difference))
-    cosine = float(torch.nn.functional.cosine_similarity(y_ref, y_other, dim=1).mean())
-    return Agreement(rel, float(difference.abs().max()), cosine, top1, int(y_ref.shape[0]))
+    ref_sq = diff_sq = 0.0
+    worst, cosines = 0.0, []
+    for y_ref, y_other in zip(ref_rows, other_rows):
+        difference = y_other - y_ref
+        ref_sq += float((y_ref ** 2).sum())
+        diff_sq += float((difference ** 2).sum())
+        worst = max(worst, float(difference.abs().max()))
+        cosines.append(torch.nn.functional.cosine_similarity(y_ref, y_other, dim=1))
+    rel = math.sqrt(diff_sq / ref_sq) if ref_sq > 0 else math.sqrt(diff_sq)
+    cosine = torch.cat(cosines)
+    return Agreement(rel, worst, float(cosine.mean()), top1, int(cosine.shape[0]))
 
 
 @dataclass(frozen=True)

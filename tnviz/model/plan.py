@@ -54,8 +54,9 @@ TARGETS: dict[str, str] = {
     "error": "one error budget: the root-mean-square relative error over the selected layers",
 }
 
-#: Methods a rule may use: the decomposition registry's names.
-METHODS: tuple[str, ...] = tuple(DECOMPOSITIONS)
+#: Methods a rule may use: the decomposition registry's names, and ``auto`` (per layer, the network
+#: with the lowest error at the layer's parameter budget: :mod:`tnviz.model.auto`).
+METHODS: tuple[str, ...] = (*DECOMPOSITIONS, "auto")
 
 
 # ---------------------------------------------------------------------- truncation values
@@ -234,6 +235,10 @@ class Rule:
         except (re.error, TypeError) as error:
             raise TnvizError(f"a layer pattern must be a valid regular expression; got {self.pattern!r} ({error})") from None
         check_truncation(self.truncation)
+        if self.method == "auto":
+            from .auto import check_rule
+
+            check_rule(self)
 
     def to_dict(self) -> dict[str, Any]:
         """As JSON, numbers in one spelling (a ratio of 8 and of 8.0 record the same settings)."""
@@ -344,6 +349,10 @@ def make_plan(source: Any, rules: Sequence[Rule] | None = None, *, target: Mappi
     rules = tuple(rules) if rules else (Rule(".*"),)
     for rule in rules:
         rule.check()
+        if rule.method == "auto":
+            from .auto import check_budget
+
+            check_budget(rule, goal is not None)
     table, weight_of = _table(source)
     matched = matched_layers(table, rules)
     if not matched:

@@ -58,6 +58,7 @@ class Finished:
     ranks: dict[str, int]
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
+    method: str = ""  # the method that made it ('' in journals from before it was recorded: the plan's)
 
 
 def fingerprint(source: Any, plan: Any, settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -114,7 +115,8 @@ class Journal:
             self.finished[entry["name"]] = Finished(
                 TensorNetwork.from_dict(entry["network"]), load_file(str(path)), int(entry["params"]),
                 float(entry["rel_error"]), entry["data_error"], {k: int(v) for k, v in entry["ranks"].items()},
-                float(entry["seconds"]))
+                float(entry["seconds"]), {"auto": entry["auto"]} if entry.get("auto") else {},
+                entry.get("method", ""))
         self._count = len(lines)
 
     def record(self, name: str, outcome: Any) -> None:
@@ -135,7 +137,9 @@ class Journal:
                          "rel_error": float(outcome.rel_error),
                          "data_error": None if outcome.data_error is None else float(outcome.data_error),
                          "ranks": {k2: int(v) for k2, v in outcome.ranks.items()}, "seconds": float(outcome.seconds),
-                         "network": outcome.network.to_dict()}
+                         "network": outcome.network.to_dict(), "method": getattr(outcome, "method", "")}
+                if outcome.extra.get("auto"):  # method 'auto': the search, so a resumed run reports it too
+                    entry["auto"] = outcome.extra["auto"]
             with open(self.folder / JOURNAL, "a") as fh:
                 fh.write(json.dumps(entry) + "\n")
                 fh.flush()

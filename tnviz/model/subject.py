@@ -100,6 +100,7 @@ class Subject:
     inputs: str = ""
     source: Source | None = field(default=None, repr=False)
     weights: Any = field(default=None, repr=False)  # the open WeightsFile of a weights-only subject
+    neighbours: bool = False  # 'outputs' of a text encoder on real sentences: also the top-k neighbour overlap
     _stats: dict = field(default_factory=dict, repr=False)
     _reference: Any = field(default=None, repr=False)
     _original: dict | None = field(default=None, repr=False)
@@ -164,7 +165,8 @@ class Subject:
     @torch.no_grad()
     def measure(self, model: nn.Module) -> dict[str, float]:
         """The functional effect of ``model`` (the original or a compressed copy) on held-out inputs."""
-        from .evaluate import digits_accuracy, embed, embedding_cosine, output_agreement
+        from .evaluate import (NEIGHBOURS, CosineReport, cosine_vs, digits_accuracy, embed, neighbour_overlap,
+                               output_agreement)
         from .data import sentences
 
         if self.model is None:
@@ -178,19 +180,24 @@ class Subject:
         if self.kind == "sentences":
             if self._reference is None:
                 self._reference = embed(sentences("heldout"), self.model)
-            if model is self.model:  # the original against itself: its embeddings are the reference
-                from .evaluate import CosineReport, cosine_vs
-
-                rep = CosineReport.of(cosine_vs(self._reference, self._reference))
-            else:
-                rep = embedding_cosine(self._reference, model)
-            return {"cosine": rep.mean, "cosine min": rep.min}
+            # the original against itself: its embeddings are the reference
+            other = self._reference if model is self.model else embed(sentences("heldout"), model)
+            rep = CosineReport.of(cosine_vs(self._reference, other))
+            return {"cosine": rep.mean, "cosine min": rep.min,
+                    f"top-{NEIGHBOURS} neighbours": neighbour_overlap(self._reference, other)}
         if not self.heldout:
             raise TnvizError("output agreement needs sample input batches; got none")
         agree = output_agreement(self.model, model, self.heldout)
         out = {"output cosine": agree.cosine, "output rel. error": agree.rel_error}
         if agree.top1 is not None:
             out["top-1 agreement"] = agree.top1
+        if self.neighbours:  # mean-pooled held-out sentences, as a sentence encoder would embed them
+            from .evaluate import pooled_outputs
+
+            if self._reference is None:
+                self._reference = pooled_outputs(self.model, self.heldout)
+            other = self._reference if model is self.model else pooled_outputs(model, self.heldout)
+            out[f"top-{NEIGHBOURS} neighbours"] = neighbour_overlap(self._reference, other)
         return out
 
     # ------------------------------------------------------------------ lifetime
@@ -275,9 +282,11 @@ def hf_subject(path: str | os.PathLike, device: Any = None, *, max_bytes: int | 
         calibration, held_out = encode(sentences("calibration")), encode(sentences("heldout"))
         largest = max(int(b["input_ids"].max()) for b in calibration + held_out)
         if largest < vocab:
-            return Subject(name, kind, model, calibration, held_out,
-                           f"the bundled sentences tokenized by the upload's tokenizer.json ({len(calibration)} "
-                           f"calibration batches, {len(held_out)} held-out)", source)
+            subject = Subject(name, kind, model, calibration, held_out,
+                              f"the bundled sentences tokenized by the upload's tokenizer.json ({len(calibration)} "
+                              f"calibration batches, {len(held_out)} held-out)", source)
+            subject.neighbours = not causal and first_dims(model, held_out) == 3
+            return subject
         reason = (f"its tokenizer.json gives token ids up to {largest}, beyond the config's vocab_size={vocab}, "
                   f"so it does not belong to this model")
     if causal:
@@ -295,6 +304,18 @@ def hf_subject(path: str | os.PathLike, device: Any = None, *, max_bytes: int | 
 
     return Subject(name, kind, model, [batch(), batch()], [batch()],
                    f"random token ids ({reason}; add one to calibrate on real text)", source)
+
+
+@torch.no_grad()
+def first_dims(model: nn.Module, batches: Sequence[Any]) -> int:
+    """The number of axes of the model's main output on the first batch (3: per-token outputs)."""
+    from .calibrate import call_model
+    from .evaluate import first_tensor
+
+    try:
+        return first_tensor(call_model(model, {k: v[:1] for k, v in batches[0].items()})).dim()
+    except TnvizError:
+        return 0
 
 
 def byte_batches(texts: Sequence[str], vocab: int, max_tokens: int, batch_size: int = 32,

@@ -197,3 +197,53 @@ def heal_curves(curves: dict[str, list[float]], *, unit: str = "step", title: st
     if log:
         fig.update_yaxes(type="log", dtick=1, exponentformat="power")
     return fig
+
+
+#: Marker symbols of the leg placements in :func:`search_chart`.
+_PLACEMENT_SYMBOLS = {"-": "circle", "chain": "square", "inputs-last": "diamond"}
+
+
+def search_chart(search: dict[str, Any], *, title: str = "") -> Any:
+    """Every candidate of one layer's ``method="auto"`` search (the ``search`` record of
+    :func:`tnviz.model.auto.compress_auto`) on error against parameters: one colour per method, one
+    symbol per leg placement, the Pareto front (:func:`tnviz.decompose.pareto_front`) as a line, the
+    layer's budget as a vertical line, the winner as a star and the runner-up ringed.  Candidates
+    not scored (``skipped``) are left out and counted in the title."""
+    from types import SimpleNamespace
+
+    import plotly.graph_objects as go
+
+    from ..decompose import pareto_front
+
+    rows = [c for c in search["candidates"] if c["error"] is not None and c["params"] is not None]
+    skipped = len(search["candidates"]) - len(rows)
+    fig = go.Figure()
+    for method in dict.fromkeys(c["method"] for c in rows):
+        mine = [c for c in rows if c["method"] == method]
+        fig.add_trace(go.Scatter(
+            x=[c["params"] for c in mine], y=[c["error"] for c in mine], mode="markers", name=method,
+            marker={"size": 10, "symbol": [_PLACEMENT_SYMBOLS.get(c["placement"], "circle") for c in mine]},
+            text=[f"{c['label']} ({c['scored']}; {c['note']})" for c in mine],
+            hovertemplate="%{text}<br>%{x:,} parameters, error %{y:.4f}<extra></extra>"))
+    front = pareto_front([SimpleNamespace(params=c["params"], error=c["error"]) for c in rows])
+    fig.add_trace(go.Scatter(x=[p.params for p in front], y=[p.error for p in front], mode="lines",
+                             name="Pareto front", line={"color": "#7f7f7f", "dash": "dot"}, hoverinfo="skip"))
+    for key, name, marker in (("runner_up", "runner-up", {"size": 20, "symbol": "circle-open", "color": "#ff7f0e",
+                                                          "line": {"width": 2}}),
+                              ("chosen", "chosen", {"size": 20, "symbol": "star", "color": "#d62728"})):
+        c = search.get(key)
+        if c is not None:
+            fig.add_trace(go.Scatter(x=[c["params"]], y=[c["error"]], mode="markers", name=f"{name}: {c['label']}",
+                                     marker=marker, hovertemplate=f"{name}: {c['label']}<br>%{{x:,}} parameters, "
+                                                                  f"error %{{y:.4f}}<extra></extra>"))
+    fig.add_vline(x=search["budget"], line={"color": "#2ca02c", "dash": "dash"},
+                  annotation_text=f"budget {search['budget']:,}", annotation_position="top left")
+    what = ("data error ||(W - W~) X|| / ||W X|| on the calibration inputs" if search["error"] == "data"
+            else "weight error ||W - W~|| / ||W||")
+    heading = title or "Candidates of the search"
+    if skipped:
+        heading += f" ({skipped} not run)"
+    fig.update_layout(title=heading, height=380, margin=dict(l=10, r=10, t=40, b=10),
+                      xaxis_title="parameters of the network (count)", yaxis_title=f"{what} (relative)",
+                      legend={"font": {"size": 11}})
+    return fig

@@ -17,6 +17,7 @@ from tnviz_app.components.subjects import (MAX_UPLOAD_BYTES, demo_label, demo_so
                                      subject_of)
 from tnviz_app.state import device_info
 from tnviz_app.components.formatting import md_escape
+from tnviz_app.components.search import other_metrics, search_section
 from tnviz.errors import TnvizError, plain_message
 from tnviz.model.demos import DEMOS
 from tnviz.model.heal import HEALINGS
@@ -389,6 +390,7 @@ if result is not None:
     if metric:
         original, current = result.metrics["original"][metric], result.current[metric]
         tiles[3].metric(metric.capitalize(), f"{current:.4f}", f"{current - original:+.4f} vs original")
+    other_metrics(result, metric)
     n_layers = len(result.layers)
     took = f"{result.seconds:.1f} s" if result.seconds >= 1 else f"{result.seconds * 1e3:.0f} ms"
     st.caption(f"{'Data-aware' if result.data_aware else 'Plain'} · {n_layers} layer{'s' * (n_layers != 1)} on "
@@ -406,6 +408,7 @@ if result is not None:
                                    log=True), width="stretch")
         g2.plotly_chart(_bar_chart(df, [c for c in ("weight error", "data error") if df[c].notna().any()],
                                    "Relative error per layer", "relative error"), width="stretch")
+    search_section(result, K)
 
     if metric and result.layers:
         st.subheader("Sensitivity")  # not in an expander: the button's rerun folded the chart away
