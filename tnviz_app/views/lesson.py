@@ -353,6 +353,8 @@ with st.spinner("Loading the digits model…"):
     except tnviz.TnvizError as exc:
         st.error(md_escape(plain_message(exc)), icon=":material/error:")
         st.stop()
+for widget in WIDGETS:  # before _prune: a widget of a step left on another page comes back with its value
+    restore(widget, DEFAULTS[widget])
 reached = _prune()
 top1, top2 = st.columns([4, 1])
 top1.progress(reached / len(STEPS), text=f"{reached} of {len(STEPS)} steps done")
