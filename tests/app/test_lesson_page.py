@@ -219,16 +219,18 @@ def test_the_numbers_match_a_computation_made_here(lesson_page):
     assert all(t.startswith("✓ ") for t in _titles(at))
 
 
-def test_progress_survives_reruns_and_an_earlier_change_relocks(lesson_page):
-    # a visit to another page and back is walked in the browser (tests/e2e/test_lesson_browser.py): AppTest
-    # keeps the elements of a page left behind in its tree and sends their stale values back
+def test_progress_survives_reruns_another_page_and_an_earlier_change_relocks(lesson_page):
     at = _walk_to(lesson_page, "params", rank=16)
     assert _titles(at)[-1] == "Step 5 of 6: Contract it back"
     at.run()
-    at.run()
+    # another page and back (the inputs of steps not drawn on the first visit used to come back empty,
+    # which locked every step after the first)
+    at.switch_page("views/gallery.py").run()
+    at.switch_page(LESSON).run()
     assert not at.exception
     assert _titles(at)[-1] == "Step 5 of 6: Contract it back"
     assert at.number_input(key="lesson.rank").value == 16
+    assert at.text_input(key="lesson.in_legs").value == "8,8"
 
     at.number_input(key="lesson.rank").set_value(20).run()  # changed after its check: steps 3.. locked again
     assert _titles(at)[-1] == "Step 3 of 6: Choose a bond rank" and len(_titles(at)) == 3

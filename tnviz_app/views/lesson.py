@@ -17,7 +17,7 @@ from tnviz_app.components.lesson import (ACCURACY_TOLERANCE, STEP_KEYS, STEPS, V
                                          check_contract, check_legs, check_matrix, check_params, check_rank,
                                          contraction_latex, matrix_network, mpo_of, params_latex,
                                          reshaped_network)
-from tnviz_app.components.persist import remember, restore
+from tnviz_app.components.persist import MEMORY_KEY, remember, restore
 from tnviz_app.state import device_info, set_network
 from tnviz.errors import plain_message
 from tnviz.render import to_source
@@ -72,17 +72,25 @@ def _done() -> dict:
     return st.session_state.setdefault(K_DONE, {})
 
 
+def _value(widget: str):
+    """A widget's value: its state, or (a widget not drawn since the user came back from another
+    page) the value remembered for it.  Not written into the state here: a value set for a widget
+    that is not drawn in the same run outlives the widget's own and comes back stale."""
+    if widget in st.session_state:
+        return st.session_state[widget]
+    return st.session_state.get(MEMORY_KEY, {}).get(widget, DEFAULTS[widget])
+
+
 def _raw(key: str):
     """What the user did for a step, as it stands now (compared with what was checked)."""
-    s = st.session_state
     return {
-        "matrix": s.get(K_LAYER),
-        "legs": (str(s.get(K_IN, "")).strip(), str(s.get(K_OUT, "")).strip()),
-        "rank": s.get(K_RANK),
-        "params": s.get(K_PARAMS),
-        "contract": tuple(s.get(K_SUMMED) or ()),
-        "apply": "applied",
-    }[key]
+        "matrix": lambda: _value(K_LAYER),
+        "legs": lambda: (str(_value(K_IN) or "").strip(), str(_value(K_OUT) or "").strip()),
+        "rank": lambda: _value(K_RANK),
+        "params": lambda: _value(K_PARAMS),
+        "contract": lambda: tuple(_value(K_SUMMED) or ()),
+        "apply": lambda: "applied",
+    }[key]()
 
 
 def _accepted(key: str):
@@ -146,7 +154,7 @@ def _start_over() -> None:
     _forget_from(0)
     for key in WIDGETS:
         st.session_state.pop(key, None)
-    st.session_state.get("tnviz_app.widget_memory", {}).update({key: DEFAULTS[key] for key in WIDGETS})
+    st.session_state.get(MEMORY_KEY, {}).update({key: DEFAULTS[key] for key in WIDGETS})
 
 
 DEFAULTS = {K_LAYER: None, K_IN: "", K_OUT: "", K_RANK: 8, K_PARAMS: None, K_SUMMED: []}
@@ -353,8 +361,6 @@ with st.spinner("Loading the digits model…"):
     except tnviz.TnvizError as exc:
         st.error(md_escape(plain_message(exc)), icon=":material/error:")
         st.stop()
-for widget in WIDGETS:  # before _prune: a widget of a step left on another page comes back with its value
-    restore(widget, DEFAULTS[widget])
 reached = _prune()
 top1, top2 = st.columns([4, 1])
 top1.progress(reached / len(STEPS), text=f"{reached} of {len(STEPS)} steps done")
