@@ -279,6 +279,12 @@ def step_params(done: bool) -> None:
                   delta_color="off", delta_arrow="off", border=True,
                   help=f"{c.flops:,} FLOPs for one input (dense: {c.dense_flops:,} = 2·in·out); the Costs page "
                        "shows every batch size")
+        if c.flops > c.dense_flops:
+            st.caption(f"Fewer parameters is not fewer FLOPs: at this rank the input passes through "
+                       f"{len(net.tensors)} tensors of {human(c.flops / len(net.tensors))} FLOPs each on average, "
+                       f"{c.flops / c.dense_flops:.1f}x the dense product. A smaller rank or more legs cuts both.")
+        else:
+            st.caption(f"The MPO also computes with {c.dense_flops / c.flops:.1f}x fewer FLOPs than the dense product.")
 
 
 def step_contract(done: bool) -> None:
@@ -298,8 +304,8 @@ def step_contract(done: bool) -> None:
         W = res_weight(layer)
         approx = res.to_dense().detach().cpu().double().numpy()
         scale = float(np.abs(W).max()) or 1.0
-        st.latex(r"\text{error} = \frac{\lVert W - \tilde W \rVert_F}{\lVert W \rVert_F}"
-                 rf" = {res.rel_error:.3f}")
+        st.latex(r"\text{relative error} = \frac{\lVert W - \tilde W \rVert_F}{\lVert W \rVert_F},"
+                 r"\qquad \lVert A \rVert_F = \sqrt{\textstyle\sum_{oi} A_{oi}^2}")
         m1, m2 = st.columns(2)
         m1.metric("Relative error", f"{res.rel_error:.1%}", border=True,
                   help="measured on the contracted matrix (tnviz.decompose's rel_error)")
