@@ -162,6 +162,11 @@ def test_each_step_refuses_the_wrong_action_with_its_rule(lesson_page):
     at.number_input(key="lesson.rank").set_value(8)
     _check(at, "rank")
     assert _titles(at)[-1] == "Step 4 of 6: Count the parameters"
+    from tnviz.render import build_scene, to_dot
+
+    mpo = lesson.mpo_of((8, 8), (16, 16), 8, "fc1")  # drawn with its bond highlighted, nothing faded
+    assert at.get("graphviz_chart")[2].proto.spec == to_dot(build_scene(mpo, highlight_indices=["b1"],
+                                                                        fade_others=False))
 
     at.number_input(key="lesson.params").set_value(1000)
     _check(at, "params")

@@ -20,7 +20,7 @@ from tnviz_app.components.lesson import (ACCURACY_TOLERANCE, STEP_KEYS, STEPS, V
 from tnviz_app.components.persist import MEMORY_KEY, remember, restore
 from tnviz_app.state import device_info, set_network
 from tnviz.errors import plain_message
-from tnviz.render import to_source
+from tnviz.render import build_scene, to_source
 
 K = "lesson."
 K_LAYER, K_IN, K_OUT, K_RANK = K + "layer", K + "in_legs", K + "out_legs", K + "rank"
@@ -252,7 +252,9 @@ def step_rank(done: bool) -> None:
         net = _net()
         c1, c2 = st.columns([1, 2])
         with c1:
-            st.graphviz_chart(to_source(net, highlight_indices=list(net.bonds)), alt="the MPO")
+            # the bond highlighted, the tensors not faded (as the Teach page's notation pictures)
+            st.graphviz_chart(to_source(build_scene(net, highlight_indices=list(net.bonds), fade_others=False)),
+                              alt="the MPO")
         with c2:
             st.latex(contraction_latex(net))
             st.caption("Bonds are drawn red (highlighted here in orange): each is summed over when the tensors are "
