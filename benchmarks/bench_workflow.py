@@ -212,6 +212,121 @@ def steps(repeats: int) -> list[dict[str, Any]]:
     return rows
 
 
+# ---------------------------------------------------------------------- the app itself in a browser
+CHROMIUM = os.environ.get("TNVIZ_CHROMIUM", "/usr/bin/chromium")
+CANVAS_NODE = "[data-testid=tn-canvas] .react-flow__node"
+#: The pages visited after the first load, in order, by their navigation link (the title each shows).
+NAVIGATION = (("Costs", "Costs"), ("Gallery", "Gallery"), ("Teach", "Teach"), ("Stack view", "Stack view"),
+              ("Designer", "Designer"), ("Costs", "Costs"), ("Lesson", "Lesson: compress a layer"),
+              ("Designer", "Designer"))
+APP_TARGETS = {"first load: canvas drawn": 1.5, "first load: script idle": None}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _serve() -> tuple[subprocess.Popen, str]:
+    """A fresh ``tnviz app --headless`` (what a user starts), once it answers its health check."""
+    import urllib.request
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "tnviz.cli", "app", "--headless", "--port", str(port),
+                             "--host", "127.0.0.1"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), "STREAMLIT_SERVER_FILE_WATCHER_TYPE": "none"})
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as resp:
+                if resp.read().strip() == b"ok":
+                    return proc, url
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("the app did not answer within 90 s")
+
+
+_SHOWN = """([title]) => {
+    const app = document.querySelector('[data-testid="stApp"]');
+    const h1 = document.querySelector('[data-testid="stMainBlockContainer"] h1');
+    return app && app.getAttribute('data-test-script-state') === 'notRunning'
+        && !document.querySelector('[data-testid="stStatusWidget"]') && h1 && h1.textContent.trim() === title;
+}"""
+
+
+def app_load_once(browser) -> dict[str, float]:
+    """One fresh server: seconds from the first request to the Designer's canvas drawn and to the
+    script idle, then each navigation of :data:`NAVIGATION` (click to the page's title shown with
+    its script idle)."""
+    proc, url = _serve()
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    try:
+        out: dict[str, float] = {}
+        start = time.perf_counter()
+        page.goto(url, wait_until="commit")
+        page.wait_for_selector(CANVAS_NODE, timeout=90_000)
+        out["first load: canvas drawn"] = time.perf_counter() - start
+        page.wait_for_function(_SHOWN, arg=["Designer"], polling="raf", timeout=90_000)
+        out["first load: script idle"] = time.perf_counter() - start
+        page.wait_for_timeout(1500)  # the sidebar's device line (torch) is filled after the page
+        seen: dict[str, int] = {"Designer": 1}  # the first load was its first visit
+        for link, title in NAVIGATION:
+            seen[link] = seen.get(link, 0) + 1
+            start = time.perf_counter()
+            page.get_by_role("link", name=link, exact=True).click()
+            page.wait_for_function(_SHOWN, arg=[title], polling="raf", timeout=120_000)
+            visit = "first" if seen[link] == 1 else "second"
+            out[f"navigate: {link} ({visit} visit)"] = time.perf_counter() - start
+            page.wait_for_timeout(500)
+        return out
+    finally:
+        context.close()
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def app_steps(repeats: int) -> list[dict[str, Any]]:
+    """Medians over ``repeats`` fresh servers of :func:`app_load_once`."""
+    from playwright.sync_api import sync_playwright
+
+    runs = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                     args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        try:
+            for k in range(repeats):
+                runs.append(app_load_once(browser))
+                print(f"app run {k + 1}: " + ", ".join(f"{name} {t:.2f} s" for name, t in runs[-1].items()), flush=True)
+        finally:
+            browser.close()
+    rows = []
+    for name in runs[0]:
+        times = [r[name] for r in runs]
+        target = APP_TARGETS.get(name, 0.5 if name.startswith("navigate") else None)
+        rows.append({"step": name, "seconds": statistics.median(times), "times": times, "target": target,
+                     "load": os.getloadavg()[0]})
+    return rows
+
+
+def app_markdown(rows: list[dict[str, Any]], header: str, repeats: int) -> str:
+    lines = [f"Machine: {header}. Median of {repeats} fresh servers (`tnviz app --headless`), headless Chromium "
+             "1400x1000; a first load is timed from the request to the canvas's first tensor drawn, a navigation "
+             "from the click to the new page's title shown with its script finished.", "",
+             "| step | measured | runs | target | met |", "|---|---:|---|---:|:-:|"]
+    for r in rows:
+        target = f"< {r['target']:g} s" if r["target"] is not None else "-"
+        met = "-" if r["target"] is None else ("yes" if r["seconds"] < r["target"] else "no")
+        lines.append(f"| {r['step']} | {r['seconds']:.2f} s | {', '.join(f'{t:.2f}' for t in r['times'])} | {target} "
+                     f"| {met} |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown(rows: list[dict[str, Any]], header: str, repeats: int) -> str:
     lines = [f"Machine: {header}. Median of {repeats} runs each (the machine is shared with other jobs).", "",
              "CPU: the median CPU seconds of the same runs (all threads; for the CLI, the child process). "
@@ -231,12 +346,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None, help="write the markdown table here")
+    parser.add_argument("--only", choices=("all", "workflow", "app"), default="all",
+                        help="app: only the page loads in a browser (fresh servers); workflow: only the library steps")
     args = parser.parse_args(argv)
     import tnviz  # noqa: F401  (sets the OpenMP wait policy before torch loads)
 
     header = machine()
     print(header, flush=True)
-    text = "## Workflow steps\n\n" + markdown(steps(args.repeats), header, args.repeats)
+    text = ""
+    if args.only in ("all", "workflow"):
+        text += "## Workflow steps\n\n" + markdown(steps(args.repeats), header, args.repeats)
+    if args.only in ("all", "app"):
+        text += ("\n" if text else "") + "## The app in a browser\n\n" + app_markdown(app_steps(args.repeats), header,
+                                                                                      args.repeats)
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ before the page) shows the same, latest network.
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,9 +137,7 @@ class DeviceInfo:
         return f"CUDA · {self.name}" if self.type == "cuda" else f"CPU · {self.name}"
 
 
-@st.cache_resource(show_spinner=False)
-def device_info() -> DeviceInfo:
-    """CUDA (with its name) when torch sees a GPU, else the CPU.  Found once per server."""
+def _find_device() -> DeviceInfo:
     import platform
 
     try:
@@ -152,12 +151,55 @@ def device_info() -> DeviceInfo:
     return DeviceInfo("cpu", f"{platform.machine()}, {os.cpu_count()} cores", torch.__version__)
 
 
+_DEVICE: list[DeviceInfo] = []  # found once per server process
+_DEVICE_LOCK = threading.Lock()
+
+
+def device_info() -> DeviceInfo:
+    """CUDA (with its name) when torch sees a GPU, else the CPU.  Found once per server (importing
+    torch: 1.5 s on a 2-core CPU); a caller while :func:`warm_device`'s thread imports waits for it."""
+    if not _DEVICE:
+        with _DEVICE_LOCK:
+            if not _DEVICE:
+                _DEVICE.append(_find_device())
+    return _DEVICE[0]
+
+
+def known_device() -> DeviceInfo | None:
+    """The device if already found, without waiting (None while torch is still loading)."""
+    return _DEVICE[0] if _DEVICE else None
+
+
+#: Seconds between the first page's run and the background import of torch: started at once, the
+#: import took the CPU the browser needed to draw that page (on 2 cores the canvas came 1-3 s later).
+WARM_DELAY_S = 4.0
+
+
+def warm_device(delay: float = WARM_DELAY_S) -> None:
+    """Find the device in a background thread (once per server) ``delay`` seconds from now, so
+    that torch is loaded by the time a page needs it without holding up the page the user opened
+    first (a page that needs it sooner imports it itself, see :func:`device_info`)."""
+    global _WARMING
+    with _WARM_LOCK:
+        if _WARMING or _DEVICE:
+            return
+        _WARMING = True
+    timer = threading.Timer(delay, device_info)
+    timer.name, timer.daemon = "tnviz-device", True
+    timer.start()
+
+
+_WARMING = False
+_WARM_LOCK = threading.Lock()
+
+
 def render_sidebar(slot=None) -> None:
     """The sidebar shown on every page: the current network and the device found.
 
-    ``slot`` is a sidebar container made before the page ran: the router fills it after the page,
-    so the first page of a session is drawn before ``device_info`` imports torch (about a
-    second and a half), yet the lines stay at the top of the sidebar."""
+    ``slot`` is a sidebar container made before the page ran: the router fills it after the page.
+    On a fresh server the device is not known yet: finding it imports torch (1.5 s on a 2-core
+    CPU, 3 s under load), which held the first page's run, canvas included, that long.  It is
+    found in a background thread started here instead; the sidebar says so until the next run."""
     net = get_network()
     with slot if slot is not None else st.sidebar:
         st.markdown(f"**Network:** {md_escape(net.name or '(unnamed)')}")
@@ -165,6 +207,11 @@ def render_sidebar(slot=None) -> None:
             f"{len(net.tensors)} tensors · {net.in_features:,} → {net.out_features:,} · "
             f"{net.params:,} params ({times(net.compression)} smaller than dense)"
         )
-        dev = device_info()
+        dev = known_device()
+        if dev is None:
+            warm_device()
+            st.markdown("**Device:** detecting…")
+            st.caption("torch is loading in the background; the device shows on your next action")
+            return
         st.markdown(f"**Device:** {md_escape(dev.label)}")
         st.caption(f"torch {dev.torch_version}")

@@ -34,6 +34,7 @@ SECTIONS: dict[str, list] = {
         st.Page("views/spectra.py", title="Spectra", icon=":material/bar_chart:"),
     ],
     "Learn": [
+        st.Page("views/lesson.py", title="Lesson", icon=":material/route:"),
         st.Page("views/teach.py", title="Teach", icon=":material/school:"),
         st.Page("views/bond_features.py", title="Bond features", icon=":material/insights:"),
     ],

@@ -22,7 +22,9 @@ def canvas_data(at) -> dict:
     assert len(comps) == 1, "the Designer shows one canvas"
     proto = comps[0].proto
     text = proto.json or proto.mixed.json
-    return json.loads(text)
+    data = json.loads(text)
+    assert isinstance(data["drawing"], str), "the drawing goes as JSON text (no pandas import to scan a dict)"
+    return {**data, "drawing": json.loads(data["drawing"])}
 
 
 def inject(at, drawing: dict, seq: str) -> None:

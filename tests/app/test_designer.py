@@ -28,6 +28,14 @@ def test_default_page_shows_the_bundled_example(open_page):
     assert spec == tnviz.render.to_dot(net)
     assert "b1=4" in spec and "i4=8" in spec
     sidebar = " ".join(e.value for e in [*at.sidebar.markdown, *at.sidebar.caption])  # nested too
+    # on a fresh server torch loads in the background (it held the first page 1.5-3 s): said, then shown
+    from tnviz_app.state import device_info, known_device
+
+    if known_device() is None:
+        assert "Device:** detecting" in sidebar and "torch is loading in the background" in sidebar
+    device_info()  # what the background thread does
+    at.run()
+    sidebar = " ".join(e.value for e in [*at.sidebar.markdown, *at.sidebar.caption])
     assert "Device:" in sidebar and ("CPU" in sidebar or "CUDA" in sidebar)
     assert "MPO 4096x4096" in sidebar
     assert not _errors(at)

@@ -124,7 +124,8 @@ def estimates(net: TensorNetwork, batch: int, cached: bool = False) -> dict[str,
     """Modelled cost (FLOP-equivalents) of every supported strategy at ``batch``."""
     return {
         name: make_plan(name, net, batch, cached).estimate(cached)
-        for name, s in STRATEGIES.items() if s.supports(net) and not s.measured_only
+        # measured_only first: the fused kernel's supports() imports triton (0.2 s), for nothing here
+        for name, s in STRATEGIES.items() if not s.measured_only and s.supports(net)
     }
 
 
@@ -184,7 +185,7 @@ def _measured_because(net: TensorNetwork, cached: bool, device: Any) -> str | No
     inference, where a device kernel can run, or for large layers without a fast path."""
     if not cached:
         return None
-    kernels = [n for n, s in STRATEGIES.items() if s.measured_only and s.supports(net) and s.available(device)]
+    kernels = [n for n, s in STRATEGIES.items() if s.measured_only and s.available(device) and s.supports(net)]
     if kernels:
         return f"the device kernel {kernels[0]!r} can run on {device} and is timed against the sweep it replaces"
     elements = net.in_features * net.out_features

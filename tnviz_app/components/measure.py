@@ -17,10 +17,13 @@ K_MODE = "costs.measure.mode"
 K_RESULT = "costs.measure.result"
 
 
-def _device() -> str:
-    import torch
+def _device(wait: bool) -> str | None:
+    """The device torch sees (the sidebar's): with ``wait``, found now if need be (importing torch);
+    else ``None`` while it is still loading, so the Costs page is not held 1.5 s for a caption."""
+    from tnviz_app.state import device_info, known_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    dev = device_info() if wait else known_device()
+    return dev.type if dev is not None else None
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -37,19 +40,21 @@ def measured(net_json: str, batch: int, dtype: str, device: str, mode: str, repe
 def measure_panel(net: tnviz.TensorNetwork, batch: int, dtype: str) -> None:
     """A button that times the layer here; the table shows time, speed-up and counted FLOPs."""
     st.subheader("Measured on this device")
-    try:
-        import torch  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
         st.caption("Measuring needs PyTorch, which is not installed here.")
         return
-    device = _device()
-    if dtype == "float16" and device == "cpu":
+    # before the button: a press finds the device (imports torch) if the background thread has not yet
+    pressed = st.session_state.get("costs.measure.run", False)
+    device = _device(wait=bool(pressed) or st.session_state.get(K_RESULT) is not None)
+    if dtype == "float16" and device in ("cpu", None):
         dtype = "float32"
     b = min(batch, MAX_MEASURE_BATCH)
     dense = net.in_features * net.out_features
     st.caption(
         f"Times every execution strategy of the current layer and a dense `nn.Linear` of the same size "
-        f"on **{device}** in {dtype} at batch {b:,}{' (capped)' if b < batch else ''}, in one run with the "
+        f"on **{device or 'the device torch finds'}** in {dtype} at batch {b:,}{' (capped)' if b < batch else ''}, in one run with the "
         "methods taking turns (medians). Ratios are what matters; absolute times depend on the machine's load."
     )
     if dense > MAX_DENSE_ELEMENTS:

@@ -61,7 +61,27 @@ def notation() -> None:
     matrix, product, delta = fig2_matrix(), fig2_matrix_product(), fig2_delta()
     contracted = TensorNetwork.build([("c", ["i", "j"])], {"i": 4, "j": 5}, ["j"], ["i"], "c = ab")
     # the delta's three arms make it the widest picture (272 pt): in a quarter of the page it was
-    # shrunk to half size, its labels unreadable; a wider column draws it at the others' scale
+    # shrunk to half size, its labels unreadable; a wider column draws it at the others' scale, and
+    # below 1100 px the four pictures wrap two to a row (NOTATION_CSS), where it fits at full size
+    st.html(NOTATION_CSS)
+    with st.container(key=NOTATION_KEY):
+        _notation_pictures(matrix, product, delta, contracted)
+
+
+NOTATION_KEY = "teach_notation"
+#: Streamlit marks a keyed container with the class st-key-<key>.
+NOTATION_CSS = f"""<style>
+@media (max-width: 1100px) {{
+  .st-key-{NOTATION_KEY} [data-testid="stHorizontalBlock"] {{ flex-wrap: wrap; row-gap: 1rem; }}
+  .st-key-{NOTATION_KEY} [data-testid="stColumn"] {{
+    flex: 1 1 calc(50% - 1rem) !important; min-width: calc(50% - 1rem) !important; width: auto !important;
+  }}
+}}
+</style>"""
+
+
+def _notation_pictures(matrix: TensorNetwork, product: TensorNetwork, delta: TensorNetwork,
+                       contracted: TensorNetwork) -> None:
     cols = st.columns([1, 1, 1, 1.5])
     with cols[0]:
         st.markdown("**Leg**")

@@ -17,6 +17,8 @@ npm ci && npm run build``.
 """
 from __future__ import annotations
 
+import json
+
 import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
@@ -138,7 +140,9 @@ def network_canvas(net: TensorNetwork, *, key: str, height: int = DEFAULT_HEIGHT
         ss[k["error"]] = None
     error = ss.get(k["error"])
     data = {
-        "drawing": ss[k["drawing"]],
+        # as JSON text: for a dict value Streamlit's component serializer imports pandas to look for a
+        # dataframe (0.4-1 s on the first page of a fresh server); plain values skip that check
+        "drawing": json.dumps(ss[k["drawing"]]),
         "revision": ss[k["revision"]],
         "error": error,
         "height": int(height),

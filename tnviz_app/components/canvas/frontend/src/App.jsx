@@ -355,7 +355,9 @@ function CommitInput({ value, onCommit, testid }) {
 }
 
 function Canvas({ data, setStateValue }) {
-  const incoming = data?.drawing || M.emptyDrawing();
+  // the page sends the drawing as JSON text (a dict would make Streamlit import pandas to scan it)
+  const sent = typeof data?.drawing === "string" ? JSON.parse(data.drawing) : data?.drawing;
+  const incoming = sent || M.emptyDrawing();
   const revision = data?.revision ?? "";
   const [drawing, setDrawing] = useState(incoming);
   // the history survives a remount (another page visited and back) while the revision is the same
