@@ -62,3 +62,32 @@ def test_demo_run_screenshot(page, app_url, wait_idle, screenshot):
     page.get_by_role("heading", name="Result").evaluate("h => h.scrollIntoView({block: 'start'})")
     page.wait_for_timeout(600)
     screenshot(page, "tensorize", readme=True)  # copied to assets/ only with TNVIZ_UPDATE_SCREENSHOTS=1
+
+
+def test_method_auto_chosen_in_the_rules_table_draws_its_search(page, app_url, wait_idle, screenshot):
+    """A person picks "auto" in the rules table's method cell (the grid's own editor, by keyboard),
+    runs the digits demo and sees the search: the candidates chart with its Pareto front, and the
+    chosen network and runner-up named."""
+    _open(page, app_url, wait_idle)
+    grid = page.locator('[data-testid="stDataFrame"]').first
+    grid.scroll_into_view_if_needed()
+    box = grid.bounding_box()
+    # the first row's first cell (below the 36 px header), then one to the right: the method
+    page.mouse.click(box["x"] + 120, box["y"] + 53)
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("Enter")  # opens the cell's select
+    page.wait_for_timeout(400)
+    page.keyboard.type("auto")
+    page.keyboard.press("Enter")
+    page.wait_for_timeout(400)
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] - 40)  # leave the grid: the edit is committed
+    wait_idle(page)
+    page.get_by_role("button", name="Run compression").click()
+    page.get_by_role("heading", name="Search (method auto)").wait_for(timeout=180_000)
+    wait_idle(page)
+    chart = page.locator('[data-testid="stPlotlyChart"]').filter(has=page.locator(".main-svg")).last
+    chart.scroll_into_view_if_needed()
+    legend = [t.text_content() or "" for t in chart.locator(".legendtext").all()]
+    assert any("Pareto" in t for t in legend), legend
+    assert page.get_by_text("Runner-up (best of another method):").count() == 1
+    screenshot(page, "tensorize-auto-search")

@@ -238,12 +238,12 @@ def search_chart(search: dict[str, Any], *, title: str = "") -> Any:
                                                                   f"error %{{y:.4f}}<extra></extra>"))
     fig.add_vline(x=search["budget"], line={"color": "#2ca02c", "dash": "dash"},
                   annotation_text=f"budget {search['budget']:,}", annotation_position="top left")
-    what = ("data error ||(W - W~) X|| / ||W X|| on the calibration inputs" if search["error"] == "data"
-            else "weight error ||W - W~|| / ||W||")
+    # short enough for the axis at 380 px; the formula goes in the hover and the caption
+    what = "data error ‖(W−W̃)X‖/‖WX‖" if search["error"] == "data" else "weight error ‖W−W̃‖/‖W‖"
     heading = title or "Candidates of the search"
     if skipped:
         heading += f" ({skipped} not run)"
-    fig.update_layout(title=heading, height=380, margin=dict(l=10, r=10, t=40, b=10),
+    fig.update_layout(title=heading, height=400, margin=dict(l=10, r=10, t=60, b=10),
                       xaxis_title="parameters of the network (count)", yaxis_title=f"{what} (relative)",
                       legend={"font": {"size": 11}})
     return fig
