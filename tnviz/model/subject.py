@@ -239,8 +239,7 @@ def hf_subject(path: str | os.PathLike, device: Any = None, *, max_bytes: int | 
     (:func:`tnviz.model.evaluate.causal_lm_report`); without a tokenizer its fallback is
     :func:`byte_batches`: the same sentence splits, each sentence's UTF-8 bytes as token ids.
     """
-    from .data import sentences
-    from .hf import is_causal_lm, load_hf_model, load_tokenizer
+    from .hf import load_hf_model
     from .io import MAX_FILE_BYTES, HFFolderWeights, open_weights
 
     weights = open_weights(path, max_bytes=max_bytes or MAX_FILE_BYTES)
@@ -252,15 +251,27 @@ def hf_subject(path: str | os.PathLike, device: Any = None, *, max_bytes: int | 
         source = Source.of_weights(weights, model, keys)
         if Path(path).is_file():  # a zip: its extraction is temporary, the zip is what must not be overwritten
             source.path = str(path)
-        config = weights.config or {}
-        vocab = int(config.get("vocab_size") or 100)
-        tokenizer, reason = load_tokenizer(Path(weights.folder), config, max_tokens)
         source.side_files = side_files(Path(weights.folder))
-        causal = is_causal_lm(config, weights)
+        kind, calibration, held_out, inputs = hf_inputs(weights, next(model.parameters()).device, samples=samples,
+                                                        tokens=tokens, seed=seed, batch_size=batch_size,
+                                                        max_tokens=max_tokens)
     finally:
         weights.close()
-    dev = next(model.parameters()).device
-    name = Path(path).name
+    return Subject(Path(path).name, kind, model, calibration, held_out, inputs, source)
+
+
+def hf_inputs(weights: Any, dev: Any, *, samples: int = 8, tokens: int = 16, seed: int = 0, batch_size: int = 32,
+              max_tokens: int = 128) -> tuple[str, list, list, str]:
+    """The metric kind, calibration and held-out batches, and their description in words, of an
+    open Hugging Face folder (see :func:`hf_subject`; the block-by-block path asks for them
+    without building the model)."""
+    from .data import sentences
+    from .hf import is_causal_lm, load_tokenizer
+
+    config = weights.config or {}
+    vocab = int(config.get("vocab_size") or 100)
+    tokenizer, reason = load_tokenizer(Path(weights.folder), config, max_tokens)
+    causal = is_causal_lm(config, weights)
     kind = "causal" if causal else "outputs"
     if tokenizer is not None:
         def encode(texts: Sequence[str]) -> list[dict[str, torch.Tensor]]:
@@ -275,26 +286,25 @@ def hf_subject(path: str | os.PathLike, device: Any = None, *, max_bytes: int | 
         calibration, held_out = encode(sentences("calibration")), encode(sentences("heldout"))
         largest = max(int(b["input_ids"].max()) for b in calibration + held_out)
         if largest < vocab:
-            return Subject(name, kind, model, calibration, held_out,
-                           f"the bundled sentences tokenized by the upload's tokenizer.json ({len(calibration)} "
-                           f"calibration batches, {len(held_out)} held-out)", source)
+            return kind, calibration, held_out, (
+                f"the bundled sentences tokenized by the upload's tokenizer.json ({len(calibration)} "
+                f"calibration batches, {len(held_out)} held-out)")
         reason = (f"its tokenizer.json gives token ids up to {largest}, beyond the config's vocab_size={vocab}, "
                   f"so it does not belong to this model")
     if causal:
         positions = int(config.get("max_position_embeddings") or config.get("n_positions") or max_tokens)
         length = min(max_tokens, positions)
-        return Subject(name, kind, model, byte_batches(sentences("calibration"), vocab, length, batch_size, dev),
-                       byte_batches(sentences("heldout"), vocab, length, batch_size, dev),
-                       f"the bundled sentences as UTF-8 bytes (token id = byte value mod vocab_size={vocab}; "
-                       f"{reason}, so perplexity is of this byte encoding; add one to measure real text)", source)
+        return (kind, byte_batches(sentences("calibration"), vocab, length, batch_size, dev),
+                byte_batches(sentences("heldout"), vocab, length, batch_size, dev),
+                f"the bundled sentences as UTF-8 bytes (token id = byte value mod vocab_size={vocab}; "
+                f"{reason}, so perplexity is of this byte encoding; add one to measure real text)")
     generator = torch.Generator().manual_seed(seed)
 
     def batch() -> dict[str, torch.Tensor]:
         ids = torch.randint(0, vocab, (samples, tokens), generator=generator).to(dev)
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
-    return Subject(name, kind, model, [batch(), batch()], [batch()],
-                   f"random token ids ({reason}; add one to calibrate on real text)", source)
+    return kind, [batch(), batch()], [batch()], f"random token ids ({reason}; add one to calibrate on real text)"
 
 
 def byte_batches(texts: Sequence[str], vocab: int, max_tokens: int, batch_size: int = 32,
