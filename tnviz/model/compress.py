@@ -121,6 +121,12 @@ class Compression:
     def totals(self) -> dict[str, Any]:
         return self.applied.totals
 
+    @property
+    def _architecture(self) -> bool:
+        """Whether the layers are modules of a model (named by module, their weights by the model's
+        names), even where the model is not held whole (the block-by-block path)."""
+        return self.model is not None
+
     def rows(self) -> list[dict[str, Any]]:
         return self.applied.rows()
 
@@ -188,8 +194,8 @@ class Compression:
         layers = []
         for r in self.layers:
             entry = {
-                "name": r.weight_name if self.model is not None else r.name,
-                "module": r.name if self.model is not None else None,
+                "name": r.weight_name if self._architecture else r.name,
+                "module": r.name if self._architecture else None,
                 "shape": list(r.shape), "dtype": self._dtype_of(r), "kind": r.kind, "method": r.method,
                 "params_before": r.params_before, "params_after": r.params_after, "rel_error": r.rel_error,
                 "data_error": r.data_error, "ranks": {k: int(v) for k, v in r.ranks.items()},
@@ -255,8 +261,8 @@ class Compression:
     # ------------------------------------------------------------------ the tensors
     def _dtype_of(self, r: LayerResult) -> str:
         src = self.subject.source
-        name = r.weight_name if self.model is not None else r.name
-        if src is not None and src.key_map and self.model is not None:
+        name = r.weight_name if self._architecture else r.name
+        if src is not None and src.key_map and self._architecture:
             name = src.key_map.get(name, name)
         if src is not None and name in src.dtypes:
             return src.dtypes[name]
@@ -303,7 +309,7 @@ class Compression:
         """Every input tensor that is not a compressed weight (in input order), and those of them
         whose value healing changed."""
         src = self.subject.source
-        compressed = {self._file_name(r.weight_name) if self.model is not None else r.weight_name for r in self.layers}
+        compressed = {self._file_name(r.weight_name) if self._architecture else r.weight_name for r in self.layers}
         compressed |= {self._file_name(t) for r in self.layers for t in r.tied}  # a tied alias is the same weight
         names = [n for n in src.names if n not in compressed] if src is not None else []
         if self.model is None:
@@ -358,7 +364,8 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
              input_covs: Mapping[str, Any] | None = None, heal: str | None = None, heal_steps: int | None = None,
              device: Any = "auto", progress: ProgressFn | None = None, overwrite: bool = False,
              placement: str = "auto", bond_split: str = "data", distributed: bool | None = None,
-             dense: bool = False, resume: bool = False, **decompose_options: Any) -> Compression:
+             dense: bool = False, resume: bool = False, blockwise: bool | None = None,
+             **decompose_options: Any) -> Compression:
     """Compress ``source`` (see the module doc) and, with ``output``, write the compressed folder.
 
     What to compress: ``rules`` (per name pattern: method, truncation, legs; first match wins), or
@@ -377,6 +384,10 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
     weights rebuilt from the networks (:meth:`Compression.write_dense`) instead of the compressed one.
     With ``output``, each finished weight is journaled beside it (:mod:`tnviz.model.resume`);
     ``resume``: a run into ``output`` that was stopped continues after its finished weights.
+    ``blockwise``: a causal LM's Hugging Face folder compressed one decoder block at a time, with
+    one block's weights in memory (:mod:`tnviz.model.blockwise`; each block calibrated on the
+    compressed blocks' output); default: when the run is data-aware and the whole-model path would
+    need more than the memory available (or ``TNVIZ_MEMORY_BUDGET`` GiB).
     """
     started = time.perf_counter()
     given = truncation_from(max_rank=max_rank, rtol=rtol, energy=energy, ratio=ratio, target_ratio=target_ratio,
@@ -395,6 +406,21 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
     spread = resolve_distributed(distributed)
     lead = not spread or group_rank() == 0
     dev = resolve_device(device)
+    if blockwise is None and calibration is None and not spread:
+        from .blockwise import wants_blockwise
+
+        blockwise = wants_blockwise(source, data_aware)
+    if blockwise:
+        from .blockwise import compress_blockwise
+
+        if calibration is not None:
+            raise TnvizError("a block-by-block compression calibrates on the folder's own inputs; calibration=... "
+                             "is for a model given in code")
+        rules = list(rules) if rules is not None else rules_from(layers=layers, method=method, truncation=truncation)
+        return compress_blockwise(source, output, rules=rules, target=target, data_aware=data_aware, heal=heal,
+                                  dense=dense, spread=spread, device=dev, progress=progress, overwrite=overwrite,
+                                  resume=resume, placement=placement, bond_split=bond_split,
+                                  decompose_options=decompose_options)
     subject = open_subject(source, dev)
     if calibration is not None:
         subject.calibration = list(calibration)

@@ -47,4 +47,16 @@ def peak_rss_bytes() -> int | None:
     return None
 
 
-__all__ = ["trim", "peak_rss_bytes"]
+def available_bytes() -> int | None:
+    """Memory the system can give this process now (``MemAvailable`` of ``/proc/meminfo``; ``None`` elsewhere)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+__all__ = ["trim", "peak_rss_bytes", "available_bytes"]

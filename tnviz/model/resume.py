@@ -75,6 +75,7 @@ class Journal:
         self.folder = progress_folder(target)
         self.header = dict(header)
         self.finished: dict[str, Any] = {}
+        self.files: dict[str, Path] = {}  # weight name -> its factors' file (this run's and the stopped run's)
         self._lock = threading.Lock()
         self._count = 0
         if resume and (self.folder / HEADER).is_file():
@@ -111,6 +112,7 @@ class Journal:
             path = self.folder / entry["file"]
             if not path.is_file():
                 continue
+            self.files[entry["name"]] = path
             self.finished[entry["name"]] = Finished(
                 TensorNetwork.from_dict(entry["network"]), load_file(str(path)), int(entry["params"]),
                 float(entry["rel_error"]), entry["data_error"], {k: int(v) for k, v in entry["ranks"].items()},
@@ -131,6 +133,7 @@ class Journal:
                 tmp = self.folder / f".{file}.tmp"
                 save_file({t: v.detach().to("cpu").contiguous() for t, v in outcome.tensors.items()}, str(tmp))
                 os.replace(tmp, self.folder / file)
+                self.files[name] = self.folder / file
                 entry = {"name": name, "file": file, "params": int(outcome.params),
                          "rel_error": float(outcome.rel_error),
                          "data_error": None if outcome.data_error is None else float(outcome.data_error),
