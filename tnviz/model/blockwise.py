@@ -502,11 +502,13 @@ class BlockwiseCompression(Compression):
                          "block (compress without --blockwise, or load the folder with load_compressed)")
 
 
-def compress_blockwise(source: Any, output: Any, *, rules: Any, target: Any, data_aware: bool | None, heal: Any,
-                       dense: bool, spread: bool, device: torch.device, progress: Any, overwrite: bool, resume: bool,
-                       placement: str, bond_split: str, decompose_options: Mapping[str, Any],
-                       on_stats: Callable[[int | None, dict], None] | None = None) -> Any:
-    """:func:`tnviz.compress` of a causal LM's Hugging Face folder block by block (the module doc)."""
+def compress_blockwise(source: Any, output: Any, *, rules: Any, target: Any = None, data_aware: bool | None = None,
+                       heal: Any = None, dense: bool = False, spread: bool = False, device: Any = "cpu",
+                       progress: Any = None, overwrite: bool = False, resume: bool = False, placement: str = "auto",
+                       bond_split: str = "data", decompose_options: Mapping[str, Any] | None = None,
+                       on_stats: Callable[[int | None, dict], None] | None = None) -> "BlockwiseCompression":
+    """:func:`tnviz.compress` of a causal LM's Hugging Face folder block by block (the module doc);
+    ``on_stats(block, stats)`` sees each block's calibration statistics as they are collected."""
     import os
 
     from .folder import check_target
@@ -514,7 +516,11 @@ def compress_blockwise(source: Any, output: Any, *, rules: Any, target: Any, dat
     from .resume import Journal, fingerprint
     from .subject import Source, Subject, hf_inputs, side_files
 
+    from .device import resolve_device
+
     started = time.perf_counter()
+    device = resolve_device(device)
+    decompose_options = dict(decompose_options or {})
     for refused, why in ((data_aware is False, "it is the data-aware path (without calibration, compress the "
                                                "weights file alone)"),
                          (heal is not None, "healing needs the whole model in memory"),
