@@ -49,9 +49,17 @@ def layers_for(gigabytes: float) -> int:
 
 def generate(path: Path, layers: int) -> int:
     """A LLaMA-shaped weights file written tensor by tensor (never the whole model in memory)."""
+    from tnviz.model.folder import write_safetensors_streamed
+
+    return write_safetensors_streamed(path, llama_items(layers))["bytes"]
+
+
+def llama_items(layers: int) -> list:
+    """The tensors of a LLaMA-shaped model (random, seeded per tensor; an untied head), as
+    :class:`tnviz.model.folder.Item` s made one at a time when written."""
     import torch
 
-    from tnviz.model.folder import Item, write_safetensors_streamed
+    from tnviz.model.folder import Item
 
     def randn(shape, seed):
         return lambda: torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) / shape[-1] ** 0.5
@@ -69,7 +77,39 @@ def generate(path: Path, layers: int) -> int:
             items.append(Item(p + f"{n}.weight", "float32", (HIDDEN,), lambda: torch.ones(HIDDEN)))
     items.append(Item("model.norm.weight", "float32", (HIDDEN,), lambda: torch.ones(HIDDEN)))
     items.append(Item("lm_head.weight", "float32", (VOCAB, HIDDEN), randn((VOCAB, HIDDEN), 99)))
-    return write_safetensors_streamed(path, items)["bytes"]
+    return items
+
+
+def block_bytes() -> int:
+    """The bytes of one decoder block of :func:`llama_items` (its weights and norms)."""
+    return (4 * HIDDEN * HIDDEN + 3 * INTER * HIDDEN + 2 * HIDDEN) * 4
+
+
+def generate_folder(folder: Path, layers: int, shards: int = 3) -> int:
+    """A LLaMA-shaped Hugging Face folder (``config.json``, ``shards`` safetensors shards and their
+    index), written tensor by tensor; returns the shards' bytes."""
+    import math
+
+    import transformers
+
+    from tnviz.model.folder import write_safetensors_streamed
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config = transformers.LlamaConfig(hidden_size=HIDDEN, intermediate_size=INTER, num_hidden_layers=layers,
+                                      num_attention_heads=HIDDEN // 64, num_key_value_heads=HIDDEN // 64,
+                                      vocab_size=VOCAB, max_position_embeddings=2048, tie_word_embeddings=False)
+    config.architectures = ["LlamaForCausalLM"]
+    config.to_json_file(folder / "config.json")
+    items = llama_items(layers)
+    per = math.ceil(len(items) / shards)
+    weight_map, total = {}, 0
+    for k in range(shards):
+        file = f"model-{k + 1:05d}-of-{shards:05d}.safetensors"
+        part = items[k * per:(k + 1) * per]
+        total += write_safetensors_streamed(folder / file, part, metadata={"format": "pt"})["bytes"]
+        weight_map.update({it.name: file for it in part})
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return total
 
 
 def run(path: Path, out: Path, ranks: int) -> dict:

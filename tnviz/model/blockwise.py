@@ -42,7 +42,8 @@ from torch import nn
 from ..errors import ModelFileError, TnvizError
 from .apply import Applied, apply_plan
 from .compress import Compression
-from .memory import available_bytes, trim
+from ..nn.workspace import release
+from .memory import available_bytes, map_large_blocks, trim
 
 #: Bytes per model value the whole-model data-aware path holds: the float32 model and its copy.
 WHOLE_MODEL_BYTES_PER_VALUE = 8
@@ -103,6 +104,13 @@ class _StandIn(nn.Module):
                 raise _Stop
             return hidden_states
         return s.final[s.key] if self.index == 0 else hidden_states
+
+
+class _Once(dict):
+    """Statistics by layer name, each let go once a decomposition has read it."""
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self.pop(key, default)
 
 
 class _Slot:
@@ -340,7 +348,11 @@ def _merge(applied: Applied, results: list, skipped: list) -> None:
 
 @torch.no_grad()
 def _run(stage: nn.Module, hidden: list, slots: list[list[_Slot]], k: int) -> list:
-    return [stage(h, s[k]) for h, s in zip(hidden, slots)]
+    out = []
+    for h, s in zip(hidden, slots):
+        out.append(stage(h, s[k]))
+        release()  # TN layers pool their intermediates by size (tnviz.nn.workspace): each batch has its own
+    return out
 
 
 def run_blockwise(skeleton: Skeleton, plan: Any, calibration: Sequence[Mapping[str, Any]],
@@ -355,6 +367,7 @@ def run_blockwise(skeleton: Skeleton, plan: Any, calibration: Sequence[Mapping[s
     from .evaluate import causal_lm_report
 
     started = time.perf_counter()
+    map_large_blocks()  # a decomposition's temporaries go back to the system as it frees them
     dev = skeleton.device
     prefix = skeleton.path + "."
     count = len(skeleton.meta_blocks)
@@ -395,23 +408,27 @@ def run_blockwise(skeleton: Skeleton, plan: Any, calibration: Sequence[Mapping[s
         names = by_block.get(k, [])
         if measure:
             held_orig = _run(stage, held_orig, slots_held, k)
+            trim()
         if names:
             unfinished = [n for n in names if journal is None or n not in journal.finished]
             batches = [{"hidden_states": h, "slot": s[k], "attention_mask": b.get("attention_mask")}
                        for h, s, b in zip(calib, slots_calib, calibration)]
-            stats = collect_input_stats(stage, batches, unfinished, device=dev) if unfinished else {}
+            stats = _Once(collect_input_stats(stage, batches, unfinished, device=dev) if unfinished else {})
+            del batches
             if on_stats is not None:
-                on_stats(k, stats)
+                on_stats(k, dict(stats))
             applied = apply_plan(stage, _sub_plan(plan, names), data_aware=True, stats=stats, device=dev,
-                                 journal=journal, **apply_options)
+                                 journal=journal, in_place=True, workers=1, **apply_options)
             _merge(applied, results, skipped)
-            del stage
-            stage = applied.model
+            stage = applied.model  # the original block goes with its statistics
+            del applied, stats
+            trim()
             step(f"block {k}", len(names))
         calib = _run(stage, calib, slots_calib, k)
         if measure:
             held_comp = _run(stage, held_comp, slots_held, k)
         del stage
+        release()  # the TN layers' pooled intermediates (tnviz.nn.workspace): this block's are not needed again
         trim()
         step(f"block {k}")
     shared = skeleton.shared
