@@ -182,3 +182,33 @@ def test_the_cli_runs_blockwise_and_a_killed_run_resumes_to_the_same_bytes(folde
     for name in ("model.safetensors", "tnviz.json"):
         assert (out / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
     assert not progress_folder(out).exists()
+
+
+_PEAK = """
+import sys
+import tnviz
+from tnviz.model.memory import peak_rss_bytes
+r = tnviz.compress(sys.argv[1], sys.argv[2], method="svd", max_rank=32, layers=r"layers\\.[0-9]+\\.", blockwise=True)
+print("layers", len(r.layers), "blockwise", r.settings["blockwise"], "peak", peak_rss_bytes())
+"""
+
+
+@pytest.mark.slow
+def test_a_1_gb_sharded_llama_compresses_blockwise_within_twice_its_largest_block_plus_1_gb(tmp_path):
+    # the goal of issue 18.2, read from VmHWM in a fresh process (a size, not a timing); before, a
+    # data-aware run held the whole model and its copy (8 bytes per value: 2 GB for this 1 GB file)
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_scale
+
+    layers = bench_scale.layers_for(1.0)
+    size = bench_scale.generate_folder(tmp_path / "llama", layers, shards=3)
+    assert size > 0.95 * 2**30 and len(list((tmp_path / "llama").glob("*.safetensors"))) == 3
+    block = bench_scale.block_bytes()
+    out = subprocess.run([sys.executable, "-c", _PEAK, str(tmp_path / "llama"), str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=1800, cwd=ROOT,
+                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"layers {7 * layers} blockwise True" in out.stdout
+    peak = int(out.stdout.split("peak")[1])
+    assert peak <= 2 * block + 2**30, f"peak {peak / 2**20:.0f} MB, block {block / 2**20:.0f} MB"
+    assert load_compressed(tmp_path / "out").report["settings"]["blockwise"] is True
