@@ -20,8 +20,8 @@ transformers = pytest.importorskip("transformers")
 import tnviz  # noqa: E402
 from tnviz.errors import TnvizError  # noqa: E402
 from tnviz.model.apply import calibration_stats  # noqa: E402
-from tnviz.model.blockwise import block_list, compress_blockwise  # noqa: E402
-from tnviz.model.compress import rules_from  # noqa: E402
+from tnviz.model.blockwise import block_list  # noqa: E402
+from tnviz.model.compress import compress_blockwise, rules_from  # noqa: E402
 from tnviz.model.evaluate import causal_lm_report  # noqa: E402
 from tnviz.model.folder import load_compressed  # noqa: E402
 from tnviz.model.resume import HOLD_ENV, JOURNAL, progress_folder  # noqa: E402

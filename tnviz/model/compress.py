@@ -34,7 +34,7 @@ from .apply import Applied, LayerResult, Options, apply_plan, compress_weights
 from .device import resolve_device
 from .distributed import rank as group_rank
 from .distributed import resolve as resolve_distributed
-from .folder import SEPARATOR, Item, write_folder, zip_folder
+from .folder import SEPARATOR, Item, check_target, write_folder, zip_folder
 from .heal import HEALINGS, HealReport, heal
 from .plan import Plan, Rule, block_and_role, make_plan, truncation_from
 from .subject import Subject, open_subject
@@ -411,8 +411,6 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
 
         blockwise = wants_blockwise(source, data_aware)
     if blockwise:
-        from .blockwise import compress_blockwise
-
         if calibration is not None:
             raise TnvizError("a block-by-block compression calibrates on the folder's own inputs; calibration=... "
                              "is for a model given in code")
@@ -432,19 +430,26 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
         raise TnvizError(f"healing needs a model with an architecture (a demo name or a Hugging Face folder); "
                          f"{subject.name!r} holds weights only")
     plan = make_plan(subject, rules, target=target, device=dev)
-    journal = None
-    if output is not None and lead:
-        if resume and spread:
-            raise TnvizError("resume needs a single-process run; a distributed run journals no progress")
-        if not spread:
-            from .folder import check_target
-            from .resume import Journal, fingerprint
+    from .resume import Journal, fingerprint
 
-            check_target(output, overwrite=overwrite,
-                         protect=[subject.source.path] if subject.source is not None else [])
-            journal = Journal(output, fingerprint(subject.source, plan, {
-                **plan.settings(), "data_aware": aware, "placement": placement, "bond_split": bond_split,
-                "decompose": decompose_options, "heal": [heal, heal_steps], "dense": dense}), resume=resume)
+    journal, target, refusal = None, output if lead else None, None
+    if target is not None:
+        try:
+            check_target(target, overwrite=overwrite, protect=[subject.source.path] if subject.source is not None else [])
+        except TnvizError as error:
+            refusal = error
+    if spread:  # rank 0's output (the CLI gives it to rank 0 alone) and its refusal on every rank: all journal there
+        import torch.distributed as dist
+
+        said = [None if target is None else str(target), refusal]
+        dist.broadcast_object_list(said, src=0)
+        target, refusal = said
+    if refusal is not None:
+        raise refusal
+    if target is not None:
+        journal = Journal(target, fingerprint(subject.source, plan, {
+            **plan.settings(), "data_aware": aware, "placement": placement, "bond_split": bond_split,
+            "decompose": decompose_options, "heal": [heal, heal_steps], "dense": dense}), resume=resume, group=spread)
     if subject.has_model:
         steps = len(plan.layers) + (1 if aware else 0)
         if progress and aware:
@@ -466,12 +471,7 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
         applied = compress_weights(subject.weights, plan, covariances=input_covs if aware else None, device=dev,
                                    progress=progress, placement=placement, bond_split=bond_split,
                                    distributed=spread, journal=journal, **decompose_options)
-    settings: dict[str, Any] = {**plan.settings(), "data_aware": applied.data_aware,
-                                "placement": placement, "bond_split": bond_split}
-    if decompose_options:
-        settings["decompose"] = {k: str(v).removeprefix("torch.") if isinstance(v, torch.dtype) else v
-                                 for k, v in decompose_options.items()}  # precision=torch.float64 as JSON
-    result = Compression(subject, applied, settings)
+    result = Compression(subject, applied, _settings(plan, applied.data_aware, placement, bond_split, decompose_options))
     if not lead:  # the other ranks' share is done: rank 0 measures, heals and writes
         result.seconds = time.perf_counter() - started
         return result
@@ -488,4 +488,131 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
     return result
 
 
-__all__ = ["Compression", "HealOutcome", "compress", "rules_from", "Options"]
+def _settings(plan: Plan, aware: bool, placement: str, bond_split: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The manifest's ``settings`` of a run (without its healing)."""
+    settings: dict[str, Any] = {**plan.settings(), "data_aware": aware, "placement": placement,
+                                "bond_split": bond_split}
+    if options:
+        settings["decompose"] = {k: str(v).removeprefix("torch.") if isinstance(v, torch.dtype) else v
+                                 for k, v in options.items()}  # precision=torch.float64 as JSON
+    return settings
+
+
+# ---------------------------------------------------------------------- the result
+class BlockwiseCompression(Compression):
+    """What :func:`compress_blockwise` returns: the layers are modules of a model that is never
+    held whole, so the folder's factors are read back from the journal one weight at a time (as
+    the model path's TN layers hold them) and every other tensor is copied from the shards."""
+
+    journal: Any = None
+    dtypes: dict = None  # layer name -> the module's weight dtype (what its TN layer is built in)
+
+    @property
+    def _architecture(self) -> bool:
+        return True
+
+    def _factor_items(self) -> list:
+        from safetensors.torch import load_file
+
+        from ..nn import TNLinear
+
+        cache: dict[str, dict[str, torch.Tensor]] = {}
+
+        def tensors(r: Any) -> dict[str, torch.Tensor]:
+            # the TN layer the model path builds (build_layer: in the module's dtype), its tensors
+            if r.name not in cache:
+                cache.clear()
+                lin = TNLinear.from_tensors(r.network, load_file(str(self.journal.files[r.name])), None, device="cpu",
+                                            dtype=self.dtypes[r.name])
+                cache[r.name] = {t: v.detach() for t, v in lin.named_network_tensors().items()}
+            return cache[r.name]
+
+        items = []
+        for r in self.layers:
+            dtype = self._dtype_of(r)
+            for t, v in tensors(r).items():
+                items.append(Item(f"{self._file_name(r.weight_name)}{SEPARATOR}{t}", dtype, tuple(v.shape),
+                                  lambda r=r, t=t, d=dtype: tensors(r)[t].to("cpu", getattr(torch, d))))
+        cache.clear()
+        return items
+
+    def _items(self) -> list:
+        weights, src = self.subject.weights, self.subject.source
+        if weights is None:
+            raise TnvizError(f"the input {self.subject.name!r} was closed before its tensors were written")
+        names, _ = self._untouched()
+        return self._factor_items() + [Item(n, src.dtypes[n], src.shapes[n], lambda n=n: weights.get(n))
+                                       for n in names]
+
+    def heal(self, *args: Any, **kwargs: Any) -> Any:
+        raise TnvizError("healing needs the whole model in memory; a block-by-block compression holds one block "
+                         "(compress without --blockwise to heal)")
+
+    def write_dense(self, *args: Any, **kwargs: Any) -> Any:
+        raise TnvizError("a dense export needs the whole model in memory; a block-by-block compression holds one "
+                         "block (compress without --blockwise, or load the folder with load_compressed)")
+
+
+def compress_blockwise(source: Any, output: Any, *, rules: Any, target: Any = None, data_aware: bool | None = None,
+                       heal: Any = None, dense: bool = False, spread: bool = False, device: Any = "cpu",
+                       progress: Any = None, overwrite: bool = False, resume: bool = False, placement: str = "auto",
+                       bond_split: str = "data", decompose_options: Mapping[str, Any] | None = None,
+                       on_stats: Callable[[int | None, dict], None] | None = None) -> "BlockwiseCompression":
+    """:func:`tnviz.compress` of a causal LM's Hugging Face folder block by block (:mod:`tnviz.model.blockwise`);
+    ``on_stats(block, stats)`` sees each block's calibration statistics as they are collected."""
+    from .blockwise import Skeleton, run_blockwise
+    from .io import HFFolderWeights, open_weights
+    from .resume import Journal, fingerprint
+    from .subject import Source, hf_inputs, side_files
+
+    started = time.perf_counter()
+    device = resolve_device(device)
+    decompose_options = dict(decompose_options or {})
+    for refused, why in ((data_aware is False, "it is the data-aware path (without calibration, compress the "
+                                               "weights file alone)"),
+                         (heal is not None, "healing needs the whole model in memory"),
+                         (dense, "a dense export needs the whole model in memory"),
+                         (spread, "it runs in one process (a distributed run spreads the whole-model path)"),
+                         (output is None, "it writes its progress beside the output as it goes: give an output")):
+        if refused:
+            raise TnvizError(f"a block-by-block compression cannot run here: {why}")
+    if not isinstance(source, (str, os.PathLike)):
+        raise TnvizError(f"a block-by-block compression reads a Hugging Face folder or zip; got {type(source).__name__}")
+    weights = open_weights(source)
+    try:
+        if not isinstance(weights, HFFolderWeights):
+            raise TnvizError(f"a block-by-block compression reads a Hugging Face folder or zip (config.json + "
+                             f"sharded safetensors); {Path(source).name!r} holds weights only")
+        skeleton = Skeleton(weights, device)
+        src = Source.of_weights(weights, None, skeleton.keys)
+        if Path(source).is_file():
+            src.path = str(source)
+        src.side_files = side_files(Path(weights.folder))
+        kind, calibration, heldout, inputs = hf_inputs(weights, device)
+        subject = Subject(Path(source).name, kind, None, calibration, heldout, inputs, src, weights=weights)
+        plan = skeleton.plan(rules, target, device)
+        check_target(output, overwrite=overwrite, protect=[src.path])
+        journal = Journal(output, fingerprint(src, plan, {
+            **plan.settings(), "data_aware": True, "placement": placement, "bond_split": bond_split,
+            "decompose": dict(decompose_options), "heal": [None, None], "dense": False, "blockwise": True}),
+            resume=resume)
+        applied, metrics = run_blockwise(skeleton, plan, calibration, heldout, journal=journal, progress=progress,
+                                         on_stats=on_stats, placement=placement, bond_split=bond_split,
+                                         **decompose_options)
+        settings = {**_settings(plan, True, placement, bond_split, decompose_options), "blockwise": True}
+        result = BlockwiseCompression(subject, applied, settings, metrics)
+        with skeleton.with_blocks() as model:
+            modules = dict(model.named_modules())
+            result.dtypes = {r.name: modules[r.name].weight.dtype for r in applied.layers}
+        result.journal = journal
+        result.resumed = journal.resumed
+        result.seconds = time.perf_counter() - started
+        result.write(output, overwrite=overwrite)
+        journal.done()
+        return result
+    finally:
+        weights.close()
+
+
+__all__ = ["Compression", "BlockwiseCompression", "HealOutcome", "compress", "compress_blockwise", "rules_from",
+           "Options"]
