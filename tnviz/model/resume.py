@@ -11,6 +11,10 @@ and renamed before its journal line is appended (and both are flushed to disk), 
 the two only loses that weight; a torn last line is ignored.  The progress folder is removed once
 the output folder is written.
 
+In a torch.distributed run every rank journals the weights it decomposes into the progress folder
+of rank 0's output (its own journal, ``journal.r<rank>.jsonl``; rank 0's is ``journal.jsonl``), and
+a resume, with any number of ranks or in one process, reads them all.
+
 ``TNVIZ_TEST_HOLD_AFTER=k`` (tests only): after ``k`` weights are journaled the process stops
 working and waits, to be killed from outside at a known point.
 """
