@@ -387,7 +387,8 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
     ``blockwise``: a causal LM's Hugging Face folder compressed one decoder block at a time, with
     one block's weights in memory (:mod:`tnviz.model.blockwise`; each block calibrated on the
     compressed blocks' output); default: when the run is data-aware and the whole-model path would
-    need more than the memory available (or ``TNVIZ_MEMORY_BUDGET`` GiB).
+    need more than the memory available (or ``TNVIZ_MEMORY_BUDGET`` GiB), unless healing or a dense
+    export (which need the whole model) is asked for.
     """
     started = time.perf_counter()
     given = truncation_from(max_rank=max_rank, rtol=rtol, energy=energy, ratio=ratio, target_ratio=target_ratio,
@@ -406,7 +407,7 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
     spread = resolve_distributed(distributed)
     lead = not spread or group_rank() == 0
     dev = resolve_device(device)
-    if blockwise is None and calibration is None and not spread:
+    if blockwise is None and calibration is None and not spread and heal is None and not dense:
         from .blockwise import wants_blockwise
 
         blockwise = wants_blockwise(source, data_aware)
