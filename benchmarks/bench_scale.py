@@ -8,10 +8,12 @@ max_rank=32, layers="layers\\.[0-9]+\\.")``), which reports its wall time and it
 as the file grows, and the same run on two torch.distributed ranks (``torchrun``, gloo) for the
 largest size below the machine's RAM.  ``--ram-multiple 2`` adds a file twice the machine's RAM.
 
-Not here yet: the data-aware path block by block (issue 18 item 2), which needs the model built
-one decoder block at a time; a data-aware run today holds the whole model.
+``--data-aware``: the same sizes as sharded Hugging Face folders (``config.json`` and 3 shards
+with their index), compressed data-aware block by block (``blockwise=True``: one decoder block
+resident, each calibrated on the compressed blocks' output; issue 18 item 2), and with
+``--whole-at S`` the whole-model data-aware path at size ``S`` beside it.
 
-    python benchmarks/bench_scale.py [--sizes 0.25 0.5 1 2] [--ram-multiple 2] [--write]
+    python benchmarks/bench_scale.py [--sizes 0.25 0.5 1 2] [--ram-multiple 2] [--data-aware [--whole-at 0.5]] [--write]
 """
 from __future__ import annotations
 
@@ -42,6 +44,18 @@ print(json.dumps({"seconds": time.perf_counter() - start, "weights": len(r.layer
 """
 
 
+_RUN_FOLDER = r"""
+import json, sys, time
+import tnviz
+from tnviz.model.memory import peak_rss_bytes
+start = time.perf_counter()
+r = tnviz.compress(sys.argv[1], sys.argv[2], method="svd", max_rank=32, layers=r"layers\.[0-9]+\.",
+                   blockwise=sys.argv[3] == "blocks")
+print(json.dumps({"seconds": time.perf_counter() - start, "weights": len(r.layers), "peak": peak_rss_bytes(),
+                  "ratio": r.totals["ratio"], "kl": r.metrics["compressed"]["next-token KL"]}))
+"""
+
+
 def layers_for(gigabytes: float) -> int:
     per_layer = (4 * HIDDEN * HIDDEN + 3 * INTER * HIDDEN + 2 * HIDDEN) * 4
     return max(1, round((gigabytes * 2**30 - 2 * VOCAB * HIDDEN * 4) / per_layer))
@@ -49,9 +63,17 @@ def layers_for(gigabytes: float) -> int:
 
 def generate(path: Path, layers: int) -> int:
     """A LLaMA-shaped weights file written tensor by tensor (never the whole model in memory)."""
+    from tnviz.model.folder import write_safetensors_streamed
+
+    return write_safetensors_streamed(path, llama_items(layers))["bytes"]
+
+
+def llama_items(layers: int) -> list:
+    """The tensors of a LLaMA-shaped model (random, seeded per tensor; an untied head), as
+    :class:`tnviz.model.folder.Item` s made one at a time when written."""
     import torch
 
-    from tnviz.model.folder import Item, write_safetensors_streamed
+    from tnviz.model.folder import Item
 
     def randn(shape, seed):
         return lambda: torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) / shape[-1] ** 0.5
@@ -69,14 +91,48 @@ def generate(path: Path, layers: int) -> int:
             items.append(Item(p + f"{n}.weight", "float32", (HIDDEN,), lambda: torch.ones(HIDDEN)))
     items.append(Item("model.norm.weight", "float32", (HIDDEN,), lambda: torch.ones(HIDDEN)))
     items.append(Item("lm_head.weight", "float32", (VOCAB, HIDDEN), randn((VOCAB, HIDDEN), 99)))
-    return write_safetensors_streamed(path, items)["bytes"]
+    return items
 
 
-def run(path: Path, out: Path, ranks: int) -> dict:
+def block_bytes() -> int:
+    """The bytes of one decoder block of :func:`llama_items` (its weights and norms)."""
+    return (4 * HIDDEN * HIDDEN + 3 * INTER * HIDDEN + 2 * HIDDEN) * 4
+
+
+def generate_folder(folder: Path, layers: int, shards: int = 3) -> int:
+    """A LLaMA-shaped Hugging Face folder (``config.json``, ``shards`` safetensors shards and their
+    index), written tensor by tensor; returns the shards' bytes."""
+    import math
+
+    import transformers
+
+    from tnviz.model.folder import write_safetensors_streamed
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config = transformers.LlamaConfig(hidden_size=HIDDEN, intermediate_size=INTER, num_hidden_layers=layers,
+                                      num_attention_heads=HIDDEN // 64, num_key_value_heads=HIDDEN // 64,
+                                      vocab_size=VOCAB, max_position_embeddings=2048, tie_word_embeddings=False)
+    config.architectures = ["LlamaForCausalLM"]
+    config.to_json_file(folder / "config.json")
+    items = llama_items(layers)
+    per = math.ceil(len(items) / shards)
+    weight_map, total = {}, 0
+    for k in range(shards):
+        file = f"model-{k + 1:05d}-of-{shards:05d}.safetensors"
+        part = items[k * per:(k + 1) * per]
+        total += write_safetensors_streamed(folder / file, part, metadata={"format": "pt"})["bytes"]
+        weight_map.update({it.name: file for it in part})
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return total
+
+
+def run(path: Path, out: Path, ranks: int, mode: str = "") -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "")}
     if not env["OMP_NUM_THREADS"]:
         env.pop("OMP_NUM_THREADS")
-    if ranks == 1:
+    if mode:  # a Hugging Face folder, data-aware: "blocks" (block by block) or "whole"
+        cmd = [sys.executable, "-c", _RUN_FOLDER, str(path), str(out), mode]
+    elif ranks == 1:
         cmd = [sys.executable, "-c", _RUN, str(path), str(out)]
     else:  # every rank prints its own line; rank 0's (the one that wrote) holds the ratio
         script = out.parent / "run_rank.py"
@@ -91,7 +147,7 @@ def run(path: Path, out: Path, ranks: int) -> dict:
         raise SystemExit("\n".join(errors[:10]) + "\n" + done.stderr[-1500:])
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     return {"wall": wall, "seconds": max(d["seconds"] for d in lines), "weights": lines[0]["weights"],
-            "peak": max(d["peak"] for d in lines), "ratio": lines[0]["ratio"]}
+            "peak": max(d["peak"] for d in lines), "ratio": lines[0]["ratio"], "kl": lines[0].get("kl")}
 
 
 def machine() -> str:
@@ -112,8 +168,14 @@ def main() -> None:
     ap.add_argument("--sizes", type=float, nargs="+", default=[0.25, 0.5, 1.0, 2.0], help="file sizes in GiB")
     ap.add_argument("--ram-multiple", type=float, default=0.0, help="also a file this many times the RAM")
     ap.add_argument("--ranks", type=int, default=2, help="ranks of the torchrun row (0: none)")
+    ap.add_argument("--data-aware", action="store_true", dest="data_aware",
+                    help="sharded Hugging Face folders compressed data-aware, block by block")
+    ap.add_argument("--whole-at", type=float, nargs="*", default=[], dest="whole_at",
+                    help="with --data-aware: also the whole-model data-aware path at these sizes (GiB)")
     ap.add_argument("--write", action="store_true", help="write the table into benchmarks/README.md")
     args = ap.parse_args()
+    if args.data_aware:
+        return main_data_aware(args)
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     sizes = list(args.sizes) + ([args.ram_multiple * ram] if args.ram_multiple else [])
     rows = []
@@ -155,6 +217,50 @@ def main() -> None:
             text += ("\n## Scale (`bench_scale.py`)\n\nLLaMA-shaped weights files of growing size compressed weights-only "
                      "(SVD, rank 32, every block's linear weights) in a fresh process: time per weight and peak "
                      "resident set (VmHWM) against the goal of issue 18.\n\n" + block + "\n")
+        readme.write_text(text)
+
+
+def main_data_aware(args: argparse.Namespace) -> None:
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    sizes = list(args.sizes) + ([args.ram_multiple * ram] if args.ram_multiple else [])
+    stamp = (f"Machine: {machine()}; {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC; "
+             f"load average {os.getloadavg()[0]:.1f} at the start")
+    rows = []
+    block = block_bytes()
+    work = Path(tempfile.mkdtemp(prefix="tnviz-scale-", dir=os.environ.get("TNVIZ_SCALE_DIR")))
+    try:
+        for size in sorted(set(sizes) | set(args.whole_at)):
+            layers = layers_for(size)
+            folder = work / "llama"
+            nbytes = generate_folder(folder, layers)
+            for mode in ["blocks"] * (size in sizes) + ["whole"] * (size in args.whole_at):
+                out = work / "out"
+                r = run(folder, out, 1, mode)
+                path = "block by block" if mode == "blocks" else "whole model"
+                rows.append(f"| {nbytes / 2**30:.2f} | {layers} | {path} | {r['weights']} | {r['seconds']:.0f} | "
+                            f"{r['seconds'] / r['weights']:.2f} | {r['peak'] / 2**30:.2f} | {block / 2**20:.0f} | "
+                            f"{(2 * block + 2**30) / 2**30:.2f} | {r['kl']:.4f} |")
+                print(rows[-1], flush=True)
+                shutil.rmtree(out, ignore_errors=True)
+            shutil.rmtree(folder)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    table = "\n".join([
+        stamp + ".", "",
+        "| folder GiB | layers | path | weights | seconds | s per weight | peak RSS GiB | largest block MiB | "
+        "goal (2x block + 1 GiB) | next-token KL |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        *rows,
+    ])
+    print(table)
+    if args.write:
+        readme = HERE / "README.md"
+        text = readme.read_text()
+        marked = f"<!-- scale-blocks -->\n{table}\n<!-- /scale-blocks -->"
+        if "<!-- scale-blocks -->" in text:
+            text = re.sub(r"<!-- scale-blocks -->.*?<!-- /scale-blocks -->", lambda _: marked, text, flags=re.S)
+        else:
+            text = text.replace("<!-- /scale -->\n", "<!-- /scale -->\n\n" + marked + "\n", 1)
         readme.write_text(text)
 
 

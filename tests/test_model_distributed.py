@@ -123,3 +123,51 @@ def test_an_error_on_one_rank_reaches_every_rank_and_nothing_hangs(tmp_path):
     for r in (0, 1):
         assert f"rank {r}: item 3 failed" in out.stdout
         assert f"rank {r}: [10, 20, 30, 40]" in out.stdout
+
+
+def _journal_lines(out: Path) -> int:
+    from tnviz.model.resume import progress_folder
+
+    return sum(len(p.read_text().splitlines()) for p in progress_folder(out).glob("journal*.jsonl"))
+
+
+def _killed_torchrun(source: str, out: Path, k: int, expected: int) -> list[str]:
+    """A 2-rank torchrun run killed (SIGKILL to every process of it) once each rank has journaled
+    k weights (it waits there); returns the names of the journals it left."""
+    import signal
+    import time
+
+    from tnviz.model.resume import HOLD_ENV, progress_folder
+
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                             "-m", "tnviz.cli", "compress", source, "--ratio", "2", "-o", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            env={**_env(), HOLD_ENV: str(k)}, start_new_session=True)
+    deadline = time.monotonic() + 180
+    while _journal_lines(out) < expected and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert _journal_lines(out) == expected, proc.communicate()
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not (out / "tnviz.json").exists()
+    return sorted(p.name for p in progress_folder(out).glob("journal*.jsonl"))
+
+
+@pytest.mark.slow
+def test_a_killed_torchrun_run_resumes_under_torchrun_or_alone_to_the_single_process_folder(tmp_path):
+    # before: '--resume needs a single-process run; a distributed run journals no progress'
+    source = str(_weights(tmp_path / "w.safetensors"))
+    one = _single("compress", source, "--ratio", "2", "-o", str(tmp_path / "one"))
+    assert one.returncode == 0, one.stderr
+    # 5 weights on 2 ranks: 3 and 2; each rank stops after its 2nd, so 4 are journaled, by both ranks
+    out = tmp_path / "two"
+    assert _killed_torchrun(source, out, 2, 4) == ["journal.jsonl", "journal.r1.jsonl"]
+    again = _torchrun("compress", source, "--ratio", "2", "-o", str(out), "--resume")
+    assert again.returncode == 0, again.stderr[-3000:]
+    _same_folder(tmp_path / "one", out)
+    # a stopped torchrun run resumed by one process: it reads every rank's journal
+    alone = tmp_path / "alone"
+    _killed_torchrun(source, alone, 1, 2)
+    done = _single("compress", source, "--ratio", "2", "-o", str(alone), "--resume")
+    assert done.returncode == 0, done.stderr
+    _same_folder(tmp_path / "one", alone)

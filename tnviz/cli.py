@@ -193,7 +193,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
                           truncation=given if "target" not in given else None, target=given.get("target"),
                           data_aware=False if args.no_data_aware else None, heal=args.heal, heal_steps=args.heal_steps,
                           device=args.device, progress=bar, overwrite=args.overwrite, dense=args.dense,
-                          resume=args.resume, order_search=args.order_search)
+                          resume=args.resume, order_search=args.order_search, blockwise=args.blockwise)
     finally:
         if bar:
             bar.close()
@@ -331,6 +331,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--order-search", action="store_true", dest="order_search",
                    help="re-order the hidden neurons of each feed-forward pair (the function is unchanged) so its "
                         "MPO is more compressible; the folder stores the order and loading applies it")
+    whole = p.add_mutually_exclusive_group()
+    whole.add_argument("--blockwise", action="store_const", const=True, default=None,
+                       help="causal LMs (LLaMA, Mistral, Qwen2, GPT-2 folders): data-aware, one decoder block at a "
+                            "time, with one block's weights in memory, each block calibrated on the compressed blocks' "
+                            "output (default: when the whole model would not fit in the memory available, or in "
+                            "TNVIZ_MEMORY_BUDGET GiB)")
+    whole.add_argument("--no-blockwise", action="store_const", const=False, dest="blockwise",
+                       help="hold the whole model, whatever its size (every layer calibrated on the original model)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_compress)
 

@@ -69,7 +69,8 @@ def _as_matrix(C, size: int, what: str, like):
     C = C.to(device=like.device, dtype=like.dtype)
     if not bool(torch.isfinite(C).all()):
         raise DecompositionError(f"{what} must hold finite numbers; it has NaN or inf")
-    return (C + C.mT) / 2
+    C = C + C.mT  # (C + C^T) / 2 with one temporary of its size, not two
+    return C.div_(2)
 
 
 def _cholesky(C, eps: float, what: str):
@@ -78,8 +79,10 @@ def _cholesky(C, eps: float, what: str):
     scale = float(torch.diagonal(C).mean())
     if not scale > 0:
         raise DecompositionError(f"{what} must be a covariance with a positive diagonal; mean(diag) is {scale:g}")
-    reg = C + eps * scale * torch.eye(C.shape[0], device=C.device, dtype=C.dtype)
+    reg = C.clone()  # C + eps·scale·I, without a second identity-sized temporary (the same numbers)
+    reg.diagonal().add_(eps * scale)
     L, info = torch.linalg.cholesky_ex(reg)
+    del reg
     if int(info) != 0:
         raise DecompositionError(
             f"{what} must be symmetric positive semi-definite; its Cholesky factor fails at row {int(info)} "

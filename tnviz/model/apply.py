@@ -261,7 +261,8 @@ def apply_plan(model: nn.Module, plan: Plan, *, calibration: Sequence[Any] | Non
                flops_batch: int = 1, strategy: str = "auto", stats: Mapping[str, Any] | None = None,
                precision: torch.dtype | None = None, refit_sweeps: int = 1, refit_iters: int = 15,
                placement: str = "auto", bond_split: str = "data", distributed: bool = False,
-               journal: Any = None, order_search: bool = False, **decompose_options: Any) -> Applied:
+               journal: Any = None, order_search: bool = False, in_place: bool = False, workers: int | None = None,
+               **decompose_options: Any) -> Applied:
     """Decompose every planned layer and return a compressed deep copy (the original is untouched).
 
     ``calibration``: batches for the data-aware statistics (required when ``data_aware``, unless
@@ -278,12 +279,15 @@ def apply_plan(model: nn.Module, plan: Plan, *, calibration: Sequence[Any] | Non
     ``order_search``: before decomposing, re-order the hidden neurons of each feed-forward pair whose
     first planned weight is an MPO of the hidden index (:func:`tnviz.model.permute.search_pairs`),
     both weights of the pair, so the copy computes the same function; ``permutations`` records them.
+    ``in_place``: the TN layers go into ``model`` itself, not a copy (the block-by-block path, which
+    needs the original no more); ``workers``: weights decomposed at once (default: one per core).
+    ``stats`` may be a mapping that lets each layer's statistics go once it is read.
     """
     options = Options(placement, bond_split, refit_sweeps, refit_iters, precision, dict(decompose_options))
     options.check()
     dev = resolve_device(device)
     started = time.perf_counter()
-    work = copy.deepcopy(model).to(dev).eval()
+    work = (model if in_place else copy.deepcopy(model)).to(dev).eval()
     names = plan.names()
     steps = len(names) + (1 if data_aware and stats is None else 0)
     if data_aware and stats is None:
@@ -307,13 +311,15 @@ def apply_plan(model: nn.Module, plan: Plan, *, calibration: Sequence[Any] | Non
         progress(offset, steps, "decomposing")
 
     def one(lp: LayerPlan) -> Any:
-        cov = stats[lp.name].second_moment if lp.name in stats else None
-        return compress_layer(linear_weight(modules[lp.name]), lp, cov, options)
+        try:  # the covariance held by compress_layer alone, which lets it go once factored
+            return compress_layer(linear_weight(modules[lp.name]), lp, _second_moment(stats.get(lp.name)), options)
+        finally:
+            trim()
 
     done = (lambda n, lp: progress(offset + n, steps, lp.name)) if progress else None
     outcomes = _resumable(one, plan, journal, lambda fn, todo: map_spread(
         fn, todo, [svd_cost(lp.shape) for lp in todo], distributed=distributed,
-        workers=1 if dev.type != "cpu" else None, done=done))
+        workers=1 if dev.type != "cpu" else workers, done=done))
     for lp, outcome in zip(plan.layers, outcomes):  # the surgery in plan order, on this thread
         if isinstance(outcome, Kept):
             skipped.append(outcome.as_dict())
@@ -327,6 +333,10 @@ def apply_plan(model: nn.Module, plan: Plan, *, calibration: Sequence[Any] | Non
         progress(steps, steps, "done")
     return Applied(results, skipped, bool(stats), str(dev), time.perf_counter() - started, plan,
                    original=model, model=work.eval(), permutations=orders, order_notes=notes)
+
+
+def _second_moment(stat: Any) -> torch.Tensor | None:
+    return None if stat is None else stat.second_moment
 
 
 def _resumable(one: Callable[[LayerPlan], Any], plan: Plan, journal: Any, run: Callable) -> list[Any]:

@@ -490,6 +490,11 @@ def _swap_in(model: "nn.Module", saved: CompressedModel, strategy: str = "auto")
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     modules = dict(model.named_modules())
+    first: dict[int, str] = {}
+    aliases: dict[str, str] = {}  # a tied lm_head.weight -> the embedding's name: loaded with it
+    for n, p in model.named_parameters(remove_duplicate=False):
+        aliases.update({n: first[id(p)]} if id(p) in first else {})
+        first.setdefault(id(p), n)
     keys = {v: k for k, v in (saved.report.get("key_map") or {}).items()}  # file name -> model name
     rest = {keys.get(k, k): v for k, v in saved.untouched.items()}
     own = model.state_dict()
@@ -527,7 +532,7 @@ def _swap_in(model: "nn.Module", saved: CompressedModel, strategy: str = "auto")
                         for p in (layer.module, *(t.removesuffix(".weight") for t in layer.tied)))
     state = {k: v.to(device) for k, v in rest.items() if k in own}  # a file may hold tensors the model has not
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith(tn_prefixes)]
+    missing = [k for k in missing if not k.startswith(tn_prefixes) and not (k in aliases and aliases[k] in state)]
     if missing:  # a dense weight the model ties to one that was loaded (lm_head to the embedding) is set
         params = model.state_dict(keep_vars=True)
         loaded = {id(params[k]) for k in state if k in params}

@@ -140,17 +140,10 @@ def _key_map(model: nn.Module, weights: HFFolderWeights) -> dict[str, str]:
     return out
 
 
-def load_hf_model(weights: HFFolderWeights, device: Any = None) -> tuple[nn.Module, dict[str, str]]:
-    """The model of an uploaded Hugging Face folder with its weights loaded, and the name of every
-    one of its tensors in the file (model name -> file name); refusals name the rule and the value."""
-    config = dict(weights.config or {})
-    check_config(config, weights)
-    if config.get("model_type") == "bert":
-        from .bert import check_bert_config
-
-        check_bert_config(config)
-    causal = is_causal_lm(config, weights)
-    meta = _meta_model(config, causal)
+def check_architecture(meta: nn.Module, weights: HFFolderWeights, config: Mapping[str, Any]) -> dict[str, str]:
+    """Check an architecture built without memory (parameters on the meta device) against the
+    weights: every tensor of it held with its shape, and no more parameters than the file holds.
+    Returns the name of each of its tensors in the file (model name -> file name)."""
     keys = _key_map(meta, weights)
     own = meta.state_dict()
     aliases = tied_aliases(meta)
@@ -169,6 +162,21 @@ def load_hf_model(weights: HFFolderWeights, device: Any = None) -> tuple[nn.Modu
     if wanted > PARAMETER_SLACK * held + 100_000:
         raise ModelFileError(f"config.json must describe the model the weights hold; it describes {wanted:,} parameters, "
                              f"model.safetensors holds {held:,} values")
+    return keys
+
+
+def load_hf_model(weights: HFFolderWeights, device: Any = None) -> tuple[nn.Module, dict[str, str]]:
+    """The model of an uploaded Hugging Face folder with its weights loaded, and the name of every
+    one of its tensors in the file (model name -> file name); refusals name the rule and the value."""
+    config = dict(weights.config or {})
+    check_config(config, weights)
+    if config.get("model_type") == "bert":
+        from .bert import check_bert_config
+
+        check_bert_config(config)
+    causal = is_causal_lm(config, weights)
+    meta = _meta_model(config, causal)
+    keys = check_architecture(meta, weights, config)
     del meta
     model = _build(config, causal)
     aliases = tied_aliases(model)

@@ -35,6 +35,18 @@ def trim() -> None:
         libc.malloc_trim(0)
 
 
+#: glibc's ``mallopt`` parameter of the size from which a block is mapped on its own (and unmapped when freed).
+M_MMAP_THRESHOLD = -3
+
+
+def map_large_blocks(threshold: int = 1 << 20) -> bool:
+    """From now on, glibc maps every block of ``threshold`` bytes or more on its own, so it goes
+    back to the system the moment it is freed, not when :func:`trim` is next called (for the rest
+    of the process: its threshold no longer rises with the blocks freed).  Returns whether it was set."""
+    libc = _libc()
+    return bool(libc is not None and libc.mallopt(M_MMAP_THRESHOLD, int(threshold)))
+
+
 def peak_rss_bytes() -> int | None:
     """This process's peak resident set (``VmHWM`` of ``/proc/self/status``; ``None`` elsewhere)."""
     try:
@@ -47,4 +59,16 @@ def peak_rss_bytes() -> int | None:
     return None
 
 
-__all__ = ["trim", "peak_rss_bytes"]
+def available_bytes() -> int | None:
+    """Memory the system can give this process now (``MemAvailable`` of ``/proc/meminfo``; ``None`` elsewhere)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+__all__ = ["trim", "peak_rss_bytes", "available_bytes", "map_large_blocks"]

@@ -384,7 +384,9 @@ def _table(source: Any) -> tuple[list[LayerInfo], Any]:
         from .surgery import linear_weight
 
         modules = dict(model.named_modules())
-        return layer_table(model), lambda info: linear_weight(modules[info.name]).detach()
+        # a source whose model holds no values (the block-by-block path's meta model) reads them itself
+        read = getattr(source, "read_weight", None) or (lambda info: linear_weight(modules[info.name]).detach())
+        return layer_table(model), read
     if weights is None and hasattr(source, "names") and hasattr(source, "get"):
         weights = source
     if weights is None:

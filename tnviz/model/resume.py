@@ -11,6 +11,10 @@ and renamed before its journal line is appended (and both are flushed to disk), 
 the two only loses that weight; a torn last line is ignored.  The progress folder is removed once
 the output folder is written.
 
+In a torch.distributed run every rank journals the weights it decomposes into the progress folder
+of rank 0's output (its own journal, ``journal.r<rank>.jsonl``; rank 0's is ``journal.jsonl``), and
+a resume, with any number of ranks or in one process, reads them all.
+
 ``TNVIZ_TEST_HOLD_AFTER=k`` (tests only): after ``k`` weights are journaled the process stops
 working and waits, to be killed from outside at a known point.
 """
@@ -72,19 +76,52 @@ def fingerprint(source: Any, plan: Any, settings: Mapping[str, Any]) -> dict[str
 class Journal:
     """The progress folder of one run into ``target`` (see the module doc)."""
 
-    def __init__(self, target: str | os.PathLike, header: Mapping[str, Any], resume: bool = False) -> None:
+    def __init__(self, target: str | os.PathLike, header: Mapping[str, Any], resume: bool = False,
+                 group: bool = False) -> None:
         self.folder = progress_folder(target)
         self.header = dict(header)
         self.finished: dict[str, Any] = {}
+        self.files: dict[str, Path] = {}  # weight name -> its factors' file (this run's and the stopped run's)
         self._lock = threading.Lock()
         self._count = 0
+        # in a process group every rank journals the weights it decomposes into its own journal
+        # (rank 0: journal.jsonl, rank r: journal.r<r>.jsonl) and reads every rank's on resume
+        self.rank = 0
+        if group:
+            import torch.distributed as dist
+
+            self.rank = dist.get_rank()
+        self._own = JOURNAL if self.rank == 0 else f"journal.r{self.rank}.jsonl"
+        self._prefix = "" if self.rank == 0 else f"r{self.rank}-"
+        failure = None
+        if self.rank == 0:
+            try:
+                self._open(resume)
+            except TnvizError as error:
+                if not group:
+                    raise
+                failure = str(error)
+        if group:  # rank 0's outcome on every rank (a refusal raised everywhere, not a hang), then each reads
+            import torch.distributed as dist
+
+            said = [failure]
+            dist.broadcast_object_list(said, src=0)
+            if said[0] is not None:
+                raise TnvizError(said[0])
+            if self.rank != 0:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                if resume and (self.folder / HEADER).is_file():
+                    self._read()
+            dist.barrier()  # no rank journals before every rank has read what the stopped run finished
+        self.resumed = len(self.finished)
+
+    def _open(self, resume: bool) -> None:
         if resume and (self.folder / HEADER).is_file():
             self._read()
         else:
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder.mkdir(parents=True)
             (self.folder / HEADER).write_text(json.dumps(self.header, indent=2))
-        self.resumed = len(self.finished)
 
     def _read(self) -> None:
         from safetensors.torch import load_file
@@ -100,7 +137,9 @@ class Journal:
             if old.get(key) != self.header.get(key):
                 raise TnvizError(f"--resume must continue the same run; the stopped run in {str(self.folder)!r} had "
                                  f"other {what} (run without --resume to start over)")
-        lines = (self.folder / JOURNAL).read_text().splitlines() if (self.folder / JOURNAL).is_file() else []
+        lines = [line for path in _journals(self.folder) for line in path.read_text().splitlines()]
+        own = self.folder / self._own
+        self._count = len(own.read_text().splitlines()) if own.is_file() else 0
         for line in lines:
             try:
                 entry = json.loads(line)
@@ -112,12 +151,12 @@ class Journal:
             path = self.folder / entry["file"]
             if not path.is_file():
                 continue
+            self.files[entry["name"]] = path
             self.finished[entry["name"]] = Finished(
                 TensorNetwork.from_dict(entry["network"]), load_file(str(path)), int(entry["params"]),
                 float(entry["rel_error"]), entry["data_error"], {k: int(v) for k, v in entry["ranks"].items()},
                 float(entry["seconds"]), {"auto": entry["auto"]} if entry.get("auto") else {},
                 entry.get("method", ""))
-        self._count = len(lines)
 
     def record(self, name: str, outcome: Any) -> None:
         """Journal one finished weight (a decomposition, or a Kept) durably."""
@@ -129,10 +168,11 @@ class Journal:
             if hasattr(outcome, "reason"):
                 entry: dict[str, Any] = {"name": name, "kept": outcome.reason}
             else:
-                file = f"{k:06d}.safetensors"
+                file = f"{self._prefix}{k:06d}.safetensors"
                 tmp = self.folder / f".{file}.tmp"
                 save_file({t: v.detach().to("cpu").contiguous() for t, v in outcome.tensors.items()}, str(tmp))
                 os.replace(tmp, self.folder / file)
+                self.files[name] = self.folder / file
                 entry = {"name": name, "file": file, "params": int(outcome.params),
                          "rel_error": float(outcome.rel_error),
                          "data_error": None if outcome.data_error is None else float(outcome.data_error),
@@ -140,7 +180,7 @@ class Journal:
                          "network": outcome.network.to_dict(), "method": getattr(outcome, "method", "")}
                 if outcome.extra.get("auto"):  # method 'auto': the search, so a resumed run reports it too
                     entry["auto"] = outcome.extra["auto"]
-            with open(self.folder / JOURNAL, "a") as fh:
+            with open(self.folder / self._own, "a") as fh:
                 fh.write(json.dumps(entry) + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -153,6 +193,12 @@ class Journal:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+def _journals(folder: Path) -> list[Path]:
+    """Every rank's journal in a progress folder (rank 0's, or a single process's, first)."""
+    own = folder / JOURNAL
+    return ([own] if own.is_file() else []) + sorted(folder.glob("journal.r*.jsonl"))
+
+
 def stopped_run(target: str | os.PathLike) -> str | None:
     """What a stopped run into ``target`` finished, in words, or ``None`` where none was stopped."""
     folder = progress_folder(target)
@@ -160,6 +206,6 @@ def stopped_run(target: str | os.PathLike) -> str | None:
         header = json.loads((folder / HEADER).read_text())
     except (OSError, ValueError):
         return None
-    lines = (folder / JOURNAL).read_text().splitlines() if (folder / JOURNAL).is_file() else []
+    lines = [line for path in _journals(folder) for line in path.read_text().splitlines()]
     return (f"a run into it was stopped after {len(lines)} of {len(header.get('layers', []))} weights (its progress "
             f"is in {str(folder)!r}); rerun it with --resume / resume=True to finish it")

@@ -232,6 +232,10 @@ def demo_subject(name: str, device: Any = None) -> Subject:
                    demo.heldout(model, device=device), demo.inputs, source)
 
 
+#: How a Hugging Face subject's inputs begin when its own tokenizer encoded the bundled sentences.
+TOKENIZED = "the bundled sentences tokenized by the upload's tokenizer.json"
+
+
 def hf_subject(path: str | os.PathLike, device: Any = None, *, max_bytes: int | None = None, samples: int = 8,
                tokens: int = 16, seed: int = 0, batch_size: int = 32, max_tokens: int = 128) -> Subject:
     """A Hugging Face folder or zip built as a model (no remote code), with its inputs.
@@ -246,8 +250,7 @@ def hf_subject(path: str | os.PathLike, device: Any = None, *, max_bytes: int | 
     (:func:`tnviz.model.evaluate.causal_lm_report`); without a tokenizer its fallback is
     :func:`byte_batches`: the same sentence splits, each sentence's UTF-8 bytes as token ids.
     """
-    from .data import sentences
-    from .hf import is_causal_lm, load_hf_model, load_tokenizer
+    from .hf import load_hf_model
     from .io import MAX_FILE_BYTES, HFFolderWeights, open_weights
 
     weights = open_weights(path, max_bytes=max_bytes or MAX_FILE_BYTES)
@@ -259,15 +262,30 @@ def hf_subject(path: str | os.PathLike, device: Any = None, *, max_bytes: int | 
         source = Source.of_weights(weights, model, keys)
         if Path(path).is_file():  # a zip: its extraction is temporary, the zip is what must not be overwritten
             source.path = str(path)
-        config = weights.config or {}
-        vocab = int(config.get("vocab_size") or 100)
-        tokenizer, reason = load_tokenizer(Path(weights.folder), config, max_tokens)
         source.side_files = side_files(Path(weights.folder))
-        causal = is_causal_lm(config, weights)
+        kind, calibration, held_out, inputs = hf_inputs(weights, next(model.parameters()).device, samples=samples,
+                                                        tokens=tokens, seed=seed, batch_size=batch_size,
+                                                        max_tokens=max_tokens)
     finally:
         weights.close()
-    dev = next(model.parameters()).device
-    name = Path(path).name
+    subject = Subject(Path(path).name, kind, model, calibration, held_out, inputs, source)
+    # a text encoder given real sentences (its own tokenizer): the top-5 neighbour overlap applies
+    subject.neighbours = kind == "outputs" and inputs.startswith(TOKENIZED) and first_dims(model, held_out) == 3
+    return subject
+
+
+def hf_inputs(weights: Any, dev: Any, *, samples: int = 8, tokens: int = 16, seed: int = 0, batch_size: int = 32,
+              max_tokens: int = 128) -> tuple[str, list, list, str]:
+    """The metric kind, calibration and held-out batches, and their description in words, of an
+    open Hugging Face folder (see :func:`hf_subject`; the block-by-block path asks for them
+    without building the model)."""
+    from .data import sentences
+    from .hf import is_causal_lm, load_tokenizer
+
+    config = weights.config or {}
+    vocab = int(config.get("vocab_size") or 100)
+    tokenizer, reason = load_tokenizer(Path(weights.folder), config, max_tokens)
+    causal = is_causal_lm(config, weights)
     kind = "causal" if causal else "outputs"
     if tokenizer is not None:
         def encode(texts: Sequence[str]) -> list[dict[str, torch.Tensor]]:
@@ -282,28 +300,24 @@ def hf_subject(path: str | os.PathLike, device: Any = None, *, max_bytes: int | 
         calibration, held_out = encode(sentences("calibration")), encode(sentences("heldout"))
         largest = max(int(b["input_ids"].max()) for b in calibration + held_out)
         if largest < vocab:
-            subject = Subject(name, kind, model, calibration, held_out,
-                              f"the bundled sentences tokenized by the upload's tokenizer.json ({len(calibration)} "
-                              f"calibration batches, {len(held_out)} held-out)", source)
-            subject.neighbours = not causal and first_dims(model, held_out) == 3
-            return subject
+            return kind, calibration, held_out, (
+                f"{TOKENIZED} ({len(calibration)} calibration batches, {len(held_out)} held-out)")
         reason = (f"its tokenizer.json gives token ids up to {largest}, beyond the config's vocab_size={vocab}, "
                   f"so it does not belong to this model")
     if causal:
         positions = int(config.get("max_position_embeddings") or config.get("n_positions") or max_tokens)
         length = min(max_tokens, positions)
-        return Subject(name, kind, model, byte_batches(sentences("calibration"), vocab, length, batch_size, dev),
-                       byte_batches(sentences("heldout"), vocab, length, batch_size, dev),
-                       f"the bundled sentences as UTF-8 bytes (token id = byte value mod vocab_size={vocab}; "
-                       f"{reason}, so perplexity is of this byte encoding; add one to measure real text)", source)
+        return (kind, byte_batches(sentences("calibration"), vocab, length, batch_size, dev),
+                byte_batches(sentences("heldout"), vocab, length, batch_size, dev),
+                f"the bundled sentences as UTF-8 bytes (token id = byte value mod vocab_size={vocab}; "
+                f"{reason}, so perplexity is of this byte encoding; add one to measure real text)")
     generator = torch.Generator().manual_seed(seed)
 
     def batch() -> dict[str, torch.Tensor]:
         ids = torch.randint(0, vocab, (samples, tokens), generator=generator).to(dev)
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
-    return Subject(name, kind, model, [batch(), batch()], [batch()],
-                   f"random token ids ({reason}; add one to calibrate on real text)", source)
+    return kind, [batch(), batch()], [batch()], f"random token ids ({reason}; add one to calibrate on real text)"
 
 
 @torch.no_grad()
