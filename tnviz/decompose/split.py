@@ -1,6 +1,6 @@
 """How a data-aware MPO spends a parameter budget across its bonds, chosen by the data error.
 
-With every input leg on one core (the last: :func:`inputs_last_cores`) the full
+With every input leg on one core (the last: :func:`tnviz.decompose.legs.inputs_last_cores`) the full
 input covariance ``C = L L^T`` is absorbed exactly, and the MPO of ``W`` is the TT-SVD of the
 whitened ``M = W·L``.  Its data error ``||(W - W~) X|| / ||W X||`` is then exactly
 ``sqrt(sum of the squared discarded singular values over the bonds) / ||M||`` (TT-SVD's
@@ -60,21 +60,6 @@ class BondSplit:
     data_error: float
     label: str
     candidates: tuple[SplitCandidate, ...] = field(repr=False)
-
-
-def inputs_last_cores(in_dims: Sequence[int], out_dims: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
-    """``(in_cores, out_cores)`` putting every input leg on the last of ``max(len(in), len(out))``
-    MPO cores and the output legs, in order, spread evenly over the cores before it; ``None``
-    where that is impossible or changes nothing (one input leg, or too few output legs to give
-    each other core one).
-
-    >>> inputs_last_cores((8, 8, 6), (16, 12, 8))
-    ((2, 2, 2), (0, 0, 1))
-    """
-    n = max(len(in_dims), len(out_dims))
-    if len(in_dims) < 2 or n < 2 or len(out_dims) < n - 1:
-        return None
-    return (n - 1,) * len(in_dims), tuple(k * (n - 1) // len(out_dims) for k in range(len(out_dims)))
 
 
 def _largest(fits, hi: int) -> int:

@@ -25,7 +25,6 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..decompose.split import inputs_last_cores  # noqa: F401  (re-exported: where the data-aware MPO's legs go)
 from ..errors import DecompositionError, RankError, TnvizError
 from .device import resolve_device
 from .distributed import map_spread, svd_cost

@@ -157,7 +157,8 @@ def _svd_candidate(Wm: torch.Tensor, cov: Any, budget: int) -> Candidate:
 
 
 def _inputs_last_candidate(W: torch.Tensor, cov: Any, budget: int, legs: tuple, eps: float) -> Candidate | None:
-    from ..decompose.split import inputs_last_cores, split_bonds
+    from ..decompose.legs import inputs_last_cores
+    from ..decompose.split import split_bonds
 
     in_dims, out_dims = legs
     cores = inputs_last_cores(in_dims, out_dims)

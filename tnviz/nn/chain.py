@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-import opt_einsum as oe
-
 from ..network import TensorNetwork
 from .plan import (PlanContext, Segment, StrategyError, TorchStrategy, cheapest_segments, contraction_flops,
                    segment_cost, sweep, sweep_flops)
