@@ -533,10 +533,6 @@ def _swap_in(model: "nn.Module", saved: CompressedModel, strategy: str = "auto")
     state = {k: v.to(device) for k, v in rest.items() if k in own}  # a file may hold tensors the model has not
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith(tn_prefixes) and not (k in aliases and aliases[k] in state)]
-    if missing:  # a dense weight the model ties to one that was loaded (lm_head to the embedding) is set
-        params = model.state_dict(keep_vars=True)
-        loaded = {id(params[k]) for k in state if k in params}
-        missing = [k for k in missing if id(params.get(k)) not in loaded]
     if unexpected or missing:
         raise ModelFileError(f"the folder's tensors must match the model's; missing {missing[:5]}, "
                              f"unexpected {unexpected[:5]}")
