@@ -12,6 +12,8 @@ from __future__ import annotations
 import copy
 from typing import Any, Callable, Sequence
 
+from torch import nn
+
 from ..errors import TnvizError
 from .apply import apply_plan
 from .device import resolve_device
@@ -71,7 +73,6 @@ class _BlockReplay:
     @classmethod
     def of(cls, model: Any, subject: Subject, names: Sequence[str]) -> "_BlockReplay":
         import torch
-        from torch import nn
 
         from .plan import block_and_role
 
@@ -111,36 +112,39 @@ class _BlockReplay:
     def _replaying(self, block: int) -> Any:
         import contextlib
 
-        from torch import nn
-
         blocks, outputs = self.blocks, self.outputs
-
-        class Skip(nn.Module):  # blocks before the last replayed one: their output is never read
-            def forward(self, x, *args, **kwargs):
-                return x
-
-        class Replay(nn.Module):  # the last block before the layer's: its recorded output, in call order
-            def __init__(self, recorded):
-                super().__init__()
-                self.recorded, self.calls = recorded, 0
-
-            def forward(self, *args, **kwargs):
-                out = self.recorded[self.calls]
-                self.calls += 1
-                return out
 
         @contextlib.contextmanager
         def swapped():
             kept = list(blocks[:block])
             try:
                 for j in range(block - 1):
-                    blocks[j] = Skip()
-                blocks[block - 1] = Replay(outputs[block - 1])
+                    blocks[j] = _Skip()  # its output is never read: the next block is replayed
+                blocks[block - 1] = _Replay(outputs[block - 1])
                 yield
             finally:
                 for j, b in enumerate(kept):
                     blocks[j] = b
         return swapped()
+
+
+class _Skip(nn.Module):
+    """A block that passes its input on (it stands before the replayed one)."""
+
+    def forward(self, x, *args, **kwargs):
+        return x
+
+
+class _Replay(nn.Module):
+    """A block that returns ``recorded`` outputs in call order."""
+
+    def __init__(self, recorded: list):
+        super().__init__()
+        self.recorded, self.calls = recorded, 0
+
+    def forward(self, *args, **kwargs):
+        self.calls += 1
+        return self.recorded[self.calls - 1]
 
 
 def compare_methods(subject: Subject, pattern: str, ratio: float, methods: Sequence[str] = ("svd", "mpo"), *,
