@@ -67,8 +67,8 @@ class _BlockReplay:
     over :data:`REPLAY_MAX_BYTES`, runs every forward in full.  MiniLM: 1.99 -> 1.1 s for its 12
     feed-forward layers, the same numbers (tests/test_model_analysis.py)."""
 
-    def __init__(self, model: Any = None, blocks: Any = None, prefix: str = "", outputs: Any = None):
-        self.model, self.blocks, self.prefix, self.outputs = model, blocks, prefix, outputs
+    def __init__(self, blocks: Any = None, prefix: str = "", outputs: Any = None):
+        self.blocks, self.prefix, self.outputs = blocks, prefix, outputs
 
     @classmethod
     def of(cls, model: Any, subject: Subject, names: Sequence[str]) -> "_BlockReplay":
@@ -96,7 +96,7 @@ class _BlockReplay:
         size = sum(x.numel() * x.element_size() for o in outputs for x in o if isinstance(x, torch.Tensor))
         if len(calls) != 1 or not tensors or size > REPLAY_MAX_BYTES:
             return cls()
-        return cls(model, blocks, prefix, outputs)
+        return cls(blocks, prefix, outputs)
 
     def before(self, name: str) -> Any:
         """A context in which the blocks before ``name``'s replay their recorded outputs."""
