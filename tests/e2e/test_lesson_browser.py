@@ -106,6 +106,8 @@ def test_walk_every_step_of_the_lesson(browser, app_url, wait_idle, screenshot, 
         _type(pg, wait_idle, "spinbutton", "Bond rank r", "32")
         _check(pg, wait_idle)
         _wait_title(pg, "Step 4 of 6")
+        wait_idle(pg, timeout_ms=90_000)
+        pg.locator('[data-testid="stGraphVizChart"] svg text').first.wait_for(timeout=60_000)
         texts = pg.eval_on_selector_all('[data-testid="stGraphVizChart"] svg text', "els => els.map(e => e.textContent)")
         assert {"A", "B", "b1=32"} <= set(texts), texts
         assert pg.locator(".katex").count() >= 3  # the formulas are typeset
@@ -129,6 +131,7 @@ def test_walk_every_step_of_the_lesson(browser, app_url, wait_idle, screenshot, 
         _type(pg, wait_idle, "spinbutton", "Parameters of the MPO", str(net.params))
         _check(pg, wait_idle)
         _wait_title(pg, "Step 5 of 6")
+        wait_idle(pg, timeout_ms=90_000)
         tiles = pg.locator('[data-testid="stMetric"]').all_inner_texts()
         assert any("Parameters" in t and f"{net.params:,}" in t for t in tiles), tiles
 
@@ -141,6 +144,8 @@ def test_walk_every_step_of_the_lesson(browser, app_url, wait_idle, screenshot, 
         _add(pg, wait_idle, "Sum over", "b1")
         _check(pg, wait_idle)
         _wait_title(pg, "Step 6 of 6")
+        wait_idle(pg, timeout_ms=90_000)  # the title can arrive before the rest of the run under load
+        pg.locator('[data-testid="stImage"] img').nth(2).wait_for(timeout=60_000)
         assert pg.locator('[data-testid="stImage"] img').count() == 3
         tiles = pg.locator('[data-testid="stMetric"]').all_inner_texts()
         assert any("Relative error" in t for t in tiles), tiles
