@@ -26,7 +26,7 @@ Where ``L^-1`` goes:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import opt_einsum as oe
@@ -44,8 +44,17 @@ class Covariance:
     kind: str                      # "full" or "kron"
     mats: list[Any]                # [C] or [C_1, ..., C_n]
     chol: list[Any]                # L (lower) of the regularised matrices
-    inv: list[Any]                 # L^-1
     eps: float = DEFAULT_EPS       # the regularisation the factors were computed with
+    _inv: list[Any] | None = field(default=None, repr=False)
+
+    @property
+    def inv(self) -> list[Any]:
+        """``L^-1`` of each factor, computed on first use: whitening needs only ``L``, and a full
+        covariance whose inputs lie on several tensors is absorbed through its Kronecker factors,
+        so its own inverse (a third of a Cholesky's cost again, 1536² on MiniLM) is often never read."""
+        if self._inv is None:
+            self._inv = [_triangular_inverse(L) for L in self.chol]
+        return self._inv
 
     def fits(self, legs: Legs, like, eps: float) -> bool:
         """Whether these factors are the ones :func:`parse_covariance` would compute for a weight
@@ -88,9 +97,14 @@ def _cholesky(C, eps: float, what: str):
             f"{what} must be symmetric positive semi-definite; its Cholesky factor fails at row {int(info)} "
             f"even after adding eps·mean(diag) = {eps * scale:g}"
         )
-    eye = torch.eye(C.shape[0], device=C.device, dtype=C.dtype)
-    inv = torch.linalg.solve_triangular(L, eye, upper=False)
-    return L, inv
+    return L
+
+
+def _triangular_inverse(L):
+    import torch
+
+    eye = torch.eye(L.shape[0], device=L.device, dtype=L.dtype)
+    return torch.linalg.solve_triangular(L, eye, upper=False)
 
 
 def parse_covariance(input_cov, legs: Legs, like, eps: float = DEFAULT_EPS) -> Covariance:
@@ -119,8 +133,7 @@ def parse_covariance(input_cov, legs: Legs, like, eps: float = DEFAULT_EPS) -> C
     else:
         mats = [_as_matrix(input_cov, legs.in_features, "input_cov", like)]
         kind = "full"
-    chol, inv = zip(*(_cholesky(C, eps, "input_cov") for C in mats))
-    return Covariance(kind, mats, list(chol), list(inv), eps)
+    return Covariance(kind, mats, [_cholesky(C, eps, "input_cov") for C in mats], eps)
 
 
 def kron_approximation(cov: Covariance, legs: Legs, eps: float = DEFAULT_EPS) -> Covariance:
@@ -137,8 +150,7 @@ def kron_approximation(cov: Covariance, legs: Legs, eps: float = DEFAULT_EPS) ->
         rest = math.prod(legs.in_dims[j] for j in others)
         P = P.reshape(legs.in_dims[k], legs.in_dims[k], rest, rest)
         mats.append(P.diagonal(dim1=2, dim2=3).sum(-1) / total ** ((n - 1) / n))
-    chol, inv = zip(*(_cholesky(M, eps, "input_cov (Kronecker approximation)") for M in mats))
-    return Covariance("kron", mats, list(chol), list(inv), eps)
+    return Covariance("kron", mats, [_cholesky(M, eps, "input_cov (Kronecker approximation)") for M in mats], eps)
 
 
 def apply_legs(M, mats: Sequence[Any], in_dims: Sequence[int]):
@@ -188,8 +200,10 @@ def absorb_single(net, tensors: dict, cov: Covariance, in_dims: Sequence[int]) -
     P = X.permute(*other, *in_axes)
     lead = P.shape[: len(other)]
     flat = P.reshape(math.prod(lead) if lead else 1, -1)
-    if cov.kind == "full":
-        flat = flat @ cov.inv[0]
+    if cov.kind == "full":  # flat · L^-1 as one triangular solve: a third of forming L^-1 and multiplying
+        import torch
+
+        flat = torch.linalg.solve_triangular(cov.chol[0], flat, upper=False, left=False)
     else:
         flat = apply_legs(flat, cov.inv, in_dims)
     P = flat.reshape(*lead, *P.shape[len(other):])
@@ -238,7 +252,7 @@ def refit_inputs(net, tensors: dict, W, cov: Covariance, *, sweeps: int = 1, ite
     in_dims = net.in_dims
     C = cov.mats[0]
     reg = C + ridge * float(torch.diagonal(C).mean()) * torch.eye(C.shape[0], device=C.device, dtype=C.dtype)
-    ridged = Covariance("full", [reg], cov.chol, cov.inv)
+    ridged = Covariance("full", [reg], cov.chol, cov.eps, cov._inv)
     tensors = dict(tensors)
     history = [data_error(W, to_dense(net, tensors), ridged, in_dims)]
     for _ in range(int(sweeps)):
