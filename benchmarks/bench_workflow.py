@@ -60,7 +60,8 @@ TRADEOFF_METHODS = ("mpo", "tr", "tucker", "cp", "svd")
 
 #: step -> (the issue's measurement on its quiet 2-core CPU, the target), in seconds.
 TARGETS: dict[str, tuple[str, float | None]] = {
-    "Tensorize: MiniLM Run compression (data-aware, FFN at 2x, with the zip)": ("12.1", 3.0),
+    "Tensorize: MiniLM Run compression (data-aware, FFN at 2x)": ("12.1", 3.0),
+    "Tensorize: MiniLM Download click (the zip, written when clicked)": ("-", None),
     "CLI: tnviz compress minilm --method mpo --ratio 2 --layers FFN (whole process)": ("10.3", 4.0),
     "CLI: the same with --no-data-aware (whole process)": ("4.4", 2.5),
     "Tensorize: Measure sensitivity (12 layers)": ("4.2", 1.5),
@@ -130,15 +131,14 @@ def fresh_subject(name: str):
 
 
 def page_compress(subject, layers: str | None = None, ratio: float | None = None):
-    """What the Tensorize page's Run compression does: its plan's rules, compress, then the zip."""
+    """What the Tensorize page's Run compression does: its plan's rules and compress (the zip is
+    written when the download is clicked: the row after it)."""
     from tnviz.model.compress import compress, rules_from
     from tnviz.model.demos import DEMOS
 
     demo = DEMOS[subject.name]
     rules = rules_from(layers=layers or demo.layers, method="mpo", truncation={"ratio": ratio or demo.ratio})
-    result = compress(subject, rules=rules, data_aware=True, device="cpu", progress=lambda *a: None)
-    result.zip()
-    return result
+    return compress(subject, rules=rules, data_aware=True, device="cpu", progress=lambda *a: None)
 
 
 def steps(repeats: int) -> list[dict[str, Any]]:
@@ -156,8 +156,10 @@ def steps(repeats: int) -> list[dict[str, Any]]:
 
     # Tensorize: MiniLM run on a subject opened as the page does on its first visit (not timed)
     med, times, result = timed(lambda s: page_compress(s), repeats, lambda: fresh_subject("minilm"))
-    add("Tensorize: MiniLM Run compression (data-aware, FFN at 2x, with the zip)", med, times,
+    add("Tensorize: MiniLM Run compression (data-aware, FFN at 2x)", med, times,
         f"cosine {result.metrics['compressed']['cosine']:.4f}")
+    med, times, data = timed(result.zip, repeats)
+    add("Tensorize: MiniLM Download click (the zip, written when clicked)", med, times, f"{len(data) / 2**20:.0f} MiB")
 
     with tempfile.TemporaryDirectory(prefix="bench-workflow-") as tmp:
         base = ["compress", "minilm", "-o", str(Path(tmp) / "out"), "--method", "mpo", "--ratio", "2",

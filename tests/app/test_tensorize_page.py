@@ -72,7 +72,7 @@ def test_demo_run_shows_results_and_heals(open_page):
     if not again.improved:  # a healing that did not help says so and keeps the better model
         assert any("did not help" in w.value for w in at.warning)
         assert next(m for m in at.metric if m.label == "Accuracy").value == f"{outcome.after['accuracy']:.4f}"
-    data = at.session_state["tensorize.zip"]
+    data = at.session_state["tensorize.zip"]()
     names = zipfile.ZipFile(io.BytesIO(data)).namelist()
     assert sorted(names) == ["model.safetensors", "tnviz.json"]
 
@@ -141,7 +141,7 @@ def test_safetensors_upload_compresses_weights_only(open_page, tmp_path):
     assert not at.exception, [e.value for e in at.exception]
     report = at.session_state["tensorize.result"].report()
     assert "enc.weight" in [layer["name"] for layer in report["layers"]]
-    names = zipfile.ZipFile(io.BytesIO(at.session_state["tensorize.zip"])).namelist()
+    names = zipfile.ZipFile(io.BytesIO(at.session_state["tensorize.zip"]())).namelist()
     assert sorted(names) == ["model.safetensors", "tnviz.json"]
     # back to a demo and to the upload again, by the radio
     at.radio(key="tensorize.source").set_value("digits-cnn").run()
@@ -190,7 +190,7 @@ def test_a_fresh_server_downloads_the_compressed_demo(open_page, tmp_path, monke
     at = open_page(PAGE)
     _button(at, "tensorize.run").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    data = at.session_state["tensorize.zip"]
+    data = at.session_state["tensorize.zip"]()
     assert sorted(zipfile.ZipFile(io.BytesIO(data)).namelist()) == ["model.safetensors", "tnviz.json"]
     assert not (tmp_path / "never-created").exists()
 
@@ -210,7 +210,7 @@ def test_the_page_writes_the_bytes_the_cli_and_the_library_write(open_page, tmp_
         at.checkbox(key="tensorize.order_search").check().run()
     _button(at, "tensorize.run").click().run()  # the demo's defaults: fc[12]$, mpo, ratio 8, data-aware
     assert not at.exception, [e.value for e in at.exception]
-    page = zipfile.ZipFile(io.BytesIO(at.session_state["tensorize.zip"]))
+    page = zipfile.ZipFile(io.BytesIO(at.session_state["tensorize.zip"]()))
     tnviz.compress("digits-mlp", tmp_path / "lib", layers="fc[12]$", method="mpo", ratio=8, device="cpu",
                    order_search=order_search)
     cli = subprocess.run([sys.executable, "-m", "tnviz.cli", "compress", "digits-mlp", "--layers", "fc[12]$",

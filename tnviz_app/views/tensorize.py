@@ -300,6 +300,23 @@ def _progress_bar():
     return bar, progress
 
 
+def _deferred_zip(result):
+    """The download's bytes as a callable: Streamlit runs it when the button is clicked (on its own
+    thread), so a run's results show without waiting for the zip; the bytes are kept after the
+    first click."""
+    import threading
+
+    lock, kept = threading.Lock(), []
+
+    def data() -> bytes:
+        with lock:
+            if not kept:
+                kept.append(result.zip())
+            return kept[0]
+
+    return data
+
+
 def _run() -> None:
     from tnviz.model.compress import compress
 
@@ -464,9 +481,8 @@ if result is not None:
                                 key=K + "heal_curve")
 
     if result.layers:
-        if st.session_state.get(K + "zip") is None:
-            with st.spinner("Writing the compressed model…"):
-                st.session_state[K + "zip"] = result.zip()
+        if st.session_state.get(K + "zip") is None:  # written when first clicked, then kept
+            st.session_state[K + "zip"] = _deferred_zip(result)
         st.download_button("Download compressed model (zip)", st.session_state[K + "zip"],
                            file_name=f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', subject.name)}-tnviz.zip",
                            mime="application/zip", key=K + "download")
