@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .chain import CHAIN
+from .chain_strategy import CHAIN
 from .factorized import FACTORIZED
 from .fused import FUSED
 from .modes import MODES

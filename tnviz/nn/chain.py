@@ -1,10 +1,11 @@
-"""The ``chain`` strategy: MPO/TT chains swept as (batched) GEMMs on reshapes of the state.
+"""The ``chain`` strategy's sweep: MPO/TT chains swept as (batched) GEMMs on reshapes of the state.
 
 The chain is cut into segments of neighbouring cores (chosen by dynamic programming on the cost
 model for the batch at hand), each segment merged into one matrix, and ``x`` swept through the
 segments as a sequence of GEMMs whose operands are reshapes of the running state: no permute
 copies at all.  One segment is the rebuilt weight, one core per segment the classical TT sweep;
-anything between is allowed.
+anything between is allowed.  The strategy object (``CHAIN``) lives in
+:mod:`tnviz.nn.chain_strategy`, which also has the chain's second plan (the input half first).
 
 >>> from tnviz.builders import mpo
 >>> plan_chain(mpo([8, 8, 8, 8], [8, 8, 8, 8], ranks=8), 1024).describe()   # merged where cheaper
@@ -18,7 +19,7 @@ from functools import lru_cache
 from typing import Any
 
 from ..network import TensorNetwork
-from .plan import (PlanContext, Segment, StrategyError, TorchStrategy, cheapest_segments, contraction_flops,
+from .plan import (PlanContext, Segment, StrategyError, cheapest_segments, contraction_flops,
                    segment_cost, sweep, sweep_flops)
 
 
@@ -214,17 +215,3 @@ def plan_chain(net: TensorNetwork, batch: int, cached: bool = False) -> ChainPla
         return segment_cost(seg, cached), seg
 
     return ChainPlan(net, batch, cores, cheapest_segments(len(cores), option)[1], cached)
-
-
-class Chain(TorchStrategy):
-    name = "chain"
-    description = "MPO sweep: merged neighbouring cores as batched GEMMs on reshapes, no permutes"
-
-    def supports(self, net: TensorNetwork) -> bool:
-        return chain_cores(net) is not None
-
-    def plan(self, net: TensorNetwork, batch: int, cached: bool = False) -> ChainPlan:
-        return plan_chain(net, batch, cached)
-
-
-CHAIN = Chain()
