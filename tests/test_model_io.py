@@ -244,6 +244,35 @@ def test_refuses_files_over_the_size_cap(tmp_path, state):
     assert str(path.stat().st_size) in message
 
 
+def test_safetensors_have_no_default_cap_and_files_loaded_whole_do(tmp_path, state, monkeypatch):
+    """(issue 18) a safetensors file is read tensor by tensor, so by default it has no size cap (a
+    5 GiB file, sparse on disk, opens with its tensor listed); a pickled state dict is loaded whole and keeps the
+    default cap (MAX_FILE_BYTES, here lowered to 100 bytes); a cap the caller gives (the app's upload
+    cap) holds for every format."""
+    import struct
+
+    rows = 5 * 2**30 // (4 * 1024) + 1
+    header = json.dumps({"big.weight": {"dtype": "F32", "shape": [rows, 1024], "data_offsets": [0, rows * 4096]}}).encode()
+    big = tmp_path / "big.safetensors"
+    with open(big, "wb") as fh:
+        fh.write(struct.pack("<Q", len(header)) + header)
+        fh.truncate(8 + len(header) + rows * 4096)  # a hole: no disk used
+    assert big.stat().st_size > 5 * 2**30
+    with open_weights(big) as weights:
+        assert weights.shape("big.weight") == (rows, 1024)
+    _raises(big, f"at most {2**30} bytes", max_bytes=2**30)
+
+    from tnviz.model import readers
+
+    monkeypatch.setattr(readers, "MAX_FILE_BYTES", 100)
+    torch.save(state, tmp_path / "m.pt")
+    _raises(tmp_path / "m.pt", "at most 100 bytes")
+    small = save_safetensors(state, tmp_path / "m.safetensors")
+    assert small.stat().st_size > 100
+    with open_weights(small) as weights:
+        assert sorted(weights.names()) == sorted(state)
+
+
 # ---------------------------------------------------------------------------- Hugging Face zips
 
 

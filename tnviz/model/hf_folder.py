@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelFileError
-from .readers import (MAX_FILE_BYTES, MAX_ZIP_BYTES, MAX_ZIP_MEMBERS, SafetensorsWeights, WeightsFile, _check_size,
+from .readers import (MAX_ZIP_BYTES, MAX_ZIP_MEMBERS, SafetensorsWeights, WeightsFile, _check_size,
                       _first_line, sniff)
 
 if TYPE_CHECKING:  # torch is imported where used
@@ -115,7 +115,7 @@ class ShardedWeights(WeightsFile):
 
     format = "safetensors_sharded"
 
-    def __init__(self, index_path: str | os.PathLike, max_bytes: int = MAX_FILE_BYTES):
+    def __init__(self, index_path: str | os.PathLike, max_bytes: int | None = None):
         self.path = Path(index_path)
         self._shards: dict[str, SafetensorsWeights] = {}
         self._where: dict[str, SafetensorsWeights] = {}
@@ -125,7 +125,7 @@ class ShardedWeights(WeightsFile):
             self.close()
             raise
 
-    def _open(self, max_bytes: int) -> None:
+    def _open(self, max_bytes: int | None) -> None:
         root, name = self.path.parent, self.path.name
         try:
             index = json.loads(self.path.read_text(encoding="utf-8"))
@@ -147,7 +147,7 @@ class ShardedWeights(WeightsFile):
                 held = sum(1 for v in weight_map.values() if v == file)
                 raise ModelFileError(f"a sharded checkpoint must hold every shard its index names; {file!r} "
                                      f"(with {held} tensor{'s' * (held != 1)}) is missing")
-            _check_size(path, max_bytes)
+            _check_size(path, max_bytes, streamed=True)
             if sniff(path) != "safetensors":
                 raise ModelFileError(f"shard {file!r} must be a safetensors file; its content is {sniff(path)!r}")
             self._shards[file] = SafetensorsWeights(path)
@@ -206,7 +206,7 @@ class HFFolderWeights(WeightsFile):
 
     format = "hf_folder"
 
-    def __init__(self, folder: str | os.PathLike, cleanup: Path | None = None, max_bytes: int = MAX_FILE_BYTES):
+    def __init__(self, folder: str | os.PathLike, cleanup: Path | None = None, max_bytes: int | None = None):
         self._cleanup = cleanup
         self._inner: WeightsFile | None = None
         try:
@@ -220,7 +220,7 @@ class HFFolderWeights(WeightsFile):
                 raise ModelFileError(f"config.json must be a JSON object, got {type(config).__name__}")
             single, index = root / SINGLE_FILE, root / INDEX_FILE
             if single.is_file():
-                _check_size(single, max_bytes)
+                _check_size(single, max_bytes, streamed=True)
                 if sniff(single) != "safetensors":
                     raise ModelFileError(f"model.safetensors must be a safetensors file; its content is {sniff(single)!r}")
                 self._inner = SafetensorsWeights(single)

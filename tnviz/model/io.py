@@ -58,11 +58,13 @@ __all__ = ["MAX_FILE_BYTES", "MAX_UPLOAD_BYTES", "EXTENSIONS", "WeightsFile", "S
 # Entry point
 
 
-def open_weights(path: str | os.PathLike, max_bytes: int = MAX_FILE_BYTES, require_weights: bool = True,
+def open_weights(path: str | os.PathLike, max_bytes: int | None = None, require_weights: bool = True,
                  extract_to: str | os.PathLike | None = None) -> WeightsFile:
     """Open a weights file or Hugging Face folder for reading tensor by tensor.
 
-    ``max_bytes`` caps the file (and a zip's uncompressed content). With ``require_weights`` the
+    ``max_bytes`` caps the file (and a zip's uncompressed content); ``None`` (the default): no cap
+    for safetensors, read tensor by tensor, and :data:`MAX_FILE_BYTES` for a file loaded or
+    extracted whole (a pickled state dict, a zip). With ``require_weights`` the
     file must hold at least one 2-D or 4-D weight. A zip is extracted to ``extract_to`` (else a
     temporary folder removed by ``close()``). Raises :class:`ModelFileError` with the reason.
     """
@@ -87,7 +89,7 @@ def open_weights(path: str | os.PathLike, max_bytes: int = MAX_FILE_BYTES, requi
     return weights
 
 
-def _open_file(path: Path, max_bytes: int, extract_to: str | os.PathLike | None) -> WeightsFile:
+def _open_file(path: Path, max_bytes: int | None, extract_to: str | os.PathLike | None) -> WeightsFile:
     suffix = path.suffix.lower()
     if suffix == ".pt2":
         raise ModelFileError(f"{_REFUSALS['pt2']} (got {path.name!r})")
@@ -95,8 +97,8 @@ def _open_file(path: Path, max_bytes: int, extract_to: str | os.PathLike | None)
         raise ModelFileError(
             f"a weights file must end in one of {', '.join(EXTENSIONS)}, got {path.name!r}; {_WHAT_TO_UPLOAD}"
         )
-    _check_size(path, max_bytes)
-    kind = sniff(path)
+    kind = sniff(path)  # reads the first bytes only
+    _check_size(path, max_bytes, streamed=kind == "safetensors")
     if kind in _REFUSALS:
         raise ModelFileError(f"{_REFUSALS[kind]} (got {path.name!r})")
     if kind == "unknown":
@@ -122,7 +124,7 @@ def _open_file(path: Path, max_bytes: int, extract_to: str | os.PathLike | None)
     else:
         target, cleanup = Path(extract_to), None
     try:
-        safe_extract(path, target, max_bytes=max_bytes)
+        safe_extract(path, target, max_bytes=max_bytes if max_bytes is not None else MAX_ZIP_BYTES)
     except BaseException:
         if cleanup is not None:
             shutil.rmtree(cleanup, ignore_errors=True)

@@ -26,7 +26,10 @@ from ..errors import ModelFileError
 if TYPE_CHECKING:  # torch is imported where used
     import torch
 
-#: Largest weights file accepted by default (bytes). The app passes its own, smaller upload cap.
+#: Largest weights file accepted by default (bytes) where it is loaded whole: a pickled state dict
+#: (``torch.load``) or a zip (extracted).  Safetensors files and shards are read tensor by tensor
+#: and have no default cap (LLaMA-2 7B ships 10 GB shards); the app passes its own, smaller upload
+#: cap, which every format obeys.
 MAX_FILE_BYTES = 4 * 1024**3
 #: Largest upload the app accepts (bytes): ``tnviz app`` sets Streamlit's cap to it, the pages check it.
 MAX_UPLOAD_BYTES = 200 * 1024**2
@@ -356,7 +359,13 @@ def _first_line(error: BaseException) -> str:
     return text[0][:200] if text else type(error).__name__
 
 
-def _check_size(path: Path, max_bytes: int) -> None:
+def _check_size(path: Path, max_bytes: int | None, streamed: bool = False) -> None:
+    """Refuse ``path`` above ``max_bytes``; ``None``: no cap for a file read tensor by tensor
+    (``streamed``: safetensors), :data:`MAX_FILE_BYTES` for one loaded whole."""
+    if max_bytes is None:
+        if streamed:
+            return
+        max_bytes = MAX_FILE_BYTES
     size = path.stat().st_size
     if size > max_bytes:
         raise ModelFileError(f"a weights file may be at most {max_bytes} bytes, {path.name!r} has {size}")

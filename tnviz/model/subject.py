@@ -251,9 +251,9 @@ def hf_subject(path: str | os.PathLike, device: Any = None, *, max_bytes: int | 
     :func:`byte_batches`: the same sentence splits, each sentence's UTF-8 bytes as token ids.
     """
     from .hf import load_hf_model
-    from .io import MAX_FILE_BYTES, HFFolderWeights, open_weights
+    from .io import HFFolderWeights, open_weights
 
-    weights = open_weights(path, max_bytes=max_bytes or MAX_FILE_BYTES)
+    weights = open_weights(path, max_bytes=max_bytes)
     try:
         if not isinstance(weights, HFFolderWeights):
             raise ModelFileError(f"a model with an architecture must be a Hugging Face folder or zip "
@@ -364,9 +364,9 @@ def side_files(folder: Path) -> dict[str, bytes]:
 
 def file_subject(path: str | os.PathLike, *, max_bytes: int | None = None) -> Subject:
     """A weights-only file, kept open (memory-mapped) for reading one tensor at a time."""
-    from .io import MAX_FILE_BYTES, open_weights
+    from .io import open_weights
 
-    weights = open_weights(path, max_bytes=max_bytes or MAX_FILE_BYTES)
+    weights = open_weights(path, max_bytes=max_bytes)
     return Subject(Path(path).name, "weights", None, inputs="weights only: no architecture, so no calibration "
                    "inputs and no functional metric", source=Source.of_weights(weights), weights=weights)
 
