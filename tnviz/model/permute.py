@@ -263,6 +263,8 @@ def search_pairs(model: nn.Module, plan: Any, stats: Mapping[str, Any] | None = 
             continue
         first = members[0]
         lp = planned[first]
+        if lp.method == "auto":  # method 'auto' decides the order itself (tnviz.model.auto_order)
+            continue
         if first == pair.output:
             notes.append({"pair": pair.name, "reason": f"only {first!r} (hidden index on its inputs) is compressed; "
                                                        "searched only on a weight whose outputs are the hidden index"})
