@@ -230,9 +230,12 @@ def run(device_name: str, methods: list[str], pattern: str, ratio: float, heal: 
             cosine, neighbours = _measure(reference, result.model)
             found = [r.search for r in result.layers if r.search is not None]
             row = {"device": device_name, "method": method, "data_aware": aware, "budget": "spread" if spread else "each",
-                   "chosen": (" ".join(f"{m}:{sum(s['chosen']['method'] == m for s in found)}"
-                                       for m in dict.fromkeys(s["chosen"]["method"] for s in found))
+                   "chosen": (" ".join(f"{m}{'/searched' if o == 'searched' else ''}:"
+                                       f"{sum((s['chosen']['method'], s.get('order', 'stored')) == (m, o) for s in found)}"
+                                       for m, o in dict.fromkeys((s["chosen"]["method"], s.get("order", "stored"))
+                                                                 for s in found))
                               if found else "-"),
+                   "pairs_reordered": len(result.permutations),
                    "search_s": round(sum(s["search_seconds"] for s in found), 2) if found else None,
                    "placement": (placement if aware else "chain") if method == "mpo" else "-",
                    "bond_split": bond_split if method == "mpo" and aware and placement == "auto" else "-",
