@@ -27,6 +27,12 @@ ALS would take minutes on a transformer weight).  The covariance is factored onc
 shared by every candidate (:func:`tnviz.decompose.data_aware.parse_covariance` passes a factored
 covariance through).
 
+In a model, the hidden-neuron order of each feed-forward pair is a further dimension, decided per
+pair before any weight is decomposed (:mod:`tnviz.model.auto_order`): every candidate is also
+scored in a searched order (``Candidate.order``: ``"stored"`` / ``"searched"``), the searched order
+is adopted for both weights of the pair iff it lowers their summed best error, and each weight's
+winner is picked among the candidates of the adopted order (``Search.order``).
+
 The winner (lowest error within the budget) is then decomposed by
 :func:`tnviz.model.apply.compress_layer` with its settings (including the refit that layer's
 method gets), so a run with ``auto`` gives what a run with the winning rule would.  The search
