@@ -312,10 +312,10 @@ def test_data_aware_needs_calibration_inputs(small_page):
 
 def test_the_search_chart_shows_every_candidate_auto_tries(small_page):
     """(issue 19) the selected weight's candidates at a budget: what ``method="auto"`` scores
-    (tnviz.model.auto.search_weight, the compression's code), the Pareto front, the budget line,
+    (tnviz.model.spectra.search_weight, the compression's code), the Pareto front, the budget line,
     the winner starred and the runner-up ringed; the winner checked on its dense reconstruction."""
     from tnviz.decompose import decompose
-    from tnviz.model.auto import search_weight
+    from tnviz.model.spectra import search_weight
 
     at = small_page
     charts = len(at.get("plotly_chart"))

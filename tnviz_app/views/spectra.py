@@ -141,9 +141,9 @@ def _search_store() -> dict:
 
 
 def _search(path: str, digest: str, name: str, kind: str, budget: int, device: str, calibration: str | None):
-    """The ``method="auto"`` search of one weight (:func:`tnviz.model.auto.search_weight`, what a
+    """The ``method="auto"`` search of one weight (:func:`tnviz.model.spectra.search_weight`, what a
     compression with ``auto`` runs), computed once per inputs."""
-    from tnviz.model.auto import search_weight
+    from tnviz.model.spectra import search_weight
 
     store = _search_store()
     key = (path, digest, name, budget, device, calibration)
