@@ -155,6 +155,31 @@ The issue's goals (auto distilled >= 0.95 at 0.5x; >= 0.90 at 0.25x) are NOT met
   a weight by its effect on the embedding.
 What is left to try is the neuron-order search of the same issue (item 2), which could give the
 tensor-network candidates structure to exploit; auto will pick those up as candidates.
+
+``method="auto"`` with the neuron order as a dimension (issue 19; 2026-12-03, later the same day, the
+machine shared with other jobs at load average 5-9 on 2 cores, so the seconds are several times a
+quiet run's). Per feed-forward pair (:mod:`tnviz.model.auto_order`) one order is searched on the
+intermediate weight and both weights' candidates are scored in the stored and the searched order;
+the searched order is adopted iff it lowers the pair's summed best error. ``reordered``: pairs that
+adopted it.
+
+    python benchmarks/bench_minilm_compress.py --methods auto --ratio 2 --data-aware-only --devices cpu --distill 60
+    python benchmarks/bench_minilm_compress.py --methods auto --ratio 4 --data-aware-only --devices cpu --distill 60
+
+    method  kept  chosen   reordered  seconds  search  data err  cosine  top5   distil  top5
+    auto    0.5x  svd:12   0 of 6      600.1   572.8   0.116     0.8850  0.659  0.9022  0.700
+    auto    0.25x svd:12   0 of 6      443.7   411.3   0.187     0.7604  0.495  0.8211  0.587
+
+The order changes nothing on MiniLM: on every pair the searched order lowers no weight's best error
+(block 0 at 0.5x: summed best error 0.1758 in both orders), because every weight's winner is whitened
+SVD, whose error no permutation changes, and the factorized candidates stay above it in either order
+(the order-search measurements above: 1-4% lower, still above SVD). The goals (TN >= whitened SVD; auto
+distilled >= 0.95 / 0.90) therefore stay unmet for the reasons measured above. Search cost: per pair,
+measured on block 0 at 0.5x in CPU seconds: order search 4.4, candidates 12.7 + 14.8 (intermediate,
+stored / searched order) and 11.6 + 8.2 (output; its svd and inputs-last MPO are order-invariant and
+copied), 52.5 CPU s per pair (200 s wall under that load), about 2.3x the stored-order search; scaled
+from the stored-order search's quiet 11 s, about 25-30 s for MiniLM on a quiet machine (not measured
+quiet: the machine never was), and far above 30 s under load (573 s).
 """
 from __future__ import annotations
 
@@ -230,9 +255,12 @@ def run(device_name: str, methods: list[str], pattern: str, ratio: float, heal: 
             cosine, neighbours = _measure(reference, result.model)
             found = [r.search for r in result.layers if r.search is not None]
             row = {"device": device_name, "method": method, "data_aware": aware, "budget": "spread" if spread else "each",
-                   "chosen": (" ".join(f"{m}:{sum(s['chosen']['method'] == m for s in found)}"
-                                       for m in dict.fromkeys(s["chosen"]["method"] for s in found))
+                   "chosen": (" ".join(f"{m}{'/searched' if o == 'searched' else ''}:"
+                                       f"{sum((s['chosen']['method'], s.get('order', 'stored')) == (m, o) for s in found)}"
+                                       for m, o in dict.fromkeys((s["chosen"]["method"], s.get("order", "stored"))
+                                                                 for s in found))
                               if found else "-"),
+                   "pairs_reordered": len(result.permutations),
                    "search_s": round(sum(s["search_seconds"] for s in found), 2) if found else None,
                    "placement": (placement if aware else "chain") if method == "mpo" else "-",
                    "bond_split": bond_split if method == "mpo" and aware and placement == "auto" else "-",

@@ -224,10 +224,10 @@ def cmd_compress(args: argparse.Namespace) -> int:
     for skipped in report.get("skipped", []):
         print(f"  {skipped['name']:<50} kept dense: {skipped['reason']}")
     for p in report.get("permutations", []):
-        print(f"  neuron order of {p['pair']}: error at ranks {p['ranks']} {p['error_before']:.4g} -> "
+        print(f"  neuron order of {p['pair']}: searched order adopted, error at ranks {p['ranks']} {p['error_before']:.4g} -> "
               f"{p['error_after']:.4g} ({p['start']} start, {p['seconds']:.2f} s)")
     for note in report.get("order_notes", []):
-        print(f"  neuron order of {note['pair']}: not searched, {note['reason']}")
+        print(f"  neuron order of {note['pair']}: {note['reason']}")
     t = report["totals"]
     print(f"{len(report['layers'])} weights: {t['params_before']:,} -> {t['params_after']:,} parameters "
           f"({t['ratio']:.2f}x) in {report['seconds']:.2f} s on {report['device']}")

@@ -308,3 +308,39 @@ def test_data_aware_needs_calibration_inputs(small_page):
     """An upload has no model to run: the toggle is off and says where calibration happens."""
     toggle = small_page.toggle(key="spectra.data_aware")
     assert toggle.disabled and "Tensorize page" in toggle.help
+
+
+def test_the_search_chart_shows_every_candidate_auto_tries(small_page):
+    """(issue 19) the selected weight's candidates at a budget: what ``method="auto"`` scores
+    (tnviz.model.spectra.search_weight, the compression's code), the Pareto front, the budget line,
+    the winner starred and the runner-up ringed; the winner checked on its dense reconstruction."""
+    from tnviz.decompose import decompose
+    from tnviz.model.spectra import search_weight
+
+    at = small_page
+    charts = len(at.get("plotly_chart"))
+    at.select_slider(key="spectra.search_keep").set_value(0.25).run()
+    assert len(at.get("plotly_chart")) == charts  # nothing searched before the button
+    at.button(key="spectra.search").click().run()
+    assert not at.exception and not _errors(at)
+    (fig,) = [json.loads(c.proto.spec) for c in at.get("plotly_chart") if "candidates at" in c.proto.spec]
+    W = SMALL["fc1.weight"].double()
+    budget = int(W.numel() * 0.25)
+    expected = search_weight(W, budget, name="fc1.weight")
+    scored = [c for c in expected["candidates"] if c["error"] is not None]
+    methods = {c["method"] for c in scored}
+    points = sorted((x, y) for t in fig["data"] if t["name"] in methods for x, y in zip(t["x"], t["y"]))
+    assert points == sorted((c["params"], c["error"]) for c in scored) and len(points) >= 5
+    names = [t["name"] for t in fig["data"]]
+    assert "Pareto front" in names
+    star = fig["data"][next(k for k, n in enumerate(names) if n.startswith("chosen"))]
+    ring = fig["data"][next(k for k, n in enumerate(names) if n.startswith("runner-up"))]
+    chosen, runner = expected["chosen"], expected["runner_up"]
+    assert (star["x"], star["y"]) == ([chosen["params"]], [chosen["error"]])
+    assert (ring["x"], ring["y"]) == ([runner["params"]], [runner["error"]]) and runner["method"] != chosen["method"]
+    assert any(s.get("x0") == budget for s in fig["layout"]["shapes"])  # the budget line
+    assert chosen["error"] == min(c["error"] for c in scored if c["params"] <= budget)
+    opts = {k: (tuple(v) if isinstance(v, list) else v) for k, v in chosen["options"].items()}
+    approx = decompose(W, chosen["method"], **opts).to_dense()
+    assert float(torch.linalg.norm(W - approx) / torch.linalg.norm(W)) == pytest.approx(chosen["error"], rel=1e-6)
+    assert any("Chosen:" in m.value for m in at.markdown)

@@ -195,26 +195,34 @@ def test_a_fresh_server_downloads_the_compressed_demo(open_page, tmp_path, monke
     assert not (tmp_path / "never-created").exists()
 
 
-@pytest.mark.parametrize("order_search", [False, True])
-def test_the_page_writes_the_bytes_the_cli_and_the_library_write(open_page, tmp_path, order_search):
+@pytest.mark.parametrize("method, order_search", [("mpo", False), ("mpo", True), ("auto", False)])
+def test_the_page_writes_the_bytes_the_cli_and_the_library_write(open_page, tmp_path, method, order_search):
     """(issue 14) one pipeline: the Tensorize page's download, ``tnviz compress`` and ``tnviz.compress``
     give byte-identical folders for the same input and settings (this module runs on one thread);
-    (issue 19) also with the neuron-order search (the page's checkbox, ``--order-search``)."""
+    (issue 19) also with the neuron-order search (the page's checkbox, ``--order-search``) and with
+    ``method="auto"``, whose search decides the neuron order per feed-forward pair."""
     import subprocess
     import sys
 
     import tnviz
 
     at = open_page(PAGE)
+    if method == "auto":
+        import pandas as pd
+
+        at.session_state["tensorize.rules"] = pd.DataFrame([{
+            "pattern": r"fc[12]$", "method": "auto", "truncation": "ratio", "value": 8.0, "in_dims": "auto",
+            "out_dims": "auto"}])
+        at.run()
     if order_search:
         at.checkbox(key="tensorize.order_search").check().run()
     _button(at, "tensorize.run").click().run()  # the demo's defaults: fc[12]$, mpo, ratio 8, data-aware
     assert not at.exception, [e.value for e in at.exception]
     page = zipfile.ZipFile(io.BytesIO(at.session_state["tensorize.zip"]()))
-    tnviz.compress("digits-mlp", tmp_path / "lib", layers="fc[12]$", method="mpo", ratio=8, device="cpu",
+    tnviz.compress("digits-mlp", tmp_path / "lib", layers="fc[12]$", method=method, ratio=8, device="cpu",
                    order_search=order_search)
     cli = subprocess.run([sys.executable, "-m", "tnviz.cli", "compress", "digits-mlp", "--layers", "fc[12]$",
-                          "--method", "mpo", "--ratio", "8", "--device", "cpu", "-o", str(tmp_path / "cli")]
+                          "--method", method, "--ratio", "8", "--device", "cpu", "-o", str(tmp_path / "cli")]
                          + (["--order-search"] if order_search else []),
                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert cli.returncode == 0, cli.stderr

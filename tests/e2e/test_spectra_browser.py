@@ -1,9 +1,11 @@
 """The Spectra page in a real headless Chromium: the bundled MiniLM opens; upload a small
 .safetensors through the file chooser, see the spectra chart with its cut, move the rank slider
-with the keyboard and see the cut and the error follow; the trade-off chart of every method.
+with the keyboard and see the cut and the error follow; the trade-off chart of every method; the
+chart of the networks method auto tries for the weight.
 (The trade-off runs on the small weight: CP-ALS sweeps on MiniLM take minutes on a loaded
 2-core machine.)  Screenshot:
-artifacts/screenshots/spectra.png, copied to assets/screenshots/spectra.png for the README."""
+artifacts/screenshots/spectra.png, copied to assets/screenshots/spectra.png for the README, and
+artifacts/screenshots/spectra_search.png."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -95,6 +97,22 @@ def test_upload_moves_the_cut_and_shows_the_tradeoff(page, app_url, wait_idle, s
     page.set_viewport_size({"width": 1400, "height": 2500})
     page.wait_for_timeout(800)
     screenshot(page, "spectra", readme=True)  # copied to assets/ only with TNVIZ_UPDATE_SCREENSHOTS=1
+
+    # (issue 19) the networks method auto tries for this weight, drawn on their chart
+    page.get_by_role("button", name="Search the networks").click()
+    page.get_by_text("Chosen:").first.wait_for(timeout=300_000)
+    wait_idle(page, timeout_ms=120_000)
+    assert page.locator(CHART).count() == 3
+    search = page.locator(CHART).nth(2)
+    search.locator(".main-svg").first.wait_for()
+    assert "candidates at" in search.inner_text()
+    assert search.locator(".scatterlayer .trace").count() >= 6  # methods, front, runner-up, chosen
+    assert search.locator(".scatterlayer .trace .point").count() >= 7  # every candidate scored, and the two marks
+    assert search.locator(".shapelayer path").count() >= 1  # the budget line
+    search.scroll_into_view_if_needed()
+    page.mouse.move(5, 5)
+    page.wait_for_timeout(500)
+    screenshot(page, "spectra_search")
 
 
 def test_data_aware_toggle_on_the_bundled_minilm(page, app_url, wait_idle):

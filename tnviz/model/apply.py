@@ -62,6 +62,9 @@ class Options:
     refit_iters: int = 15
     precision: Any = None  # None: float64 with a covariance or a float64 weight, float32 otherwise
     decompose: Mapping[str, Any] = field(default_factory=dict)  # extra options for decompose()
+    # method 'auto': per weight of a feed-forward pair, its candidates in both neuron orders and the
+    # order adopted for the pair (tnviz.model.auto_order.decide_pairs)
+    orders: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     def check(self) -> None:
         if self.placement not in PLACEMENTS:
@@ -303,6 +306,13 @@ def apply_plan(model: nn.Module, plan: Plan, *, calibration: Sequence[Any] | Non
         if progress:
             progress(steps - len(names), steps, "order search")
         orders, stats, notes = search_pairs(work, plan, stats, inputs_last=bool(stats) and placement == "auto")
+    if any(lp.method == "auto" for lp in plan.layers):  # auto: the neuron order decided per pair
+        from dataclasses import replace
+
+        from .auto_order import decide_pairs
+
+        found, stats, more, decided = decide_pairs(work, plan, stats, options)
+        orders, notes, options = orders + found, notes + more, replace(options, orders=decided)
     results, skipped = [], []
     modules = dict(work.named_modules())
     offset = steps - len(names)

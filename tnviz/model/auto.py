@@ -27,6 +27,12 @@ ALS would take minutes on a transformer weight).  The covariance is factored onc
 shared by every candidate (:func:`tnviz.decompose.data_aware.parse_covariance` passes a factored
 covariance through).
 
+In a model, the hidden-neuron order of each feed-forward pair is a further dimension, decided per
+pair before any weight is decomposed (:mod:`tnviz.model.auto_order`): every candidate is also
+scored in a searched order (``Candidate.order``: ``"stored"`` / ``"searched"``), the searched order
+is adopted for both weights of the pair iff it lowers their summed best error, and each weight's
+winner is picked among the candidates of the adopted order (``Search.order``).
+
 The winner (lowest error within the budget) is then decomposed by
 :func:`tnviz.model.apply.compress_layer` with its settings (including the refit that layer's
 method gets), so a run with ``auto`` gives what a run with the winning rule would.  The search
@@ -76,11 +82,13 @@ class Candidate:
     scored: str  # 'spectra' (exact from singular values) | 'decomposed' | 'skipped'
     note: str = ""
     options: Mapping[str, Any] | None = None  # the decompose options that build it
+    order: str = "stored"  # the hidden-neuron order it was scored in: 'stored' | 'searched' (tnviz.model.auto_order)
 
     @property
     def label(self) -> str:
         legs = "" if self.in_dims is None else f" {'x'.join(map(str, self.out_dims))}<-{'x'.join(map(str, self.in_dims))}"
-        return f"{self.method}{legs}" + ("" if self.placement == "-" else f" {self.placement}")
+        return (f"{self.method}{legs}" + ("" if self.placement == "-" else f" {self.placement}")
+                + (", searched order" if self.order == "searched" else ""))
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -103,10 +111,11 @@ class Search:
     budget: int
     error_kind: str  # 'data' | 'weight'
     seconds: float
+    order: str = "stored"  # the neuron order the winner was picked in (its pair's, tnviz.model.auto_order)
 
     def as_dict(self) -> dict[str, Any]:
         rows = [c.as_dict() for c in self.candidates]
-        return {"budget": self.budget, "error": self.error_kind, "seconds": self.seconds,
+        return {"budget": self.budget, "error": self.error_kind, "seconds": self.seconds, "order": self.order,
                 "chosen": rows[self.chosen], "runner_up": None if self.runner_up is None else rows[self.runner_up],
                 "candidates": rows}
 
@@ -224,17 +233,19 @@ def _decomposed(W: torch.Tensor, method: str, legs: tuple | None, cov: Any, kron
 
 
 def candidates(W: torch.Tensor, cov: Any, budget: int, extra: Mapping[str, Any] | None = None,
-               eps: float | None = None) -> list[tuple[Candidate, Any]]:
+               eps: float | None = None, leave_out: Sequence[str] = ()) -> list[tuple[Candidate, Any]]:
     """Every candidate for the weight ``W`` (2-D ``(out, in)`` or a 4-D kernel, the search's dtype)
     at ``budget`` parameters, scored; ``cov`` a factored :class:`tnviz.decompose.data_aware.Covariance`
-    (full) or ``None``.  Each comes with its decomposition where one was made (else ``None``)."""
+    (full) or ``None``.  Each comes with its decomposition where one was made (else ``None``).
+    ``leave_out``: families not run (``"svd"``, ``"inputs-last"``; the pair stage copies those
+    whose error a neuron order cannot change, :mod:`tnviz.model.auto_order`)."""
     from ..decompose import data_aware as da
 
     extra = dict(extra or {})
     eps = da.DEFAULT_EPS if eps is None else eps
     Wm = W.reshape(W.shape[0], -1)
-    found: list[tuple[Candidate, Any]] = [(_svd_candidate(Wm, cov, budget), None)]
-    if W.ndim == 2 and cov is not None:
+    found: list[tuple[Candidate, Any]] = [] if "svd" in leave_out else [(_svd_candidate(Wm, cov, budget), None)]
+    if W.ndim == 2 and cov is not None and "inputs-last" not in leave_out:
         for legs in leg_options(W.shape, (3, 4)):
             cand = _inputs_last_candidate(W, cov, budget, legs, eps)
             if cand is not None:
@@ -253,8 +264,10 @@ def candidates(W: torch.Tensor, cov: Any, budget: int, extra: Mapping[str, Any] 
     return found
 
 
-def _index(found: Sequence[Candidate], budget: int) -> tuple[int | None, int | None]:
-    fit = [k for k, c in enumerate(found) if c.error is not None and c.params is not None and c.params <= budget]
+def _index(found: Sequence[Candidate], budget: int, order: str | None = None) -> tuple[int | None, int | None]:
+    """The winner and the runner-up among the scored candidates within ``budget`` (of ``order`` only, if given)."""
+    fit = [k for k, c in enumerate(found) if c.error is not None and c.params is not None and c.params <= budget
+           and (order is None or c.order == order)]
     if not fit:
         return None, None
     best = min(fit, key=lambda k: (found[k].error, found[k].params))
@@ -262,12 +275,11 @@ def _index(found: Sequence[Candidate], budget: int) -> tuple[int | None, int | N
     return best, (min(others, key=lambda k: (found[k].error, found[k].params)) if others else None)
 
 
-def compress_auto(weight: torch.Tensor, lp: Any, cov: Any, options: Any, *, compress: Any, kept: type) -> Any:
-    """The decomposition of the winning candidate for one planned weight (``lp.method == 'auto'``,
-    ``lp.options['target_params']`` the budget), with the search in ``extra['auto']``; or a
-    ``kept`` (:class:`tnviz.model.apply.Kept`) when no candidate fits the budget or saves
-    parameters.  ``compress`` is :func:`tnviz.model.apply.compress_layer`, which calls this for
-    ``auto`` (passed in: the apply module imports this one)."""
+def prepare(weight: torch.Tensor, lp: Any, cov: Any, options: Any) -> tuple[torch.Tensor, Any, int, dict, float]:
+    """What the search of one planned weight runs on: the weight in the search's dtype, its
+    covariance factored (``None`` without), the budget, the extra decompose options and the
+    covariance's ridge; shared by :func:`compress_auto` and the pair stage
+    (:mod:`tnviz.model.auto_order`), so both score the same candidates."""
     from ..decompose import data_aware as da
     from ..decompose.legs import make_legs
 
@@ -275,7 +287,6 @@ def compress_auto(weight: torch.Tensor, lp: Any, cov: Any, options: Any, *, comp
         raise RankError(f"method 'auto' compares networks at the layer's parameter budget; layer {lp.name!r} "
                         f"has {dict(lp.options)} (give a ratio or a global target)")
     budget = int(lp.options["target_params"])
-    started = time.perf_counter()
     precision = options.precision
     if precision is None:
         precision = torch.float64 if cov is not None or weight.dtype == torch.float64 else torch.float32
@@ -287,12 +298,30 @@ def compress_auto(weight: torch.Tensor, lp: Any, cov: Any, options: Any, *, comp
         cov = da.parse_covariance(cov, legs, W.reshape(legs.out_features, legs.in_features), eps)
         if cov.kind != "full":
             raise TnvizError(f"method 'auto' needs the full input covariance of layer {lp.name!r}; got Kronecker factors")
-    scored = candidates(W, cov, budget, extra, eps)
-    found = [c for c, _ in scored]
-    seconds = time.perf_counter() - started
+    return W, cov, budget, extra, eps
+
+
+def compress_auto(weight: torch.Tensor, lp: Any, cov: Any, options: Any, *, compress: Any, kept: type) -> Any:
+    """The decomposition of the winning candidate for one planned weight (``lp.method == 'auto'``,
+    ``lp.options['target_params']`` the budget), with the search in ``extra['auto']``; or a
+    ``kept`` (:class:`tnviz.model.apply.Kept`) when no candidate fits the budget or saves
+    parameters.  ``compress`` is :func:`tnviz.model.apply.compress_layer`, which calls this for
+    ``auto`` (passed in: the apply module imports this one).  A weight of a feed-forward pair
+    whose order the pair stage decided (``options.orders[lp.name]``, :mod:`tnviz.model.auto_order`)
+    comes with its candidates in both neuron orders, already scored; the winner is picked among
+    those of the order adopted for its pair (``weight`` and ``cov`` are already in that order)."""
+    started = time.perf_counter()
+    W, cov, budget, extra, eps = prepare(weight, lp, cov, options)
+    decided = (getattr(options, "orders", None) or {}).get(lp.name)
+    if decided is None:
+        found = [c for c, _ in candidates(W, cov, budget, extra, eps)]
+        order = "stored"
+    else:
+        found, order = [*decided["stored"], *decided["searched"]], decided["adopted"]
+    seconds = time.perf_counter() - started + (decided["seconds"] if decided is not None else 0.0)
     tried: list[str] = []
     while True:
-        best, runner = _index(found, budget)
+        best, runner = _index(found, budget, order)
         if best is None:
             why = "; ".join(tried) or "no candidate network fits the budget"
             return kept(lp.name, f"method 'auto': {why} ({budget:,} parameters); kept dense")
@@ -307,7 +336,7 @@ def compress_auto(weight: torch.Tensor, lp: Any, cov: Any, options: Any, *, comp
         tried.append(f"{win.label}: {dec.reason}")
         found[best] = replace(win, error=None, scored="skipped", note=dec.reason)
     search = Search(tuple(found), best, runner, budget, "data" if cov is not None else "weight",
-                    time.perf_counter() - started)
+                    time.perf_counter() - started + (decided["seconds"] if decided is not None else 0.0), order)
     out = dict(dec.extra)
     out["auto"] = search.as_dict()
     out["auto"]["search_seconds"] = seconds
@@ -325,3 +354,4 @@ def describe_choice(search: Mapping[str, Any]) -> tuple[str, str]:
         return f"{c['label']}{note}: {search['error']} error {c['error']:.4g} at {c['params']:,} params"
 
     return line(search["chosen"]), line(search["runner_up"])
+

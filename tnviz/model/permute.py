@@ -263,12 +263,14 @@ def search_pairs(model: nn.Module, plan: Any, stats: Mapping[str, Any] | None = 
             continue
         first = members[0]
         lp = planned[first]
+        if lp.method == "auto":  # method 'auto' decides the order itself (tnviz.model.auto_order)
+            continue
         if first == pair.output:
-            notes.append({"pair": pair.name, "reason": f"only {first!r} (hidden index on its inputs) is compressed; "
+            notes.append({"pair": pair.name, "reason": f"not searched, only {first!r} (hidden index on its inputs) is compressed; "
                                                        "searched only on a weight whose outputs are the hidden index"})
             continue
         if lp.method != "mpo":
-            notes.append({"pair": pair.name, "reason": f"{first!r} is compressed by {lp.method}; the order search "
+            notes.append({"pair": pair.name, "reason": f"not searched, {first!r} is compressed by {lp.method}; the order search "
                                                        "scores an MPO"})
             continue
         modules = dict(model.named_modules())
@@ -280,7 +282,7 @@ def search_pairs(model: nn.Module, plan: Any, stats: Mapping[str, Any] | None = 
         dims = _out_groups(legs.out_dims, cores[1]) if cores is not None else tuple(legs.out_dims)
         ranks = search_ranks(dims, legs.in_features, lp.options, fraction) if len(dims) > 1 else None
         if ranks is None:
-            notes.append({"pair": pair.name, "reason": f"{first!r}: no bond between its output legs to search over"})
+            notes.append({"pair": pair.name, "reason": f"not searched, {first!r}: no bond between its output legs to search over"})
             continue
         cov = stats[first].second_moment if first in stats else None
         if cov is not None and cores is not None and isinstance(lp.options.get("target_params"), int):

@@ -105,3 +105,23 @@ def minilm_input_covariances(device: Any = None) -> dict[str, torch.Tensor]:
     from .subject import demo_subject
 
     return input_covariances(demo_subject("minilm", device=device), device)
+
+
+def search_weight(weight: torch.Tensor, budget: int, cov: Any = None, *, name: str = "weight",
+                  kind: str = "Linear") -> dict[str, Any]:
+    """The ``method="auto"`` search record (:meth:`tnviz.model.auto.Search.as_dict`) of one weight at ``budget``
+    parameters, data-aware with the input second moment ``cov``: what a compression with
+    ``method="auto"`` would try and choose for it (:func:`tnviz.model.apply.compress_layer`, the
+    same code; one weight alone has no feed-forward pair, so its neuron order is the stored one).
+    Refused with the reason when no candidate fits the budget or saves parameters."""
+    from ..errors import RankError
+    from .apply import Kept, compress_layer
+    from .plan import LayerPlan
+
+    if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
+        raise RankError(f"the search's parameter budget must be a positive integer; got {budget!r}")
+    lp = LayerPlan(name, kind, tuple(weight.shape), int(weight.numel()), "auto", {"target_params": budget})
+    dec = compress_layer(weight, lp, cov)
+    if isinstance(dec, Kept):
+        raise RankError(f"{name}: {dec.reason}")
+    return dec.extra["auto"]

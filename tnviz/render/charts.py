@@ -203,12 +203,20 @@ def heal_curves(curves: dict[str, list[float]], *, unit: str = "step", title: st
 _PLACEMENT_SYMBOLS = {"-": "circle", "chain": "square", "inputs-last": "diamond"}
 
 
+def _symbol(c: dict[str, Any]) -> str:
+    """A candidate's marker: its placement's symbol, open when scored in the searched neuron order."""
+    base = _PLACEMENT_SYMBOLS.get(c["placement"], "circle")
+    return base + "-open" if c.get("order") == "searched" else base
+
+
 def search_chart(search: dict[str, Any], *, title: str = "") -> Any:
     """Every candidate of one layer's ``method="auto"`` search (the ``search`` record of
     :func:`tnviz.model.auto.compress_auto`) on error against parameters: one colour per method, one
     symbol per leg placement, the Pareto front (:func:`tnviz.decompose.pareto_front`) as a line, the
-    layer's budget as a vertical line, the winner as a star and the runner-up ringed.  Candidates
-    not scored (``skipped``) are left out and counted in the title."""
+    layer's budget as a vertical line, the winner as a star and the runner-up ringed; a candidate
+    scored in the searched neuron order (``order == "searched"``, :mod:`tnviz.model.auto_order`)
+    is drawn open, one in the stored order filled.  Candidates not scored (``skipped``) are left
+    out and counted in the title."""
     from types import SimpleNamespace
 
     import plotly.graph_objects as go
@@ -222,9 +230,13 @@ def search_chart(search: dict[str, Any], *, title: str = "") -> Any:
         mine = [c for c in rows if c["method"] == method]
         fig.add_trace(go.Scatter(
             x=[c["params"] for c in mine], y=[c["error"] for c in mine], mode="markers", name=method,
-            marker={"size": 10, "symbol": [_PLACEMENT_SYMBOLS.get(c["placement"], "circle") for c in mine]},
-            text=[f"{c['label']} ({c['scored']}; {c['note']})" for c in mine],
+            marker={"size": 10, "symbol": [_symbol(c) for c in mine], "line": {"width": 2}},
+            text=[f"{c['label']} ({c['scored']}; {c.get('order', 'stored')} neuron order; {c['note']})" for c in mine],
             hovertemplate="%{text}<br>%{x:,} parameters, error %{y:.4f}<extra></extra>"))
+    if any(c.get("order") == "searched" for c in rows):  # the key to the two fills
+        for order, symbol in (("stored", "circle"), ("searched", "circle-open")):
+            fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"{order} neuron order",
+                                     marker={"size": 10, "symbol": symbol, "color": "#444444", "line": {"width": 2}}))
     front = pareto_front([SimpleNamespace(params=c["params"], error=c["error"]) for c in rows])
     fig.add_trace(go.Scatter(x=[p.params for p in front], y=[p.error for p in front], mode="lines",
                              name="Pareto front", line={"color": "#7f7f7f", "dash": "dot"}, hoverinfo="skip"))

@@ -28,14 +28,17 @@ def search_section(result: Any, key: str) -> None:
         return
     st.subheader("Search (method auto)")
     total = sum(r.search["seconds"] for r in searched)
-    st.caption(f"Per layer, every network tried at the layer's parameter budget (method x legs x leg placement); "
-               f"{len(searched)} layer{'s' * (len(searched) != 1)} searched in {total:.1f} s. "
+    st.caption(f"Per layer, every network tried at the layer's parameter budget (method x legs x leg placement x "
+               f"neuron order); {len(searched)} layer{'s' * (len(searched) != 1)} searched in {total:.1f} s. "
                f"svd and MPOs with every input leg on the last core are scored exactly from singular values, "
-               f"the others decomposed; the winner is then decomposed with its method's own refit.")
+               f"the others decomposed; the winner is then decomposed with its method's own refit. In a "
+               f"feed-forward pair the candidates are also scored in a searched order of the hidden neurons "
+               f"(open markers), adopted for both weights of the pair where it lowers their summed error.")
     names = [r.name for r in searched]
     pick = st.selectbox("Layer", names, key=key + "search_layer")
     layer = searched[names.index(pick) if pick in names else 0]
     chosen, runner = describe_choice(layer.search)
     st.plotly_chart(search_chart(layer.search, title=f"{layer.name}: candidates at its budget"),
                     key=key + "search_chart", width="stretch")
-    st.markdown(f"**Chosen:** {md_escape(chosen)}  \n**Runner-up (best of another method):** {md_escape(runner)}")
+    st.markdown(f"**Chosen:** {md_escape(chosen)}  \n**Runner-up (best of another method):** {md_escape(runner)}"
+                f"  \n**Neuron order:** {layer.search.get('order', 'stored')}")

@@ -27,6 +27,7 @@ from tnviz.errors import plain_message
 from tnviz.decompose import DECOMPOSITIONS, DESCRIPTIONS
 from tnviz.model.io import EXTENSIONS, Candidate, WeightsFile, candidates, open_weights
 from tnviz.render import to_source
+from tnviz.render.charts import search_chart
 from tnviz.render.spectra_charts import sensitivity_chart, spectra_chart, tradeoff_chart
 
 DESIGNER = "views/designer.py"
@@ -39,6 +40,9 @@ K_LEGS_OPEN = "spectra.legs_open"
 K_LAYER, K_METHOD, K_IN, K_OUT, K_LEGS_FOR = "spectra.layer", "spectra.method", "spectra.in_legs", "spectra.out_legs", "spectra.legs_for"
 K_MODE, K_RANK, K_RTOL, K_DATA = "spectra.mode", "spectra.rank", "spectra.rtol", "spectra.data_aware"
 K_TRADE_FOR, K_TRADE_METHODS = "spectra.tradeoff_for", "spectra.tradeoff_methods"
+K_SEARCH_FOR, K_SEARCH_KEEP = "spectra.search_for", "spectra.search_keep"
+#: Fractions of the weight's parameters the candidates search may be run at.
+SEARCH_KEEPS = [0.75, 0.5, 0.25, 0.125, 0.0625]
 K_TABLE, K_TABLE_METHOD, K_TABLE_MODE, K_TABLE_RANK, K_TABLE_RTOL = (
     "spectra.table", "spectra.table_method", "spectra.table_mode", "spectra.table_rank", "spectra.table_rtol")
 
@@ -128,6 +132,62 @@ def _tradeoff(path: str, digest: str, name: str, in_dims: tuple[int, ...] | None
         while len(store) > 32:
             store.pop(next(iter(store)))
     return store[key]
+
+
+@st.cache_resource(show_spinner=False)
+def _search_store() -> dict:
+    """Searches by their inputs, kept per server (like the trade-offs)."""
+    return {}
+
+
+def _search(path: str, digest: str, name: str, kind: str, budget: int, device: str, calibration: str | None):
+    """The ``method="auto"`` search of one weight (:func:`tnviz.model.spectra.search_weight`, what a
+    compression with ``auto`` runs), computed once per inputs."""
+    from tnviz.model.spectra import search_weight
+
+    store = _search_store()
+    key = (path, digest, name, budget, device, calibration)
+    if key not in store:
+        cov = _covariance(calibration, device, name) if calibration is not None else None
+        store[key] = search_weight(_tensor(path, digest, name, device), budget, cov, name=name, kind=kind)
+        while len(store) > 32:
+            store.pop(next(iter(store)))
+    return store[key]
+
+
+def search_view(source: dict[str, str], cand: Candidate, device: str, calibration: str | None) -> None:
+    """Every network ``method="auto"`` tries for this weight at a budget, on error vs parameters."""
+    from tnviz.model.auto import describe_choice
+
+    st.subheader("Search: the networks auto tries")
+    restore(K_SEARCH_KEEP, 0.5)
+    keep = st.select_slider("Parameter budget (fraction of the weight's)", SEARCH_KEEPS, key=K_SEARCH_KEEP,
+                            format_func=lambda f: f"{f:g}x")
+    remember(K_SEARCH_KEEP)
+    budget = max(1, int(cand.params * keep))
+    search_key = (source["digest"], cand.name, budget, calibration)
+    st.button("Search the networks", key="spectra.search", icon=":material/travel_explore:",
+              on_click=lambda: st.session_state.__setitem__(K_SEARCH_FOR, search_key),
+              help="What `--method auto` does for this weight: svd, MPOs (two placements, several leg "
+                   "factorizations), Tucker, tensor ring and CP at this budget, the lowest "
+                   + ("data" if calibration else "weight") + " error chosen.")
+    if st.session_state.get(K_SEARCH_FOR) != search_key:
+        st.caption(f"Scores every candidate network at {budget:,} parameters "
+                   f"({'on the calibration inputs' if calibration else 'on the weight'}).")
+        return
+    try:
+        with st.spinner("Scoring the candidate networks..."):
+            search = _search(source["path"], source["digest"], cand.name, cand.kind, budget, device, calibration)
+    except tnviz.TnvizError as exc:
+        st.error(md_escape(exc), icon=":material/error:")
+        return
+    st.plotly_chart(search_chart(search, title=f"{cand.name}: candidates at {budget:,} parameters"),
+                    key="spectra.search_chart")
+    chosen, runner = describe_choice(search)
+    st.markdown(f"**Chosen:** {md_escape(chosen)}  \n**Runner-up (best of another method):** {md_escape(runner)}")
+    st.caption(f"{len(search['candidates'])} candidates in {search['seconds']:.1f} s. One weight alone keeps its "
+               "stored neuron order: the order is searched when a model is compressed (Tensorize), where one "
+               "permutation re-orders both weights of a feed-forward pair.")
 
 
 def _safe_name(name: str) -> str:
@@ -358,6 +418,7 @@ def layer_view(source: dict[str, str], cands: list[Candidate], device: str) -> N
                         st.caption(f"Left out {DESCRIPTIONS[m]}: {md_escape(reason)}")
         else:
             st.caption("Sweeps every chosen method over ranks 1, 2, 4, ... for this layer and these legs.")
+    search_view(source, cand, device, calibration)
 
 
 # ---------------------------------------------------------------------- model-wide
