@@ -12,13 +12,13 @@ have computed from the start (the same numbers, bit for bit).  Used by sensitivi
 >>> class Net(nn.Module):
 ...     def __init__(self):
 ...         super().__init__()
-...         self.blocks = nn.ModuleList(nn.Linear(4, 4) for _ in range(3))
+...         self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(4, 4)) for _ in range(3))
 ...     def forward(self, x):
 ...         for block in self.blocks:
 ...             x = block(x)
 ...         return x
 >>> net, x = Net(), torch.randn(2, 4)
->>> prefix, blocks = find_blocks(net, ["blocks.2"])
+>>> prefix, blocks = find_blocks(net, ["blocks.2.0"])
 >>> prefix, len(blocks)
 ('blocks', 3)
 >>> recorded = [net.blocks[1](net.blocks[0](x))]
