@@ -33,9 +33,25 @@ changes of this benchmark's commit series):
 * **Healing** (layer-wise, 50 steps x 12 layers, 30.5 s wall / 26.7 s CPU under load): 8.6 s in the
   13 capture passes (one of the original, one of the compressed model per layer), 8.3 s in the TN
   layers' forward and 8.9 s in their backward over 600 Adam steps, 2 s importing torch.optim once.
-  Not changed yet (no held-out split, early stop or time budget).
+  Profiled again 2026-12-03 (cProfile of one heal, 19.5 s wall / 27.9 s CPU under load): the
+  teacher's outputs were already captured once per heal (one pass), not per layer or step; each
+  layer's compressed inputs cost a forward from the model's start up to its layer (12 passes
+  averaging half the model, 4.6 s); the first ``torch.optim.Adam`` imported ``torch._dynamo``
+  (3.1 s).  Now each layer's capture replays the previous block's recorded output and runs its
+  own block (tnviz/model/replay.py; the same numbers bit for bit), and Adam runs on
+  ``torch._foreach`` ops (torch's update bit for bit, no torch.optim).  What remains is the
+  arithmetic of 600 steps of 512 rows (forward, backward, update: 18 s CPU of 20 s under load).
+  Fewer steps or rows cost quality (held-out cosine, 0.8812 at 50 steps, lr 1e-3, 512 rows):
+  30 steps 0.8800, 100 steps 0.8823, 256 rows 0.8789, 128 rows 0.8759, lr 3e-3 for 20 steps
+  0.8675, lr 3e-3 for 50 steps 0.8769 (a lower layer loss, 0.385 against 0.393, and a worse
+  cosine), the teacher's own inputs for 50 steps no gain (0.8715, undone); a 10 % held-out split
+  with early stopping (100 steps, patience 2) stopped 7 of 12 layers at step 20 and gave 0.8754.
 * **Spectra's trade-off**: the weight is read as float64 (exact numbers for the page); the sweep
-  already reuses one SVD / HOSVD / TT-SVD per method; what remained was CP's ALS and TR.
+  already reuses one SVD / HOSVD / TT-SVD per method.  Profiled 2026-12-03: CP's ALS spent 0.7 of
+  its 0.94 s in opt_einsum's path search (a three-operand ``torch.einsum`` per factor update, now
+  one two-operand contraction); and with two intra-op threads the small LAPACK calls of the
+  TT-rounding took 0.63 s CPU against 0.05 s on one thread.  The points now run as independent
+  tasks (one per tr/cp point, one per other method) on single-threaded workers.
 """
 from __future__ import annotations
 

@@ -68,7 +68,8 @@ def test_tradeoff_with_covariance_reports_data_error(weight, kron_factors):
     seen = []
     pts = tradeoff(weight, methods=("svd", "mpo"), ranks=[2, 4], input_cov=kron_factors,
                    in_dims=IN_DIMS, out_dims=OUT_DIMS, progress=lambda f, msg: seen.append((f, msg)))
-    assert seen == [(0.5, "svd done"), (1.0, "mpo done")]
+    # one call per method as it finishes (they run at once on the workers, in either order)
+    assert [f for f, _ in seen] == [0.5, 1.0] and sorted(m for _, m in seen) == ["mpo done", "svd done"]
     for p in pts:
         d = decompose(weight, p.method, in_dims=IN_DIMS, out_dims=OUT_DIMS, max_rank=p.rank, input_cov=kron_factors)
         assert p.data_error is not None and p.error == p.data_error
@@ -106,3 +107,48 @@ def test_tradeoff_tucker_points_run_hooi_like_decompose(weight):
         assert hooi[r].ranks == plain[r].ranks
     assert all(hooi[r].rel_error <= plain[r].rel_error + 1e-12 for r in [1, 2, 3])
     assert hooi[2].rel_error < plain[2].rel_error - 1e-3
+
+
+def test_tradeoff_reads_each_shared_spectrum_once_on_single_threaded_workers(weight, monkeypatch):
+    """svd, tucker and mpo read every point from one SVD / HOSVD / TT-SVD, tr and cp run one
+    decomposition per point, CP's sweeps contract two operands at a time (no path search per
+    call), and every task runs on single-threaded torch operations, on two workers at once here:
+    the points are those of one worker, bit for bit (counted, not timed)."""
+    import collections
+    import importlib
+
+    mod = importlib.import_module("tnviz.decompose.tradeoff")
+
+    counts, threads = collections.Counter(), set()
+    for name in ("truncated_svd", "hosvd", "tt_svd", "decompose"):
+        def counted(*args, _real=getattr(mod, name), _name=name, **kwargs):
+            counts[_name] += 1
+            threads.add(torch.get_num_threads())
+            return _real(*args, **kwargs)
+        monkeypatch.setattr(mod, name, counted)
+    real_einsum = torch.einsum
+
+    def einsum(equation, *operands):
+        counts[f"einsum of {len(operands[0]) if len(operands) == 1 and isinstance(operands[0], (list, tuple)) else len(operands)}"] += 1
+        return real_einsum(equation, *operands)
+
+    monkeypatch.setattr(torch, "einsum", einsum)
+    ranks = {"svd": [1, 2, 4, 8], "tucker": [1, 2, 3], "mpo": [1, 2, 4, 8], "tr": [1, 2, 3], "cp": [2, 4]}
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setenv("TNVIZ_WORKERS", "2")
+        both = tradeoff(weight, methods=METHODS, ranks=ranks, in_dims=IN_DIMS, out_dims=OUT_DIMS, n_iter_max=20)
+        assert torch.get_num_threads() == 2  # restored
+        once = dict(counts)
+        monkeypatch.setenv("TNVIZ_WORKERS", "1")
+        one = tradeoff(weight, methods=METHODS, ranks=ranks, in_dims=IN_DIMS, out_dims=OUT_DIMS, n_iter_max=20)
+    finally:
+        torch.set_num_threads(before)
+    assert {k: v for k, v in once.items() if not k.startswith("einsum")} == \
+        {"truncated_svd": 1, "hosvd": 1, "tt_svd": 1, "decompose": 5}
+    assert not any(k.startswith("einsum") and int(k.split()[-1]) > 2 for k in counts), counts
+    assert threads == {1}
+    assert [(p.method, p.rank, p.params, p.rel_error, p.ranks) for p in both] == \
+        [(p.method, p.rank, p.params, p.rel_error, p.ranks) for p in one]
+    assert [(p.method, p.rank) for p in both] == [(m, r) for m in METHODS for r in ranks[m]]

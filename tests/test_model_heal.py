@@ -174,3 +174,110 @@ def test_the_registry_names_every_healing_and_refuses_what_does_not_apply(mlp):
     sentences_like.kind = "outputs"  # an uploaded model: no labels to train end to end on
     with pytest.raises(TnvizError, match="'end-to-end' healing applies to digits"):
         heal(result.model, sentences_like, "end-to-end")
+
+
+class _Block(torch.nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.up, self.down = torch.nn.Linear(width, 2 * width), torch.nn.Linear(2 * width, width)
+
+    def forward(self, x):
+        return x + self.down(torch.tanh(self.up(x)))
+
+
+class _Blocks(torch.nn.Module):
+    """An encoder in miniature: an input layer, then blocks in one ModuleList (as BERT's)."""
+
+    def __init__(self, width: int = 16, depth: int = 4):
+        super().__init__()
+        self.embed = torch.nn.Linear(8, width)
+        self.layers = torch.nn.ModuleList(_Block(width) for _ in range(depth))
+
+    def forward(self, x):
+        x = self.embed(x)
+        for block in self.layers:
+            x = block(x)
+        return x
+
+
+def _blocks_setup():
+    torch.manual_seed(0)
+    model = _Blocks()
+    g = torch.Generator().manual_seed(1)
+    batches = [torch.randn(48, 8, generator=g) for _ in range(3)]
+    plan = make_plan(model, [Rule(r"layers\.\d+\.(up|down)$", "svd", {"max_rank": 3})])
+    return model, plan, batches
+
+
+def test_layerwise_heal_replays_the_blocks_before_each_layer_bit_for_bit(monkeypatch):
+    """Each layer's compressed inputs come from the previous block's recorded output, not a forward
+    from the model's start: the healed model is the same, bit for bit, as with full captures, and
+    the blocks run as often as the replay promises (counted, not timed)."""
+    model, plan, batches = _blocks_setup()
+    calls = {"n": 0}
+    forward = _Block.forward
+
+    def counted(self, x):
+        calls["n"] += 1
+        return forward(self, x)
+
+    monkeypatch.setattr(_Block, "forward", counted)
+    healed = {}
+    for replay in (True, False):
+        compressed = apply_plan(model, plan, calibration=batches, device="cpu").model
+        calls["n"] = 0
+        report = heal_layerwise(compressed, model, batches, steps=4, replay=replay)
+        healed[replay] = (compressed.state_dict(), calls["n"], report)
+    (fast, fast_calls, a), (full, full_calls, b) = healed[True], healed[False]
+    assert fast.keys() == full.keys() and all(torch.equal(fast[k], full[k]) for k in fast)
+    assert a.loss_after == b.loss_after and a.curve == b.curve
+    # per batch: the teacher's capture runs 4 blocks; the 8 layers' captures (each stops inside its
+    # block) run blocks 1, 1 / 2, 2 / 3, 3 / 4, 4 from the start (20 in all) without the replay, and
+    # with it 1, 1, then 2 (block 0 once more, recording its output, and block 1), 1, 2, 1, 2, 1 (11)
+    assert full_calls == 3 * (4 + 20) and fast_calls == 3 * (4 + 11)
+
+
+def test_layerwise_heal_without_a_block_list_captures_from_the_start():
+    """Layers outside one ModuleList of blocks (a Sequential) still heal, each capture a full pass."""
+    original, healed, batches = _setup()
+    report = heal_layerwise(healed, original, batches, steps=5)
+    assert set(report.loss_after) == {"0", "2"} and all(report.loss_after[n] <= report.loss_before[n]
+                                                        for n in report.loss_after)
+
+
+def test_adam_is_torch_adam_bit_for_bit():
+    from tnviz.model.heal import Adam
+
+    def run(make):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(7, 13), torch.nn.Tanh(), torch.nn.Linear(13, 3))
+        opt = make(list(net.parameters()))
+        g = torch.Generator().manual_seed(1)
+        for step in range(25):
+            opt.zero_grad()
+            out = net(torch.randn(16, 7, generator=g))
+            (out[:, :2] if step % 5 == 4 else out).pow(2).mean().backward()
+            opt.step()
+        return [p.detach().clone() for p in net.parameters()]
+
+    ours = run(lambda p: Adam(p, lr=3e-3))
+    for foreach in (False, True):
+        theirs = run(lambda p: torch.optim.Adam(p, lr=3e-3, foreach=foreach))
+        assert all(torch.equal(a, b) for a, b in zip(ours, theirs)), foreach
+    with pytest.raises(TnvizError, match="Adam needs lr > 0"):
+        Adam([torch.zeros(2, requires_grad=True)], lr=0)
+
+
+def test_layerwise_heal_reports_kept_only_for_layers_left_as_they_came():
+    """A healing that lowers every layer's loss keeps none as it came; one that throws the layers
+    away (a learning rate of 10) leaves each as it came (its state, its loss) and says so."""
+    model, plan, batches = _blocks_setup()
+    compressed = apply_plan(model, plan, calibration=batches, device="cpu").model
+    report = heal_layerwise(compressed, model, batches, steps=20, lr=1e-2)
+    assert report.kept == [] and all(report.loss_after[n] < report.loss_before[n] for n in report.loss_after)
+    compressed = apply_plan(model, plan, calibration=batches, device="cpu").model
+    before = copy.deepcopy(compressed.state_dict())
+    report = heal_layerwise(compressed, model, batches, steps=20, lr=10.0)
+    assert report.kept == list(report.loss_before)
+    assert report.loss_after == report.loss_before
+    assert all(torch.equal(before[k], v) for k, v in compressed.state_dict().items())

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ..errors import DecompositionError, RankError
+from ..threads import map_ordered
 from . import data_aware as da
 from .api import METHODS, _check_weight, _inputs_on_one_tensor, decompose
 from .legs import make_legs
@@ -123,9 +124,11 @@ def tradeoff(
 ) -> list[TradeoffPoint]:
     """Error vs parameters for each method over ``ranks`` (one list for all, or per method;
     default 1, 2, 4, ... 64).  ``options`` go to the methods that take them (e.g.
-    ``n_iter_max`` for cp); ``progress(fraction, message)`` is called after each method."""
-    import torch
-
+    ``n_iter_max`` for cp); ``progress(fraction, message)`` is called on the calling thread as
+    each point of tr and cp, and each other method, is done (the share of those tasks done:
+    ``'cp r=4 done'``, ``'cp done'`` when a method's last point is), the last call at 1.0.  The tasks run on :func:`tnviz.threads.map_ordered`'s
+    workers with single-threaded torch operations; the points come in the order of ``methods``,
+    ranks ascending."""
     W = _check_weight(weight)
     legs = make_legs(W.shape, in_dims, out_dims)
     Wm = W.reshape(legs.out_features, legs.in_features)
@@ -134,76 +137,106 @@ def tradeoff(
         if m not in METHODS:
             raise DecompositionError(f"unknown decomposition method {m!r}; choose one of {list(METHODS)}")
     cov_full = da.parse_covariance(input_cov, legs, Wm, cov_eps) if input_cov is not None else None
-    points: list[TradeoffPoint] = []
-    for done, method in enumerate(methods):
-        if progress is not None and done:
-            progress(done / len(methods), f"{methods[done - 1]} done")
+    # what each method shares between its points, then the work in independent tasks: one per
+    # point where each point is its own decomposition (tr, cp, a refit), else one per method
+    # (its points read from one SVD / HOSVD / TT-SVD)
+    setups, tasks = [], []
+    for method in methods:
         rs = ranks.get(method, DEFAULT_RANKS) if isinstance(ranks, Mapping) else (ranks or DEFAULT_RANKS)
         rs = sorted({int(r) for r in rs})
         if not rs or rs[0] < 1:
             raise RankError(f"trade-off ranks must be positive integers; got {list(rs)}")
-        cov = measure = cov_full
+        cov = cov_full
         multi = cov is not None and cov.kind == "full" and not _inputs_on_one_tensor(method, legs)
         refit = {k: options[k] for k in ("refit_sweeps", "refit_iters", "refit_ridge") if k in options}
         if multi:
             cov = da.kron_approximation(cov_full, legs, cov_eps)   # as decompose does without a refit
         opts = {k: v for k, v in options.items() if k in _options_of(method)}
-        if method in ("tr", "cp") or (multi and refit.get("refit_sweeps")):
-            for r in rs:
-                res = decompose(W, method, in_dims=in_dims, out_dims=out_dims, max_rank=r, input_cov=cov_full,
-                                randomized=randomized, seed=seed, cov_eps=cov_eps, **refit, **opts)
-                points.append(TradeoffPoint(method, r, res.params, res.rel_error, res.data_error, res.ranks,
-                                            res.seconds))
-            continue
-        start = time.perf_counter()
-        M = da.right_multiply(Wm, cov, "chol", legs.in_dims) if cov is not None else Wm
-        norm = float(torch.linalg.vector_norm(M.reshape(-1)))
-        T = M.reshape(legs.dims)
-        top = rs[-1]
-        if method == "svd":
-            res = truncated_svd(M, Truncation("max_rank", top), bond="r", cap=top, randomized=randomized, seed=seed)
-            setup = time.perf_counter() - start
-            for r in rs:
-                t0 = time.perf_counter()
-                k = min(r, res.U.shape[1])
-                root = torch.sqrt(res.S[:k])
-                net = svd_network(legs, k)
-                tensors = {"U": res.U[:, :k] * root, "V": (root[:, None] * res.Vh[:k]).reshape(net.shape("V"))}
-                points.append(_point(method, r, net, tensors, Wm, cov, measure, legs, setup + time.perf_counter() - t0))
-        elif method == "tucker":
-            sweeps = opts.pop("hooi_iters", None)
-            out = hosvd(T, legs, Truncation("max_rank", top), norm=norm, randomized=randomized, seed=seed,
-                        hooi_iters=0, **opts)
-            setup = time.perf_counter() - start
-            N = len(legs.dims)
-            for r in rs:
-                t0 = time.perf_counter()
-                ks = [min(r, out.tensors[f"U{k + 1}"].shape[1]) for k in range(N)]
-                factors = [out.tensors[f"U{k + 1}"][:, : ks[k]] for k in range(N)]
-                if sweeps == 0:
-                    G = out.tensors["G"][tuple(slice(0, k) for k in ks)].contiguous()
-                else:
-                    factors, G, _, _ = hooi(T, factors, norm=norm, iters=sweeps)
-                tensors = {"G": G.contiguous()}
-                tensors.update({f"U{k + 1}": factors[k] for k in range(N)})
-                net = tucker_network(legs, ks)
-                points.append(_point(method, r, net, tensors, Wm, cov, measure, legs, setup + time.perf_counter() - t0))
-        else:  # mpo
-            out = tt_svd(T, legs, Truncation("max_rank", top), norm=norm, randomized=randomized, seed=seed, **opts)
-            setup = time.perf_counter() - start
-            base = chain_network(legs, ring=False)
-            _, shapes = permuted(T, base, legs)
-            cores = [out.tensors[n] for n in out.network.tensor_names]
-            bonds = list(out.network.bonds)
-            for r in rs:
-                t0 = time.perf_counter()
-                rounded = tt_round(cores, shapes, [r] * len(bonds)) if bonds else cores
-                sizes = {b: rounded[k].shape[-1] for k, b in enumerate(bonds)}
-                net = base.with_sizes(**sizes) if sizes else base
-                tensors = dict(zip(net.tensor_names, rounded))
-                points.append(_point(method, r, net, tensors, Wm, cov, measure, legs, setup + time.perf_counter() - t0))
-    if progress is not None:
-        progress(1.0, f"{methods[-1]} done" if methods else "nothing to do")
+        each = method in ("tr", "cp") or bool(multi and refit.get("refit_sweeps"))
+        setups.append((method, rs, cov, refit, opts))
+        tasks += [(len(setups) - 1, r) for r in rs] if each else [(len(setups) - 1, None)]
+
+    def run(task: tuple[int, int | None]) -> list[TradeoffPoint]:
+        method, rs, cov, refit, opts = setups[task[0]]
+        if task[1] is not None:
+            res = decompose(W, method, in_dims=in_dims, out_dims=out_dims, max_rank=task[1], input_cov=cov_full,
+                            randomized=randomized, seed=seed, cov_eps=cov_eps, **refit, **opts)
+            return [TradeoffPoint(method, task[1], res.params, res.rel_error, res.data_error, res.ranks, res.seconds)]
+        return _shared(method, rs, W, Wm, legs, cov, cov_full, dict(opts), randomized, seed)
+
+    left = {k: sum(1 for t in tasks if t[0] == k) for k in range(len(setups))}
+
+    def finished(count: int, task: tuple[int, int | None]) -> None:
+        left[task[0]] -= 1
+        if progress is not None:
+            method, _, _, _, _ = setups[task[0]]
+            progress(count / len(tasks), f"{method} done" if not left[task[0]] else f"{method} r={task[1]} done")
+
+    # every task on single-threaded torch operations, as many at once as there are workers: these
+    # are small LAPACK calls, which two intra-op threads slowed 10x on the 2-core development CPU
+    # (a 64x2304 SVD); the costliest tasks (highest ranks) start first
+    order = sorted(range(len(tasks)), key=lambda k: -(tasks[k][1] or 0))
+    done = map_ordered(run, [tasks[k] for k in order], done=finished)
+    results: list = [None] * len(tasks)
+    for k, out in zip(order, done):
+        results[k] = out
+    if progress is not None and not tasks:
+        progress(1.0, "nothing to do")
+    return [p for out in results for p in out]
+
+
+def _shared(method, rs, W, Wm, legs, cov, measure, opts, randomized, seed) -> list[TradeoffPoint]:
+    """The points of ``method`` at ranks ``rs`` read from one SVD (svd), HOSVD (tucker) or TT-SVD (mpo)."""
+    import torch
+
+    points: list[TradeoffPoint] = []
+    start = time.perf_counter()
+    M = da.right_multiply(Wm, cov, "chol", legs.in_dims) if cov is not None else Wm
+    norm = float(torch.linalg.vector_norm(M.reshape(-1)))
+    T = M.reshape(legs.dims)
+    top = rs[-1]
+    if method == "svd":
+        res = truncated_svd(M, Truncation("max_rank", top), bond="r", cap=top, randomized=randomized, seed=seed)
+        setup = time.perf_counter() - start
+        for r in rs:
+            t0 = time.perf_counter()
+            k = min(r, res.U.shape[1])
+            root = torch.sqrt(res.S[:k])
+            net = svd_network(legs, k)
+            tensors = {"U": res.U[:, :k] * root, "V": (root[:, None] * res.Vh[:k]).reshape(net.shape("V"))}
+            points.append(_point(method, r, net, tensors, Wm, cov, measure, legs, setup + time.perf_counter() - t0))
+    elif method == "tucker":
+        sweeps = opts.pop("hooi_iters", None)
+        out = hosvd(T, legs, Truncation("max_rank", top), norm=norm, randomized=randomized, seed=seed,
+                    hooi_iters=0, **opts)
+        setup = time.perf_counter() - start
+        N = len(legs.dims)
+        for r in rs:
+            t0 = time.perf_counter()
+            ks = [min(r, out.tensors[f"U{k + 1}"].shape[1]) for k in range(N)]
+            factors = [out.tensors[f"U{k + 1}"][:, : ks[k]] for k in range(N)]
+            if sweeps == 0:
+                G = out.tensors["G"][tuple(slice(0, k) for k in ks)].contiguous()
+            else:
+                factors, G, _, _ = hooi(T, factors, norm=norm, iters=sweeps)
+            tensors = {"G": G.contiguous()}
+            tensors.update({f"U{k + 1}": factors[k] for k in range(N)})
+            net = tucker_network(legs, ks)
+            points.append(_point(method, r, net, tensors, Wm, cov, measure, legs, setup + time.perf_counter() - t0))
+    else:  # mpo
+        out = tt_svd(T, legs, Truncation("max_rank", top), norm=norm, randomized=randomized, seed=seed, **opts)
+        setup = time.perf_counter() - start
+        base = chain_network(legs, ring=False)
+        _, shapes = permuted(T, base, legs)
+        cores = [out.tensors[n] for n in out.network.tensor_names]
+        bonds = list(out.network.bonds)
+        for r in rs:
+            t0 = time.perf_counter()
+            rounded = tt_round(cores, shapes, [r] * len(bonds)) if bonds else cores
+            sizes = {b: rounded[k].shape[-1] for k, b in enumerate(bonds)}
+            net = base.with_sizes(**sizes) if sizes else base
+            tensors = dict(zip(net.tensor_names, rounded))
+            points.append(_point(method, r, net, tensors, Wm, cov, measure, legs, setup + time.perf_counter() - t0))
     return points
 
 

@@ -12,13 +12,12 @@ from __future__ import annotations
 import copy
 from typing import Any, Callable, Sequence
 
-from torch import nn
-
 from ..errors import TnvizError
 from .apply import apply_plan
 from .device import resolve_device
 from .heal import heal_layerwise
 from .plan import Rule, make_plan
+from .replay import block_of, find_blocks, replaying
 from .subject import Subject
 from .surgery import set_module
 
@@ -74,16 +73,10 @@ class _BlockReplay:
     def of(cls, model: Any, subject: Subject, names: Sequence[str]) -> "_BlockReplay":
         import torch
 
-        from .plan import block_and_role
-
-        found = {(name[:-len(role) - 1].rsplit(".", 1)[0], block) for name in names
-                 for block, role in [block_and_role(name)] if block is not None}
-        prefixes = {p for p, _ in found}
-        modules = dict(model.named_modules())
-        if len(prefixes) != 1 or not isinstance(modules.get(next(iter(prefixes))), nn.ModuleList):
+        found = find_blocks(model, names)
+        if found is None:
             return cls()
-        prefix = next(iter(prefixes))
-        blocks = modules[prefix]
+        prefix, blocks = found
         outputs: list[list[Any]] = [[] for _ in blocks]
         handles = [b.register_forward_hook(lambda m, a, out, j=j: outputs[j].append(out)) for j, b in enumerate(blocks)]
         try:
@@ -102,49 +95,10 @@ class _BlockReplay:
         """A context in which the blocks before ``name``'s replay their recorded outputs."""
         import contextlib
 
-        from .plan import block_and_role
-
-        block, _ = block_and_role(name)
-        if self.blocks is None or block is None or not name.startswith(f"{self.prefix}.{block}.") or block == 0:
+        block = None if self.blocks is None else block_of(name, self.prefix)
+        if not block:
             return contextlib.nullcontext()
-        return self._replaying(block)
-
-    def _replaying(self, block: int) -> Any:
-        import contextlib
-
-        blocks, outputs = self.blocks, self.outputs
-
-        @contextlib.contextmanager
-        def swapped():
-            kept = list(blocks[:block])
-            try:
-                for j in range(block - 1):
-                    blocks[j] = _Skip()  # its output is never read: the next block is replayed
-                blocks[block - 1] = _Replay(outputs[block - 1])
-                yield
-            finally:
-                for j, b in enumerate(kept):
-                    blocks[j] = b
-        return swapped()
-
-
-class _Skip(nn.Module):
-    """A block that passes its input on (it stands before the replayed one)."""
-
-    def forward(self, x, *args, **kwargs):
-        return x
-
-
-class _Replay(nn.Module):
-    """A block that returns ``recorded`` outputs in call order."""
-
-    def __init__(self, recorded: list):
-        super().__init__()
-        self.recorded, self.calls = recorded, 0
-
-    def forward(self, *args, **kwargs):
-        self.calls += 1
-        return self.recorded[self.calls - 1]
+        return replaying(self.blocks, block, self.outputs[block - 1])
 
 
 def compare_methods(subject: Subject, pattern: str, ratio: float, methods: Sequence[str] = ("svd", "mpo"), *,

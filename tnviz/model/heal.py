@@ -28,6 +28,7 @@ True
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
@@ -40,6 +41,7 @@ from ..nn import TNEmbedding, workspace
 from .calibrate import call_model
 from .data import digits_split
 from .evaluate import first_tensor, position_mask
+from .replay import block_of, find_blocks, replaying
 from .surgery import tn_modules, to_device
 
 if TYPE_CHECKING:
@@ -88,18 +90,21 @@ class _Seen(Exception):
 
 
 @torch.no_grad()
-def _capture(model: nn.Module, names: Sequence[str], batches: Sequence[Any], want_output: bool) -> dict:
-    """The inputs (and, with ``want_output``, the outputs) of modules ``names`` on ``batches``, as
-    rows (padding tokens left out).  Without outputs, each forward pass stops as soon as every
-    module has been reached: what comes after cannot change what it saw."""
+def _capture(model: nn.Module, names: Sequence[str], batches: Sequence[Any], want_output: bool,
+             want_input: bool = True) -> dict:
+    """The inputs (``'x'``, unless not ``want_input``) and, with ``want_output``, the outputs
+    (``'y'``) of modules ``names`` on ``batches``, as rows (padding tokens left out).  Without
+    outputs, each forward pass stops as soon as every module has been reached: what comes after
+    cannot change what it saw."""
     modules = dict(model.named_modules())
     store: dict[str, dict[str, list]] = {n: {"x": [], "y": []} for n in names}
     state: dict[str, Any] = {"mask": None, "seen": set()}
 
     def hook(name: str, conv: bool):
         def run(module, args, kwargs, output):
-            x = args[0] if args else kwargs["input"]
-            store[name]["x"].append(_rows(x.detach(), state["mask"], conv))
+            if want_input:
+                x = args[0] if args else kwargs["input"]
+                store[name]["x"].append(_rows(x.detach(), state["mask"], conv))
             if want_output:
                 store[name]["y"].append(_rows(output.detach(), state["mask"], conv))
             else:
@@ -129,10 +134,113 @@ def _capture(model: nn.Module, names: Sequence[str], batches: Sequence[Any], wan
     return {n: {k: torch.cat(v) for k, v in d.items() if v} for n, d in store.items()}
 
 
+class _CompressedInputs:
+    """What each layer of ``names`` sees inside ``model`` now, asked for layer after layer in
+    forward order while the layers before are being changed (healed).
+
+    A layer in block ``b`` of a model whose blocks sit in one ``nn.ModuleList`` (one call each per
+    forward, a tensor out: :func:`tnviz.model.replay.find_blocks`) depends only on the output of
+    block ``b - 1``; once no layer still to come sits in blocks ``< b``, that output is final.  It
+    is recorded on the way (a hook on the block, during the capture that runs it anyway), and
+    later captures replay the latest recording instead of running the model from its start: a
+    layer's capture runs its own block and at most the one before, not every block before it, with
+    the same numbers.  Layers outside the blocks, or models of another shape, get a full capture
+    each (stopped at the layer, as :func:`_capture` does)."""
+
+    def __init__(self, model: nn.Module, names: Sequence[str], batches: Sequence[Any], replay: bool = True):
+        self.model, self.names, self.batches = model, list(names), batches
+        found = find_blocks(model, self.names) if replay else None
+        self.prefix, self.blocks = found if found is not None else ("", None)
+        self.recorded: tuple[int, list] | None = None  # (block j, its final outputs per batch)
+        self.passes = 0  # forward calls of the model, for the tests
+
+    def _block(self, name: str) -> int | None:
+        return None if self.blocks is None else block_of(name, self.prefix)
+
+    def __call__(self, name: str) -> torch.Tensor:
+        """The input rows of layer ``name``; every layer before it in ``names`` is final."""
+        b = self._block(name)
+        later = self.names[self.names.index(name):]
+        # blocks < b hold no layer still to change (layers outside the blocks may sit anywhere)
+        settled = b is not None and all(self._block(n) is None or self._block(n) >= b for n in later) \
+            and all(self._block(n) is not None for n in later)
+        if not settled:
+            self.recorded = None
+            self.passes += len(self.batches)
+            return _capture(self.model, [name], self.batches, want_output=False)[name]["x"]
+        replay = self.recorded if self.recorded is not None and self.recorded[0] < b else None
+        record = b - 1 if b > 0 and (replay is None or replay[0] < b - 1) else None
+        outputs: list = []
+        handle = None if record is None else \
+            self.blocks[record].register_forward_hook(lambda module, args, out: outputs.append(out))
+        try:
+            with replaying(self.blocks, replay[0] + 1, replay[1]) if replay else contextlib.nullcontext():
+                self.passes += len(self.batches)
+                x = _capture(self.model, [name], self.batches, want_output=False)[name]["x"]
+        finally:
+            if handle is not None:
+                handle.remove()
+        if record is not None:
+            usable = len(outputs) == len(self.batches) and all(isinstance(o, torch.Tensor) for o in outputs)
+            self.recorded = (record, outputs) if usable else None
+            if not usable:
+                self.blocks = None  # not one call with a tensor out per forward: full captures from here
+        return x
+
+
+class Adam:
+    """Adam (Kingma & Ba), the update of ``torch.optim.Adam``'s defaults (no weight decay, no
+    amsgrad) step for step, bit for bit on CPU (tests/test_model_heal.py), on ``torch._foreach``
+    ops: one call per op for all the parameters, and no ``torch.optim`` (whose first optimizer
+    imports ``torch._dynamo``: 3 s of a first healing on the 2-core development CPU).  Parameters
+    without a gradient are left as they are."""
+
+    def __init__(self, params: Sequence[torch.Tensor], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8):
+        self.params = [p for p in params]
+        if not self.params:
+            raise TnvizError("Adam needs at least one parameter; got none")
+        if not lr > 0 or not 0 <= betas[0] < 1 or not 0 <= betas[1] < 1 or not eps >= 0:
+            raise TnvizError(f"Adam needs lr > 0, betas in [0, 1) and eps >= 0; got lr={lr}, betas={betas}, eps={eps}")
+        self.lr, self.betas, self.eps = float(lr), (float(betas[0]), float(betas[1])), float(eps)
+        self.state: dict[int, tuple[torch.Tensor, torch.Tensor, list[int]]] = {}
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        live = [p for p in self.params if p.grad is not None]
+        if not live:
+            return
+        beta1, beta2 = self.betas
+        for p in live:
+            if id(p) not in self.state:
+                self.state[id(p)] = (torch.zeros_like(p, memory_format=torch.preserve_format),
+                                     torch.zeros_like(p, memory_format=torch.preserve_format), [0])
+        states = [self.state[id(p)] for p in live]
+        grads = [p.grad for p in live]
+        avgs, sqs = [s[0] for s in states], [s[1] for s in states]
+        for s in states:
+            s[2][0] += 1
+        torch._foreach_lerp_(avgs, grads, 1 - beta1)
+        torch._foreach_mul_(sqs, beta2)
+        torch._foreach_addcmul_(sqs, grads, grads, 1 - beta2)
+        steps = [float(s[2][0]) for s in states]
+        step_size = [(self.lr / (1 - beta1 ** t)) * -1 for t in steps]
+        root = [(1 - beta2 ** t) ** 0.5 for t in steps]
+        denom = torch._foreach_sqrt(sqs)
+        torch._foreach_div_(denom, root)
+        torch._foreach_add_(denom, self.eps)
+        torch._foreach_addcdiv_(live, avgs, denom, step_size)
+
+
 def heal_layerwise(model: nn.Module, original: nn.Module, batches: Sequence[Any], *, steps: int = 100,
                    lr: float = 1e-3, batch_rows: int = 512, inputs: str = "compressed", seed: int = 0,
                    progress: ProgressFn | None = None, holdout: float = 0.0, eval_every: int = 10,
-                   patience: int = 2, budget_s: float | None = None, on_loss: LossFn | None = None) -> HealReport:
+                   patience: int = 2, budget_s: float | None = None, on_loss: LossFn | None = None,
+                   replay: bool = True) -> HealReport:
     """Distil each TN layer of ``model`` (in place) to the matching layer of ``original``.
 
     ``batches`` are calibration inputs on the models' devices (moved as needed); Embedding
@@ -160,8 +268,11 @@ def heal_layerwise(model: nn.Module, original: nn.Module, batches: Sequence[Any]
         raise TnvizError("layer-wise healing needs at least one TN Linear/Conv layer; the model has none")
     dev_c = next(model.parameters()).device
     dev_o = next(original.parameters()).device
-    targets = _capture(original, list(layers), [to_device(b, dev_o) for b in batches], want_output=True)
+    # the teacher's outputs, once for every layer (and its inputs where they are the training inputs)
+    targets = _capture(original, list(layers), [to_device(b, dev_o) for b in batches], want_output=True,
+                       want_input=inputs == "original")
     moved = [to_device(b, dev_c) for b in batches]
+    seen = _CompressedInputs(model, list(layers), moved, replay=replay)
     report = HealReport("layer-wise", steps=steps)
     generator = torch.Generator().manual_seed(seed)
     was = model.training
@@ -171,13 +282,13 @@ def heal_layerwise(model: nn.Module, original: nn.Module, batches: Sequence[Any]
         if inputs == "compressed":
             # what this layer sees now, after the layers before it were healed (in forward order),
             # so that it corrects their remaining error once, not an error they no longer make
-            x = _capture(model, [name], moved, want_output=False)[name]["x"].to(dev_c)
+            x = seen(name).to(dev_c)
         else:
             x = targets[name]["x"].to(dev_c)
         y = targets[name]["y"].to(dev_c)
         scale = float((y.double() ** 2).mean()) or 1.0
         params = [p for p in layer.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(params, lr=lr)
+        optimizer = Adam(params, lr=lr)
         layer.train()
 
         def loss_of(rows: torch.Tensor) -> torch.Tensor:
@@ -201,7 +312,7 @@ def heal_layerwise(model: nn.Module, original: nn.Module, batches: Sequence[Any]
             time.perf_counter() + max(0.0, start + budget_s - time.perf_counter()) / (len(layers) - k)
         for step in range(1, steps + 1):
             rows = train[torch.randint(0, len(train), (min(batch_rows, len(train)),), generator=generator)]
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             loss = loss_of(rows)
             loss.backward()
             optimizer.step()
@@ -221,13 +332,13 @@ def heal_layerwise(model: nn.Module, original: nn.Module, batches: Sequence[Any]
         report.layer_steps[name] = step
         layer.eval()
         with torch.no_grad():
+            restored = bool(n_val) and best_state is start_state  # no held-out measurement beat the start
             if n_val:
                 layer.load_state_dict(best_state)
             report.loss_after[name] = judged()
-            if report.loss_after[name] > report.loss_before[name]:  # never leave a layer worse than it came
+            if restored or report.loss_after[name] > report.loss_before[name]:  # never worse than it came
                 layer.load_state_dict(start_state)
                 report.loss_after[name] = report.loss_before[name]
-            if best_state is start_state or report.loss_after[name] >= report.loss_before[name]:
                 report.kept.append(name)
     model.train(was)
     model.eval()
@@ -286,7 +397,7 @@ def heal_distill(model: nn.Module, original: nn.Module, batches: Sequence[Any], 
     report = HealReport("distill", steps=steps)
     report.loss_before["model"] = full_loss()
     start_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    optimizer = torch.optim.Adam(params, lr=lr)
+    optimizer = Adam(params, lr=lr)
     generator = torch.Generator().manual_seed(seed)
     chosen = {id(p) for p in params}
     frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in chosen]
@@ -297,7 +408,7 @@ def heal_distill(model: nn.Module, original: nn.Module, batches: Sequence[Any], 
             if progress and step % max(1, steps // 20) == 0:
                 progress(step, steps, f"step {step + 1}")
             k = int(torch.randint(0, len(moved), (1,), generator=generator))
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             loss = loss_of(k)
             loss.backward()
             optimizer.step()
@@ -330,7 +441,7 @@ def heal_end_to_end(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epoch
     x, y = x.to(device), y.to(device)
     report = HealReport("end-to-end", steps=epochs)
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = Adam(model.parameters(), lr=lr)
 
     def full_loss() -> float:
         model.eval()
@@ -346,7 +457,7 @@ def heal_end_to_end(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epoch
         total = 0.0
         for s in range(0, len(y), batch_size):
             rows = order[s:s + batch_size]
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             loss = nn.functional.cross_entropy(model(x[rows]), y[rows])
             loss.backward()
             optimizer.step()
