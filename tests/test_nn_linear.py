@@ -338,3 +338,27 @@ def test_the_parameter_limit_counts_the_bias_and_can_be_lifted_or_lowered():
     many = tnviz.cp([2] * 14, [2] * 14, rank=1)  # a few parameters, 16,384 bias elements
     with pytest.raises(BudgetError, match=r"\.\.\. \(29 indices\)"):  # long size lists are cut short
         TNLinear(many, max_params=1000)
+
+
+def test_the_weight_cache_holds_no_view_of_a_parameter():
+    """A cached one-core half is its core reshaped; kept as a view, it made a deep copy of the
+    layer fail after an in-place update of the core with grad mode on (a cancelled heal's copy):
+    the cache keeps copies, and the copy's outputs equal the layer's."""
+    import copy
+
+    from tnviz.decompose.legs import inputs_last_cores
+
+    ins, outs = inputs_last_cores((32, 48), (16, 24))
+    layer = TNLinear(tnviz.mpo([32, 48], [16, 24], ranks=40, in_cores=ins, out_cores=outs)).eval()
+    x = torch.randn(64, layer.network.in_features)
+    with torch.no_grad():
+        layer(x)
+    for _, value in layer._cache.values():
+        for t in value if isinstance(value, tuple) else (value,):
+            if isinstance(t, torch.Tensor):
+                assert t._base is None
+    core = next(iter(layer.parameters()))
+    core.data.mul_(0.5)  # an in-place update with grad mode on
+    twin = copy.deepcopy(layer)
+    with torch.no_grad():
+        torch.testing.assert_close(twin(x), layer(x))

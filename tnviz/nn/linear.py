@@ -74,6 +74,18 @@ class LayerCall:
         return self.layer._cached_at(self.version, key, compute)
 
 
+def _owned(value: Any) -> Any:
+    """``value`` (a tensor or a tuple of them) with views replaced by copies: a cached view of a
+    parameter (a one-core segment is its core reshaped) would be stale after the parameter's
+    in-place update, and torch refuses even to deep-copy a view made under no_grad whose base
+    changed with grad mode on (a healed model's copy failed so)."""
+    if isinstance(value, torch.Tensor):
+        return value.clone() if value._base is not None else value
+    if isinstance(value, tuple):
+        return tuple(_owned(v) for v in value)
+    return value
+
+
 @dataclass(frozen=True)
 class _Selected:
     """One entry of a layer's plan cache: the strategy that runs, its plan, and for ``auto`` the
@@ -309,7 +321,7 @@ class TNLinear(nn.Module):
             # made under torch.inference_mode, it cannot be saved for a backward outside it
             if not (isinstance(value, torch.Tensor) and value.is_inference()) or torch.is_inference_mode_enabled():
                 return value
-        value = compute()
+        value = _owned(compute())
         self._cache[key] = (version, value)
         return value
 
