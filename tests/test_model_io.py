@@ -196,6 +196,38 @@ def test_refuses_pt2_by_extension_and_by_content(tmp_path):
     _raises(tmp_path / "renamed.pt", ".pt2")
 
 
+@pytest.mark.parametrize("fault", ["overlap", "gap", "size", "trailing", "dtype", "header"])
+def test_our_safetensors_checks_refuse_what_safe_open_refuses(tmp_path, fault):
+    """The header is read and checked by tnviz (read_safetensors_header), not by safe_open's
+    memory map: each malformed file below is refused by both, with the rule named."""
+    import struct
+
+    from safetensors import safe_open
+
+    tensors = {"a": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]},
+               "b": {"dtype": "F32", "shape": [4], "data_offsets": [16, 32]}}
+    data = bytes(32)
+    if fault == "overlap":
+        tensors["b"]["data_offsets"] = [8, 24]
+    elif fault == "gap":
+        tensors["b"]["data_offsets"], data = [24, 40], bytes(40)
+    elif fault == "size":
+        tensors["b"]["shape"] = [5]
+    elif fault == "trailing":
+        data += b"junk"
+    elif fault == "dtype":
+        tensors["b"]["dtype"] = "F33"
+    header = json.dumps(tensors).encode()
+    blob = struct.pack("<Q", len(header) + (10**9 if fault == "header" else 0)) + header + data
+    path = tmp_path / f"{fault}.safetensors"
+    path.write_bytes(blob)
+    with pytest.raises(Exception):
+        with safe_open(str(path), framework="pt") as handle:
+            [handle.get_tensor(k) for k in handle.keys()]
+    # a header length past the end is not recognised as safetensors at all (sniff); the rest are malformed
+    _raises(path, *(["truncated or malformed"] if fault != "header" else []), f"{fault}.safetensors")
+
+
 def test_refuses_truncated_safetensors(tmp_path, state):
     path = save_safetensors(state, tmp_path / "m.safetensors")
     data = path.read_bytes()
@@ -248,18 +280,23 @@ def test_safetensors_have_no_default_cap_and_files_loaded_whole_do(tmp_path, sta
     """(issue 18) a safetensors file is read tensor by tensor, so by default it has no size cap (a
     5 GiB file, sparse on disk, opens with its tensor listed); a pickled state dict is loaded whole and keeps the
     default cap (MAX_FILE_BYTES, here lowered to 100 bytes); a cap the caller gives (the app's upload
-    cap) holds for every format."""
+    cap) holds for every format; a file twice the RAM opens (read tensor by tensor, never mapped whole)."""
     import struct
 
-    rows = 5 * 2**30 // (4 * 1024) + 1
-    header = json.dumps({"big.weight": {"dtype": "F32", "shape": [rows, 1024], "data_offsets": [0, rows * 4096]}}).encode()
+    # twice the machine's RAM (at least 5 GiB): safe_open's whole-file memory map is refused there
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    rows = max(5 * 2**30, 2 * ram) // (4 * 1024) + 1
+    head = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+    header = json.dumps({"head.weight": {"dtype": "F32", "shape": [3, 4], "data_offsets": [0, 48]},
+                         "big.weight": {"dtype": "F32", "shape": [rows, 1024], "data_offsets": [48, 48 + rows * 4096]}}).encode()
     big = tmp_path / "big.safetensors"
     with open(big, "wb") as fh:
-        fh.write(struct.pack("<Q", len(header)) + header)
-        fh.truncate(8 + len(header) + rows * 4096)  # a hole: no disk used
-    assert big.stat().st_size > 5 * 2**30
+        fh.write(struct.pack("<Q", len(header)) + header + head.numpy().tobytes())
+        fh.truncate(8 + len(header) + 48 + rows * 4096)  # a hole: no disk used
+    assert big.stat().st_size > max(5 * 2**30, 2 * ram)
     with open_weights(big) as weights:
         assert weights.shape("big.weight") == (rows, 1024)
+        assert torch.equal(weights.get("head.weight"), head)
     _raises(big, f"at most {2**30} bytes", max_bytes=2**30)
 
     from tnviz.model import readers

@@ -12,6 +12,7 @@ chooses between them is :func:`tnviz.model.io.open_weights`.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -191,29 +192,76 @@ def _move(tensor: "torch.Tensor", device: Any, dtype: Any) -> "torch.Tensor":
     return tensor.to(device=device, dtype=dtype)
 
 
+#: Bytes per element of each safetensors dtype.
+_ST_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I64": 8, "I32": 4,
+                "I16": 2, "I8": 1, "U8": 1, "BOOL": 1, "U16": 2, "U32": 4, "U64": 8}
+
+
+def read_safetensors_header(path: Path) -> tuple[dict[str, dict], dict[str, str], int]:
+    """``(tensors, metadata, data_start)`` of a safetensors file, checked as the format's own
+    reader checks it (header inside the file and at most :data:`MAX_HEADER_BYTES`, known dtypes,
+    each tensor's byte range its shape times its dtype's size, the ranges tiling the data section
+    to the end of the file), without mapping the file: ``safe_open`` memory-maps it whole, which
+    the kernel refuses for a file larger than RAM (a 47 GiB file on a 24 GiB machine: ENOMEM).
+    Raises ``ValueError`` naming the rule broken."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise ValueError("the file is shorter than its 8-byte header length")
+        (n,) = struct.unpack("<Q", head)
+        if n > MAX_HEADER_BYTES or 8 + n > size:
+            raise ValueError(f"a header of {n} bytes does not fit the file ({size} bytes, headers up to {MAX_HEADER_BYTES})")
+        header = json.loads(fh.read(n))
+    if not isinstance(header, dict):
+        raise ValueError(f"the header must be a JSON object, got {type(header).__name__}")
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise ValueError("__metadata__ must map strings to strings")
+    spans = []
+    for name, info in header.items():
+        if not isinstance(info, dict) or info.get("dtype") not in _ST_ITEMSIZE:
+            raise ValueError(f"tensor {name!r} must have a known dtype, got {info.get('dtype') if isinstance(info, dict) else info!r}")
+        shape, offsets = info.get("shape"), info.get("data_offsets")
+        if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+            raise ValueError(f"tensor {name!r} must have a shape of non-negative integers, got {shape!r}")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
+                and 0 <= offsets[0] <= offsets[1]):
+            raise ValueError(f"tensor {name!r} must have data_offsets [begin, end], got {offsets!r}")
+        if offsets[1] - offsets[0] != math.prod(shape) * _ST_ITEMSIZE[info["dtype"]]:
+            raise ValueError(f"tensor {name!r} of shape {shape} ({info['dtype']}) must span "
+                             f"{math.prod(shape) * _ST_ITEMSIZE[info['dtype']]} bytes, its offsets span {offsets[1] - offsets[0]}")
+        spans.append((offsets[0], offsets[1], name))
+    end = 0
+    for begin, stop, name in sorted(spans):
+        if begin != end:
+            raise ValueError(f"the tensors' byte ranges must tile the data section; {name!r} starts at {begin}, not {end}")
+        end = stop
+    if 8 + n + end != size:
+        raise ValueError(f"the data section must end the file: the tensors end at byte {8 + n + end}, the file has {size}")
+    return header, metadata, 8 + n
+
+
 class SafetensorsWeights(WeightsFile):
-    """A memory-mapped ``.safetensors`` file (``safetensors.safe_open``).  Names, shapes and dtypes
-    come from its header, read once (200,000 tensors cost milliseconds, not one call each)."""
+    """A ``.safetensors`` file read tensor by tensor with plain file reads.  Names (sorted, as
+    ``safe_open`` lists them), shapes and dtypes come from its header, read and checked once
+    (:func:`read_safetensors_header`; 200,000 tensors cost milliseconds)."""
 
     format = "safetensors"
 
     def __init__(self, path: str | os.PathLike):
-        from safetensors import safe_open
-
         self.path = Path(path)
         try:
-            self._handle = safe_open(str(self.path), framework="pt", device="cpu")
-            self._names = list(self._handle.keys())
-            header, self._data_start = _safetensors_header(self.path, with_start=True)
-            self._offsets = {n: tuple(int(o) for o in header[n]["data_offsets"]) for n in self._names}
-            self._shapes = {n: tuple(int(d) for d in header[n]["shape"]) for n in self._names}
-            self._dtypes = {n: _ST_DTYPES.get(header[n]["dtype"], str(header[n]["dtype"]).lower()) for n in self._names}
-        except Exception as error:  # the Rust reader raises its own types for bad headers/buffers
+            header, self.metadata, self._data_start = read_safetensors_header(self.path)
+        except Exception as error:
             raise ModelFileError(
                 f"a .safetensors file must have a complete header and data section; "
                 f"{self.path.name!r} is truncated or malformed ({error}); re-export it with safetensors"
-            ) from error
-        self.metadata: dict[str, str] = dict(self._handle.metadata() or {})
+            ) from None
+        self._names = sorted(header)
+        self._offsets = {n: tuple(int(o) for o in header[n]["data_offsets"]) for n in self._names}
+        self._shapes = {n: tuple(int(d) for d in header[n]["shape"]) for n in self._names}
+        self._dtypes = {n: _ST_DTYPES[header[n]["dtype"]] for n in self._names}
 
     def names(self) -> list[str]:
         return list(self._names)
@@ -245,8 +293,11 @@ class SafetensorsWeights(WeightsFile):
             self._check_name(name)
         start, end = self._offsets[name]
         kind = getattr(torch, self._dtypes[name], None)
-        if not isinstance(kind, torch.dtype) or sys.byteorder != "little":
-            return _move(self._handle.get_tensor(name), device, dtype)
+        if not isinstance(kind, torch.dtype) or sys.byteorder != "little":  # a dtype this torch lacks
+            from safetensors import safe_open
+
+            with safe_open(str(self.path), framework="pt", device="cpu") as handle:
+                return _move(handle.get_tensor(name), device, dtype)
         raw = torch.empty(end - start, dtype=torch.uint8)
         with open(self.path, "rb", buffering=0) as fh:
             fh.seek(self._data_start + start)
@@ -263,18 +314,8 @@ class SafetensorsWeights(WeightsFile):
         return _move(tensor, device, dtype)
 
     def close(self) -> None:
-        self._handle = None
         self._shapes, self._dtypes, self._offsets = {}, {}, {}
         super().close()
-
-
-def _safetensors_header(path: Path, with_start: bool = False) -> Any:
-    """The JSON header of a safetensors file (``safe_open`` has already checked it); with
-    ``with_start``, also where its data section starts."""
-    with open(path, "rb") as fh:
-        (n,) = struct.unpack("<Q", fh.read(8))
-        header = json.loads(fh.read(n))
-    return (header, 8 + n) if with_start else header
 
 
 class StateDictWeights(WeightsFile):
