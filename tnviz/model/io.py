@@ -2,7 +2,8 @@
 
 Accepted (checked by content, not only by extension):
 
-* ``.safetensors``: memory-mapped through ``safetensors.safe_open``; each tensor is read when asked.
+* ``.safetensors``: the header read and checked by tnviz; each tensor read when asked, with a plain
+  file read (never a memory map of the whole file: files larger than RAM open).
 * ``.pt`` / ``.pth`` / ``.bin``: a PyTorch **state_dict** (nested dicts of tensors are flattened
   with dotted names), loaded with ``torch.load(weights_only=True, mmap=True)`` (legacy non-zip
   files without ``mmap``).
