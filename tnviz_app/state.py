@@ -184,9 +184,27 @@ def warm_device(delay: float = WARM_DELAY_S) -> None:
         if _WARMING or _DEVICE:
             return
         _WARMING = True
-    timer = threading.Timer(delay, device_info)
+    timer = threading.Timer(delay, _warm)
     timer.name, timer.daemon = "tnviz-device", True
     timer.start()
+
+
+#: Modules that later pages import on their first visit and the first page does not, loaded by
+#: :func:`warm_device`'s thread after torch: scipy.sparse (Stack view's layers, 0.2-0.4 s on the
+#: 2-core machine) and pandas/pyarrow (every ``st.dataframe``, 0.4-1 s), so that a first visit
+#: finds them loaded.  Each is imported, not run: an import the page makes later is a lookup.
+WARM_MODULES = ("pandas", "pyarrow", "scipy.sparse")
+
+
+def _warm() -> None:
+    import importlib
+
+    device_info()
+    for name in WARM_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # optional for tnviz: the page that needs it says so itself
+            pass
 
 
 _WARMING = False
