@@ -190,7 +190,7 @@ def warm_device(delay: float = WARM_DELAY_S) -> None:
 
 
 #: Modules that later pages import on their first visit and the first page does not, loaded by
-#: :func:`warm_device`'s thread after torch: scipy.sparse (Stack view's layers, 0.2-0.4 s on the
+#: :func:`warm_device`'s thread before torch: scipy.sparse (Stack view's layers, 0.2-0.4 s on the
 #: 2-core machine) and pandas/pyarrow (every ``st.dataframe``, 0.4-1 s), so that a first visit
 #: finds them loaded.  Each is imported, not run: an import the page makes later is a lookup.
 WARM_MODULES = ("pandas", "pyarrow", "scipy.sparse")
@@ -199,12 +199,12 @@ WARM_MODULES = ("pandas", "pyarrow", "scipy.sparse")
 def _warm() -> None:
     import importlib
 
-    device_info()
-    for name in WARM_MODULES:
+    for name in WARM_MODULES:  # first: every table page needs pandas, only three pages torch
         try:
             importlib.import_module(name)
         except ImportError:  # optional for tnviz: the page that needs it says so itself
             pass
+    device_info()
 
 
 _WARMING = False
