@@ -256,6 +256,7 @@ def _serve() -> tuple[subprocess.Popen, str]:
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen([sys.executable, "-m", "tnviz.cli", "app", "--headless", "--port", str(port),
                              "--host", "127.0.0.1"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True,  # its own group: stop() ends the streamlit child too
                             env={**os.environ, "PYTHONPATH": str(ROOT), "STREAMLIT_SERVER_FILE_WATCHER_TYPE": "none"})
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -265,8 +266,24 @@ def _serve() -> tuple[subprocess.Popen, str]:
                     return proc, url
         except OSError:
             time.sleep(0.2)
-    proc.kill()
+    stop(proc)
     raise RuntimeError("the app did not answer within 90 s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """End a server of :func:`_serve` and its ``streamlit run`` child (``tnviz app`` waits on it:
+    terminating the parent alone left the server running, its CPU taken from the next runs)."""
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=20)
 
 
 _SHOWN = """([title]) => {
@@ -305,8 +322,7 @@ def app_load_once(browser) -> dict[str, float]:
         return out
     finally:
         context.close()
-        proc.terminate()
-        proc.wait(timeout=20)
+        stop(proc)
 
 
 def app_steps(repeats: int) -> list[dict[str, Any]]:

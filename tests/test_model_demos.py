@@ -47,6 +47,27 @@ def test_digits_split_is_fixed_and_disjoint():
     assert sum(r in train_rows for r in test_rows) <= 5 and set(test_rows) <= all_rows
 
 
+def test_digits_read_from_the_file_equal_load_digits():
+    from sklearn.datasets import load_digits
+
+    assert data.digits_file() is not None
+    images, target = data._digits_arrays()
+    reference = load_digits()
+    assert images.dtype == reference.images.dtype and target.dtype == reference.target.dtype
+    assert (images == reference.images).all() and (target == reference.target).all()
+
+
+def test_digits_split_does_not_import_sklearn():
+    """Importing scikit-learn for its digits took 1-2 s of the Lesson's first visit (issue 17)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from tnviz.model import data; s = data.digits_split(); "
+            "assert len(s.y_train) == 1348, len(s.y_train); print(sorted(m for m in sys.modules if m.startswith('sklearn')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
 @pytest.mark.parametrize("kind", sorted(demos.DIGITS_MODELS))
 def test_digits_demo_trains_accurately_and_caches(cache, kind, monkeypatch):
     rng_before = torch.get_rng_state()

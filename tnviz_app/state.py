@@ -170,23 +170,49 @@ def known_device() -> DeviceInfo | None:
     return _DEVICE[0] if _DEVICE else None
 
 
-#: Seconds between the first page's run and the background import of torch: started at once, the
-#: import took the CPU the browser needed to draw that page (on 2 cores the canvas came 1-3 s later).
+#: Seconds between the end of the first page's run and the background import of torch: started at
+#: once, it took the CPU the browser needed to draw that page (on 2 cores the canvas came 1-3 s later).
 WARM_DELAY_S = 4.0
+#: Seconds before the lighter :data:`WARM_MODULES` (pandas first): at 4 s the first table page
+#: (Costs) imported pandas itself, now that the Designer's first load no longer does.
+WARM_MODULES_DELAY_S = 1.0
 
 
 def warm_device(delay: float = WARM_DELAY_S) -> None:
     """Find the device in a background thread (once per server) ``delay`` seconds from now, so
     that torch is loaded by the time a page needs it without holding up the page the user opened
-    first (a page that needs it sooner imports it itself, see :func:`device_info`)."""
+    first (a page that needs it sooner imports it itself, see :func:`device_info`); the same
+    thread imports :data:`WARM_MODULES` first, :data:`WARM_MODULES_DELAY_S` from now."""
     global _WARMING
     with _WARM_LOCK:
         if _WARMING or _DEVICE:
             return
         _WARMING = True
-    timer = threading.Timer(delay, device_info)
+    timer = threading.Timer(min(delay, WARM_MODULES_DELAY_S), _warm, args=(max(0.0, delay - WARM_MODULES_DELAY_S),))
     timer.name, timer.daemon = "tnviz-device", True
     timer.start()
+
+
+#: Modules that later pages import on their first visit and the first page does not, loaded by
+#: :func:`warm_device`'s thread before torch: scipy.sparse (Stack view's layers, 0.2-0.4 s on the
+#: 2-core machine) and pandas/pyarrow (every ``st.dataframe``, 0.4-1 s), so that a first visit
+#: finds them loaded.  Each is imported, not run: an import the page makes later is a lookup.
+WARM_MODULES = ("pandas", "pyarrow", "scipy.sparse")
+
+
+def _warm(torch_after: float = 0.0) -> None:
+    """Import :data:`WARM_MODULES`, then find the device (torch) ``torch_after`` seconds from the start."""
+    import importlib
+    import time
+
+    start = time.monotonic()
+    for name in WARM_MODULES:  # first: every table page needs pandas, only three pages torch
+        try:
+            importlib.import_module(name)
+        except ImportError:  # optional for tnviz: the page that needs it says so itself
+            pass
+    time.sleep(max(0.0, torch_after - (time.monotonic() - start)))
+    device_info()
 
 
 _WARMING = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import tnviz
@@ -289,3 +290,27 @@ def test_the_name_field_renames_the_network_everywhere(open_page):
     at.switch_page(DESIGNER).run()
     at.text_input(key="designer.name").set_value("   ").run()  # an empty name is refused, the old one kept
     assert current_network(at).name == "My layer" and any("needs at least one character" in e for e in _errors(at))
+
+
+def test_closed_tabs_and_snippets_are_drawn_only_when_opened(open_page):
+    """The first load sends no code block and no table (each loads megabytes of Streamlit's
+    JavaScript before the canvas, issue 17); opening a tab or the Snippets draws its content."""
+    from tnviz.render.exports import export
+
+    at = open_page()
+    net = current_network(at)
+    assert not at.code and not at.dataframe
+    at.session_state["designer.view_tab"] = "Equation"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [c.value for c in at.code][0] == net.named_equation() and not at.dataframe
+    at.session_state["designer.view_tab"] = "Tensors"
+    at.run()
+    table = at.dataframe[0].value
+    assert list(table["tensor"]) == [t.name for t in net.tensors] and not at.code
+    assert list(table["params"]) == [int(np.prod(net.shape(t))) for t in net.tensors]
+    at.session_state["designer.canvas.snippets_open"] = True
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    batch = at.selectbox(key="designer.canvas.batch").value
+    assert [c.value.strip() for c in at.code] == [export(net, f, batch=batch).strip() for f in ("einsum", "torch")]

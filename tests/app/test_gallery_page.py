@@ -9,6 +9,8 @@ from tests.app.conftest import current_network
 from tnviz.gallery import GALLERY
 
 GALLERY_PAGE = "views/gallery.py"
+FIGURES = ("Fig. 1", "Fig. 2", "Fig. 3", "Fig. 4")  # the page's tabs
+K_FIGURE = "gallery.figure"  # the open tab's key
 
 
 def _open_key(name: str, layer: int = 0) -> str:
@@ -29,24 +31,56 @@ def gallery_at():
     return at
 
 
-def test_every_entry_is_drawn_with_caption_numbers_and_an_open_button(gallery_at):
+def _figure_of(name: str) -> str:
+    return next(f for f in FIGURES if GALLERY[name].figure.startswith(f + " "))
+
+
+def _show_tab(at, name: str):
+    """Open the tab holding entry ``name`` (only the open tab is drawn)."""
+    at.session_state[K_FIGURE] = _figure_of(name)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+@pytest.mark.parametrize("figure", ["Fig. 1", "Fig. 2", "Fig. 3", "Fig. 4"])
+def test_every_entry_is_drawn_with_caption_numbers_and_an_open_button(gallery_at, figure):
     at = gallery_at
+    at.session_state[K_FIGURE] = figure
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
     assert at.title[0].value == "Gallery"
     assert [t.label for t in at.tabs] == ["Fig. 1", "Fig. 2", "Fig. 3", "Fig. 4"]
-    networks = [(name, k, net) for name, e in GALLERY.items() for k, net in enumerate(e.networks())]
+    entries = {name: e for name, e in GALLERY.items() if _figure_of(name) == figure}
+    assert entries
+    networks = [(name, k, net) for name, e in entries.items() for k, net in enumerate(e.networks())]
     charts = [c.proto.spec for c in at.get("graphviz_chart")]
-    assert len(charts) == len(networks)
+    assert len(charts) == len(networks)  # the open tab's diagrams, none of the others'
     assert all(c.proto.engine == "neato" for c in at.get("graphviz_chart"))
     assert charts == [tnviz.render.to_dot(net) for _, _, net in networks]
     keys = {b.key for b in at.button}
     assert keys == {_open_key(name, k) for name, k, _ in networks}
     captions = " ".join(c.value for c in at.caption)
     markdown = " ".join(m.value for m in at.markdown)
-    for name, entry in GALLERY.items():
+    for name, entry in entries.items():
         assert entry.caption in captions, name
     for _, _, net in networks:  # parameters vs dense, computed from the network
         assert f"**{net.params:,}** parameters" in markdown and f"the dense {net.dense_params:,}" in markdown
     assert not at.error
+
+
+def test_every_gallery_entry_is_in_one_tab():
+    assert sorted(GALLERY) == sorted(n for f in FIGURES for n in GALLERY if _figure_of(n) == f)
+
+
+def test_the_open_tab_is_kept_across_pages(open_page):
+    at = _show_tab(open_page(GALLERY_PAGE), "Fig. 3 (iv): Tucker conv kernel")
+    at.switch_page("views/costs.py").run()
+    at.switch_page(GALLERY_PAGE).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.session_state[K_FIGURE] == "Fig. 3"
+    expected = [net for n, e in GALLERY.items() if _figure_of(n) == "Fig. 3" for net in e.networks()]
+    assert [c.proto.spec for c in at.get("graphviz_chart")] == [tnviz.render.to_dot(net) for net in expected]
 
 
 @pytest.mark.parametrize("name,layer", [
@@ -55,7 +89,7 @@ def test_every_entry_is_drawn_with_caption_numbers_and_an_open_button(gallery_at
     ("Fig. 1 (i, iii): MLP with three TN layers", 1),
 ])
 def test_open_in_designer_sets_the_current_network(open_page, name, layer):
-    at = open_page(GALLERY_PAGE)
+    at = _show_tab(open_page(GALLERY_PAGE), name)
     before = current_network(at)
     expected = GALLERY[name].networks()[layer]
     assert before != expected

@@ -15,6 +15,7 @@ the tests skip, except with ``TNVIZ_REQUIRE_BROWSER=1`` (CI), where they fail.
 from __future__ import annotations
 
 import os
+import signal
 import shutil
 import socket
 import subprocess
@@ -90,6 +91,7 @@ def app_url() -> Iterator[str]:
         [*_tnviz(), "app", "--headless", "--port", str(port), "--host", "127.0.0.1"],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1", "STREAMLIT_SERVER_FILE_WATCHER_TYPE": "none"},
+        start_new_session=True,  # its own group: ending it ends `tnviz app`'s streamlit child too
     )
     try:
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
@@ -101,12 +103,15 @@ def app_url() -> Iterator[str]:
             time.sleep(0.3)
         yield url
     finally:
-        proc.terminate()
+        # terminating `tnviz app` alone left its `streamlit run` child serving after the session
         try:
+            os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        except ProcessLookupError:
+            pass
         log.close()
 
 

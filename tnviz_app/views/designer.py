@@ -307,17 +307,22 @@ with tab_diagram:
         remember(K_HL_T, K_HL_I)
     highlight = {"highlight_tensors": st.session_state[K_HL_T], "highlight_indices": st.session_state[K_HL_I]}
     st.graphviz_chart(to_source(net, **highlight), alt=f"Tensor-network diagram of {net.name}")
-with tab_equation:
-    st.markdown("**Equation** (the weight `W[outputs | inputs]` as a contraction)")
-    st.code(net.named_equation(), language=None, wrap_lines=True)
-    st.code(f"einsum: {net.equation()}\nlayer:  {net.layer_equation()}   (x first, batch = a)", language=None,
-            wrap_lines=True)
-with tab_tensors:
-    st.dataframe(
-        arrow_safe([
-            {"tensor": t.name, "indices": ", ".join(t.indices), "shape": " × ".join(map(str, net.shape(t))),
-             "params": math.prod(net.shape(t))}
-            for t in net.tensors
-        ]),
-        hide_index=True,
-    )
+# The Equation and Tensors tabs are drawn only when open (a tab change reruns the page): their code
+# blocks and table made the first load fetch and run Streamlit's code highlighter and data grid
+# (2.7 MB of JavaScript) before the canvas.
+if tab_equation.open:
+    with tab_equation:
+        st.markdown("**Equation** (the weight `W[outputs | inputs]` as a contraction)")
+        st.code(net.named_equation(), language=None, wrap_lines=True)
+        st.code(f"einsum: {net.equation()}\nlayer:  {net.layer_equation()}   (x first, batch = a)", language=None,
+                wrap_lines=True)
+if tab_tensors.open:
+    with tab_tensors:
+        st.dataframe(
+            arrow_safe([
+                {"tensor": t.name, "indices": ", ".join(t.indices), "shape": " × ".join(map(str, net.shape(t))),
+                 "params": math.prod(net.shape(t))}
+                for t in net.tensors
+            ]),
+            hide_index=True,
+        )

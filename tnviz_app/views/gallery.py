@@ -6,12 +6,14 @@ import streamlit as st
 import tnviz
 from tnviz_app.components.figures import forward_flops, forward_label, layer_cost
 from tnviz_app.components.formatting import human, md_escape
+from tnviz_app.components.persist import remember, restore
 from tnviz_app.state import set_network
 from tnviz.gallery import GALLERY, GalleryEntry
 from tnviz.render import to_source
 
 DESIGNER = "views/designer.py"
 FIGURES = ("Fig. 1", "Fig. 2", "Fig. 3", "Fig. 4")
+K_FIGURE = "gallery.figure"  # the open tab
 
 
 def open_key(entry_name: str, layer: int = 0) -> str:
@@ -75,8 +77,14 @@ st.caption(
     "compression and interpretability of neural networks* (2025), as ready networks. Open one in the "
     "Designer to make it the current network for every page."
 )
-tabs = st.tabs(list(FIGURES))
+# Only the open tab is drawn (a tab change reruns the page): the four tabs hold 18 diagrams, each
+# laid out by Graphviz in the browser, which made the first visit the slowest navigation of the app.
+restore(K_FIGURE, FIGURES[0])
+tabs = st.tabs(list(FIGURES), key=K_FIGURE, on_change="rerun")
+remember(K_FIGURE)
 for figure, tab in zip(FIGURES, tabs):
+    if not tab.open:
+        continue
     with tab:
         names = [n for n, e in GALLERY.items() if e.figure.startswith(figure + " ")]
         per_row = 1 if any(GALLERY[n].is_stack for n in names) else 2

@@ -80,7 +80,10 @@ def export_buttons(net: TensorNetwork, *, batch: int, key: str) -> None:
                 icon=":material/download:",
                 width="content",
             )
-    with st.expander("Snippets", key=f"{key}.snippets_open", on_change="rerun"):
+    snippets = st.expander("Snippets", key=f"{key}.snippets_open", on_change="rerun")
+    if not snippets.open:  # drawn when opened (it reruns): code blocks load the highlighter's 1.5 MB of JavaScript
+        return
+    with snippets:
         tabs = st.tabs(["opt_einsum", "PyTorch"], key=f"{key}.snippets_tab", on_change="rerun")
         with tabs[0]:
             st.code(export(net, "einsum", batch=batch), language="python")
