@@ -324,7 +324,7 @@ class Compression:
                 raise TnvizError(f"the input {self.subject.name!r} was closed before its tensors were written")
             items += [Item(n, src.dtypes[n], src.shapes[n], lambda n=n: weights.get(n)) for n in names]
             return items
-        current, original = self._current(), self.subject.model.state_dict()
+        current = self._current()
         inverse = {v: k for k, v in src.key_map.items()}
         for n in names:
             key = inverse.get(n)
