@@ -5,7 +5,6 @@ subject and its metric).  Progress lives in the session: an earlier answer chang
 checked locks the steps after it again."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import streamlit as st
@@ -188,7 +187,7 @@ def step_matrix(done: bool) -> None:
     st.markdown(
         "In the paper's notation (Fig. 2) a **tensor is a node** and each of its indices a **leg**; a leg "
         "joining two nodes is a **contraction**: the shared index summed over. A matrix is a node with two legs. "
-        f"Pick one weight matrix of the digits MLP (64 → 256 → 256 → 10, trained on 8×8 digit images): "
+        "Pick one weight matrix of the digits MLP (64 → 256 → 256 → 10, trained on 8×8 digit images): "
         "you will compress it and put it back."
     )
     restore(K_LAYER, None)
