@@ -173,8 +173,7 @@ def known_device() -> DeviceInfo | None:
 #: Seconds between the end of the first page's run and the background import of torch: started at
 #: once, it took the CPU the browser needed to draw that page (on 2 cores the canvas came 1-3 s later).
 WARM_DELAY_S = 4.0
-#: Seconds before the lighter :data:`WARM_MODULES` (pandas first): at 4 s the first table page
-#: (Costs) imported pandas itself, now that the Designer's first load no longer does.
+#: Seconds before the lighter :data:`WARM_MODULES`.
 WARM_MODULES_DELAY_S = 1.0
 
 
@@ -195,9 +194,12 @@ def warm_device(delay: float = WARM_DELAY_S) -> None:
 
 #: Modules that later pages import on their first visit and the first page does not, loaded by
 #: :func:`warm_device`'s thread before torch: scipy.sparse (Stack view's layers, 0.2-0.4 s on the
-#: 2-core machine) and pandas/pyarrow (every ``st.dataframe``, 0.4-1 s), so that a first visit
-#: finds them loaded.  Each is imported, not run: an import the page makes later is a lookup.
-WARM_MODULES = ("pandas", "pyarrow", "scipy.sparse")
+#: 2-core machine), so that a first visit finds it loaded.  Not pandas (nor pyarrow): plotly looks
+#: pandas up in ``sys.modules`` without importing it, and a script run that drew a chart while
+#: this thread was importing pandas found it half initialised ("partially initialized module
+#: 'pandas' has no attribute 'Series'", a CI failure of the Bond features page); a page that
+#: needs pandas imports it on its own thread.
+WARM_MODULES = ("scipy.sparse",)
 
 
 def _warm(torch_after: float = 0.0) -> None:
@@ -206,7 +208,7 @@ def _warm(torch_after: float = 0.0) -> None:
     import time
 
     start = time.monotonic()
-    for name in WARM_MODULES:  # first: every table page needs pandas, only three pages torch
+    for name in WARM_MODULES:
         try:
             importlib.import_module(name)
         except ImportError:  # optional for tnviz: the page that needs it says so itself
