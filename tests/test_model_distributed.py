@@ -131,6 +131,34 @@ def _journal_lines(out: Path) -> int:
     return sum(len(p.read_text().splitlines()) for p in progress_folder(out).glob("journal*.jsonl"))
 
 
+def _parents() -> dict[int, int]:
+    out = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(stat.parent.name)] = int(fields[1])
+    return out
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (read from /proc)."""
+    parents, found, frontier = _parents(), [], [pid]
+    while frontier:
+        kids = [p for p, pp in parents.items() if pp in frontier]
+        found += kids
+        frontier = kids
+    return found
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
+
+
 def _killed_torchrun(source: str, out: Path, k: int, expected: int) -> list[str]:
     """A 2-rank torchrun run killed (SIGKILL to every process of it) once each rank has journaled
     k weights (it waits there); returns the names of the journals it left."""
@@ -147,8 +175,15 @@ def _killed_torchrun(source: str, out: Path, k: int, expected: int) -> list[str]
     while _journal_lines(out) < expected and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.1)
     assert _journal_lines(out) == expected, proc.communicate()
+    tree = _descendants(proc.pid)  # torchrun starts its workers in sessions of their own
     os.killpg(proc.pid, signal.SIGKILL)
+    for pid in tree:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     proc.wait(timeout=30)
+    assert not any(Path(f"/proc/{pid}").exists() and _state(pid) != "Z" for pid in tree), "a rank outlived the kill"
     assert not (out / "tnviz.json").exists()
     return sorted(p.name for p in progress_folder(out).glob("journal*.jsonl"))
 
