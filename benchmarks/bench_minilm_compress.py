@@ -178,8 +178,9 @@ distilled >= 0.95 / 0.90) therefore stay unmet for the reasons measured above. S
 measured on block 0 at 0.5x in CPU seconds: order search 4.4, candidates 12.7 + 14.8 (intermediate,
 stored / searched order) and 11.6 + 8.2 (output; its svd and inputs-last MPO are order-invariant and
 copied), 52.5 CPU s per pair (200 s wall under that load), about 2.3x the stored-order search; scaled
-from the stored-order search's quiet 11 s, about 25-30 s for MiniLM on a quiet machine (not measured
-quiet: the machine never was), and far above 30 s under load (573 s).
+from the stored-order search's quiet 11 s, an estimated 25-30 s for MiniLM; measured on a quiet
+moment (18:00 UTC, load 0.9, a slow evening): 67.4 s for the whole auto compression, over the 30 s
+target, and far above it under load (573 s).
 """
 from __future__ import annotations
 
