@@ -198,15 +198,34 @@ def merge_along(arrays: list[Any], shapes: tuple[tuple[int, int, int, int], ...]
     return acc.permute(order).reshape(left * math.prod(ins), math.prod(outs) * right)
 
 
+def open_chain(net: TensorNetwork, what: str, least: int = 1) -> tuple[ChainCore, ...]:
+    """:func:`chain_cores` of ``net``, or :class:`StrategyError` saying that ``what`` needs an open
+    chain of at least ``least`` cores."""
+    cores = chain_cores(net)
+    if cores is None or len(cores) < least:
+        size = f" of at least {least} cores" if least > 1 else ""
+        raise StrategyError(
+            f"{what} needs an open chain (MPO/TT){size} with its legs in row-major order; "
+            f"{net.name or 'this network'!r} is not one"
+        )
+    return cores
+
+
+def two_halves(net: TensorNetwork, cores: tuple[ChainCore, ...], cut: int, batch: int,
+               cached: bool) -> tuple[ChainPlan, tuple[int, int, int, int, int]]:
+    """The chain cut after core ``cut`` into two merged segments, and their sizes ``(I, J, O, P, K)``:
+    the left half's inputs, the right half's inputs, the left half's outputs, the right half's
+    outputs, the bond between them (``W[o, p, i, j] = sum_k L[o, i, k] R[k, p, j]``)."""
+    left = chain_segment(net, cores, 0, cut, batch)
+    right = chain_segment(net, cores, cut + 1, len(cores) - 1, batch)
+    K = net.sizes[cores[cut].right]
+    return ChainPlan(net, batch, cores, (left, right), cached), (left.k, left.r, left.n // K, right.n, K)
+
+
 @lru_cache(maxsize=512)
 def plan_chain(net: TensorNetwork, batch: int, cached: bool = False) -> ChainPlan:
     """The cheapest segmentation of the chain for ``batch`` (dynamic programming over cut points)."""
-    cores = chain_cores(net)
-    if cores is None:
-        raise StrategyError(
-            f"the 'chain' strategy needs an open chain (MPO/TT) with its legs in row-major order; "
-            f"{net.name or 'this network'!r} is not one"
-        )
+    cores = open_chain(net, "the 'chain' strategy")
 
     def option(first: int, last: int) -> tuple[float, Segment] | None:
         if last - first >= MAX_MERGED_CORES:

@@ -30,31 +30,32 @@ ran 1.2x / 1.7x faster than what ``chain`` ran in eval / training: benchmarks/RE
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from ..network import TensorNetwork
-from .chain import ChainCore, chain_cores, chain_segment, merge_along, merge_shapes, plan_chain
-from .plan import MEMORY_WEIGHT, MIN_GEMM_FLOPS, STEP_OVERHEAD, PlanContext, StrategyError, TorchStrategy, torch_addmm
+from .chain import ChainCore, ChainPlan, chain_cores, open_chain, plan_chain, two_halves
+from .plan import MEMORY_WEIGHT, MIN_GEMM_FLOPS, STEP_OVERHEAD, PlanContext, TorchStrategy, torch_addmm
 
 
 @dataclass(frozen=True)
 class InputFirstPlan:
-    """The chain cut after core ``cut`` (sweep positions), the right half contracted first."""
+    """The chain cut into two halves (:func:`tnviz.nn.chain.two_halves`), the right one contracted first."""
 
     net: TensorNetwork
     batch: int
-    cores: tuple[ChainCore, ...]
-    cut: int
-    O: int  # outputs of the left half
+    halves: ChainPlan  # the two segments: left half, right half
     I: int  # inputs of the left half
-    K: int  # the bond between the halves
-    P: int  # outputs of the right half
     J: int  # inputs of the right half
-    merge_flops: int  # merging each half's cores (0 for a half of one core)
-    cached_halves: bool
+    O: int  # outputs of the left half
+    P: int  # outputs of the right half
+    K: int  # the bond between the halves
+
+    @property
+    def merge_flops(self) -> int:
+        """Merging each half's cores (0 for a half of one core)."""
+        return sum(s.merge_flops for s in self.halves.segments)
 
     @property
     def step_flops(self) -> tuple[int, int]:
@@ -85,35 +86,28 @@ class InputFirstPlan:
                 + STEP_OVERHEAD
         if not cached:  # both halves merged and permuted once per call
             cost += self.merge_flops + 2 * MEMORY_WEIGHT * (J * K * P + O * I * K) \
-                + STEP_OVERHEAD * len(self.cores)
+                + STEP_OVERHEAD * len(self.halves.cores)
         return cost
 
     def describe(self) -> str:
-        names = [c.name for c in self.cores]
-        return f"{''.join(names[self.cut + 1:])}, then {''.join(names[:self.cut + 1])} (input half first)"
+        names = [c.name for c in self.halves.cores]
+        left, right = ("".join(names[s.first:s.last + 1]) for s in self.halves.segments)
+        return f"{right}, then {left} (input half first)"
 
-    def halves(self, tensors: list[Any]) -> tuple[Any, Any]:
+    def merged(self, tensors: list[Any]) -> tuple[Any, Any]:
         """``(L as (O, I·K), R as (J, K·P))`` merged from ``tensors`` (in network order)."""
-        left, right = self.cores[:self.cut + 1], self.cores[self.cut + 1:]
-        L = self._merged(left, tensors)  # (I, O·K): inputs first, then outputs and the right bond
-        R = self._merged(right, tensors)  # (K·J, P): the left bond and inputs, then outputs
+        left, right = self.halves.segments
         O, I, K, P, J = self.O, self.I, self.K, self.P, self.J
+        L = self.halves.merge(left, tensors)  # (I, O·K): inputs, then outputs and the right bond
+        R = self.halves.merge(right, tensors)  # (K·J, P): the left bond and inputs, then outputs
         L = L.reshape(I, O, K).permute(1, 0, 2).reshape(O, I * K)
         R = R.reshape(K, J, P).permute(1, 0, 2).reshape(J, K * P)
         return L.contiguous(), R.contiguous()
 
-    def _merged(self, part: tuple[ChainCore, ...], tensors: list[Any]) -> Any:
-        arrays = [tensors[c.position].permute(c.perm) for c in part]
-        shapes = merge_shapes(self.net, part)
-        if len(arrays) == 1:
-            l, i, o, r = shapes[0]
-            return arrays[0].reshape(l * i, o * r)
-        return merge_along(arrays, shapes)
-
     def __call__(self, x2d, ctx: PlanContext):
         B, O, I, K, P, J = self.batch, self.O, self.I, self.K, self.P, self.J
         tensors = ctx.ordered_tensors()
-        L, R = ctx.cached(("chain-input-first", self.cut), lambda: self.halves(tensors))
+        L, R = ctx.cached(("chain-input-first", self.halves.segments[0].last), lambda: self.merged(tensors))
         t = x2d.reshape(B * I, J) @ R  # (B, I, K, P) in memory
         if P == 1:
             bias = ctx.bias
@@ -128,26 +122,14 @@ class InputFirstPlan:
 def input_first_at(net: TensorNetwork, cores: tuple[ChainCore, ...], cut: int, batch: int,
                    cached: bool = False) -> InputFirstPlan:
     """The plan that cuts the chain ``cores`` of ``net`` after core ``cut``."""
-    sizes = net.sizes
-    prod = lambda legs: math.prod(sizes[i] for i in legs)  # noqa: E731
-    left, right = cores[:cut + 1], cores[cut + 1:]
-    merges = sum(chain_segment(net, cores, a, b, batch).merge_flops
-                 for a, b in ((0, cut), (cut + 1, len(cores) - 1)) if b > a)
-    return InputFirstPlan(net, batch, cores, cut, prod(sum((c.outs for c in left), ())),
-                          prod(sum((c.ins for c in left), ())), sizes[cores[cut].right],
-                          prod(sum((c.outs for c in right), ())), prod(sum((c.ins for c in right), ())),
-                          merges, cached)
+    halves, (I, J, O, P, K) = two_halves(net, cores, cut, batch, cached)
+    return InputFirstPlan(net, batch, halves, I, J, O, P, K)
 
 
 @lru_cache(maxsize=512)
 def plan_input_first(net: TensorNetwork, batch: int, cached: bool = False) -> InputFirstPlan:
     """The cheapest cut of the chain for the input-half-first plan at ``batch``."""
-    cores = chain_cores(net)
-    if cores is None or len(cores) < 2:
-        raise StrategyError(
-            f"the input-half-first plan needs an open chain (MPO/TT) of at least two cores with its legs in "
-            f"row-major order; {net.name or 'this network'!r} is not one"
-        )
+    cores = open_chain(net, "the input-half-first plan", least=2)
     plans = [input_first_at(net, cores, cut, batch, cached) for cut in range(len(cores) - 1)]
     return min(plans, key=lambda p: p.estimate(cached))
 

@@ -42,9 +42,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..network import TensorNetwork
-from .chain import ChainPlan, chain_cores, chain_segment, plan_chain
+from .chain import ChainPlan, chain_cores, open_chain, plan_chain, two_halves
 from .fused_launch import BLOCK_OB, available, block, triton_importable
-from .plan import MEMORY_WEIGHT, STEP_OVERHEAD, PlanContext, StrategyError
+from .plan import MEMORY_WEIGHT, STEP_OVERHEAD, PlanContext
 
 
 @dataclass(frozen=True)
@@ -112,27 +112,14 @@ class FusedPlan:
         return FusedMPO.apply(x2d, a_t, b)
 
 
-def _halves(net: TensorNetwork, cores, cut: int, batch: int, cached: bool) -> tuple[ChainPlan, tuple[int, ...]]:
-    left = chain_segment(net, cores, 0, cut, batch)
-    right = chain_segment(net, cores, cut + 1, len(cores) - 1, batch)
-    R = net.sizes[cores[cut].right]
-    dims = (left.k, left.r, left.n // R, right.n, R)  # IA, IB, OA, OB, R
-    return ChainPlan(net, batch, cores, (left, right), cached), dims
-
-
 @functools.lru_cache(maxsize=256)
 def plan_fused(net: TensorNetwork, batch: int, cached: bool = False) -> FusedPlan:
     """Cut the chain at the bond with the fewest kernel FLOPs (ties: smaller merged parts)."""
-    cores = chain_cores(net)
-    if cores is None or len(cores) < 2:
-        raise StrategyError(
-            f"the 'fused' strategy needs an open chain (MPO/TT) of at least two cores with its legs in "
-            f"row-major order; {net.name or 'this network'!r} is not one"
-        )
+    cores = open_chain(net, "the 'fused' strategy", least=2)
     options = []
     for cut in range(len(cores) - 1):
-        halves, dims = _halves(net, cores, cut, batch, cached)
-        plan = FusedPlan(net, batch, halves, plan_chain(net, batch, cached), *dims)
+        halves, (I, J, O, P, K) = two_halves(net, cores, cut, batch, cached)
+        plan = FusedPlan(net, batch, halves, plan_chain(net, batch, cached), I, J, O, P, K)
         options.append(((plan.flops(), plan.parts), plan))
     return min(options, key=lambda o: o[0])[1]
 
