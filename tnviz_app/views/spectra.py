@@ -113,31 +113,32 @@ def _spectra(path: str, digest: str, name: str, method: str, in_dims: tuple[int,
 
 
 @st.cache_resource(show_spinner=False)
-def _tradeoff_store() -> dict:
-    """Computed trade-offs by their inputs, kept per server (a dict, not ``st.cache_data``: the sweep
-    draws its progress on the page, which a cached function may not do)."""
+def _results_store() -> dict:
+    """Computed trade-offs and searches by their inputs, kept per server (a dict, not
+    ``st.cache_data``: the sweep draws its progress on the page, which a cached function may not do)."""
     return {}
+
+
+def _kept(key: tuple, compute):
+    """``compute()`` once per ``key`` on this server (the oldest of more than 64 results dropped)."""
+    store = _results_store()
+    if key not in store:
+        store[key] = compute()
+        while len(store) > 64:
+            store.pop(next(iter(store)))
+    return store[key]
 
 
 def _tradeoff(path: str, digest: str, name: str, in_dims: tuple[int, ...] | None, out_dims: tuple[int, ...] | None,
               methods: tuple[str, ...], device: str, calibration: str | None = None, progress=None):
     """The trade-off of one weight, computed once per inputs (``progress(fraction, message)`` after
     each method while it runs; a rerun with the same inputs computes nothing)."""
-    store = _tradeoff_store()
-    key = (path, digest, name, in_dims, out_dims, methods, device, calibration)
-    if key not in store:
+    def compute():
         cov = _covariance(calibration, device, name) if calibration is not None else None
-        store[key] = sp.layer_tradeoff(_tensor(path, digest, name, device), methods=methods, in_dims=in_dims,
-                                       out_dims=out_dims, input_cov=cov, progress=progress)
-        while len(store) > 32:
-            store.pop(next(iter(store)))
-    return store[key]
+        return sp.layer_tradeoff(_tensor(path, digest, name, device), methods=methods, in_dims=in_dims,
+                                 out_dims=out_dims, input_cov=cov, progress=progress)
 
-
-@st.cache_resource(show_spinner=False)
-def _search_store() -> dict:
-    """Searches by their inputs, kept per server (like the trade-offs)."""
-    return {}
+    return _kept(("tradeoff", path, digest, name, in_dims, out_dims, methods, device, calibration), compute)
 
 
 def _search(path: str, digest: str, name: str, kind: str, budget: int, device: str, calibration: str | None):
@@ -145,14 +146,11 @@ def _search(path: str, digest: str, name: str, kind: str, budget: int, device: s
     compression with ``auto`` runs), computed once per inputs."""
     from tnviz.model.spectra import search_weight
 
-    store = _search_store()
-    key = (path, digest, name, budget, device, calibration)
-    if key not in store:
+    def compute():
         cov = _covariance(calibration, device, name) if calibration is not None else None
-        store[key] = search_weight(_tensor(path, digest, name, device), budget, cov, name=name, kind=kind)
-        while len(store) > 32:
-            store.pop(next(iter(store)))
-    return store[key]
+        return search_weight(_tensor(path, digest, name, device), budget, cov, name=name, kind=kind)
+
+    return _kept(("search", path, digest, name, budget, device, calibration), compute)
 
 
 def search_view(source: dict[str, str], cand: Candidate, device: str, calibration: str | None) -> None:
