@@ -31,6 +31,8 @@ def test_bond_features_draws_charts_and_the_gauge_report(page, app_url, wait_idl
     wait_idle(page, timeout_ms=90_000)
     page.wait_for_selector('[data-testid="stAlertContentSuccess"]', timeout=60_000)
     assert "the same model" in page.locator('[data-testid="stAlertContentSuccess"]').first.inner_text()
+    # the grid is drawn by a frontend chunk loaded on first use, so it may appear after the run ends
+    page.wait_for_selector('[data-testid="stDataFrame"]', timeout=60_000)
     assert page.locator('[data-testid="stDataFrame"]').count() == 1
 
     # the top of the page: controls, metrics, diagram, heatmap, spectrum and digits
