@@ -235,7 +235,8 @@ class Applied:
     plan: Plan
     original: nn.Module | None = None
     model: nn.Module | None = None
-    factors: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)  # files: per weight
+    # files: per weight its factors (tnviz.model.factors.Factors: in memory or read from disk)
+    factors: Any = field(default_factory=dict, repr=False)
     # the order search (order_search=True): the hidden-neuron permutations applied to ``model``
     # (tnviz.model.permute.Permutation) and, per feed-forward pair not searched, why
     permutations: list[Any] = field(default_factory=list)
@@ -348,17 +349,20 @@ def _second_moment(stat: Any) -> torch.Tensor | None:
     return None if stat is None else stat.second_moment
 
 
-def _resumable(one: Callable[[LayerPlan], Any], plan: Plan, journal: Any, run: Callable) -> list[Any]:
+def _resumable(one: Callable[[LayerPlan], Any], plan: Plan, journal: Any, run: Callable,
+               slim: bool = False) -> list[Any]:
     """The outcome of every planned layer: with a :class:`tnviz.model.resume.Journal`, those an
-    earlier run finished from it and the others computed by ``run`` and journaled as they finish."""
+    earlier run finished from it and the others computed by ``run`` and journaled as they finish.
+    ``slim``: a journaled outcome is replaced by its record (:class:`tnviz.model.resume.Finished`,
+    its factors on disk), so the factors of finished weights do not stay in memory."""
     if journal is None:
         return run(one, list(plan.layers))
     todo = [lp for lp in plan.layers if lp.name not in journal.finished]
 
     def recorded(lp: LayerPlan) -> Any:
         outcome = one(lp)
-        journal.record(lp.name, outcome[0] if isinstance(outcome, tuple) else outcome)
-        return outcome
+        record = journal.record(lp.name, outcome[0] if isinstance(outcome, tuple) else outcome)
+        return record if slim else outcome
 
     fresh = iter(run(recorded, todo))
     return [journal.finished[lp.name] if lp.name in journal.finished else next(fresh) for lp in plan.layers]
@@ -370,42 +374,52 @@ def compress_weights(weights: Any, plan: Plan, *, covariances: Mapping[str, torc
                      distributed: bool = False, journal: Any = None, **decompose_options: Any) -> Applied:
     """Decompose the planned weights of a weights-only file (a :class:`tnviz.model.io.WeightsFile`),
     each read alone (memory-mapped) onto ``device``; ``covariances`` by weight name make a weight's
-    decomposition data-aware.  The factors are kept per weight, in the weight's dtype, on the CPU.
-    ``distributed``: spread over the process group's ranks (:mod:`tnviz.model.distributed`)."""
+    decomposition data-aware.  The factors, per weight in the weight's dtype on the CPU
+    (:class:`tnviz.model.factors.Factors`), are held in memory; with a ``journal`` each weight's
+    stay in its journal file once it is done and are read from there when written, so the peak
+    memory does not grow with the model.  ``distributed``: spread over the process group's ranks
+    (:mod:`tnviz.model.distributed`)."""
+    from .factors import Factors
+
     options = Options(placement, bond_split, 1, 15, precision, dict(decompose_options))
     options.check()
     dev = resolve_device(device)
     started = time.perf_counter()
-    results, skipped, factors = [], [], {}
+    results, skipped, factors = [], [], Factors()
     if progress:
         progress(0, len(plan.layers), "decomposing")
 
-    def one(lp: LayerPlan) -> tuple[Any, dict[str, torch.Tensor] | None]:
+    def one(lp: LayerPlan) -> Any:
         cov = None if not covariances else covariances.get(lp.weight_name)
         weight = weights.get(lp.weight_name, device=dev)  # read alone
         try:
-            outcome = compress_layer(weight, lp, cov, options)
-            if isinstance(outcome, Kept):
-                return outcome, None
-            return outcome, {t: v.detach().to("cpu", weight.dtype).contiguous() for t, v in outcome.tensors.items()}
+            return compress_layer(weight, lp, cov, options)
         finally:
             del weight
             trim()  # the weight's and the decomposition's memory back to the system (tnviz.model.memory)
 
+    def held(lp: LayerPlan) -> tuple[Any, dict[str, torch.Tensor] | None]:  # no journal: factors in memory
+        outcome = one(lp)
+        if isinstance(outcome, Kept):
+            return outcome, None
+        kind = getattr(torch, weights.dtype(lp.weight_name))
+        return outcome, {t: v.detach().to("cpu", kind).contiguous() for t, v in outcome.tensors.items()}
+
     done = (lambda n, lp: progress(n, len(plan.layers), lp.name)) if progress else None
-    outcomes = _resumable(one, plan, journal, lambda fn, todo: map_spread(
+    outcomes = _resumable(one if journal is not None else held, plan, journal, lambda fn, todo: map_spread(
         fn, todo, [svd_cost(lp.shape) for lp in todo], distributed=distributed,
-        workers=1 if dev.type != "cpu" else None, done=done))
+        workers=1 if dev.type != "cpu" else None, done=done), slim=True)
     for lp, outcome in zip(plan.layers, outcomes):
-        if not isinstance(outcome, tuple):  # finished by an earlier run: its factors in the weight's dtype
-            kind = getattr(torch, weights.dtype(lp.weight_name))
-            outcome = (outcome, None if isinstance(outcome, Kept) else
-                       {t: v.to("cpu", kind).contiguous() for t, v in outcome.tensors.items()})
-        outcome, tensors = outcome
+        if isinstance(outcome, tuple):
+            outcome, tensors = outcome
+            if tensors is not None:
+                factors.hold(lp.weight_name, tensors)
+        elif not isinstance(outcome, Kept):  # journaled, by this run or a stopped one: read when written
+            factors.on_disk(lp.weight_name, outcome.file, outcome.network.tensor_names,
+                            weights.dtype(lp.weight_name))
         if isinstance(outcome, Kept):
             skipped.append(outcome.as_dict())
             continue
-        factors[lp.weight_name] = tensors
         results.append(result_of(lp, outcome, flops_batch))
     if progress:
         progress(len(plan.layers), len(plan.layers), "done")

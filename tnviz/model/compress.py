@@ -184,11 +184,28 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
         result.heal(heal, heal_steps, progress)
     result.seconds = time.perf_counter() - started
     if output is not None:
-        (result.write_dense if dense else result.write)(output, overwrite=overwrite)
+        written = (result.write_dense if dense else result.write)(output, overwrite=overwrite)
         if journal is not None:
+            _off_the_journal(applied.factors, written, dense)
             journal.done()
     result.resumed = journal.resumed if journal is not None else 0
     return result
+
+
+def _off_the_journal(factors: Any, written: Path, dense: bool) -> None:
+    """The factors a weights-only run left in its progress folder, read from ``written`` from now
+    on (the folder's ``model.safetensors`` holds them under ``<weight>::<tensor>``), or, after a
+    dense export (which holds none), known to be gone."""
+    from .factors import Factors
+    from .folder import SEPARATOR, WEIGHTS_FILE
+
+    if not isinstance(factors, Factors) or not factors.on_disk_count:
+        return
+    if dense:
+        factors.forget_files(f"the run wrote the dense folder {str(written)!r} and removed its progress folder; "
+                             f"compress without --dense (or without an output) to keep them")
+    else:
+        factors.repoint(Path(written) / WEIGHTS_FILE, lambda name: f"{name}{SEPARATOR}")
 
 
 def _settings(plan: Plan, aware: bool, placement: str, bond_split: str, options: Mapping[str, Any],

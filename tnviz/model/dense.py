@@ -43,8 +43,8 @@ def dense_items(result: "Compression") -> list[Item]:
         if result.model is not None:
             lin = tn_linear(modules[r.name])
             network, tensors = lin.network, lin.named_network_tensors()
-        else:
-            network, tensors = r.network, result.applied.factors[r.weight_name]
+        else:  # a weights-only file: the factors read when the weight is rebuilt (they may be on disk)
+            network, tensors = r.network, None
         stored = tuple(r.shape)[::-1] if r.transposed else tuple(r.shape)
 
         # decomposed in the searched neuron order: back to the input's (as every other tensor is written)
@@ -52,7 +52,7 @@ def dense_items(result: "Compression") -> list[Item]:
 
         def get(n=network, t=tensors, s=tuple(r.shape), d=dtype, tr=r.transposed, w=r.weight_name,
                 rec=records) -> torch.Tensor:
-            dense = _rebuild(n, t, s, d, tr)
+            dense = _rebuild(n, result.applied.factors[w] if t is None else t, s, d, tr)
             for p in reversed(rec):
                 dense = dense.index_select(p.tensors[w], torch.argsort(torch.as_tensor(p.perm, dtype=torch.long)))
             return dense.contiguous()

@@ -255,11 +255,20 @@ class Compression:
 
     def _factor_items(self) -> list[Item]:
         items = []
-        if self.model is None:
+        if self.model is None:  # a weights-only file: each weight's factors read when written, one weight held
+            factors, cache = self.applied.factors, {}
+
+            def tensors(name: str) -> dict[str, torch.Tensor]:
+                if name not in cache:
+                    cache.clear()
+                    cache[name] = factors[name]
+                return cache[name]
+
             for r in self.layers:
-                for t, v in self.applied.factors[r.weight_name].items():
-                    items.append(Item(f"{r.weight_name}{SEPARATOR}{t}", str(v.dtype).removeprefix("torch."),
-                                      tuple(v.shape), lambda v=v: v))
+                dtype = factors.dtype(r.weight_name)
+                for t, shape in factors.shapes(r.weight_name).items():
+                    items.append(Item(f"{r.weight_name}{SEPARATOR}{t}", dtype, shape,
+                                      lambda w=r.weight_name, t=t: tensors(w)[t]))
             return items
         modules = dict(self.model.named_modules())
         for r in self.layers:

@@ -52,10 +52,11 @@ def _digest(value: Any) -> str:
 
 @dataclass
 class Finished:
-    """A weight decomposed by an earlier run, read back: what a decomposition result offers."""
+    """A journaled weight (decomposed by this run or a stopped one): what a decomposition result
+    offers, its tensors read from its factors' ``file`` when asked (only the record stays in memory)."""
 
     network: TensorNetwork
-    tensors: dict[str, torch.Tensor]
+    file: Path
     params: int
     rel_error: float
     data_error: float | None
@@ -63,6 +64,14 @@ class Finished:
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
     method: str = ""  # the method that made it ('' in journals from before it was recorded: the plan's)
+
+    @property
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The factors as the decomposition made them (its dtype), in the network's order."""
+        from safetensors.torch import load_file
+
+        loaded = load_file(str(self.file))
+        return {t: loaded[t] for t in self.network.tensor_names}
 
 
 def fingerprint(source: Any, plan: Any, settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -124,8 +133,6 @@ class Journal:
             (self.folder / HEADER).write_text(json.dumps(self.header, indent=2))
 
     def _read(self) -> None:
-        from safetensors.torch import load_file
-
         from .apply import Kept
 
         try:
@@ -152,14 +159,11 @@ class Journal:
             if not path.is_file():
                 continue
             self.files[entry["name"]] = path
-            self.finished[entry["name"]] = Finished(
-                TensorNetwork.from_dict(entry["network"]), load_file(str(path)), int(entry["params"]),
-                float(entry["rel_error"]), entry["data_error"], {k: int(v) for k, v in entry["ranks"].items()},
-                float(entry["seconds"]), {"auto": entry["auto"]} if entry.get("auto") else {},
-                entry.get("method", ""))
+            self.finished[entry["name"]] = _finished(entry, path)
 
-    def record(self, name: str, outcome: Any) -> None:
-        """Journal one finished weight (a decomposition, or a Kept) durably."""
+    def record(self, name: str, outcome: Any) -> Any:
+        """Journal one finished weight (a decomposition, or a Kept) durably; returns what a resume
+        would read back (the :class:`Finished` record, or the Kept)."""
         from safetensors.torch import save_file
 
         with self._lock:
@@ -188,9 +192,16 @@ class Journal:
         if hold and self._count >= int(hold):
             while True:  # the test kills this process now
                 time.sleep(1)
+        return outcome if "kept" in entry else _finished(entry, self.folder / entry["file"])
 
     def done(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _finished(entry: Mapping[str, Any], path: Path) -> Finished:
+    return Finished(TensorNetwork.from_dict(entry["network"]), path, int(entry["params"]), float(entry["rel_error"]),
+                    entry["data_error"], {k: int(v) for k, v in entry["ranks"].items()}, float(entry["seconds"]),
+                    {"auto": entry["auto"]} if entry.get("auto") else {}, entry.get("method", ""))
 
 
 def _journals(folder: Path) -> list[Path]:
