@@ -135,6 +135,15 @@ def browser():
 
 
 @pytest.fixture
+def expect(browser):
+    """Playwright's auto-retrying assertions (``expect(locator).to_have_count(n)``): for what the
+    frontend draws after a script run ends (plotly traces, data grids, typeset formulas)."""
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect
+
+
+@pytest.fixture
 def page(browser, request):
     """A fresh browser context and page (1400x1000); a failing test leaves a screenshot."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)

@@ -14,15 +14,15 @@ PLOT = '[data-testid="stPlotlyChart"]'
 CHART = '[data-testid="stGraphVizChart"]'
 
 
-def test_bond_features_draws_charts_and_the_gauge_report(page, app_url, wait_idle, screenshot):
+def test_bond_features_draws_charts_and_the_gauge_report(page, app_url, wait_idle, screenshot, expect):
     page.goto(app_url)
     wait_idle(page)
     page.get_by_role("link", name="Bond features").click()
     wait_idle(page, timeout_ms=90_000)
     page.wait_for_selector(f"{PLOT} >> nth=2 >> .main-svg", timeout=60_000)
     # heatmap, spectrum and the digit mosaic are drawn as plotly figures with heatmap/bar layers
-    assert page.locator(f"{PLOT} >> nth=0 >> .hm").count() >= 1 or page.locator(f"{PLOT} >> nth=0 >> image").count() >= 1
-    assert page.locator(f"{PLOT} >> nth=1 >> .bars path").count() == 16  # one bar per channel of b2 (max rank 16)
+    expect(page.locator(f"{PLOT} >> nth=0").locator(".hm, image").first).to_be_attached(timeout=60_000)
+    expect(page.locator(f"{PLOT} >> nth=1 >> .bars path")).to_have_count(16, timeout=60_000)  # a bar per channel of b2 (max rank 16)
     # the chosen bond is drawn in the highlight colour
     strokes = page.eval_on_selector_all(f"{CHART} >> g.edge path", "ps => ps.map(p => (p.getAttribute('stroke') || '').toLowerCase())")
     assert PALETTE["highlight"].lower() in strokes
@@ -32,8 +32,7 @@ def test_bond_features_draws_charts_and_the_gauge_report(page, app_url, wait_idl
     page.wait_for_selector('[data-testid="stAlertContentSuccess"]', timeout=60_000)
     assert "the same model" in page.locator('[data-testid="stAlertContentSuccess"]').first.inner_text()
     # the grid is drawn by a frontend chunk loaded on first use, so it may appear after the run ends
-    page.wait_for_selector('[data-testid="stDataFrame"]', timeout=60_000)
-    assert page.locator('[data-testid="stDataFrame"]').count() == 1
+    expect(page.locator('[data-testid="stDataFrame"]')).to_have_count(1, timeout=60_000)
 
     # the top of the page: controls, metrics, diagram, heatmap, spectrum and digits
     page.set_viewport_size({"width": 1400, "height": 1450})

@@ -18,7 +18,7 @@ def _diagram_texts(page) -> list[str]:
     return page.eval_on_selector_all(f"{DIAGRAM} text", "els => els.map(e => e.textContent)")
 
 
-def test_designer_diagram_follows_a_parameter_and_costs_draw_charts(page, app_url, wait_idle, screenshot):
+def test_designer_diagram_follows_a_parameter_and_costs_draw_charts(page, app_url, wait_idle, screenshot, expect):
     page.goto(app_url)
     wait_idle(page)
     page.wait_for_selector(f"{DIAGRAM} g.node")
@@ -48,8 +48,8 @@ def test_designer_diagram_follows_a_parameter_and_costs_draw_charts(page, app_ur
     page.get_by_role("link", name="Costs").click()
     page.wait_for_selector('[data-testid="stPlotlyChart"] .main-svg')
     wait_idle(page)
-    assert page.locator('[data-testid="stPlotlyChart"]').count() == 2
-    assert page.locator('[data-testid="stPlotlyChart"] .scatterlayer .trace').count() >= 3  # strategies
+    expect(page.locator('[data-testid="stPlotlyChart"]')).to_have_count(2, timeout=60_000)
+    expect(page.locator('[data-testid="stPlotlyChart"] .scatterlayer .trace').nth(2)).to_be_attached(timeout=60_000)  # strategies
     # the Costs page uses the network edited on the Designer (shared session state)
     metric = page.locator('[data-testid="stMetric"]').filter(has_text="Parameters")
     assert f"{params:,}" in metric.inner_text()

@@ -65,7 +65,7 @@ def _add(pg, wait_idle, box: str, option: str) -> None:
 
 
 @pytest.mark.parametrize("width", [1400, 800])
-def test_walk_every_step_of_the_lesson(browser, app_url, wait_idle, screenshot, width):
+def test_walk_every_step_of_the_lesson(browser, app_url, wait_idle, screenshot, width, expect):
     context = browser.new_context(viewport={"width": width, "height": 1000})
     pg = context.new_page()
     pg.set_default_timeout(60_000)
@@ -110,7 +110,7 @@ def test_walk_every_step_of_the_lesson(browser, app_url, wait_idle, screenshot, 
         pg.locator('[data-testid="stGraphVizChart"] svg text').first.wait_for(timeout=60_000)
         texts = pg.eval_on_selector_all('[data-testid="stGraphVizChart"] svg text', "els => els.map(e => e.textContent)")
         assert {"A", "B", "b1=32"} <= set(texts), texts
-        assert pg.locator(".katex").count() >= 3  # the formulas are typeset
+        expect(pg.locator(".katex").nth(2)).to_be_attached(timeout=60_000)  # the formulas are typeset
 
         if width >= 1000:  # the Costs page and back through the navigation: the progress and the answers stay
             pg.get_by_role("link", name="Costs").click()

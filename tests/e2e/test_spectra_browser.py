@@ -50,9 +50,9 @@ def _open_spectra(page, app_url, wait_idle) -> None:
     wait_idle(page, timeout_ms=120_000)
 
 
-def test_upload_moves_the_cut_and_shows_the_tradeoff(page, app_url, wait_idle, screenshot, tmp_path):
+def test_upload_moves_the_cut_and_shows_the_tradeoff(page, app_url, wait_idle, screenshot, tmp_path, expect):
     _open_spectra(page, app_url, wait_idle)
-    assert page.locator(f"{CHART} .scatterlayer .trace").count() == 4  # MiniLM, two bonds: kept + discarded each
+    expect(page.locator(f"{CHART} .scatterlayer .trace")).to_have_count(4, timeout=60_000)  # MiniLM, two bonds: kept + discarded each
 
     # an upload through the file chooser replaces the weights; the slider moves the cut
     page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(_small_file(tmp_path)))
@@ -60,8 +60,8 @@ def test_upload_moves_the_cut_and_shows_the_tradeoff(page, app_url, wait_idle, s
     wait_idle(page, timeout_ms=60_000)
     chart = page.locator(CHART).first
     chart.locator(".main-svg").first.wait_for()
-    assert chart.locator(".scatterlayer .trace").count() == 2  # one bond: kept + discarded values
-    assert page.locator(f"{CHART} .shapelayer path").count() >= 1  # the cut
+    expect(chart.locator(".scatterlayer .trace")).to_have_count(2, timeout=60_000)  # one bond: kept + discarded values
+    expect(page.locator(f"{CHART} .shapelayer path").first).to_be_attached(timeout=60_000)  # the cut
     error_before, params_before, cut_before = _metric(page, "Relative error"), _metric(page, "Parameters"), _cut_x(page)
 
     thumb = page.locator('[data-testid="stSlider"] input[type="range"]').first
@@ -91,8 +91,8 @@ def test_upload_moves_the_cut_and_shows_the_tradeoff(page, app_url, wait_idle, s
     page.get_by_role("button", name="Compute the trade-off").click()
     page.get_by_text("Pareto front:").first.wait_for(timeout=300_000)
     wait_idle(page, timeout_ms=120_000)
-    assert page.locator(CHART).count() == 2
-    assert page.locator(CHART).nth(1).locator(".scatterlayer .trace").count() >= 7  # 5 methods, front, current
+    expect(page.locator(CHART)).to_have_count(2, timeout=60_000)
+    expect(page.locator(CHART).nth(1).locator(".scatterlayer .trace").nth(6)).to_be_attached(timeout=60_000)  # 5 methods, front, current
     page.mouse.move(5, 5)  # no tooltip over the shot
     page.set_viewport_size({"width": 1400, "height": 2500})
     page.wait_for_timeout(800)
@@ -102,13 +102,13 @@ def test_upload_moves_the_cut_and_shows_the_tradeoff(page, app_url, wait_idle, s
     page.get_by_role("button", name="Search the networks").click()
     page.get_by_text("Chosen:").first.wait_for(timeout=300_000)
     wait_idle(page, timeout_ms=120_000)
-    assert page.locator(CHART).count() == 3
+    expect(page.locator(CHART)).to_have_count(3, timeout=60_000)
     search = page.locator(CHART).nth(2)
     search.locator(".main-svg").first.wait_for()
     assert "candidates at" in search.inner_text()
-    assert search.locator(".scatterlayer .trace").count() >= 6  # methods, front, runner-up, chosen
-    assert search.locator(".scatterlayer .trace .point").count() >= 7  # every candidate scored, and the two marks
-    assert search.locator(".shapelayer path").count() >= 1  # the budget line
+    expect(search.locator(".scatterlayer .trace").nth(5)).to_be_attached(timeout=60_000)  # methods, front, runner-up, chosen
+    expect(search.locator(".scatterlayer .trace .point").nth(6)).to_be_attached(timeout=60_000)  # every candidate, the two marks
+    expect(search.locator(".shapelayer path").first).to_be_attached(timeout=60_000)  # the budget line
     search.scroll_into_view_if_needed()
     page.mouse.move(5, 5)
     page.wait_for_timeout(500)
