@@ -156,3 +156,48 @@ def test_pairs_decided_on_workers_score_what_the_sequential_stage_does():
             for order in ("stored", "searched"):
                 want = [(c.label, c.params, c.error) for c in alone[m][order]]
                 assert runs[2][3][m][order] == want, (m, order)
+
+
+def _reference_balanced_kmeans(F, k, g, iters=8):
+    """The order search's balanced k-means as first written (before its seeding reused one buffer
+    and its greedy assignment stopped calling divmod per pair): the reference for the same labels."""
+    n, size = F.shape[0], F.shape[0] // k
+
+    def labels_of(D):
+        order = torch.argsort(D.reshape(-1), stable=True).tolist()
+        labels, room, left = [-1] * n, [size] * k, n
+        for flat in order:
+            i, j = divmod(flat, k)
+            if labels[i] < 0 and room[j] > 0:
+                labels[i] = j
+                room[j] -= 1
+                left -= 1
+                if not left:
+                    break
+        return torch.as_tensor(labels, dtype=torch.long)
+
+    centres = [F[int(torch.randint(n, (1,), generator=g))]]
+    d2 = ((F - centres[0]) ** 2).sum(1)
+    for _ in range(1, k):
+        probs = d2 / d2.sum() if float(d2.sum()) > 0 else torch.full((n,), 1.0 / n, dtype=F.dtype)
+        centres.append(F[int(torch.multinomial(probs.float().cpu(), 1, generator=g))])
+        d2 = torch.minimum(d2, ((F - centres[-1]) ** 2).sum(1))
+    C = torch.stack(centres)
+    labels = None
+    for _ in range(iters):
+        new = labels_of(torch.cdist(F, C))
+        if labels is not None and torch.equal(new, labels):
+            break
+        labels = new
+        C = torch.stack([F[labels == j].mean(0) for j in range(k)])
+    return labels
+
+
+@pytest.mark.parametrize("n, width, k", [(96, 40, 12), (120, 9, 8), (64, 300, 16)])
+def test_the_order_search_clusters_as_its_reference(n, width, k):
+    from tnviz.decompose.order import _balanced_kmeans
+
+    F = torch.randn(n, width, dtype=torch.float64, generator=torch.Generator().manual_seed(n + k))
+    got = _balanced_kmeans(F, k, torch.Generator().manual_seed(7))
+    assert torch.equal(got, _reference_balanced_kmeans(F, k, torch.Generator().manual_seed(7)))
+    assert torch.equal(torch.bincount(got, minlength=k), torch.full((k,), n // k))
