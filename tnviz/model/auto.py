@@ -25,7 +25,9 @@ kept where it does better, the refit, HOOI past :data:`TUCKER_SEARCH_SWEEPS` swe
 decomposed candidate's score is an upper bound of what its method would reach.  A CP whose rank at the budget is above :data:`CP_MAX_RANK` is not run (``scored="skipped"``: its
 ALS would take minutes on a transformer weight).  The covariance is factored once per weight and
 shared by every candidate (:func:`tnviz.decompose.data_aware.parse_covariance` passes a factored
-covariance through).
+covariance through), and so are the data error's denominator ``tr(W C W^T)`` and the exact SVDs
+of equal matrices (:func:`tnviz.decompose.randomized.shared_svds`: TT-SVD and TR-SVD start from
+the same unfolding); none of this changes a number.
 
 In a model, the hidden-neuron order of each feed-forward pair is a further dimension, decided per
 pair before any weight is decomposed (:mod:`tnviz.model.auto_order`): every candidate is also
