@@ -204,9 +204,11 @@ distillation; ``seconds`` includes calibration, ``search`` summed over the weigh
     new     4-5.5 (shared machine)             68.6     10.4       109.8
     old     4-5.5                             305.3     12.8       290.1
     new     4-5.5                              61.2      9.4        97.0
+    new     1.73 -> 2.84                       67.2     13.7        99.2
+    old     2.84 -> 2.85                      208.8      9.8       198.0
 
 On a quiet machine the search is now about 30 s (31.8 s whole, 2.0 s of it calibration), at the
-target rather than under it; under load the old code's intra-op threads cost 4-5x.
+target rather than under it; under load the old code's intra-op threads cost 3-5x.
 """
 from __future__ import annotations
 
