@@ -181,6 +181,34 @@ copied), 52.5 CPU s per pair (200 s wall under that load), about 2.3x the stored
 from the stored-order search's quiet 11 s, an estimated 25-30 s for MiniLM; measured on a quiet
 moment (18:00 UTC, load 0.9, a slow evening): 67.4 s for the whole auto compression, over the 30 s
 target, and far above it under load (573 s).
+
+Search cost after the pair stage became jobs (2026-12-04; :func:`tnviz.model.auto_order.decide_pairs`:
+each pair's order search and each member's candidates in each order run as independent jobs on the
+two per-weight workers with single-threaded torch, as the weights' decompositions already did;
+before, they ran one after the other on torch's two intra-op threads, which spin at every call's
+barrier on these medium-size SVDs and eigen-problems).  Also cut, none of it changing a number: the
+candidates share the data error's denominator and the exact SVDs of equal matrices (TT-SVD and
+TR-SVD start from the same unfolding), and the order search's k-means++ seeding computes its
+distances in one buffer.  Profile before (block by block, CPU seconds on one thread, 61 s in all):
+order searches 13 (Kronecker start's k-means 8 of it); candidates 46: Tucker 14.7, TR 11.3, chain
+MPO 9.1, inputs-last MPO 10.3 (4 legs on the intermediate weights 6.5), svd 1.0; by order: stored
+24.8, searched 21.6.  The same candidates and winners (216 candidates' errors within 1.1e-13
+relative of the old code's, from the thread count; svd on all 12, stored order on 6 of 6 pairs).
+Measured back to back, ``--methods auto --ratio 2 --data-aware-only --devices cpu`` (no
+distillation; ``seconds`` includes calibration, ``search`` summed over the weights):
+
+    code    load (1-min avg, start -> end)  seconds  calibration  search
+    new     0.14 -> 0.83                       31.8      2.0        55.8
+    old     0.83 -> 2.24 (another job began)   99.1     15.4        81.6
+    new     2.22 -> 2.95                       62.9     13.6        93.0
+    new     4-5.5 (shared machine)             68.6     10.4       109.8
+    old     4-5.5                             305.3     12.8       290.1
+    new     4-5.5                              61.2      9.4        97.0
+    new     1.73 -> 2.84                       67.2     13.7        99.2
+    old     2.84 -> 2.85                      208.8      9.8       198.0
+
+On a quiet machine the search is now about 30 s (31.8 s whole, 2.0 s of it calibration), at the
+target rather than under it; under load the old code's intra-op threads cost 3-5x.
 """
 from __future__ import annotations
 

@@ -177,12 +177,11 @@ def _balanced_labels(D, size: int):
     import torch
 
     n, k = D.shape
-    order = torch.argsort(D.reshape(-1), stable=True).tolist()
+    order = torch.argsort(D.reshape(-1), stable=True)
     labels = [-1] * n
     room = [size] * k
     left = n
-    for flat in order:
-        i, j = divmod(flat, k)
+    for i, j in zip(torch.div(order, k, rounding_mode="floor").tolist(), (order % k).tolist()):
         if labels[i] < 0 and room[j] > 0:
             labels[i] = j
             room[j] -= 1
@@ -202,11 +201,17 @@ def _balanced_kmeans(F, k: int, g, iters: int = 8):
     if k == 1:
         return torch.zeros(n, dtype=torch.long)
     centres = [F[int(torch.randint(n, (1,), generator=g))]]  # k-means++ seeding
-    d2 = ((F - centres[0]) ** 2).sum(1)
+    diff = torch.empty_like(F)  # ((F - c) ** 2).sum(1) in one buffer: the same numbers, no F-sized allocations per centre
+
+    def sq_dist(c):
+        torch.sub(F, c, out=diff)
+        return diff.mul_(diff).sum(1)
+
+    d2 = sq_dist(centres[0])
     for _ in range(1, k):
         probs = d2 / d2.sum() if float(d2.sum()) > 0 else torch.full((n,), 1.0 / n, dtype=F.dtype)
         centres.append(F[int(torch.multinomial(probs.float().cpu(), 1, generator=g))])
-        d2 = torch.minimum(d2, ((F - centres[-1]) ** 2).sum(1))
+        d2 = torch.minimum(d2, sq_dist(centres[-1]))
     C = torch.stack(centres)
     labels = None
     for _ in range(int(iters)):

@@ -28,8 +28,10 @@ leading ``cap + oversample`` values).
 from __future__ import annotations
 
 import math
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 from ..errors import DecompositionError
 from .truncation import Truncation, choose_rank, tail_squares
@@ -230,14 +232,66 @@ def _wide_r_factor(A):
     return torch.geqrf(A.mT)[0][:m].triu().mT
 
 
+#: Bytes a :func:`shared_svds` block keeps (matrices and their factors); the oldest go first.
+SHARED_SVD_BYTES = 256 * 2 ** 20
+_shared = threading.local()
+
+
+@contextmanager
+def shared_svds(max_bytes: int = SHARED_SVD_BYTES) -> Iterator[None]:
+    """Within the block (on this thread), :func:`exact_svd` of a matrix equal bit for bit to one it
+    already factored returns copies of that factorization instead of running LAPACK again.
+
+    For callers that decompose one weight several ways: ``method="auto"``'s candidates
+    (:func:`tnviz.model.auto.candidates`) run TT-SVD and TR-SVD on the same whitened tensor, whose
+    first unfoldings are the same matrix, and the bond split's candidates meet the same second
+    unfolding.  An SVD of the same input on the same thread settings gives the same bytes, so the
+    results are those of the SVDs run afresh; the match is checked on the whole matrix
+    (``torch.equal``), never on a summary.
+    """
+    outer = getattr(_shared, "cache", None)
+    _shared.cache = {"entries": [], "bytes": 0, "max": int(max_bytes)}
+    try:
+        yield
+    finally:
+        _shared.cache = outer
+
+
+def _nbytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
 def exact_svd(A):
     """Thin SVD by LAPACK/cuSOLVER, returning ``U, S, Vh, S·Vh``.
 
     A strongly rectangular matrix is first reduced by a QR factorization (exact, and several
     times faster than a direct SVD of a 64 x 262144 unfolding).  For a wide matrix only the
     triangular factor is formed (no explicit Q): ``A = K Q`` gives the singular values and ``U``
-    from ``K``, and ``S·Vh = U^T A`` directly.
+    from ``K``, and ``S·Vh = U^T A`` directly.  Inside :func:`shared_svds` a repeated matrix is
+    factored once.
     """
+    import torch
+
+    cache = getattr(_shared, "cache", None)
+    if cache is None:
+        return _exact_svd(A)
+    for key, found in cache["entries"]:
+        if key.shape == A.shape and key.dtype == A.dtype and key.device == A.device and torch.equal(key, A):
+            return tuple(None if t is None else t.clone() for t in found)
+    out = _exact_svd(A)
+    kept = (A.clone(), tuple(None if t is None else t.clone() for t in out))
+    size = _nbytes((kept[0], *kept[1]))
+    if size <= cache["max"]:
+        entries = cache["entries"]
+        while entries and cache["bytes"] + size > cache["max"]:
+            cache["bytes"] -= _nbytes((entries[0][0], *entries[0][1]))
+            entries.pop(0)
+        entries.append(kept)
+        cache["bytes"] += size
+    return out
+
+
+def _exact_svd(A):
     import torch
 
     m, n = A.shape

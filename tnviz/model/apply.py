@@ -312,7 +312,8 @@ def apply_plan(model: nn.Module, plan: Plan, *, calibration: Sequence[Any] | Non
 
         from .auto_order import decide_pairs
 
-        found, stats, more, decided = decide_pairs(work, plan, stats, options)
+        found, stats, more, decided = decide_pairs(work, plan, stats, options,
+                                                   workers=1 if dev.type != "cpu" else workers)
         orders, notes, options = orders + found, notes + more, replace(options, orders=decided)
     results, skipped = [], []
     modules = dict(work.named_modules())

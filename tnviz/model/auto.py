@@ -25,7 +25,9 @@ kept where it does better, the refit, HOOI past :data:`TUCKER_SEARCH_SWEEPS` swe
 decomposed candidate's score is an upper bound of what its method would reach.  A CP whose rank at the budget is above :data:`CP_MAX_RANK` is not run (``scored="skipped"``: its
 ALS would take minutes on a transformer weight).  The covariance is factored once per weight and
 shared by every candidate (:func:`tnviz.decompose.data_aware.parse_covariance` passes a factored
-covariance through).
+covariance through), and so are the data error's denominator ``tr(W C W^T)`` and the exact SVDs
+of equal matrices (:func:`tnviz.decompose.randomized.shared_svds`: TT-SVD and TR-SVD start from
+the same unfolding); none of this changes a number.
 
 In a model, the hidden-neuron order of each feed-forward pair is a further dimension, decided per
 pair before any weight is decomposed (:mod:`tnviz.model.auto_order`): every candidate is also
@@ -196,11 +198,12 @@ def _for_method(extra: Mapping[str, Any], method: str, taken: Mapping[str, Any] 
 
 
 def _decomposed(W: torch.Tensor, method: str, legs: tuple | None, cov: Any, kron: Any, budget: int,
-                extra: Mapping[str, Any]) -> tuple[Candidate, Any]:
+                extra: Mapping[str, Any], energy: float | None = None) -> tuple[Candidate, Any]:
     """A candidate with its input legs on several tensors, decomposed once, whitened by the
     Kronecker approximation ``kron`` of ``cov`` (what decompose does; its second, unwhitened run
-    and the refit are left to the winner) and measured on the full ``cov``."""
-    from ..decompose import data_aware as da
+    and the refit are left to the winner) and measured on the full ``cov``.  ``energy``: the
+    weight's ``tr(W C W^T)`` (:func:`tnviz.decompose.data_aware.quad`), the data error's
+    denominator, the same for every candidate (computed here when not given)."""
     from ..decompose import decompose
 
     in_dims, out_dims = legs if legs is not None else (None, None)
@@ -227,9 +230,20 @@ def _decomposed(W: torch.Tensor, method: str, legs: tuple | None, cov: Any, kron
         error = dec.rel_error
     else:
         Wm = W.reshape(W.shape[0], -1)
-        error = da.data_error(Wm, dec.to_dense(), cov, [Wm.shape[1]]) if kron is not None else dec.data_error
+        error = _data_error(Wm, dec.to_dense(), cov, energy) if kron is not None else dec.data_error
     return Candidate(method, in_dims, out_dims, placement, dec.params, float(error), "decomposed",
                      ", ".join(f"{k}={v}" for k, v in dec.ranks.items()), {**opts, "target_params": budget}), dec
+
+
+def _data_error(Wm: torch.Tensor, approx: torch.Tensor, cov: Any, energy: float | None) -> float:
+    """:func:`tnviz.decompose.data_aware.data_error` (the same arithmetic, so the same bits) with
+    its denominator ``energy = quad(Wm)`` passed in."""
+    from ..decompose import data_aware as da
+
+    in_dims = [Wm.shape[1]]
+    denom = da.quad(Wm, cov, in_dims) if energy is None else energy
+    num = max(da.quad(Wm - approx, cov, in_dims), 0.0)
+    return math.sqrt(num / denom) if denom > 0 else math.sqrt(num)
 
 
 def candidates(W: torch.Tensor, cov: Any, budget: int, extra: Mapping[str, Any] | None = None,
@@ -238,7 +252,20 @@ def candidates(W: torch.Tensor, cov: Any, budget: int, extra: Mapping[str, Any] 
     at ``budget`` parameters, scored; ``cov`` a factored :class:`tnviz.decompose.data_aware.Covariance`
     (full) or ``None``.  Each comes with its decomposition where one was made (else ``None``).
     ``leave_out``: families not run (``"svd"``, ``"inputs-last"``; the pair stage copies those
-    whose error a neuron order cannot change, :mod:`tnviz.model.auto_order`)."""
+    whose error a neuron order cannot change, :mod:`tnviz.model.auto_order`).
+
+    Work shared by the candidates, none of it changing a number: the data error's denominator
+    ``tr(W C W^T)`` computed once; one Kronecker approximation per leg factorization; and the
+    exact SVDs (:func:`tnviz.decompose.randomized.shared_svds`: TT-SVD and TR-SVD start from the
+    same unfolding of the same whitened tensor)."""
+    from ..decompose.randomized import shared_svds
+
+    with shared_svds():
+        return _candidates(W, cov, budget, extra, eps, leave_out)
+
+
+def _candidates(W: torch.Tensor, cov: Any, budget: int, extra: Mapping[str, Any] | None, eps: float | None,
+                leave_out: Sequence[str]) -> list[tuple[Candidate, Any]]:
     from ..decompose import data_aware as da
 
     extra = dict(extra or {})
@@ -251,6 +278,7 @@ def candidates(W: torch.Tensor, cov: Any, budget: int, extra: Mapping[str, Any] 
             if cand is not None:
                 found.append((cand, None))
     split_legs: list[Any] = leg_options(W.shape, (2, 3)) if W.ndim == 2 else [None]
+    energy = da.quad(Wm, cov, [Wm.shape[1]]) if cov is not None else None
     for legs in split_legs:
         kron = None
         if cov is not None:  # one Kronecker approximation per leg factorization, shared by the methods
@@ -260,7 +288,7 @@ def candidates(W: torch.Tensor, cov: Any, budget: int, extra: Mapping[str, Any] 
             if len(found_legs.in_dims) > 1:
                 kron = da.kron_approximation(cov, found_legs, eps)
         for method in ("mpo", "tucker", "tr", "cp"):
-            found.append(_decomposed(W, method, legs, cov, kron, budget, extra))
+            found.append(_decomposed(W, method, legs, cov, kron, budget, extra, energy))
     return found
 
 

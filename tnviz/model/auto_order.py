@@ -30,6 +30,11 @@ weight (hidden index as its outputs), before any weight is decomposed (:func:`de
    candidates *of the adopted order* only (the runner-up too); the record keeps both orders'
    candidates, so the report and the chart show what the other order would have cost.
 
+Steps 1 and 2 are independent jobs (one order search per pair, then one per member and order),
+spread over the CPU's cores with single-threaded torch operations as the weights' decompositions
+are (:mod:`tnviz.threads`): on MiniLM's 12 feed-forward weights this is most of ``auto``'s time,
+and torch's own threads on these medium-size SVDs and eigen-problems mostly wait on each other.
+
 Not decided here (their weights are searched in the stored order): pairs with a member of a fixed
 method (``order_search=True`` handles an MPO there), pairs whose planned members are only the output
 weight, weights-only files and block-by-block runs (no model to permute).
@@ -94,14 +99,21 @@ def _search(W: torch.Tensor, lp: Any, cov: torch.Tensor | None) -> Any:
         return search_order(W.to(torch.float64), dims, ranks, input_cov=cov, in_dims=legs.in_dims, restarts=0)
 
 
-def decide_pairs(model: nn.Module, plan: Any, stats: Mapping[str, Any] | None, options: Any
-                 ) -> tuple[list[Permutation], dict, list[dict], dict[str, dict]]:
+def decide_pairs(model: nn.Module, plan: Any, stats: Mapping[str, Any] | None, options: Any,
+                 workers: int | None = None) -> tuple[list[Permutation], dict, list[dict], dict[str, dict]]:
     """Steps 1-3 of the module doc for every eligible pair of ``model`` (re-ordered in place where
     the searched order is adopted).  Returns the permutations applied, ``stats`` with the re-ordered
     inputs' statistics permuted, a note per pair whose order was kept or not decided (why), and per
     planned weight of a decided pair ``{"stored": [...], "searched": [...], "adopted": order,
-    "seconds": s}`` (candidates of :func:`tnviz.model.auto.candidates`, for ``options.orders``)."""
-    from .auto import candidates, prepare
+    "seconds": s}`` (candidates of :func:`tnviz.model.auto.candidates`, for ``options.orders``).
+
+    The work is independent jobs spread over ``workers`` threads with single-threaded torch
+    operations (:func:`tnviz.threads.map_ordered`, default one per core, as the weights'
+    decompositions are): first every pair's order search, then each member's candidates in each
+    order; the decisions and the re-ordering then run on this thread in pair order.  A job's
+    arithmetic does not depend on the workers, so neither does the outcome.  ``seconds``: the pair's
+    jobs' time (summed, so it can exceed the wall clock), shared equally by its members."""
+    from ..threads import map_ordered
 
     planned = {lp.name: lp for lp in plan.layers}
     stats = dict(stats or {})
@@ -109,6 +121,7 @@ def decide_pairs(model: nn.Module, plan: Any, stats: Mapping[str, Any] | None, o
     done: list[Permutation] = []
     notes: list[dict] = []
     decided: dict[str, dict] = {}
+    eligible: list[tuple[FFPair, list[str]]] = []
     for pair in ff_pairs(model):
         members = [m for m in pair.members if m in planned]
         if not members or all(planned[m].method != "auto" for m in members):
@@ -121,20 +134,45 @@ def decide_pairs(model: nn.Module, plan: Any, stats: Mapping[str, Any] | None, o
             notes.append({"pair": pair.name, "reason": f"not searched by auto: only {members[0]!r} (hidden index on "
                                                        f"its inputs) is compressed"})
             continue
+        eligible.append((pair, members))
+    if not eligible:
+        return done, stats, notes, decided
+    weights = {m: linear_weight(modules[m]).detach() for _, members in eligible for m in members}
+    cov_of = {m: (stats[m].second_moment if m in stats else None) for _, members in eligible for m in members}
+
+    def search(item: tuple[FFPair, list[str]]) -> tuple[Any, float]:
         started = time.perf_counter()
-        cov_of = {m: (stats[m].second_moment if m in stats else None) for m in members}
+        first = item[1][0]
+        return _search(weights[first], planned[first], cov_of[first]), time.perf_counter() - started
+
+    searches = map_ordered(search, eligible, workers=workers)
+    jobs = [(pair, m, order, found.perm) for (pair, members), (found, _) in zip(eligible, searches)
+            if found is not None and not found.identity for m in members for order in ("stored", "searched")]
+
+    def score(job: tuple[FFPair, str, str, Sequence[int]]) -> tuple[list, float]:
+        pair, m, order, perm = job
+        started = time.perf_counter()
+        found = _score_one(weights[m], planned[m], cov_of[m], perm, m == pair.output, order, options)
+        return found, time.perf_counter() - started
+
+    scores = dict(zip(((pair.name, m, order) for pair, m, order, _ in jobs), map_ordered(score, jobs, workers=workers)))
+    for (pair, members), (found, search_s) in zip(eligible, searches):
         first = members[0]
-        found = _search(linear_weight(modules[first]).detach(), planned[first], cov_of[first])
         if found is None or found.identity:
             notes.append({"pair": pair.name, "reason": "auto kept the stored order: " + (
                 "no bond between output groups to search over" if found is None else
                 f"the search found no better order ({found.error_before:.4g} at ranks {list(found.ranks)})")})
             continue
-        scored = _score_pair(pair, members, planned, modules, cov_of, found.perm, options, candidates, prepare)
+        scored = {}
+        seconds = search_s
+        for m in members:
+            stored, stored_s = scores[(pair.name, m, "stored")]
+            fresh, fresh_s = scores[(pair.name, m, "searched")]
+            seconds += stored_s + fresh_s
+            scored[m] = {"stored": stored, "searched": _searched(stored, fresh, m == pair.output)}
         stored = sum(_best(scored[m]["stored"], int(planned[m].options["target_params"])) for m in members)
         searched = sum(_best(scored[m]["searched"], int(planned[m].options["target_params"])) for m in members)
         adopted = "searched" if searched < stored * (1 - ADOPT_MARGIN) else "stored"
-        seconds = time.perf_counter() - started
         for m in members:
             decided[m] = {**scored[m], "adopted": adopted, "seconds": seconds / len(members)}
         if adopted == "stored":
@@ -150,30 +188,43 @@ def decide_pairs(model: nn.Module, plan: Any, stats: Mapping[str, Any] | None, o
     return done, stats, notes, decided
 
 
-def _score_pair(pair: FFPair, members: Sequence[str], planned: Mapping[str, Any], modules: Mapping[str, nn.Module],
-                cov_of: Mapping[str, Any], perm: Sequence[int], options: Any, candidates: Any,
-                prepare: Any) -> dict[str, dict]:
-    """Every member's candidates in the stored order and in the order ``perm`` (step 2)."""
+def _score_one(weight: torch.Tensor, lp: Any, cov: torch.Tensor | None, perm: Sequence[int], hidden_is_input: bool,
+               order: str, options: Any) -> list[Any]:
+    """One member's candidates (step 2) in the stored order, or in the order ``perm`` less those
+    whose error the order cannot change (:func:`_searched` copies them from the stored ones)."""
+    from .auto import candidates, prepare
+
+    if order == "stored":
+        W, fcov, budget, extra, eps = prepare(weight, lp, cov, options)
+        return [c for c, _ in candidates(W, fcov, budget, extra, eps)]
     index = torch.as_tensor(list(perm), dtype=torch.long)
+    if hidden_is_input:
+        pw = weight.index_select(1, index.to(weight.device))
+        pcov = None if cov is None else cov.index_select(0, index.to(cov.device)).index_select(1, index.to(cov.device))
+    else:
+        pw, pcov = weight.index_select(0, index.to(weight.device)), cov
+    W, fcov, budget, extra, eps = prepare(pw, lp, pcov, options)
+    same = ("svd", "inputs-last") if hidden_is_input else ("svd",)
+    return [c for c, _ in candidates(W, fcov, budget, extra, eps, leave_out=same)]
+
+
+def _searched(stored: Sequence[Any], fresh: Sequence[Any], hidden_is_input: bool) -> list[Any]:
+    """The searched order's candidates: the order-invariant ones copied from ``stored``, then ``fresh``."""
+    return ([replace(c, order="searched") for c in stored if _order_invariant(c, hidden_is_input)]
+            + [replace(c, order="searched") for c in fresh])
+
+
+def _score_pair(pair: FFPair, members: Sequence[str], planned: Mapping[str, Any], modules: Mapping[str, nn.Module],
+                cov_of: Mapping[str, Any], perm: Sequence[int], options: Any) -> dict[str, dict]:
+    """Every member's candidates in the stored order and in the order ``perm`` (step 2), one after
+    the other on this thread (what :func:`decide_pairs` spreads over its workers)."""
     out: dict[str, dict] = {}
     for m in members:
-        lp = planned[m]
-        hidden_is_input = m == pair.output
         weight = linear_weight(modules[m]).detach()
-        cov = cov_of[m]
-        W, fcov, budget, extra, eps = prepare(weight, lp, cov, options)
-        stored = [c for c, _ in candidates(W, fcov, budget, extra, eps)]
-        if hidden_is_input:
-            pw = weight.index_select(1, index.to(weight.device))
-            pcov = None if cov is None else cov.index_select(0, index.to(cov.device)).index_select(1, index.to(cov.device))
-        else:
-            pw, pcov = weight.index_select(0, index.to(weight.device)), cov
-        W, fcov, budget, extra, eps = prepare(pw, lp, pcov, options)
-        same = ("svd", "inputs-last") if hidden_is_input else ("svd",)
-        fresh = [c for c, _ in candidates(W, fcov, budget, extra, eps, leave_out=same)]
-        searched = [replace(c, order="searched") for c in stored if _order_invariant(c, hidden_is_input)]
-        searched += [replace(c, order="searched") for c in fresh]
-        out[m] = {"stored": stored, "searched": searched}
+        hidden_is_input = m == pair.output
+        stored = _score_one(weight, planned[m], cov_of[m], perm, hidden_is_input, "stored", options)
+        fresh = _score_one(weight, planned[m], cov_of[m], perm, hidden_is_input, "searched", options)
+        out[m] = {"stored": stored, "searched": _searched(stored, fresh, hidden_is_input)}
     return out
 
 
