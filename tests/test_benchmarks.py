@@ -60,3 +60,12 @@ def test_bench_cuda_runs_its_rows_on_cpu():
         header, *lines = bench_cuda.summary(result)
         col = header.index("fused/chain")
         assert all(line[col:col + len("fused/chain")].strip() == "skipped" for line in lines), lines
+
+
+def test_bench_overhead_reports_every_row():
+    import bench_overhead
+
+    rows = bench_overhead.measure(rounds=1, round_s=0.001, shapes=[((2, 3), 2)])
+    assert [r["input"] for r in rows] == ["2-D", "3-D"]
+    assert all(r["tn_us"] > 0 and r["linear_us"] > 0 for r in rows)
+    assert "| overhead µs |" in bench_overhead.markdown(rows)
