@@ -207,8 +207,9 @@ distillation; ``seconds`` includes calibration, ``search`` summed over the weigh
     new     1.73 -> 2.84                       67.2     13.7        99.2
     old     2.84 -> 2.85                      208.8      9.8       198.0
 
-On a quiet machine the search is now about 30 s (31.8 s whole, 2.0 s of it calibration), at the
-target rather than under it; under load the old code's intra-op threads cost 3-5x.
+On a quiet machine the search is now about 30 s (31.8 s whole, 2.0 s of it calibration), and
+27.4 s in a rerun with nothing else running (19:46 UTC, load 0.6 -> 1.1; the same winners, cosine
+0.885): under the 30 s target.  Under load the old code's intra-op threads cost 3-5x.
 """
 from __future__ import annotations
 
