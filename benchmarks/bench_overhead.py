@@ -15,27 +15,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import timeit
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 SHAPES = [((4, 8, 12), 8), ((8, 8, 16), 8), ((8, 12, 16), 16)]  # in dims (= out dims), bond: 384, 1024, 1536
 
 
 def machine() -> str:
-    import torch
+    from bench_scale import machine as host  # the CPU's name, cores, RAM and torch, as every table here says
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        names = [ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} (1 thread), load average {load:.2f} at start"
+    return f"{host()} (1 thread), load average {load:.2f} at start"
 
 
 def measure(rounds: int = 40, round_s: float = 0.02, shapes=SHAPES) -> list[dict]:

@@ -8,29 +8,16 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
 import tnviz
 from tnviz.model.apply import apply_plan
 from tnviz.model.folder import load_compressed
 from tnviz.model.plan import Rule, make_plan
+from tests.model_cases import FFN
 
 pytestmark = pytest.mark.one_torch_thread
 
 RULES = [Rule(r"proj$", "auto", {"ratio": 1.7})]
-
-
-class FFN(nn.Module):
-    """``down(relu(up(x)))`` with LLaMA's names, so ff_pairs finds the pair ``mlp``."""
-
-    def __init__(self):
-        super().__init__()
-        self.mlp = nn.Module()
-        self.mlp.up_proj = nn.Linear(16, 64, dtype=torch.float64)
-        self.mlp.down_proj = nn.Linear(64, 16, dtype=torch.float64)
-
-    def forward(self, x):
-        return self.mlp.down_proj(torch.relu(self.mlp.up_proj(x)))
 
 
 def _shuffled_kronecker_ffn(seed=0):

@@ -19,6 +19,7 @@ from tnviz.model import auto_order
 from tnviz.model.apply import Options, calibration_stats
 from tnviz.model.auto import candidates
 from tnviz.model.plan import Rule, make_plan
+from tests.model_cases import FFN
 
 pytestmark = pytest.mark.one_torch_thread
 
@@ -90,19 +91,6 @@ def test_shared_svds_factor_an_equal_matrix_once_and_hand_out_copies(monkeypatch
     assert torch.equal(other[1], real(B)[1])
     randomized.exact_svd(A)  # outside the block nothing is kept
     assert len(calls) == 3
-
-
-class FFN(nn.Module):
-    """``down(relu(up(x)))`` with LLaMA's names (a feed-forward pair for ff_pairs)."""
-
-    def __init__(self):
-        super().__init__()
-        self.mlp = nn.Module()
-        self.mlp.up_proj = nn.Linear(16, 64, dtype=torch.float64)
-        self.mlp.down_proj = nn.Linear(64, 16, dtype=torch.float64)
-
-    def forward(self, x):
-        return self.mlp.down_proj(torch.relu(self.mlp.up_proj(x)))
 
 
 class TwoFFN(nn.Module):

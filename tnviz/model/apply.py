@@ -28,6 +28,7 @@ from torch import nn
 from ..errors import DecompositionError, RankError, TnvizError
 from .device import resolve_device
 from .distributed import map_spread, svd_cost
+from .factors import Factors
 from .memory import trim
 from ..decompose.legs import inputs_last_cores  # noqa: F401  (the data-aware placement; re-exported)
 from .plan import LayerPlan, Plan
@@ -235,8 +236,8 @@ class Applied:
     plan: Plan
     original: nn.Module | None = None
     model: nn.Module | None = None
-    # files: per weight its factors (tnviz.model.factors.Factors: in memory or read from disk)
-    factors: Any = field(default_factory=dict, repr=False)
+    # files: per weight its factors, in memory or read from disk
+    factors: Factors = field(default_factory=Factors, repr=False)
     # the order search (order_search=True): the hidden-neuron permutations applied to ``model``
     # (tnviz.model.permute.Permutation) and, per feed-forward pair not searched, why
     permutations: list[Any] = field(default_factory=list)
@@ -380,8 +381,6 @@ def compress_weights(weights: Any, plan: Plan, *, covariances: Mapping[str, torc
     stay in its journal file once it is done and are read from there when written, so the peak
     memory does not grow with the model.  ``distributed``: spread over the process group's ranks
     (:mod:`tnviz.model.distributed`)."""
-    from .factors import Factors
-
     options = Options(placement, bond_split, 1, 15, precision, dict(decompose_options))
     options.check()
     dev = resolve_device(device)

@@ -196,10 +196,9 @@ def _off_the_journal(factors: Any, written: Path, dense: bool) -> None:
     """The factors a weights-only run left in its progress folder, read from ``written`` from now
     on (the folder's ``model.safetensors`` holds them under ``<weight>::<tensor>``), or, after a
     dense export (which holds none), known to be gone."""
-    from .factors import Factors
     from .folder import SEPARATOR, WEIGHTS_FILE
 
-    if not isinstance(factors, Factors) or not factors.on_disk_count:
+    if not factors.on_disk_count:
         return
     if dense:
         factors.forget_files(f"the run wrote the dense folder {str(written)!r} and removed its progress folder; "
