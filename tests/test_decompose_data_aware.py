@@ -131,3 +131,22 @@ def test_data_aware_bad_covariances(weight):
         bad = torch.eye(64, dtype=torch.float64)
         bad[0, 0] = -5.0
         decompose(weight, "mpo", input_cov=bad, **kw)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("method,options", [("svd", {"max_rank": 5}), ("svd", {"max_rank": 47}),
+                                            ("mpo", {"in_dims": [64], "out_dims": [4, 12], "max_rank": 4}),
+                                            ("tucker", {"in_dims": [64], "out_dims": [48], "max_rank": 5})])
+def test_full_covariance_data_error_from_the_whitened_residual_equals_the_quadratic_form(method, options, dtype,
+                                                                                         weight):
+    """With every input leg on one tensor the data error is read from ||W·L - D|| (no (out, in)·(in, in)
+    products): the same number as tr(E C E^T) / tr(W C W^T) on the unregularised covariance, also
+    for a rank-deficient covariance, where the Cholesky factor's regularisation δ·I is what it corrects."""
+    g = gen(7)
+    X = torch.randn(40, 64, generator=g, dtype=torch.float64) * (0.7 ** torch.arange(64, dtype=torch.float64))
+    C = X.T @ X / 40  # rank 40 of 64
+    res = decompose(weight.to(dtype), method, input_cov=C.to(dtype), **options)
+    assert "absorbed exactly" in res.extra["data_aware"]
+    ref = data_err(weight.to(dtype).double(), res.to_dense().double(), C)
+    tol = 1e-10 if dtype == torch.float64 else 1e-5
+    assert res.data_error == pytest.approx(ref, rel=tol, abs=tol)

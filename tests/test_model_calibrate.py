@@ -257,3 +257,18 @@ def test_a_cached_input_is_not_mistaken_for_a_later_tensor_at_the_same_address()
     for name, parts in rows.items():
         x = torch.cat(parts).double()
         assert _rel(stats[name].second_moment, x.T @ x / len(x)) < 1e-13, name
+
+
+@pytest.mark.parametrize("rows,dim", [(0, 7), (3, 7), (40, 384), (500, 1000), (8192 + 37, 200)])
+def test_moments_upper_triangle_blocks_equal_the_full_product_and_are_exactly_symmetric(rows, dim):
+    """moments computes x^T x by column blocks of its upper triangle and mirrors it: the same
+    matrix as the full float64 product (to rounding), symmetric bit for bit, over one or more chunks."""
+    from tnviz.model.calibrate import moments
+
+    x = torch.randn(rows, dim, generator=torch.Generator().manual_seed(dim)) + 0.3
+    xtx, total, count = moments(x, torch.device("cpu"))
+    ref = x.double().T @ x.double()
+    assert count == rows and xtx.dtype == torch.float64
+    assert torch.equal(xtx, xtx.T)
+    assert float((xtx - ref).abs().max()) <= 1e-12 * max(1.0, float(ref.abs().max()))
+    assert torch.allclose(total, x.double().sum(0), rtol=1e-12, atol=1e-12)

@@ -225,7 +225,7 @@ def decompose(
             trunc = uniform_trunc
 
     Wm = W.reshape(legs.out_features, legs.in_features)
-    cov = refit_cov = None
+    cov = refit_cov = data_err = None
     M = Wm
     if input_cov is not None:
         cov = da.parse_covariance(input_cov, legs, Wm, cov_eps)
@@ -256,9 +256,11 @@ def decompose(
             plain = METHODS[method](Wm.reshape(legs.dims), legs, trunc,
                                     norm=float(torch.linalg.vector_norm(Wm.reshape(-1))),
                                     randomized=randomized, seed=seed, **method_options_)
-            if da.data_error(Wm, _dense(plain.network, plain.tensors), refit_cov, legs.in_dims) < \
-                    da.data_error(Wm, _dense(out.network, tensors), refit_cov, legs.in_dims):
-                out, tensors = plain, plain.tensors
+            denom = da.quad(Wm, refit_cov, legs.in_dims)
+            on_plain = da.data_error(Wm, _dense(plain.network, plain.tensors), refit_cov, legs.in_dims, denom)
+            data_err = da.data_error(Wm, _dense(out.network, tensors), refit_cov, legs.in_dims, denom)
+            if on_plain < data_err:
+                out, tensors, data_err = plain, plain.tensors, on_plain
                 extra["data_aware"] = (
                     "full covariance: its per-leg Kronecker approximation did worse on the full covariance "
                     "than the plain decomposition, which is kept; data error measured on the full covariance"
@@ -269,15 +271,22 @@ def decompose(
                 extra["data_aware"] += "; input tensors refit by least squares on it (ridge {refit_ridge:g})".format(
                     refit_ridge=refit_ridge)
                 extra["refit"] = history
+                data_err = None  # the refit moved the input tensors: measured again below
     from ..contract import to_dense
 
     approx = to_dense(out.network, tensors)
     w_norm = float(torch.linalg.vector_norm(Wm.reshape(-1)))
     diff = float(torch.linalg.vector_norm((Wm - approx).reshape(-1)))
     rel_error = diff / w_norm if w_norm > 0 else diff
-    data_err = None
-    if refit_cov is not None or cov is not None:
-        data_err = da.data_error(Wm, approx, refit_cov or cov, legs.in_dims)
+    if refit_cov is not None:
+        if data_err is None:
+            data_err = da.data_error(Wm, approx, refit_cov, legs.in_dims, denom)
+    elif cov is not None and cov.kind == "full":
+        # W~ = D·L^-1 with D the decomposition of M = W·L, so (W - W~)·L = M - D: the data error
+        # from the whitened residual, without the two (out, in)·(in, in) products of da.data_error
+        data_err = da.whitened_data_error(M, to_dense(out.network, out.tensors), cov, w_norm, diff)
+    elif cov is not None:
+        data_err = da.data_error(Wm, approx, cov, legs.in_dims)
     if W.is_cuda:
         torch.cuda.synchronize(W.device)
     discarded = {b: (v / norm if norm > 0 else 0.0) for b, v in out.discarded.items()}

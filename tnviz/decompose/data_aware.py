@@ -177,11 +177,29 @@ def quad(E, cov: Covariance, in_dims: Sequence[int]) -> float:
     return float((E * right_multiply(E, cov, "mats", in_dims)).sum())
 
 
-def data_error(W, W_approx, cov: Covariance, in_dims: Sequence[int]) -> float:
-    """``||(W - W~) X|| / ||W X||`` under the covariance."""
-    denom = quad(W, cov, in_dims)
+def data_error(W, W_approx, cov: Covariance, in_dims: Sequence[int], denom: float | None = None) -> float:
+    """``||(W - W~) X|| / ||W X||`` under the covariance; ``denom``: ``quad(W, cov, in_dims)`` when
+    the caller already has it (several approximations of one weight)."""
+    if denom is None:
+        denom = quad(W, cov, in_dims)
     num = max(quad(W - W_approx, cov, in_dims), 0.0)
     return math.sqrt(num / denom) if denom > 0 else math.sqrt(num)
+
+
+def whitened_data_error(M, D, cov: Covariance, w_norm: float, diff: float) -> float:
+    """:func:`data_error` of ``W~ = D·L^-1`` for ``M = W·L`` and a full covariance, from the
+    whitened residual: ``L L^T = C + δI`` (``δ = eps·mean(diag C)``, :func:`_cholesky`), so
+    ``tr(E C E^T) = ||M - D||² - δ||E||²`` and ``tr(W C W^T) = ||M||² - δ||W||²``, with
+    ``||W|| = w_norm`` and ``||E|| = ||W - W~|| = diff``.  Equal to :func:`data_error` up to
+    the Cholesky factor's rounding (far below δ), at the cost of one pass over ``M``."""
+    import torch
+
+    delta = cov.eps * float(torch.diagonal(cov.mats[0]).mean())
+    num = float(torch.linalg.vector_norm((M - D.reshape(M.shape)).reshape(-1), dtype=torch.float64)) ** 2
+    den = float(torch.linalg.vector_norm(M.reshape(-1), dtype=torch.float64)) ** 2
+    num = max(num - delta * diff ** 2, 0.0)
+    den = den - delta * w_norm ** 2
+    return math.sqrt(num / den) if den > 0 else math.sqrt(num)
 
 
 def input_tensors(net) -> list[str]:

@@ -146,7 +146,7 @@ class _Accumulator:
             if self.row_mask is not None and tuple(x.shape[:-1]) == tuple(self.row_mask.shape):
                 x = x[self.row_mask.to(x.device)]
             rows = x.reshape(-1, x.shape[-1])
-        xtx, total, count = moments(rows, self.device)
+        xtx, total, count = moments(rows, self.device, symmetric=False)  # mirrored once, in the stats
         if self.kind == "Linear":
             self.shared["input"] = (given, given._version, self.row_mask)
             self.shared["moments"] = (xtx, total, count)
@@ -158,9 +158,13 @@ class _Accumulator:
         self.count += count
 
 
-def moments(rows: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:
+def moments(rows: torch.Tensor, device: torch.device, symmetric: bool = True) -> tuple[torch.Tensor, torch.Tensor, int]:
     """``(x^T x, sum of x, rows)`` of ``rows`` (n, d) on ``device``, in float64 (chunks of at most
     :data:`CHUNK_ROWS` rows converted at a time).
+
+    ``x^T x`` is symmetric, so only its upper triangle is computed, in column blocks
+    (:func:`gram_upper`), and mirrored (:func:`mirror`; ``symmetric=False`` leaves that to the
+    caller, who sums several batches first): about 60% of a full product's FLOPs, in the same BLAS.
 
     Float32 products would be 2.7x faster on MiniLM's feed-forward inputs, but their rounding
     (~1e-7 of the largest eigenvalue) makes a rank-deficient covariance (1536 GELU outputs seen
@@ -171,9 +175,42 @@ def moments(rows: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, tor
     total = torch.zeros(dim, dtype=torch.float64, device=device)
     for start in range(0, rows.shape[0], CHUNK_ROWS):
         chunk = rows[start:start + CHUNK_ROWS].to(device=device, dtype=torch.float64)
-        xtx.addmm_(chunk.T, chunk)
+        gram_upper(xtx, chunk)
         total += chunk.sum(dim=0)
+    if symmetric:
+        mirror(xtx)
     return xtx, total, int(rows.shape[0])
+
+
+#: Columns per block of :func:`gram_upper`: narrower blocks skip more of the lower triangle but
+#: make smaller products (on a 2-core CPU, 1536 columns: 8 blocks 65 ms, 2 blocks 81 ms, one full
+#: product 109 ms for 2,048 rows).
+GRAM_BLOCK = 192
+
+
+def _gram_cuts(dim: int) -> list[int]:
+    blocks = max(1, min(8, dim // GRAM_BLOCK))
+    return [round(i * dim / blocks) for i in range(blocks + 1)]
+
+
+def gram_upper(acc: torch.Tensor, x: torch.Tensor) -> None:
+    """Add ``x^T x`` to ``acc`` on and above the diagonal blocks of :func:`_gram_cuts` (below
+    them ``acc`` is left as is): block row ``i`` gets ``x_i^T x[:, i:]``."""
+    cuts = _gram_cuts(x.shape[1])
+    for a, b in zip(cuts, cuts[1:]):
+        acc[a:b, a:].addmm_(x[:, a:b].T, x[:, a:])
+
+
+def mirror(acc: torch.Tensor) -> None:
+    """Make ``acc`` exactly symmetric from what :func:`gram_upper` wrote, in place, block by block
+    (no full-size temporary: the 2752² moment of a LLaMA ``down_proj`` is 58 MiB)."""
+    cuts = _gram_cuts(acc.shape[0])
+    spans = list(zip(cuts, cuts[1:]))
+    for i, (a, b) in enumerate(spans):
+        diag = acc[a:b, a:b]
+        diag.copy_(torch.triu(diag) + torch.triu(diag, 1).T)
+        for c, d in spans[i + 1:]:
+            acc[c:d, a:b] = acc[a:b, c:d].T
 
 
 def call_model(model: nn.Module, batch: Any) -> Any:
@@ -241,6 +278,7 @@ def collect_input_stats(model: nn.Module, batches: Iterable[Any], layers: str | 
     for name, acc in accumulators.items():
         if acc.count == 0:
             raise TnvizError(f"every chosen layer must see calibration inputs; {name!r} saw none (is it used in forward?)")
+        mirror(acc.xtx)
         stat = InputStats(name, acc.kind, acc.xtx / acc.count, acc.total / acc.count, acc.count)
         if leg_dims and name in leg_dims:
             stat.leg_dims = tuple(int(d) for d in leg_dims[name])
