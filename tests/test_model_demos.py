@@ -179,6 +179,34 @@ def test_minilm_padding_does_not_change_embeddings(minilm):
     assert torch.allclose(together, alone, atol=1e-5)
 
 
+def test_minilm_batches_go_shortest_first_and_embed_returns_the_texts_order(minilm):
+    """Batches are cut from the texts sorted by token count (each pads to its longest text, so they
+    pad less), every text once; embed puts each row back at its text's place."""
+    texts = data.sentences("calibration")[:70]
+    batches = minilm.batches(texts, 16)
+    lengths = [int(n) for b in batches for n in b["attention_mask"].sum(1)]
+    assert lengths == sorted(lengths) and len(lengths) == len(texts)
+    unsorted = [minilm.tokenize(texts[k:k + 16]) for k in range(0, len(texts), 16)]
+    assert sum(b["input_ids"].numel() for b in batches) < sum(b["input_ids"].numel() for b in unsorted)
+    assert sum(int(b["attention_mask"].sum()) for b in batches) == sum(int(b["attention_mask"].sum()) for b in unsorted)
+    mixed = ["A much longer sentence that forces the short one to be padded with many tokens.", "Short.",
+             "Of middling length, this one.", "Tiny"]
+    together = embed(mixed, minilm, batch_size=2)
+    alone = torch.cat([embed([t], minilm) for t in mixed])
+    assert torch.allclose(together, alone, atol=1e-5)
+
+
+def test_byte_batches_go_shortest_first_and_keep_every_text():
+    from tnviz.model.subject import byte_batches
+
+    texts = ["ccc", "a", "bbbb", "dd", "eeeee"]
+    batches = byte_batches(texts, 256, 4, batch_size=2)
+    rows = [bytes(int(i) for i, m in zip(r, mk) if m).decode() for b in batches
+            for r, mk in zip(b["input_ids"], b["attention_mask"])]
+    assert rows == ["a", "dd", "ccc", "bbbb", "eeee"]  # sorted by length, truncated at max_tokens
+    assert [tuple(b["input_ids"].shape) for b in batches] == [(2, 2), (2, 4), (1, 4)]
+
+
 def test_minilm_layers_are_named_linear_modules(minilm):
     from tnviz.model.io import candidates, open_weights
 

@@ -270,8 +270,9 @@ def test_calibration_is_tokenized_by_the_folders_tokenizer_else_the_byte_fallbac
     without = open_subject(folders["gpt2"][0], "cpu")
     assert "as UTF-8 bytes" in without.inputs and "no tokenizer.json" in without.inputs
     first = without.calibration[0]
-    text = sentences("calibration")[0].encode("utf-8")
+    text = min(sentences("calibration"), key=lambda t: len(t.encode("utf-8"))).encode("utf-8")  # shortest first
     assert first["input_ids"][0, :len(text)].tolist() == [b % VOCAB for b in text]
+    assert int(first["attention_mask"][0].sum()) == len(text)
 
 
 def test_the_cli_compresses_by_role_in_every_block(folders, tmp_path):

@@ -14,7 +14,7 @@ import functools
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -81,6 +81,14 @@ def digits_batches(split: str = "train", batch_size: int = 256, limit: int | Non
         x = x[:limit]
     x = x.to(resolve_device(device))
     return [x[start:start + batch_size] for start in range(0, len(x), batch_size)]
+
+
+def length_order(lengths: Sequence[int]) -> list[int]:
+    """Indices from the shortest item to the longest (stable).  Batches cut in this order pad
+    little: the bundled sentences as MiniLM tokens are 3,766 rows padded in their own order and
+    2,941 sorted, for 2,851 real tokens.  Statistics and metrics summed over the real rows (input
+    moments, perplexity, KL, mean cosines) do not depend on the order, up to rounding."""
+    return sorted(range(len(lengths)), key=lambda i: lengths[i])
 
 
 def sentences_path() -> Path:

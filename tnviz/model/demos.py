@@ -218,8 +218,17 @@ class SentenceEncoder(Bert):
         return {"input_ids": stack("ids"), "attention_mask": stack("attention_mask"),
                 "token_type_ids": stack("type_ids")}
 
+    def length_order(self, texts: Sequence[str]) -> list[int]:
+        """The order :meth:`batches` takes ``texts`` in: by token count (:func:`tnviz.model.data.length_order`)."""
+        from .data import length_order
+
+        return length_order([sum(e.attention_mask) for e in self.tokenizer.encode_batch(list(texts))])
+
     def batches(self, texts: Sequence[str], batch_size: int = 32, device: Any = None) -> list[dict[str, torch.Tensor]]:
-        return [self.tokenize(texts[start:start + batch_size], device) for start in range(0, len(texts), batch_size)]
+        """``texts`` tokenized in batches of ``batch_size``, shortest texts first (:meth:`length_order`:
+        a batch pads to its longest text, so similar lengths together pad little)."""
+        ordered = [texts[i] for i in self.length_order(texts)]
+        return [self.tokenize(ordered[start:start + batch_size], device) for start in range(0, len(ordered), batch_size)]
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:

@@ -75,14 +75,20 @@ class CosineReport:
 @torch.no_grad()
 def embed(texts: Sequence[str], model: nn.Module, batch_size: int = 64) -> torch.Tensor:
     """Unit sentence embeddings ``(len(texts), hidden)`` as float32 on the CPU, from a sentence
-    encoder (:class:`tnviz.model.demos.SentenceEncoder`: ``model.batches(texts, n)`` tokenizes)."""
+    encoder (:class:`tnviz.model.demos.SentenceEncoder`: ``model.batches(texts, n)`` tokenizes,
+    shortest texts first; the rows come back in the order of ``texts``)."""
     was_training = model.training
     model.eval()
     try:
         out = [model(**batch).float().cpu() for batch in model.batches(texts, batch_size)]
     finally:
         model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, model.config["hidden_size"])
+    if not out:
+        return torch.empty(0, model.config["hidden_size"])
+    rows = torch.cat(out)
+    placed = torch.empty_like(rows)
+    placed[torch.tensor(model.length_order(texts), dtype=torch.long)] = rows
+    return placed
 
 
 def cosine_vs(reference: torch.Tensor, other: torch.Tensor) -> torch.Tensor:

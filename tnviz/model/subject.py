@@ -279,7 +279,7 @@ def hf_inputs(weights: Any, dev: Any, *, samples: int = 8, tokens: int = 16, see
     """The metric kind, calibration and held-out batches, and their description in words, of an
     open Hugging Face folder (see :func:`hf_subject`; the block-by-block path asks for them
     without building the model)."""
-    from .data import sentences
+    from .data import length_order, sentences
     from .hf import is_causal_lm, load_tokenizer
 
     config = weights.config or {}
@@ -289,6 +289,7 @@ def hf_inputs(weights: Any, dev: Any, *, samples: int = 8, tokens: int = 16, see
     kind = "causal" if causal else "outputs"
     if tokenizer is not None:
         def encode(texts: Sequence[str]) -> list[dict[str, torch.Tensor]]:
+            texts = [texts[i] for i in length_order([sum(e.attention_mask) for e in tokenizer.encode_batch(list(texts))])]
             out = []
             for start in range(0, len(texts), batch_size):
                 enc = tokenizer.encode_batch(list(texts[start:start + batch_size]))
@@ -336,10 +337,15 @@ def byte_batches(texts: Sequence[str], vocab: int, max_tokens: int, batch_size: 
                  device: Any = None) -> list[dict[str, torch.Tensor]]:
     """The deterministic fallback tokenization of a model without a tokenizer: each text's UTF-8
     bytes as token ids (``byte % vocab``), at most ``max_tokens`` per text, padded with id 0 to the
-    longest of its batch (``attention_mask`` 0 there)."""
+    longest of its batch (``attention_mask`` 0 there); the shortest texts first
+    (:func:`tnviz.model.data.length_order`)."""
+    from .data import length_order
+
+    every = [[b % vocab for b in t.encode("utf-8")][:max_tokens] for t in texts]
+    every = [every[i] for i in length_order([len(r) for r in every])]
     out = []
-    for start in range(0, len(texts), batch_size):
-        rows = [[b % vocab for b in t.encode("utf-8")][:max_tokens] for t in texts[start:start + batch_size]]
+    for start in range(0, len(every), batch_size):
+        rows = every[start:start + batch_size]
         width = max(len(r) for r in rows)
         ids = torch.tensor([r + [0] * (width - len(r)) for r in rows], dtype=torch.long)
         mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], dtype=torch.long)
