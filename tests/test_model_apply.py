@@ -226,3 +226,30 @@ def test_minilm_data_aware_mpo_inputs_on_one_core_beats_chain_placement(minilm):
     print(f"MiniLM FF blocks 0-1 at 2x, data-aware MPO held-out cosine: inputs on one core, split by data "
           f"{cos['auto']:.4f}, uniform caps {cos['uniform']:.4f}; chain + refit {cos['chain']:.4f}")
     assert cos["auto"] > cos["uniform"] > cos["chain"]
+
+
+def test_the_bond_split_and_the_decomposition_share_the_first_unfoldings_svd(monkeypatch):
+    """A data-aware MPO with the bond split: the decomposition at the chosen caps reuses the exact
+    SVD the split made of the whitened weight's first unfolding (one LAPACK call fewer), and gives
+    the same tensors bit for bit as with every SVD run afresh."""
+    import contextlib
+
+    from tnviz.decompose import randomized
+
+    g = torch.Generator().manual_seed(4)
+    model = nn.Sequential(nn.Linear(256, 512))  # its MPO has two bonds to split
+    X = torch.randn(1000, 256, generator=g) @ torch.randn(256, 256, generator=g)
+    plan = make_plan(model, [Rule("^0$", "mpo", {"ratio": 2})])
+    cov = (X.double().T @ X.double()) / 1000
+    calls = []
+    real = randomized._exact_svd
+    monkeypatch.setattr(randomized, "_exact_svd", lambda M: calls.append(tuple(M.shape)) or real(M))
+    shared = compress_layer(model[0].weight, plan.layers[0], cov)
+    with_sharing = list(calls)
+    calls.clear()
+    monkeypatch.setattr(randomized, "shared_svds", lambda *a, **k: contextlib.nullcontext())
+    fresh = compress_layer(model[0].weight, plan.layers[0], cov)
+    assert len(with_sharing) == len(calls) - 1 and with_sharing[0] == calls[0]
+    assert shared.ranks == fresh.ranks and shared.data_error == fresh.data_error
+    for name, tensor in fresh.tensors.items():
+        assert torch.equal(shared.tensors[name], tensor), name

@@ -128,7 +128,7 @@ def split_bonds(weight, input_cov, *, target_params: int, in_dims: Sequence[int]
     cov = da.parse_covariance(input_cov, legs, W, cov_eps)
     if cov.kind != "full":
         return None
-    M = W.reshape(legs.out_features, legs.in_features) @ cov.chol[0]
+    M = da.right_multiply(W.reshape(legs.out_features, legs.in_features), cov, "chol", legs.in_dims)  # as decompose's
     norm = float(torch.linalg.vector_norm(M.reshape(-1)))
     T = M.reshape(legs.dims)
     bonds = [f"b{k + 1}" for k in range(len(net.bonds))]

@@ -148,6 +148,7 @@ def compress_layer(weight: torch.Tensor, lp: LayerPlan, cov: torch.Tensor | None
     than the weight."""
     from ..decompose import decompose
     from ..decompose.data_aware import input_tensors
+    from ..decompose.randomized import shared_svds
     from ..decompose.split import split_bonds
 
     if lp.method == "auto":  # the search picks the network, then calls back here with it
@@ -168,15 +169,18 @@ def compress_layer(weight: torch.Tensor, lp: LayerPlan, cov: torch.Tensor | None
             legs = make_legs(weight.shape, opts.get("in_dims"), opts.get("out_dims"))
             cov = da.parse_covariance(cov, legs, weight.reshape(legs.out_features, legs.in_features),
                                       extra.get("cov_eps", da.DEFAULT_EPS))
-        if cov is not None and options.bond_split == "data" and lp.method == "mpo" and len(lp.shape) == 2 \
-                and "target_params" in opts:
-            legs = {k: opts[k] for k in ("in_dims", "out_dims", "in_cores", "out_cores") if k in opts}
-            eps = {"cov_eps": extra["cov_eps"]} if "cov_eps" in extra else {}
-            split = split_bonds(weight, cov, target_params=opts["target_params"], **legs, **eps)
-            if split is not None:
-                opts = {k: v for k, v in opts.items() if k != "target_params"}
-                opts["max_rank"] = split.caps
-        dec = decompose(weight, lp.method, input_cov=cov, **opts, **extra)
+        # the bond split scores its candidates from exact SVDs of the whitened weight's unfoldings;
+        # the decomposition at the chosen caps meets the same first unfolding and reuses its factors
+        with shared_svds():
+            if cov is not None and options.bond_split == "data" and lp.method == "mpo" and len(lp.shape) == 2 \
+                    and "target_params" in opts:
+                legs = {k: opts[k] for k in ("in_dims", "out_dims", "in_cores", "out_cores") if k in opts}
+                eps = {"cov_eps": extra["cov_eps"]} if "cov_eps" in extra else {}
+                split = split_bonds(weight, cov, target_params=opts["target_params"], **legs, **eps)
+                if split is not None:
+                    opts = {k: v for k, v in opts.items() if k != "target_params"}
+                    opts["max_rank"] = split.caps
+            dec = decompose(weight, lp.method, input_cov=cov, **opts, **extra)
         if cov is not None and options.refit_sweeps and lp.method != "svd" and len(input_tensors(dec.network)) > 1:
             # the refit minimises a ridged objective: keep it only where it lowers the data error
             # (with every input leg on one tensor the covariance was absorbed exactly: nothing to refit)
