@@ -189,7 +189,7 @@ def times_lower(M, L):
     cuts = [round(i * n / LOWER_BLOCKS) for i in range(LOWER_BLOCKS + 1)]
     out = torch.empty(M.shape[0], n, dtype=torch.result_type(M, L), device=M.device)
     for a, b in zip(cuts, cuts[1:]):
-        torch.mm(M[:, a:], L[a:, a:b], out=out[:, a:b])
+        out[:, a:b] = M[:, a:] @ L[a:, a:b]  # (not mm(out=) into the strided column block: any device)
     return out
 
 
