@@ -121,7 +121,8 @@ def write_tokenizer(folder: Path) -> bool:
     vocab = _json.loads(source.read_text())["model"]["vocab"]
     ordered = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1]) if not t.startswith("[unused")]
     letters = [t for t in ordered if t.startswith("##") and len(t) == 3]
-    kept = [t for t in ordered[:VOCAB - len(letters)] if t not in set(letters)]
+    spelled = set(letters)
+    kept = [t for t in ordered[:VOCAB - len(letters)] if t not in spelled]
     kept = (kept + letters)[:VOCAB]
     tokenizer = Tokenizer(models.WordPiece({t: i for i, t in enumerate(kept)}, unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
