@@ -41,3 +41,12 @@ def diagram_spec(at) -> str:
 
 def current_network(at):
     return at.session_state["tnviz.network"]
+
+
+def open_build_tab(at, label: str):
+    """Open the Designer's ``label`` build tab (Einsum, Upload JSON, Examples) as a click does: the
+    page draws a closed tab's widgets only once it is open."""
+    at.session_state["designer.build_tab"] = label
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at

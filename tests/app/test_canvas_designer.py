@@ -11,7 +11,7 @@ import tnviz
 from tnviz.canvas import canvas_to_network, network_to_canvas
 from tnviz_app.components.formatting import human
 from tnviz.render.exports import EXPORTS
-from tests.app.conftest import current_network, diagram_spec
+from tests.app.conftest import current_network, diagram_spec, open_build_tab
 
 KEY = "designer.canvas"
 
@@ -198,6 +198,7 @@ def test_the_sidebar_shows_the_canvas_edit_of_the_same_run(open_page):
 
 def test_an_old_error_goes_once_a_canvas_edit_succeeds(open_page):
     at = open_page()
+    open_build_tab(at, "Einsum")
     at.text_input(key="designer.eq").set_value("ab,bc")
     next(b for b in at.button if b.label == "Build from einsum").click().run()
     assert at.error and any("Kept the previous network" in c.value for c in at.caption)

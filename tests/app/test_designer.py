@@ -10,7 +10,7 @@ import pytest
 import tnviz
 from tnviz_app.components.inputs import parse_int_list, parse_letters, parse_ranks, parse_sizes
 from tnviz_app.state import DEFAULT_EXAMPLE, EXAMPLES_DIR, MAX_NETWORK_UPLOAD_BYTES, list_examples, load_example
-from tests.app.conftest import current_network, diagram_spec
+from tests.app.conftest import current_network, diagram_spec, open_build_tab
 
 DESIGNER = "views/designer.py"
 
@@ -96,6 +96,7 @@ def test_bad_parameter_keeps_the_network_and_says_why(open_page):
 def test_upload_replaces_the_network(open_page):
     at = open_page()
     ring = (EXAMPLES_DIR / "tensor_ring_512x512.json").read_bytes()
+    open_build_tab(at, "Upload JSON")
     at.file_uploader(key="designer.upload").set_value(("ring.json", ring, "application/json")).run()
     assert not at.exception and not _errors(at)
     assert current_network(at) == tnviz.load_network(ring)
@@ -118,6 +119,7 @@ def test_bad_upload_keeps_the_network_and_says_why(open_page):
     at = open_page()
     at.selectbox(key="designer.template").set_value("Tensor ring").run()
     net, spec = current_network(at), diagram_spec(at)
+    open_build_tab(at, "Upload JSON")
     for k, (content, message) in enumerate(BAD_UPLOADS):
         at.file_uploader(key="designer.upload").set_value((f"bad{k}.json", content, "application/json")).run()
         assert not at.exception
@@ -128,6 +130,7 @@ def test_bad_upload_keeps_the_network_and_says_why(open_page):
 
 def test_einsum_form_builds_and_rejects(open_page):
     at = open_page()
+    open_build_tab(at, "Einsum")
     submit = next(b for b in at.button if b.label == "Build from einsum")
     submit.click().run()
     assert not at.exception and not _errors(at)
@@ -158,6 +161,7 @@ def test_examples_load(open_page):
     at = open_page()
     names = list_examples()
     assert len(names) >= 8 and "CP 256x256" in names
+    open_build_tab(at, "Examples")
     at.selectbox(key="designer.example").set_value("CP 256x256").run()
     next(b for b in at.button if b.label == "Load example").click().run()
     assert current_network(at) == tnviz.build_template("CP")
@@ -251,6 +255,7 @@ def test_leg_sizes_with_a_stray_separator_are_refused_by_name(open_page, text, n
 def test_a_new_upload_replaces_the_previous_files_message(open_page):
     # a .txt dropped after a bad .json left the .json's error on screen
     at = open_page()
+    open_build_tab(at, "Upload JSON")
     at.file_uploader(key="designer.upload").set_value(("first.json", b"{not json", "application/json")).run()
     assert len(_errors(at)) == 1 and "first.json" in _errors(at)[0]
     at.file_uploader(key="designer.upload").set_value(("notes.txt", b"hello", "text/plain")).run()
@@ -300,6 +305,21 @@ def test_closed_tabs_and_snippets_are_drawn_only_when_opened(open_page):
     at = open_page()
     net = current_network(at)
     assert not at.code and not at.dataframe
+    # the build tabs too: Template, Upload and Examples only when open; the einsum form always (a
+    # form keeps its unsubmitted text only while drawn)
+    keys = {w.key for w in [*at.text_input, *at.selectbox, *at.button]}
+    assert {"designer.template", "designer.eq"} <= keys and "designer.example" not in keys
+    assert not at.get("file_uploader")
+    at.text_input(key="designer.ranks").set_value("5").run()
+    net = current_network(at)
+    open_build_tab(at, "Examples")
+    keys = {w.key for w in [*at.text_input, *at.selectbox]}
+    assert {"designer.example", "designer.eq"} <= keys and "designer.template" not in keys
+    assert not at.get("file_uploader")
+    open_build_tab(at, "Upload JSON")
+    assert len(at.get("file_uploader")) == 1 and "designer.example" not in {w.key for w in at.selectbox}
+    open_build_tab(at, "Template")  # what was entered in a tab that was closed is still there
+    assert at.text_input(key="designer.ranks").value == "5" and current_network(at) == net
     at.session_state["designer.view_tab"] = "Equation"
     at.run()
     assert not at.exception, [e.value for e in at.exception]

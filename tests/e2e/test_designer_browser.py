@@ -56,3 +56,29 @@ def test_designer_diagram_follows_a_parameter_and_costs_draw_charts(page, app_ur
     page.locator('[data-testid="stPlotlyChart"]').first.scroll_into_view_if_needed()
     page.wait_for_timeout(300)
     screenshot(page, "costs")
+
+
+def test_build_tabs_draw_their_fields_when_opened_and_keep_what_was_typed(page, app_url, wait_idle, expect):
+    """Template, Upload JSON and Examples are drawn only while open (a tab click reruns the page):
+    a real click shows the tab's fields, and a rank typed in Template is still there on return, two
+    tabs later (it came back empty while the fields were restored above the tab: persist.py)."""
+    page.goto(app_url)
+    wait_idle(page)
+    page.wait_for_selector(f"{DIAGRAM} g.node")
+    ranks = page.get_by_role("textbox", name="Ranks", exact=True)
+    ranks.fill("6")
+    ranks.press("Enter")
+    page.wait_for_function(
+        "sel => [...document.querySelectorAll(sel + ' text')].some(t => t.textContent === 'b1=6')", arg=DIAGRAM,
+    )
+    wait_idle(page)
+    page.get_by_role("tab", name="Examples").click()
+    expect(page.get_by_text("Bundled example")).to_be_visible(timeout=30_000)
+    page.get_by_role("tab", name="Upload JSON").click()
+    expect(page.locator('[data-testid="stFileUploaderDropzone"]')).to_be_visible(timeout=30_000)
+    page.get_by_role("tab", name="Template").click()
+    ranks = page.get_by_role("textbox", name="Ranks", exact=True)
+    expect(ranks).to_be_visible(timeout=30_000)
+    wait_idle(page)
+    assert ranks.input_value() == "6"
+    assert "b1=6" in _diagram_texts(page)

@@ -2,7 +2,13 @@
 
 Streamlit drops the state of widgets that a run does not draw, so a page that is left and
 reopened would show its defaults again.  Call :func:`restore` before drawing a widget with that
-``key`` (and no ``value=``), and :func:`remember` after drawing it.
+``key`` (and no ``value=``), in the same run, and :func:`remember` after drawing it.
+
+Restore only in a run that draws the widget (inside its open tab or expander, not above it): a
+value written for a widget that the run does not draw becomes plain session state, and when a later
+run draws the widget Streamlit's frontend mounts it at its default (""), not at that value; the
+next rerun would then store the empty text (Streamlit 1.67, Designer tabs Examples -> Upload ->
+Template; tests/e2e/test_designer_browser.py).
 """
 from __future__ import annotations
 
