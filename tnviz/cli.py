@@ -5,6 +5,7 @@ User mistakes print one line on stderr and exit with status 2; no tracebacks.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -41,8 +42,6 @@ def _human(n: float) -> str:
 
 def _app_path() -> Path:
     """The app's entry script: the ``tnviz_app`` package installed beside ``tnviz``."""
-    import importlib.util
-
     spec = importlib.util.find_spec("tnviz_app")
     if spec is None or not spec.submodule_search_locations:
         return Path(__file__).resolve().parent.parent / "tnviz_app" / "streamlit_app.py"
@@ -61,11 +60,14 @@ APP_MAX_UPLOAD_MB = _max_upload_mb()
 
 
 def app_command(args: argparse.Namespace) -> list[str]:
-    """The ``streamlit run`` command of ``tnviz app``: served on this machine only unless ``--host``
-    says otherwise (the app has no authentication), uploads capped at :data:`APP_MAX_UPLOAD_MB`, and
-    error details (tracebacks) shown only to a local user."""
+    """The ``streamlit run`` command of ``tnviz app``, started through :mod:`tnviz_app.serve` (which
+    imports the pages' modules before the server starts, so the first visitor does not wait for
+    them): served on this machine only unless ``--host`` says otherwise (the app has no
+    authentication), uploads capped at :data:`APP_MAX_UPLOAD_MB`, and error details (tracebacks)
+    shown only to a local user."""
     local = args.host in ("localhost", "127.0.0.1", "::1")
-    cmd = [sys.executable, "-m", "streamlit", "run", str(_app_path()), "--server.port", str(args.port),
+    server = "tnviz_app.serve" if importlib.util.find_spec("tnviz_app") is not None else "streamlit"
+    cmd = [sys.executable, "-m", server, "run", str(_app_path()), "--server.port", str(args.port),
            "--server.address", args.host, "--server.maxUploadSize", str(APP_MAX_UPLOAD_MB),
            "--client.showErrorDetails", "true" if local else "false", "--browser.gatherUsageStats", "false"]
     if args.headless:

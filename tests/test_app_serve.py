@@ -1,0 +1,52 @@
+"""tnviz_app.serve: the server process of ``tnviz app`` imports the pages' modules before it serves."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tnviz_app import serve
+
+
+def test_preload_imports_every_module_and_not_torch():
+    """torch costs about 1.2 s and only the Compress pages need it; the preload must not pull it in
+    (through any of its modules), and every name in it must exist."""
+    code = ("import json, sys; from tnviz_app.serve import PRELOAD, preload; missing = preload(); "
+            "print(json.dumps({'missing': missing, 'torch': 'torch' in sys.modules, "
+            "'loaded': [n for n in PRELOAD if n in sys.modules]}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["missing"] == []
+    assert result["torch"] is False
+    assert result["loaded"] == list(serve.PRELOAD)
+
+
+def test_preload_reports_a_missing_module_instead_of_failing():
+    assert serve.preload(("json", "tnviz_no_such_module")) == ["tnviz_no_such_module"]
+
+
+def test_main_hands_its_arguments_to_streamlit(monkeypatch):
+    from streamlit.web import cli as stcli
+
+    seen = {}
+
+    def fake_main():
+        seen["argv"] = list(sys.argv)
+        return 0
+
+    monkeypatch.setattr(stcli, "main", fake_main)
+    monkeypatch.setattr(serve, "preload", lambda names=serve.PRELOAD: [])
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    assert serve.main(["run", "app.py", "--server.port", "9000"]) == 0
+    assert seen["argv"] == ["streamlit", "run", "app.py", "--server.port", "9000"]
+
+
+@pytest.mark.parametrize("argv", [[], ["--host", "0.0.0.0", "--headless"]])
+def test_tnviz_app_starts_the_server_through_serve(argv):
+    from tnviz.cli import app_command, build_parser
+
+    cmd = app_command(build_parser().parse_args(["app", *argv]))
+    assert cmd[:4] == [sys.executable, "-m", "tnviz_app.serve", "run"]
+    assert cmd[4].endswith("streamlit_app.py")

@@ -1,0 +1,76 @@
+"""The server process of ``tnviz app``: import what the pages use, then run Streamlit here.
+
+``streamlit run`` imports a page's modules during the first script run, so the first visitor of a
+fresh server waited for them: on the 2-core development CPU the Designer's first run took 0.37 s
+against 0.04 s for every later session, most of it imports (tnviz, the app's components, Graphviz's
+and Plotly's Python packages, scipy.sparse for the Stack view, pandas for tables).  Imported here,
+before the server starts, they are in ``sys.modules`` when the script runs: the same modules the
+script would import, loaded once, in the main thread (a background import races a script run that
+finds the module half initialised).  torch is not among them: it costs about 1.2 s and only the
+Compress pages need it; the app's background thread loads it after the first page
+(:func:`tnviz_app.state.warm_device`).
+
+``python -m tnviz_app.serve run tnviz_app/streamlit_app.py [streamlit options]`` is what
+:func:`tnviz.cli.app_command` starts; ``streamlit run tnviz_app/streamlit_app.py`` still works,
+without the preload.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Sequence
+
+#: Imported before the server starts; none of them imports torch (tests/test_app_serve.py).
+PRELOAD = (
+    "tnviz",
+    "tnviz.render",
+    "tnviz.render.charts",
+    "tnviz.render.stack_charts",
+    "tnviz.render.spectra_charts",
+    "tnviz.render.bond_charts",
+    "tnviz.gallery",
+    "tnviz.teach",
+    "tnviz.stack",
+    "tnviz.cost",
+    "tnviz.nn.strategies",
+    "tnviz.model.plan",
+    "tnviz.model.io",
+    "graphviz",
+    "scipy.sparse",
+    "pandas",
+    "tnviz_app.state",
+    "tnviz_app.components.layout",
+    "tnviz_app.components.formatting",
+    "tnviz_app.components.persist",
+    "tnviz_app.components.inputs",
+    "tnviz_app.components.figures",
+    "tnviz_app.components.canvas.panel",
+    "tnviz_app.components.lesson",
+    "tnviz_app.components.measure",
+    "tnviz_app.components.subjects",
+)
+
+
+def preload(names: Sequence[str] = PRELOAD) -> list[str]:
+    """Import ``names``; returns those that could not be imported (an optional package missing:
+    the page that needs it says so itself)."""
+    missing = []
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    return missing
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Preload, then run Streamlit's command line with ``argv`` (``run SCRIPT [options]``)."""
+    preload()
+    from streamlit.web import cli as stcli
+
+    sys.argv = ["streamlit", *(sys.argv[1:] if argv is None else argv)]
+    return stcli.main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
