@@ -44,6 +44,7 @@ PRELOAD = (
     "tnviz_app.components.persist",
     "tnviz_app.components.inputs",
     "tnviz_app.components.figures",
+    "tnviz_app.components.diagram",
     "tnviz_app.components.canvas.panel",
     "tnviz_app.components.lesson",
     "tnviz_app.components.measure",

@@ -1,6 +1,7 @@
 """AppTest fixtures: run the real router, then switch to a page."""
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Callable
@@ -32,11 +33,34 @@ def open_page() -> Callable[..., "AppTest"]:  # noqa: F821
     return _open
 
 
-def diagram_spec(at) -> str:
-    """The DOT text of the page's first graphviz chart."""
-    charts = at.get("graphviz_chart")
-    assert charts, "no diagram on the page"
-    return charts[0].proto.spec
+_DIAGRAM = re.compile(r'^<div class="tn-diagram" data-dot="([0-9a-f]{16})"')
+
+
+def diagrams(at) -> list[tuple[str, str]]:
+    """The page's tensor diagrams (tnviz_app.components.diagram) in page order: (the digest of the
+    DOT text each was drawn from, its markup with the SVG)."""
+    found = [(_DIAGRAM.match(m.value), m.value) for m in at.markdown]
+    return [(match[1], markup) for match, markup in found if match]
+
+
+def diagram_spec(at, k: int = 0) -> str:
+    """The markup (inline SVG) of the page's k-th diagram: its labels, ids and colours."""
+    found = diagrams(at)
+    assert len(found) > k, f"the page has {len(found)} diagrams"
+    return found[k][1]
+
+
+def diagram_dots(at) -> list[str]:
+    """The DOT digests of the page's diagrams, to compare with :func:`dot_of` of what is expected."""
+    return [digest for digest, _ in diagrams(at)]
+
+
+def dot_of(net_or_scene, **options) -> str:
+    """The digest of :func:`tnviz.render.to_dot` of a network: what its diagram carries."""
+    from tnviz.render import to_dot
+    from tnviz_app.components.diagram import dot_digest
+
+    return dot_digest(to_dot(net_or_scene, **options))
 
 
 def current_network(at):

@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 
+from tests.app.conftest import diagram_spec
+
 from tnviz.bonds import GAUGE_BEHAVIOUR
 from tnviz.model.bonds import inspect_bond, tensorized_digits_mlp
 from tnviz.model.demos import digits_split
@@ -57,7 +59,7 @@ def test_picking_a_bond_changes_the_heatmap_and_the_highlight(open_page):
     overall = expected.activations.mean(0)
     assert np.allclose(first, expected.stats.class_means - overall, atol=1e-9)
     assert _metric(at, "Rank of the activations").value == str(expected.stats.rank)
-    assert "b2" in at.get("graphviz_chart")[0].proto.spec
+    assert "b2" in diagram_spec(at)
     at.selectbox(key="bonds.bond").set_value("b1").run()
     assert not at.exception
     second = _heatmap(at)

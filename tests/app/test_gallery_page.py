@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import tnviz
-from tests.app.conftest import current_network
+from tests.app.conftest import current_network, diagram_dots, dot_of
 from tnviz.gallery import GALLERY
 
 GALLERY_PAGE = "views/gallery.py"
@@ -54,10 +53,10 @@ def test_every_entry_is_drawn_with_caption_numbers_and_an_open_button(gallery_at
     entries = {name: e for name, e in GALLERY.items() if _figure_of(name) == figure}
     assert entries
     networks = [(name, k, net) for name, e in entries.items() for k, net in enumerate(e.networks())]
-    charts = [c.proto.spec for c in at.get("graphviz_chart")]
+    charts = diagram_dots(at)
     assert len(charts) == len(networks)  # the open tab's diagrams, none of the others'
-    assert all(c.proto.engine == "neato" for c in at.get("graphviz_chart"))
-    assert charts == [tnviz.render.to_dot(net) for _, _, net in networks]
+    assert not at.get("graphviz_chart")  # all laid out on the server (neato), none in the browser
+    assert charts == [dot_of(net) for _, _, net in networks]
     keys = {b.key for b in at.button}
     assert keys == {_open_key(name, k) for name, k, _ in networks}
     captions = " ".join(c.value for c in at.caption)
@@ -80,7 +79,7 @@ def test_the_open_tab_is_kept_across_pages(open_page):
     assert not at.exception, [e.value for e in at.exception]
     assert at.session_state[K_FIGURE] == "Fig. 3"
     expected = [net for n, e in GALLERY.items() if _figure_of(n) == "Fig. 3" for net in e.networks()]
-    assert [c.proto.spec for c in at.get("graphviz_chart")] == [tnviz.render.to_dot(net) for net in expected]
+    assert diagram_dots(at) == [dot_of(net) for net in expected]
 
 
 @pytest.mark.parametrize("name,layer", [
@@ -98,4 +97,4 @@ def test_open_in_designer_sets_the_current_network(open_page, name, layer):
     assert current_network(at) == expected
     assert at.session_state["tnviz.network_source"] == f"gallery {name}"
     assert at.title[0].value == "Designer"  # the Designer shows it
-    assert at.get("graphviz_chart")[0].proto.spec == tnviz.render.to_dot(expected)
+    assert diagram_dots(at)[0] == dot_of(expected)

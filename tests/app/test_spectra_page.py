@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import tnviz
-from tests.app.conftest import current_network
+from tests.app.conftest import current_network, diagrams
 from tnviz.decompose.spectra import layer_spectra, useful_rank
 
 SPECTRA = "views/spectra.py"
@@ -76,7 +76,7 @@ def test_upload_lists_the_weights_and_shows_every_part(small_page):
     assert _metric(at, "Relative error") == f"{expected.rel_error:.4f}"
     assert _metric(at, "Parameters") == f"{expected.params:,}"
     assert at.slider(key="spectra.rank").max == useful_rank((48, 32), "mpo") == 24
-    assert len(at.get("graphviz_chart")) == 1
+    assert len(diagrams(at)) == 1
     table = at.dataframe[0].value
     assert list(table["bond"]) == ["b1"] and list(table["kept"]) == [8] and list(table["values"]) == [24]
     assert np.isclose(table["entropy (nats)"][0], expected.bonds[0].entropy)

@@ -5,7 +5,7 @@ import json
 
 import tnviz
 from tnviz.stack import stack_views
-from tests.app.conftest import current_network
+from tests.app.conftest import current_network, diagram_spec, diagrams
 
 PAGE = "views/stack_view.py"
 SMALL_MPO = tnviz.mpo([4, 4, 4], [4, 4, 4], ranks=3, name="small MPO")
@@ -33,7 +33,7 @@ def test_default_view_shows_the_stack_and_its_proof(open_page):
     assert len(charts) == 1 + len(expected.layers)
     heat = json.loads(charts[1].proto.spec)
     assert heat["data"][0]["type"] == "heatmap"
-    assert at.get("graphviz_chart")
+    assert diagrams(at)
 
 
 def test_switching_views_changes_the_layers_and_keeps_the_proof(open_page):
@@ -65,7 +65,7 @@ def test_gauge_move_changes_tensors_not_the_matrix(open_page):
 def test_selecting_a_layer_highlights_its_tensor(open_page):
     at = open_page(PAGE, network=SMALL_MPO)
     at.radio(key="stack.layer").set_value("2. B").run()
-    spec = at.get("graphviz_chart")[0].proto.spec
+    spec = diagram_spec(at)
     assert "B" in spec
     assert "Layer **B** reads b1, i2" in " ".join(c.value for c in at.caption)
 

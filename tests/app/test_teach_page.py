@@ -8,7 +8,7 @@ import pytest
 import tnviz
 from tnviz_app.components.formatting import human
 from tnviz.gallery import GALLERY
-from tnviz.render import to_dot
+from tests.app.conftest import diagram_dots, diagram_spec, dot_of
 from tnviz.teach import contraction_walkthrough, gauge_demo, stage
 
 TEACH = "views/teach.py"
@@ -25,12 +25,12 @@ def _metric(at, label_start: str) -> str:
 
 
 def _layer_chart(at) -> str:
-    return at.get("graphviz_chart")[NOTATION_CHARTS].proto.spec
+    return diagram_dots(at)[NOTATION_CHARTS]
 
 
 def _expected_layer_chart(walk, k) -> str:
     step = walk.steps[k]
-    return to_dot(walk.display, highlight_tensors=step.highlight_tensors,
+    return dot_of(walk.display, highlight_tensors=step.highlight_tensors,
                   highlight_indices=[walk.display_index(i) for i in step.summed])
 
 
@@ -39,8 +39,8 @@ def test_notation_then_first_step_of_the_current_network(open_page):
     assert at.title[0].value == "Teach"
     headers = [h.value for h in at.header]
     assert headers[:2] == ["1. The notation", "2. Contract an input with the current layer"]
-    notation = [c.proto.spec for c in at.get("graphviz_chart")[:NOTATION_CHARTS]]
-    assert 'class="bond"' in notation[1] and '"d:r"' in notation[3]  # a bond; the hyperedge's dot
+    notation = [diagram_spec(at, k) for k in range(NOTATION_CHARTS)]
+    assert 'class="edge bond"' in notation[1] and '"d:r"' in notation[3]  # a bond; the hyperedge's dot
     walk = contraction_walkthrough(MPO4, 1, "optimal")
     step = walk.steps[0]
     assert _step_title(at) == f"Step 1 of {len(walk.steps)}: {step.result} = {' · '.join(step.operands)}"
@@ -48,7 +48,7 @@ def test_notation_then_first_step_of_the_current_network(open_page):
     assert _metric(at, "Its size") == f"{step.size:,}"
     assert _layer_chart(at) == _expected_layer_chart(walk, 0)
     first = stage(walk, 0)
-    assert at.get("graphviz_chart")[NOTATION_CHARTS + 1].proto.spec == to_dot(
+    assert diagram_dots(at)[NOTATION_CHARTS + 1] == dot_of(
         first.network, highlight_tensors=first.next_pair, highlight_indices=first.next_summed)
     assert at.button(key="teach.previous").disabled and not at.button(key="teach.next").disabled
 
@@ -172,5 +172,5 @@ def test_the_notation_typesets_its_formulas_and_names_the_colours_it_draws(open_
 
 def test_the_batch_leg_is_not_named_like_a_tensor(open_page):
     at = open_page(TEACH, network=MPO4)  # tensors A, B, C, D: "B=1" beside tensor B read as one thing
-    layer_and_x = at.get("graphviz_chart")[4].proto.spec
+    layer_and_x = diagram_spec(at, 4)
     assert "N=1" in layer_and_x and "B=1" not in layer_and_x

@@ -11,7 +11,7 @@ from tnviz.render import PALETTE
 pytestmark = pytest.mark.browser
 
 PLOT = '[data-testid="stPlotlyChart"]'
-CHART = '[data-testid="stGraphVizChart"]'
+CHART = '.tn-diagram'
 
 
 def test_bond_features_draws_charts_and_the_gauge_report(page, app_url, wait_idle, screenshot, expect):

@@ -11,7 +11,7 @@ import tnviz
 
 pytestmark = pytest.mark.browser
 
-DIAGRAM = '[data-testid="stGraphVizChart"] svg'
+DIAGRAM = '.tn-diagram svg'
 
 
 def _diagram_texts(page) -> list[str]:

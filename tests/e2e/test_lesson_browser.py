@@ -107,8 +107,8 @@ def test_walk_every_step_of_the_lesson(browser, app_url, wait_idle, screenshot, 
         _check(pg, wait_idle)
         _wait_title(pg, "Step 4 of 6")
         wait_idle(pg, timeout_ms=90_000)
-        pg.locator('[data-testid="stGraphVizChart"] svg text').first.wait_for(timeout=60_000)
-        texts = pg.eval_on_selector_all('[data-testid="stGraphVizChart"] svg text', "els => els.map(e => e.textContent)")
+        pg.locator('.tn-diagram svg text').first.wait_for(timeout=60_000)
+        texts = pg.eval_on_selector_all('.tn-diagram svg text', "els => els.map(e => e.textContent)")
         assert {"A", "B", "b1=32"} <= set(texts), texts
         expect(pg.locator(".katex").nth(2)).to_be_attached(timeout=60_000)  # the formulas are typeset
 

@@ -12,7 +12,7 @@ from tnviz.teach import contraction_walkthrough
 
 pytestmark = pytest.mark.browser
 
-CHART = '[data-testid="stGraphVizChart"]'
+CHART = '.tn-diagram'
 NOTATION_CHARTS = 4  # the layer-and-x diagram is the fifth chart on the page
 
 
@@ -92,8 +92,8 @@ def test_teach_next_twice_moves_the_step_and_the_highlight(page, app_url, wait_i
 
 
 #: The scale (drawn px per SVG pt) of each notation picture: Leg, Bond, Contraction, Hyperedge.
-NOTATION_SCALES_JS = """() => [...document.querySelectorAll('[data-testid="stGraphVizChart"] svg')].slice(0, 4)
-    .map(svg => svg.getBoundingClientRect().width / parseFloat(svg.getAttribute('width')))"""
+NOTATION_SCALES_JS = """() => [...document.querySelectorAll('.tn-diagram svg')].slice(0, 4)
+    .map(svg => svg.getBoundingClientRect().width / svg.viewBox.baseVal.width)"""
 
 
 #: Graphviz's SVG is in points; drawn at its natural size a point is 4/3 CSS px.
@@ -111,11 +111,11 @@ def test_the_hyperedge_example_is_drawn_at_the_others_scale(browser, app_url, wa
     try:
         pg.goto(f"{app_url}/teach")
         wait_idle(pg, timeout_ms=90_000)
-        pg.wait_for_function("() => document.querySelectorAll('[data-testid=\"stGraphVizChart\"] svg').length >= 4")
+        pg.wait_for_function("() => document.querySelectorAll('.tn-diagram svg').length >= 4")
         scales = pg.evaluate(NOTATION_SCALES_JS)
         assert len(scales) == 4
         assert all(s >= 0.95 * NATURAL_SCALE for s in scales), f"drawn at {scales} px/pt (natural {NATURAL_SCALE:.3f})"
-        hyperedge = pg.locator('[data-testid="stGraphVizChart"] svg').nth(3).bounding_box()
+        hyperedge = pg.locator('.tn-diagram svg').nth(3).bounding_box()
         assert hyperedge["x"] + hyperedge["width"] <= width  # inside the window, not cut off
         screenshot(pg, f"teach-notation-{width}")
     finally:

@@ -11,10 +11,10 @@ Imports here are light: graphviz and plotly are imported inside the functions th
 from __future__ import annotations
 
 from .charts import diagram_figure, flops_vs_batch, step_bars
-from .dot import ENGINE, to_dot, to_png, to_source, to_svg
+from .dot import ENGINE, render_dot, to_dot, to_png, to_source, to_svg
 from .scene import PALETTE, Edge, Node, Scene, auto_layout, build_scene, edge_width, network_shape, positions
 
 __all__ = [
     "Scene", "Node", "Edge", "PALETTE", "ENGINE", "build_scene", "network_shape", "auto_layout", "positions",
-    "edge_width", "to_dot", "to_source", "to_svg", "to_png", "diagram_figure", "flops_vs_batch", "step_bars",
+    "edge_width", "to_dot", "to_source", "to_svg", "to_png", "render_dot", "diagram_figure", "flops_vs_batch", "step_bars",
 ]

@@ -2,9 +2,10 @@
 
 Positions are pinned (``pos="x,y!"``) and laid out by the ``neato`` engine, so a diagram keeps
 its shape when sizes change.  The DOT text needs nothing installed; :func:`to_svg` /
-:func:`to_png` need the ``graphviz`` Python package and its ``neato`` program.  In Streamlit,
-pass :func:`to_source` (a ``graphviz.Source`` carrying the engine) to ``st.graphviz_chart``:
-a bare DOT string would be laid out by ``dot`` and lose the positions.
+:func:`to_png` (and :func:`render_dot`, which the app's diagrams use) need the ``graphviz``
+Python package and its ``neato`` program.  For ``st.graphviz_chart`` pass :func:`to_source` (a
+``graphviz.Source`` carrying the engine): a bare DOT string would be laid out by ``dot`` and lose
+the positions.
 
 >>> from tnviz.builders import mpo
 >>> text = to_dot(mpo([4, 4], [4, 4], ranks=3))
@@ -130,11 +131,12 @@ def to_source(net_or_scene: "TensorNetwork | Scene", **options: Any):
     return graphviz.Source(to_dot(net_or_scene, **options), engine=ENGINE)
 
 
-def _pipe(net_or_scene: "TensorNetwork | Scene", fmt: str, **options: Any) -> bytes:
+def render_dot(text: str, fmt: str = "svg") -> bytes:
+    """DOT text (of :func:`to_dot`) laid out by ``neato`` as ``fmt`` (``"svg"``, ``"png"``)."""
     import graphviz
 
     try:
-        return to_source(net_or_scene, **options).pipe(format=fmt)
+        return graphviz.Source(text, engine=ENGINE).pipe(format=fmt, quiet=True)  # no layout warnings on stderr
     except graphviz.ExecutableNotFound:
         raise TnvizError(
             f"rendering {fmt.upper()} needs the Graphviz program {ENGINE!r} on PATH; it was not found "
@@ -144,9 +146,9 @@ def _pipe(net_or_scene: "TensorNetwork | Scene", fmt: str, **options: Any) -> by
 
 def to_svg(net_or_scene: "TensorNetwork | Scene", **options: Any) -> str:
     """The diagram as SVG text (rendered locally by Graphviz's ``neato``)."""
-    return _pipe(net_or_scene, "svg", **options).decode("utf-8")
+    return render_dot(to_dot(net_or_scene, **options), "svg").decode("utf-8")
 
 
 def to_png(net_or_scene: "TensorNetwork | Scene", **options: Any) -> bytes:
     """The diagram as PNG bytes (rendered locally by Graphviz's ``neato``)."""
-    return _pipe(net_or_scene, "png", **options)
+    return render_dot(to_dot(net_or_scene, **options), "png")

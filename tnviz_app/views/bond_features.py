@@ -14,10 +14,10 @@ import streamlit as st
 import tnviz
 from tnviz_app.components.persist import remember, restore
 from tnviz_app.components.formatting import md_escape
+from tnviz_app.components.diagram import diagram
 from tnviz.model.autoencoder import ENCODER_BONDS, LATENT_BOND, autoencoder_network, train_autoencoder
 from tnviz.bonds import GAUGE_KINDS, REDUCTIONS, bond_cut
 from tnviz.model.bonds import DIGITS_TN_LAYERS, inspect_bond, tensorized_digits_mlp
-from tnviz.render import to_source
 from tnviz.render.bond_charts import HEATMAP_VALUES, class_channel_heatmap, image_mosaic, spectrum_chart
 
 AUTOENCODER = "Tensorized autoencoder (bottleneck = bond z)"
@@ -188,8 +188,8 @@ else:
 
 left, right = st.columns([2, 3])
 with left:
-    st.graphviz_chart(to_source(cut.net, highlight_tensors=cut.left, highlight_indices=[bond]),
-                      alt=f"Diagram of {cut.net.name} with bond {bond} highlighted")
+    diagram(cut.net, highlight_tensors=cut.left, highlight_indices=[bond],
+            alt=f"Diagram of {cut.net.name} with bond {bond} highlighted")
     st.caption(cut.describe())
 with right:
     _keep_valid(K_VALUES, list(HEATMAP_VALUES), next(iter(HEATMAP_VALUES)))

@@ -16,6 +16,7 @@ from tnviz_app.components.canvas.panel import draw_section
 from tnviz_app.components.formatting import arrow_safe, count, md_escape, times
 from tnviz_app.components.inputs import parse_int_list, parse_letters, parse_ranks, parse_sizes
 from tnviz_app.components.persist import remember, restore
+from tnviz_app.components.diagram import diagram
 from tnviz.errors import plain_message
 from tnviz_app.state import (
     CANVAS_KEY,
@@ -26,7 +27,7 @@ from tnviz_app.state import (
     network_source,
     set_network,
 )
-from tnviz.render import auto_layout, to_source
+from tnviz.render import auto_layout
 
 K_TEMPLATE, K_IN, K_OUT, K_RANKS = "designer.template", "designer.in_dims", "designer.out_dims", "designer.ranks"
 K_EQ, K_SIZES, K_INPUTS, K_OUTPUTS = "designer.eq", "designer.eq_sizes", "designer.eq_inputs", "designer.eq_outputs"
@@ -312,7 +313,7 @@ with tab_diagram:
         h2.multiselect("Indices", list(net.index_counts), key=K_HL_I)
         remember(K_HL_T, K_HL_I)
     highlight = {"highlight_tensors": st.session_state[K_HL_T], "highlight_indices": st.session_state[K_HL_I]}
-    st.graphviz_chart(to_source(net, **highlight), alt=f"Tensor-network diagram of {net.name}")
+    diagram(net, **highlight, alt=f"Tensor-network diagram of {net.name}")
 # The Equation and Tensors tabs are drawn only when open (a tab change reruns the page): their code
 # blocks and table made the first load fetch and run Streamlit's code highlighter and data grid
 # (2.7 MB of JavaScript) before the canvas.

@@ -7,9 +7,9 @@ import tnviz
 from tnviz_app.components.figures import forward_flops, forward_label, layer_cost
 from tnviz_app.components.formatting import human, md_escape
 from tnviz_app.components.persist import remember, restore
+from tnviz_app.components.diagram import diagram
 from tnviz_app.state import set_network
 from tnviz.gallery import GALLERY, GalleryEntry
-from tnviz.render import to_source
 
 DESIGNER = "views/designer.py"
 FIGURES = ("Fig. 1", "Fig. 2", "Fig. 3", "Fig. 4")
@@ -49,7 +49,7 @@ def show_entry(name: str, entry: GalleryEntry) -> None:
         st.markdown(f"**{entry.figure}: {entry.title}**")
         if len(nets) == 1:
             net = nets[0]
-            st.graphviz_chart(to_source(net), alt=f"Diagram of {net.name}")
+            diagram(net, alt=f"Diagram of {net.name}")
             st.caption(entry.caption)
             st.markdown(params_line(net))
             open_button(net, name, 0, "Open in Designer")
@@ -59,7 +59,7 @@ def show_entry(name: str, entry: GalleryEntry) -> None:
         for k, (column, net) in enumerate(zip(columns, nets)):
             with column:
                 st.markdown(f"*{md_escape(net.name)}*")
-                st.graphviz_chart(to_source(net), alt=f"Diagram of {net.name}")
+                diagram(net, alt=f"Diagram of {net.name}")
                 st.markdown(params_line(net))
                 open_button(net, name, k, f"Open layer {'ABCDEFGH'[k] if k < 8 else k + 1} in Designer")
         total, dense = sum(n.params for n in nets), sum(n.dense_params for n in nets)

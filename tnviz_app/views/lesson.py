@@ -17,9 +17,10 @@ from tnviz_app.components.lesson import (ACCURACY_TOLERANCE, STEP_KEYS, STEPS, V
                                          contraction_latex, matrix_network, mpo_of, params_latex,
                                          reshaped_network)
 from tnviz_app.components.persist import MEMORY_KEY, remember, restore
+from tnviz_app.components.diagram import diagram
 from tnviz_app.state import device_info, set_network
 from tnviz.errors import plain_message
-from tnviz.render import build_scene, to_source
+from tnviz.render import build_scene
 
 K = "lesson."
 K_LAYER, K_IN, K_OUT, K_RANK = K + "layer", K + "in_legs", K + "out_legs", K + "rank"
@@ -199,7 +200,7 @@ def step_matrix(done: bool) -> None:
         layer = _accepted("matrix")
         c1, c2 = st.columns([1, 2])
         with c1:
-            st.graphviz_chart(to_source(matrix_network(layer, shapes[layer])), alt=f"{layer} as one tensor")
+            diagram(matrix_network(layer, shapes[layer]), alt=f"{layer} as one tensor")
         with c2:
             st.latex(r"y_o = \sum_i W_{o\,i}\; x_i")
             st.caption(f"W has two legs: i = {shapes[layer][1]} (inputs, below) and o = {shapes[layer][0]} "
@@ -228,7 +229,7 @@ def step_legs(done: bool) -> None:
         in_dims, out_dims = _accepted("legs")
         c1, c2 = st.columns([1, 2])
         with c1:
-            st.graphviz_chart(to_source(reshaped_network(in_dims, out_dims)), alt="W reshaped into legs")
+            diagram(reshaped_network(in_dims, out_dims), alt="W reshaped into legs")
         with c2:
             outs = " ".join(f"o_{{{k + 1}}}" for k in range(len(out_dims)))
             ins = " ".join(f"i_{{{k + 1}}}" for k in range(len(in_dims)))
@@ -252,8 +253,7 @@ def step_rank(done: bool) -> None:
         c1, c2 = st.columns([1, 2])
         with c1:
             # the bond highlighted, the tensors not faded (as the Teach page's notation pictures)
-            st.graphviz_chart(to_source(build_scene(net, highlight_indices=list(net.bonds), fade_others=False)),
-                              alt="the MPO")
+            diagram(build_scene(net, highlight_indices=list(net.bonds), fade_others=False), alt="the MPO")
         with c2:
             st.latex(contraction_latex(net))
             st.caption("Bonds are drawn red (highlighted here in orange): each is summed over when the tensors are "

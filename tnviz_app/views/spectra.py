@@ -21,12 +21,12 @@ from tnviz_app.components.formatting import human, md_escape
 from tnviz_app.components.inputs import parse_int_list
 from tnviz_app.components.persist import remember, restore
 from tnviz_app.components.subjects import MAX_UPLOAD_BYTES, UPLOAD_DIR, demo_source, subject_of
+from tnviz_app.components.diagram import diagram
 from tnviz_app.state import device_info, set_network
 from tnviz.decompose import spectra as sp
 from tnviz.errors import plain_message
 from tnviz.decompose import DECOMPOSITIONS, DESCRIPTIONS
 from tnviz.model.io import EXTENSIONS, Candidate, WeightsFile, candidates, open_weights
-from tnviz.render import to_source
 from tnviz.render.charts import search_chart
 from tnviz.render.spectra_charts import sensitivity_chart, spectra_chart, tradeoff_chart
 
@@ -368,7 +368,7 @@ def layer_view(source: dict[str, str], cands: list[Candidate], device: str) -> N
     with diagram_col:
         st.subheader("Resulting network")
         net = res.network
-        st.graphviz_chart(to_source(net), alt=f"Tensor-network diagram of {net.name}")
+        diagram(net, alt=f"Tensor-network diagram of {net.name}")
         st.caption(f"{md_escape(net.name)} · {net.params:,} parameters · bond sizes are the current ranks")
         if st.button("Open in Designer", key="spectra.open", icon=":material/open_in_new:"):
             set_network(net, f"spectra: {layer} {method} {mode}={value}")

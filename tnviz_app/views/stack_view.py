@@ -12,8 +12,8 @@ from tnviz_app.components.figures import forward_flops, forward_label, layer_cos
 from tnviz_app.components.formatting import arrow_safe, human, md_escape
 from tnviz.errors import plain_message
 from tnviz_app.components.persist import remember, restore
+from tnviz_app.components.diagram import diagram
 from tnviz_app.state import get_network
-from tnviz.render import to_source
 from tnviz.render.stack_charts import column_figure, pattern_figure
 from tnviz.stack import VIEWS, check_network, gauge_view, stack_views
 
@@ -112,9 +112,8 @@ with right:
 remember(K_LAYER)
 with left:
     layer = layers[selected]
-    st.graphviz_chart(to_source(net, highlight_tensors=layer["tensors"],
-                                highlight_indices=[*layer["consumed"], *layer["produced"]]),
-                      alt=f"Diagram of {net.name} with layer {layer['name']} highlighted")
+    diagram(net, highlight_tensors=layer["tensors"], highlight_indices=[*layer["consumed"], *layer["produced"]],
+            alt=f"Diagram of {net.name} with layer {layer['name']} highlighted")
     st.caption(
         f"Layer **{layer['name']}** reads {', '.join(layer['consumed']) or 'nothing'} and writes "
         f"{', '.join(layer['produced']) or 'nothing'}; the other wires pass through an identity"

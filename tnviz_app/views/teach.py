@@ -9,11 +9,12 @@ from tnviz_app.components.figures import forward_label
 from tnviz_app.components.formatting import arrow_safe, human, md_escape
 from tnviz.errors import plain_message
 from tnviz_app.components.persist import remember, restore
+from tnviz_app.components.diagram import diagram
 from tnviz_app.state import get_network
 from tnviz.gallery import fig2_delta, fig2_matrix, fig2_matrix_product
 from tnviz.cost import DEFAULT_OPTIMIZER, rebuild_path
 from tnviz.network import TensorNetwork
-from tnviz.render import Scene, build_scene, to_source
+from tnviz.render import Scene, build_scene
 from tnviz.teach import Walkthrough, contraction_walkthrough, gauge_bonds, gauge_demo, stage
 
 K_STEP, K_OPT, K_BATCH = "teach.step", "teach.optimize", "teach.batch"
@@ -82,20 +83,22 @@ NOTATION_CSS = f"""<style>
 
 def _notation_pictures(matrix: TensorNetwork, product: TensorNetwork, delta: TensorNetwork,
                        contracted: TensorNetwork) -> None:
-    cols = st.columns([1, 1, 1, 1.5])
+    # the hyperedge picture is the widest (272 pt = 363 px): its column holds it at its natural size
+    # from a 1400 px window (diagrams scale down to fit their column, never up)
+    cols = st.columns([1, 1, 1, 1.7])
     with cols[0]:
         st.markdown("**Leg**")
-        st.graphviz_chart(to_source(emphasis(matrix, ["i", "j"])), alt="a matrix with two legs")
+        diagram(emphasis(matrix, ["i", "j"]), alt="a matrix with two legs")
         st.caption(r"A matrix $m_{ij}$ has two legs, $i$ and $j$: one line per index. Highlighted in orange: "
                    r"the legs $i=4$ (output) and $j=3$ (input).")
     with cols[1]:
         st.markdown("**Bond**")
-        st.graphviz_chart(to_source(emphasis(product, ["k"])), alt="two tensors joined by a bond")
+        diagram(emphasis(product, ["k"]), alt="two tensors joined by a bond")
         st.caption(r"A line joining two tensors is a **bond**: an index they share and that is summed. "
                    r"Bonds are drawn red; this one, $k=3$, is highlighted in orange.")
     with cols[2]:
         st.markdown("**Contraction**")
-        st.graphviz_chart(to_source(contracted), alt="the result of contracting a and b")
+        diagram(contracted, alt="the result of contracting a and b")
         st.latex(r"c_{ij} = \sum_k a_{ik}\, b_{kj}")
         st.caption(
             f"Contracting $a$ and $b$ sums over their bond: the pair becomes one tensor with the open legs "
@@ -103,7 +106,7 @@ def _notation_pictures(matrix: TensorNetwork, product: TensorNetwork, delta: Ten
         )
     with cols[3]:
         st.markdown("**Hyperedge**")
-        st.graphviz_chart(to_source(emphasis(delta, ["r"])), alt="three tensors sharing one index")
+        diagram(emphasis(delta, ["r"]), alt="three tensors sharing one index")
         st.latex(r"\delta_{ijk} = 1 \text{ if } i = j = k, \text{ else } 0")
         st.caption("An index shared by three or more tensors is a **hyperedge**, drawn through a dot: "
                    r"the delta tensor $\delta_{ijk}$ (the core of a CP layer), highlighted in orange.")
@@ -199,15 +202,15 @@ def contraction(net: TensorNetwork) -> None:
     d1, d2 = st.columns(2)
     with d1:
         st.markdown("**The layer and x** (this step's operands highlighted)")
-        st.graphviz_chart(
-            to_source(walk.display, highlight_tensors=step.highlight_tensors,
-                      highlight_indices=[walk.display_index(i) for i in step.summed]),
+        diagram(
+            walk.display, highlight_tensors=step.highlight_tensors,
+            highlight_indices=[walk.display_index(i) for i in step.summed],
             alt=f"layer with step {step.number} highlighted",
         )
     with d2:
         st.markdown(f"**The contraction so far** (after {k} step{'s' if k != 1 else ''})")
-        st.graphviz_chart(
-            to_source(before.network, highlight_tensors=before.next_pair, highlight_indices=before.next_summed),
+        diagram(
+            before.network, highlight_tensors=before.next_pair, highlight_indices=before.next_summed,
             alt=f"operands before step {step.number}",
         )
     if k == count - 1:
@@ -258,8 +261,8 @@ def gauge(net: TensorNetwork) -> None:
     left, right = g["left"], g["right"]
     d, m = st.columns([1, 1])
     with d:
-        st.graphviz_chart(to_source(net, highlight_tensors=[left, right], highlight_indices=[bond]),
-                          alt=f"bond {bond} between {left} and {right}")
+        diagram(net, highlight_tensors=[left, right], highlight_indices=[bond],
+                alt=f"bond {bond} between {left} and {right}")
     with m:
         st.metric(f"‖{left}' − {left}‖  ({left} → {left} X⁻¹)", f"{g['change'][left]:.4g}",
                   f"{g['relative'][left]:.1%} of ‖{left}‖", delta_color="off", delta_arrow="off", border=True)
