@@ -66,6 +66,26 @@ def test_the_default_4096_mpo_checks_itself_on_sampled_columns():
     assert math.isclose(b.density, (4 * 8 * 8 * 4) / (16384 * 16384) * 8 * 64)
 
 
+@pytest.mark.parametrize("tensor,entry", [("A", (0, 0, 0)), ("C", (3, 5, 2, 1)), ("D", (1, 7, 4))])
+def test_the_sampled_check_finds_a_wrong_core(tensor, entry):
+    """The 64 seeded columns of the default MPO's check (CHECK_ELEMENTS) see one wrong entry of
+    any core: the stack is built from tensors with that entry off by 0.5, the reference from the
+    right ones."""
+    from dataclasses import replace
+
+    from tnviz.stack import _checked, build_view
+
+    net = build_template("MPO / tensor train")
+    right = tnviz.random_tensors(net, seed=0)
+    wrong = {n: np.array(a, dtype=np.float64, copy=True) for n, a in right.items()}
+    wrong[tensor][entry] += 0.5
+    view = build_view(net, wrong, [(n,) for n in net.tensor_names], name="left-to-right", check=False)
+    good = _checked(net, replace(view, tensors={n: np.asarray(a, np.float64) for n, a in wrong.items()}), 0)
+    bad = _checked(net, replace(view, tensors={n: np.asarray(a, np.float64) for n, a in right.items()}), 0)
+    assert not bad.exact_check and bad.checked_columns == 64
+    assert good.max_abs_diff < 1e-12 and bad.max_abs_diff > 1e-3
+
+
 def test_mpo_views_hand_counted():
     net = tnviz.mpo([2, 3], [3, 2], ranks=2)
     (l2r,) = stack_views(net, views=["left-to-right"])
