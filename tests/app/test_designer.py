@@ -304,8 +304,8 @@ def test_closed_tabs_and_snippets_are_drawn_only_when_opened(open_page):
     at = open_page()
     net = current_network(at)
     assert not at.code and not at.dataframe
-    # the build tabs too: Template, Upload and Examples only when open; the einsum form always (a
-    # form keeps its unsubmitted text only while drawn)
+    # the build tabs too: Upload and Examples only when open; Template and the einsum form always
+    # (a form keeps its unsubmitted text only while drawn; the Template fields are never unmounted)
     keys = {w.key for w in [*at.text_input, *at.selectbox, *at.button]}
     assert {"designer.template", "designer.eq"} <= keys and "designer.example" not in keys
     assert not at.get("file_uploader")
@@ -313,7 +313,7 @@ def test_closed_tabs_and_snippets_are_drawn_only_when_opened(open_page):
     net = current_network(at)
     open_build_tab(at, "Examples")
     keys = {w.key for w in [*at.text_input, *at.selectbox]}
-    assert {"designer.example", "designer.eq"} <= keys and "designer.template" not in keys
+    assert {"designer.example", "designer.eq", "designer.template"} <= keys
     assert not at.get("file_uploader")
     open_build_tab(at, "Upload JSON")
     assert len(at.get("file_uploader")) == 1 and "designer.example" not in {w.key for w in at.selectbox}

@@ -59,9 +59,9 @@ def test_designer_diagram_follows_a_parameter_and_costs_draw_charts(page, app_ur
 
 
 def test_build_tabs_draw_their_fields_when_opened_and_keep_what_was_typed(page, app_url, wait_idle, expect):
-    """Template, Upload JSON and Examples are drawn only while open (a tab click reruns the page):
-    a real click shows the tab's fields, and a rank typed in Template is still there on return, two
-    tabs later (it came back empty while the fields were restored above the tab: persist.py)."""
+    """Upload JSON and Examples are drawn only while open (a tab click reruns the page): a real
+    click shows the tab's fields, and a rank typed in Template is still there on return, two tabs
+    later (it came back empty while Template was drawn only when open: persist.py, designer.py)."""
     page.goto(app_url)
     wait_idle(page)
     page.wait_for_selector(f"{DIAGRAM} g.node")

@@ -7,8 +7,8 @@ reopened would show its defaults again.  Call :func:`restore` before drawing a w
 Restore only in a run that draws the widget (inside its open tab or expander, not above it): a
 value written for a widget that the run does not draw becomes plain session state, and when a later
 run draws the widget Streamlit's frontend mounts it at its default (""), not at that value; the
-next rerun would then store the empty text (Streamlit 1.67, Designer tabs Examples -> Upload ->
-Template; tests/e2e/test_designer_browser.py).
+next rerun would then store the empty text (Streamlit 1.67: seen when the Designer's Template tab
+was drawn only while open, Examples -> Upload -> Template; tests/e2e/test_designer_browser.py).
 """
 from __future__ import annotations
 

@@ -204,44 +204,46 @@ for key, text in EINSUM_DEFAULTS.items():
 controls, view = st.columns([2, 3], gap="large")
 
 with controls:
-    # Template, Upload and Examples are drawn only when open (a tab change reruns the page; the fields'
-    # values are kept by restore/remember): the first load lays out fewer widgets before the canvas.
+    # Upload and Examples are drawn only when open (a tab change reruns the page): the first load lays
+    # out fewer widgets before the canvas.  Template (open at first) and Einsum are always drawn: a
+    # field that was unmounted came back empty in Chromium once in a few loaded CI runs (Examples ->
+    # Upload -> Template, tests/e2e/test_designer_browser.py), and a form keeps unsubmitted text only
+    # while it is drawn.
     tab_template, tab_einsum, tab_upload, tab_example = st.tabs(
         ["Template", "Einsum", "Upload JSON", "Examples"], key=K_BUILD_TAB, on_change="rerun")
-    if tab_template.open:
-        with tab_template:
-            # restored here, in the run that draws them (see tnviz_app.components.persist)
-            restore(K_TEMPLATE, template_names[0])
-            for key, text in template_fields(st.session_state[K_TEMPLATE]).items():
-                restore(key, text)
-            st.selectbox("Template", template_names, key=K_TEMPLATE, on_change=_pick_template)
-            st.text_input("Input leg sizes", key=K_IN, on_change=_apply_template, help="e.g. 8,8,8,8 (product = in_features)")
-            st.text_input("Output leg sizes", key=K_OUT, on_change=_apply_template, help="e.g. 8,8,8,8 (product = out_features)")
-            st.text_input(
-                "Ranks", key=K_RANKS, on_change=_apply_template,
-                help="One number for every bond, or one per bond (MPO/ring) or per leg (Tucker); CP takes one rank.",
-            )
-            _show_error("template")
-            with st.expander("Factor in_features / out_features into legs", key=K_FACTOR_OPEN, on_change="rerun"):
-                net_now = get_network()
-                restore(K_FEAT_IN, max(1, net_now.in_features))
-                restore(K_FEAT_OUT, max(1, net_now.out_features))
-                c1, c2 = st.columns(2)
-                f_in = c1.number_input("in_features", min_value=1, max_value=1 << 24, step=1, key=K_FEAT_IN)
-                f_out = c2.number_input("out_features", min_value=1, max_value=1 << 24, step=1, key=K_FEAT_OUT)
-                proposals = tnviz.propose_legs(int(f_in), int(f_out))
-                if proposals:
-                    st.selectbox(
-                        "Balanced leg factorizations (best first)", proposals, key=K_PROPOSAL,
-                        format_func=lambda p: f"{_as_text(p[0])}  →  {_as_text(p[1])}",
-                    )
-                    st.button("Use these legs", on_click=_use_proposal)
-                    _show_error("proposal")
-                    if st.session_state.get(K_NOTE):
-                        st.caption(st.session_state[K_NOTE])
-                else:
-                    st.info("No factorization with legs of size 2 or more; use one leg per side.")
-                remember(K_FEAT_IN, K_FEAT_OUT)
+    with tab_template:
+        # restored here, in the run that draws them (see tnviz_app.components.persist)
+        restore(K_TEMPLATE, template_names[0])
+        for key, text in template_fields(st.session_state[K_TEMPLATE]).items():
+            restore(key, text)
+        st.selectbox("Template", template_names, key=K_TEMPLATE, on_change=_pick_template)
+        st.text_input("Input leg sizes", key=K_IN, on_change=_apply_template, help="e.g. 8,8,8,8 (product = in_features)")
+        st.text_input("Output leg sizes", key=K_OUT, on_change=_apply_template, help="e.g. 8,8,8,8 (product = out_features)")
+        st.text_input(
+            "Ranks", key=K_RANKS, on_change=_apply_template,
+            help="One number for every bond, or one per bond (MPO/ring) or per leg (Tucker); CP takes one rank.",
+        )
+        _show_error("template")
+        with st.expander("Factor in_features / out_features into legs", key=K_FACTOR_OPEN, on_change="rerun"):
+            net_now = get_network()
+            restore(K_FEAT_IN, max(1, net_now.in_features))
+            restore(K_FEAT_OUT, max(1, net_now.out_features))
+            c1, c2 = st.columns(2)
+            f_in = c1.number_input("in_features", min_value=1, max_value=1 << 24, step=1, key=K_FEAT_IN)
+            f_out = c2.number_input("out_features", min_value=1, max_value=1 << 24, step=1, key=K_FEAT_OUT)
+            proposals = tnviz.propose_legs(int(f_in), int(f_out))
+            if proposals:
+                st.selectbox(
+                    "Balanced leg factorizations (best first)", proposals, key=K_PROPOSAL,
+                    format_func=lambda p: f"{_as_text(p[0])}  →  {_as_text(p[1])}",
+                )
+                st.button("Use these legs", on_click=_use_proposal)
+                _show_error("proposal")
+                if st.session_state.get(K_NOTE):
+                    st.caption(st.session_state[K_NOTE])
+            else:
+                st.info("No factorization with legs of size 2 or more; use one leg per side.")
+            remember(K_FEAT_IN, K_FEAT_OUT)
     with tab_einsum:  # always drawn: a form keeps what was typed but not yet submitted only while it is drawn
         with st.form("designer.einsum_form"):
             st.text_input("Einsum equation", key=K_EQ, help="Terms are tensors; after '->' the open legs.")
