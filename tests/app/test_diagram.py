@@ -89,3 +89,14 @@ def test_an_svg_that_fails_the_check_falls_back_too(open_page, monkeypatch, fres
                         lambda text, fmt="svg": b'<svg xmlns="http://www.w3.org/2000/svg" onload="x()"/>')
     at = open_page()
     assert diagram_dots(at) == [] and len(at.get("graphviz_chart")) == 1
+
+
+def test_a_neato_failure_falls_back_instead_of_breaking_the_page(open_page, monkeypatch, fresh_cache):
+    import subprocess
+
+    def fails(text, fmt="svg"):
+        raise subprocess.CalledProcessError(1, ["neato", "-Tsvg"], stderr=b"Error: syntax error")
+
+    monkeypatch.setattr(diagram_module, "render_dot", fails)
+    at = open_page()
+    assert not at.exception and diagram_dots(at) == [] and len(at.get("graphviz_chart")) == 1

@@ -8,8 +8,8 @@ inline, so a diagram keeps its hover tooltips (``<title>``) and its text stays s
 
 The SVG is checked before it is shown: only Graphviz's drawing elements, no event attributes, no
 links out (:func:`safe_svg`); a network's names come from uploaded JSON, and the text is shown as
-HTML.  Without ``neato`` (the Python package installed but not the program) or when the check
-fails, the diagram falls back to ``st.graphviz_chart``.
+HTML.  Without ``neato`` (the Python package installed but not the program), when it fails on a
+graph, or when the check fails, the diagram falls back to ``st.graphviz_chart``.
 
 Each diagram is a ``<div class="tn-diagram">`` whose ``data-dot`` is :func:`dot_digest` of its DOT
 text: tests and tools compare it with :func:`tnviz.render.to_dot` of the network they expect.
@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import html
 import re
+import subprocess
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -69,7 +70,7 @@ def svg_markup(dot: str) -> str | None:
     cannot be drawn here (no ``neato``, or an SVG that fails :func:`safe_svg`)."""
     try:
         svg = render_dot(dot, "svg").decode("utf-8")
-    except TnvizError:
+    except (TnvizError, subprocess.CalledProcessError, OSError):  # no neato; neato failed on this graph
         return None
     svg = re.sub(r"<!--.*?-->", "", svg[svg.find("<svg"):], flags=re.S)
     if not safe_svg(svg):
