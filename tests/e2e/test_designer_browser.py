@@ -18,6 +18,19 @@ def _diagram_texts(page) -> list[str]:
     return page.eval_on_selector_all(f"{DIAGRAM} text", "els => els.map(e => e.textContent)")
 
 
+def _type_ranks(page, wait_idle, ranks: int):
+    """Type ``ranks`` into the Template tab's Ranks field and wait until the diagram shows it."""
+    field = page.get_by_role("textbox", name="Ranks", exact=True)
+    field.fill(str(ranks))
+    field.press("Enter")
+    page.wait_for_function(
+        "([sel, label]) => [...document.querySelectorAll(sel + ' text')].some(t => t.textContent === label)",
+        arg=[DIAGRAM, f"b1={ranks}"],
+    )
+    wait_idle(page)
+    return field
+
+
 def test_designer_diagram_follows_a_parameter_and_costs_draw_charts(page, app_url, wait_idle, screenshot, expect):
     page.goto(app_url)
     wait_idle(page)
@@ -29,13 +42,7 @@ def test_designer_diagram_follows_a_parameter_and_costs_draw_charts(page, app_ur
     # bonds are drawn in red, thicker than 1px
     assert "#d62728" in before.lower()
 
-    ranks = page.get_by_role("textbox", name="Ranks", exact=True)
-    ranks.fill("16")
-    ranks.press("Enter")
-    page.wait_for_function(
-        "sel => [...document.querySelectorAll(sel + ' text')].some(t => t.textContent === 'b1=16')", arg=DIAGRAM,
-    )
-    wait_idle(page)
+    ranks = _type_ranks(page, wait_idle, 16)
     ranks.blur()
     after = page.inner_html(DIAGRAM)
     assert after != before
@@ -65,13 +72,7 @@ def test_build_tabs_draw_their_fields_when_opened_and_keep_what_was_typed(page, 
     page.goto(app_url)
     wait_idle(page)
     page.wait_for_selector(f"{DIAGRAM} g.node")
-    ranks = page.get_by_role("textbox", name="Ranks", exact=True)
-    ranks.fill("6")
-    ranks.press("Enter")
-    page.wait_for_function(
-        "sel => [...document.querySelectorAll(sel + ' text')].some(t => t.textContent === 'b1=6')", arg=DIAGRAM,
-    )
-    wait_idle(page)
+    _type_ranks(page, wait_idle, 6)
     page.get_by_role("tab", name="Examples").click()
     expect(page.get_by_text("Bundled example")).to_be_visible(timeout=30_000)
     page.get_by_role("tab", name="Upload JSON").click()
