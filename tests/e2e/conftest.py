@@ -170,6 +170,9 @@ def wait_idle() -> Callable:
         # of consecutive polls, not just once.
         pg.wait_for_selector('[data-testid="stApp"]', timeout=timeout_ms)
         pg.wait_for_selector('[data-testid="stMainBlockContainer"]', timeout=timeout_ms)
+        # the count of calm polls starts again at every call: one left by the previous wait would
+        # let this one return on its first poll, before the rerun a click starts has begun
+        pg.evaluate("() => { window.__tnvizCalm = 0; }")
         pg.wait_for_function(
             """needed => {
                 const app = document.querySelector('[data-testid="stApp"]');

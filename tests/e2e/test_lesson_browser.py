@@ -132,6 +132,9 @@ def test_walk_every_step_of_the_lesson(browser, app_url, wait_idle, screenshot, 
         _check(pg, wait_idle)
         _wait_title(pg, "Step 5 of 6")
         wait_idle(pg, timeout_ms=90_000)
+        # Streamlit loads the metric tile's code on its first use (its own JS chunk), after the run
+        # that drew it: wait for the tile, not only for the run
+        pg.locator('[data-testid="stMetric"]').filter(has_text="Parameters").first.wait_for(timeout=60_000)
         tiles = pg.locator('[data-testid="stMetric"]').all_inner_texts()
         assert any("Parameters" in t and f"{net.params:,}" in t for t in tiles), tiles
 
@@ -147,6 +150,7 @@ def test_walk_every_step_of_the_lesson(browser, app_url, wait_idle, screenshot, 
         wait_idle(pg, timeout_ms=90_000)  # the title can arrive before the rest of the run under load
         pg.locator('[data-testid="stImage"] img').nth(2).wait_for(timeout=60_000)
         assert pg.locator('[data-testid="stImage"] img').count() == 3
+        pg.locator('[data-testid="stMetric"]').filter(has_text="Relative error").first.wait_for(timeout=60_000)
         tiles = pg.locator('[data-testid="stMetric"]').all_inner_texts()
         assert any("Relative error" in t for t in tiles), tiles
 
