@@ -230,10 +230,12 @@ def test_minilm_data_aware_mpo_inputs_on_one_core_beats_chain_placement(minilm):
 
 def test_the_bond_split_and_the_decomposition_share_the_first_unfoldings_svd(monkeypatch):
     """A data-aware MPO with the bond split: the decomposition at the chosen caps reuses the exact
-    SVD the split made of the whitened weight's first unfolding (one LAPACK call fewer), and gives
-    the same tensors bit for bit as with every SVD run afresh."""
+    SVD the split made of the whitened weight's first unfolding (one LAPACK call fewer) and the
+    whitened weight ``W·L`` itself (one product fewer), and gives the same tensors bit for bit as
+    with every SVD and product run afresh."""
     import contextlib
 
+    from tnviz.decompose import data_aware as da
     from tnviz.decompose import randomized
 
     g = torch.Generator().manual_seed(4)
@@ -241,15 +243,18 @@ def test_the_bond_split_and_the_decomposition_share_the_first_unfoldings_svd(mon
     X = torch.randn(1000, 256, generator=g) @ torch.randn(256, 256, generator=g)
     plan = make_plan(model, [Rule("^0$", "mpo", {"ratio": 2})])
     cov = (X.double().T @ X.double()) / 1000
-    calls = []
-    real = randomized._exact_svd
+    calls, products = [], []
+    real, real_product = randomized._exact_svd, da.times_lower
     monkeypatch.setattr(randomized, "_exact_svd", lambda M: calls.append(tuple(M.shape)) or real(M))
+    monkeypatch.setattr(da, "times_lower", lambda M, L: products.append(tuple(M.shape)) or real_product(M, L))
     shared = compress_layer(model[0].weight, plan.layers[0], cov)
-    with_sharing = list(calls)
+    with_sharing, products_shared = list(calls), list(products)
     calls.clear()
+    products.clear()
     monkeypatch.setattr(randomized, "shared_svds", lambda *a, **k: contextlib.nullcontext())
     fresh = compress_layer(model[0].weight, plan.layers[0], cov)
     assert len(with_sharing) == len(calls) - 1 and with_sharing[0] == calls[0]
+    assert products_shared == [(512, 256)] and products == [(512, 256)] * 2
     assert shared.ranks == fresh.ranks and shared.data_error == fresh.data_error
     for name, tensor in fresh.tensors.items():
         assert torch.equal(shared.tensors[name], tensor), name

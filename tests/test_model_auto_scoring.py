@@ -93,6 +93,27 @@ def test_shared_svds_factor_an_equal_matrix_once_and_hand_out_copies(monkeypatch
     assert len(calls) == 3
 
 
+def test_shared_products_are_keyed_by_kind_tag_and_matrix():
+    g = torch.Generator().manual_seed(2)
+    A = torch.randn(20, 10, dtype=torch.float64, generator=g)
+    tag, other_tag = object(), object()
+    runs = []
+
+    def double(M):
+        runs.append(1)
+        return M * 2
+
+    with randomized.shared_svds():
+        first = randomized.shared("x", tag, A, double)
+        first.zero_()  # a caller writing into its result does not reach the next one
+        assert torch.equal(randomized.shared("x", tag, A.clone(), double), A * 2) and len(runs) == 1
+        randomized.shared("x", other_tag, A, double)  # another covariance: computed again
+        randomized.shared("y", tag, A, double)  # another product: computed again
+        assert len(runs) == 3
+    randomized.shared("x", tag, A, double)
+    assert len(runs) == 4
+
+
 class TwoFFN(nn.Module):
     def __init__(self):
         super().__init__()

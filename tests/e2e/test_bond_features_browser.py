@@ -23,7 +23,9 @@ def test_bond_features_draws_charts_and_the_gauge_report(page, app_url, wait_idl
     # heatmap, spectrum and the digit mosaic are drawn as plotly figures with heatmap/bar layers
     expect(page.locator(f"{PLOT} >> nth=0").locator(".hm, image").first).to_be_attached(timeout=60_000)
     expect(page.locator(f"{PLOT} >> nth=1 >> .bars path")).to_have_count(16, timeout=60_000)  # a bar per channel of b2 (max rank 16)
-    # the chosen bond is drawn in the highlight colour
+    # the chosen bond is drawn in the highlight colour (the diagram is Markdown with HTML, drawn once
+    # Streamlit has loaded its HTML plugin: wait for its bonds before reading them)
+    page.locator(f"{CHART} g.edge path").first.wait_for(state="attached", timeout=60_000)
     strokes = page.eval_on_selector_all(f"{CHART} >> g.edge path", "ps => ps.map(p => (p.getAttribute('stroke') || '').toLowerCase())")
     assert PALETTE["highlight"].lower() in strokes
 

@@ -49,7 +49,9 @@ def test_designer_diagram_follows_a_parameter_and_costs_draw_charts(page, app_ur
     texts = _diagram_texts(page)
     assert "b1=16" in texts and "b1=4" not in texts
     params = tnviz.mpo(default.in_dims, default.out_dims, ranks=16).params
-    assert page.get_by_text(f"{params:,}", exact=True).first.is_visible()
+    # the count is a metric tile, whose code Streamlit loads on first use (it can mount after the run
+    # ends): wait for it to show, where is_visible() answered at once
+    expect(page.get_by_text(f"{params:,}", exact=True).first).to_be_visible(timeout=60_000)
     screenshot(page, "designer", readme=True)
 
     page.get_by_role("link", name="Costs").click()

@@ -31,6 +31,25 @@ NODES_INSIDE_JS = """() => {
   });
 }"""
 
+#: The app's page-wide CSS (layout.py: metric tiles, buttons and labels that wrap, the padding),
+#: sent with st.html, is in the page.
+PAGE_CSS_IN_JS = """() => [...document.querySelectorAll('[data-testid="stHtml"] style')]
+    .some(s => s.textContent.includes('stMetricLabel'))"""
+
+
+def _wait_drawn(pg, expect, *present: str) -> None:
+    """After a run: wait until the page is drawn in full.  Streamlit loads the code of many elements
+    (metric, data grid, button, checkbox, widget labels, st.html with the page CSS, Markdown's HTML
+    and formula plugins) from a JS chunk on their first use, showing a placeholder skeleton until it
+    is in: on a fresh page they mount up to a second or more after the run ends.  The checks here
+    read every such element at once (one not mounted yet would go unchecked), and whether a label
+    is cut depends on the page CSS."""
+    pg.wait_for_function(PAGE_CSS_IN_JS, timeout=60_000)
+    for selector in present:
+        pg.locator(selector).first.wait_for(state="attached", timeout=60_000)
+    expect(pg.locator('[data-testid="stSkeleton"]')).to_have_count(0, timeout=60_000)
+
+
 #: (viewport width, least drawing width): the issue measured 83 px and 440 px before.
 WIDTHS = [(800, 450), (1400, 600)]
 
@@ -50,12 +69,13 @@ SIDEBAR_SHOWN_JS = """() => {
 
 
 @pytest.mark.parametrize("width,least", WIDTHS)
-def test_designer_layout_fits_the_window(browser, app_url, wait_idle, screenshot, width, least):
+def test_designer_layout_fits_the_window(browser, app_url, wait_idle, screenshot, expect, width, least):
     context, pg = _new_page(browser, width)
     try:
         pg.goto(app_url)
         wait_idle(pg)
         pg.wait_for_selector('[data-testid="tn-flow"] .react-flow__node-tensor')
+        _wait_drawn(pg, expect, '[data-testid="stMetricValue"]')
         # narrow: the sidebar starts collapsed (and stays openable); wide: open
         if width < 1000:
             pg.wait_for_function(f"() => ({SIDEBAR_SHOWN_JS})() === 0")
@@ -77,6 +97,11 @@ def test_designer_layout_fits_the_window(browser, app_url, wait_idle, screenshot
             pg.goto(f"{app_url}/{name.replace('-', '_')}")
             wait_idle(pg, timeout_ms=90_000)
             pg.wait_for_selector('[data-testid="stMetricValue"], [data-testid="stDataFrame"]', timeout=90_000)
+            if name == "tensorize":  # the checkboxes; the rules editor and the layer table, each drawn in full
+                _wait_drawn(pg, expect, '[data-testid="stCheckbox"]',
+                            '[data-testid="stDataFrame"] .dvn-scroller >> nth=1')
+            else:
+                _wait_drawn(pg, expect, '[data-testid="stMetricValue"]')
             assert pg.evaluate(ELIDED_JS) == [], link
             if name == "tensorize" and width >= 1400:  # the layer table shows every column
                 widths = pg.locator('[data-testid="stDataFrame"] .dvn-scroller').last.evaluate(

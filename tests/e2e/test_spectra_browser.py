@@ -105,7 +105,7 @@ def test_upload_moves_the_cut_and_shows_the_tradeoff(page, app_url, wait_idle, s
     expect(page.locator(CHART)).to_have_count(3, timeout=60_000)
     search = page.locator(CHART).nth(2)
     search.locator(".main-svg").first.wait_for()
-    assert "candidates at" in search.inner_text()
+    expect(search).to_contain_text("candidates at", use_inner_text=True, timeout=60_000)  # the chart's title
     expect(search.locator(".scatterlayer .trace").nth(5)).to_be_attached(timeout=60_000)  # methods, front, runner-up, chosen
     expect(search.locator(".scatterlayer .trace .point").nth(6)).to_be_attached(timeout=60_000)  # every candidate, the two marks
     expect(search.locator(".shapelayer path").first).to_be_attached(timeout=60_000)  # the budget line

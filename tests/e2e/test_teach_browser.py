@@ -96,6 +96,11 @@ NOTATION_SCALES_JS = """() => [...document.querySelectorAll('.tn-diagram svg')].
     .map(svg => svg.getBoundingClientRect().width / svg.viewBox.baseVal.width)"""
 
 
+#: The notation pictures' column rule (teach.py's NOTATION_CSS, sent with st.html) is in the page.
+NOTATION_CSS_IN_JS = """() => [...document.querySelectorAll('[data-testid="stHtml"] style')]
+    .some(s => s.textContent.includes('.st-key-teach_notation'))"""
+
+
 #: Graphviz's SVG is in points; drawn at its natural size a point is 4/3 CSS px.
 NATURAL_SCALE = 4 / 3
 
@@ -112,6 +117,9 @@ def test_the_hyperedge_example_is_drawn_at_the_others_scale(browser, app_url, wa
         pg.goto(f"{app_url}/teach")
         wait_idle(pg, timeout_ms=90_000)
         pg.wait_for_function("() => document.querySelectorAll('.tn-diagram svg').length >= 4")
+        # st.html's code is a chunk Streamlit loads on first use, as is the diagrams' HTML plugin: on
+        # this direct link the pictures can be drawn before the rule that wraps them two to a row
+        pg.wait_for_function(NOTATION_CSS_IN_JS)
         scales = pg.evaluate(NOTATION_SCALES_JS)
         assert len(scales) == 4
         assert all(s >= 0.95 * NATURAL_SCALE for s in scales), f"drawn at {scales} px/pt (natural {NATURAL_SCALE:.3f})"

@@ -85,6 +85,10 @@ def test_method_auto_chosen_in_the_rules_table_draws_its_search(page, app_url, w
     page.get_by_role("button", name="Run compression").click()
     page.get_by_role("heading", name="Search (method auto)").wait_for(timeout=180_000)
     wait_idle(page)
+    # the plotly charts' code is loaded on its first use (this run) and each figure is drawn after its
+    # chart mounts: until the search chart is drawn, the last drawn chart is the error chart above it
+    search_chart = page.locator('[data-testid="stPlotlyChart"]').filter(has_text="candidates at its budget")
+    search_chart.locator(".legendtext").first.wait_for(state="attached", timeout=60_000)
     chart = page.locator('[data-testid="stPlotlyChart"]').filter(has=page.locator(".main-svg")).last
     chart.scroll_into_view_if_needed()
     legend = [t.text_content() or "" for t in chart.locator(".legendtext").all()]

@@ -168,6 +168,10 @@ def right_multiply(M, cov: Covariance, which: str, in_dims: Sequence[int]):
     """``M · X`` with ``X`` = ``L`` (``which='chol'``), ``L^-1`` (``'inv'``) or ``C`` (``'mats'``)."""
     mats = getattr(cov, which)
     if cov.kind == "full":
+        if which == "chol":  # the bond split and the decomposition both whiten the weight: once
+            from .randomized import shared
+
+            return shared("times L", cov, M, lambda A: times_lower(A, mats[0]))
         return times_lower(M, mats[0]) if which != "mats" else M @ mats[0]
     return apply_legs(M, mats, in_dims)
 

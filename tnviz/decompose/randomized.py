@@ -31,7 +31,7 @@ import math
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ..errors import DecompositionError
 from .truncation import Truncation, choose_rank, tail_squares
@@ -240,7 +240,9 @@ _shared = threading.local()
 @contextmanager
 def shared_svds(max_bytes: int = SHARED_SVD_BYTES) -> Iterator[None]:
     """Within the block (on this thread), :func:`exact_svd` of a matrix equal bit for bit to one it
-    already factored returns copies of that factorization instead of running LAPACK again.
+    already factored returns copies of that factorization instead of running LAPACK again (and
+    :func:`shared`'s other products likewise: the whitened weight ``W·L`` of a data-aware MPO,
+    which the bond split and the decomposition both form).
 
     For callers that decompose one weight several ways: ``method="auto"``'s candidates
     (:func:`tnviz.model.auto.candidates`) run TT-SVD and TR-SVD on the same whitened tensor, whose
@@ -270,22 +272,34 @@ def exact_svd(A):
     from ``K``, and ``S·Vh = U^T A`` directly.  Inside :func:`shared_svds` a repeated matrix is
     factored once.
     """
+    return shared("svd", None, A, _exact_svd)
+
+
+def shared(kind: str, tag: Any, A, compute: Callable):
+    """``compute(A)`` (a tensor or a tuple of tensors and ``None``), or inside :func:`shared_svds`
+    copies of what it gave for a matrix equal bit for bit to ``A`` with the same ``kind`` and the
+    same ``tag`` object (by identity: e.g. the factored covariance a product is taken with)."""
     import torch
 
     cache = getattr(_shared, "cache", None)
     if cache is None:
-        return _exact_svd(A)
-    for key, found in cache["entries"]:
-        if key.shape == A.shape and key.dtype == A.dtype and key.device == A.device and torch.equal(key, A):
-            return tuple(None if t is None else t.clone() for t in found)
-    out = _exact_svd(A)
-    kept = (A.clone(), tuple(None if t is None else t.clone() for t in out))
-    size = _nbytes((kept[0], *kept[1]))
+        return compute(A)
+    for (k, t, key), found in cache["entries"]:
+        if (k == kind and t is tag and key.shape == A.shape and key.dtype == A.dtype and key.device == A.device
+                and torch.equal(key, A)):
+            return found.clone() if isinstance(found, torch.Tensor) else tuple(None if x is None else x.clone()
+                                                                                for x in found)
+    out = compute(A)
+    single = isinstance(out, torch.Tensor)
+    parts = (out,) if single else out
+    copies = tuple(None if x is None else x.clone() for x in parts)
+    kept = ((kind, tag, A.clone()), copies[0] if single else copies)
+    size = _nbytes((kept[0][2], *copies))
     if size <= cache["max"]:
         entries = cache["entries"]
         while entries and cache["bytes"] + size > cache["max"]:
-            cache["bytes"] -= _nbytes((entries[0][0], *entries[0][1]))
-            entries.pop(0)
+            old = entries.pop(0)
+            cache["bytes"] -= _nbytes((old[0][2], *((old[1],) if isinstance(old[1], torch.Tensor) else old[1])))
         entries.append(kept)
         cache["bytes"] += size
     return out
