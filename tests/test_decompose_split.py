@@ -113,3 +113,25 @@ def test_apply_plan_data_split_never_worse_than_uniform_on_the_data():
     assert sum(d.data_error for d in data.layers) < sum(u.data_error for u in uniform.layers)
     with pytest.raises(TnvizError, match="bond_split must be one of"):
         apply_plan(model, plan, calibration=batches, device="cpu", bond_split="even")
+
+
+def test_shared_grams_give_each_ranks_spectrum_of_its_own_unfolding():
+    """The last bond's spectra read from shared Gram matrices (prefix sums where the second
+    unfolding is tall, a leading block where it is wide) equal those of each rank's own matrix."""
+    from tnviz.decompose.randomized import exact_svd
+    from tnviz.decompose.split import _last_squares
+
+    g = torch.Generator().manual_seed(5)
+    shapes = [(4, 4), (3,), (4, 6)]  # first unfolding 16 x 72; the second (3r) x 24: wide below r = 8
+    A = torch.randn(16, 72, dtype=torch.float64, generator=g)
+    first = exact_svd(A)
+    U, S, Vh, SVh = first
+    R = SVh if SVh is not None else S[:, None] * Vh
+    ranks = [2, 5, 7, 8, 11, 16]
+    got = _last_squares(first, shapes, ranks + [5])
+    assert sorted(got) == ranks
+    for r in ranks:
+        C = R[:r].reshape(r * 3, 24)
+        want = torch.linalg.svdvals(C) ** 2
+        assert got[r].shape == want.shape
+        assert torch.allclose(got[r], want, rtol=1e-10, atol=1e-10 * float(want[0])), r

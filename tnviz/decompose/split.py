@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from ..errors import DecompositionError
 from . import data_aware as da
@@ -76,10 +76,47 @@ def _largest(fits, hi: int) -> int:
     return lo
 
 
-def _tt_svd_loss(first, shapes: Sequence[tuple[int, ...]], caps: Sequence[int]) -> tuple[list[int], float]:
+def _last_squares(first, shapes: Sequence[tuple[int, ...]], ranks: Sequence[int]) -> dict[int, Any]:
+    """For a chain of two bonds: per rank ``r`` of the first bond, the squared singular values
+    (descending) of the second unfolding ``C_r`` (the first ``r`` rows of ``S·Vh``, reshaped), from
+    Gram matrices shared between the ranks instead of one product per candidate.
+
+    Where ``C_r`` is tall its Gram matrix ``C_r^T C_r`` is a sum over the rows of ``S·Vh``, so the
+    ranks are taken in ascending order and each adds its new rows; where it is wide ``C_r C_r^T``
+    is the leading block of the largest wide rank's Gram matrix."""
+    import torch
+
+    U, S, Vh, SVh = first
+    R = SVh if SVh is not None else S[:, None] * Vh
+    n1 = math.prod(shapes[1])
+    n2 = R.shape[1] // n1
+    out: dict[int, Any] = {}
+
+    def spectrum(gram):
+        return torch.linalg.eigvalsh(gram.double()).flip(-1).clamp(min=0)
+
+    tall = sorted(r for r in set(ranks) if r * n1 >= n2)
+    gram, done = None, 0
+    for r in tall:
+        B = R[done:r].reshape((r - done) * n1, n2)
+        gram = B.mT @ B if gram is None else gram + B.mT @ B
+        done = r
+        out[r] = spectrum(gram)
+    wide = sorted(r for r in set(ranks) if r * n1 < n2)
+    if wide:
+        C = R[:wide[-1]].reshape(wide[-1] * n1, n2)
+        big = C @ C.mT
+        for r in wide:
+            out[r] = spectrum(big[: r * n1, : r * n1])
+    return out
+
+
+def _tt_svd_loss(first, shapes: Sequence[tuple[int, ...]], caps: Sequence[int],
+                 last: Mapping[int, Any] | None = None) -> tuple[list[int], float]:
     """The bond ranks and the squared discarded weight of TT-SVD (exact SVDs, rank caps ``caps``)
     given the thin SVD ``first`` of the first unfolding; the last bond needs singular values only
-    (from the Gram matrix of the smaller side)."""
+    (from the Gram matrix of the smaller side, or for two bonds from ``last``: :func:`_last_squares`
+    by the first bond's rank)."""
     import torch
 
     U, S, Vh, SVh = first
@@ -95,8 +132,11 @@ def _tt_svd_loss(first, shapes: Sequence[tuple[int, ...]], caps: Sequence[int]) 
             lost += float((S[r:].double() ** 2).sum())
             C = SVh[:r] if SVh is not None else S[:r, None] * Vh[:r]
         else:
-            gram = C.mT @ C if C.shape[0] >= C.shape[1] else C @ C.mT
-            squares = torch.linalg.eigvalsh(gram.double()).flip(-1).clamp(min=0)
+            if last is not None and k == 1:
+                squares = last[ranks[0]]
+            else:
+                gram = C.mT @ C if C.shape[0] >= C.shape[1] else C @ C.mT
+                squares = torch.linalg.eigvalsh(gram.double()).flip(-1).clamp(min=0)
             r = max(1, min(cap, squares.shape[0]))
             lost += float(squares[r:].sum())
         ranks.append(r)
@@ -154,13 +194,16 @@ def split_bonds(weight, input_cov, *, target_params: int, in_dims: Sequence[int]
         return None
     X, shapes = permuted(T, net, legs)
     first = exact_svd(X.reshape(math.prod(shapes[0]), -1))  # shared: candidates differ in where they cut it
+    last = None
+    if len(bonds) == 2:  # every candidate's last bond read from Gram matrices they share
+        last = _last_squares(first, shapes, [max(1, min(caps[bonds[0]], first[1].shape[0])) for _, caps in proposals])
     scored, seen = [], set()
     for label, caps in proposals:
         key = tuple(caps[b] for b in bonds)
         if key in seen:
             continue
         seen.add(key)
-        ranks, lost = _tt_svd_loss(first, shapes, [caps[b] for b in bonds])
+        ranks, lost = _tt_svd_loss(first, shapes, [caps[b] for b in bonds], last)
         ranks = dict(zip(bonds, ranks))  # a cap above a bond's rank is not used
         scored.append(SplitCandidate(label, ranks, params(ranks), math.sqrt(lost) / norm if norm > 0 else math.sqrt(lost)))
     best = min(scored, key=lambda c: (c.data_error, c.params))
