@@ -284,22 +284,24 @@ def shared(kind: str, tag: Any, A, compute: Callable):
     cache = getattr(_shared, "cache", None)
     if cache is None:
         return compute(A)
-    for (k, t, key), found in cache["entries"]:
+
+    def copies(parts):
+        return tuple(None if x is None else x.clone() for x in parts)
+
+    for (k, t, key), parts, single in cache["entries"]:
         if (k == kind and t is tag and key.shape == A.shape and key.dtype == A.dtype and key.device == A.device
                 and torch.equal(key, A)):
-            return found.clone() if isinstance(found, torch.Tensor) else tuple(None if x is None else x.clone()
-                                                                                for x in found)
+            found = copies(parts)
+            return found[0] if single else found
     out = compute(A)
     single = isinstance(out, torch.Tensor)
-    parts = (out,) if single else out
-    copies = tuple(None if x is None else x.clone() for x in parts)
-    kept = ((kind, tag, A.clone()), copies[0] if single else copies)
-    size = _nbytes((kept[0][2], *copies))
+    kept = ((kind, tag, A.clone()), copies((out,) if single else out), single)
+    size = _nbytes((kept[0][2], *kept[1]))
     if size <= cache["max"]:
         entries = cache["entries"]
         while entries and cache["bytes"] + size > cache["max"]:
             old = entries.pop(0)
-            cache["bytes"] -= _nbytes((old[0][2], *((old[1],) if isinstance(old[1], torch.Tensor) else old[1])))
+            cache["bytes"] -= _nbytes((old[0][2], *old[1]))
         entries.append(kept)
         cache["bytes"] += size
     return out

@@ -76,6 +76,13 @@ def _largest(fits, hi: int) -> int:
     return lo
 
 
+def _squares(gram) -> Any:
+    """The eigenvalues of a Gram matrix, descending and not below zero: the squared singular values."""
+    import torch
+
+    return torch.linalg.eigvalsh(gram.double()).flip(-1).clamp(min=0)
+
+
 def _last_squares(first, shapes: Sequence[tuple[int, ...]], ranks: Sequence[int]) -> dict[int, Any]:
     """For a chain of two bonds: per rank ``r`` of the first bond, the squared singular values
     (descending) of the second unfolding ``C_r`` (the first ``r`` rows of ``S·Vh``, reshaped), from
@@ -84,30 +91,24 @@ def _last_squares(first, shapes: Sequence[tuple[int, ...]], ranks: Sequence[int]
     Where ``C_r`` is tall its Gram matrix ``C_r^T C_r`` is a sum over the rows of ``S·Vh``, so the
     ranks are taken in ascending order and each adds its new rows; where it is wide ``C_r C_r^T``
     is the leading block of the largest wide rank's Gram matrix."""
-    import torch
-
     U, S, Vh, SVh = first
     R = SVh if SVh is not None else S[:, None] * Vh
     n1 = math.prod(shapes[1])
     n2 = R.shape[1] // n1
     out: dict[int, Any] = {}
-
-    def spectrum(gram):
-        return torch.linalg.eigvalsh(gram.double()).flip(-1).clamp(min=0)
-
     tall = sorted(r for r in set(ranks) if r * n1 >= n2)
     gram, done = None, 0
     for r in tall:
         B = R[done:r].reshape((r - done) * n1, n2)
         gram = B.mT @ B if gram is None else gram + B.mT @ B
         done = r
-        out[r] = spectrum(gram)
+        out[r] = _squares(gram)
     wide = sorted(r for r in set(ranks) if r * n1 < n2)
     if wide:
         C = R[:wide[-1]].reshape(wide[-1] * n1, n2)
         big = C @ C.mT
         for r in wide:
-            out[r] = spectrum(big[: r * n1, : r * n1])
+            out[r] = _squares(big[: r * n1, : r * n1])
     return out
 
 
@@ -117,8 +118,6 @@ def _tt_svd_loss(first, shapes: Sequence[tuple[int, ...]], caps: Sequence[int],
     given the thin SVD ``first`` of the first unfolding; the last bond needs singular values only
     (from the Gram matrix of the smaller side, or for two bonds from ``last``: :func:`_last_squares`
     by the first bond's rank)."""
-    import torch
-
     U, S, Vh, SVh = first
     r = max(1, min(caps[0], S.shape[0]))
     lost = float((S[r:].double() ** 2).sum())
@@ -135,8 +134,7 @@ def _tt_svd_loss(first, shapes: Sequence[tuple[int, ...]], caps: Sequence[int],
             if last is not None and k == 1:
                 squares = last[ranks[0]]
             else:
-                gram = C.mT @ C if C.shape[0] >= C.shape[1] else C @ C.mT
-                squares = torch.linalg.eigvalsh(gram.double()).flip(-1).clamp(min=0)
+                squares = _squares(C.mT @ C if C.shape[0] >= C.shape[1] else C @ C.mT)
             r = max(1, min(cap, squares.shape[0]))
             lost += float(squares[r:].sum())
         ranks.append(r)
