@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from tnviz.model import memory
 from tnviz.model.memory import peak_rss_bytes, trim
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,6 +59,28 @@ def _peak(code: str, *args: str) -> tuple[int, str]:
 def test_peak_rss_and_trim_are_readable():
     assert peak_rss_bytes() is None or peak_rss_bytes() > 0
     trim()  # a no-op off glibc; never raises
+    free = memory.free_heap_bytes()
+    assert free is None or free >= 0
+    trim(memory.TRIM_FLOOR)
+
+
+def test_trim_with_a_floor_gives_back_only_a_heap_that_holds_at_least_that_much(monkeypatch):
+    calls = []
+
+    class Libc:
+        def malloc_trim(self, pad):
+            calls.append(pad)
+
+    monkeypatch.setattr(memory, "_libc", lambda: Libc())
+    monkeypatch.setattr(memory, "free_heap_bytes", lambda: 100 << 20)
+    trim(200 << 20)
+    assert calls == []  # 100 MB free: left for the next weight, whose pages it saves faulting in
+    trim(100 << 20)
+    trim()
+    assert calls == [0, 0]
+    monkeypatch.setattr(memory, "free_heap_bytes", lambda: None)  # cannot be read: trimmed as before
+    trim(200 << 20)
+    assert calls == [0, 0, 0]
 
 
 @pytest.mark.slow

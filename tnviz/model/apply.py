@@ -29,7 +29,7 @@ from ..errors import DecompositionError, RankError, TnvizError
 from .device import resolve_device
 from .distributed import map_spread, svd_cost
 from .factors import Factors
-from .memory import trim
+from .memory import TRIM_FLOOR, trim
 from ..decompose.legs import inputs_last_cores  # noqa: F401  (the data-aware placement; re-exported)
 from .plan import LayerPlan, Plan
 from .surgery import build_layer, is_conv1d, linear_weight, set_module, tie_layer, to_device
@@ -330,12 +330,13 @@ def apply_plan(model: nn.Module, plan: Plan, *, calibration: Sequence[Any] | Non
         try:  # the covariance held by compress_layer alone, which lets it go once factored
             return compress_layer(linear_weight(modules[lp.name]), lp, _second_moment(stats.get(lp.name)), options)
         finally:
-            trim()
+            trim(TRIM_FLOOR)
 
     done = (lambda n, lp: progress(offset + n, steps, lp.name)) if progress else None
     outcomes = _resumable(one, plan, journal, lambda fn, todo: map_spread(
         fn, todo, [svd_cost(lp.shape) for lp in todo], distributed=distributed,
         workers=1 if dev.type != "cpu" else workers, done=done))
+    trim()  # what the decompositions freed, back to the system once they are all done
     for lp, outcome in zip(plan.layers, outcomes):  # the surgery in plan order, on this thread
         if isinstance(outcome, Kept):
             skipped.append(outcome.as_dict())
@@ -400,7 +401,7 @@ def compress_weights(weights: Any, plan: Plan, *, covariances: Mapping[str, torc
             return compress_layer(weight, lp, cov, options)
         finally:
             del weight
-            trim()  # the weight's and the decomposition's memory back to the system (tnviz.model.memory)
+            trim(TRIM_FLOOR)  # the weight's and the decomposition's memory back to the system (tnviz.model.memory)
 
     def held(lp: LayerPlan) -> tuple[Any, dict[str, torch.Tensor] | None]:  # no journal: factors in memory
         outcome = one(lp)
@@ -413,6 +414,7 @@ def compress_weights(weights: Any, plan: Plan, *, covariances: Mapping[str, torc
     outcomes = _resumable(one if journal is not None else held, plan, journal, lambda fn, todo: map_spread(
         fn, todo, [svd_cost(lp.shape) for lp in todo], distributed=distributed,
         workers=1 if dev.type != "cpu" else None, done=done), slim=True)
+    trim()
     for lp, outcome in zip(plan.layers, outcomes):
         if isinstance(outcome, tuple):
             outcome, tensors = outcome
