@@ -398,3 +398,20 @@ def test_fail_prints_one_plain_line():
     with redirect_stderr(err):
         assert _fail(tnviz.TnvizError("\x1b[31mred\x1b[0m and\nwrapped")) == 2
     assert err.getvalue() == "tnviz: error: red and wrapped\n"
+
+
+def test_the_torch_import_pause_leaves_a_caller_s_collector_alone():
+    # main() called from Python (here, with torch loaded) neither freezes the caller's objects nor
+    # leaves the collector off; a fresh `tnviz compress` process imports torch with it paused
+    import gc
+
+    from tnviz import cli
+
+    frozen = gc.get_freeze_count()
+    cli._import_torch()
+    assert gc.isenabled() and gc.get_freeze_count() == frozen
+    code = ("import gc, sys; from tnviz import cli; cli._import_torch(); "
+            "print(gc.isenabled(), gc.get_freeze_count() > 0, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.split() == ["True", "True", "True"]
