@@ -218,6 +218,37 @@ def test_minilm_layers_are_named_linear_modules(minilm):
     assert sum(p.numel() for p in minilm.parameters()) == 22_565_376  # without the unused pooler
 
 
+def test_minilm_parameters_are_the_files_tensors_bit_for_bit(minilm):
+    # built on the meta device and loaded by assignment: no random values left, every parameter a
+    # trainable float32 Parameter of its own, and the model a normally built one loaded by copy
+    from tnviz.model.io import open_weights
+
+    with open_weights(demos.minilm_dir() / "model.safetensors") as weights:
+        state = {name: weights.get(name) for name, _ in minilm.named_parameters()}
+    reference = demos.SentenceEncoder(minilm.config, minilm.tokenizer_file)
+    for name, p in minilm.named_parameters():
+        assert type(p) is nn.Parameter and p.requires_grad and p.dtype == torch.float32 and p.device.type == "cpu"
+        assert torch.equal(p, state[name]), name
+    assert len({p.data_ptr() for p in minilm.parameters()}) == len(list(minilm.parameters()))
+    reference.load_weights(state)  # the copying load into a randomly initialized model
+    batch = minilm.tokenize(data.sentences("heldout")[:4], "cpu")
+    with torch.no_grad():
+        assert torch.equal(reference.eval()(**batch), minilm(**batch))
+
+
+def test_bert_made_on_meta_has_shapes_only():
+    from tnviz.model.bert import Bert
+
+    config = {"vocab_size": 30, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "intermediate_size": 16, "max_position_embeddings": 16}
+    bert = Bert(config, device="meta")
+    assert {p.device.type for p in bert.parameters()} == {"meta"}
+    assert bert.embeddings.word_embeddings.padding_idx == 0
+    live = Bert(config)
+    bert.load_weights(dict(live.state_dict()), assign=True)
+    assert all(torch.equal(a, b) for a, b in zip(bert.parameters(), live.parameters()))
+
+
 def test_minilm_survives_deepcopy_and_embedding_cosine(minilm):
     twin = copy.deepcopy(minilm)
     texts = data.sentences("heldout")[:6]

@@ -37,14 +37,22 @@ def _option(config: Mapping[str, Any], key: str, default: Any) -> Any:
     return default if value is None else value
 
 
+def _embedding(count: int, dim: int, device: Any, padding_idx: int | None = None) -> nn.Embedding:
+    """``nn.Embedding``; on the meta device with an empty weight given, not drawn: ``normal_`` on
+    meta imports ``torch._dynamo`` (0.9 s, measured with torch 2.13), and the values are loaded next."""
+    if device is not None and torch.device(device).type == "meta":
+        return nn.Embedding(count, dim, padding_idx=padding_idx, _weight=torch.empty(count, dim, device=device))
+    return nn.Embedding(count, dim, padding_idx=padding_idx, device=device)
+
+
 class _Embeddings(nn.Module):
-    def __init__(self, c: Mapping[str, Any]):
+    def __init__(self, c: Mapping[str, Any], device: Any = None):
         super().__init__()
         hidden = c["hidden_size"]
-        self.word_embeddings = nn.Embedding(c["vocab_size"], hidden, padding_idx=_option(c, "pad_token_id", 0))
-        self.position_embeddings = nn.Embedding(_option(c, "max_position_embeddings", 512), hidden)
-        self.token_type_embeddings = nn.Embedding(_option(c, "type_vocab_size", 2), hidden)
-        self.LayerNorm = nn.LayerNorm(hidden, eps=_option(c, "layer_norm_eps", 1e-12))
+        self.word_embeddings = _embedding(c["vocab_size"], hidden, device, padding_idx=_option(c, "pad_token_id", 0))
+        self.position_embeddings = _embedding(_option(c, "max_position_embeddings", 512), hidden, device)
+        self.token_type_embeddings = _embedding(_option(c, "type_vocab_size", 2), hidden, device)
+        self.LayerNorm = nn.LayerNorm(hidden, eps=_option(c, "layer_norm_eps", 1e-12), device=device)
         self.dropout = nn.Dropout(_option(c, "hidden_dropout_prob", 0.1))
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
@@ -54,13 +62,13 @@ class _Embeddings(nn.Module):
 
 
 class _SelfAttention(nn.Module):
-    def __init__(self, c: Mapping[str, Any]):
+    def __init__(self, c: Mapping[str, Any], device: Any = None):
         super().__init__()
         hidden = c["hidden_size"]
         self.heads = c["num_attention_heads"]
-        self.query = nn.Linear(hidden, hidden)
-        self.key = nn.Linear(hidden, hidden)
-        self.value = nn.Linear(hidden, hidden)
+        self.query = nn.Linear(hidden, hidden, device=device)
+        self.key = nn.Linear(hidden, hidden, device=device)
+        self.value = nn.Linear(hidden, hidden, device=device)
         self.dropout_p = _option(c, "attention_probs_dropout_prob", 0.1)
 
     def forward(self, x: torch.Tensor, additive_mask: torch.Tensor) -> torch.Tensor:
@@ -76,10 +84,10 @@ class _SelfAttention(nn.Module):
 class _Output(nn.Module):
     """dense -> dropout -> residual -> LayerNorm (the 'output' blocks of BERT)."""
 
-    def __init__(self, c: Mapping[str, Any], inner: int):
+    def __init__(self, c: Mapping[str, Any], inner: int, device: Any = None):
         super().__init__()
-        self.dense = nn.Linear(inner, c["hidden_size"])
-        self.LayerNorm = nn.LayerNorm(c["hidden_size"], eps=_option(c, "layer_norm_eps", 1e-12))
+        self.dense = nn.Linear(inner, c["hidden_size"], device=device)
+        self.LayerNorm = nn.LayerNorm(c["hidden_size"], eps=_option(c, "layer_norm_eps", 1e-12), device=device)
         self.dropout = nn.Dropout(_option(c, "hidden_dropout_prob", 0.1))
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
@@ -87,20 +95,20 @@ class _Output(nn.Module):
 
 
 class _Attention(nn.Module):
-    def __init__(self, c: Mapping[str, Any]):
+    def __init__(self, c: Mapping[str, Any], device: Any = None):
         super().__init__()
         # 'self' is a keyword only in Python code, not as a module name: HF's tensors are 'attention.self.query'.
-        self.add_module("self", _SelfAttention(c))
-        self.output = _Output(c, c["hidden_size"])
+        self.add_module("self", _SelfAttention(c, device))
+        self.output = _Output(c, c["hidden_size"], device)
 
     def forward(self, x: torch.Tensor, additive_mask: torch.Tensor) -> torch.Tensor:
         return self.output(self._modules["self"](x, additive_mask), x)
 
 
 class _Intermediate(nn.Module):
-    def __init__(self, c: Mapping[str, Any]):
+    def __init__(self, c: Mapping[str, Any], device: Any = None):
         super().__init__()
-        self.dense = nn.Linear(c["hidden_size"], c["intermediate_size"])
+        self.dense = nn.Linear(c["hidden_size"], c["intermediate_size"], device=device)
         self.activation = _ACTIVATIONS[_option(c, "hidden_act", "gelu")]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -108,11 +116,11 @@ class _Intermediate(nn.Module):
 
 
 class _Layer(nn.Module):
-    def __init__(self, c: Mapping[str, Any]):
+    def __init__(self, c: Mapping[str, Any], device: Any = None):
         super().__init__()
-        self.attention = _Attention(c)
-        self.intermediate = _Intermediate(c)
-        self.output = _Output(c, c["intermediate_size"])
+        self.attention = _Attention(c, device)
+        self.intermediate = _Intermediate(c, device)
+        self.output = _Output(c, c["intermediate_size"], device)
 
     def forward(self, x: torch.Tensor, additive_mask: torch.Tensor) -> torch.Tensor:
         attended = self.attention(x, additive_mask)
@@ -120,9 +128,9 @@ class _Layer(nn.Module):
 
 
 class _Encoder(nn.Module):
-    def __init__(self, c: Mapping[str, Any]):
+    def __init__(self, c: Mapping[str, Any], device: Any = None):
         super().__init__()
-        self.layer = nn.ModuleList(_Layer(c) for _ in range(c["num_hidden_layers"]))
+        self.layer = nn.ModuleList(_Layer(c, device) for _ in range(c["num_hidden_layers"]))
 
     def forward(self, x: torch.Tensor, additive_mask: torch.Tensor) -> torch.Tensor:
         for layer in self.layer:
@@ -131,14 +139,18 @@ class _Encoder(nn.Module):
 
 
 class Bert(nn.Module):
-    """BERT encoder (post-LayerNorm, absolute positions); ``forward`` returns the last hidden states."""
+    """BERT encoder (post-LayerNorm, absolute positions); ``forward`` returns the last hidden states.
 
-    def __init__(self, config: Mapping[str, Any]):
+    ``device``: where the parameters are made (``"meta"``: shapes only, for a model whose every
+    tensor is loaded next with ``load_weights(..., assign=True)``: no random initialization, 0.08 s
+    of MiniLM's 22 M parameters)."""
+
+    def __init__(self, config: Mapping[str, Any], device: Any = None):
         super().__init__()
         check_bert_config(config)
         self.config = dict(config)
-        self.embeddings = _Embeddings(config)
-        self.encoder = _Encoder(config)
+        self.embeddings = _Embeddings(config, device)
+        self.encoder = _Encoder(config, device)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -152,8 +164,10 @@ class Bert(nn.Module):
         additive = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
         return self.encoder(x, additive)
 
-    def load_weights(self, state: Mapping[str, torch.Tensor]) -> None:
-        """Load HF tensors by name; ignores the pooler and ``position_ids`` buffers, refuses missing ones."""
+    def load_weights(self, state: Mapping[str, torch.Tensor], assign: bool = False) -> None:
+        """Load HF tensors by name; ignores the pooler and ``position_ids`` buffers, refuses missing ones.
+        ``assign``: the given tensors become the parameters (for a model made on the meta device;
+        they must have the parameters' dtype) instead of being copied into them."""
         own = self.state_dict()
         missing = [name for name in own if name not in state]
         if missing:
@@ -163,7 +177,7 @@ class Bert(nn.Module):
                 raise ModelFileError(
                     f"tensor {name!r} must have shape {tuple(tensor.shape)} for this config, got {tuple(state[name].shape)}"
                 )
-        self.load_state_dict({name: state[name] for name in own}, strict=True)
+        self.load_state_dict({name: state[name] for name in own}, strict=True, assign=assign)
 
 
 def check_bert_config(config: Mapping[str, Any]) -> None:

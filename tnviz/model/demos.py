@@ -183,8 +183,8 @@ class SentenceEncoder(Bert):
     """
 
     def __init__(self, config: dict, tokenizer_file: str | os.PathLike | None = None,
-                 max_tokens: int = MINILM_MAX_TOKENS):
-        super().__init__(config)
+                 max_tokens: int = MINILM_MAX_TOKENS, device: Any = None):
+        super().__init__(config, device)
         self.tokenizer_file = None if tokenizer_file is None else str(tokenizer_file)
         self.max_tokens = max_tokens
         self._tokenizer = None
@@ -250,9 +250,13 @@ def load_sentence_encoder(folder: str | os.PathLike, device: Any = None) -> Sent
     """A SentenceEncoder from a Hugging Face BERT folder (config.json, model.safetensors, tokenizer.json)."""
     with HFFolderWeights(folder) as weights:
         tokenizer_file = Path(weights.folder) / "tokenizer.json"
-        model = SentenceEncoder(weights.config, tokenizer_file if tokenizer_file.exists() else None)
-        model.load_weights({name: weights.get(name) for name in model.state_dict()})
-    return model.to(resolve_device(device)).eval()
+        # shapes only (the meta device), then the file's tensors become the parameters: no random
+        # initialization and no copy (``to_empty`` would import sympy, 0.2 s)
+        model = SentenceEncoder(weights.config, tokenizer_file if tokenizer_file.exists() else None, device="meta")
+        dev = resolve_device(device)
+        model.load_weights({name: weights.get(name, device=dev, dtype=t.dtype) for name, t in model.state_dict().items()},
+                           assign=True)
+    return model.eval()
 
 
 def load_minilm(device: Any = None) -> SentenceEncoder:
