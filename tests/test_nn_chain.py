@@ -118,6 +118,74 @@ def test_the_input_half_first_equals_the_dense_layer_at_every_cut_with_gradients
                     torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
+def test_the_output_cores_one_by_one_equal_the_dense_layer_with_gradients():
+    """(issue 16) the input half first, then each output-only core as its own GEMM on the
+    transposed state: values and gradients equal the dense layer's; the plan exists exactly for
+    chains whose first cores carry outputs only and whose input half carries no outputs."""
+    from tnviz.decompose.legs import inputs_last_cores
+    from tnviz.nn.chain_strategy import cores_first_at
+
+    class Ctx:
+        def __init__(self, tensors):
+            self.tensors, self.bias, self.bias_added, self.workspace = tensors, None, False, None
+
+        def ordered_tensors(self):
+            return self.tensors
+
+        def cached(self, key, compute):
+            return compute()
+
+    ins, outs = inputs_last_cores((24, 16, 4), (24, 16))
+    nets = [*_input_first_networks(),
+            tnviz.mpo([24, 16, 4], [24, 16], ranks=[24, 151], in_cores=ins, out_cores=outs),
+            tnviz.mpo([2, 2, 3, 2], [3, 5, 2], ranks=[3, 7, 5], in_cores=(3, 3, 3, 3), out_cores=(0, 1, 2)),
+            tnviz.mpo([4, 6, 2], [3, 5], ranks=[3, 7], in_cores=(1, 2, 2), out_cores=(0, 0))]  # input half of two cores
+    applies = [cores_first_at(net, chain_cores(net), 3) is not None for net in nets]
+    assert applies == [True, True, False, True, True, True]  # the third has inputs and outputs on every core
+    g = torch.Generator().manual_seed(1)
+    for net in (n for n, ok in zip(nets, applies) if ok):
+        for batch in (1, 3):
+            plan = cores_first_at(net, chain_cores(net), batch)
+            tensors = [torch.randn(*sh, dtype=torch.float64, generator=g).requires_grad_() for sh in net.shapes]
+            x = torch.randn(batch, net.in_features, dtype=torch.float64, generator=g).requires_grad_()
+            y = plan(x, Ctx(tensors))
+            W = tnviz.contract.to_dense(net, tensors).reshape(net.out_features, net.in_features)
+            want = x @ W.T
+            assert y.is_contiguous() and y.shape == want.shape
+            scale = float(want.detach().abs().max())  # sums over bonds of 151: values in the hundreds
+            torch.testing.assert_close(y, want, rtol=1e-12, atol=1e-13 * scale)
+            up = torch.randn_like(want)
+            leaves = [x, *tensors]
+            for a, b in zip(torch.autograd.grad((y * up).sum(), leaves), torch.autograd.grad((want * up).sum(), leaves)):
+                torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12 * float(b.abs().max()))
+
+
+def test_minilms_inputs_last_layers_in_training_run_the_output_cores_one_by_one():
+    """(issue 16) MiniLM's inputs-last MPOs (384->1536 at bonds 192, 134; 1536->384 at 64, 151)
+    in training at batch 64: merging the output half each call costs more than applying its cores
+    one at a time (counted FLOPs of a training step), so the chain runs them one by one; in eval,
+    where the merged half is cached, it keeps the two halves.  Measured on the 2-core CPU:
+    384->1536 0.62 -> 0.46 ms, below ``factorized`` (0.48 ms), which took this path through
+    opt_einsum (benchmarks/README.md)."""
+    from tnviz.decompose.legs import inputs_last_cores
+    from tnviz.nn.chain_strategy import CoresFirstPlan, InputFirstPlan, input_first_at
+    from tnviz.nn.strategies import make_plan
+
+    for in_dims, out_dims, ranks in (((8, 8, 6), (16, 12, 8), [192, 134]), ((16, 12, 8), (8, 8, 6), [64, 151])):
+        ins, outs = inputs_last_cores(in_dims, out_dims)
+        net = tnviz.mpo(list(in_dims), list(out_dims), ranks=ranks, in_cores=ins, out_cores=outs)
+        train = make_plan("chain", net, 64, cached=False)
+        assert isinstance(train, CoresFirstPlan) and train.describe() == "C, then B, then A (inputs first, core by core)"
+        halves = input_first_at(net, chain_cores(net), 1, 64)
+        assert train.flops(step=True) < halves.flops(step=True)
+        assert isinstance(make_plan("chain", net, 64, cached=True), InputFirstPlan)
+        layer = TNLinear(net).train()
+        x = torch.randn(64, net.in_features)
+        y = layer(x)
+        assert layer.last_strategy == "chain"
+        torch.testing.assert_close(y, x @ layer.to_dense().T + layer.bias, rtol=1e-4, atol=1e-4)
+
+
 def test_minilms_inputs_last_layers_run_the_input_half_first_by_counted_estimates():
     """(issue 16) the 1536->384 inputs-last MPO that data-aware compression writes for MiniLM's
     output.dense (legs 24x16x4 -> 24x16, input half at rank 151): at batch 1024 the layer's choice

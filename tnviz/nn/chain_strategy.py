@@ -35,8 +35,9 @@ from functools import lru_cache
 from typing import Any
 
 from ..network import TensorNetwork
-from .chain import ChainCore, ChainPlan, chain_cores, open_chain, plan_chain, two_halves
-from .plan import MEMORY_WEIGHT, MIN_GEMM_FLOPS, STEP_OVERHEAD, PlanContext, TorchStrategy, torch_addmm
+from .chain import (ChainCore, ChainPlan, chain_cores, chain_segment, merge_along, merge_shapes, open_chain, plan_chain,
+                    two_halves)
+from .plan import MEMORY_WEIGHT, MIN_GEMM_FLOPS, STEP_OVERHEAD, PlanContext, Segment, TorchStrategy, torch_addmm
 
 
 @dataclass(frozen=True)
@@ -100,9 +101,13 @@ class InputFirstPlan:
         O, I, K, P, J = self.O, self.I, self.K, self.P, self.J
         L = self.halves.merge(left, tensors)  # (I, O·K): inputs, then outputs and the right bond
         R = self.halves.merge(right, tensors)  # (K·J, P): the left bond and inputs, then outputs
+        # Where a permute is a plain transpose (a half with no inputs or no outputs of its own:
+        # ``I = 1`` or ``P = 1``), the reshape is a strided view that the GEMM reads as it is; a
+        # contiguous copy of it cost more than the GEMM (0.19 ms a call for the 151x1536 right
+        # half of MiniLM's 1536->384 MPO in training, measured 2026-12-07).
         L = L.reshape(I, O, K).permute(1, 0, 2).reshape(O, I * K)
         R = R.reshape(K, J, P).permute(1, 0, 2).reshape(J, K * P)
-        return L.contiguous(), R.contiguous()
+        return L, R
 
     def __call__(self, x2d, ctx: PlanContext):
         B, O, I, K, P, J = self.batch, self.O, self.I, self.K, self.P, self.J
@@ -119,6 +124,101 @@ class InputFirstPlan:
         return y.reshape(B, O * P)
 
 
+@dataclass(frozen=True)
+class CoresFirstPlan:
+    """The input half first, then the output cores one at a time from the right (not merged).
+
+    For a chain whose first cores carry outputs only and whose input half carries no outputs (the
+    inputs-last MPOs of data-aware compression).  The state is kept transposed, ``(K, rest)``
+    with the batch last, so each output core is one GEMM from the left on it:
+
+    1. ``s[k, b] = sum_j R[k, j] x[b, j]``: ``(K, J) @ x^T``;
+    2. core ``c = (left, O_c, right)``: ``s <- G_c (left·O_c, right) @ s (right, rest)``, whose
+       result, read as ``(left, O_c·rest)``, is what the next core to the left reads;
+    3. the last result is ``(O, B)``, copied once into ``(B, O)``.
+
+    Where nothing is cached (training) this skips merging the output half, whose cost grows with
+    the product of its bonds: on MiniLM's 384->1536 inputs-last MPO (bonds 192, 134) the merge
+    is a 192x192x1072 GEMM per call, more than the layer's other work (benchmarks/README.md)."""
+
+    net: TensorNetwork
+    batch: int
+    cores: tuple[ChainCore, ...]
+    right: Segment  # the input half, merged: (K·J, 1)
+    cut: int  # the last output-only core
+    K: int
+    J: int
+
+    def _sizes(self) -> list[tuple[int, int, int, int]]:
+        """``(left, O_c, right, rest)`` of each output core, in the order they are applied."""
+        shapes = merge_shapes(self.net, self.cores[:self.cut + 1])
+        out, rest = [], self.batch
+        for left, _, outs, right in reversed(shapes):
+            out.append((left, outs, right, rest))
+            rest *= outs
+        return out
+
+    @property
+    def merge_flops(self) -> int:
+        return self.right.merge_flops
+
+    def flops(self, step: bool = False) -> int:
+        first = 2 * self.batch * self.J * self.K
+        steps = [2 * left * outs * right * rest for left, outs, right, rest in self._sizes()]
+        if not step:
+            return first + sum(steps)
+        return 2 * first + 3 * sum(steps) + 3 * self.merge_flops
+
+    @property
+    def largest(self) -> int:
+        return max([self.batch * self.net.out_features, self.J * self.K]
+                   + [left * outs * rest for left, outs, right, rest in self._sizes()])
+
+    def estimate(self, cached: bool = False) -> float:
+        B, J, K = self.batch, self.J, self.K
+        cost = 2 * B * J * K + MEMORY_WEIGHT * (B * J + B * K + J * K) + STEP_OVERHEAD
+        for left, outs, right, rest in self._sizes():
+            cost += 2 * left * outs * right * rest + MEMORY_WEIGHT * (left * outs * right + right * rest
+                                                                     + left * outs * rest) + STEP_OVERHEAD
+        cost += 2 * MEMORY_WEIGHT * B * self.net.out_features + STEP_OVERHEAD  # the (O, B) -> (B, O) copy
+        if not cached:  # the input half merged and every core permuted once per call
+            cost += self.right.merge_flops + 2 * MEMORY_WEIGHT * J * K \
+                + STEP_OVERHEAD * (len(self.cores) - self.cut - 1)
+        return cost
+
+    def describe(self) -> str:
+        names = [c.name for c in self.cores]
+        return ", then ".join(["".join(names[self.cut + 1:]), *names[self.cut::-1]]) + " (inputs first, core by core)"
+
+    def matrices(self, tensors: list[Any]) -> tuple[Any, list[Any]]:
+        """``R`` as ``(K, J)`` and each output core as ``(left·O_c, right)``, right to left."""
+        seg = self.cores[self.cut + 1:]
+        arrays = [tensors[c.position].permute(c.perm) for c in seg]
+        R = arrays[0] if len(arrays) == 1 else merge_along(arrays, merge_shapes(self.net, seg))
+        cores = [tensors[c.position].permute(c.perm).reshape(left * outs, right)
+                 for c, (left, outs, right, _) in zip(reversed(self.cores[:self.cut + 1]), self._sizes())]
+        return R.reshape(self.K, self.J), cores
+
+    def __call__(self, x2d, ctx: PlanContext):
+        tensors = ctx.ordered_tensors()
+        R, cores = ctx.cached(("chain-cores-first", self.cut), lambda: self.matrices(tensors))
+        state = R @ x2d.t()  # (K, B)
+        for G, (left, outs, right, rest) in zip(cores, self._sizes()):
+            state = G @ state.reshape(right, rest)  # (left·O_c, rest): (left, O_c, ..., B) in memory
+        return state.reshape(self.net.out_features, self.batch).t().contiguous()
+
+
+def cores_first_at(net: TensorNetwork, cores: tuple[ChainCore, ...], batch: int) -> CoresFirstPlan | None:
+    """The core-by-core plan of ``cores`` when the chain's first cores carry outputs only and the
+    rest (the input half, at least one core) inputs only; else ``None``."""
+    cut = next((k for k, c in enumerate(cores) if c.ins), len(cores)) - 1
+    if cut < 0 or cut == len(cores) - 1 or any(c.outs for c in cores[cut + 1:]):
+        return None
+    right = chain_segment(net, cores, cut + 1, len(cores) - 1, batch)
+    K = net.sizes[cores[cut].right]
+    return CoresFirstPlan(net, batch, cores, right, cut, K, right.k // K)
+
+
 def input_first_at(net: TensorNetwork, cores: tuple[ChainCore, ...], cut: int, batch: int,
                    cached: bool = False) -> InputFirstPlan:
     """The plan that cuts the chain ``cores`` of ``net`` after core ``cut``."""
@@ -127,10 +227,14 @@ def input_first_at(net: TensorNetwork, cores: tuple[ChainCore, ...], cut: int, b
 
 
 @lru_cache(maxsize=512)
-def plan_input_first(net: TensorNetwork, batch: int, cached: bool = False) -> InputFirstPlan:
-    """The cheapest cut of the chain for the input-half-first plan at ``batch``."""
+def plan_input_first(net: TensorNetwork, batch: int, cached: bool = False) -> InputFirstPlan | CoresFirstPlan:
+    """The cheapest plan that contracts the input half first at ``batch``: a cut of the chain
+    into two merged halves, or, where the chain allows it, the output cores one by one."""
     cores = open_chain(net, "the input-half-first plan", least=2)
-    plans = [input_first_at(net, cores, cut, batch, cached) for cut in range(len(cores) - 1)]
+    plans: list[Any] = [input_first_at(net, cores, cut, batch, cached) for cut in range(len(cores) - 1)]
+    by_core = cores_first_at(net, cores, batch)
+    if by_core is not None:
+        plans.append(by_core)
     return min(plans, key=lambda p: p.estimate(cached))
 
 
