@@ -50,3 +50,19 @@ def test_tnviz_app_starts_the_server_through_serve(argv):
     cmd = app_command(build_parser().parse_args(["app", *argv]))
     assert cmd[:4] == [sys.executable, "-m", "tnviz_app.serve", "run"]
     assert cmd[4].endswith("streamlit_app.py")
+
+
+def test_warm_builds_the_charts_first_visits_would_and_imports_no_torch():
+    """After preload and warm, drawing the Costs and Stack view charts and sending a table imports
+    nothing more (plotly's figure classes and pyarrow's pandas layer are loaded), and torch stays out."""
+    code = ("import json, sys; from tnviz_app.serve import preload, warm; preload(); warm(); "
+            "before = set(sys.modules); import plotly.io as pio, pandas as pd, pyarrow as pa, tnviz; "
+            "from tnviz.cost import batch_sweep; from tnviz.render.charts import flops_vs_batch, step_bars; "
+            "net = tnviz.mpo([4, 4], [4, 4], ranks=3); "
+            "[pio.to_json(f, validate=False) for f in (flops_vs_batch(batch_sweep(net)), step_bars(tnviz.cost(net, 8)))]; "
+            "pa.Table.from_pandas(pd.DataFrame({'x': [1.5]})); "
+            "print(json.dumps({'new': sorted(m for m in set(sys.modules) - before if m.startswith(('plotly', 'pyarrow'))), "
+            "'torch': 'torch' in sys.modules}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result == {"new": [], "torch": False}
