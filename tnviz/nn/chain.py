@@ -5,7 +5,7 @@ model for the batch at hand), each segment merged into one matrix, and ``x`` swe
 segments as a sequence of GEMMs whose operands are reshapes of the running state: no permute
 copies at all.  One segment is the rebuilt weight, one core per segment the classical TT sweep;
 anything between is allowed.  The strategy object (``CHAIN``) lives in
-:mod:`tnviz.nn.chain_strategy`, which also has the chain's second plan (the input half first).
+:mod:`tnviz.nn.chain_strategy`, which also has the chain's other plans (the input half first).
 
 >>> from tnviz.builders import mpo
 >>> plan_chain(mpo([8, 8, 8, 8], [8, 8, 8, 8], ranks=8), 1024).describe()   # merged where cheaper

@@ -1,5 +1,6 @@
-"""The ``chain`` strategy (:data:`CHAIN`): the sweep of :mod:`tnviz.nn.chain`, or its second
-plan, the input half first, whichever the cost model finds cheaper.
+"""The ``chain`` strategy (:data:`CHAIN`): the sweep of :mod:`tnviz.nn.chain`, or the input half
+first (:class:`InputFirstPlan`: two merged halves; :class:`CoresFirstPlan`: the output cores one
+at a time), whichever the cost model finds cheaper.
 
 The sweep of :mod:`tnviz.nn.chain` goes left to right, and along an MPO the output legs of the
 left cores come before the input legs of the right ones.  When the input legs sit at the right
@@ -19,7 +20,9 @@ MiniLM's 1536->384 inputs-last MPO at batch 1024 this is a 1536->151 GEMM and a 
 about half the rebuilt matrix's FLOPs (``factorized`` took the same path through opt_einsum and
 ran 1.2x / 1.7x faster than what ``chain`` ran in eval / training: benchmarks/README.md).
 
-:data:`CHAIN` runs this plan where its modelled cost is below the sweep's.
+:data:`CHAIN` runs this plan where its modelled cost is below the sweep's.  Where nothing is
+cached (training) merging the output half costs a GEMM per call; :class:`CoresFirstPlan` applies
+its cores one by one instead, for chains whose first cores carry outputs only.
 
 >>> from tnviz.builders import mpo
 >>> from tnviz.decompose.legs import inputs_last_cores
@@ -241,7 +244,7 @@ def plan_input_first(net: TensorNetwork, batch: int, cached: bool = False) -> In
 class Chain(TorchStrategy):
     name = "chain"
     description = ("MPO sweep: merged neighbouring cores as batched GEMMs on reshapes, no permutes "
-                   "(or the input half first, then the output half)")
+                   "(or the input half first, then the output half, merged or core by core)")
 
     def supports(self, net: TensorNetwork) -> bool:
         return chain_cores(net) is not None
