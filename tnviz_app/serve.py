@@ -68,7 +68,8 @@ def preload(names: Sequence[str] = PRELOAD) -> list[str]:
 
 def warm() -> None:
     """Build the charts of the pages that need no torch (Costs, Stack view) on a tiny network,
-    serialize them as Streamlit does, and convert one small table to Arrow.  Plotly makes its
+    serialize them as Streamlit does, convert one small table to Arrow, and lay out Teach's fixed
+    notation pictures (:func:`tnviz_app.components.diagram.svg_markup`, cached for the process).  Plotly makes its
     figure classes and validators on first use (about 160 modules: 0.05 s for the first figure),
     and Streamlit sends tables through pyarrow's pandas layer, imported on first use: without this
     the first visit of a page with a chart or a table paid for both."""
@@ -89,6 +90,11 @@ def warm() -> None:
                 column_figure(report, 0), pattern_figure(view.layers[0].pattern(4), report["layers"][0])):
         pio.to_json(fig, validate=False)
     pa.Table.from_pandas(pd.DataFrame({"a": [1], "b": ["x"], "c": [0.5]}))
+    from tnviz.render import to_dot
+    from tnviz_app.components.diagram import notation_pictures, svg_markup
+
+    for picture in notation_pictures().values():  # Teach's fixed pictures: four neato runs done now
+        svg_markup(to_dot(picture))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

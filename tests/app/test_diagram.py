@@ -17,9 +17,9 @@ from tnviz_app.components.diagram import dot_digest, safe_svg, svg_markup
 
 @pytest.fixture
 def fresh_cache():
-    svg_markup.clear()
+    svg_markup.cache_clear()
     yield
-    svg_markup.clear()
+    svg_markup.cache_clear()
 
 
 def _svg(net) -> str:

@@ -24,6 +24,7 @@ import html
 import re
 import subprocess
 import xml.etree.ElementTree as ET
+from functools import lru_cache
 from typing import Any
 
 import streamlit as st
@@ -64,10 +65,12 @@ def safe_svg(svg: str) -> bool:
     return True
 
 
-@st.cache_data(show_spinner=False, max_entries=512)
+@lru_cache(maxsize=512)
 def svg_markup(dot: str) -> str | None:
     """The inline SVG of ``dot``, fitted to its column (scaled down, never up), or ``None`` when it
-    cannot be drawn here (no ``neato``, or an SVG that fails :func:`safe_svg`)."""
+    cannot be drawn here (no ``neato``, or an SVG that fails :func:`safe_svg`).  Cached for the
+    process, across sessions (a plain ``lru_cache``, so that :func:`tnviz_app.serve.warm` can draw
+    the fixed pictures before the server starts, when Streamlit's caches do not exist yet)."""
     try:
         svg = render_dot(dot, "svg").decode("utf-8")
     except (TnvizError, subprocess.CalledProcessError, OSError):  # no neato; neato failed on this graph
@@ -95,3 +98,22 @@ def diagram(net_or_scene: Any, *, alt: str, **options: Any) -> None:
         f"{markup}</div>",
         unsafe_allow_html=True,
     )
+
+
+def notation_pictures() -> dict[str, Any]:
+    """The Teach page's notation pictures (paper Fig. 2), as drawn there: a matrix with its legs
+    highlighted, a bond, the contracted result and a hyperedge.  Fixed, so
+    :func:`tnviz_app.serve.warm` lays them out before the server starts."""
+    from tnviz.gallery import fig2_delta, fig2_matrix, fig2_matrix_product
+    from tnviz.network import TensorNetwork
+    from tnviz.render import build_scene
+
+    def emphasis(net: TensorNetwork, indices: list[str]) -> Any:  # highlighted, nothing faded
+        return build_scene(net, highlight_indices=indices, fade_others=False)
+
+    return {
+        "leg": emphasis(fig2_matrix(), ["i", "j"]),
+        "bond": emphasis(fig2_matrix_product(), ["k"]),
+        "contraction": TensorNetwork.build([("c", ["i", "j"])], {"i": 4, "j": 5}, ["j"], ["i"], "c = ab"),
+        "hyperedge": emphasis(fig2_delta(), ["r"]),
+    }

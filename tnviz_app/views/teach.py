@@ -9,12 +9,11 @@ from tnviz_app.components.figures import forward_label
 from tnviz_app.components.formatting import arrow_safe, human, md_escape
 from tnviz.errors import plain_message
 from tnviz_app.components.persist import remember, restore
-from tnviz_app.components.diagram import diagram
+from tnviz_app.components.diagram import diagram, notation_pictures
 from tnviz_app.state import get_network
-from tnviz.gallery import fig2_delta, fig2_matrix, fig2_matrix_product
+from tnviz.gallery import fig2_matrix_product
 from tnviz.cost import DEFAULT_OPTIMIZER, rebuild_path
 from tnviz.network import TensorNetwork
-from tnviz.render import Scene, build_scene
 from tnviz.teach import Walkthrough, contraction_walkthrough, gauge_bonds, gauge_demo, stage
 
 K_STEP, K_OPT, K_BATCH = "teach.step", "teach.optimize", "teach.batch"
@@ -48,25 +47,18 @@ def _move(delta: int, count: int) -> None:
 
 
 # ---------------------------------------------------------------------- 1. notation
-def emphasis(net: TensorNetwork, indices: list[str]) -> Scene:
-    """The drawing of ``net`` with ``indices`` highlighted and nothing faded."""
-    return build_scene(net, highlight_indices=indices, fade_others=False)
-
-
 def notation() -> None:
     st.header("1. The notation")
     st.markdown(
         "A **tensor** is a shape; each of its indices is a line (a **leg**). Lines that end in the "
         "open are the layer's inputs (below) and outputs (above), labelled `name=size`."
     )
-    matrix, product, delta = fig2_matrix(), fig2_matrix_product(), fig2_delta()
-    contracted = TensorNetwork.build([("c", ["i", "j"])], {"i": 4, "j": 5}, ["j"], ["i"], "c = ab")
     # the delta's three arms make it the widest picture (272 pt): in a quarter of the page it was
     # shrunk to half size, its labels unreadable; a wider column draws it at the others' scale, and
     # below 1100 px the four pictures wrap two to a row (NOTATION_CSS), where it fits at full size
     st.html(NOTATION_CSS)
     with st.container(key=NOTATION_KEY):
-        _notation_pictures(matrix, product, delta, contracted)
+        _notation_pictures()
 
 
 NOTATION_KEY = "teach_notation"
@@ -81,32 +73,32 @@ NOTATION_CSS = f"""<style>
 </style>"""
 
 
-def _notation_pictures(matrix: TensorNetwork, product: TensorNetwork, delta: TensorNetwork,
-                       contracted: TensorNetwork) -> None:
+def _notation_pictures() -> None:
+    pictures = notation_pictures()
     # the hyperedge picture is the widest (272 pt = 363 px): its column holds it at its natural size
     # from a 1400 px window (diagrams scale down to fit their column, never up)
     cols = st.columns([1, 1, 1, 1.7])
     with cols[0]:
         st.markdown("**Leg**")
-        diagram(emphasis(matrix, ["i", "j"]), alt="a matrix with two legs")
+        diagram(pictures["leg"], alt="a matrix with two legs")
         st.caption(r"A matrix $m_{ij}$ has two legs, $i$ and $j$: one line per index. Highlighted in orange: "
                    r"the legs $i=4$ (output) and $j=3$ (input).")
     with cols[1]:
         st.markdown("**Bond**")
-        diagram(emphasis(product, ["k"]), alt="two tensors joined by a bond")
+        diagram(pictures["bond"], alt="two tensors joined by a bond")
         st.caption(r"A line joining two tensors is a **bond**: an index they share and that is summed. "
                    r"Bonds are drawn red; this one, $k=3$, is highlighted in orange.")
     with cols[2]:
         st.markdown("**Contraction**")
-        diagram(contracted, alt="the result of contracting a and b")
+        diagram(pictures["contraction"], alt="the result of contracting a and b")
         st.latex(r"c_{ij} = \sum_k a_{ik}\, b_{kj}")
         st.caption(
             f"Contracting $a$ and $b$ sums over their bond: the pair becomes one tensor with the open legs "
-            f"left. Cost: {rebuild_path(product).flops:,} FLOPs ($2 \\cdot i \\cdot k \\cdot j$)."
+            f"left. Cost: {rebuild_path(fig2_matrix_product()).flops:,} FLOPs ($2 \\cdot i \\cdot k \\cdot j$)."
         )
     with cols[3]:
         st.markdown("**Hyperedge**")
-        diagram(emphasis(delta, ["r"]), alt="three tensors sharing one index")
+        diagram(pictures["hyperedge"], alt="three tensors sharing one index")
         st.latex(r"\delta_{ijk} = 1 \text{ if } i = j = k, \text{ else } 0")
         st.caption("An index shared by three or more tensors is a **hyperedge**, drawn through a dot: "
                    r"the delta tensor $\delta_{ijk}$ (the core of a CP layer), highlighted in orange.")
