@@ -66,3 +66,16 @@ def test_warm_builds_the_charts_first_visits_would_and_imports_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     result = json.loads(out.strip().splitlines()[-1])
     assert result == {"new": [], "torch": False}
+
+
+def test_warm_lays_out_teachs_notation_pictures_for_the_page_to_reuse():
+    from tnviz.render import to_dot
+    from tnviz_app.components.diagram import notation_pictures, svg_markup
+
+    svg_markup.cache_clear()
+    serve.warm()
+    before = svg_markup.cache_info()
+    markups = [svg_markup(to_dot(p)) for p in notation_pictures().values()]
+    after = svg_markup.cache_info()
+    assert after.hits - before.hits == 4 and after.misses == before.misses  # no neato run left for the page
+    assert all(m is None or m.startswith("<svg") for m in markups)
