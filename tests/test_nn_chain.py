@@ -141,6 +141,8 @@ def test_the_output_cores_one_by_one_equal_the_dense_layer_with_gradients():
             tnviz.mpo([2, 2, 3, 2], [3, 5, 2], ranks=[3, 7, 5], in_cores=(3, 3, 3, 3), out_cores=(0, 1, 2)),
             tnviz.mpo([4, 6, 2], [3, 5], ranks=[3, 7], in_cores=(1, 2, 2), out_cores=(0, 0))]  # input half of two cores
     applies = [cores_first_at(net, chain_cores(net), 3) is not None for net in nets]
+    wide = tnviz.mpo([8, 8, 4], [2, 2], ranks=[2, 256], in_cores=(2, 2, 2), out_cores=(0, 1))
+    assert cores_first_at(wide, chain_cores(wide), 1024).largest >= 256 * 1024  # the (K, B) state of the first GEMM
     assert applies == [True, True, False, True, True, True]  # the third has inputs and outputs on every core
     g = torch.Generator().manual_seed(1)
     for net in (n for n, ok in zip(nets, applies) if ok):

@@ -348,17 +348,29 @@ def test_the_weight_cache_holds_no_view_of_a_parameter():
 
     from tnviz.decompose.legs import inputs_last_cores
 
+    from tnviz.nn.chain_strategy import CoresFirstPlan
+    from tnviz.nn.strategies import make_plan
+
+    def tensors_in(value):
+        if isinstance(value, torch.Tensor):
+            yield value
+        elif isinstance(value, (tuple, list)):
+            for v in value:
+                yield from tensors_in(v)
+
     ins, outs = inputs_last_cores((32, 48), (16, 24))
-    layer = TNLinear(tnviz.mpo([32, 48], [16, 24], ranks=40, in_cores=ins, out_cores=outs)).eval()
-    x = torch.randn(64, layer.network.in_features)
-    with torch.no_grad():
-        layer(x)
-    for _, value in layer._cache.values():
-        for t in value if isinstance(value, tuple) else (value,):
-            if isinstance(t, torch.Tensor):
+    cores_first = tnviz.mpo([4, 4, 2, 2], [16, 16, 16], ranks=[2, 2, 32], in_cores=(3, 3, 3, 3), out_cores=(0, 1, 2))
+    assert isinstance(make_plan("chain", cores_first, 64, cached=True), CoresFirstPlan)  # caches a tuple of cores
+    for net in (tnviz.mpo([32, 48], [16, 24], ranks=40, in_cores=ins, out_cores=outs), cores_first):
+        layer = TNLinear(net).eval()
+        x = torch.randn(64, layer.network.in_features)
+        with torch.no_grad():
+            layer(x)
+        for _, value in layer._cache.values():
+            for t in tensors_in(value):
                 assert t._base is None
-    core = next(iter(layer.parameters()))
-    core.data.mul_(0.5)  # an in-place update with grad mode on
-    twin = copy.deepcopy(layer)
-    with torch.no_grad():
-        torch.testing.assert_close(twin(x), layer(x))
+        core = next(iter(layer.parameters()))
+        core.data.mul_(0.5)  # an in-place update with grad mode on
+        twin = copy.deepcopy(layer)
+        with torch.no_grad():
+            torch.testing.assert_close(twin(x), layer(x))

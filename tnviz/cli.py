@@ -434,14 +434,14 @@ def _import_torch() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.func in (cmd_compress, cmd_spectra):  # the commands that run the engine's torch code
-        _import_torch()
     # torch's and transformers' warnings (deprecations, "some weights were not used") are not the
     # user's to act on; an error is one line, and a success prints tnviz's own warnings only
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
+            if args.func in (cmd_compress, cmd_spectra):  # the commands that run the engine's torch code
+                _import_torch()
             code = args.func(args)
         except TnvizError as exc:
             return _fail(exc)

@@ -102,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     preload()
     try:
         warm()
-    except ImportError:  # an optional package missing: the page that needs it says so itself
+    except Exception:  # noqa: BLE001  a warm-up only: the page that hits the same problem says so itself
         pass
     from streamlit.web import cli as stcli
 

@@ -174,7 +174,7 @@ class CoresFirstPlan:
 
     @property
     def largest(self) -> int:
-        return max([self.batch * self.net.out_features, self.J * self.K]
+        return max([self.batch * self.net.out_features, self.J * self.K, self.K * self.batch]
                    + [left * outs * rest for left, outs, right, rest in self._sizes()])
 
     def estimate(self, cached: bool = False) -> float:
@@ -193,13 +193,13 @@ class CoresFirstPlan:
         names = [c.name for c in self.cores]
         return ", then ".join(["".join(names[self.cut + 1:]), *names[self.cut::-1]]) + " (inputs first, core by core)"
 
-    def matrices(self, tensors: list[Any]) -> tuple[Any, list[Any]]:
+    def matrices(self, tensors: list[Any]) -> tuple[Any, tuple[Any, ...]]:
         """``R`` as ``(K, J)`` and each output core as ``(left·O_c, right)``, right to left."""
         seg = self.cores[self.cut + 1:]
         arrays = [tensors[c.position].permute(c.perm) for c in seg]
         R = arrays[0] if len(arrays) == 1 else merge_along(arrays, merge_shapes(self.net, seg))
-        cores = [tensors[c.position].permute(c.perm).reshape(left * outs, right)
-                 for c, (left, outs, right, _) in zip(reversed(self.cores[:self.cut + 1]), self._sizes())]
+        cores = tuple(tensors[c.position].permute(c.perm).reshape(left * outs, right)
+                      for c, (left, outs, right, _) in zip(reversed(self.cores[:self.cut + 1]), self._sizes()))
         return R.reshape(self.K, self.J), cores
 
     def __call__(self, x2d, ctx: PlanContext):

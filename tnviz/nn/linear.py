@@ -76,15 +76,15 @@ class LayerCall:
 
 
 def _owned(value: Any) -> Any:
-    """``value`` (a tensor or a tuple of them) with views replaced by copies: a cached view of a
+    """``value`` (a tensor, or a tuple or list of them, nested) with views replaced by copies: a cached view of a
     parameter (a one-core segment is its core reshaped) would be stale after the parameter's
     in-place update, and torch refuses even to deep-copy a view made under no_grad whose base
     changed with grad mode on (a healed model's copy failed so)."""
     if isinstance(value, torch.Tensor):  # only views of a parameter: a view of a fresh result owns its base
         base = value._base
         return value.clone() if base is not None and (base.requires_grad or isinstance(base, torch.nn.Parameter)) else value
-    if isinstance(value, tuple):
-        return tuple(_owned(v) for v in value)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_owned(v) for v in value)
     return value
 
 
