@@ -34,7 +34,7 @@ its cores one by one instead, for chains whose first cores carry outputs only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 from ..network import TensorNetwork
@@ -152,14 +152,16 @@ class CoresFirstPlan:
     K: int
     J: int
 
-    def _sizes(self) -> list[tuple[int, int, int, int]]:
-        """``(left, O_c, right, rest)`` of each output core, in the order they are applied."""
+    @cached_property
+    def sizes(self) -> tuple[tuple[int, int, int, int], ...]:
+        """``(left, O_c, right, rest)`` of each output core, in the order they are applied (worked
+        out once per plan: every forward call reads it)."""
         shapes = merge_shapes(self.net, self.cores[:self.cut + 1])
         out, rest = [], self.batch
         for left, _, outs, right in reversed(shapes):
             out.append((left, outs, right, rest))
             rest *= outs
-        return out
+        return tuple(out)
 
     @property
     def merge_flops(self) -> int:
@@ -167,7 +169,7 @@ class CoresFirstPlan:
 
     def flops(self, step: bool = False) -> int:
         first = 2 * self.batch * self.J * self.K
-        steps = [2 * left * outs * right * rest for left, outs, right, rest in self._sizes()]
+        steps = [2 * left * outs * right * rest for left, outs, right, rest in self.sizes]
         if not step:
             return first + sum(steps)
         return 2 * first + 3 * sum(steps) + 3 * self.merge_flops
@@ -175,12 +177,12 @@ class CoresFirstPlan:
     @property
     def largest(self) -> int:
         return max([self.batch * self.net.out_features, self.J * self.K, self.K * self.batch]
-                   + [left * outs * rest for left, outs, right, rest in self._sizes()])
+                   + [left * outs * rest for left, outs, right, rest in self.sizes])
 
     def estimate(self, cached: bool = False) -> float:
         B, J, K = self.batch, self.J, self.K
         cost = 2 * B * J * K + MEMORY_WEIGHT * (B * J + B * K + J * K) + STEP_OVERHEAD
-        for left, outs, right, rest in self._sizes():
+        for left, outs, right, rest in self.sizes:
             cost += 2 * left * outs * right * rest + MEMORY_WEIGHT * (left * outs * right + right * rest
                                                                      + left * outs * rest) + STEP_OVERHEAD
         cost += 2 * MEMORY_WEIGHT * B * self.net.out_features + STEP_OVERHEAD  # the (O, B) -> (B, O) copy
@@ -199,14 +201,14 @@ class CoresFirstPlan:
         arrays = [tensors[c.position].permute(c.perm) for c in seg]
         R = arrays[0] if len(arrays) == 1 else merge_along(arrays, merge_shapes(self.net, seg))
         cores = tuple(tensors[c.position].permute(c.perm).reshape(left * outs, right)
-                      for c, (left, outs, right, _) in zip(reversed(self.cores[:self.cut + 1]), self._sizes()))
+                      for c, (left, outs, right, _) in zip(reversed(self.cores[:self.cut + 1]), self.sizes))
         return R.reshape(self.K, self.J), cores
 
     def __call__(self, x2d, ctx: PlanContext):
         tensors = ctx.ordered_tensors()
         R, cores = ctx.cached(("chain-cores-first", self.cut), lambda: self.matrices(tensors))
         state = R @ x2d.t()  # (K, B)
-        for G, (left, outs, right, rest) in zip(cores, self._sizes()):
+        for G, (left, outs, right, rest) in zip(cores, self.sizes):
             state = G @ state.reshape(right, rest)  # (left·O_c, rest): (left, O_c, ..., B) in memory
         return state.reshape(self.net.out_features, self.batch).t().contiguous()
 
