@@ -38,9 +38,38 @@ def test_main_hands_its_arguments_to_streamlit(monkeypatch):
 
     monkeypatch.setattr(stcli, "main", fake_main)
     monkeypatch.setattr(serve, "preload", lambda names=serve.PRELOAD: [])
+    frozen = []
+    monkeypatch.setattr(serve, "freeze_heap", lambda: frozen.append(True))  # not this test process's heap
     monkeypatch.setattr(sys, "argv", list(sys.argv))
     assert serve.main(["run", "app.py", "--server.port", "9000"]) == 0
     assert seen["argv"] == ["streamlit", "run", "app.py", "--server.port", "9000"]
+    assert frozen == [True]
+
+
+def test_the_server_s_heap_is_frozen_so_streamlit_s_collections_after_each_run_are_short():
+    """Streamlit collects all generations after every script run; after freeze_heap (and torch
+    imported by the device thread, which freezes again) a collection walks what the pages made
+    since, not the ~3*10^5 objects of the preloaded modules and torch."""
+    code = ("import gc, json, sys; from tnviz_app import serve, state; serve.preload(); serve.warm(); "
+            "before = len(gc.get_objects()); serve.freeze_heap(); after = len(gc.get_objects()); "
+            "dev = state.device_info(); "
+            "print(json.dumps({'before': before, 'after': after, 'flag': state.FREEZE_TORCH_IMPORT, "
+            "'torch': 'torch' in sys.modules, 'with_torch': len(gc.get_objects()), 'enabled': gc.isenabled()}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    r = json.loads(out.strip().splitlines()[-1])
+    assert r["flag"] is True and r["torch"] is True and r["enabled"] is True
+    assert r["before"] > 50_000 and r["after"] < 1_000 and r["with_torch"] < 5_000
+
+
+def test_the_device_thread_freezes_nothing_outside_the_server(monkeypatch):
+    import gc
+
+    from tnviz_app import state
+
+    assert state.FREEZE_TORCH_IMPORT is False  # tests and a plain `streamlit run` keep their collector as is
+    frozen = gc.get_freeze_count()
+    state._find_device()
+    assert gc.get_freeze_count() == frozen
 
 
 @pytest.mark.parametrize("argv", [[], ["--host", "0.0.0.0", "--headless"]])

@@ -341,6 +341,7 @@ def test_the_app_is_served_on_this_machine_only_unless_asked(monkeypatch):
     local = flags()
     assert local["--server.address"] == "localhost" and local["--server.maxUploadSize"] == str(APP_MAX_UPLOAD_MB)
     assert local["--client.showErrorDetails"] == "true"
+    assert local["--server.fileWatcherType"] == "none"  # a page's first visit no longer waits for it
     shared = flags("--host", "0.0.0.0", "--port", "9000")
     assert shared["--server.address"] == "0.0.0.0" and shared["--server.port"] == "9000"
     assert shared["--client.showErrorDetails"] == "false"
@@ -405,13 +406,14 @@ def test_the_torch_import_pause_leaves_a_caller_s_collector_alone():
     # leaves the collector off; a fresh `tnviz compress` process imports torch with it paused
     import gc
 
-    from tnviz import cli
+    from tnviz import _runtime, cli
 
+    assert cli.import_torch is _runtime.import_torch  # the one function the app's server uses too
     frozen = gc.get_freeze_count()
-    cli._import_torch()
+    assert cli.import_torch() is False
     assert gc.isenabled() and gc.get_freeze_count() == frozen
-    code = ("import gc, sys; from tnviz import cli; cli._import_torch(); "
-            "print(gc.isenabled(), gc.get_freeze_count() > 0, 'torch' in sys.modules)")
+    code = ("import gc, sys; from tnviz import cli; done = cli.import_torch(); "
+            "print(done, gc.isenabled(), gc.get_freeze_count() > 0, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
-    assert out.stdout.split() == ["True", "True", "True"]
+    assert out.stdout.split() == ["True", "True", "True", "True"]

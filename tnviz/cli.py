@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
+from ._runtime import import_torch
 from .errors import TnvizError, plain_message
 
 EXIT_USAGE = 2
@@ -63,13 +64,17 @@ def app_command(args: argparse.Namespace) -> list[str]:
     """The ``streamlit run`` command of ``tnviz app``, started through :mod:`tnviz_app.serve` (which
     imports the pages' modules before the server starts, so the first visitor does not wait for
     them): served on this machine only unless ``--host`` says otherwise (the app has no
-    authentication), uploads capped at :data:`APP_MAX_UPLOAD_MB`, and error details (tracebacks)
-    shown only to a local user."""
+    authentication), uploads capped at :data:`APP_MAX_UPLOAD_MB`, error details (tracebacks)
+    shown only to a local user, and no file watcher: Streamlit's reruns a page when its source
+    changes, a developer's tool that resolved the path of every loaded module (torch's thousands
+    included) on the server's event loop, and a user's first move off the Designer waited
+    0.17 s for it (2-core CPU, 2026-12-07)."""
     local = args.host in ("localhost", "127.0.0.1", "::1")
     server = "tnviz_app.serve" if importlib.util.find_spec("tnviz_app") is not None else "streamlit"
     cmd = [sys.executable, "-m", server, "run", str(_app_path()), "--server.port", str(args.port),
            "--server.address", args.host, "--server.maxUploadSize", str(APP_MAX_UPLOAD_MB),
-           "--client.showErrorDetails", "true" if local else "false", "--browser.gatherUsageStats", "false"]
+           "--client.showErrorDetails", "true" if local else "false", "--browser.gatherUsageStats", "false",
+           "--server.fileWatcherType", "none"]
     if args.headless:
         cmd += ["--server.headless", "true"]
     return cmd
@@ -411,26 +416,6 @@ def _above_one(text: str) -> float:
     return value
 
 
-def _import_torch() -> None:
-    """Import torch with the cyclic garbage collector paused, then move what the import made into
-    the permanent generation (``gc.freeze``): otherwise every full collection walks its ~10^5
-    long-lived objects (three did during ``tnviz compress minilm``, 0.08 s, and the import itself
-    took 0.13 s longer with the collector on; measured 2026-12-07).  Only in a process that has not
-    imported torch yet (the command itself, not a caller such as a test that runs ``main``)."""
-    import gc
-
-    if "torch" in sys.modules:
-        return
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        import torch  # noqa: F401
-    finally:
-        gc.freeze()
-        if enabled:
-            gc.enable()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -441,7 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.simplefilter("always")
         try:
             if args.func in (cmd_compress, cmd_spectra):  # the commands that run the engine's torch code
-                _import_torch()
+                import_torch()
             code = args.func(args)
         except TnvizError as exc:
             return _fail(exc)

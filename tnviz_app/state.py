@@ -137,10 +137,22 @@ class DeviceInfo:
         return f"CUDA · {self.name}" if self.type == "cuda" else f"CPU · {self.name}"
 
 
+#: Import torch with :func:`tnviz._runtime.import_torch` (collector paused, then the heap frozen)
+#: when this process finds the device.  The app's server (:mod:`tnviz_app.serve`) turns it on:
+#: Streamlit runs a full garbage collection after every script run, and torch's objects made each
+#: one 0.12-0.18 s longer on the 2-core CPU.  Off elsewhere (tests, a plain ``streamlit run``), so a
+#: caller's objects are not frozen behind its back.
+FREEZE_TORCH_IMPORT = False
+
+
 def _find_device() -> DeviceInfo:
     import platform
 
     try:
+        if FREEZE_TORCH_IMPORT:
+            from tnviz._runtime import import_torch
+
+            import_torch()
         import torch
     except ImportError:
         return DeviceInfo("cpu", platform.processor() or platform.machine(), "torch not installed")
