@@ -498,6 +498,35 @@ def test_every_format_in_one_registry_named_after_the_network():
     assert tnviz.load_network(export(net, "json")) == net
 
 
+# ---------------------------------------------------------------------- the Stack view's sparsity patterns
+def test_patterns_figure_draws_each_layer_s_pattern_square_in_one_chart():
+    import numpy as np
+
+    from tnviz.render.stack_charts import patterns_figure
+    from tnviz.stack import stack_views
+
+    net = tnviz.mpo([2, 3, 2, 2, 2], [2, 2, 3, 2, 2], ranks=2)
+    (view,) = stack_views(net, views=["left-to-right"])
+    layers = view.to_dict()["layers"]
+    patterns = [l.pattern(12) for l in view.layers]
+    fig = patterns_figure(patterns, layers, columns=4)
+    assert len(fig.data) == len(layers) == 5
+    layout = fig.to_plotly_json()["layout"]
+    assert layout["height"] == 2 * 260  # five patterns, four to a row
+    for k, (trace, pattern, layer) in enumerate(zip(fig.data, patterns, layers)):
+        assert trace.type == "heatmap" and trace.name == layer["name"]
+        np.testing.assert_array_equal(np.asarray(trace.z), pattern)  # the data itself, bit for bit
+        assert trace.zmax == max(float(pattern.max()), 1e-12)
+        x, y = layout[f"xaxis{k + 1 if k else ''}"], layout[f"yaxis{k + 1 if k else ''}"]
+        assert y["scaleanchor"] == f"x{k + 1 if k else ''}" and y["autorange"] == "reversed"  # square, outputs down
+        assert x["title"]["text"] == f"inputs (0 … {layer['in_size'] - 1:,})"
+        assert y["title"]["text"] == f"outputs (0 … {layer['out_size'] - 1:,})"
+    titles = [a["text"] for a in layout["annotations"]]
+    assert titles == [f"{l['name']}: {l['out_size']:,} x {l['in_size']:,}" for l in layers]
+    with pytest.raises(ValueError, match="one pattern per layer: 4 patterns for 5 layers"):
+        patterns_figure(patterns[:4], layers)
+
+
 # ---------------------------------------------------------------------- every chart names its axes (issue 17)
 def _axis_titles(fig) -> list[str]:
     layout = fig.to_plotly_json()["layout"]
@@ -509,7 +538,7 @@ def test_every_chart_names_its_axes_and_units():
 
     from tnviz.cost import batch_sweep
     from tnviz.render.bond_charts import class_channel_heatmap, spectrum_chart
-    from tnviz.render.stack_charts import column_figure, pattern_figure
+    from tnviz.render.stack_charts import column_figure, patterns_figure
     from tnviz.stack import stack_views
 
     net = tnviz.mpo([4, 4], [4, 4], ranks=3)
@@ -519,7 +548,7 @@ def test_every_chart_names_its_axes_and_units():
         "flops vs batch": flops_vs_batch(batch_sweep(net)),
         "step bars": step_bars(tnviz.cost(net, 64)),
         "stack column": column_figure(report, 0),
-        "sparsity pattern": pattern_figure(view.layers[0].pattern(20), report["layers"][0]),
+        "sparsity patterns": patterns_figure([l.pattern(20) for l in view.layers], report["layers"]),
         "class x channel": class_channel_heatmap(np.ones((3, 4)), [0, 1, 2]),
         "bond spectrum": spectrum_chart(np.array([3.0, 2.0, 1.0])),
     }

@@ -80,14 +80,14 @@ def warm() -> None:
     import tnviz
     from tnviz.cost import batch_sweep
     from tnviz.render.charts import flops_vs_batch, step_bars
-    from tnviz.render.stack_charts import column_figure, pattern_figure
+    from tnviz.render.stack_charts import column_figure, patterns_figure
     from tnviz.stack import stack_views
 
     net = tnviz.mpo([2, 2, 2], [2, 2, 2], ranks=2)
     (view,) = stack_views(net, views=["left-to-right"])
     report = view.to_dict()
     for fig in (flops_vs_batch(batch_sweep(net), current_batch=2), step_bars(tnviz.cost(net, 2)),
-                column_figure(report, 0), pattern_figure(view.layers[0].pattern(4), report["layers"][0])):
+                column_figure(report, 0), patterns_figure([view.layers[0].pattern(4)], report["layers"][:1])):
         pio.to_json(fig, validate=False)
     pa.Table.from_pandas(pd.DataFrame({"a": [1], "b": ["x"], "c": [0.5]}))
     from tnviz.render import to_dot

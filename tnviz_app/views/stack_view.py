@@ -14,7 +14,7 @@ from tnviz.errors import plain_message
 from tnviz_app.components.persist import remember, restore
 from tnviz_app.components.diagram import diagram
 from tnviz_app.state import get_network
-from tnviz.render.stack_charts import column_figure, pattern_figure
+from tnviz.render.stack_charts import column_figure, patterns_figure
 from tnviz.stack import VIEWS, check_network, gauge_view, stack_views
 
 K_VIEW, K_SEED, K_BOND, K_LAYER = "stack.view", "stack.seed", "stack.bond", "stack.layer"
@@ -137,6 +137,4 @@ st.dataframe(
 st.subheader("Sparsity patterns")
 st.caption(f"Block density of non-zeros (each picture at most {PATTERN_SIDE}x{PATTERN_SIDE} blocks, drawn square "
            "whatever the matrix's shape: read its size from the title and the axes).")
-cols = st.columns(min(4, len(layers)))
-for k, (l, pattern) in enumerate(zip(layers, report["patterns"])):
-    cols[k % len(cols)].plotly_chart(pattern_figure(pattern, l), width="stretch", key=f"stack.pattern.{k}")
+st.plotly_chart(patterns_figure(report["patterns"], layers), width="stretch", key="stack.patterns")
