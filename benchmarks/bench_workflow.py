@@ -244,6 +244,7 @@ _CANVAS_DRAWN = """(sel) => {
 #: The pages visited after the first load, in order, by their navigation link (the title each shows).
 NAVIGATION = (("Costs", "Costs"), ("Gallery", "Gallery"), ("Teach", "Teach"), ("Stack view", "Stack view"),
               ("Designer", "Designer"), ("Costs", "Costs"), ("Lesson", "Lesson: compress a layer"),
+              ("Tensorize", "Tensorize a model"), ("Spectra", "Spectra"), ("Bond features", "Bond features"),
               ("Designer", "Designer"))
 APP_TARGETS = {"server ready": None, "first load: canvas drawn": 1.5, "first load: script idle": None}
 
