@@ -59,6 +59,13 @@ def test_the_server_s_heap_is_frozen_so_streamlit_s_collections_after_each_run_a
     r = json.loads(out.strip().splitlines()[-1])
     assert r["flag"] is True and r["torch"] is True and r["enabled"] is True
     assert r["before"] > 50_000 and r["after"] < 1_000 and r["with_torch"] < 5_000
+    # a page whose module imports torch before the device thread runs: its objects are frozen too
+    code = ("import gc, json; from tnviz_app import serve, state; serve.preload(); serve.freeze_heap(); "
+            "import torch; loaded = len(gc.get_objects()); state.device_info(); "
+            "print(json.dumps([loaded, len(gc.get_objects())]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded, frozen = json.loads(out.strip().splitlines()[-1])
+    assert loaded > 50_000 and frozen < 5_000
 
 
 def test_the_device_thread_freezes_nothing_outside_the_server(monkeypatch):

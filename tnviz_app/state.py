@@ -150,9 +150,12 @@ def _find_device() -> DeviceInfo:
 
     try:
         if FREEZE_TORCH_IMPORT:
+            import gc
+
             from tnviz._runtime import import_torch
 
             import_torch()
+            gc.freeze()  # also when a page's module imported torch first (Bond features' models do)
         import torch
     except ImportError:
         return DeviceInfo("cpu", platform.processor() or platform.machine(), "torch not installed")
