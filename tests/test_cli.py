@@ -406,6 +406,8 @@ def test_the_torch_import_pause_leaves_a_caller_s_collector_alone():
     # leaves the collector off; a fresh `tnviz compress` process imports torch with it paused
     import gc
 
+    import torch  # noqa: F401  loaded first, so the call below must leave this process alone
+
     from tnviz import _runtime, cli
 
     assert cli.import_torch is _runtime.import_torch  # the one function the app's server uses too

@@ -65,7 +65,7 @@ def app_command(args: argparse.Namespace) -> list[str]:
     imports the pages' modules before the server starts, so the first visitor does not wait for
     them): served on this machine only unless ``--host`` says otherwise (the app has no
     authentication), uploads capped at :data:`APP_MAX_UPLOAD_MB`, error details (tracebacks)
-    shown only to a local user, and no file watcher: Streamlit's reruns a page when its source
+    shown only to a local user, and no file watcher: Streamlit reruns a page when its source
     changes, a developer's tool that resolved the path of every loaded module (torch's thousands
     included) on the server's event loop, and a user's first move off the Designer waited
     0.17 s for it (2-core CPU, 2026-12-07)."""

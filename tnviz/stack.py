@@ -99,7 +99,7 @@ class StackLayer:
         coo = self.matrix.tocoo()
         r = (coo.row.astype(np.int64) * rows) // self.out_size
         c = (coo.col.astype(np.int64) * cols) // self.in_size
-        # one count per non-zero into its block: bincount, 20x faster than np.add.at here (4096² MPO layers)
+        # one count per non-zero into its block: bincount, 4-6x faster than np.add.at here (4096² MPO layers, numpy 2.4)
         counts = np.bincount(r * cols + c, minlength=rows * cols).reshape(rows, cols).astype(np.float64)
         block = (self.out_size / rows) * (self.in_size / cols)
         return counts / block
