@@ -10,14 +10,19 @@ import pytest
 from tnviz_app import serve
 
 
+def _last_json(code: str):
+    """Run ``code`` in a fresh interpreter and read the JSON on its last line of output."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def test_preload_imports_every_module_and_not_torch():
     """torch costs about 1.2 s and only the Compress pages need it; the preload must not pull it in
     (through any of its modules), and every name in it must exist."""
     code = ("import json, sys; from tnviz_app.serve import PRELOAD, preload; missing = preload(); "
             "print(json.dumps({'missing': missing, 'torch': 'torch' in sys.modules, "
             "'loaded': [n for n in PRELOAD if n in sys.modules]}))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    result = json.loads(out.strip().splitlines()[-1])
+    result = _last_json(code)
     assert result["missing"] == []
     assert result["torch"] is False
     assert result["loaded"] == list(serve.PRELOAD)
@@ -55,20 +60,18 @@ def test_the_server_s_heap_is_frozen_so_streamlit_s_collections_after_each_run_a
             "dev = state.device_info(); "
             "print(json.dumps({'before': before, 'after': after, 'flag': state.FREEZE_TORCH_IMPORT, "
             "'torch': 'torch' in sys.modules, 'with_torch': len(gc.get_objects()), 'enabled': gc.isenabled()}))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    r = json.loads(out.strip().splitlines()[-1])
+    r = _last_json(code)
     assert r["flag"] is True and r["torch"] is True and r["enabled"] is True
     assert r["before"] > 50_000 and r["after"] < 1_000 and r["with_torch"] < 5_000
     # a page whose module imports torch before the device thread runs: its objects are frozen too
     code = ("import gc, json; from tnviz_app import serve, state; serve.preload(); serve.freeze_heap(); "
             "import torch; loaded = len(gc.get_objects()); state.device_info(); "
             "print(json.dumps([loaded, len(gc.get_objects())]))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    loaded, frozen = json.loads(out.strip().splitlines()[-1])
+    loaded, frozen = _last_json(code)
     assert loaded > 50_000 and frozen < 5_000
 
 
-def test_the_device_thread_freezes_nothing_outside_the_server(monkeypatch):
+def test_the_device_thread_freezes_nothing_outside_the_server():
     import gc
 
     from tnviz_app import state
@@ -99,8 +102,7 @@ def test_warm_builds_the_charts_first_visits_would_and_imports_no_torch():
             "pa.Table.from_pandas(pd.DataFrame({'x': [1.5]})); "
             "print(json.dumps({'new': sorted(m for m in set(sys.modules) - before if m.startswith(('plotly', 'pyarrow'))), "
             "'torch': 'torch' in sys.modules}))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    result = json.loads(out.strip().splitlines()[-1])
+    result = _last_json(code)
     assert result == {"new": [], "torch": False}
 
 

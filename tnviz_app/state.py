@@ -154,8 +154,8 @@ def _find_device() -> DeviceInfo:
 
             from tnviz._runtime import import_torch
 
-            import_torch()
-            gc.freeze()  # also when a page's module imported torch first (Bond features' models do)
+            if not import_torch():  # a page's module imported torch first (Bond features' models do)
+                gc.freeze()  # with whatever a concurrent script run holds: once per server
         import torch
     except ImportError:
         return DeviceInfo("cpu", platform.processor() or platform.machine(), "torch not installed")
