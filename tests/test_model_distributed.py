@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 import tnviz
 from tnviz.errors import TnvizError
-from tnviz.model.distributed import assign, map_spread, svd_cost
+from tnviz.model.distributed import _pack, _unpack, assign, launched_by_torchrun, map_spread, svd_cost
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,6 +46,48 @@ def test_under_torchrun_without_a_group_the_library_refuses_rather_than_race(mon
         tnviz.compress("digits-mlp", max_rank=4)
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert map_spread(lambda x: -x, [1, 2], [1, 1]) == [-1, -2]
+
+
+def test_the_parts_travel_as_bytes_and_come_back_equal_on_the_cpu():
+    # another rank's part: tensors (CPU ones stay on the CPU), plain objects, an error
+    part = [(0, {"a": torch.arange(6.0).reshape(2, 3), "n": 3}), (2, ("kept", torch.ones(2, dtype=torch.bfloat16)))]
+    back = _unpack(_pack(part))
+    assert back[0][0] == 0 and back[0][1]["n"] == 3 and torch.equal(back[0][1]["a"], part[0][1]["a"])
+    assert back[1][1][1].dtype == torch.bfloat16 and back[1][1][1].device.type == "cpu"
+    error = _unpack(_pack(TnvizError("weight 'l3.weight' failed")))
+    assert isinstance(error, TnvizError) and str(error) == "weight 'l3.weight' failed"
+
+
+def test_only_a_torchrun_environment_counts_as_launched_by_torchrun(monkeypatch):
+    for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR"):
+        monkeypatch.delenv(k, raising=False)
+    assert not launched_by_torchrun()
+    monkeypatch.setenv("WORLD_SIZE", "1")  # a WORLD_SIZE alone (a user's shell) is not a launch
+    assert not launched_by_torchrun()
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    assert launched_by_torchrun()
+
+
+def test_a_one_rank_group_is_a_group_for_distributed_true_and_not_for_the_automatic_choice(tmp_path):
+    import torch.distributed as dist
+
+    alone = tnviz.compress("digits-mlp", max_rank=4)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        spread = tnviz.compress("digits-mlp", max_rank=4, distributed=True)
+        auto = tnviz.compress("digits-mlp", max_rank=4)
+        mine = [object(), object()]
+        assert all(a is b for a, b in zip(map_spread(lambda x: x, mine, [1, 1], distributed=True), mine))
+    finally:
+        dist.destroy_process_group()
+    report = spread.report()
+    assert report["world_size"] == 1 and report["backend"] == "gloo"
+    assert auto.report()["world_size"] == 1 and "backend" not in auto.report()  # None: one rank is not spread
+    assert "backend" not in alone.report()
+    for a, b in zip(alone.model.state_dict().items(), spread.model.state_dict().items()):
+        assert a[0] == b[0] and torch.equal(a[1], b[1]), a[0]
+    assert spread.manifest() == alone.manifest()
 
 
 def _weights(path: Path) -> Path:
@@ -215,3 +257,38 @@ def test_a_killed_torchrun_run_resumes_under_torchrun_or_alone_to_the_single_pro
     done = _single("compress", source, "--ratio", "2", "-o", str(alone), "--resume")
     assert done.returncode == 0, done.stderr
     _same_folder(tmp_path / "one", alone)
+
+
+NEEDS_CUDA = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: run benchmarks/gpu_check.sh on a CUDA machine")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind,device,extra", [
+    ("llama", "cpu", []),                                    # gloo, every CI run
+    ("llama", "cpu", ["--blockwise"]),                       # a 1-rank group still runs block by block
+    pytest.param("llama", "cuda", [], marks=NEEDS_CUDA),     # nccl on one GPU (issue 18: world size 1)
+    pytest.param("qwen2", "cuda", [], marks=NEEDS_CUDA),
+    pytest.param("gpt2", "cuda", [], marks=NEEDS_CUDA),
+])
+def test_torchrun_one_rank_joins_its_group_and_writes_the_single_process_folder(kind, device, extra, tmp_path):
+    pytest.importorskip("transformers")
+    import json
+
+    from test_model_llm import build, tiny_tokenizer
+
+    folder = tmp_path / kind
+    build(kind, folder)
+    tiny_tokenizer(folder / "tokenizer.json")
+    args = ["compress", str(folder), "--ratio", "2", "--device", device, "--json", *extra]
+    one = _single(*args, "-o", str(tmp_path / "one"))
+    assert one.returncode == 0, one.stderr
+    run = _torchrun(*args, "-o", str(tmp_path / "run"), nproc=1)
+    assert run.returncode == 0, run.stderr[-3000:]
+    _same_folder(tmp_path / "one", tmp_path / "run")
+    alone, joined = json.loads(one.stdout), json.loads(run.stdout)
+    assert "backend" not in alone and alone["world_size"] == 1
+    assert joined["world_size"] == 1
+    # spread over its 1-rank group (nccl on CUDA), or, block by block, in this one process
+    assert joined.get("backend") == (None if extra else "nccl" if device == "cuda" else "gloo")
+    assert joined["device"].startswith(device) and joined["functional"] == alone["functional"]

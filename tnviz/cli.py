@@ -188,11 +188,13 @@ def cmd_compress(args: argparse.Namespace) -> int:
         return _fail(f"choose exactly one of {', '.join(flags)}; got {chosen or 'none'}")
     given = truncation_from(max_rank=args.max_rank, rtol=args.rtol, energy=args.energy, ratio=args.ratio,
                             target_ratio=args.target_ratio, error_budget=args.error_budget)
+    from .model.device import resolve_device
     from .model.distributed import init_from_env, rank
 
-    # under torchrun (WORLD_SIZE > 1) every process joins the group and takes its share of the
-    # weights; rank 0 alone draws the bar, writes the folder and prints
-    joined = init_from_env(args.device if args.device != "auto" else "cpu")
+    # under torchrun every process joins the group (nccl when the run is on CUDA, each rank on the
+    # GPU of its LOCAL_RANK; gloo on the CPU) and takes its share of the weights; rank 0 alone
+    # draws the bar, writes the folder and prints
+    joined = init_from_env(resolve_device(args.device))
     lead = rank() == 0
     bar = _Bar() if lead and not args.json and sys.stderr.isatty() else None
     try:
@@ -200,7 +202,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
                           truncation=given if "target" not in given else None, target=given.get("target"),
                           data_aware=False if args.no_data_aware else None, heal=args.heal, heal_steps=args.heal_steps,
                           device=args.device, progress=bar, overwrite=args.overwrite, dense=args.dense,
-                          resume=args.resume, order_search=args.order_search, blockwise=args.blockwise)
+                          resume=args.resume, order_search=args.order_search, blockwise=args.blockwise,
+                          distributed=True if joined else None)
     finally:
         if bar:
             bar.close()
@@ -237,7 +240,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
         print(f"  neuron order of {note['pair']}: {note['reason']}")
     t = report["totals"]
     print(f"{len(report['layers'])} weights: {t['params_before']:,} -> {t['params_after']:,} parameters "
-          f"({t['ratio']:.2f}x) in {report['seconds']:.2f} s on {report['device']}")
+          f"({t['ratio']:.2f}x) in {report['seconds']:.2f} s on {report['device']}"
+          + (f", spread over {report['world_size']} ranks ({report['backend']})" if report.get("backend") else ""))
     for stage, values in (report.get("functional") or {}).items():
         print(f"  {stage:<11} " + ", ".join(f"{k} {v:.4f}" for k, v in values.items() if isinstance(v, (int, float))))
     for outcome in result.heals:

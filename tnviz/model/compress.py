@@ -29,6 +29,7 @@ import torch
 from ..errors import TnvizError
 from .apply import Options, apply_plan, compress_weights
 from .device import resolve_device
+from .distributed import group_active
 from .distributed import rank as group_rank
 from .distributed import resolve as resolve_distributed
 from .folder import SEPARATOR, Item, check_target
@@ -68,10 +69,10 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
     inputs (``calibration`` batches for an ``nn.Module`` given in code; ``input_covs`` by weight
     name for a weights-only file).  ``heal``: a key of :data:`tnviz.model.heal.HEALINGS`, kept only
     where it helps the held-out metric.  ``progress(done, total, label)`` is called as it goes.
-    ``distributed`` (default: when a torch.distributed process group of several ranks is
-    initialized): the weights are spread over the ranks (:mod:`tnviz.model.distributed`); rank 0
-    measures, heals and writes ``output`` (the single-process run's bytes), the other ranks return
-    the layers only.  ``dense``: ``output`` is written as a plain Hugging Face folder of dense
+    ``distributed`` (default ``None``: when a torch.distributed process group of several ranks is
+    initialized; ``True``: over the initialized group of any size, one rank included): the weights
+    are spread over the ranks (:mod:`tnviz.model.distributed`); rank 0 measures, heals and writes
+    ``output`` (the single-process run's bytes), the other ranks return the layers only.  ``dense``: ``output`` is written as a plain Hugging Face folder of dense
     weights rebuilt from the networks (:meth:`Compression.write_dense`) instead of the compressed one.
     With ``output``, each finished weight is journaled beside it (:mod:`tnviz.model.resume`);
     ``resume``: a run into ``output`` that was stopped continues after its finished weights.
@@ -100,11 +101,12 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
         raise TnvizError(f"healing must be one of {list(HEALINGS)}; got {heal!r}")
     spread = resolve_distributed(distributed)
     lead = not spread or group_rank() == 0
+    several = spread and group_active()  # a 1-rank group runs the spread code alone: block by block too
     dev = resolve_device(device)
     if blockwise and order_search:
         raise TnvizError("the neuron-order search needs the whole model (it permutes both weights of a pair); "
                          "a block-by-block run cannot do it: drop order_search or pass blockwise=False")
-    if blockwise is None and calibration is None and not spread and heal is None and not dense and not order_search:
+    if blockwise is None and calibration is None and not several and heal is None and not dense and not order_search:
         from .blockwise import wants_blockwise
 
         blockwise = wants_blockwise(source, data_aware)
@@ -114,7 +116,7 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
                              "is for a model given in code")
         rules = list(rules) if rules is not None else rules_from(layers=layers, method=method, truncation=truncation)
         return compress_blockwise(source, output, rules=rules, target=target, data_aware=data_aware, heal=heal,
-                                  dense=dense, spread=spread, device=dev, progress=progress, overwrite=overwrite,
+                                  dense=dense, spread=several, device=dev, progress=progress, overwrite=overwrite,
                                   resume=resume, placement=placement, bond_split=bond_split,
                                   decompose_options=decompose_options)
     subject = open_subject(source, dev)
@@ -175,6 +177,10 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
                                    distributed=spread, journal=journal, **decompose_options)
     result = Compression(subject, applied, _settings(plan, applied.data_aware, placement, bond_split, decompose_options,
                                                      order_search))
+    if spread:  # where it ran: the report's, never the folder's (a spread run writes the single-process bytes)
+        import torch.distributed as dist
+
+        result.world_size, result.backend = dist.get_world_size(), str(dist.get_backend())
     if not lead:  # the other ranks' share is done: rank 0 measures, heals and writes
         result.seconds = time.perf_counter() - started
         return result

@@ -2,7 +2,8 @@
 
 ``torchrun --nproc-per-node=N $(which tnviz) compress MODEL -o OUT ...`` starts N processes; each
 reads the model and its calibration data, decomposes its share of the weights, and every rank
-receives every rank's results (``all_gather_object``), in plan order.  Rank 0 alone measures,
+receives every rank's results (``all_gather_object`` of each rank's part as bytes, so that another
+rank's CUDA tensors land on this rank's GPU), in plan order.  Rank 0 alone measures,
 heals and writes the folder, which is the byte-identical folder of a single-process run: each
 weight is decomposed by the same function with single-threaded torch operations
 (:mod:`tnviz.model.parallel`), whichever rank runs it.  A data-aware run's calibration passes
@@ -12,7 +13,10 @@ thread count (torchrun sets ``OMP_NUM_THREADS=1``; a weights-only run is identic
 
 Weights go to ranks by their predicted cost (the SVD work ``m·n·min(m, n)`` of the weight's
 matrix), largest first onto the least-loaded rank: one 1536x384 weight costs four 384x384 ones.
-This is torch.distributed's process group, not a scheduler of our own: gloo on CPU, nccl on GPUs.
+This is torch.distributed's process group, not a scheduler of our own: gloo on CPU, nccl on GPUs
+(each rank on the GPU of its ``LOCAL_RANK``).  Under torchrun the CLI joins the group whatever its
+size: one rank runs the same code path (nccl on one GPU is how that path is checked on a machine
+with one GPU).
 
 >>> assign([8.0, 1.0, 1.0, 4.0, 4.0], 2)
 [0, 0, 1, 1, 1]
@@ -57,16 +61,28 @@ def group_active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def rank() -> int:
-    """This process's rank (0 without a process group)."""
+def group_initialized() -> bool:
+    """Whether a torch.distributed process group of any size (one rank included) is initialized."""
     import torch.distributed as dist
 
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    """This process's rank (0 without a process group)."""
+    return _dist().get_rank() if group_initialized() else 0
+
+
+def _dist():
+    import torch.distributed as dist
+
+    return dist
 
 
 def resolve(distributed: bool | None) -> bool:
     """``None``: spread when a process group of several ranks is initialized; ``True``: require
-    one; ``False``: never."""
+    an initialized group (one rank is a group too: the same code path, e.g. nccl on one GPU);
+    ``False``: never."""
     if distributed is None:
         world = int(os.environ.get("WORLD_SIZE", "1") or 1)
         if world > 1 and not group_active():
@@ -75,21 +91,24 @@ def resolve(distributed: bool | None) -> bool:
                              "torch.distributed.init_process_group() before tnviz.compress, or pass distributed=False "
                              "to compress everything on each process alone")
         return group_active()
-    if distributed and not group_active():
-        import torch.distributed as dist
-
-        size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 0
-        raise TnvizError("distributed=True needs an initialized torch.distributed process group of more than one "
-                         f"rank (torch.distributed.init_process_group, or run under torchrun); got world size {size}")
+    if distributed and not group_initialized():
+        raise TnvizError("distributed=True needs an initialized torch.distributed process group "
+                         "(torch.distributed.init_process_group, or run under torchrun); none is initialized")
     return bool(distributed)
 
 
-def init_from_env(device: str = "cpu") -> bool:
-    """Join the process group torchrun describes (``WORLD_SIZE`` > 1 in the environment): gloo on
-    CPU, nccl for CUDA.  Returns whether this call initialized it (the caller then destroys it)."""
-    import torch.distributed as dist
+def launched_by_torchrun() -> bool:
+    """Whether this process was started by torchrun (or another launcher that sets the
+    ``env://`` rendezvous: ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``)."""
+    return all(os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR"))
 
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available() or dist.is_initialized():
+
+def init_from_env(device: Any = "cpu") -> bool:
+    """Join the process group torchrun describes (every size, one rank included): gloo on CPU,
+    nccl for CUDA, each rank on the GPU of its ``LOCAL_RANK``.  Returns whether this call
+    initialized it (the caller then destroys it)."""
+    dist = _dist()
+    if not launched_by_torchrun() or not dist.is_available() or dist.is_initialized():
         return False
     backend = "nccl" if str(device).startswith("cuda") else "gloo"
     if backend == "nccl":
@@ -98,6 +117,32 @@ def init_from_env(device: str = "cpu") -> bool:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend=backend)
     return True
+
+
+def _pack(obj: Any) -> bytes:
+    """``obj`` as bytes (``torch.save``: its CUDA tensors copied to the host on the way)."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def _unpack(data: bytes) -> Any:
+    """What :func:`_pack` packed on another rank, its CUDA tensors on this rank's current GPU
+    (another rank's ``cuda:1`` is this rank's ``cuda:0`` under nccl) and its CPU tensors on the CPU.
+    The bytes come from this job's own ranks, never from a file or a user."""
+    import io
+
+    import torch
+
+    here = None
+    if torch.cuda.is_available():
+        current = f"cuda:{torch.cuda.current_device()}"
+        here = {f"cuda:{k}": current for k in range(torch.cuda.device_count())}
+    return torch.load(io.BytesIO(data), map_location=here, weights_only=False)
 
 
 def map_spread(fn: Callable[[T], R], items: Sequence[T], costs: Sequence[float], *, distributed: bool = False,
@@ -118,8 +163,11 @@ def map_spread(fn: Callable[[T], R], items: Sequence[T], costs: Sequence[float],
         local: Any = list(zip(mine, map_ordered(fn, [items[k] for k in mine], workers=workers, done=done)))
     except Exception as exc:  # every rank must reach the gather, or the others wait forever
         local = exc
+    # each rank's part travels as bytes and lands on this rank's device (all_gather_object would
+    # unpickle another rank's CUDA tensors onto that rank's GPU); this rank keeps its own objects
     gathered: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, local)
+    dist.all_gather_object(gathered, _pack(local))
+    gathered = [local if r == me else _unpack(part) for r, part in enumerate(gathered)]
     for part in gathered:  # the first rank's error, raised on every rank
         if isinstance(part, BaseException):
             raise part
@@ -130,4 +178,5 @@ def map_spread(fn: Callable[[T], R], items: Sequence[T], costs: Sequence[float],
     return out
 
 
-__all__ = ["assign", "svd_cost", "group_active", "rank", "resolve", "init_from_env", "map_spread"]
+__all__ = ["assign", "svd_cost", "group_active", "group_initialized", "rank", "resolve", "launched_by_torchrun",
+           "init_from_env", "map_spread"]

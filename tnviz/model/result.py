@@ -67,6 +67,8 @@ class Compression:
     heals: list[HealOutcome] = field(default_factory=list)
     seconds: float = 0.0
     resumed: int = 0  # weights taken from a stopped run's progress (resume=True)
+    world_size: int = 1  # the torch.distributed ranks the weights were spread over (1: one process or a 1-rank group)
+    backend: str | None = None  # that group's backend (gloo, nccl); None without a group
 
     # ------------------------------------------------------------------ views
     @property
@@ -219,6 +221,9 @@ class Compression:
         doc["totals"] = dict(self.totals)
         doc["seconds"] = self.seconds
         doc["device"] = self.device
+        doc["world_size"] = self.world_size
+        if self.backend is not None:
+            doc["backend"] = self.backend
         if self.heals:
             doc["heals"] = [{"mode": h.mode, "steps": h.steps, "improved": h.improved, "kept": h.kept,
                              "seconds": h.seconds} for h in self.heals]
