@@ -14,7 +14,8 @@ largest size below the machine's RAM.  ``--ram-multiple 2`` adds a file twice th
 resident, each calibrated on the compressed blocks' output; issue 18 item 2), and with
 ``--whole-at S`` the whole-model data-aware path at size ``S`` beside it.
 
-    python benchmarks/bench_scale.py [--sizes 0.25 0.5 1 2] [--ram-multiple 2] [--data-aware [--whole-at 0.5]] [--write]
+    python benchmarks/bench_scale.py [--sizes 0.25 0.5 1 2] [--ram-multiple 2] [--data-aware [--whole-at 0.5]
+                                     [--devices cuda cpu]] [--write]
 """
 from __future__ import annotations
 
@@ -51,9 +52,9 @@ import tnviz
 from tnviz.model.memory import peak_rss_bytes
 start = time.perf_counter()
 r = tnviz.compress(sys.argv[1], sys.argv[2], method="svd", max_rank=32, layers=r"layers\.[0-9]+\.",
-                   blockwise=sys.argv[3] == "blocks")
+                   blockwise=sys.argv[3] == "blocks", device=sys.argv[4])
 print(json.dumps({"seconds": time.perf_counter() - start, "weights": len(r.layers), "peak": peak_rss_bytes(),
-                  "ratio": r.totals["ratio"], "kl": r.metrics["compressed"]["next-token KL"]}))
+                  "ratio": r.totals["ratio"], "kl": r.metrics["compressed"]["next-token KL"], "device": r.device}))
 """
 
 
@@ -159,12 +160,12 @@ def generate_folder(folder: Path, layers: int, shards: int = 3) -> int:
     return total
 
 
-def run(path: Path, out: Path, ranks: int, mode: str = "") -> dict:
+def run(path: Path, out: Path, ranks: int, mode: str = "", device: str = "auto") -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "")}
     if not env["OMP_NUM_THREADS"]:
         env.pop("OMP_NUM_THREADS")
     if mode:  # a Hugging Face folder, data-aware: "blocks" (block by block) or "whole"
-        cmd = [sys.executable, "-c", _RUN_FOLDER, str(path), str(out), mode]
+        cmd = [sys.executable, "-c", _RUN_FOLDER, str(path), str(out), mode, device]
     elif ranks == 1:
         cmd = [sys.executable, "-c", _RUN, str(path), str(out)]
     else:  # every rank prints its own line; rank 0's (the one that wrote) holds the ratio
@@ -180,7 +181,8 @@ def run(path: Path, out: Path, ranks: int, mode: str = "") -> dict:
         raise SystemExit("\n".join(errors[:10]) + "\n" + done.stderr[-1500:])
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     return {"wall": wall, "seconds": max(d["seconds"] for d in lines), "weights": lines[0]["weights"],
-            "peak": max(d["peak"] for d in lines), "ratio": lines[0]["ratio"], "kl": lines[0].get("kl")}
+            "peak": max(d["peak"] for d in lines), "ratio": lines[0]["ratio"], "kl": lines[0].get("kl"),
+            "device": lines[0].get("device", "cpu")}
 
 
 def machine() -> str:
@@ -193,10 +195,11 @@ def machine() -> str:
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     import torch
 
-    return f"{cpu}, {os.cpu_count()} cores, {ram:.0f} GiB RAM, torch {torch.__version__}"
+    gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return f"{cpu}, {os.cpu_count()} cores, {ram:.0f} GiB RAM{gpu}, torch {torch.__version__}"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=float, nargs="+", default=[0.25, 0.5, 1.0, 2.0], help="file sizes in GiB")
     ap.add_argument("--ram-multiple", type=float, default=0.0, help="also a file this many times the RAM")
@@ -205,8 +208,10 @@ def main() -> None:
                     help="sharded Hugging Face folders compressed data-aware, block by block")
     ap.add_argument("--whole-at", type=float, nargs="*", default=[], dest="whole_at",
                     help="with --data-aware: also the whole-model data-aware path at these sizes (GiB)")
+    ap.add_argument("--devices", nargs="+", default=["auto"],
+                    help="with --data-aware: the devices to run each folder on (auto: CUDA when present), e.g. cuda cpu")
     ap.add_argument("--write", action="store_true", help="write the table into benchmarks/README.md")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.data_aware:
         return main_data_aware(args)
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
@@ -266,11 +271,13 @@ def main_data_aware(args: argparse.Namespace) -> None:
             layers = layers_for(size)
             folder = work / "llama"
             nbytes = generate_folder(folder, layers)
-            for mode in ["blocks"] * (size in sizes) + ["whole"] * (size in args.whole_at):
+            for mode, device in [(m, d) for m in ["blocks"] * (size in sizes) + ["whole"] * (size in args.whole_at)
+                                 for d in args.devices]:
                 out = work / "out"
-                r = run(folder, out, 1, mode)
+                r = run(folder, out, 1, mode, device)
                 path = "block by block" if mode == "blocks" else "whole model"
-                rows.append(f"| {nbytes / 2**30:.2f} | {layers} | {path} | {r['weights']} | {r['seconds']:.0f} | "
+                rows.append(f"| {nbytes / 2**30:.2f} | {layers} | {path} | {r['device']} | {r['weights']} | "
+                            f"{r['seconds']:.1f} | "
                             f"{r['seconds'] / r['weights']:.2f} | {r['peak'] / 2**30:.2f} | {block / 2**20:.0f} | "
                             f"{(2 * block + 2**30) / 2**30:.2f} | {r['kl']:.4f} |")
                 print(rows[-1], flush=True)
@@ -280,9 +287,9 @@ def main_data_aware(args: argparse.Namespace) -> None:
         shutil.rmtree(work, ignore_errors=True)
     table = "\n".join([
         stamp + ".", "",
-        "| folder GiB | layers | path | weights | seconds | s per weight | peak RSS GiB | largest block MiB | "
+        "| folder GiB | layers | path | device | weights | seconds | s per weight | peak RSS GiB | largest block MiB | "
         "goal (2x block + 1 GiB) | next-token KL |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
         *rows,
     ])
     print(table)

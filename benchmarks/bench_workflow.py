@@ -140,10 +140,15 @@ def cli(args: list[str]) -> float:
 
 
 # ---------------------------------------------------------------------- steps
+#: Where the steps run (``--device``): the CPU for the table in benchmarks/README.md, ``cuda`` in
+#: benchmarks/gpu_check.sh (issue 16 item 6: the same workflow on the GPU).
+DEVICE = "cpu"
+
+
 def fresh_subject(name: str):
     from tnviz.model.subject import demo_subject
 
-    return demo_subject(name, "cpu")
+    return demo_subject(name, DEVICE)
 
 
 def page_compress(subject, layers: str | None = None, ratio: float | None = None):
@@ -154,7 +159,7 @@ def page_compress(subject, layers: str | None = None, ratio: float | None = None
 
     demo = DEMOS[subject.name]
     rules = rules_from(layers=layers or demo.layers, method="mpo", truncation={"ratio": ratio or demo.ratio})
-    return compress(subject, rules=rules, data_aware=True, device="cpu", progress=lambda *a: None)
+    return compress(subject, rules=rules, data_aware=True, device=DEVICE, progress=lambda *a: None)
 
 
 def steps(repeats: int) -> list[dict[str, Any]]:
@@ -179,7 +184,7 @@ def steps(repeats: int) -> list[dict[str, Any]]:
 
     with tempfile.TemporaryDirectory(prefix="bench-workflow-") as tmp:
         base = ["compress", "minilm", "-o", str(Path(tmp) / "out"), "--method", "mpo", "--ratio", "2",
-                "--layers", FFN, "--overwrite"]
+                "--layers", FFN, "--overwrite", "--device", DEVICE]
         CPU.clear()
         t = [cli(base) for _ in range(repeats)]
         add("CLI: tnviz compress minilm --method mpo --ratio 2 --layers FFN (whole process)", statistics.median(t), t)
@@ -205,10 +210,10 @@ def steps(repeats: int) -> list[dict[str, Any]]:
     from tnviz.model.spectra import input_covariances
 
     weights = open_weights(minilm_dir() / "model.safetensors")
-    weight = weights.get(SPECTRA_LAYER, dtype=torch.float64)  # the page reads weights as float64
+    weight = weights.get(SPECTRA_LAYER, device=DEVICE, dtype=torch.float64)  # the page reads weights as float64
 
     def toggle():
-        covs = input_covariances(fresh_subject("minilm"), "cpu", layers=[SPECTRA_LAYER])
+        covs = input_covariances(fresh_subject("minilm"), DEVICE, layers=[SPECTRA_LAYER])
         return sp.layer_spectra(weight, "mpo", setting="rank", value=8, name=SPECTRA_LAYER,
                                 input_cov=covs[SPECTRA_LAYER])
 
@@ -246,6 +251,7 @@ NAVIGATION = (("Costs", "Costs"), ("Gallery", "Gallery"), ("Teach", "Teach"), ("
               ("Designer", "Designer"), ("Costs", "Costs"), ("Lesson", "Lesson: compress a layer"),
               ("Tensorize", "Tensorize a model"), ("Spectra", "Spectra"), ("Bond features", "Bond features"),
               ("Designer", "Designer"))
+ORDINALS = {1: "first", 2: "second", 3: "third"}
 APP_TARGETS = {"server ready": None, "first load: canvas drawn": 1.5, "first load: script idle": None}
 
 
@@ -346,7 +352,7 @@ def app_load_once(browser) -> dict[str, float]:
             start = time.perf_counter()
             page.get_by_role("link", name=link, exact=True).click()
             page.wait_for_function(_SHOWN, arg=[title], polling="raf", timeout=120_000)
-            visit = "first" if seen[link] == 1 else "second"
+            visit = ORDINALS.get(seen[link], f"{seen[link]}th")
             out[f"navigate: {link} ({visit} visit)"] = time.perf_counter() - start
             settle(page)  # the page's charts are drawn before the next click, not charged to it
         return out
@@ -411,11 +417,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None, help="write the markdown table here")
+    parser.add_argument("--device", default="cpu", help="where the workflow steps run (cpu, cuda); the app's "
+                        "rows run on whatever the server finds")
     parser.add_argument("--only", choices=("all", "workflow", "app"), default="all",
                         help="app: only the page loads in a browser (fresh servers); workflow: only the library steps")
     args = parser.parse_args(argv)
     import tnviz  # noqa: F401  (sets the OpenMP wait policy before torch loads)
+    from tnviz.model.device import resolve_device
 
+    global DEVICE
+    DEVICE = str(resolve_device(args.device))
     header = machine()
     print(header, flush=True)
     text = ""

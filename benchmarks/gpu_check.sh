@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The CUDA check for a machine with a GPU: the gpu-marked tests, then the forward benchmark in
-# float32 and bfloat16 on CUDA, then the fused Triton kernel and CUDA graphs (bench_cuda.py), with
-# a short table last.  Results go to $OUT (or benchmarks/out).
+# The CUDA check for a machine with a GPU: the gpu-marked tests, the model workflow on CUDA
+# (bench_workflow, bench_minilm_compress, bench_scale: issues 16 and 18), then the forward benchmark
+# in float32 and bfloat16 on CUDA, then the fused Triton kernel and CUDA graphs (bench_cuda.py),
+# with a short table last.  Results go to $OUT (or benchmarks/out).
 #   bash benchmarks/gpu_check.sh            # full grid: batches 1 64 1024 8192, bonds 4 8 16
 #   bash benchmarks/gpu_check.sh --quick    # a few minutes at most
 set -euo pipefail
@@ -13,5 +14,4 @@ python -c "import scipy" 2>/dev/null || echo "gpu_check: scipy missing (only the
 python -c "import triton" 2>/dev/null || echo "gpu_check: triton not importable; the fused-kernel tests skip and bench_cuda reports its rows skipped" >&2
 python -c "import tltorch" 2>/dev/null || echo "gpu_check: tensorly-torch not importable; its rows are left out" >&2
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
-python benchmarks/bench_minilm_compress.py --out "${OUT:-benchmarks/out}" || echo "gpu_check: bench_minilm_compress failed" >&2
 exec python benchmarks/gpu_check.py "$@"

@@ -69,3 +69,11 @@ def test_bench_overhead_reports_every_row():
     assert [r["input"] for r in rows] == ["2-D", "3-D"]
     assert all(r["tn_us"] > 0 and r["linear_us"] > 0 for r in rows)
     assert "| overhead µs |" in bench_overhead.markdown(rows)
+
+
+def test_gpu_check_runs_every_test_file_that_holds_gpu_tests():
+    import re
+
+    marked = sorted(str(f.relative_to(BENCH.parent)) for f in (BENCH.parent / "tests").rglob("test_*.py")
+                    if re.search(r"pytest\.mark\.gpu\b", f.read_text()))
+    assert sorted(gpu_check.GPU_TESTS) == marked

@@ -134,6 +134,24 @@ def test_the_folder_is_the_whole_model_paths_format_and_loads_and_evaluates(fold
     assert whole.metrics["original"]["perplexity"] == pytest.approx(result.metrics["original"]["perplexity"], rel=1e-9)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: run benchmarks/gpu_check.sh on a CUDA machine")
+def test_block_by_block_on_cuda_gives_the_cpu_runs_folder_to_float32_rounding(folders, tmp_path):
+    # issue 18 on a GPU: the data-aware block-by-block path (calibration, decompositions) on CUDA
+    folder = str(folders["llama-low"])
+    cpu = tnviz.compress(folder, tmp_path / "cpu", method="svd", max_rank=4, blockwise=True, device="cpu")
+    gpu = tnviz.compress(folder, tmp_path / "gpu", method="svd", max_rank=4, blockwise=True, device="cuda")
+    assert gpu.device.startswith("cuda") and cpu.device == "cpu"
+    ours, theirs = load_compressed(tmp_path / "gpu"), load_compressed(tmp_path / "cpu")
+    assert sorted(ours.layers) == sorted(theirs.layers) and len(ours.layers) >= 8
+    for n, layer in theirs.layers.items():  # rank 4 holds every weight: both are the original to rounding
+        assert close(ours.layers[n].to_weight(), layer.to_weight()) < 1e-4, n
+    for n, t in theirs.untouched.items():
+        assert torch.equal(ours.untouched[n], t), n
+    for key, value in cpu.metrics["compressed"].items():
+        assert gpu.metrics["compressed"][key] == pytest.approx(value, rel=1e-3, abs=1e-6), key
+
+
 def test_a_global_target_and_the_automatic_choice(folders, tmp_path, monkeypatch):
     folder = folders["qwen2"]
     monkeypatch.setenv("TNVIZ_MEMORY_BUDGET", "0.0001")  # 100 KiB: the whole model does not fit
