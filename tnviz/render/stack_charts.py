@@ -76,7 +76,8 @@ def patterns_figure(patterns: Sequence[Any], layers: Sequence[dict[str, Any]], c
     cols = max(1, min(columns, len(layers)))
     rows = math.ceil(len(layers) / cols)
     fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.07,
-                        vertical_spacing=90 / (260 * rows),  # 90 px: one row's x titles, the next row's titles
+                        vertical_spacing=90 / (260 * rows),  # a fraction of the plot area (260·rows − 60 px): about
+                        # 80 px at two rows, 83 at three, for one row's x titles and the next row's titles
                         subplot_titles=[f"{l['name']}: {l['out_size']:,} x {l['in_size']:,}" for l in layers])
     hidden = {"showticklabels": False, "showgrid": False, "zeroline": False}
     for k, (pattern, layer) in enumerate(zip(patterns, layers)):
