@@ -29,6 +29,7 @@ import argparse
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -61,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"gpu_check: {torch.cuda.get_device_name()} torch {torch.__version__} cuda {torch.version.cuda}", flush=True)
 
     status = 0
+    began = time.perf_counter()
+
+    def mark(leg: str) -> None:  # where the device's minutes went, for the next session's timeout
+        print(f"[gpu_check +{time.perf_counter() - began:4.0f} s] {leg} done", flush=True)
+
     if not args.skip_tests:
         cmd = [sys.executable, "-m", "pytest", "-m", "gpu", *GPU_TESTS, "-q", "-rs", "-p", "no:cacheprovider"]
         env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
@@ -70,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(tail), flush=True)
         status = res.returncode
 
+    mark("gpu tests")
     workflow_lines = _workflow(out, args.quick)
+    mark("model workflow")
     if workflow_lines is None:
         status = status or 1
     import json
@@ -116,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{dtype:22} {row['batch']:>6} {row['rank']:>4} {row['flops_drop']:>9.1f}x {row['speedup_vs_dense']:>6.2f}x "
               f"{row['auto_chose']:>10} {best_tn:>7.2f}x {best_tl:>7.2f}x {row['vs_best_dense_rebuilt']:>22.2f}x")
     tests_status = status
+    mark("forward benchmarks")
     cuda_lines = _bench_cuda(out, args.quick)
+    mark("bench_cuda")
     if cuda_lines is None:
         status = status or 1
     else:

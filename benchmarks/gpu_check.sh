@@ -5,6 +5,8 @@
 # with a short table last.  Results go to $OUT (or benchmarks/out).
 #   bash benchmarks/gpu_check.sh            # full grid: batches 1 64 1024 8192, bonds 4 8 16
 #   bash benchmarks/gpu_check.sh --quick    # a few minutes at most
+# On a lent device (15 minutes in all, its start included) run --quick first with a timeout of
+# about 420 s; each leg prints '[gpu_check +N s] ... done', which sizes the next run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
