@@ -8,8 +8,9 @@ runs are noise.  Quality numbers (held-out cosine, digits accuracy) are printed 
 
     python benchmarks/bench_workflow.py [--repeats 3] [--out benchmarks/results/workflow-cpu.md]
 
-Not here yet: the cost-over-model-size section (issue 16 item 5: MiniLM and tiny/small/medium
-random LLaMA shapes, time per weight and calibration cost against tokens).
+The cost over model size (issue 16 item 5: MiniLM and tiny/small/medium random LLaMA shapes, time
+per weight and calibration cost against tokens) is ``bench_model_size.py``.  ``--device cuda`` runs
+these steps on the GPU (``gpu_check.py`` does, for issue 16 item 6).
 
 Where the time went (profiled with cProfile on the 2-core development CPU, 2026-12-03, before the
 changes of this benchmark's commit series):
