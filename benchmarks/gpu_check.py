@@ -189,7 +189,8 @@ def _workflow(out: Path, quick: bool, device: str = "cuda") -> list[str] | None:
                                  f"{r['placement']:<6} on {r['device']:<4}: {r['seconds']:6.2f} s, cosine {r['cosine']:.4f}")
         else:  # its rows, printed as they finish and again in its table: once each, under the table's header
             table = [ln for ln in res.stdout.splitlines() if ln.startswith("| ")]
-            lines += ["  " + ln for ln in dict.fromkeys(table[:1] + [ln for ln in table if ln[2:3].isdigit()])]
+            header = [ln for ln in table if ln.startswith("| folder")][:1]
+            lines += ["  " + ln for ln in dict.fromkeys(header + [ln for ln in table if ln[2:3].isdigit()])]
     return None if failed else lines
 
 

@@ -59,14 +59,50 @@ def test_the_parts_travel_as_bytes_and_come_back_equal_on_the_cpu():
 
 
 def test_only_a_torchrun_environment_counts_as_launched_by_torchrun(monkeypatch):
-    for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR"):
+    from tnviz.model.distributed import TORCHRUN_ENV, init_from_env
+
+    for k in TORCHRUN_ENV:
         monkeypatch.delenv(k, raising=False)
     assert not launched_by_torchrun()
-    monkeypatch.setenv("WORLD_SIZE", "1")  # a WORLD_SIZE alone (a user's shell) is not a launch
-    assert not launched_by_torchrun()
-    monkeypatch.setenv("RANK", "0")
-    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    # what a cluster job or a container can leave behind: a plain `tnviz compress` stays one process
+    for k, v in {"RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "localhost"}.items():
+        monkeypatch.setenv(k, v)
+    assert not launched_by_torchrun() and init_from_env("cpu") is False
+    for k, v in {"LOCAL_RANK": "0", "MASTER_PORT": "29500", "TORCHELASTIC_RUN_ID": "none"}.items():
+        monkeypatch.setenv(k, v)
     assert launched_by_torchrun()
+
+
+def test_a_group_that_cannot_start_or_more_ranks_than_gpus_is_a_clear_error(monkeypatch):
+    from tnviz.model.distributed import TORCHRUN_ENV, init_from_env
+
+    for k in TORCHRUN_ENV:
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # several ranks asked for, no rendezvous address
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(TnvizError, match=r"could not join the torch.distributed group .*WORLD_SIZE=2.*"
+                                         r"MASTER_ADDR=\(unset\).*unset these variables"):
+        init_from_env("cpu")
+    assert not torch.distributed.is_initialized()
+    # nccl: one rank per GPU; the second rank of a 1-GPU machine is told so before CUDA is touched
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(TnvizError, match=r"local rank 1 of its machine, which has 1 GPU: .*--nproc-per-node=1.*"
+                                         r"--device cpu"):
+        init_from_env("cuda")
+
+
+def test_a_part_that_cannot_be_packed_travels_as_an_error_naming_it():
+    from tnviz.model.distributed import _packed
+
+    class Holding(Exception):
+        pass
+
+    error = Holding("weight 'l2.weight' failed")
+    error.callback = lambda: None  # pickle cannot take it: the gather would have hung the other ranks
+    back = _unpack(_packed(error, 1))
+    assert isinstance(back, TnvizError) and str(back) == "rank 1: Holding: weight 'l2.weight' failed"
+    assert _unpack(_packed([(0, 5)], 0)) == [(0, 5)]
 
 
 def test_a_one_rank_group_is_a_group_for_distributed_true_and_not_for_the_automatic_choice(tmp_path):

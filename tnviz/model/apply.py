@@ -335,7 +335,7 @@ def apply_plan(model: nn.Module, plan: Plan, *, calibration: Sequence[Any] | Non
     done = (lambda n, lp: progress(offset + n, steps, lp.name)) if progress else None
     outcomes = _resumable(one, plan, journal, lambda fn, todo: map_spread(
         fn, todo, [svd_cost(lp.shape) for lp in todo], distributed=distributed,
-        workers=1 if dev.type != "cpu" else workers, done=done))
+        workers=1 if dev.type != "cpu" else workers, done=done, device=dev))
     trim()  # what the decompositions freed, back to the system once they are all done
     for lp, outcome in zip(plan.layers, outcomes):  # the surgery in plan order, on this thread
         if isinstance(outcome, Kept):
@@ -413,7 +413,7 @@ def compress_weights(weights: Any, plan: Plan, *, covariances: Mapping[str, torc
     done = (lambda n, lp: progress(n, len(plan.layers), lp.name)) if progress else None
     outcomes = _resumable(one if journal is not None else held, plan, journal, lambda fn, todo: map_spread(
         fn, todo, [svd_cost(lp.shape) for lp in todo], distributed=distributed,
-        workers=1 if dev.type != "cpu" else None, done=done), slim=True)
+        workers=1 if dev.type != "cpu" else None, done=done, device=dev), slim=True)
     trim()
     for lp, outcome in zip(plan.layers, outcomes):
         if isinstance(outcome, tuple):

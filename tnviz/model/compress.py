@@ -70,7 +70,8 @@ def compress(source: Any, output: str | os.PathLike | None = None, *, rules: Seq
     name for a weights-only file).  ``heal``: a key of :data:`tnviz.model.heal.HEALINGS`, kept only
     where it helps the held-out metric.  ``progress(done, total, label)`` is called as it goes.
     ``distributed`` (default ``None``: when a torch.distributed process group of several ranks is
-    initialized; ``True``: over the initialized group of any size, one rank included): the weights
+    initialized; ``True``: over the initialized group of any size, one rank included; with nccl,
+    each rank after ``torch.cuda.set_device`` of its own GPU): the weights
     are spread over the ranks (:mod:`tnviz.model.distributed`); rank 0 measures, heals and writes
     ``output`` (the single-process run's bytes), the other ranks return the layers only.  ``dense``: ``output`` is written as a plain Hugging Face folder of dense
     weights rebuilt from the networks (:meth:`Compression.write_dense`) instead of the compressed one.

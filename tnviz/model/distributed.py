@@ -97,25 +97,42 @@ def resolve(distributed: bool | None) -> bool:
     return bool(distributed)
 
 
+#: What torchrun sets for every worker beyond the ``env://`` rendezvous (RANK, WORLD_SIZE,
+#: MASTER_ADDR): a shell or container that only left those behind is not a torchrun launch.
+TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID")
+
+
 def launched_by_torchrun() -> bool:
-    """Whether this process was started by torchrun (or another launcher that sets the
-    ``env://`` rendezvous: ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``)."""
-    return all(os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR"))
+    """Whether this process is one of torchrun's workers: every variable of :data:`TORCHRUN_ENV` set."""
+    return all(os.environ.get(k) for k in TORCHRUN_ENV)
 
 
 def init_from_env(device: Any = "cpu") -> bool:
     """Join the process group torchrun describes (every size, one rank included): gloo on CPU,
-    nccl for CUDA, each rank on the GPU of its ``LOCAL_RANK``.  Returns whether this call
-    initialized it (the caller then destroys it)."""
+    nccl for CUDA, each rank on the GPU of its ``LOCAL_RANK``.  Also a group of several ranks
+    described by the ``env://`` variables alone (``WORLD_SIZE`` > 1), as before torchrun's own
+    variables were asked for.  Returns whether this call initialized it (the caller then destroys
+    it); a rendezvous that cannot start is a :class:`TnvizError` naming the variables."""
     dist = _dist()
-    if not launched_by_torchrun() or not dist.is_available() or dist.is_initialized():
+    several = int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+    if not (launched_by_torchrun() or several) or not dist.is_available() or dist.is_initialized():
         return False
     backend = "nccl" if str(device).startswith("cuda") else "gloo"
     if backend == "nccl":
         import torch
 
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend=backend)
+        local, count = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+        if local >= count:
+            raise TnvizError(f"rank {os.environ.get('RANK', '?')} is local rank {local} of its machine, which has "
+                             f"{count} GPU{'s' * (count != 1)}: nccl runs one rank per GPU; start at most {count} "
+                             f"per machine (--nproc-per-node={count}) or compress on the CPU (--device cpu)")
+        torch.cuda.set_device(local)
+    try:
+        dist.init_process_group(backend=backend)
+    except (ValueError, RuntimeError) as exc:
+        shown = ", ".join(f"{k}={os.environ.get(k, '(unset)')}" for k in TORCHRUN_ENV)
+        raise TnvizError(f"could not join the torch.distributed group the environment describes ({shown}): "
+                         f"{type(exc).__name__}: {exc}; run under torchrun, or unset these variables") from None
     return True
 
 
@@ -130,27 +147,41 @@ def _pack(obj: Any) -> bytes:
     return buffer.getvalue()
 
 
-def _unpack(data: bytes) -> Any:
-    """What :func:`_pack` packed on another rank, its CUDA tensors on this rank's current GPU
-    (another rank's ``cuda:1`` is this rank's ``cuda:0`` under nccl) and its CPU tensors on the CPU.
-    The bytes come from this job's own ranks, never from a file or a user."""
+def _unpack(data: bytes, device: Any = None) -> Any:
+    """What :func:`_pack` packed on another rank, its CUDA tensors on ``device`` (this rank's GPU:
+    another rank's ``cuda:1`` is this rank's ``cuda:0``; a CUDA device without an index is the
+    current one) and its CPU tensors on the CPU.  The bytes come from this job's own ranks, never
+    from a file or a user."""
     import io
 
     import torch
 
     here = None
-    if torch.cuda.is_available():
-        current = f"cuda:{torch.cuda.current_device()}"
-        here = {f"cuda:{k}": current for k in range(torch.cuda.device_count())}
+    if device is not None and torch.device(device).type == "cuda":
+        dev = torch.device(device)
+        target = f"cuda:{dev.index if dev.index is not None else torch.cuda.current_device()}"
+        here = {f"cuda:{k}": target for k in range(torch.cuda.device_count())}
     return torch.load(io.BytesIO(data), map_location=here, weights_only=False)
 
 
+def _packed(local: Any, me: int) -> bytes:
+    """:func:`_pack` of this rank's part; a part that cannot be packed (an error holding a lambda)
+    travels as a :class:`TnvizError` saying what it was, so that every rank still reaches the gather."""
+    try:
+        return _pack(local)
+    except Exception as exc:
+        what = local if isinstance(local, BaseException) else exc
+        return _pack(TnvizError(f"rank {me}: {type(what).__name__}: {what}"))
+
+
 def map_spread(fn: Callable[[T], R], items: Sequence[T], costs: Sequence[float], *, distributed: bool = False,
-               workers: int | None = None, done: Callable[[int, T], None] | None = None) -> list[R]:
+               workers: int | None = None, done: Callable[[int, T], None] | None = None,
+               device: Any = None) -> list[R]:
     """``[fn(item) for item in items]``: with ``distributed``, each rank computes the items
     :func:`assign` gives it (on :func:`tnviz.model.parallel.map_ordered`'s workers) and every rank
-    gets all results in item order; otherwise :func:`~tnviz.model.parallel.map_ordered` itself.
-    ``done(k, item)`` counts this rank's items."""
+    gets all results in item order, the other ranks' CUDA tensors on ``device`` (the run's);
+    otherwise :func:`~tnviz.model.parallel.map_ordered` itself.  ``done(k, item)`` counts this
+    rank's items."""
     items = list(items)
     if not distributed:
         return map_ordered(fn, items, workers=workers, done=done)
@@ -166,8 +197,14 @@ def map_spread(fn: Callable[[T], R], items: Sequence[T], costs: Sequence[float],
     # each rank's part travels as bytes and lands on this rank's device (all_gather_object would
     # unpickle another rank's CUDA tensors onto that rank's GPU); this rank keeps its own objects
     gathered: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, _pack(local))
-    gathered = [local if r == me else _unpack(part) for r, part in enumerate(gathered)]
+    dist.all_gather_object(gathered, _packed(local, me))
+    parts: list[Any] = []
+    for r, part in enumerate(gathered):
+        try:
+            parts.append(local if r == me else _unpack(part, device))
+        except Exception as exc:  # e.g. an error class that cannot be rebuilt from its arguments
+            parts.append(TnvizError(f"rank {r}'s results could not be read on rank {me}: {type(exc).__name__}: {exc}"))
+    gathered = parts
     for part in gathered:  # the first rank's error, raised on every rank
         if isinstance(part, BaseException):
             raise part
@@ -178,5 +215,5 @@ def map_spread(fn: Callable[[T], R], items: Sequence[T], costs: Sequence[float],
     return out
 
 
-__all__ = ["assign", "svd_cost", "group_active", "group_initialized", "rank", "resolve", "launched_by_torchrun",
-           "init_from_env", "map_spread"]
+__all__ = ["TORCHRUN_ENV", "assign", "svd_cost", "group_active", "group_initialized", "rank", "resolve",
+           "launched_by_torchrun", "init_from_env", "map_spread"]
