@@ -100,9 +100,14 @@ def test_a_part_that_cannot_be_packed_travels_as_an_error_naming_it():
 
     error = Holding("weight 'l2.weight' failed")
     error.callback = lambda: None  # pickle cannot take it: the gather would have hung the other ranks
-    back = _unpack(_packed(error, 1))
+    data, kept = _packed(error, 1)
+    back = _unpack(data)
     assert isinstance(back, TnvizError) and str(back) == "rank 1: Holding: weight 'l2.weight' failed"
-    assert _unpack(_packed([(0, 5)], 0)) == [(0, 5)]
+    assert isinstance(kept, TnvizError) and str(kept) == str(back)  # raised on this rank too, not only the others
+    data, kept = _packed([(0, lambda: None)], 0)  # results that cannot travel: an error on every rank
+    assert isinstance(kept, TnvizError) and "rank 0: " in str(kept) and isinstance(_unpack(data), TnvizError)
+    data, kept = _packed([(0, 5)], 0)
+    assert _unpack(data) == kept == [(0, 5)]
 
 
 def test_a_one_rank_group_is_a_group_for_distributed_true_and_not_for_the_automatic_choice(tmp_path):

@@ -164,14 +164,16 @@ def _unpack(data: bytes, device: Any = None) -> Any:
     return torch.load(io.BytesIO(data), map_location=here, weights_only=False)
 
 
-def _packed(local: Any, me: int) -> bytes:
-    """:func:`_pack` of this rank's part; a part that cannot be packed (an error holding a lambda)
-    travels as a :class:`TnvizError` saying what it was, so that every rank still reaches the gather."""
+def _packed(local: Any, me: int) -> tuple[bytes, Any]:
+    """:func:`_pack` of this rank's part, and the part itself; a part that cannot be packed (an
+    error holding a lambda) becomes a :class:`TnvizError` saying what it was, here and on every
+    other rank, so that every rank reaches the gather and then raises it."""
     try:
-        return _pack(local)
+        return _pack(local), local
     except Exception as exc:
         what = local if isinstance(local, BaseException) else exc
-        return _pack(TnvizError(f"rank {me}: {type(what).__name__}: {what}"))
+        error = TnvizError(f"rank {me}: {type(what).__name__}: {what}")
+        return _pack(error), error
 
 
 def map_spread(fn: Callable[[T], R], items: Sequence[T], costs: Sequence[float], *, distributed: bool = False,
@@ -197,7 +199,8 @@ def map_spread(fn: Callable[[T], R], items: Sequence[T], costs: Sequence[float],
     # each rank's part travels as bytes and lands on this rank's device (all_gather_object would
     # unpickle another rank's CUDA tensors onto that rank's GPU); this rank keeps its own objects
     gathered: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, _packed(local, me))
+    data, local = _packed(local, me)
+    dist.all_gather_object(gathered, data)
     parts: list[Any] = []
     for r, part in enumerate(gathered):
         try:
