@@ -54,29 +54,26 @@ def svd_cost(shape: Sequence[int]) -> float:
     return float(m) * n * min(m, n)
 
 
-def group_active() -> bool:
-    """Whether a torch.distributed process group with more than one rank is initialized."""
+def _dist():
     import torch.distributed as dist
 
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    return dist
 
 
 def group_initialized() -> bool:
     """Whether a torch.distributed process group of any size (one rank included) is initialized."""
-    import torch.distributed as dist
-
+    dist = _dist()
     return dist.is_available() and dist.is_initialized()
+
+
+def group_active() -> bool:
+    """Whether a torch.distributed process group with more than one rank is initialized."""
+    return group_initialized() and _dist().get_world_size() > 1
 
 
 def rank() -> int:
     """This process's rank (0 without a process group)."""
     return _dist().get_rank() if group_initialized() else 0
-
-
-def _dist():
-    import torch.distributed as dist
-
-    return dist
 
 
 def resolve(distributed: bool | None) -> bool:
@@ -187,8 +184,7 @@ def map_spread(fn: Callable[[T], R], items: Sequence[T], costs: Sequence[float],
     items = list(items)
     if not distributed:
         return map_ordered(fn, items, workers=workers, done=done)
-    import torch.distributed as dist
-
+    dist = _dist()
     owners = assign(list(costs), dist.get_world_size())
     me = dist.get_rank()
     mine = [k for k, r in enumerate(owners) if r == me]
